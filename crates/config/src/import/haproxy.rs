@@ -1,0 +1,539 @@
+//! haproxy.cfg -> frontends and backends. Follows haproxy's own rules where they matter: a
+//! `defaults` section applies to the proxies after it, and of `option httpchk`,
+//! `option ssl-hello-chk` and `option tcp-check` the last one wins.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::lines::{haproxy_time, words};
+use super::{Sink, Source};
+use crate::defaults as d;
+use crate::model::{Backend, Balance, CheckKind, ClientCert, Frontend, HealthCheck, Server, TlsVerify};
+
+/// One directive line.
+#[derive(Debug, Clone)]
+struct Line {
+    number: usize,
+    words: Vec<String>,
+}
+
+impl Line {
+    fn word(&self, i: usize) -> &str {
+        self.words.get(i).map_or("", String::as_str)
+    }
+}
+
+/// A value with the line that set it.
+type At<T> = Option<(T, usize)>;
+
+/// Which health-check option was set; haproxy keeps only the last.
+#[derive(Debug, Clone, PartialEq)]
+enum CheckOption {
+    HttpChk { path: Option<String> },
+    SslHello,
+    TcpCheck,
+}
+
+/// Server keywords as haproxy reads them (from `default-server` or `server`).
+#[derive(Debug, Clone, Default)]
+struct ServerParams {
+    check: bool,
+    check_ssl: At<()>,
+    verify: At<String>,
+    ca_file: At<String>,
+    crt: At<String>,
+    sni: At<String>,
+    inter: At<Duration>,
+    fastinter: At<Duration>,
+    fall: At<u32>,
+    rise: At<u32>,
+    weight: At<u32>,
+    backup: bool,
+    disabled: bool,
+}
+
+/// What a proxy section (or a `defaults` section) accumulates.
+#[derive(Debug, Clone, Default)]
+struct Proxy {
+    mode: At<String>,
+    balance: At<Balance>,
+    timeouts: Vec<(String, Duration, usize)>,
+    retries: At<u32>,
+    redispatch: At<bool>,
+    maxconn: At<u32>,
+    checks: Vec<(CheckOption, usize)>,
+    send_path: At<String>,
+    expect_status: At<u16>,
+    connect_ssl: At<()>,
+    default_server: ServerParams,
+    default_backend: At<String>,
+    binds: Vec<(SocketAddr, usize)>,
+    servers: Vec<(String, SocketAddr, ServerParams, usize)>,
+}
+
+impl Proxy {
+    fn timeout(&self, name: &str) -> At<Duration> {
+        self.timeouts.iter().rev().find(|(n, _, _)| n == name).map(|(_, d, l)| (*d, *l))
+    }
+}
+
+/// Directives that only matter for logging or HTTP mode: noted once, never errors.
+const NOTED: &[&str] = &[
+    "log", "option httplog", "option tcplog", "option dontlognull", "option http-server-close",
+    "option forwardfor", "timeout http-request", "timeout http-keep-alive", "option httpclose",
+    "option http-keep-alive", "option logasap", "log-format", "option log-health-checks",
+    "daemon", "chroot", "user", "group", "pidfile", "stats", "nbthread", "nbproc", "master-worker",
+    "ssl-default-bind-ciphers", "ssl-default-bind-options", "ssl-default-server-ciphers",
+    "ssl-default-server-options", "ca-base", "crt-base", "tune.ssl.default-dh-param", "description",
+    "option dontlog-normal", "unique-id-format", "errorfile",
+];
+
+pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Backend>) {
+    let mut defaults = Proxy::default();
+    let mut current: Option<(String, String, usize)> = None; // (kind, name, line)
+    let mut proxy = Proxy::default();
+    let mut frontends = Vec::new();
+    let mut backends = Vec::new();
+    let mut noted: Vec<usize> = Vec::new();
+    let mut global_maxconn: At<u32> = None;
+    let mut skipping = false;
+    let mut finish = |current: Option<(String, String, usize)>, proxy: &Proxy, sink: &mut Sink, global: At<u32>| {
+        let Some((kind, name, line)) = current else { return };
+        if kind == "frontend" || kind == "listen" {
+            frontends.push((frontend(src, &name, line, proxy, sink, global), line));
+        }
+        if kind == "backend" || kind == "listen" {
+            if let Some(b) = backend(src, &name, line, proxy, sink) {
+                backends.push(b);
+            }
+        }
+    };
+    for (index, raw_line) in src.text.lines().enumerate() {
+        let number = index + 1;
+        let Some(ws) = words(raw_line, &['#']) else {
+            sink.error(src.file, number, "unterminated quote", "close the quote or escape it with a backslash");
+            continue;
+        };
+        if ws.is_empty() {
+            continue;
+        }
+        let line = Line { number, words: ws };
+        let keyword = line.word(0);
+        if ["global", "defaults", "frontend", "backend", "listen"].contains(&keyword) {
+            let section = current.take();
+            finish(section, &proxy, sink, global_maxconn);
+            if keyword == "defaults" {
+                defaults = Proxy::default();
+            }
+            proxy = defaults.clone();
+            proxy.binds.clear();
+            proxy.servers.clear();
+            skipping = false;
+            if keyword == "global" || keyword == "defaults" {
+                current = Some((keyword.to_string(), String::new(), number));
+                continue;
+            }
+            let name = line.word(1).to_string();
+            if name.is_empty() {
+                sink.error(src.file, number, format!("`{keyword}` without a name"), "");
+            }
+            current = Some((keyword.to_string(), name, number));
+            if keyword == "listen" && line.words.len() > 2 {
+                bind(src, &line, 2, &mut proxy, sink);
+            }
+            continue;
+        }
+        if ["userlist", "peers", "resolvers", "mailers", "program", "http-errors", "ring", "cache"].contains(&keyword) {
+            let section = current.take();
+            finish(section, &proxy, sink, global_maxconn);
+            sink.unmapped(src.file, number, &format!("{keyword} section"), "halo has no equivalent; its directives are skipped");
+            skipping = true;
+            continue;
+        }
+        if skipping {
+            continue;
+        }
+        let Some((kind, _, _)) = &current else {
+            sink.error(src.file, number, format!("`{keyword}` outside of any section"), "directives go under global, defaults, frontend, backend or listen");
+            continue;
+        };
+        let two = format!("{} {}", keyword, line.word(1));
+        if NOTED.contains(&keyword) || NOTED.contains(&two.as_str()) {
+            noted.push(number);
+            continue;
+        }
+        if kind == "global" {
+            if keyword == "maxconn" {
+                global_maxconn = number_at(src, &line, 1, sink).map(|n| (n, number));
+            } else {
+                sink.unmapped(src.file, number, keyword, "a process setting halo does not have");
+            }
+            continue;
+        }
+        directive(src, &line, kind == "defaults", &mut proxy, sink);
+        if kind == "defaults" {
+            defaults = proxy.clone();
+        }
+    }
+    let section = current.take();
+    finish(section, &proxy, sink, global_maxconn);
+    if let Some(first) = noted.first() {
+        let list: Vec<String> = noted.iter().map(ToString::to_string).collect();
+        sink.warn(src.file, *first, format!("logging, process and HTTP-mode directives are not imported (lines {})", list.join(", ")), "they mean nothing for halo's TCP balancer, which logs through its own `[log]` settings");
+    }
+    let frontends = frontends
+        .into_iter()
+        .filter_map(|(f, line): (Option<Frontend>, usize)| {
+            let f = f?;
+            if !backends.iter().any(|b: &Backend| b.name == f.backend) {
+                sink.error(src.file, line, format!("frontend `{}` uses backend `{}`, which is not defined", f.name, f.backend), "");
+            }
+            Some(f)
+        })
+        .collect();
+    (frontends, backends)
+}
+
+fn number_at(src: Source<'_>, line: &Line, i: usize, sink: &mut Sink) -> Option<u32> {
+    let word = line.word(i);
+    let value = word.parse().ok();
+    if value.is_none() {
+        sink.error(src.file, line.number, format!("`{}` needs a number, got `{word}`", line.word(0)), "");
+    }
+    value
+}
+
+fn time_at(src: Source<'_>, line: &Line, i: usize, sink: &mut Sink) -> Option<Duration> {
+    let word = line.word(i);
+    let value = haproxy_time(word);
+    if value.is_none() {
+        sink.error(src.file, line.number, format!("`{word}` is not a haproxy time"), "a number with an optional unit: 500ms, 5s, 1m, 1h");
+    }
+    value
+}
+
+fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut Proxy, sink: &mut Sink) {
+    let n = line.number;
+    match (line.word(0), line.word(1)) {
+        ("mode", mode) => p.mode = Some((mode.to_string(), n)),
+        ("balance", algo) => {
+            let balance = match algo {
+                "roundrobin" | "static-rr" => Balance::RoundRobin,
+                "leastconn" => Balance::LeastConn,
+                "first" => Balance::First,
+                other => {
+                    sink.unmapped(src.file, n, &format!("balance {other}"), "halo balances roundrobin, leastconn or first; roundrobin is used");
+                    Balance::RoundRobin
+                }
+            };
+            p.balance = Some((balance, n));
+        }
+        ("timeout", which) => {
+            let known = ["connect", "client", "server", "tunnel", "queue", "check", "client-fin", "server-fin"];
+            if known.contains(&which) {
+                if let Some(t) = time_at(src, line, 2, sink) {
+                    p.timeouts.push((which.to_string(), t, n));
+                }
+            } else {
+                sink.unmapped(src.file, n, &format!("timeout {which}"), "");
+            }
+        }
+        ("retries", _) => p.retries = number_at(src, line, 1, sink).map(|r| (r, n)),
+        ("option", "redispatch") => p.redispatch = Some((true, n)),
+        ("no", "option") if line.word(2) == "redispatch" => p.redispatch = Some((false, n)),
+        ("maxconn", _) => p.maxconn = number_at(src, line, 1, sink).map(|m| (m, n)),
+        ("option", "httpchk") => {
+            // `option httpchk [<method>] [<uri>] [<version>]`; one word means the URI.
+            let path = match line.words.len() {
+                2 => None,
+                3 => Some(line.word(2).to_string()),
+                _ => Some(line.word(3).to_string()),
+            };
+            p.checks.push((CheckOption::HttpChk { path }, n));
+        }
+        ("option", "ssl-hello-chk") => p.checks.push((CheckOption::SslHello, n)),
+        ("option", "tcp-check") => p.checks.push((CheckOption::TcpCheck, n)),
+        ("http-check", "send") => {
+            let uri = line.words.iter().position(|w| w == "uri").and_then(|i| line.words.get(i + 1));
+            match uri {
+                Some(uri) => p.send_path = Some((uri.clone(), n)),
+                None => sink.unmapped(src.file, n, "http-check send without uri", "halo sends GET <path>"),
+            }
+        }
+        ("http-check", "expect") => match (line.word(2), line.word(3).parse::<u16>()) {
+            ("status", Ok(code)) if line.words.len() == 4 => p.expect_status = Some((code, n)),
+            _ => sink.unmapped(src.file, n, &line.words.join(" "), "halo expects one exact status (`health.expect_status`)"),
+        },
+        ("http-check", "connect") if line.words.iter().any(|w| w == "ssl") => p.connect_ssl = Some(((), n)),
+        ("default-server", _) => {
+            let mut params = p.default_server.clone();
+            server_params(src, line, 1, &mut params, sink);
+            p.default_server = params;
+        }
+        ("default_backend", name) => p.default_backend = Some((name.to_string(), n)),
+        ("use_backend", name) if line.words.len() == 2 => p.default_backend = Some((name.to_string(), n)),
+        ("bind", _) if !in_defaults => bind(src, line, 1, p, sink),
+        ("server", _) if !in_defaults => server(src, line, p, sink),
+        (keyword, _) => sink.unmapped(src.file, n, &line.words.join(" "), &format!("halo does not know `{keyword}` in this place")),
+    }
+}
+
+/// `bind ADDR[,ADDR...] [options]`
+fn bind(src: Source<'_>, line: &Line, first: usize, p: &mut Proxy, sink: &mut Sink) {
+    for address in line.word(first).split(',') {
+        match haproxy_address(address, true) {
+            Some(addr) => p.binds.push((addr, line.number)),
+            None => sink.error(src.file, line.number, format!("cannot read bind address `{address}`"), "halo binds IP:port, *:port or [IPv6]:port"),
+        }
+    }
+    for option in &line.words[first + 1..] {
+        match option.as_str() {
+            "v6only" | "v4v6" | "transparent" => {}
+            other => sink.unmapped(src.file, line.number, &format!("bind option {other}"), "halo binds plain TCP; TLS stays end to end between client and API server"),
+        }
+    }
+}
+
+/// `*:8443`, `:8443`, `10.0.0.1:8443`, `[::]:8443`, `:::8443`, `ipv4@...`, `ipv6@...`.
+fn haproxy_address(s: &str, wildcard_ok: bool) -> Option<SocketAddr> {
+    let s = s.strip_prefix("ipv4@").or_else(|| s.strip_prefix("ipv6@")).unwrap_or(s);
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let ip: IpAddr = match host {
+        "" | "*" if wildcard_ok => IpAddr::from([0, 0, 0, 0]),
+        "::" | "[::]" if wildcard_ok => IpAddr::from([0u16; 8]),
+        h => h.trim_start_matches('[').trim_end_matches(']').parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn server(src: Source<'_>, line: &Line, p: &mut Proxy, sink: &mut Sink) {
+    let (name, address) = (line.word(1), line.word(2));
+    let Some(addr) = haproxy_address(address, false) else {
+        let hint = if address.parse::<IpAddr>().is_ok() {
+            "give the port: halo does not take it from the frontend"
+        } else {
+            "halo needs an IP:port; it does not resolve names, so DNS cannot take the endpoint down"
+        };
+        sink.error(src.file, line.number, format!("server `{name}`: cannot use address `{address}`"), hint);
+        return;
+    };
+    let mut params = p.default_server.clone();
+    server_params(src, line, 3, &mut params, sink);
+    p.servers.push((name.to_string(), addr, params, line.number));
+}
+
+fn server_params(src: Source<'_>, line: &Line, first: usize, s: &mut ServerParams, sink: &mut Sink) {
+    let n = line.number;
+    let mut i = first;
+    while i < line.words.len() {
+        let word = line.word(i);
+        let value = line.word(i + 1).to_string();
+        let mut takes_value = true;
+        match word {
+            "check" => (s.check, takes_value) = (true, false),
+            "no-check" => (s.check, takes_value) = (false, false),
+            "check-ssl" => (s.check_ssl, takes_value) = (Some(((), n)), false),
+            "backup" => (s.backup, takes_value) = (true, false),
+            "disabled" => (s.disabled, takes_value) = (true, false),
+            "enabled" => (s.disabled, takes_value) = (false, false),
+            "verify" => s.verify = Some((value.clone(), n)),
+            "ca-file" => s.ca_file = Some((value.clone(), n)),
+            "crt" => s.crt = Some((value.clone(), n)),
+            "sni" | "check-sni" => s.sni = Some((value.trim_start_matches("str(").trim_end_matches(')').to_string(), n)),
+            "inter" => s.inter = time_value(src, n, word, &value, sink),
+            "fastinter" => s.fastinter = time_value(src, n, word, &value, sink),
+            "fall" => s.fall = count_value(src, n, word, &value, sink),
+            "rise" => s.rise = count_value(src, n, word, &value, sink),
+            "weight" => s.weight = count_value(src, n, word, &value, sink),
+            "ssl" => {
+                takes_value = false;
+                sink.unmapped(src.file, n, "server option ssl", "halo does not re-encrypt: clients talk TLS to the API server end to end");
+            }
+            "downinter" | "maxconn" | "slowstart" | "port" | "addr" | "agent-check" | "observe" | "on-error" | "resolvers" | "init-addr" => {
+                sink.unmapped(src.file, n, &format!("server option {word} {value}"), "");
+            }
+            other => {
+                takes_value = false;
+                sink.unmapped(src.file, n, &format!("server option {other}"), "");
+            }
+        }
+        i += if takes_value { 2 } else { 1 };
+    }
+}
+
+fn time_value(src: Source<'_>, line: usize, keyword: &str, value: &str, sink: &mut Sink) -> At<Duration> {
+    let parsed = haproxy_time(value).map(|t| (t, line));
+    if parsed.is_none() {
+        sink.error(src.file, line, format!("`{keyword}` needs a time, got `{value}`"), "a number with an optional unit: 500ms, 2s");
+    }
+    parsed
+}
+
+fn count_value(src: Source<'_>, line: usize, keyword: &str, value: &str, sink: &mut Sink) -> At<u32> {
+    let parsed = value.parse().ok().map(|v| (v, line));
+    if parsed.is_none() {
+        sink.error(src.file, line, format!("`{keyword}` needs a number, got `{value}`"), "");
+    }
+    parsed
+}
+
+fn frontend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink, global_maxconn: At<u32>) -> Option<Frontend> {
+    tcp_mode(src, name, p, sink);
+    if p.binds.is_empty() {
+        sink.error(src.file, line, format!("frontend `{name}` has no bind"), "");
+        return None;
+    }
+    let backend = match &p.default_backend {
+        Some((b, _)) => b.clone(),
+        None if !p.servers.is_empty() => name.to_string(), // a listen section
+        None => {
+            sink.error(src.file, line, format!("frontend `{name}` has no default_backend"), "");
+            return None;
+        }
+    };
+    let maxconn = p.maxconn.or(global_maxconn).map_or(d::MAX_CONNECTIONS, |(m, _)| m.clamp(1, 1_000_000));
+    Some(Frontend {
+        name: name.to_string(),
+        binds: p.binds.iter().map(|(a, _)| *a).collect(),
+        backend,
+        max_connections: maxconn,
+        queue_timeout: p.timeout("queue").map_or(d::QUEUE_TIMEOUT, |(t, _)| t),
+    })
+}
+
+fn tcp_mode(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) {
+    if let Some((mode, line)) = &p.mode {
+        if mode != "tcp" {
+            sink.unmapped(src.file, *line, &format!("mode {mode} (in effect for `{name}`)"), "halo balances TCP; HTTP-mode processing is not imported and traffic is passed through as TCP");
+        }
+    }
+}
+
+fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink) -> Option<Backend> {
+    tcp_mode(src, name, p, sink);
+    if p.servers.is_empty() {
+        sink.error(src.file, line, format!("backend `{name}` has no server"), "");
+        return None;
+    }
+    let servers = p
+        .servers
+        .iter()
+        .map(|(server_name, address, s, _)| {
+            let weight = s.weight.map_or(d::SERVER_WEIGHT, |(w, _)| w);
+            if let Some((0, l)) = s.weight {
+                sink.warn(src.file, l, format!("server `{server_name}` has weight 0"), "imported as `disabled = true`");
+            }
+            Server { name: server_name.clone(), address: *address, weight: weight.clamp(1, 256), backup: s.backup, disabled: s.disabled || weight == 0 }
+        })
+        .collect();
+    let health = health(src, name, p, sink);
+    let idle = idle_timeout(src, name, p, sink);
+    Some(Backend {
+        name: name.to_string(),
+        balance: p.balance.map_or(Balance::RoundRobin, |(b, _)| b),
+        servers,
+        health,
+        retries: p.retries.map_or(d::RETRIES, |(r, _)| r.min(100)),
+        redispatch: p.redispatch.is_some_and(|(r, _)| r),
+        connect_timeout: p.timeout("connect").map_or(d::CONNECT_TIMEOUT, |(t, _)| t),
+        idle_timeout: idle,
+        drain_timeout: d::DRAIN_TIMEOUT,
+    })
+}
+
+/// In TCP mode, `timeout tunnel` rules an established connection; without it the shorter of
+/// client and server timeouts cuts an idle one.
+fn idle_timeout(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> Duration {
+    let tunnel = p.timeout("tunnel");
+    let shorter = match (p.timeout("client"), p.timeout("server")) {
+        (Some(c), Some(s)) => Some(if c.0 <= s.0 { c } else { s }),
+        (one, other) => one.or(other),
+    };
+    let Some((idle, line)) = tunnel.or(shorter) else { return d::IDLE_TIMEOUT };
+    if idle < Duration::from_secs(300) {
+        let shown = humantime::format_duration(idle);
+        sink.warn(
+            src.file,
+            line,
+            format!("backend `{name}`: connections idle for {shown} are cut; kubectl logs -f, exec, port-forward and watches are silent for longer and break"),
+            "imported as is; halo's default idle_timeout is 1h (delete the line to use it)",
+        );
+        sink.note(format!("backend {name}"), format!("idle_timeout imported as {shown}: it cuts long API streams; halo's default is 1h."));
+    }
+    idle
+}
+
+fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthCheck {
+    let item = format!("backend {name}");
+    let first = p.servers.first().map(|(_, _, s, _)| s.clone()).unwrap_or_default();
+    for (server_name, _, s, l) in &p.servers {
+        if !s.check {
+            sink.warn(src.file, *l, format!("server `{server_name}` has no `check`: haproxy sent it traffic without ever checking it"), "halo checks every server");
+        }
+        if s.ca_file.as_ref().map(|c| &c.0) != first.ca_file.as_ref().map(|c| &c.0) || s.inter.map(|i| i.0) != first.inter.map(|i| i.0) {
+            sink.warn(src.file, *l, format!("server `{server_name}` has check settings unlike the first server's"), "halo checks all servers of a backend alike; the first server's settings are used");
+        }
+    }
+    let tls = first.check_ssl.is_some() || p.connect_ssl.is_some();
+    let last_option = p.checks.last().cloned();
+    let http_path = p.checks.iter().rev().find_map(|(c, l)| match c {
+        CheckOption::HttpChk { path } => Some((path.clone(), *l)),
+        _ => None,
+    });
+    let path = p.send_path.clone().map(|(p, _)| p).or_else(|| http_path.clone().and_then(|(p, _)| p)).unwrap_or_else(|| "/".to_string());
+    let kind = match &last_option {
+        Some((CheckOption::SslHello, ssl_line)) => {
+            if let Some((_, http_line)) = &http_path {
+                sink.warn(
+                    src.file,
+                    *ssl_line,
+                    format!("backend `{name}`: `option ssl-hello-chk` replaces `option httpchk` (line {http_line}): haproxy never sends GET {path}, so a server answering 500 stays in rotation"),
+                    format!("halo runs the real check: TLS, then GET {path} expecting the status"),
+                );
+                sink.note(item.clone(), format!("The classic config's ssl-hello-chk overrode httpchk: {path} was never requested. halo requests it over TLS."));
+                CheckKind::Https
+            } else {
+                CheckKind::Tls
+            }
+        }
+        Some((CheckOption::HttpChk { .. }, l)) => {
+            if !tls {
+                sink.warn(src.file, *l, format!("backend `{name}`: httpchk without check-ssl sends plain HTTP to a TLS port; the API server answers 400 and every check fails"), "halo runs the check over TLS");
+            }
+            CheckKind::Https
+        }
+        Some((CheckOption::TcpCheck, _)) | None if tls => CheckKind::Tls,
+        Some((CheckOption::TcpCheck, _)) | None => CheckKind::Tcp,
+    };
+    if kind == CheckKind::Https && path == "/healthz" {
+        sink.note(item.clone(), "/healthz stays OK while an API server drains; /readyz (halo's default) turns 503 first.".to_string());
+    }
+    let verify = match (&first.verify, &first.ca_file) {
+        (_, Some((ca, _))) => TlsVerify::Ca { ca_file: ca.into(), server_name: first.sni.as_ref().map(|s| s.0.clone()) },
+        (Some((v, _)), None) if v == "none" => TlsVerify::None,
+        (_, None) => {
+            if tls || kind == CheckKind::Https {
+                sink.note(item.clone(), "Server certificates are not verified; set health.ca_file = \"/etc/kubernetes/pki/ca.crt\" to verify them.".to_string());
+            }
+            TlsVerify::None
+        }
+    };
+    let timeout = p.timeout("check").map(|t| t.0).or(first.inter.map(|i| i.0)).unwrap_or(d::CHECK_TIMEOUT);
+    let interval = first.inter.map_or(d::CHECK_INTERVAL, |i| i.0);
+    HealthCheck {
+        kind,
+        path: if kind == CheckKind::Https { path } else { d::CHECK_PATH.to_string() },
+        expect_status: p.expect_status.map_or(d::CHECK_STATUS, |(s, _)| s),
+        verify,
+        client_cert: first.crt.map(|(c, _)| ClientCert { cert_file: c.clone().into(), key_file: c.into() }),
+        interval,
+        fast_interval: first.fastinter.map_or(interval.min(d::CHECK_FAST_INTERVAL), |f| f.0.min(interval)),
+        timeout,
+        fall: first.fall.map_or(d::CHECK_FALL, |f| f.0.clamp(1, 100)),
+        rise: first.rise.map_or(d::CHECK_RISE, |r| r.0.clamp(1, 100)),
+    }
+}

@@ -1,0 +1,208 @@
+//! Config -> halo.toml text: the importer's output and the renderers' round-trip partner. Keys
+//! equal to their defaults are left out where the default is the obvious choice.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use super::line;
+use crate::defaults as d;
+use crate::import::Notes;
+use crate::model::*;
+
+fn quote(s: &str) -> String {
+    ::toml::Value::String(s.to_string()).to_string()
+}
+
+fn list<T: Display>(items: &[T]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn dur(d: Duration) -> String {
+    quote(&humantime::format_duration(d).to_string())
+}
+
+fn comments(out: &mut String, notes: &Notes, item: &str) {
+    for note in notes.get(item).into_iter().flatten() {
+        line(out, format_args!("# {note}"));
+    }
+}
+
+/// Writes a configuration as halo.toml, with `notes` as comments above their items.
+pub fn halo_toml(config: &Config, notes: &Notes) -> String {
+    let mut out = String::new();
+    comments(&mut out, notes, "header");
+    if notes.contains_key("header") {
+        out.push('\n');
+    }
+    if config.node != Node::default() {
+        line(&mut out, format_args!("[node]"));
+        if let Some(name) = &config.node.name {
+            line(&mut out, format_args!("name = {}", quote(name)));
+        }
+        if let Some(interface) = &config.node.interface {
+            line(&mut out, format_args!("interface = {}", quote(interface)));
+        }
+        out.push('\n');
+    }
+    if config.status != Status::default() {
+        line(&mut out, format_args!("[status]\nlisten = {}", quote(&config.status.listen.to_string())));
+        if let Some(token) = &config.status.token_file {
+            line(&mut out, format_args!("token_file = {}", quote(&token.display().to_string())));
+        }
+        out.push('\n');
+    }
+    if config.log != Log::default() {
+        let level = format!("{:?}", config.log.level).to_lowercase();
+        let format = format!("{:?}", config.log.format).to_lowercase();
+        line(&mut out, format_args!("[log]\nlevel = {}\nformat = {}\n", quote(&level), quote(&format)));
+    }
+    for v in &config.vrrp {
+        vrrp(&mut out, v, notes);
+    }
+    for t in &config.trackers {
+        tracker(&mut out, t, notes);
+    }
+    for f in &config.frontends {
+        comments(&mut out, notes, &format!("frontend {}", f.name));
+        line(&mut out, format_args!("[[frontend]]\nname = {}\nbind = {}\nbackend = {}", quote(&f.name), list(&f.binds), quote(&f.backend)));
+        line(&mut out, format_args!("max_connections = {}", f.max_connections));
+        line(&mut out, format_args!("queue_timeout = {}\n", dur(f.queue_timeout)));
+    }
+    for b in &config.backends {
+        backend(&mut out, b, notes);
+    }
+    out
+}
+
+fn vrrp(out: &mut String, v: &VrrpInstance, notes: &Notes) {
+    comments(out, notes, &format!("vrrp {}", v.name));
+    line(out, format_args!("[[vrrp]]\nname = {}\ninterface = {}", quote(&v.name), quote(&v.interface)));
+    line(out, format_args!("virtual_router_id = {}\npriority = {}\nversion = {}", v.virtual_router_id, v.priority, v.version));
+    line(out, format_args!("advert_interval = {}", dur(v.advert_interval.as_duration())));
+    if !v.preempt {
+        line(out, format_args!("preempt = false"));
+    }
+    if !v.preempt_delay.is_zero() {
+        line(out, format_args!("preempt_delay = {}", dur(v.preempt_delay)));
+    }
+    if v.initial_state == InitialState::Master {
+        line(out, format_args!("initial_state = \"master\""));
+    }
+    line(out, format_args!("virtual_addresses = {}", list(&v.virtual_addresses)));
+    if let Some(password) = &v.auth_password {
+        line(out, format_args!("auth_password = {}", quote(password)));
+    }
+    if let Some(source) = v.unicast_source {
+        line(out, format_args!("unicast_source = {}", quote(&source.to_string())));
+    }
+    if !v.unicast_peers.is_empty() {
+        line(out, format_args!("unicast_peers = {}", list(&v.unicast_peers)));
+    }
+    if v.checksum == ChecksumMode::AsV2 {
+        line(out, format_args!("checksum = \"as-v2\""));
+    }
+    if v.virtual_mac {
+        line(out, format_args!("virtual_mac = true"));
+    }
+    if !v.accept {
+        line(out, format_args!("accept = false"));
+    }
+    if !v.track.is_empty() {
+        line(out, format_args!("track = {}", list(&v.track)));
+    }
+    if v.gratuitous != Gratuitous::default() {
+        let g = &v.gratuitous;
+        line(out, format_args!("\n[vrrp.gratuitous]\ndelay = {}\nrepeat = {}", dur(g.delay), g.repeat));
+        line(out, format_args!("refresh = {}\nrefresh_repeat = {}", dur(g.refresh.unwrap_or_default()), g.refresh_repeat));
+    }
+    if v.notify != Notify::default() {
+        let n = &v.notify;
+        line(out, format_args!("\n[vrrp.notify]"));
+        let hooks = [("master", &n.master), ("backup", &n.backup), ("fault", &n.fault), ("stop", &n.stop), ("change", &n.change)];
+        for (key, argv) in hooks {
+            if let Some(argv) = argv {
+                line(out, format_args!("{key} = {}", list(argv)));
+            }
+        }
+        line(out, format_args!("timeout = {}", dur(n.timeout)));
+    }
+    out.push('\n');
+}
+
+fn tracker(out: &mut String, t: &Tracker, notes: &Notes) {
+    comments(out, notes, &format!("tracker {}", t.name));
+    let kind = match t.kind {
+        TrackerKind::Balancer { .. } => "balancer",
+        TrackerKind::Script { .. } => "script",
+        TrackerKind::Interface { .. } => "interface",
+        TrackerKind::File { .. } => "file",
+    };
+    line(out, format_args!("[[tracker]]\nname = {}\nkind = \"{kind}\"", quote(&t.name)));
+    match &t.kind {
+        TrackerKind::Balancer { frontend, min_healthy, interval } => {
+            line(out, format_args!("frontend = {}\nmin_healthy = {min_healthy}\ninterval = {}", quote(frontend), dur(*interval)));
+        }
+        TrackerKind::Script { command, interval, timeout } => {
+            line(out, format_args!("command = {}\ninterval = {}\ntimeout = {}", list(command), dur(*interval), dur(*timeout)));
+        }
+        TrackerKind::Interface { interface } => line(out, format_args!("interface = {}", quote(interface))),
+        TrackerKind::File { path } => line(out, format_args!("path = {}", quote(&path.display().to_string()))),
+    }
+    match t.weight {
+        Some(w) => line(out, format_args!("weight = {w}")),
+        None => line(out, format_args!("# no weight: a failing tracker puts its instances into FAULT")),
+    }
+    line(out, format_args!("fall = {}\nrise = {}\n", t.fall, t.rise));
+}
+
+fn backend(out: &mut String, b: &Backend, notes: &Notes) {
+    comments(out, notes, &format!("backend {}", b.name));
+    let balance = match b.balance {
+        Balance::RoundRobin => "roundrobin",
+        Balance::LeastConn => "leastconn",
+        Balance::First => "first",
+    };
+    line(out, format_args!("[[backend]]\nname = {}\nbalance = \"{balance}\"", quote(&b.name)));
+    line(out, format_args!("retries = {}\nredispatch = {}", b.retries, b.redispatch));
+    line(out, format_args!("connect_timeout = {}\nidle_timeout = {}", dur(b.connect_timeout), dur(b.idle_timeout)));
+    if b.drain_timeout != d::DRAIN_TIMEOUT {
+        line(out, format_args!("drain_timeout = {}", dur(b.drain_timeout)));
+    }
+    let h = &b.health;
+    let kind = match h.kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Tls => "tls",
+        CheckKind::Https => "https",
+    };
+    line(out, format_args!("\n[backend.health]\nkind = \"{kind}\""));
+    if h.kind == CheckKind::Https {
+        line(out, format_args!("path = {}\nexpect_status = {}", quote(&h.path), h.expect_status));
+    }
+    if h.kind != CheckKind::Tcp {
+        if let TlsVerify::Ca { ca_file, server_name } = &h.verify {
+            line(out, format_args!("ca_file = {}", quote(&ca_file.display().to_string())));
+            if let Some(name) = server_name {
+                line(out, format_args!("server_name = {}", quote(name)));
+            }
+        }
+        if let Some(c) = &h.client_cert {
+            line(out, format_args!("client_cert = {}\nclient_key = {}", quote(&c.cert_file.display().to_string()), quote(&c.key_file.display().to_string())));
+        }
+    }
+    line(out, format_args!("interval = {}\nfast_interval = {}\ntimeout = {}", dur(h.interval), dur(h.fast_interval), dur(h.timeout)));
+    line(out, format_args!("fall = {}\nrise = {}", h.fall, h.rise));
+    for s in &b.servers {
+        line(out, format_args!("\n[[backend.server]]\nname = {}\naddress = {}", quote(&s.name), quote(&s.address.to_string())));
+        if s.weight != d::SERVER_WEIGHT {
+            line(out, format_args!("weight = {}", s.weight));
+        }
+        if s.backup {
+            line(out, format_args!("backup = true"));
+        }
+        if s.disabled {
+            line(out, format_args!("disabled = true"));
+        }
+    }
+    out.push('\n');
+}

@@ -1,0 +1,208 @@
+//! Validation: raw structs -> typed [`Config`], reporting every problem at once with its place
+//! and a hint, errors apart from warnings. Never falls back to a default for a bad value.
+
+mod lb;
+mod vrrp;
+
+pub(crate) use vrrp::parse_virtual_address;
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::diag::{Hint, Report};
+use crate::model::{Config, Log, LogFormat, LogLevel, Node, Status};
+use crate::raw::{Int, RawConfig, Text};
+
+/// Checks the raw file; `None` when an error was found (all of them are in `report`).
+pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
+    let node = Node {
+        name: raw.node.name.map(|n| n.into_inner()),
+        interface: raw.node.interface.map(|i| i.into_inner()),
+    };
+    let status = status(report, &raw.status);
+    let log = log(report, &raw.log);
+    let backends = lb::backends(report, &raw.backend);
+    let frontends = lb::frontends(report, &raw.frontend, &raw.backend);
+    let trackers = vrrp::trackers(report, &raw.tracker, &raw.frontend, &raw.backend);
+    let instances = vrrp::instances(report, &raw.vrrp, node.interface.as_deref(), &raw.tracker);
+    lb::no_vip_is_a_server(report, &raw.vrrp, &raw.backend);
+    vrrp::unused_trackers(report, &raw.tracker, &raw.vrrp);
+    if raw.vrrp.is_empty() && raw.frontend.is_empty() && !report.has_errors() {
+        report
+            .push(crate::diag::Severity::Error, None, "nothing to run: no [[vrrp]] instance and no [[frontend]]")
+            .hint("add a [[frontend]] with its [[backend]], a [[vrrp]] instance, or both");
+    }
+    if report.has_errors() {
+        return None;
+    }
+    Some(Config { node, status, log, vrrp: instances?, trackers: trackers?, frontends: frontends?, backends: backends? })
+}
+
+fn status(report: &mut Report<'_>, raw: &crate::raw::RawStatus) -> Status {
+    let mut status = Status::default();
+    if let Some(listen) = &raw.listen {
+        if let Some(addr) = socket_addr(report, listen, "status.listen") {
+            status.listen = addr;
+        }
+    }
+    status.token_file = raw.token_file.as_ref().map(|t| t.get_ref().into());
+    if !status.listen.ip().is_loopback() && status.token_file.is_none() {
+        let span = raw.listen.as_ref().map(|l| l.span()).unwrap_or(0..0);
+        report
+            .warning(span, format!("the status endpoint {} is reachable beyond this host without a token", status.listen))
+            .hint("set status.token_file, or listen on 127.0.0.1");
+    }
+    status
+}
+
+fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
+    use LogLevel::*;
+    let level = raw.level.as_ref().and_then(|l| {
+        choice(report, l, "log.level", &[("error", Error), ("warn", Warn), ("info", Info), ("debug", Debug), ("trace", Trace)])
+    });
+    let format = raw
+        .format
+        .as_ref()
+        .and_then(|f| choice(report, f, "log.format", &[("text", LogFormat::Text), ("json", LogFormat::Json)]));
+    Log { level: level.unwrap_or_default(), format: format.unwrap_or_default() }
+}
+
+/// A duration string ("2s", "100ms", "1h 30m").
+pub(crate) fn duration(report: &mut Report<'_>, text: &Text, key: &str) -> Option<Duration> {
+    match humantime::parse_duration(text.get_ref()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            report
+                .error(text.span(), format!("{key}: `{}` is not a duration ({e})", text.get_ref()))
+                .hint("write a number with a unit: \"100ms\", \"2s\", \"5m\", \"1h\"");
+            None
+        }
+    }
+}
+
+/// An optional duration with its default.
+pub(crate) fn duration_or(report: &mut Report<'_>, text: &Option<Text>, key: &str, default: Duration) -> Option<Duration> {
+    match text {
+        Some(t) => duration(report, t, key),
+        None => Some(default),
+    }
+}
+
+/// A positive duration (a period or a timeout cannot be zero).
+pub(crate) fn positive_duration_or(
+    report: &mut Report<'_>,
+    text: &Option<Text>,
+    key: &str,
+    default: Duration,
+) -> Option<Duration> {
+    let value = duration_or(report, text, key, default)?;
+    if value.is_zero() {
+        if let Some(t) = text {
+            report.error(t.span(), format!("{key} must be longer than zero"));
+        }
+        return None;
+    }
+    Some(value)
+}
+
+/// An integer in an inclusive range, as `u32`.
+pub(crate) fn count(report: &mut Report<'_>, value: &Int, key: &str, range: Range<u32>) -> Option<u32> {
+    let v = *value.get_ref();
+    match u32::try_from(v) {
+        Ok(n) if n >= range.start && n <= range.end => Some(n),
+        _ => {
+            report.error(value.span(), format!("{key} must be {}..={}, got {v}", range.start, range.end));
+            None
+        }
+    }
+}
+
+/// An optional count with its default.
+pub(crate) fn count_or(report: &mut Report<'_>, value: &Option<Int>, key: &str, range: Range<u32>, default: u32) -> Option<u32> {
+    match value {
+        Some(v) => count(report, v, key, range),
+        None => Some(default),
+    }
+}
+
+/// One of a fixed set of words.
+pub(crate) fn choice<T: Copy>(report: &mut Report<'_>, text: &Text, key: &str, options: &[(&str, T)]) -> Option<T> {
+    if let Some((_, value)) = options.iter().find(|(word, _)| *word == text.get_ref()) {
+        return Some(*value);
+    }
+    let words: Vec<&str> = options.iter().map(|(w, _)| *w).collect();
+    report
+        .error(text.span(), format!("{key}: unknown value `{}`", text.get_ref()))
+        .hint(format!("one of: {}", words.join(", ")));
+    None
+}
+
+/// An IP address literal.
+pub(crate) fn ip(report: &mut Report<'_>, text: &Text, key: &str) -> Option<IpAddr> {
+    match text.get_ref().parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            report
+                .error(text.span(), format!("{key}: `{}` is not an IP address", text.get_ref()))
+                .hint("halo does not resolve names: write the address, like 10.0.0.1 or fd00::1");
+            None
+        }
+    }
+}
+
+/// `ip:port` (IPv6 in brackets), with a precise reason when it is not.
+pub(crate) fn socket_addr(report: &mut Report<'_>, text: &Text, key: &str) -> Option<SocketAddr> {
+    let s = text.get_ref();
+    match s.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => {
+            report.error(text.span(), format!("{key}: port 0 in `{s}`")).hint("give the real port, 1..=65535");
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) if s.parse::<IpAddr>().is_ok() => {
+            let example = match s.parse::<IpAddr>() {
+                Ok(IpAddr::V6(_)) => format!("[{s}]:6443"),
+                _ => format!("{s}:6443"),
+            };
+            report.error(text.span(), format!("{key}: `{s}` has no port")).hint(format!("write it with its port, like \"{example}\""));
+            None
+        }
+        Err(_) => {
+            report
+                .error(text.span(), format!("{key}: `{s}` is not an `ip:port` address"))
+                .hint("write \"10.0.0.1:6443\" or \"[fd00::1]:6443\"; halo does not resolve names, so DNS cannot take the endpoint down");
+            None
+        }
+    }
+}
+
+/// Reports every name seen twice in a list.
+pub(crate) fn unique_names<'t>(report: &mut Report<'_>, what: &str, names: impl IntoIterator<Item = &'t Text>) {
+    let mut seen: Vec<&Text> = Vec::new();
+    for name in names {
+        if seen.iter().any(|s| s.get_ref() == name.get_ref()) {
+            report.error(name.span(), format!("duplicate {what} name `{}`", name.get_ref())).hint("names must be unique");
+        } else {
+            seen.push(name);
+        }
+        if name.get_ref().trim().is_empty() {
+            report.error(name.span(), format!("empty {what} name"));
+        }
+    }
+}
+
+/// An argument vector for a command run without a shell: non-empty, absolute program path.
+pub(crate) fn command(report: &mut Report<'_>, argv: &toml::Spanned<Vec<Text>>, key: &str) -> Option<Vec<String>> {
+    let Some(program) = argv.get_ref().first() else {
+        report.error(argv.span(), format!("{key}: empty command")).hint("give the program and its arguments: [\"/usr/local/bin/check\", \"--fast\"]");
+        return None;
+    };
+    if !program.get_ref().starts_with('/') {
+        report
+            .error(program.span(), format!("{key}: `{}` is not an absolute path", program.get_ref()))
+            .hint("commands run without a shell and without a PATH search: name the program by its full path");
+        return None;
+    }
+    Some(argv.get_ref().iter().map(|a| a.get_ref().clone()).collect())
+}

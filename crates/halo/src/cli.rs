@@ -1,0 +1,71 @@
+//! The command line: clap derive types; every `///` here is the help text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// halo: one highly available endpoint for a multi-master Kubernetes control plane.
+///
+/// Exit codes: 0 success; 1 the input has errors (each printed as file:line:col);
+/// 2 a file could not be read or written, or the command line is wrong.
+#[derive(Debug, Parser)]
+#[command(name = "halo", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a halo.toml: print every problem with file:line:col, or a summary of what would run.
+    Check {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
+        config: PathBuf,
+    },
+    /// Turn a classic haproxy.cfg and/or keepalived.conf into an equivalent, commented halo.toml.
+    Import {
+        /// haproxy configuration (frontends, backends, health checks).
+        #[arg(long, value_name = "FILE", required_unless_present = "keepalived")]
+        haproxy: Option<PathBuf>,
+        /// keepalived configuration (VRRP instances, track scripts).
+        #[arg(long, value_name = "FILE")]
+        keepalived: Option<PathBuf>,
+        /// The track script that checks the local haproxy (check_apiserver.sh): it becomes
+        /// halo's built-in balancer tracker.
+        #[arg(long, value_name = "FILE")]
+        check_script: Option<PathBuf>,
+        /// Write the result here (atomically) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Treat every directive that cannot be mapped as an error.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Emit a classic artefact from a halo.toml, for hosts that keep the classic stack.
+    Render {
+        /// Which artefact.
+        artefact: Artefact,
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
+        config: PathBuf,
+        /// Write the result here (atomically) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Artefacts `halo render` produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Artefact {
+    /// haproxy.cfg with real HTTPS health checks and long tunnel timeouts.
+    Haproxy,
+    /// keepalived.conf with the VRRP instances and track scripts.
+    Keepalived,
+    /// check_apiserver.sh, fixed (right VIP, curl --fail).
+    CheckScript,
+    /// /etc/sysctl.d drop-in for a balancer host.
+    Sysctl,
+}

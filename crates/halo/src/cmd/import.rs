@@ -1,0 +1,88 @@
+//! `halo import`: classic haproxy.cfg / keepalived.conf / check script -> halo.toml.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use halo_config::import::{self, Resolver, Source};
+
+/// The command's arguments.
+#[derive(Debug)]
+pub struct Inputs {
+    /// haproxy.cfg
+    pub haproxy: Option<PathBuf>,
+    /// keepalived.conf
+    pub keepalived: Option<PathBuf>,
+    /// check_apiserver.sh
+    pub check_script: Option<PathBuf>,
+    /// Output file; standard output when `None`.
+    pub output: Option<PathBuf>,
+    /// Unmappable directives are errors.
+    pub strict: bool,
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    let bytes = halo_config::load::read_bounded(path)?;
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+/// Reads keepalived `include` targets from the file system; relative patterns are taken from
+/// the including file's directory, as keepalived does.
+struct FileResolver;
+
+impl Resolver for FileResolver {
+    fn include(&self, from: &str, pattern: &str) -> Result<Vec<(String, String)>, String> {
+        if pattern.is_empty() {
+            return Err("no file named".to_string());
+        }
+        let base = Path::new(from).parent().unwrap_or(Path::new("."));
+        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
+        let paths = glob::glob(&full.to_string_lossy()).map_err(|e| e.to_string())?;
+        let mut files = Vec::new();
+        for path in paths {
+            let path = path.map_err(|e| e.to_string())?;
+            let text = read(&path).map_err(|e| format!("{e:#}"))?;
+            files.push((path.display().to_string(), text));
+        }
+        if files.is_empty() {
+            return Err(format!("no file matches {}", full.display()));
+        }
+        Ok(files)
+    }
+}
+
+/// Imports, prints the diagnostics, verifies the result with the daemon's loader, writes it.
+pub fn run(inputs: &Inputs) -> anyhow::Result<ExitCode> {
+    let texts = |p: &Option<PathBuf>| p.as_ref().map(|p| Ok::<_, anyhow::Error>((p.display().to_string(), read(p)?))).transpose();
+    let haproxy = texts(&inputs.haproxy)?;
+    let keepalived = texts(&inputs.keepalived)?;
+    let script = texts(&inputs.check_script)?;
+    fn source(t: &Option<(String, String)>) -> Option<Source<'_>> {
+        t.as_ref().map(|(file, text)| Source { file, text })
+    }
+    let imported = import::import(
+        &import::Inputs { haproxy: source(&haproxy), keepalived: source(&keepalived), check_script: source(&script), strict: inputs.strict },
+        &FileResolver,
+    );
+    super::print_diagnostics(&imported.diagnostics);
+    if imported.has_errors() {
+        eprintln!("halo import: errors found; nothing was written");
+        return Ok(ExitCode::from(super::EXIT_INVALID));
+    }
+    let text = halo_config::render::halo_toml(&imported.config, &imported.notes);
+    // The output must pass the loader the daemon runs; if it does not, that is halo's bug or an
+    // input inconsistency the importer did not catch: refuse rather than write it.
+    if let Err(e) = halo_config::load_str("imported halo.toml", &text) {
+        if let halo_config::LoadError::Invalid(diagnostics) = &e {
+            super::print_diagnostics(diagnostics);
+        }
+        eprintln!("halo import: the generated configuration does not validate; nothing was written");
+        return Ok(ExitCode::from(super::EXIT_INVALID));
+    }
+    super::write_output(inputs.output.as_deref(), &text)?;
+    if let Some(path) = &inputs.output {
+        let warnings = imported.diagnostics.len();
+        eprintln!("halo import: wrote {} ({warnings} warning(s)); next: halo check -c {}", path.display(), path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,27 @@
+//! The halo binary: parses the command line, runs one subcommand, maps the outcome to an exit
+//! code (0 ok, 1 invalid input, 2 unreadable/unwritable file or bad usage).
+
+mod cli;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let outcome = match cli.command {
+        cli::Command::Check { config } => cmd::check::run(&config),
+        cli::Command::Import { haproxy, keepalived, check_script, output, strict } => {
+            cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict })
+        }
+        cli::Command::Render { artefact, config, output } => cmd::render::run(artefact, &config, output.as_deref()),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("halo: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
