@@ -3,6 +3,7 @@
 //! as it was and for each known defect of the classic setup.
 
 mod check_script;
+mod fs;
 mod haproxy;
 mod keepalived;
 mod lines;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use crate::diag::{Diagnostic, Location, Severity};
 use crate::model::{Config, Log, Node, Status};
 
+pub use fs::FsResolver;
 pub use lines::Resolver;
 
 /// One input file, already read.
@@ -128,5 +130,18 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
     }
     header.push("Review the warnings `halo import` printed, then run `halo check -c` on this file.".to_string());
     sink.notes.insert("header".to_string(), header);
+    // Group by file in the order the files were read, then by line.
+    let mut files: Vec<String> = Vec::new();
+    for d in &sink.diagnostics {
+        let file = d.location.as_ref().map_or(String::new(), |l| l.file.clone());
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    let rank = |d: &Diagnostic| {
+        let file = d.location.as_ref().map_or("", |l| l.file.as_str());
+        (files.iter().position(|f| f == file), d.location.as_ref().map_or(0, |l| l.line))
+    };
+    sink.diagnostics.sort_by_key(rank);
     Imported { config, diagnostics: sink.diagnostics, notes: sink.notes }
 }

@@ -67,9 +67,9 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "  backend {}: {:?} over {} server(s), {check}{verify} every {}",
+            "  backend {}: {} over {} server(s), {check}{verify} every {}",
             b.name,
-            b.balance,
+            format!("{:?}", b.balance).to_lowercase(),
             b.servers.len(),
             humantime::format_duration(b.health.interval)
         );

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use halo_config::import::{self, Resolver, Source};
+use halo_config::import::{self, FsResolver, Source};
 
 /// The command's arguments.
 #[derive(Debug)]
@@ -26,31 +26,6 @@ fn read(path: &Path) -> anyhow::Result<String> {
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
 }
 
-/// Reads keepalived `include` targets from the file system; relative patterns are taken from
-/// the including file's directory, as keepalived does.
-struct FileResolver;
-
-impl Resolver for FileResolver {
-    fn include(&self, from: &str, pattern: &str) -> Result<Vec<(String, String)>, String> {
-        if pattern.is_empty() {
-            return Err("no file named".to_string());
-        }
-        let base = Path::new(from).parent().unwrap_or(Path::new("."));
-        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
-        let paths = glob::glob(&full.to_string_lossy()).map_err(|e| e.to_string())?;
-        let mut files = Vec::new();
-        for path in paths {
-            let path = path.map_err(|e| e.to_string())?;
-            let text = read(&path).map_err(|e| format!("{e:#}"))?;
-            files.push((path.display().to_string(), text));
-        }
-        if files.is_empty() {
-            return Err(format!("no file matches {}", full.display()));
-        }
-        Ok(files)
-    }
-}
-
 /// Imports, prints the diagnostics, verifies the result with the daemon's loader, writes it.
 pub fn run(inputs: &Inputs) -> anyhow::Result<ExitCode> {
     let texts = |p: &Option<PathBuf>| p.as_ref().map(|p| Ok::<_, anyhow::Error>((p.display().to_string(), read(p)?))).transpose();
@@ -62,7 +37,7 @@ pub fn run(inputs: &Inputs) -> anyhow::Result<ExitCode> {
     }
     let imported = import::import(
         &import::Inputs { haproxy: source(&haproxy), keepalived: source(&keepalived), check_script: source(&script), strict: inputs.strict },
-        &FileResolver,
+        &FsResolver { root: PathBuf::from(".") },
     );
     super::print_diagnostics(&imported.diagnostics);
     if imported.has_errors() {

@@ -1,0 +1,145 @@
+//! Golden tests of `halo import`: each case under testdata/ imports to a checked-in halo.toml
+//! and list of warnings, and the result passes the daemon's loader. `UPDATE_GOLDEN=1` rewrites
+//! the expected files (review the diff before committing it).
+
+use std::path::{Path, PathBuf};
+
+use halo_config::import::{FsResolver, Inputs, Source, import};
+use halo_config::render::halo_toml;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo().join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+fn check_golden(relative: &str, actual: &str) {
+    let path = repo().join(relative);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(expected == actual, "{relative} differs (UPDATE_GOLDEN=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}");
+}
+
+/// Imports `dir/{haproxy,keepalived,script}` and compares with `dir/expected.*`.
+fn golden(dir: &str, haproxy: &str, keepalived: &str, script: &str) -> halo_config::Config {
+    let names = [format!("{dir}/{haproxy}"), format!("{dir}/{keepalived}"), format!("{dir}/{script}")];
+    let texts: Vec<String> = names.iter().map(|n| read(n)).collect();
+    let inputs = Inputs {
+        haproxy: Some(Source { file: &names[0], text: &texts[0] }),
+        keepalived: Some(Source { file: &names[1], text: &texts[1] }),
+        check_script: Some(Source { file: &names[2], text: &texts[2] }),
+        strict: false,
+    };
+    let imported = import(&inputs, &FsResolver { root: repo() });
+    let warnings: String = imported.diagnostics.iter().map(|d| format!("{d}\n")).collect();
+    assert!(!imported.has_errors(), "{warnings}");
+    let text = halo_toml(&imported.config, &imported.notes);
+    check_golden(&format!("{dir}/expected.halo.toml"), &text);
+    check_golden(&format!("{dir}/expected.warnings"), &warnings);
+    let loaded = halo_config::load_str("imported", &text).unwrap_or_else(|e| panic!("halo check refuses the import: {e:?}"));
+    assert_eq!(loaded.config, imported.config, "what is written is what was imported");
+    loaded.config
+}
+
+#[test]
+fn seed_files_of_the_guide() {
+    let config = golden("testdata/seed", "haproxy.cfg", "keepalived.conf", "check_apiserver.sh");
+    // The defects the import must fix or flag, asserted on the model as well as the golden text.
+    let backend = &config.backends[0];
+    assert_eq!(backend.health.kind, halo_config::CheckKind::Https, "ssl-hello-chk must not hide the /healthz check");
+    assert_eq!(backend.health.path, "/healthz");
+    assert!(matches!(config.trackers[0].kind, halo_config::TrackerKind::Balancer { .. }), "the check script becomes the balancer tracker");
+    assert_eq!(config.vrrp[0].virtual_addresses[0].to_string(), "10.150.0.170/32");
+}
+
+#[test]
+fn kubeadm_guide_variant() {
+    let config = golden("testdata/kubeadm", "haproxy.cfg", "keepalived.conf", "check_apiserver.sh");
+    assert_eq!(config.backends[0].servers.len(), 3);
+    assert_eq!(config.backends[0].health.kind, halo_config::CheckKind::Https, "http-check connect ssl");
+}
+
+#[test]
+fn extended_directives() {
+    let config = golden("testdata/extended", "haproxy.cfg", "keepalived.conf", "check_lb.sh");
+    assert_eq!(config.vrrp.len(), 2);
+    assert_eq!(config.vrrp[0].advert_interval.centiseconds(), 10);
+    assert_eq!(config.vrrp[0].unicast_peers.len(), 2);
+    assert_eq!(config.frontends[0].binds.len(), 2);
+}
+
+#[test]
+fn warnings_name_the_seed_defects_with_their_lines() {
+    let warnings = read("testdata/seed/expected.warnings");
+    for expected in [
+        "testdata/seed/haproxy.cfg:47: warning: backend `apiserver`: `option ssl-hello-chk` replaces `option httpchk` (line 44)",
+        "testdata/seed/haproxy.cfg:26: warning: backend `apiserver`: connections idle for 20s are cut",
+        "testdata/seed/keepalived.conf:10: warning: vrrp_script `check_apiserver`: interval 3s × fall 10 = 30s",
+        "testdata/seed/keepalived.conf:20: warning: auth_type PASS sends the password in clear text",
+        "testdata/seed/keepalived.conf:14: warning: vrrp_instance `VI_1`: a failing `check_apiserver` takes priority 101 to 99",
+        "testdata/seed/check_apiserver.sh:9: warning: APISERVER_VIP=10.150.0.4 is not the keepalived virtual address (10.150.0.170)",
+        "testdata/seed/check_apiserver.sh:11: warning: curl without --fail",
+    ] {
+        assert!(warnings.contains(expected), "missing: {expected}\nin:\n{warnings}");
+    }
+}
+
+#[test]
+fn either_file_alone() {
+    let haproxy = read("testdata/seed/haproxy.cfg");
+    let only_lb = import(&Inputs { haproxy: Some(Source { file: "h", text: &haproxy }), ..Inputs::default() }, &());
+    assert!(!only_lb.has_errors());
+    assert!(only_lb.config.vrrp.is_empty() && only_lb.config.frontends.len() == 1);
+    halo_config::load_str("lb-only", &halo_toml(&only_lb.config, &only_lb.notes)).expect("balancer-only config loads");
+
+    let keepalived = read("testdata/seed/keepalived.conf");
+    let only_vrrp = import(&Inputs { keepalived: Some(Source { file: "k", text: &keepalived }), ..Inputs::default() }, &());
+    assert!(!only_vrrp.has_errors());
+    assert!(only_vrrp.config.frontends.is_empty() && only_vrrp.config.vrrp.len() == 1);
+    let script = &only_vrrp.config.trackers[0];
+    assert!(matches!(script.kind, halo_config::TrackerKind::Script { .. }), "without --check-script it stays a script");
+    assert!(only_vrrp.diagnostics.iter().any(|d| d.message.contains("looks like the balancer check script")));
+    halo_config::load_str("vrrp-only", &halo_toml(&only_vrrp.config, &only_vrrp.notes)).expect("vrrp-only config loads");
+}
+
+#[test]
+fn strict_turns_unmapped_directives_into_errors() {
+    let haproxy = read("testdata/extended/haproxy.cfg");
+    let lenient = import(&Inputs { haproxy: Some(Source { file: "h", text: &haproxy }), ..Inputs::default() }, &());
+    assert!(!lenient.has_errors());
+    let strict = import(&Inputs { haproxy: Some(Source { file: "h", text: &haproxy }), strict: true, ..Inputs::default() }, &());
+    let errors: Vec<String> = strict.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
+    assert!(errors.iter().any(|e| e.starts_with("h:36: error: `stick-table type ip size 1m` has no halo equivalent")), "{errors:?}");
+}
+
+#[test]
+fn broken_classic_files_give_errors_with_lines() {
+    let cases: [(&str, &str, &str); 5] = [
+        ("haproxy", "backend b\n    server m1 master01:6443 check\n", "h:2: error: server `m1`: cannot use address `master01:6443`"),
+        ("haproxy", "frontend f\n    bind *:8443\n    default_backend nope\n", "h:1: error: frontend `f` uses backend `nope`, which is not defined"),
+        ("haproxy", "    bind *:1\n", "h:1: error: `bind` outside of any section"),
+        ("keepalived", "vrrp_instance V {\n  interface eth0\n  virtual_ipaddress {\n 10.0.0.1\n }\n", "k:5: error: a `{` block is never closed"),
+        ("keepalived", "vrrp_instance V {\n  interface eth0\n  virtual_router_id 0\n}\n", "k:3: error: virtual_router_id must be 1..=255, got 0"),
+    ];
+    for (kind, text, expected) in cases {
+        let inputs = match kind {
+            "haproxy" => Inputs { haproxy: Some(Source { file: "h", text }), ..Inputs::default() },
+            _ => Inputs { keepalived: Some(Source { file: "k", text }), ..Inputs::default() },
+        };
+        let imported = import(&inputs, &());
+        let all: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(all.iter().any(|d| d.starts_with(expected)), "{expected:?} not in {all:#?}");
+    }
+}
+
+#[test]
+fn include_that_cannot_be_read_is_an_error() {
+    let text = "include /nonexistent/*.conf\n";
+    let imported = import(&Inputs { keepalived: Some(Source { file: "k", text }), ..Inputs::default() }, &FsResolver { root: repo() });
+    assert!(imported.diagnostics[0].to_string().starts_with("k:1: error: cannot include `/nonexistent/*.conf`"), "{:?}", imported.diagnostics);
+}

@@ -1,0 +1,219 @@
+//! The loader: valid files give the typed model; every kind of mistake gives an error at its
+//! exact line:column, all of them at once, never a panic.
+
+use std::time::Duration;
+
+use halo_config::{Balance, CheckKind, Diagnostic, LoadError, TlsVerify, TrackerKind, load_str};
+
+fn problems(text: &str) -> Vec<String> {
+    match load_str("t.toml", text) {
+        Ok(loaded) => loaded.warnings.iter().map(Diagnostic::to_string).collect(),
+        Err(LoadError::Invalid(diagnostics)) => diagnostics.iter().map(Diagnostic::to_string).collect(),
+        Err(other) => vec![other.to_string()],
+    }
+}
+
+/// The first line (place + message) of every problem.
+fn heads(text: &str) -> Vec<String> {
+    problems(text).iter().map(|p| p.lines().next().unwrap_or("").to_string()).collect()
+}
+
+const MINIMAL_LB: &str = r#"
+[[frontend]]
+name = "api"
+bind = ["127.0.0.1:8443"]
+backend = "api"
+
+[[backend]]
+name = "api"
+[[backend.server]]
+name = "m1"
+address = "10.0.0.1:6443"
+"#;
+
+#[test]
+fn example_config_loads_with_every_section() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/halo.toml")).expect("example");
+    let loaded = load_str("examples/halo.toml", &text).expect("example loads");
+    let c = &loaded.config;
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(c.node.name.as_deref(), Some("lb1"));
+    assert_eq!(c.vrrp[0].interface, "br0", "node.interface is the default");
+    assert_eq!(c.vrrp[0].advert_interval.centiseconds(), 10);
+    assert_eq!(c.backends[0].servers.len(), 3);
+    assert!(matches!(c.backends[0].health.verify, TlsVerify::Ca { .. }));
+    assert!(matches!(c.trackers[0].kind, TrackerKind::Balancer { min_healthy: 1, .. }));
+    assert_eq!(c.trackers[0].weight, Some(-50));
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = load_str("t.toml", MINIMAL_LB).expect("loads").config;
+    let b = &c.backends[0];
+    assert_eq!(b.balance, Balance::RoundRobin);
+    assert_eq!(b.health.kind, CheckKind::Https);
+    assert_eq!(b.health.path, "/readyz");
+    assert_eq!(b.health.expect_status, 200);
+    assert_eq!(b.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(b.retries, 3);
+    assert!(b.redispatch);
+    assert_eq!(c.frontends[0].max_connections, 10_000);
+    assert_eq!(c.status.listen.to_string(), "127.0.0.1:9470");
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let got = heads("[node]\nname = \"lb1\nx = 1\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("t.toml:2:12: error: TOML syntax: invalid basic string"), "{got:?}");
+}
+
+#[test]
+fn unknown_keys_and_sections_in_different_places_are_all_reported() {
+    let text = format!("{MINIMAL_LB}\n[nodes]\nname = \"x\"\n\n[status]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
+    let got = heads(&text);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].starts_with("t.toml:13:2: error: unknown section `nodes`"), "{got:?}");
+    assert!(got[1].starts_with("t.toml:18:1: error: unknown field `lisen`"), "{got:?}");
+}
+
+#[test]
+fn wrong_types_are_errors_with_place() {
+    let got = heads("[[vrrp]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = \"51\"\npriority = 100\nvirtual_addresses = [\"10.0.0.9\"]\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("t.toml:4:21: error: invalid type: string \"51\", expected i64"), "{got:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let text = r#"
+[[vrrp]]
+name = "v"
+interface = "eth0"
+virtual_router_id = 300
+priority = 0
+version = 3
+advert_interval = "150ms5"
+virtual_addresses = ["10.0.0.1/24", "fd00::1/64"]
+auth_password = "secret"
+track = ["nope"]
+
+[[frontend]]
+name = "api"
+bind = ["0.0.0.0:8443", "10.0.0.5:8443", "127.0.0.1:0"]
+backend = "missing"
+
+[[backend]]
+name = "api"
+[[backend.server]]
+name = "m1"
+address = "10.0.0.1"
+[[backend.server]]
+name = "m1"
+address = "master02:6443"
+[[backend.server]]
+name = "m3"
+address = "10.0.0.1:6443"
+weight = 0
+"#;
+    let got = heads(text);
+    let expected = [
+        "t.toml:5:21: error: virtual_router_id must be 1..=255, got 300",
+        "t.toml:6:12: error: priority must be 1..=255, got 0",
+        "t.toml:8:19: error: advert_interval: `150ms5` is not a duration",
+        "t.toml:9:37: error: IPv4 and IPv6 virtual addresses in one instance",
+        "t.toml:10:17: error: auth_password with VRRPv3",
+        "t.toml:11:10: error: vrrp `v` tracks unknown tracker `nope`",
+        "t.toml:15:25: error: bind 10.0.0.5:8443 overlaps 0.0.0.0:8443",
+        "t.toml:15:42: error: bind: port 0 in `127.0.0.1:0`",
+        "t.toml:16:11: error: frontend `api` sends to unknown backend `missing`",
+        "t.toml:22:11: error: server address: `10.0.0.1` has no port",
+        "t.toml:24:8: error: duplicate server name `m1`",
+        "t.toml:25:11: error: server address: `master02:6443` is not an `ip:port` address",
+        "t.toml:28:11: error: server `m3` has the virtual address 10.0.0.1 of vrrp `v`",
+        "t.toml:29:10: error: server weight 0",
+    ];
+    for e in expected {
+        assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in:\n{}", got.join("\n"));
+    }
+    assert_eq!(got.len(), expected.len(), "{}", got.join("\n"));
+}
+
+#[test]
+fn hints_say_what_to_do() {
+    let all = problems(&MINIMAL_LB.replace("10.0.0.1:6443", "10.0.0.1"));
+    assert!(all[0].contains("hint: write it with its port, like \"10.0.0.1:6443\""), "{all:?}");
+}
+
+#[test]
+fn advert_interval_must_fit_the_version() {
+    let vrrp = |version: u8, interval: &str| {
+        format!("[[vrrp]]\nname = \"v\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 100\nversion = {version}\nadvert_interval = \"{interval}\"\nvirtual_addresses = [\"10.0.0.9/24\"]\n")
+    };
+    assert!(heads(&vrrp(2, "100ms"))[0].contains("a VRRPv2 advert_interval must be whole seconds"));
+    assert!(heads(&vrrp(3, "105ms"))[0].contains("a multiple of 10ms"));
+    assert!(heads(&vrrp(2, "1s")).is_empty());
+    assert!(heads(&vrrp(3, "100ms")).is_empty());
+    assert!(heads(&vrrp(2, "100ms").replace("10.0.0.9/24", "fd00::9/64")).iter().any(|e| e.contains("VRRPv2 carries IPv4 addresses only")));
+}
+
+#[test]
+fn passwords_are_never_echoed() {
+    let text = "[[vrrp]]\nname = \"v\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 100\nversion = 2\nvirtual_addresses = [\"10.0.0.9\"]\nauth_password = \"topsecret-too-long\"\n";
+    let all = problems(text).join("\n");
+    assert!(all.contains("auth_password must be 1..=8 ASCII characters, got 18 bytes"), "{all}");
+    assert!(!all.contains("topsecret"), "{all}");
+}
+
+#[test]
+fn trackers_are_checked_per_kind() {
+    let text = format!(
+        "{MINIMAL_LB}\n[[tracker]]\nname = \"t1\"\nkind = \"balancer\"\nfrontend = \"nope\"\ncommand = [\"/bin/true\"]\n\n[[tracker]]\nname = \"t2\"\nkind = \"script\"\ncommand = [\"check.sh\"]\n\n[[tracker]]\nname = \"t3\"\nkind = \"balancer\"\nfrontend = \"api\"\nmin_healthy = 2\n"
+    );
+    let got = heads(&text);
+    for e in [
+        "t.toml:17:11: error: `command` is not a key of a `balancer` tracker",
+        "t.toml:16:12: error: tracker `t1` names unknown frontend `nope`",
+        "t.toml:22:12: error: command: `check.sh` is not an absolute path",
+        "t.toml:28:15: error: min_healthy 2 but backend `api` has 1 servers",
+    ] {
+        assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in:\n{}", got.join("\n"));
+    }
+}
+
+#[test]
+fn warnings_do_not_block_loading() {
+    let text = MINIMAL_LB.replace("name = \"api\"\n[[backend.server]]", "name = \"api\"\nidle_timeout = \"20s\"\n[[backend.server]]");
+    let loaded = load_str("t.toml", &text).expect("warnings only");
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].to_string().contains("warning: idle_timeout 20s cuts `kubectl logs -f`"));
+}
+
+#[test]
+fn empty_and_nothing_to_run() {
+    assert_eq!(heads(""), vec!["error: nothing to run: no [[vrrp]] instance and no [[frontend]]".to_string()]);
+}
+
+#[test]
+fn section_shapes_are_checked() {
+    let got = heads("[vrrp]\nname = \"v\"\n");
+    assert!(got[0].starts_with("t.toml:1:1: error: `vrrp` must be an array of tables"), "{got:?}");
+}
+
+#[test]
+fn hostile_inputs_never_panic() {
+    let cases: Vec<String> = vec![
+        "\u{0}\u{1}\u{2}".to_string(),
+        "[[backend]]\n".repeat(1000),
+        "a = ".to_string() + &"[".repeat(10_000),
+        "x = 1\n".repeat(20_000),
+        format!("[[frontend]]\nname = \"{}\"\n", "é".repeat(100_000)),
+        "[[vrrp]]\nname=\"v\"\ninterface=\"e\"\nvirtual_router_id=-9223372036854775808\npriority=9223372036854775807\nvirtual_addresses=[\"1.2.3.4/99\"]\n".to_string(),
+        "[[backend]]\nname=\"b\"\nserver=[]\n[backend.health]\ninterval=\"99999999999999999999h\"\n".to_string(),
+    ];
+    for case in cases {
+        let _outcome = load_str("t.toml", &case);
+    }
+    let truncated = &MINIMAL_LB[..MINIMAL_LB.len() / 2];
+    assert!(matches!(load_str("t.toml", truncated), Err(LoadError::Invalid(_))));
+}
