@@ -11,6 +11,8 @@ packages=(
   curl          # the classic check script's client, used by its tests
   ca-certificates
   procps        # sysctl
+  nginx-light   # a real TLS server that can answer an error status, for the check-script test
+  util-linux    # unshare: a private mount namespace for keepalived --config-test
 )
 
 if [ "$(id -u)" -ne 0 ]; then

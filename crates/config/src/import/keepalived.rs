@@ -449,6 +449,7 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, trackers: &mut Vec<
                 sink.warn(file, line, "use_vmac: the interface name and MAC are chosen by halo (vrrp.<id>, 00-00-5E-00-01-<id>)", "");
             }
         }
+        "vmac_xmit_base" => {}
         "accept" => i.accept = true,
         "no_accept" => i.accept = false,
         "old_unicast_checksum" => i.checksum = ChecksumMode::AsV2,
@@ -526,6 +527,10 @@ fn track_script(instance: &str, c: &Node, i: &mut Partial, trackers: &mut [Track
 fn track_interface(c: &Node, i: &mut Partial, trackers: &mut Vec<Tracker>, sink: &mut Sink) {
     for t in c.children() {
         let interface = t.keyword().to_string();
+        if i.interface.as_deref() == Some(interface.as_str()) {
+            sink.warn(&t.file, t.line, format!("track_interface {interface} is the instance's own interface: keepalived ignores it, and so does the import"), "the instance goes to FAULT when its own link is down");
+            continue;
+        }
         let weight = if t.arg(1) == "weight" { integer(t, 2, sink).filter(|w| *w != 0).map(|w| w.clamp(-254, 254) as i32) } else { None };
         let name = format!("link-{interface}");
         if !trackers.iter().any(|tr| tr.name == name) {

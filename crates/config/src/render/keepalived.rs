@@ -108,7 +108,13 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
     let tracked: Vec<&Tracker> = v.track.iter().filter_map(|n| config.tracker(n)).collect();
     let scripts: Vec<&&Tracker> = tracked.iter().filter(|t| matches!(t.kind, TrackerKind::Balancer { .. } | TrackerKind::Script { .. })).collect();
     block(out, "track_script", scripts.iter().map(|t| t.name.clone()));
+    for t in &tracked {
+        if matches!(&t.kind, TrackerKind::Interface { interface } if *interface == v.interface) {
+            losses.push(format!("vrrp {}: keepalived always tracks its own interface {} (FAULT when down) and refuses tracker `{}`", v.name, v.interface, t.name));
+        }
+    }
     let interfaces = tracked.iter().filter_map(|t| match &t.kind {
+        TrackerKind::Interface { interface } if *interface == v.interface => None,
         TrackerKind::Interface { interface } => Some(match t.weight {
             Some(w) => format!("{interface} weight {w}"),
             None => interface.clone(),
@@ -123,6 +129,10 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
     line(out, format_args!("    garp_master_refresh {}\n    garp_master_refresh_repeat {}", g.refresh.map_or("0".to_string(), keepalived_seconds), g.refresh_repeat));
     if v.virtual_mac {
         line(out, format_args!("    use_vmac"));
+        if !v.unicast_peers.is_empty() {
+            // Unicast adverts must leave from the base interface, not the macvlan.
+            line(out, format_args!("    vmac_xmit_base"));
+        }
     }
     let n = &v.notify;
     let hooks = [("notify_master", &n.master), ("notify_backup", &n.backup), ("notify_fault", &n.fault), ("notify_stop", &n.stop), ("notify", &n.change)];

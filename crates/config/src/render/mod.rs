@@ -38,7 +38,12 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 
 /// A duration in haproxy's format: milliseconds unless whole seconds.
 pub(crate) fn haproxy_time(d: Duration) -> String {
-    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    match (d.subsec_nanos(), d.as_secs()) {
+        (0, s) if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        (0, s) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        (0, s) => format!("{s}s"),
+        _ => format!("{}ms", d.as_millis()),
+    }
 }
 
 /// keepalived seconds, fractional when needed ("1", "0.1").

@@ -91,7 +91,7 @@ fn instance(report: &mut Report<'_>, v: &RawVrrp, default_interface: Option<&str
     if let (Some(InitialState::Master), false, Some(s)) = (initial_state, preempt, &v.initial_state) {
         report.warning(s.span(), "initial_state = \"master\" with preempt = false: this router may take the VIP back from a live master at start").hint("with preempt = false, start as \"backup\"");
     }
-    let track = track(report, v, trackers);
+    let track = track(report, v, interface.as_deref(), trackers);
     Some(VrrpInstance {
         name: name.clone(),
         interface: interface?,
@@ -253,9 +253,16 @@ fn notify(report: &mut Report<'_>, raw: Option<&RawNotify>) -> Option<Notify> {
     })
 }
 
-fn track(report: &mut Report<'_>, v: &RawVrrp, trackers: &[RawTracker]) -> Option<Vec<String>> {
+fn track(report: &mut Report<'_>, v: &RawVrrp, interface: Option<&str>, trackers: &[RawTracker]) -> Option<Vec<String>> {
     let mut out = Some(Vec::new());
     for name in v.track.iter().flatten() {
+        let tracker = trackers.iter().find(|t| t.name.get_ref() == name.get_ref());
+        let own = tracker.and_then(|t| t.interface.as_ref()).is_some_and(|i| Some(i.get_ref().as_str()) == interface);
+        if own && tracker.is_some_and(|t| t.kind.get_ref() == "interface") {
+            report
+                .warning(name.span(), format!("vrrp `{}` tracks its own interface: it goes to FAULT when that link is down anyway", v.name.get_ref()))
+                .hint("track other links (uplinks) with an interface tracker; keepalived refuses this one");
+        }
         if !trackers.iter().any(|t| t.name.get_ref() == name.get_ref()) {
             let known: Vec<&str> = trackers.iter().map(|t| t.name.get_ref().as_str()).collect();
             report
