@@ -94,6 +94,7 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
     let mut proxy = Proxy::default();
     let mut frontends = Vec::new();
     let mut backends = Vec::new();
+    let mut backend_queue: Vec<(String, Duration)> = Vec::new();
     let mut noted: Vec<usize> = Vec::new();
     let mut global_maxconn: At<u32> = None;
     let mut skipping = false;
@@ -103,6 +104,9 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
             frontends.push((frontend(src, &name, line, proxy, sink, global), line));
         }
         if kind == "backend" || kind == "listen" {
+            if let Some((queue, _)) = proxy.timeout("queue") {
+                backend_queue.push((name.clone(), queue));
+            }
             if let Some(b) = backend(src, &name, line, proxy, sink) {
                 backends.push(b);
             }
@@ -184,7 +188,11 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
     let frontends = frontends
         .into_iter()
         .filter_map(|(f, line): (Option<Frontend>, usize)| {
-            let f = f?;
+            let mut f = f?;
+            // haproxy keeps `timeout queue` on the backend side; halo keeps it on the frontend.
+            if let Some((_, queue)) = backend_queue.iter().find(|(name, _)| *name == f.backend) {
+                f.queue_timeout = *queue;
+            }
             if !backends.iter().any(|b: &Backend| b.name == f.backend) {
                 sink.error(src.file, line, format!("frontend `{}` uses backend `{}`, which is not defined", f.name, f.backend), "");
             }
