@@ -1,0 +1,161 @@
+//! The halo binary as a user runs it: exit codes (0 ok, 1 invalid input, 2 unreadable or bad
+//! usage), messages with their places, atomic `-o`, and no panic on hostile files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn halo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_halo")).args(args).current_dir(repo()).output().expect("run halo")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_valid_config_prints_a_summary() {
+    let out = halo(&["check", "-c", "examples/halo.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("examples/halo.toml: valid (0 warnings)"), "{stdout}");
+    assert!(stdout.contains("vrrp apiserver: br0 id 51 priority 101 v3 every 100ms, addresses 10.150.0.170/24"), "{stdout}");
+    assert!(stdout.contains("backend apiserver: roundrobin over 3 server(s), https GET /readyz expecting 200, certificate verified"), "{stdout}");
+}
+
+#[test]
+fn check_invalid_config_prints_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    let example = std::fs::read_to_string(repo().join("examples/halo.toml")).expect("example");
+    let bad = example.replace("virtual_router_id = 51", "virtual_router_id = 0").replace("10.150.0.157:6443", "10.150.0.157");
+    std::fs::write(&file, bad).expect("write");
+    let out = halo(&["check", "-c", &file.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let name = file.display().to_string();
+    assert!(stderr.contains(&format!("{name}:18:21: error: virtual_router_id must be 1..=255, got 0")), "{stderr}");
+    assert!(stderr.contains(&format!("{name}:70:11: error: server address: `10.150.0.157` has no port")), "{stderr}");
+    assert!(stderr.contains("2 error(s); nothing was changed"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn unreadable_inputs_exit_2_with_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, [0x80u8, 0xff, 0, 1, 2]).expect("write");
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(&huge, "# x\n".repeat(1_200_000)).expect("write");
+    let cases = [
+        ("/nonexistent/halo.toml".to_string(), "cannot read /nonexistent/halo.toml: No such file or directory"),
+        (dir.path().display().to_string(), "Is a directory"),
+        (binary.display().to_string(), "is not UTF-8 text (invalid byte at offset 0)"),
+        (huge.display().to_string(), "is larger than 4194304 bytes"),
+    ];
+    for (file, expected) in cases {
+        let out = halo(&["check", "-c", &file]);
+        assert_eq!(out.status.code(), Some(2), "{file}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(expected), "{file}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn hostile_configs_never_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = std::fs::read_to_string(repo().join("examples/halo.toml")).expect("example");
+    let cases = [
+        example[..example.len() / 3].to_string(),
+        example.replace("priority = 101", "priority = \"high\""),
+        example.replace("[[frontend]]", "[[frontends]]"),
+        "[[backend]]\nname = 1\n".repeat(50),
+        "\u{feff}[node]\nname = \"é\"\n".to_string(),
+        "[node]\n".to_string() + &"a".repeat(100_000),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("{i}.toml"));
+        std::fs::write(&file, case).expect("write");
+        let out = halo(&["check", "-c", &file.to_string_lossy()]);
+        let code = out.status.code();
+        assert!(code == Some(1), "case {i}: exit {code:?}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("panicked"), "case {i}");
+    }
+}
+
+#[test]
+fn import_seed_then_check_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("halo.toml");
+    let out = halo(&[
+        "import", "--haproxy", "testdata/seed/haproxy.cfg", "--keepalived", "testdata/seed/keepalived.conf",
+        "--check-script", "testdata/seed/check_apiserver.sh", "-o", &output.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("testdata/seed/haproxy.cfg:47: warning: backend `apiserver`: `option ssl-hello-chk` replaces `option httpchk`"), "{stderr}");
+    let written = std::fs::read_to_string(&output).expect("written");
+    assert_eq!(written, std::fs::read_to_string(repo().join("testdata/seed/expected.halo.toml")).expect("golden"));
+    let check = halo(&["check", "-c", &output.to_string_lossy()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+}
+
+#[test]
+fn import_with_errors_writes_nothing_and_keeps_the_old_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("haproxy.cfg");
+    std::fs::write(&broken, "backend b\n    server m1 master01:6443 check\n").expect("write");
+    let output = dir.path().join("halo.toml");
+    std::fs::write(&output, "previous content\n").expect("write");
+    let out = halo(&["import", "--haproxy", &broken.to_string_lossy(), "-o", &output.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(":2: error: server `m1`: cannot use address `master01:6443`"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&output).expect("read"), "previous content\n");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+    assert_eq!(leftovers.len(), 2, "no temporary file is left behind");
+}
+
+#[test]
+fn strict_import_fails_on_unmapped_directives() {
+    let out = halo(&["import", "--strict", "--haproxy", "testdata/extended/haproxy.cfg"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("testdata/extended/haproxy.cfg:36: error: `stick-table type ip size 1m` has no halo equivalent"));
+}
+
+#[test]
+fn import_includes_relative_to_the_including_file() {
+    let out = halo(&["import", "--keepalived", "testdata/extended/keepalived.conf"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("command = [\"/etc/keepalived/check_lb.sh\", \"--port\", \"6443\"]"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn bad_usage_and_unwritable_output_exit_2() {
+    let usage = halo(&["import"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(text(&usage.stderr).contains("--haproxy"), "{}", text(&usage.stderr));
+    assert_eq!(halo(&["render", "nginx", "-c", "examples/halo.toml"]).status.code(), Some(2));
+    let out = halo(&["render", "haproxy", "-c", "examples/halo.toml", "-o", "/nonexistent/dir/haproxy.cfg"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("halo: error: cannot create a file in /nonexistent/dir"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn render_every_artefact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for artefact in ["haproxy", "keepalived", "check-script", "sysctl"] {
+        let file = dir.path().join(artefact);
+        let out = halo(&["render", artefact, "-c", "examples/halo.toml", "-o", &file.to_string_lossy()]);
+        assert_eq!(out.status.code(), Some(0), "{artefact}: {}", text(&out.stderr));
+        assert!(std::fs::metadata(&file).expect("written").len() > 100, "{artefact}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("check-script")).expect("script").permissions().mode();
+    assert_eq!(mode & 0o777, 0o755, "the check script is executable");
+    let keepalived = std::fs::read_to_string(dir.path().join("keepalived")).expect("read");
+    assert!(keepalived.contains("advert_int 0.1"), "{keepalived}");
+    let check = halo(&["render", "keepalived", "-c", "examples/halo.toml"]);
+    assert!(text(&check.stderr).contains("interval 200ms becomes 1s"), "the loss is reported: {}", text(&check.stderr));
+}
