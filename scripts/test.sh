@@ -15,4 +15,10 @@ else
 fi
 
 cargo build --workspace --locked --all-targets
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --locked --all-targets -- -D warnings
+fi
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all -- --check
+fi
 cargo test --workspace --locked -- --nocapture --test-threads=2 2>&1 | tee target/test.log

@@ -26,11 +26,7 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.column == 0 {
-            write!(f, "{}:{}", self.file, self.line)
-        } else {
-            write!(f, "{}:{}:{}", self.file, self.line, self.column)
-        }
+        if self.column == 0 { write!(f, "{}:{}", self.file, self.line) } else { write!(f, "{}:{}:{}", self.file, self.line, self.column) }
     }
 }
 
@@ -90,9 +86,7 @@ pub struct Report<'a> {
 impl<'a> Report<'a> {
     /// Starts a report on `text`, read from `file`.
     pub fn new(file: &'a str, text: &'a str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         Self { file, text, line_starts, diagnostics: Vec::new() }
     }
 
@@ -119,12 +113,7 @@ impl<'a> Report<'a> {
     }
 
     /// Records a problem, at a span or of the whole file.
-    pub fn push(
-        &mut self,
-        severity: Severity,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> &mut Diagnostic {
+    pub fn push(&mut self, severity: Severity, span: Option<Range<usize>>, message: impl Into<String>) -> &mut Diagnostic {
         let location = span.map(|s| self.locate(s.start));
         self.diagnostics.push(Diagnostic { severity, location, message: message.into(), hint: None });
         let last = self.diagnostics.len() - 1;

@@ -27,10 +27,8 @@ pub struct Loaded {
 /// Reads and validates a file: the one loader the daemon, `halo check` and the tests share.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let bytes = read_bounded(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
-        path: path.display().to_string(),
-        offset: e.utf8_error().valid_up_to(),
-    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| LoadError::NotUtf8 { path: path.display().to_string(), offset: e.utf8_error().valid_up_to() })?;
     load_str(&path.display().to_string(), &text)
 }
 
@@ -55,9 +53,7 @@ pub fn load_str(file: &str, text: &str) -> Result<Loaded, LoadError> {
     let mut diagnostics = report.diagnostics;
     diagnostics.sort_by(|a, b| a.location.cmp(&b.location));
     match config {
-        Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => {
-            Ok(Loaded { config, warnings: diagnostics })
-        }
+        Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Loaded { config, warnings: diagnostics }),
         _ => Err(LoadError::Invalid(diagnostics)),
     }
 }
@@ -85,9 +81,7 @@ fn parse(report: &mut Report<'_>, text: &str) -> Option<RawConfig> {
             "frontend" => raw.frontend = array_section(report, "frontend", value),
             "backend" => raw.backend = array_section(report, "backend", value),
             other => {
-                report
-                    .error(key_span, format!("unknown section `{other}`"))
-                    .hint(format!("the sections are {SECTIONS}"));
+                report.error(key_span, format!("unknown section `{other}`")).hint(format!("the sections are {SECTIONS}"));
             }
         }
     }
@@ -104,11 +98,7 @@ fn section<T: for<'de> Deserialize<'de>>(report: &mut Report<'_>, value: Spanned
     }
 }
 
-fn array_section<T: for<'de> Deserialize<'de>>(
-    report: &mut Report<'_>,
-    name: &str,
-    value: Spanned<DeValue<'_>>,
-) -> Vec<T> {
+fn array_section<T: for<'de> Deserialize<'de>>(report: &mut Report<'_>, name: &str, value: Spanned<DeValue<'_>>) -> Vec<T> {
     let span = value.span();
     match value.into_inner() {
         DeValue::Array(items) => items.into_iter().filter_map(|item| section(report, item)).collect(),

@@ -121,10 +121,22 @@ fn strict_turns_unmapped_directives_into_errors() {
 fn broken_classic_files_give_errors_with_lines() {
     let cases: [(&str, &str, &str); 5] = [
         ("haproxy", "backend b\n    server m1 master01:6443 check\n", "h:2: error: server `m1`: cannot use address `master01:6443`"),
-        ("haproxy", "frontend f\n    bind *:8443\n    default_backend nope\n", "h:1: error: frontend `f` uses backend `nope`, which is not defined"),
+        (
+            "haproxy",
+            "frontend f\n    bind *:8443\n    default_backend nope\n",
+            "h:1: error: frontend `f` uses backend `nope`, which is not defined",
+        ),
         ("haproxy", "    bind *:1\n", "h:1: error: `bind` outside of any section"),
-        ("keepalived", "vrrp_instance V {\n  interface eth0\n  virtual_ipaddress {\n 10.0.0.1\n }\n", "k:5: error: a `{` block is never closed"),
-        ("keepalived", "vrrp_instance V {\n  interface eth0\n  virtual_router_id 0\n}\n", "k:3: error: virtual_router_id must be 1..=255, got 0"),
+        (
+            "keepalived",
+            "vrrp_instance V {\n  interface eth0\n  virtual_ipaddress {\n 10.0.0.1\n }\n",
+            "k:5: error: a `{` block is never closed",
+        ),
+        (
+            "keepalived",
+            "vrrp_instance V {\n  interface eth0\n  virtual_router_id 0\n}\n",
+            "k:3: error: virtual_router_id must be 1..=255, got 0",
+        ),
     ];
     for (kind, text, expected) in cases {
         let inputs = match kind {
@@ -141,5 +153,9 @@ fn broken_classic_files_give_errors_with_lines() {
 fn include_that_cannot_be_read_is_an_error() {
     let text = "include /nonexistent/*.conf\n";
     let imported = import(&Inputs { keepalived: Some(Source { file: "k", text }), ..Inputs::default() }, &FsResolver { root: repo() });
-    assert!(imported.diagnostics[0].to_string().starts_with("k:1: error: cannot include `/nonexistent/*.conf`"), "{:?}", imported.diagnostics);
+    assert!(
+        imported.diagnostics[0].to_string().starts_with("k:1: error: cannot include `/nonexistent/*.conf`"),
+        "{:?}",
+        imported.diagnostics
+    );
 }

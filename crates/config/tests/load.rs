@@ -79,7 +79,9 @@ fn unknown_keys_and_sections_in_different_places_are_all_reported() {
 
 #[test]
 fn wrong_types_are_errors_with_place() {
-    let got = heads("[[vrrp]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = \"51\"\npriority = 100\nvirtual_addresses = [\"10.0.0.9\"]\n");
+    let got = heads(
+        "[[vrrp]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = \"51\"\npriority = 100\nvirtual_addresses = [\"10.0.0.9\"]\n",
+    );
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].starts_with("t.toml:4:21: error: invalid type: string \"51\", expected i64"), "{got:?}");
 }
@@ -148,7 +150,9 @@ fn hints_say_what_to_do() {
 #[test]
 fn advert_interval_must_fit_the_version() {
     let vrrp = |version: u8, interval: &str| {
-        format!("[[vrrp]]\nname = \"v\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 100\nversion = {version}\nadvert_interval = \"{interval}\"\nvirtual_addresses = [\"10.0.0.9/24\"]\n")
+        format!(
+            "[[vrrp]]\nname = \"v\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 100\nversion = {version}\nadvert_interval = \"{interval}\"\nvirtual_addresses = [\"10.0.0.9/24\"]\n"
+        )
     };
     assert!(heads(&vrrp(2, "100ms"))[0].contains("a VRRPv2 advert_interval must be whole seconds"));
     assert!(heads(&vrrp(3, "105ms"))[0].contains("a multiple of 10ms"));

@@ -17,13 +17,18 @@ fn repo() -> PathBuf {
 
 /// The configs rendered: the example and every golden import.
 fn configs() -> Vec<(String, Config)> {
-    ["examples/halo.toml", "testdata/seed/expected.halo.toml", "testdata/kubeadm/expected.halo.toml", "testdata/extended/expected.halo.toml"]
-        .iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(repo().join(f)).expect("config");
-            (f.to_string(), halo_config::load_str(f, &text).expect("loads").config)
-        })
-        .collect()
+    [
+        "examples/halo.toml",
+        "testdata/seed/expected.halo.toml",
+        "testdata/kubeadm/expected.halo.toml",
+        "testdata/extended/expected.halo.toml",
+    ]
+    .iter()
+    .map(|f| {
+        let text = std::fs::read_to_string(repo().join(f)).expect("config");
+        (f.to_string(), halo_config::load_str(f, &text).expect("loads").config)
+    })
+    .collect()
 }
 
 /// Points every CA file at a real certificate (haproxy opens it).
@@ -123,7 +128,12 @@ fn rendered_keepalived_conf_passes_keepalived_config_test() {
         }
         let out = ns.sh(&format!("{setup} && keepalived --config-test -f {conf:?}"));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: keepalived --config-test exit {:?}:\n{stderr}\n{}", out.status.code(), render::keepalived(&config).text);
+        assert!(
+            out.status.success(),
+            "{name}: keepalived --config-test exit {:?}:\n{stderr}\n{}",
+            out.status.code(),
+            render::keepalived(&config).text
+        );
         eprintln!("keepalived --config-test accepts the rendering of {name}");
     }
 }

@@ -59,7 +59,10 @@ fn health(d: &mut Draw) -> HealthCheck {
     }
     if kind != CheckKind::Tcp {
         if d.flag() {
-            h.verify = TlsVerify::Ca { ca_file: PathBuf::from(format!("/etc/pki/{}.crt", d.word("ca"))), server_name: d.flag().then(|| d.word("name")) };
+            h.verify = TlsVerify::Ca {
+                ca_file: PathBuf::from(format!("/etc/pki/{}.crt", d.word("ca"))),
+                server_name: d.flag().then(|| d.word("name")),
+            };
         }
         if d.flag() {
             let file = PathBuf::from(format!("/etc/pki/{}.pem", d.word("client")));
@@ -85,8 +88,18 @@ fn balancer(d: &mut Draw, frontends: &mut Vec<Frontend>, backends: &mut Vec<Back
     let servers = (0..d.range(1, 4))
         .map(|i| {
             *next_server += 1;
-            let ip: IpAddr = if d.flag() { IpAddr::from([10, 1, (*next_server >> 8) as u8, *next_server as u8]) } else { IpAddr::from([0xfd01, 0, 0, 0, 0, 0, 0, *next_server]) };
-            Server { name: format!("s{i}"), address: SocketAddr::new(ip, 6443), weight: d.range(1, 256), backup: d.flag(), disabled: d.flag() }
+            let ip: IpAddr = if d.flag() {
+                IpAddr::from([10, 1, (*next_server >> 8) as u8, *next_server as u8])
+            } else {
+                IpAddr::from([0xfd01, 0, 0, 0, 0, 0, 0, *next_server])
+            };
+            Server {
+                name: format!("s{i}"),
+                address: SocketAddr::new(ip, 6443),
+                weight: d.range(1, 256),
+                backup: d.flag(),
+                disabled: d.flag(),
+            }
         })
         .collect();
     let balance = [Balance::RoundRobin, Balance::LeastConn, Balance::First][d.n(3) as usize];
@@ -101,7 +114,13 @@ fn balancer(d: &mut Draw, frontends: &mut Vec<Frontend>, backends: &mut Vec<Back
         idle_timeout: d.secs(1, 7200),
         drain_timeout: defaults::DRAIN_TIMEOUT,
     });
-    frontends.push(Frontend { name, binds, backend: format!("be{index}"), max_connections: d.range(1, 50_000), queue_timeout: d.ms(1, 60_000) });
+    frontends.push(Frontend {
+        name,
+        binds,
+        backend: format!("be{index}"),
+        max_connections: d.range(1, 50_000),
+        queue_timeout: d.ms(1, 60_000),
+    });
 }
 
 fn argv(d: &mut Draw) -> Vec<String> {
@@ -114,10 +133,18 @@ fn argv(d: &mut Draw) -> Vec<String> {
 
 fn trackers(d: &mut Draw, frontends: &[Frontend], instance_interfaces: &[String]) -> Vec<Tracker> {
     let mut out = Vec::new();
-    let weight = |d: &mut Draw| if d.flag() { Some(d.range(1, 100) as i32 * if d.flag() { 1 } else { -1 }) } else { None };
+    let weight = |d: &mut Draw| {
+        if d.flag() { Some(d.range(1, 100) as i32 * if d.flag() { 1 } else { -1 }) } else { None }
+    };
     if d.flag() {
         let frontend = frontends[d.n(frontends.len() as u32) as usize].name.clone();
-        out.push(Tracker { name: "lb".to_string(), weight: weight(d), fall: d.range(1, 10), rise: d.range(1, 10), kind: TrackerKind::Balancer { frontend, min_healthy: 1, interval: d.secs(1, 10) } });
+        out.push(Tracker {
+            name: "lb".to_string(),
+            weight: weight(d),
+            fall: d.range(1, 10),
+            rise: d.range(1, 10),
+            kind: TrackerKind::Balancer { frontend, min_healthy: 1, interval: d.secs(1, 10) },
+        });
     }
     for i in 0..d.n(2) {
         let kind = TrackerKind::Script { command: argv(d), interval: d.secs(1, 10), timeout: d.secs(1, 10) };
@@ -125,12 +152,24 @@ fn trackers(d: &mut Draw, frontends: &[Frontend], instance_interfaces: &[String]
     }
     if d.flag() {
         let path = PathBuf::from(format!("/run/{}", d.word("weight")));
-        out.push(Tracker { name: "file0".to_string(), weight: Some(d.range(1, 50) as i32), fall: 1, rise: 1, kind: TrackerKind::File { path } });
+        out.push(Tracker {
+            name: "file0".to_string(),
+            weight: Some(d.range(1, 50) as i32),
+            fall: 1,
+            rise: 1,
+            kind: TrackerKind::File { path },
+        });
     }
     if d.flag() {
         let interface = format!("up{}", d.n(9));
         if !instance_interfaces.contains(&interface) {
-            out.push(Tracker { name: format!("link-{interface}"), weight: weight(d), fall: 1, rise: 1, kind: TrackerKind::Interface { interface } });
+            out.push(Tracker {
+                name: format!("link-{interface}"),
+                weight: weight(d),
+                fall: 1,
+                rise: 1,
+                kind: TrackerKind::Interface { interface },
+            });
         }
     }
     out
@@ -144,7 +183,11 @@ fn instance(d: &mut Draw, index: usize, trackers: &[String]) -> VrrpInstance {
     };
     let ipv6 = version == Version::V3 && d.flag();
     let address = |d: &mut Draw| -> IpAddr {
-        if ipv6 { IpAddr::from([0xfd02, 0, 0, 0, 0, 0, index as u16, d.range(1, 60000) as u16]) } else { IpAddr::from([10, 2, index as u8, d.range(1, 250) as u8]) }
+        if ipv6 {
+            IpAddr::from([0xfd02, 0, 0, 0, 0, 0, index as u16, d.range(1, 60000) as u16])
+        } else {
+            IpAddr::from([10, 2, index as u8, d.range(1, 250) as u8])
+        }
     };
     let mut vips: Vec<ipnet::IpNet> = Vec::new();
     for _ in 0..d.range(1, 3) {

@@ -23,7 +23,10 @@ fn check_valid_config_prints_a_summary() {
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("examples/halo.toml: valid (0 warnings)"), "{stdout}");
     assert!(stdout.contains("vrrp apiserver: br0 id 51 priority 101 v3 every 100ms, addresses 10.150.0.170/24"), "{stdout}");
-    assert!(stdout.contains("backend apiserver: roundrobin over 3 server(s), https GET /readyz expecting 200, certificate verified"), "{stdout}");
+    assert!(
+        stdout.contains("backend apiserver: roundrobin over 3 server(s), https GET /readyz expecting 200, certificate verified"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -90,12 +93,22 @@ fn import_seed_then_check_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = dir.path().join("halo.toml");
     let out = halo(&[
-        "import", "--haproxy", "testdata/seed/haproxy.cfg", "--keepalived", "testdata/seed/keepalived.conf",
-        "--check-script", "testdata/seed/check_apiserver.sh", "-o", &output.to_string_lossy(),
+        "import",
+        "--haproxy",
+        "testdata/seed/haproxy.cfg",
+        "--keepalived",
+        "testdata/seed/keepalived.conf",
+        "--check-script",
+        "testdata/seed/check_apiserver.sh",
+        "-o",
+        &output.to_string_lossy(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("testdata/seed/haproxy.cfg:47: warning: backend `apiserver`: `option ssl-hello-chk` replaces `option httpchk`"), "{stderr}");
+    assert!(
+        stderr.contains("testdata/seed/haproxy.cfg:47: warning: backend `apiserver`: `option ssl-hello-chk` replaces `option httpchk`"),
+        "{stderr}"
+    );
     let written = std::fs::read_to_string(&output).expect("written");
     assert_eq!(written, std::fs::read_to_string(repo().join("testdata/seed/expected.halo.toml")).expect("golden"));
     let check = halo(&["check", "-c", &output.to_string_lossy()]);

@@ -121,24 +121,16 @@ impl AdvertInterval {
                 let whole = interval.subsec_nanos() == 0;
                 match u8::try_from(interval.as_secs()) {
                     Ok(s) if whole && s >= 1 => Ok(Self { centiseconds: u16::from(s) * 100 }),
-                    _ => Err(RangeError {
-                        what: "a VRRPv2 advert_interval",
-                        range: "whole seconds, 1s..=255s",
-                        got: got(),
-                    }),
+                    _ => Err(RangeError { what: "a VRRPv2 advert_interval", range: "whole seconds, 1s..=255s", got: got() }),
                 }
             }
             Version::V3 => {
                 let nanos = interval.as_nanos();
-                let whole_cs = nanos % 10_000_000 == 0;
+                let whole_cs = nanos.is_multiple_of(10_000_000);
                 let cs = nanos / 10_000_000;
                 match u16::try_from(cs) {
                     Ok(c) if whole_cs && (1..=4095).contains(&c) => Ok(Self { centiseconds: c }),
-                    _ => Err(RangeError {
-                        what: "a VRRPv3 advert_interval",
-                        range: "a multiple of 10ms, 10ms..=40950ms",
-                        got: got(),
-                    }),
+                    _ => Err(RangeError { what: "a VRRPv3 advert_interval", range: "a multiple of 10ms, 10ms..=40950ms", got: got() }),
                 }
             }
         }

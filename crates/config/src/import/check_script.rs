@@ -55,7 +55,9 @@ pub(crate) fn analyse(src: Source<'_>, sink: &mut Sink) -> ScriptFacts {
         for segment in code.split(['|', ';', '&']) {
             let tokens: Vec<&str> = segment.split_whitespace().collect();
             if tokens.first() == Some(&"curl") {
-                let fail = tokens.iter().any(|t| *t == "--fail" || *t == "--fail-with-body" || (t.starts_with('-') && !t.starts_with("--") && t.contains('f')));
+                let fail = tokens
+                    .iter()
+                    .any(|t| *t == "--fail" || *t == "--fail-with-body" || (t.starts_with('-') && !t.starts_with("--") && t.contains('f')));
                 facts.curls.push((line, fail));
             }
             if tokens.first() == Some(&"grep") {
@@ -70,7 +72,12 @@ pub(crate) fn analyse(src: Source<'_>, sink: &mut Sink) -> ScriptFacts {
         }
     }
     if facts.curls.is_empty() {
-        sink.warn(src.file, 1, "the check script runs no curl: halo cannot tell what it checked", "it is replaced by the balancer tracker all the same");
+        sink.warn(
+            src.file,
+            1,
+            "the check script runs no curl: halo cannot tell what it checked",
+            "it is replaced by the balancer tracker all the same",
+        );
     }
     facts
 }
@@ -79,13 +86,22 @@ pub(crate) fn analyse(src: Source<'_>, sink: &mut Sink) -> ScriptFacts {
 pub(crate) fn compare(facts: &ScriptFacts, src: Source<'_>, config: &Config, sink: &mut Sink) {
     for (line, fail) in &facts.curls {
         if !fail {
-            sink.warn(src.file, *line, "curl without --fail exits 0 on any HTTP status: a balancer answering 500 or 503 passes the check", "halo's balancer tracker counts only servers whose HTTPS check passed");
+            sink.warn(
+                src.file,
+                *line,
+                "curl without --fail exits 0 on any HTTP status: a balancer answering 500 or 503 passes the check",
+                "halo's balancer tracker counts only servers whose HTTPS check passed",
+            );
         }
     }
     let vips: Vec<IpAddr> = config.vrrp.iter().flat_map(|v| v.virtual_addresses.iter().map(|a| a.addr())).collect();
     for (name, grep_line, whole) in &facts.grepped {
-        let Some((_, value, line)) = facts.var(name) else { continue };
-        let Ok(address) = value.parse::<IpAddr>() else { continue };
+        let Some((_, value, line)) = facts.var(name) else {
+            continue;
+        };
+        let Ok(address) = value.parse::<IpAddr>() else {
+            continue;
+        };
         if !vips.is_empty() && !vips.contains(&address) {
             let shown: Vec<String> = vips.iter().map(ToString::to_string).collect();
             sink.warn(
@@ -98,13 +114,23 @@ pub(crate) fn compare(facts: &ScriptFacts, src: Source<'_>, config: &Config, sin
         if *whole {
             continue;
         }
-        sink.warn(src.file, *grep_line, format!("`ip addr | grep {value}` also matches longer addresses that start with it ({value}0, {value}1, ...)"), "");
+        sink.warn(
+            src.file,
+            *grep_line,
+            format!("`ip addr | grep {value}` also matches longer addresses that start with it ({value}0, {value}1, ...)"),
+            "",
+        );
     }
     if config.frontends.is_empty() || facts.frontend_for(&config.frontends).is_some() {
         return;
     }
     let ports: Vec<String> = facts.ports().map(|p| p.to_string()).collect();
     if !ports.is_empty() {
-        sink.warn(src.file, 1, format!("the check script probes port {}, which no imported frontend binds", ports.join(", ")), "the balancer tracker watches the first frontend instead");
+        sink.warn(
+            src.file,
+            1,
+            format!("the check script probes port {}, which no imported frontend binds", ports.join(", ")),
+            "the balancer tracker watches the first frontend instead",
+        );
     }
 }

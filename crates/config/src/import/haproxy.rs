@@ -79,13 +79,39 @@ impl Proxy {
 
 /// Directives that only matter for logging or HTTP mode: noted once, never errors.
 const NOTED: &[&str] = &[
-    "log", "option httplog", "option tcplog", "option dontlognull", "option http-server-close",
-    "option forwardfor", "timeout http-request", "timeout http-keep-alive", "option httpclose",
-    "option http-keep-alive", "option logasap", "log-format", "option log-health-checks",
-    "daemon", "chroot", "user", "group", "pidfile", "stats", "nbthread", "nbproc", "master-worker",
-    "ssl-default-bind-ciphers", "ssl-default-bind-options", "ssl-default-server-ciphers",
-    "ssl-default-server-options", "ca-base", "crt-base", "tune.ssl.default-dh-param", "description",
-    "option dontlog-normal", "unique-id-format", "errorfile",
+    "log",
+    "option httplog",
+    "option tcplog",
+    "option dontlognull",
+    "option http-server-close",
+    "option forwardfor",
+    "timeout http-request",
+    "timeout http-keep-alive",
+    "option httpclose",
+    "option http-keep-alive",
+    "option logasap",
+    "log-format",
+    "option log-health-checks",
+    "daemon",
+    "chroot",
+    "user",
+    "group",
+    "pidfile",
+    "stats",
+    "nbthread",
+    "nbproc",
+    "master-worker",
+    "ssl-default-bind-ciphers",
+    "ssl-default-bind-options",
+    "ssl-default-server-ciphers",
+    "ssl-default-server-options",
+    "ca-base",
+    "crt-base",
+    "tune.ssl.default-dh-param",
+    "description",
+    "option dontlog-normal",
+    "unique-id-format",
+    "errorfile",
 ];
 
 pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Backend>) {
@@ -99,7 +125,9 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
     let mut global_maxconn: At<u32> = None;
     let mut skipping = false;
     let mut finish = |current: Option<(String, String, usize)>, proxy: &Proxy, sink: &mut Sink, global: At<u32>| {
-        let Some((kind, name, line)) = current else { return };
+        let Some((kind, name, line)) = current else {
+            return;
+        };
         if kind == "frontend" || kind == "listen" {
             frontends.push((frontend(src, &name, line, proxy, sink, global), line));
         }
@@ -158,7 +186,12 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
             continue;
         }
         let Some((kind, _, _)) = &current else {
-            sink.error(src.file, number, format!("`{keyword}` outside of any section"), "directives go under global, defaults, frontend, backend or listen");
+            sink.error(
+                src.file,
+                number,
+                format!("`{keyword}` outside of any section"),
+                "directives go under global, defaults, frontend, backend or listen",
+            );
             continue;
         };
         let two = format!("{} {}", keyword, line.word(1));
@@ -183,7 +216,12 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
     finish(section, &proxy, sink, global_maxconn);
     if let Some(first) = noted.first() {
         let list: Vec<String> = noted.iter().map(ToString::to_string).collect();
-        sink.warn(src.file, *first, format!("logging, process and HTTP-mode directives are not imported (lines {})", list.join(", ")), "they mean nothing for halo's TCP balancer, which logs through its own `[log]` settings");
+        sink.warn(
+            src.file,
+            *first,
+            format!("logging, process and HTTP-mode directives are not imported (lines {})", list.join(", ")),
+            "they mean nothing for halo's TCP balancer, which logs through its own `[log]` settings",
+        );
     }
     let frontends = frontends
         .into_iter()
@@ -230,7 +268,12 @@ fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut Proxy, sin
                 "leastconn" => Balance::LeastConn,
                 "first" => Balance::First,
                 other => {
-                    sink.unmapped(src.file, n, &format!("balance {other}"), "halo balances roundrobin, leastconn or first; roundrobin is used");
+                    sink.unmapped(
+                        src.file,
+                        n,
+                        &format!("balance {other}"),
+                        "halo balances roundrobin, leastconn or first; roundrobin is used",
+                    );
                     Balance::RoundRobin
                 }
             };
@@ -291,13 +334,23 @@ fn bind(src: Source<'_>, line: &Line, first: usize, p: &mut Proxy, sink: &mut Si
     for address in line.word(first).split(',') {
         match haproxy_address(address, true) {
             Some(addr) => p.binds.push((addr, line.number)),
-            None => sink.error(src.file, line.number, format!("cannot read bind address `{address}`"), "halo binds IP:port, *:port or [IPv6]:port"),
+            None => sink.error(
+                src.file,
+                line.number,
+                format!("cannot read bind address `{address}`"),
+                "halo binds IP:port, *:port or [IPv6]:port",
+            ),
         }
     }
     for option in &line.words[first + 1..] {
         match option.as_str() {
             "v6only" | "v4v6" | "transparent" => {}
-            other => sink.unmapped(src.file, line.number, &format!("bind option {other}"), "halo binds plain TCP; TLS stays end to end between client and API server"),
+            other => sink.unmapped(
+                src.file,
+                line.number,
+                &format!("bind option {other}"),
+                "halo binds plain TCP; TLS stays end to end between client and API server",
+            ),
         }
     }
 }
@@ -361,7 +414,8 @@ fn server_params(src: Source<'_>, line: &Line, first: usize, s: &mut ServerParam
                 takes_value = false;
                 sink.unmapped(src.file, n, "server option ssl", "halo does not re-encrypt: clients talk TLS to the API server end to end");
             }
-            "downinter" | "maxconn" | "slowstart" | "port" | "addr" | "agent-check" | "observe" | "on-error" | "resolvers" | "init-addr" => {
+            "downinter" | "maxconn" | "slowstart" | "port" | "addr" | "agent-check" | "observe" | "on-error" | "resolvers"
+            | "init-addr" => {
                 sink.unmapped(src.file, n, &format!("server option {word} {value}"), "");
             }
             other => {
@@ -414,10 +468,15 @@ fn frontend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink
 }
 
 fn tcp_mode(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) {
-    if let Some((mode, line)) = &p.mode {
-        if mode != "tcp" {
-            sink.unmapped(src.file, *line, &format!("mode {mode} (in effect for `{name}`)"), "halo balances TCP; HTTP-mode processing is not imported and traffic is passed through as TCP");
-        }
+    if let Some((mode, line)) = &p.mode
+        && mode != "tcp"
+    {
+        sink.unmapped(
+            src.file,
+            *line,
+            &format!("mode {mode} (in effect for `{name}`)"),
+            "halo balances TCP; HTTP-mode processing is not imported and traffic is passed through as TCP",
+        );
     }
 }
 
@@ -435,7 +494,13 @@ fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink)
             if let Some((0, l)) = s.weight {
                 sink.warn(src.file, l, format!("server `{server_name}` has weight 0"), "imported as `disabled = true`");
             }
-            Server { name: server_name.clone(), address: *address, weight: weight.clamp(1, 256), backup: s.backup, disabled: s.disabled || weight == 0 }
+            Server {
+                name: server_name.clone(),
+                address: *address,
+                weight: weight.clamp(1, 256),
+                backup: s.backup,
+                disabled: s.disabled || weight == 0,
+            }
         })
         .collect();
     let health = health(src, name, p, sink);
@@ -461,7 +526,9 @@ fn idle_timeout(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> Dura
         (Some(c), Some(s)) => Some(if c.0 <= s.0 { c } else { s }),
         (one, other) => one.or(other),
     };
-    let Some((idle, line)) = tunnel.or(shorter) else { return d::IDLE_TIMEOUT };
+    let Some((idle, line)) = tunnel.or(shorter) else {
+        return d::IDLE_TIMEOUT;
+    };
     if idle < Duration::from_secs(300) {
         let shown = humantime::format_duration(idle);
         sink.warn(
@@ -480,10 +547,20 @@ fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthChec
     let first = p.servers.first().map(|(_, _, s, _)| s.clone()).unwrap_or_default();
     for (server_name, _, s, l) in &p.servers {
         if !s.check {
-            sink.warn(src.file, *l, format!("server `{server_name}` has no `check`: haproxy sent it traffic without ever checking it"), "halo checks every server");
+            sink.warn(
+                src.file,
+                *l,
+                format!("server `{server_name}` has no `check`: haproxy sent it traffic without ever checking it"),
+                "halo checks every server",
+            );
         }
         if s.ca_file.as_ref().map(|c| &c.0) != first.ca_file.as_ref().map(|c| &c.0) || s.inter.map(|i| i.0) != first.inter.map(|i| i.0) {
-            sink.warn(src.file, *l, format!("server `{server_name}` has check settings unlike the first server's"), "halo checks all servers of a backend alike; the first server's settings are used");
+            sink.warn(
+                src.file,
+                *l,
+                format!("server `{server_name}` has check settings unlike the first server's"),
+                "halo checks all servers of a backend alike; the first server's settings are used",
+            );
         }
     }
     let tls = first.check_ssl.is_some() || p.connect_ssl.is_some();
@@ -502,7 +579,10 @@ fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthChec
                     format!("backend `{name}`: `option ssl-hello-chk` replaces `option httpchk` (line {http_line}): haproxy never sends GET {path}, so a server answering 500 stays in rotation"),
                     format!("halo runs the real check: TLS, then GET {path} expecting the status"),
                 );
-                sink.note(item.clone(), format!("The classic config's ssl-hello-chk overrode httpchk: {path} was never requested. halo requests it over TLS."));
+                sink.note(
+                    item.clone(),
+                    format!("The classic config's ssl-hello-chk overrode httpchk: {path} was never requested. halo requests it over TLS."),
+                );
                 CheckKind::Https
             } else {
                 CheckKind::Tls
@@ -525,7 +605,10 @@ fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthChec
         (Some((v, _)), None) if v == "none" => TlsVerify::None,
         (_, None) => {
             if tls || kind == CheckKind::Https {
-                sink.note(item.clone(), "Server certificates are not verified; set health.ca_file = \"/etc/kubernetes/pki/ca.crt\" to verify them.".to_string());
+                sink.note(
+                    item.clone(),
+                    "Server certificates are not verified; set health.ca_file = \"/etc/kubernetes/pki/ca.crt\" to verify them.".to_string(),
+                );
             }
             TlsVerify::None
         }

@@ -127,10 +127,10 @@ fn tree(tokens: &[Token], pos: &mut usize, depth: usize, sink: &mut Sink) -> Vec
         }
         nodes.push(Node { file, line, words: ws, children: None });
     }
-    if depth > 0 {
-        if let Some(last) = tokens.last() {
-            sink.error(&last.file, last.line, "a `{` block is never closed", "add the missing `}`");
-        }
+    if depth > 0
+        && let Some(last) = tokens.last()
+    {
+        sink.error(&last.file, last.line, "a `{` block is never closed", "add the missing `}`");
     }
     nodes
 }
@@ -150,7 +150,13 @@ struct Globals {
     gratuitous: Gratuitous,
 }
 
-pub(super) fn import(src: Source<'_>, resolver: &dyn Resolver, script: Option<&ScriptFacts>, frontends: &[Frontend], sink: &mut Sink) -> KeepalivedImport {
+pub(super) fn import(
+    src: Source<'_>,
+    resolver: &dyn Resolver,
+    script: Option<&ScriptFacts>,
+    frontends: &[Frontend],
+    sink: &mut Sink,
+) -> KeepalivedImport {
     let mut tokens = Vec::new();
     tokenize(src.file, src.text, resolver, 0, sink, &mut tokens);
     let mut pos = 0;
@@ -166,7 +172,9 @@ pub(super) fn import(src: Source<'_>, resolver: &dyn Resolver, script: Option<&S
             "global_defs" | "vrrp_instance" => {}
             "vrrp_script" => out.trackers.extend(vrrp_script(node, script, frontends, sink)),
             "vrrp_track_file" | "track_file" => out.trackers.extend(track_file(node, sink)),
-            "vrrp_sync_group" => sink.unmapped(&node.file, node.line, "vrrp_sync_group", "halo has no sync groups: each instance fails over on its own"),
+            "vrrp_sync_group" => {
+                sink.unmapped(&node.file, node.line, "vrrp_sync_group", "halo has no sync groups: each instance fails over on its own")
+            }
             other => sink.unmapped(&node.file, node.line, other, ""),
         }
     }
@@ -220,7 +228,12 @@ fn argv(node: &Node, i: usize, sink: &mut Sink) -> Option<Vec<String>> {
         return None;
     };
     if !argv[0].starts_with('/') {
-        sink.error(&node.file, node.line, format!("`{}` runs `{}`, not an absolute path", node.keyword(), argv[0]), "halo runs commands without a shell or PATH search: write the program's full path");
+        sink.error(
+            &node.file,
+            node.line,
+            format!("`{}` runs `{}`, not an absolute path", node.keyword(), argv[0]),
+            "halo runs commands without a shell or PATH search: write the program's full path",
+        );
         return None;
     }
     Some(argv)
@@ -254,7 +267,11 @@ fn vrrp_script(node: &Node, script: Option<&ScriptFacts>, frontends: &[Frontend]
         sink.warn(
             &node.file,
             timing_line,
-            format!("vrrp_script `{name}`: interval {} × fall {fall} = {}: a dead balancer keeps the VIP that long", humantime::format_duration(interval), humantime::format_duration(detection)),
+            format!(
+                "vrrp_script `{name}`: interval {} × fall {fall} = {}: a dead balancer keeps the VIP that long",
+                humantime::format_duration(interval),
+                humantime::format_duration(detection)
+            ),
             "halo's built-in balancer tracker defaults to 200ms × 2",
         );
     }
@@ -263,20 +280,39 @@ fn vrrp_script(node: &Node, script: Option<&ScriptFacts>, frontends: &[Frontend]
         let frontend = script.and_then(|s| s.frontend_for(frontends)).or_else(|| frontends.first().map(|f| f.name.clone()));
         match frontend {
             Some(frontend) => {
-                sink.note(format!("tracker {name}"), format!("Replaces {}: the built-in balancer tracker checks the local frontend directly (no curl, no shell).", command[0]));
+                sink.note(
+                    format!("tracker {name}"),
+                    format!(
+                        "Replaces {}: the built-in balancer tracker checks the local frontend directly (no curl, no shell).",
+                        command[0]
+                    ),
+                );
                 if detection >= Duration::from_secs(5) {
-                    sink.note(format!("tracker {name}"), "interval/fall/rise are the script's; delete them for halo's defaults (200ms × 2).".to_string());
+                    sink.note(
+                        format!("tracker {name}"),
+                        "interval/fall/rise are the script's; delete them for halo's defaults (200ms × 2).".to_string(),
+                    );
                 }
                 TrackerKind::Balancer { frontend, min_healthy: d::MIN_HEALTHY, interval }
             }
             None => {
-                sink.warn(&node.file, node.line, format!("vrrp_script `{name}` is the check script, but no haproxy frontend was imported for it to track"), "pass --haproxy too; imported as a script tracker");
+                sink.warn(
+                    &node.file,
+                    node.line,
+                    format!("vrrp_script `{name}` is the check script, but no haproxy frontend was imported for it to track"),
+                    "pass --haproxy too; imported as a script tracker",
+                );
                 TrackerKind::Script { command, interval, timeout: timeout.unwrap_or(interval) }
             }
         }
     } else {
         if script.is_none() && command[0].contains("check_apiserver") {
-            sink.warn(&node.file, node.line, format!("vrrp_script `{name}` looks like the balancer check script"), "pass it with --check-script to replace it by halo's built-in balancer tracker");
+            sink.warn(
+                &node.file,
+                node.line,
+                format!("vrrp_script `{name}` looks like the balancer check script"),
+                "pass it with --check-script to replace it by halo's built-in balancer tracker",
+            );
         }
         TrackerKind::Script { command, interval, timeout: timeout.unwrap_or(interval) }
     };
@@ -316,7 +352,9 @@ fn vrrp_instance(node: &Node, g: &Globals, trackers: &mut Vec<Tracker>, sink: &m
         return None;
     };
     let advert = i.advert.unwrap_or(Duration::from_secs(1));
-    let advert_interval = AdvertInterval::new(version, advert).map_err(|e| sink.error(&node.file, i.advert_line.unwrap_or(node.line), e.to_string(), "")).ok()?;
+    let advert_interval = AdvertInterval::new(version, advert)
+        .map_err(|e| sink.error(&node.file, i.advert_line.unwrap_or(node.line), e.to_string(), ""))
+        .ok()?;
     let priority = Priority::new(i.priority).map_err(|e| sink.error(&node.file, node.line, e.to_string(), "")).ok()?;
     if i.addresses.is_empty() {
         sink.error(&node.file, node.line, format!("vrrp_instance `{name}` has no virtual_ipaddress"), "");
@@ -408,7 +446,9 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, trackers: &mut Vec<
             other => sink.error(file, line, format!("unknown state `{other}`"), "MASTER or BACKUP"),
         },
         "interface" => i.interface = Some(c.arg(1).to_string()),
-        "virtual_router_id" => i.vrid = integer(c, 1, sink).and_then(|v| Vrid::new(v).map_err(|e| sink.error(file, line, e.to_string(), "")).ok()),
+        "virtual_router_id" => {
+            i.vrid = integer(c, 1, sink).and_then(|v| Vrid::new(v).map_err(|e| sink.error(file, line, e.to_string(), "")).ok())
+        }
         "priority" => i.priority = integer(c, 1, sink).unwrap_or(100),
         "advert_int" => (i.advert, i.advert_line) = (seconds(c, 1, sink), Some(line)),
         "version" => i.version = integer(c, 1, sink).unwrap_or(i.version),
@@ -475,9 +515,19 @@ fn authentication(c: &Node, i: &mut Partial, sink: &mut Sink) {
         }
     }
     match kind {
-        Some((k, line)) if k == "PASS" => sink.warn(&c.file, line, "auth_type PASS sends the password in clear text in every advert: it stops accidents, not attacks", "imported as auth_password (VRRPv2); VRRPv3 drops authentication altogether (RFC 5798 §9)"),
+        Some((k, line)) if k == "PASS" => sink.warn(
+            &c.file,
+            line,
+            "auth_type PASS sends the password in clear text in every advert: it stops accidents, not attacks",
+            "imported as auth_password (VRRPv2); VRRPv3 drops authentication altogether (RFC 5798 §9)",
+        ),
         Some((k, line)) => {
-            sink.error(&c.file, line, format!("auth_type {k} is not supported"), "halo supports PASS (VRRPv2) only; AH was removed from VRRPv3");
+            sink.error(
+                &c.file,
+                line,
+                format!("auth_type {k} is not supported"),
+                "halo supports PASS (VRRPv2) only; AH was removed from VRRPv3",
+            );
             i.auth = None;
         }
         None => sink.error(&c.file, c.line, "authentication without auth_type", ""),
@@ -497,7 +547,12 @@ fn virtual_ipaddress(c: &Node, i: &mut Partial, sink: &mut Sink) {
             match option.as_str() {
                 "dev" if Some(value) == i.interface.as_deref() => {}
                 "brd" => {}
-                other => sink.unmapped(&a.file, a.line, &format!("virtual_ipaddress option {other} {value}"), "halo adds the address to the instance's interface"),
+                other => sink.unmapped(
+                    &a.file,
+                    a.line,
+                    &format!("virtual_ipaddress option {other} {value}"),
+                    "halo adds the address to the instance's interface",
+                ),
             }
         }
     }
@@ -512,7 +567,12 @@ fn track_script(instance: &str, c: &Node, i: &mut Partial, trackers: &mut [Track
             match trackers.iter_mut().find(|tr| tr.name == name) {
                 Some(tracker) => {
                     if tracker.weight != weight {
-                        sink.warn(&t.file, t.line, format!("vrrp_instance `{instance}` overrides the weight of `{name}`"), "halo keeps one weight per tracker: the override is applied to the tracker");
+                        sink.warn(
+                            &t.file,
+                            t.line,
+                            format!("vrrp_instance `{instance}` overrides the weight of `{name}`"),
+                            "halo keeps one weight per tracker: the override is applied to the tracker",
+                        );
                     }
                     tracker.weight = weight;
                 }
@@ -528,7 +588,12 @@ fn track_interface(c: &Node, i: &mut Partial, trackers: &mut Vec<Tracker>, sink:
     for t in c.children() {
         let interface = t.keyword().to_string();
         if i.interface.as_deref() == Some(interface.as_str()) {
-            sink.warn(&t.file, t.line, format!("track_interface {interface} is the instance's own interface: keepalived ignores it, and so does the import"), "the instance goes to FAULT when its own link is down");
+            sink.warn(
+                &t.file,
+                t.line,
+                format!("track_interface {interface} is the instance's own interface: keepalived ignores it, and so does the import"),
+                "the instance goes to FAULT when its own link is down",
+            );
             continue;
         }
         let weight = if t.arg(1) == "weight" { integer(t, 2, sink).filter(|w| *w != 0).map(|w| w.clamp(-254, 254) as i32) } else { None };
@@ -553,7 +618,9 @@ fn mastership_warnings(out: &KeepalivedImport, nodes: &[Node], sink: &mut Sink) 
         let node = nodes.iter().find(|n| n.keyword() == "vrrp_instance" && n.arg(1) == instance.name);
         let (file, line) = node.map_or(("", 0), |n| (n.file.as_str(), n.line));
         for tracker in out.trackers.iter().filter(|t| instance.track.contains(&t.name)) {
-            let Some(weight) = tracker.weight.filter(|w| *w < 0) else { continue };
+            let Some(weight) = tracker.weight.filter(|w| *w < 0) else {
+                continue;
+            };
             let base = i32::from(instance.priority.get());
             let degraded = (base + weight).max(1);
             let window = degraded + 1..=base;

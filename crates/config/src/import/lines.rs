@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn words_quotes_escapes_comments() {
-        assert_eq!(words("server a 1.2.3.4:6443 check # x", &['#']), Some(vec!["server".into(), "a".into(), "1.2.3.4:6443".into(), "check".into()]));
+        assert_eq!(
+            words("server a 1.2.3.4:6443 check # x", &['#']),
+            Some(vec!["server".into(), "a".into(), "1.2.3.4:6443".into(), "check".into()])
+        );
         assert_eq!(words("script \"/bin/a b\" ! c", &['!', '#']), Some(vec!["script".into(), "/bin/a b".into()]));
         assert_eq!(words("a\\ b 'c d'", &['#']), Some(vec!["a b".into(), "c d".into()]));
         assert_eq!(words("x#y", &['#']), Some(vec!["x#y".into()]));

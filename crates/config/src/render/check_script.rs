@@ -44,7 +44,10 @@ pub fn check_script(config: &Config) -> Rendered {
     let Some(bind) = frontend.binds.first().copied() else {
         return Rendered { text: out, losses };
     };
-    let path = config.backend(&frontend.backend).filter(|b| b.health.kind == CheckKind::Https).map_or("/healthz".to_string(), |b| b.health.path.clone());
+    let path = config
+        .backend(&frontend.backend)
+        .filter(|b| b.health.kind == CheckKind::Https)
+        .map_or("/healthz".to_string(), |b| b.health.path.clone());
     let vip = config.vrrp.iter().flat_map(|v| &v.virtual_addresses).map(|a| a.addr()).find(|a| a.is_ipv4() == bind.is_ipv4());
     line(&mut out, format_args!("# Exits 0 when the balancer's frontend `{}` answers GET {path} with a 2xx status,", frontend.name));
     line(&mut out, format_args!("# locally and, while this host holds the virtual address, through it too."));
@@ -55,7 +58,12 @@ pub fn check_script(config: &Config) -> Rendered {
         line(&mut out, format_args!("APISERVER_VIP={vip}"));
     }
     line(&mut out, format_args!("\nerrorExit() {{\n    echo \"*** $*\" 1>&2\n    exit 1\n}}\n"));
-    line(&mut out, format_args!("check() {{\n    curl --fail --silent --show-error --max-time 2 --insecure \"https://$1:${{APISERVER_DEST_PORT}}{path}\" -o /dev/null \\\n        || errorExit \"Error GET https://$1:${{APISERVER_DEST_PORT}}{path}\"\n}}\n"));
+    line(
+        &mut out,
+        format_args!(
+            "check() {{\n    curl --fail --silent --show-error --max-time 2 --insecure \"https://$1:${{APISERVER_DEST_PORT}}{path}\" -o /dev/null \\\n        || errorExit \"Error GET https://$1:${{APISERVER_DEST_PORT}}{path}\"\n}}\n"
+        ),
+    );
     line(&mut out, format_args!("check \"${{LOCAL_ADDRESS}}\""));
     if vip.is_some() {
         line(&mut out, format_args!("if ip -o addr show | grep -qwF \"${{APISERVER_VIP}}\"; then\n    check \"${{APISERVER_VIP}}\"\nfi"));

@@ -55,7 +55,8 @@ fn backend(out: &mut String, b: &Backend, queue: Option<std::time::Duration>, lo
         line(out, format_args!("    option httpchk\n    http-check send meth GET uri {}", h.path));
         line(out, format_args!("    http-check expect status {}", h.expect_status));
     }
-    let mut server = format!("check inter {} fastinter {} fall {} rise {}", haproxy_time(h.interval), haproxy_time(h.fast_interval), h.fall, h.rise);
+    let mut server =
+        format!("check inter {} fastinter {} fall {} rise {}", haproxy_time(h.interval), haproxy_time(h.fast_interval), h.fall, h.rise);
     if h.kind != CheckKind::Tcp {
         server.push_str(" check-ssl");
         match &h.verify {
@@ -69,7 +70,12 @@ fn backend(out: &mut String, b: &Backend, queue: Option<std::time::Duration>, lo
         }
         if let Some(c) = &h.client_cert {
             if c.cert_file != c.key_file {
-                losses.push(format!("backend {}: haproxy reads the client key from the certificate file {}; append {} to it", b.name, c.cert_file.display(), c.key_file.display()));
+                losses.push(format!(
+                    "backend {}: haproxy reads the client key from the certificate file {}; append {} to it",
+                    b.name,
+                    c.cert_file.display(),
+                    c.key_file.display()
+                ));
             }
             server.push_str(&format!(" crt {}", c.cert_file.display()));
         }

@@ -56,7 +56,12 @@ fn tracker(out: &mut String, t: &Tracker, losses: &mut Vec<String>) {
         }
     };
     if interval.subsec_nanos() != 0 {
-        losses.push(format!("tracker {}: keepalived runs scripts every whole second; interval {} becomes {}s", t.name, humantime::format_duration(interval), ceil_secs(interval)));
+        losses.push(format!(
+            "tracker {}: keepalived runs scripts every whole second; interval {} becomes {}s",
+            t.name,
+            humantime::format_duration(interval),
+            ceil_secs(interval)
+        ));
     }
     line(out, format_args!("vrrp_script {} {{\n    script {script}\n    interval {}", t.name, ceil_secs(interval)));
     if let Some(timeout) = timeout {
@@ -106,11 +111,15 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
         }
     }
     let tracked: Vec<&Tracker> = v.track.iter().filter_map(|n| config.tracker(n)).collect();
-    let scripts: Vec<&&Tracker> = tracked.iter().filter(|t| matches!(t.kind, TrackerKind::Balancer { .. } | TrackerKind::Script { .. })).collect();
+    let scripts: Vec<&&Tracker> =
+        tracked.iter().filter(|t| matches!(t.kind, TrackerKind::Balancer { .. } | TrackerKind::Script { .. })).collect();
     block(out, "track_script", scripts.iter().map(|t| t.name.clone()));
     for t in &tracked {
         if matches!(&t.kind, TrackerKind::Interface { interface } if *interface == v.interface) {
-            losses.push(format!("vrrp {}: keepalived always tracks its own interface {} (FAULT when down) and refuses tracker `{}`", v.name, v.interface, t.name));
+            losses.push(format!(
+                "vrrp {}: keepalived always tracks its own interface {} (FAULT when down) and refuses tracker `{}`",
+                v.name, v.interface, t.name
+            ));
         }
     }
     let interfaces = tracked.iter().filter_map(|t| match &t.kind {
@@ -126,7 +135,14 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
     block(out, "track_file", files);
     let g = &v.gratuitous;
     line(out, format_args!("    garp_master_delay {}\n    garp_master_repeat {}", keepalived_seconds(g.delay), g.repeat));
-    line(out, format_args!("    garp_master_refresh {}\n    garp_master_refresh_repeat {}", g.refresh.map_or("0".to_string(), keepalived_seconds), g.refresh_repeat));
+    line(
+        out,
+        format_args!(
+            "    garp_master_refresh {}\n    garp_master_refresh_repeat {}",
+            g.refresh.map_or("0".to_string(), keepalived_seconds),
+            g.refresh_repeat
+        ),
+    );
     if v.virtual_mac {
         line(out, format_args!("    use_vmac"));
         if !v.unicast_peers.is_empty() {
@@ -135,7 +151,13 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
         }
     }
     let n = &v.notify;
-    let hooks = [("notify_master", &n.master), ("notify_backup", &n.backup), ("notify_fault", &n.fault), ("notify_stop", &n.stop), ("notify", &n.change)];
+    let hooks = [
+        ("notify_master", &n.master),
+        ("notify_backup", &n.backup),
+        ("notify_fault", &n.fault),
+        ("notify_stop", &n.stop),
+        ("notify", &n.change),
+    ];
     for (key, argv) in hooks {
         if let Some(argv) = argv {
             line(out, format_args!("    {key} {}", command(argv)));

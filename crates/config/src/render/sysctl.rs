@@ -6,7 +6,10 @@ use crate::model::Config;
 /// Renders the kernel settings a balancer (or hypervisor) host needs.
 pub fn sysctl(config: &Config) -> Rendered {
     let mut out = String::new();
-    line(&mut out, format_args!("# /etc/sysctl.d/99-halo.conf rendered by `halo render sysctl`; apply with `sysctl -p /etc/sysctl.d/99-halo.conf`."));
+    line(
+        &mut out,
+        format_args!("# /etc/sysctl.d/99-halo.conf rendered by `halo render sysctl`; apply with `sysctl -p /etc/sysctl.d/99-halo.conf`."),
+    );
     line(&mut out, format_args!("# For a hypervisor or a dedicated balancer host only: a Kubernetes node needs these at 1."));
     line(&mut out, format_args!("# Bridged frames between VMs must not go through the host's netfilter (the keys exist while"));
     line(&mut out, format_args!("# br_netfilter is loaded; without it bridged traffic skips netfilter anyway)."));

@@ -187,7 +187,14 @@ fn backend(out: &mut String, b: &Backend, notes: &Notes) {
             }
         }
         if let Some(c) = &h.client_cert {
-            line(out, format_args!("client_cert = {}\nclient_key = {}", quote(&c.cert_file.display().to_string()), quote(&c.key_file.display().to_string())));
+            line(
+                out,
+                format_args!(
+                    "client_cert = {}\nclient_key = {}",
+                    quote(&c.cert_file.display().to_string()),
+                    quote(&c.key_file.display().to_string())
+                ),
+            );
         }
     }
     line(out, format_args!("interval = {}\nfast_interval = {}\ntimeout = {}", dur(h.interval), dur(h.fast_interval), dur(h.timeout)));

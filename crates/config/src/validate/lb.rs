@@ -27,14 +27,18 @@ pub(super) fn frontends(report: &mut Report<'_>, raw: &[RawFrontend], backends: 
         }
         let mut binds = Vec::new();
         for bind in f.bind.get_ref() {
-            let Some(addr) = socket_addr(report, bind, "bind") else { continue };
+            let Some(addr) = socket_addr(report, bind, "bind") else {
+                continue;
+            };
             if let Some((other, _)) = binds_seen.iter().find(|(seen, _)| conflicts(*seen, addr)) {
                 let message = if *other == addr {
                     format!("bind {addr} is listed twice")
                 } else {
                     format!("bind {addr} overlaps {other}: the kernel refuses both listening on port {}", addr.port())
                 };
-                report.error(bind.span(), message).hint("each address:port may be bound once; a wildcard covers every address of its family");
+                report
+                    .error(bind.span(), message)
+                    .hint("each address:port may be bound once; a wildcard covers every address of its family");
             }
             binds_seen.push((addr, bind.span()));
             binds.push(addr);
@@ -77,7 +81,12 @@ pub(super) fn backends(report: &mut Report<'_>, raw: &[RawBackend]) -> Option<Ve
 
 fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
     let balance = match &b.balance {
-        Some(t) => choice(report, t, "balance", &[("roundrobin", Balance::RoundRobin), ("leastconn", Balance::LeastConn), ("first", Balance::First)]),
+        Some(t) => choice(
+            report,
+            t,
+            "balance",
+            &[("roundrobin", Balance::RoundRobin), ("leastconn", Balance::LeastConn), ("first", Balance::First)],
+        ),
         None => Some(Balance::default()),
     };
     if b.server.get_ref().is_empty() {
@@ -90,7 +99,10 @@ fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
         let parsed = server(report, s.get_ref());
         if let Some(server) = &parsed {
             if addresses.contains(&server.address) {
-                report.error(s.get_ref().address.span(), format!("server address {} is listed twice in backend `{}`", server.address, b.name.get_ref()));
+                report.error(
+                    s.get_ref().address.span(),
+                    format!("server address {} is listed twice in backend `{}`", server.address, b.name.get_ref()),
+                );
             }
             addresses.push(server.address);
         }
@@ -100,19 +112,24 @@ fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
         });
     }
     if b.server.get_ref().iter().all(|s| s.get_ref().backup.as_ref().is_some_and(|f| *f.get_ref())) && !b.server.get_ref().is_empty() {
-        report.warning(b.server.span(), format!("every server of backend `{}` is a backup", b.name.get_ref())).hint("backup servers are used only when no primary is up; mark at least one as primary");
+        report
+            .warning(b.server.span(), format!("every server of backend `{}` is a backup", b.name.get_ref()))
+            .hint("backup servers are used only when no primary is up; mark at least one as primary");
     }
     let health = match &b.health {
         Some(h) => health(report, h.get_ref()),
         None => Some(HealthCheck::default_https()),
     };
     let idle_timeout = positive_duration_or(report, &b.idle_timeout, "idle_timeout", d::IDLE_TIMEOUT);
-    if let (Some(idle), Some(t)) = (idle_timeout, &b.idle_timeout) {
-        if idle < SHORT_IDLE {
-            report
-                .warning(t.span(), format!("idle_timeout {} cuts `kubectl logs -f`, `exec` and watches that are quiet for that long", t.get_ref()))
-                .hint("API streams stay silent for minutes; use \"1h\" (the default) unless this backend is not an API server");
-        }
+    if let (Some(idle), Some(t)) = (idle_timeout, &b.idle_timeout)
+        && idle < SHORT_IDLE
+    {
+        report
+            .warning(
+                t.span(),
+                format!("idle_timeout {} cuts `kubectl logs -f`, `exec` and watches that are quiet for that long", t.get_ref()),
+            )
+            .hint("API streams stay silent for minutes; use \"1h\" (the default) unless this backend is not an API server");
     }
     Some(Backend {
         name: b.name.get_ref().clone(),
@@ -177,18 +194,25 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
                 report.error(at, format!("health.{key} is used only by `https` checks")).hint("set kind = \"https\" or remove the key");
             }
         }
-        let tls_only = [(span(&h.ca_file), "ca_file"), (span(&h.server_name), "server_name"), (span(&h.client_cert), "client_cert"), (span(&h.client_key), "client_key")];
+        let tls_only = [
+            (span(&h.ca_file), "ca_file"),
+            (span(&h.server_name), "server_name"),
+            (span(&h.client_cert), "client_cert"),
+            (span(&h.client_key), "client_key"),
+        ];
         for (at, key) in tls_only {
             if let (Some(at), CheckKind::Tcp) = (at, kind) {
-                report.error(at, format!("health.{key} is used only by `tls` and `https` checks")).hint("set kind = \"tls\" or \"https\", or remove the key");
+                report
+                    .error(at, format!("health.{key} is used only by `tls` and `https` checks"))
+                    .hint("set kind = \"tls\" or \"https\", or remove the key");
             }
         }
     }
     let path = h.path.as_ref().map_or(d::CHECK_PATH.to_string(), |p| p.get_ref().clone());
-    if let Some(p) = &h.path {
-        if !p.get_ref().starts_with('/') || p.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) {
-            report.error(p.span(), format!("health.path `{}` is not an absolute request path", p.get_ref())).hint("like \"/readyz\"");
-        }
+    if let Some(p) = &h.path
+        && (!p.get_ref().starts_with('/') || p.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        report.error(p.span(), format!("health.path `{}` is not an absolute request path", p.get_ref())).hint("like \"/readyz\"");
     }
     let expect_status = match &h.expect_status {
         Some(s) => count(report, s, "health.expect_status", 100..599).map(|s| s as u16),
@@ -197,7 +221,9 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
     let verify = match (&h.ca_file, &h.server_name) {
         (Some(ca), name) => Some(TlsVerify::Ca { ca_file: ca.get_ref().into(), server_name: name.as_ref().map(|n| n.get_ref().clone()) }),
         (None, Some(name)) => {
-            report.error(name.span(), "health.server_name is used only to verify against health.ca_file").hint("add ca_file = \"/etc/kubernetes/pki/ca.crt\"");
+            report
+                .error(name.span(), "health.server_name is used only to verify against health.ca_file")
+                .hint("add ca_file = \"/etc/kubernetes/pki/ca.crt\"");
             None
         }
         (None, None) => Some(TlsVerify::None),
@@ -211,17 +237,24 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
         }
     };
     let interval = positive_duration_or(report, &h.interval, "health.interval", d::CHECK_INTERVAL);
-    let fast_interval = positive_duration_or(report, &h.fast_interval, "health.fast_interval", d::CHECK_FAST_INTERVAL.min(interval.unwrap_or(d::CHECK_FAST_INTERVAL)));
+    let fast_interval = positive_duration_or(
+        report,
+        &h.fast_interval,
+        "health.fast_interval",
+        d::CHECK_FAST_INTERVAL.min(interval.unwrap_or(d::CHECK_FAST_INTERVAL)),
+    );
     let timeout = positive_duration_or(report, &h.timeout, "health.timeout", d::CHECK_TIMEOUT);
-    if let (Some(i), Some(f), Some(t)) = (interval, fast_interval, &h.fast_interval) {
-        if f > i {
-            report.error(t.span(), "health.fast_interval is longer than health.interval").hint("the fast interval is used while a server changes state; make it shorter");
-        }
+    if let (Some(i), Some(f), Some(t)) = (interval, fast_interval, &h.fast_interval)
+        && f > i
+    {
+        report
+            .error(t.span(), "health.fast_interval is longer than health.interval")
+            .hint("the fast interval is used while a server changes state; make it shorter");
     }
-    if let (Some(i), Some(t), Some(raw)) = (interval, timeout, &h.timeout) {
-        if t > i {
-            report.warning(raw.span(), "health.timeout is longer than health.interval: a hung server is noticed only after the timeout");
-        }
+    if let (Some(i), Some(t), Some(raw)) = (interval, timeout, &h.timeout)
+        && t > i
+    {
+        report.warning(raw.span(), "health.timeout is longer than health.interval: a hung server is noticed only after the timeout");
     }
     Some(HealthCheck {
         kind: kind?,
@@ -241,12 +274,22 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
 pub(super) fn no_vip_is_a_server(report: &mut Report<'_>, vrrp: &[RawVrrp], backends: &[RawBackend]) {
     for b in backends {
         for s in b.server.get_ref() {
-            let Ok(addr) = s.get_ref().address.get_ref().parse::<SocketAddr>() else { continue };
+            let Ok(addr) = s.get_ref().address.get_ref().parse::<SocketAddr>() else {
+                continue;
+            };
             for v in vrrp {
                 let is_vip = v.virtual_addresses.get_ref().iter().any(|a| a.get_ref().split('/').next() == Some(&addr.ip().to_string()));
                 if is_vip {
                     report
-                        .error(s.get_ref().address.span(), format!("server `{}` has the virtual address {} of vrrp `{}`", s.get_ref().name.get_ref(), addr.ip(), v.name.get_ref()))
+                        .error(
+                            s.get_ref().address.span(),
+                            format!(
+                                "server `{}` has the virtual address {} of vrrp `{}`",
+                                s.get_ref().name.get_ref(),
+                                addr.ip(),
+                                v.name.get_ref()
+                            ),
+                        )
                         .hint("servers are the masters' own addresses; the VIP is the balancer's");
                 }
             }

@@ -16,10 +16,7 @@ use crate::raw::{Int, RawConfig, Text};
 
 /// Checks the raw file; `None` when an error was found (all of them are in `report`).
 pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
-    let node = Node {
-        name: raw.node.name.map(|n| n.into_inner()),
-        interface: raw.node.interface.map(|i| i.into_inner()),
-    };
+    let node = Node { name: raw.node.name.map(|n| n.into_inner()), interface: raw.node.interface.map(|i| i.into_inner()) };
     let status = status(report, &raw.status);
     let log = log(report, &raw.log);
     let backends = lb::backends(report, &raw.backend);
@@ -41,10 +38,10 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
 
 fn status(report: &mut Report<'_>, raw: &crate::raw::RawStatus) -> Status {
     let mut status = Status::default();
-    if let Some(listen) = &raw.listen {
-        if let Some(addr) = socket_addr(report, listen, "status.listen") {
-            status.listen = addr;
-        }
+    if let Some(listen) = &raw.listen
+        && let Some(addr) = socket_addr(report, listen, "status.listen")
+    {
+        status.listen = addr;
     }
     status.token_file = raw.token_file.as_ref().map(|t| t.get_ref().into());
     if !status.listen.ip().is_loopback() && status.token_file.is_none() {
@@ -61,10 +58,7 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
     let level = raw.level.as_ref().and_then(|l| {
         choice(report, l, "log.level", &[("error", Error), ("warn", Warn), ("info", Info), ("debug", Debug), ("trace", Trace)])
     });
-    let format = raw
-        .format
-        .as_ref()
-        .and_then(|f| choice(report, f, "log.format", &[("text", LogFormat::Text), ("json", LogFormat::Json)]));
+    let format = raw.format.as_ref().and_then(|f| choice(report, f, "log.format", &[("text", LogFormat::Text), ("json", LogFormat::Json)]));
     Log { level: level.unwrap_or_default(), format: format.unwrap_or_default() }
 }
 
@@ -90,12 +84,7 @@ pub(crate) fn duration_or(report: &mut Report<'_>, text: &Option<Text>, key: &st
 }
 
 /// A positive duration (a period or a timeout cannot be zero).
-pub(crate) fn positive_duration_or(
-    report: &mut Report<'_>,
-    text: &Option<Text>,
-    key: &str,
-    default: Duration,
-) -> Option<Duration> {
+pub(crate) fn positive_duration_or(report: &mut Report<'_>, text: &Option<Text>, key: &str, default: Duration) -> Option<Duration> {
     let value = duration_or(report, text, key, default)?;
     if value.is_zero() {
         if let Some(t) = text {
@@ -132,9 +121,7 @@ pub(crate) fn choice<T: Copy>(report: &mut Report<'_>, text: &Text, key: &str, o
         return Some(*value);
     }
     let words: Vec<&str> = options.iter().map(|(w, _)| *w).collect();
-    report
-        .error(text.span(), format!("{key}: unknown value `{}`", text.get_ref()))
-        .hint(format!("one of: {}", words.join(", ")));
+    report.error(text.span(), format!("{key}: unknown value `{}`", text.get_ref())).hint(format!("one of: {}", words.join(", ")));
     None
 }
 
@@ -195,7 +182,9 @@ pub(crate) fn unique_names<'t>(report: &mut Report<'_>, what: &str, names: impl 
 /// An argument vector for a command run without a shell: non-empty, absolute program path.
 pub(crate) fn command(report: &mut Report<'_>, argv: &toml::Spanned<Vec<Text>>, key: &str) -> Option<Vec<String>> {
     let Some(program) = argv.get_ref().first() else {
-        report.error(argv.span(), format!("{key}: empty command")).hint("give the program and its arguments: [\"/usr/local/bin/check\", \"--fast\"]");
+        report
+            .error(argv.span(), format!("{key}: empty command"))
+            .hint("give the program and its arguments: [\"/usr/local/bin/check\", \"--fast\"]");
         return None;
     };
     if !program.get_ref().starts_with('/') {

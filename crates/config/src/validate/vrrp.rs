@@ -29,13 +29,18 @@ pub(super) fn instances(
             let key = (i.interface.clone(), i.virtual_router_id.get(), ipv4);
             if let Some((_, _, _, other)) = seen.iter().find(|(a, b, c, _)| (a, b, c) == (&key.0, &key.1, &key.2)) {
                 report
-                    .error(v.virtual_router_id.span(), format!("vrrp `{}` uses virtual_router_id {} on {} like `{}`", i.name, key.1, key.0, other.get_ref()))
+                    .error(
+                        v.virtual_router_id.span(),
+                        format!("vrrp `{}` uses virtual_router_id {} on {} like `{}`", i.name, key.1, key.0, other.get_ref()),
+                    )
                     .hint("each virtual router on an interface needs its own id (per address family)");
             }
             seen.push((key.0, key.1, key.2, &v.name));
             for (net, text) in i.virtual_addresses.iter().zip(v.virtual_addresses.get_ref()) {
                 if let Some((_, owner)) = vips_seen.iter().find(|(a, _)| *a == net.addr()) {
-                    report.error(text.span(), format!("virtual address {} is also carried by vrrp `{owner}`", net.addr())).hint("an address floats with one instance only");
+                    report
+                        .error(text.span(), format!("virtual address {} is also carried by vrrp `{owner}`", net.addr()))
+                        .hint("an address floats with one instance only");
                 }
                 vips_seen.push((net.addr(), v.name.get_ref()));
             }
@@ -59,7 +64,13 @@ fn instance(report: &mut Report<'_>, v: &RawVrrp, default_interface: Option<&str
         }
     };
     let vrid = Vrid::new(*v.virtual_router_id.get_ref()).map_err(|e| report.error(v.virtual_router_id.span(), e.to_string())).ok();
-    let priority = Priority::new(*v.priority.get_ref()).map_err(|e| report.error(v.priority.span(), e.to_string()).hint("0 is sent only to announce a clean stop; 255 means this host owns the address")).ok();
+    let priority = Priority::new(*v.priority.get_ref())
+        .map_err(|e| {
+            report
+                .error(v.priority.span(), e.to_string())
+                .hint("0 is sent only to announce a clean stop; 255 means this host owns the address")
+        })
+        .ok();
     let version = match &v.version {
         Some(n) => Version::new(*n.get_ref()).map_err(|e| report.error(n.span(), e.to_string())).ok(),
         None => Version::new(d::VRRP_VERSION).ok(),
@@ -89,7 +100,12 @@ fn instance(report: &mut Report<'_>, v: &RawVrrp, default_interface: Option<&str
         None => Some(InitialState::Backup),
     };
     if let (Some(InitialState::Master), false, Some(s)) = (initial_state, preempt, &v.initial_state) {
-        report.warning(s.span(), "initial_state = \"master\" with preempt = false: this router may take the VIP back from a live master at start").hint("with preempt = false, start as \"backup\"");
+        report
+            .warning(
+                s.span(),
+                "initial_state = \"master\" with preempt = false: this router may take the VIP back from a live master at start",
+            )
+            .hint("with preempt = false, start as \"backup\"");
     }
     let track = track(report, v, interface.as_deref(), trackers);
     Some(VrrpInstance {
@@ -135,16 +151,20 @@ fn advert_interval(report: &mut Report<'_>, v: &RawVrrp, version: Option<Version
 fn virtual_addresses(report: &mut Report<'_>, v: &RawVrrp, version: Option<Version>) -> Option<Vec<IpNet>> {
     let list = v.virtual_addresses.get_ref();
     if list.is_empty() {
-        report.error(v.virtual_addresses.span(), format!("vrrp `{}` has no virtual address", v.name.get_ref())).hint("virtual_addresses = [\"10.0.0.100/24\"]");
+        report
+            .error(v.virtual_addresses.span(), format!("vrrp `{}` has no virtual address", v.name.get_ref()))
+            .hint("virtual_addresses = [\"10.0.0.100/24\"]");
         return None;
     }
     let mut out = Some(Vec::new());
     for text in list {
         let parsed = virtual_address(report, text);
-        if let (Some(net), Some(first)) = (&parsed, out.as_ref().and_then(|o: &Vec<IpNet>| o.first())) {
-            if matches!(net, IpNet::V4(_)) != matches!(first, IpNet::V4(_)) {
-                report.error(text.span(), "IPv4 and IPv6 virtual addresses in one instance").hint("VRRP runs per address family: put the IPv6 addresses in a second [[vrrp]] (it may reuse the id)");
-            }
+        if let (Some(net), Some(first)) = (&parsed, out.as_ref().and_then(|o: &Vec<IpNet>| o.first()))
+            && matches!(net, IpNet::V4(_)) != matches!(first, IpNet::V4(_))
+        {
+            report
+                .error(text.span(), "IPv4 and IPv6 virtual addresses in one instance")
+                .hint("VRRP runs per address family: put the IPv6 addresses in a second [[vrrp]] (it may reuse the id)");
         }
         if let (Some(IpNet::V6(_)), Some(Version::V2)) = (&parsed, version) {
             report.error(text.span(), "VRRPv2 carries IPv4 addresses only").hint("use version = 3 for IPv6");
@@ -164,7 +184,9 @@ pub(crate) fn parse_virtual_address(s: &str) -> Option<IpNet> {
 
 fn virtual_address(report: &mut Report<'_>, text: &Text) -> Option<IpNet> {
     let Some(net) = parse_virtual_address(text.get_ref()) else {
-        report.error(text.span(), format!("`{}` is not an address with an optional prefix", text.get_ref())).hint("like \"10.150.0.170/24\" or \"fd00::170/64\"");
+        report
+            .error(text.span(), format!("`{}` is not an address with an optional prefix", text.get_ref()))
+            .hint("like \"10.150.0.170/24\" or \"fd00::170/64\"");
         return None;
     };
     let a = net.addr();
@@ -176,15 +198,21 @@ fn virtual_address(report: &mut Report<'_>, text: &Text) -> Option<IpNet> {
 }
 
 fn auth(report: &mut Report<'_>, v: &RawVrrp, version: Option<Version>) -> Option<Option<String>> {
-    let Some(password) = &v.auth_password else { return Some(None) };
+    let Some(password) = &v.auth_password else {
+        return Some(None);
+    };
     let length = password.get_ref().len();
     if version == Some(Version::V3) {
-        report.error(password.span(), "auth_password with VRRPv3: version 3 has no authentication (RFC 5798 §9)").hint("remove it, or use version = 2 to talk to routers that require it");
+        report
+            .error(password.span(), "auth_password with VRRPv3: version 3 has no authentication (RFC 5798 §9)")
+            .hint("remove it, or use version = 2 to talk to routers that require it");
         return None;
     }
     if length == 0 || length > 8 || !password.get_ref().is_ascii() {
         // The length only: a secret is never echoed.
-        report.error(password.span(), format!("auth_password must be 1..=8 ASCII characters, got {} bytes", length)).hint("VRRPv2 PASS authentication carries 8 bytes");
+        report
+            .error(password.span(), format!("auth_password must be 1..=8 ASCII characters, got {} bytes", length))
+            .hint("VRRPv2 PASS authentication carries 8 bytes");
         return None;
     }
     report
@@ -217,7 +245,9 @@ fn unicast(report: &mut Report<'_>, v: &RawVrrp, family_v4: Option<bool>) -> Uni
         });
     }
     if let (Some(t), true) = (&v.unicast_source, v.unicast_peers.as_ref().is_none_or(Vec::is_empty)) {
-        report.error(t.span(), "unicast_source without unicast_peers").hint("list the other routers in unicast_peers, or remove unicast_source for multicast");
+        report
+            .error(t.span(), "unicast_source without unicast_peers")
+            .hint("list the other routers in unicast_peers, or remove unicast_source for multicast");
     }
     (source, peers)
 }
@@ -260,14 +290,21 @@ fn track(report: &mut Report<'_>, v: &RawVrrp, interface: Option<&str>, trackers
         let own = tracker.and_then(|t| t.interface.as_ref()).is_some_and(|i| Some(i.get_ref().as_str()) == interface);
         if own && tracker.is_some_and(|t| t.kind.get_ref() == "interface") {
             report
-                .warning(name.span(), format!("vrrp `{}` tracks its own interface: it goes to FAULT when that link is down anyway", v.name.get_ref()))
+                .warning(
+                    name.span(),
+                    format!("vrrp `{}` tracks its own interface: it goes to FAULT when that link is down anyway", v.name.get_ref()),
+                )
                 .hint("track other links (uplinks) with an interface tracker; keepalived refuses this one");
         }
         if !trackers.iter().any(|t| t.name.get_ref() == name.get_ref()) {
             let known: Vec<&str> = trackers.iter().map(|t| t.name.get_ref().as_str()).collect();
-            report
-                .error(name.span(), format!("vrrp `{}` tracks unknown tracker `{}`", v.name.get_ref(), name.get_ref()))
-                .hint(if known.is_empty() { "define it in a [[tracker]] table".to_string() } else { format!("known trackers: {}", known.join(", ")) });
+            report.error(name.span(), format!("vrrp `{}` tracks unknown tracker `{}`", v.name.get_ref(), name.get_ref())).hint(
+                if known.is_empty() {
+                    "define it in a [[tracker]] table".to_string()
+                } else {
+                    format!("known trackers: {}", known.join(", "))
+                },
+            );
             out = None;
         } else if let Some(o) = &mut out {
             o.push(name.get_ref().clone());
@@ -276,7 +313,12 @@ fn track(report: &mut Report<'_>, v: &RawVrrp, interface: Option<&str>, trackers
     out
 }
 
-pub(super) fn trackers(report: &mut Report<'_>, raw: &[RawTracker], frontends: &[RawFrontend], backends: &[RawBackend]) -> Option<Vec<Tracker>> {
+pub(super) fn trackers(
+    report: &mut Report<'_>,
+    raw: &[RawTracker],
+    frontends: &[RawFrontend],
+    backends: &[RawBackend],
+) -> Option<Vec<Tracker>> {
     unique_names(report, "tracker", raw.iter().map(|t| &t.name));
     let mut out = Some(Vec::new());
     for t in raw {
@@ -315,14 +357,18 @@ fn tracker(report: &mut Report<'_>, t: &RawTracker, frontends: &[RawFrontend], b
     let mut misplaced = false;
     for (key, span) in present {
         if let (Some(span), false) = (span, allowed.contains(&key)) {
-            report.error(span, format!("`{key}` is not a key of a `{kind_name}` tracker")).hint(format!("a `{kind_name}` tracker takes: {}", allowed.join(", ")));
+            report
+                .error(span, format!("`{key}` is not a key of a `{kind_name}` tracker"))
+                .hint(format!("a `{kind_name}` tracker takes: {}", allowed.join(", ")));
             misplaced = true;
         }
     }
     let weight = match &t.weight {
         Some(w) if (-254..=254).contains(w.get_ref()) && *w.get_ref() != 0 => Some(Some(*w.get_ref() as i32)),
         Some(w) => {
-            report.error(w.span(), format!("tracker weight must be -254..=254 and not 0, got {}", w.get_ref())).hint("leave weight out to put the instance into FAULT while the tracker fails");
+            report
+                .error(w.span(), format!("tracker weight must be -254..=254 and not 0, got {}", w.get_ref()))
+                .hint("leave weight out to put the instance into FAULT while the tracker fails");
             None
         }
         None => Some(None),
@@ -352,16 +398,21 @@ fn balancer(report: &mut Report<'_>, t: &RawTracker, frontends: &[RawFrontend], 
     let frontend = required(report, t, &t.frontend, "frontend")?;
     let Some(f) = frontends.iter().find(|f| f.name.get_ref() == frontend) else {
         let span = t.frontend.as_ref().map_or(t.name.span(), |f| f.span());
-        report.error(span, format!("tracker `{}` names unknown frontend `{frontend}`", t.name.get_ref())).hint("the balancer tracker watches a [[frontend]] of this file");
+        report
+            .error(span, format!("tracker `{}` names unknown frontend `{frontend}`", t.name.get_ref()))
+            .hint("the balancer tracker watches a [[frontend]] of this file");
         return None;
     };
     let servers = backends.iter().find(|b| b.name.get_ref() == f.backend.get_ref()).map(|b| b.server.get_ref().len());
     let min_healthy = count_or(report, &t.min_healthy, "min_healthy", 1..10_000, d::MIN_HEALTHY)?;
-    if let (Some(n), Some(m)) = (servers, &t.min_healthy) {
-        if min_healthy as usize > n {
-            report.error(m.span(), format!("min_healthy {min_healthy} but backend `{}` has {n} servers: the tracker could never pass", f.backend.get_ref()));
-            return None;
-        }
+    if let (Some(n), Some(m)) = (servers, &t.min_healthy)
+        && min_healthy as usize > n
+    {
+        report.error(
+            m.span(),
+            format!("min_healthy {min_healthy} but backend `{}` has {n} servers: the tracker could never pass", f.backend.get_ref()),
+        );
+        return None;
     }
     let interval = positive_duration_or(report, &t.interval, "interval", d::BALANCER_TRACKER_INTERVAL)?;
     Some(TrackerKind::Balancer { frontend: frontend.clone(), min_healthy, interval })
@@ -375,10 +426,10 @@ fn script(report: &mut Report<'_>, t: &RawTracker) -> Option<TrackerKind> {
     let command = command(report, argv, "command");
     let interval = positive_duration_or(report, &t.interval, "interval", d::SCRIPT_INTERVAL);
     let timeout = positive_duration_or(report, &t.timeout, "timeout", d::SCRIPT_TIMEOUT);
-    if let (Some(i), Some(to), Some(raw)) = (interval, timeout, &t.timeout) {
-        if to > i {
-            report.warning(raw.span(), "timeout is longer than interval: runs will overlap the schedule and be skipped");
-        }
+    if let (Some(i), Some(to), Some(raw)) = (interval, timeout, &t.timeout)
+        && to > i
+    {
+        report.warning(raw.span(), "timeout is longer than interval: runs will overlap the schedule and be skipped");
     }
     Some(TrackerKind::Script { command: command?, interval: interval?, timeout: timeout? })
 }
@@ -387,7 +438,9 @@ pub(super) fn unused_trackers(report: &mut Report<'_>, trackers: &[RawTracker], 
     for t in trackers {
         let used = vrrp.iter().flat_map(|v| v.track.iter().flatten()).any(|n| n.get_ref() == t.name.get_ref());
         if !used {
-            report.warning(t.name.span(), format!("tracker `{}` is not tracked by any vrrp instance", t.name.get_ref())).hint("add its name to a [[vrrp]] `track` list, or remove it");
+            report
+                .warning(t.name.span(), format!("tracker `{}` is not tracked by any vrrp instance", t.name.get_ref()))
+                .hint("add its name to a [[vrrp]] `track` list, or remove it");
         }
     }
 }

@@ -48,7 +48,12 @@ pub fn run(program: &str, args: &[&str]) -> Output {
 /// Runs a command that must succeed.
 pub fn run_ok(program: &str, args: &[&str]) -> Output {
     let out = run(program, args);
-    assert!(out.status.success(), "{program} {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 

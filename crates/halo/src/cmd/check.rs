@@ -42,7 +42,9 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
     }
     for t in &config.trackers {
         let what = match &t.kind {
-            TrackerKind::Balancer { frontend, min_healthy, .. } => format!("frontend {frontend} with at least {min_healthy} healthy server(s)"),
+            TrackerKind::Balancer { frontend, min_healthy, .. } => {
+                format!("frontend {frontend} with at least {min_healthy} healthy server(s)")
+            }
             TrackerKind::Script { command, .. } => format!("script {}", command.join(" ")),
             TrackerKind::Interface { interface } => format!("link of {interface}"),
             TrackerKind::File { path } => format!("weight from {}", path.display()),
@@ -52,7 +54,8 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
     }
     for f in &config.frontends {
         let binds: Vec<String> = f.binds.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "  frontend {}: {} -> backend {}, at most {} connections", f.name, binds.join(" "), f.backend, f.max_connections);
+        let _ =
+            writeln!(out, "  frontend {}: {} -> backend {}, at most {} connections", f.name, binds.join(" "), f.backend, f.max_connections);
     }
     for b in &config.backends {
         let check = match b.health.kind {

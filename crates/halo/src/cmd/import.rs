@@ -36,7 +36,12 @@ pub fn run(inputs: &Inputs) -> anyhow::Result<ExitCode> {
         t.as_ref().map(|(file, text)| Source { file, text })
     }
     let imported = import::import(
-        &import::Inputs { haproxy: source(&haproxy), keepalived: source(&keepalived), check_script: source(&script), strict: inputs.strict },
+        &import::Inputs {
+            haproxy: source(&haproxy),
+            keepalived: source(&keepalived),
+            check_script: source(&script),
+            strict: inputs.strict,
+        },
         &FsResolver { root: PathBuf::from(".") },
     );
     super::print_diagnostics(&imported.diagnostics);
