@@ -159,3 +159,16 @@ fn include_that_cannot_be_read_is_an_error() {
         imported.diagnostics
     );
 }
+
+#[test]
+fn virtual_ipaddress_forms() {
+    let text = "vrrp_instance V {\n  interface eth0\n  virtual_router_id 7\n  virtual_ipaddress {\n    192.0.2.10/24 brd 192.0.2.255 dev eth0\n    192.0.2.11/24 brd 192.0.2.7\n    192.0.2.12 dev eth9 label eth9:1\n  }\n}\n";
+    let imported = import(&Inputs { keepalived: Some(Source { file: "k", text }), ..Inputs::default() }, &());
+    let all: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string()).collect();
+    let addresses: Vec<String> = imported.config.vrrp[0].virtual_addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(addresses, ["192.0.2.10/24", "192.0.2.11/24", "192.0.2.12/32"]);
+    assert!(!all.iter().any(|d| d.starts_with("k:5:")), "brd equal to the derived one and dev of the instance are silent: {all:#?}");
+    assert!(all.iter().any(|d| d.starts_with("k:6: warning: `virtual_ipaddress option brd 192.0.2.7`")), "{all:#?}");
+    assert!(all.iter().any(|d| d.starts_with("k:7: warning: `virtual_ipaddress option dev eth9`")), "{all:#?}");
+    assert!(all.iter().any(|d| d.starts_with("k:7: warning: `virtual_ipaddress option label eth9:1`")), "{all:#?}");
+}

@@ -221,3 +221,13 @@ fn hostile_inputs_never_panic() {
     let truncated = &MINIMAL_LB[..MINIMAL_LB.len() / 2];
     assert!(matches!(load_str("t.toml", truncated), Err(LoadError::Invalid(_))));
 }
+
+#[test]
+fn status_endpoint_must_not_take_a_frontend_port() {
+    let text = format!("{MINIMAL_LB}\n[status]\nlisten = \"127.0.0.1:8443\"\n");
+    let got = heads(&text);
+    assert_eq!(
+        got,
+        vec!["t.toml:14:10: error: status.listen 127.0.0.1:8443 takes the port of frontend `api` (127.0.0.1:8443)".to_string()]
+    );
+}

@@ -537,16 +537,22 @@ fn authentication(c: &Node, i: &mut Partial, sink: &mut Sink) {
 /// `ADDR[/PREFIX] [brd X] [dev IF] [label L] [scope S]` per line.
 fn virtual_ipaddress(c: &Node, i: &mut Partial, sink: &mut Sink) {
     for a in c.children() {
-        match parse_virtual_address(a.keyword()) {
+        let net = parse_virtual_address(a.keyword());
+        match net {
             Some(net) => i.addresses.push(net),
             None => sink.error(&a.file, a.line, format!("`{}` is not an address", a.keyword()), ""),
         }
+        // The broadcast address halo (and the kernel) derive from the prefix.
+        let derived = match net {
+            Some(ipnet::IpNet::V4(v4)) if v4.prefix_len() < 31 => Some(v4.broadcast().to_string()),
+            _ => None,
+        };
         let mut rest = a.words.iter().skip(1);
         while let Some(option) = rest.next() {
             let value = rest.next().map_or("", String::as_str);
             match option.as_str() {
                 "dev" if Some(value) == i.interface.as_deref() => {}
-                "brd" => {}
+                "brd" if Some(value) == derived.as_deref() || value == "+" => {}
                 other => sink.unmapped(
                     &a.file,
                     a.line,

@@ -278,7 +278,11 @@ pub(super) fn no_vip_is_a_server(report: &mut Report<'_>, vrrp: &[RawVrrp], back
                 continue;
             };
             for v in vrrp {
-                let is_vip = v.virtual_addresses.get_ref().iter().any(|a| a.get_ref().split('/').next() == Some(&addr.ip().to_string()));
+                let is_vip = v
+                    .virtual_addresses
+                    .get_ref()
+                    .iter()
+                    .any(|a| super::parse_virtual_address(a.get_ref()).is_some_and(|n| n.addr() == addr.ip()));
                 if is_vip {
                     report
                         .error(

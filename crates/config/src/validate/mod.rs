@@ -24,6 +24,9 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
     let trackers = vrrp::trackers(report, &raw.tracker, &raw.frontend, &raw.backend);
     let instances = vrrp::instances(report, &raw.vrrp, node.interface.as_deref(), &raw.tracker);
     lb::no_vip_is_a_server(report, &raw.vrrp, &raw.backend);
+    if let Some(frontends) = &frontends {
+        status_port_is_free(report, &raw.status, status.listen, frontends);
+    }
     vrrp::unused_trackers(report, &raw.tracker, &raw.vrrp);
     if raw.vrrp.is_empty() && raw.frontend.is_empty() && !report.has_errors() {
         report
@@ -51,6 +54,21 @@ fn status(report: &mut Report<'_>, raw: &crate::raw::RawStatus) -> Status {
             .hint("set status.token_file, or listen on 127.0.0.1");
     }
     status
+}
+
+/// The status endpoint must not take a port a frontend listens on.
+fn status_port_is_free(report: &mut Report<'_>, raw: &crate::raw::RawStatus, listen: SocketAddr, frontends: &[crate::model::Frontend]) {
+    let clash = frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (f, b))).find(|(_, b)| {
+        b.port() == listen.port()
+            && b.is_ipv4() == listen.is_ipv4()
+            && (b.ip() == listen.ip() || b.ip().is_unspecified() || listen.ip().is_unspecified())
+    });
+    if let Some((f, bind)) = clash {
+        let span = raw.listen.as_ref().map_or(0..0, |l| l.span());
+        report
+            .error(span, format!("status.listen {listen} takes the port of frontend `{}` ({bind})", f.name))
+            .hint("give the status endpoint another port");
+    }
 }
 
 fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
