@@ -7,7 +7,6 @@ mod keepalived;
 mod sysctl;
 mod toml;
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 pub use check_script::{CHECK_SCRIPT_PATH, check_script};
@@ -27,7 +26,7 @@ pub struct Rendered {
 
 /// Appends one formatted line (writing to a String cannot fail).
 pub(crate) fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
-    let _ = out.write_fmt(args);
+    out.push_str(&std::fmt::format(args));
     out.push('\n');
 }
 

@@ -1,6 +1,5 @@
 //! `halo check`: runs the daemon's loader and prints all problems, or what would run.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -19,26 +18,24 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// A few lines saying what `halo run` would start.
 pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
-    let mut out = String::new();
     let plural = if warnings == 1 { "" } else { "s" };
-    let _ = writeln!(out, "{}: valid ({warnings} warning{plural})", path.display());
+    let mut lines = vec![format!("{}: valid ({warnings} warning{plural})", path.display())];
     for v in &config.vrrp {
         let vips: Vec<String> = v.virtual_addresses.iter().map(ToString::to_string).collect();
-        let _ = write!(
-            out,
-            "  vrrp {}: {} id {} priority {} v{} every {}, addresses {}",
+        let every = humantime::format_duration(v.advert_interval.as_duration());
+        let mut line = format!(
+            "  vrrp {}: {} id {} priority {} v{} every {every}, addresses {}",
             v.name,
             v.interface,
             v.virtual_router_id,
             v.priority,
             v.version,
-            humantime::format_duration(v.advert_interval.as_duration()),
             vips.join(" ")
         );
         if !v.track.is_empty() {
-            let _ = write!(out, ", tracking {}", v.track.join(" "));
+            line.push_str(&format!(", tracking {}", v.track.join(" ")));
         }
-        out.push('\n');
+        lines.push(line);
     }
     for t in &config.trackers {
         let what = match &t.kind {
@@ -50,12 +47,17 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
             TrackerKind::File { path } => format!("weight from {}", path.display()),
         };
         let effect = t.weight.map_or("fault when failing".to_string(), |w| format!("weight {w:+}"));
-        let _ = writeln!(out, "  tracker {}: {what}, {effect}", t.name);
+        lines.push(format!("  tracker {}: {what}, {effect}", t.name));
     }
     for f in &config.frontends {
         let binds: Vec<String> = f.binds.iter().map(ToString::to_string).collect();
-        let _ =
-            writeln!(out, "  frontend {}: {} -> backend {}, at most {} connections", f.name, binds.join(" "), f.backend, f.max_connections);
+        lines.push(format!(
+            "  frontend {}: {} -> backend {}, at most {} connections",
+            f.name,
+            binds.join(" "),
+            f.backend,
+            f.max_connections
+        ));
     }
     for b in &config.backends {
         let check = match b.health.kind {
@@ -68,14 +70,9 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
             (_, TlsVerify::None) => ", certificate not verified",
             (_, TlsVerify::Ca { .. }) => ", certificate verified",
         };
-        let _ = writeln!(
-            out,
-            "  backend {}: {} over {} server(s), {check}{verify} every {}",
-            b.name,
-            format!("{:?}", b.balance).to_lowercase(),
-            b.servers.len(),
-            humantime::format_duration(b.health.interval)
-        );
+        let balance = format!("{:?}", b.balance).to_lowercase();
+        let every = humantime::format_duration(b.health.interval);
+        lines.push(format!("  backend {}: {balance} over {} server(s), {check}{verify} every {every}", b.name, b.servers.len()));
     }
-    out
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }

@@ -1,0 +1,279 @@
+//! Reading haproxy.cfg directives into per-proxy settings: lines, sections' keywords, server
+//! options, bind addresses. Mapping them to halo's model is in the parent module.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::super::lines::haproxy_time;
+use super::super::{Sink, Source};
+use crate::model::Balance;
+
+/// One directive line.
+#[derive(Debug, Clone)]
+pub(super) struct Line {
+    pub number: usize,
+    pub words: Vec<String>,
+}
+
+impl Line {
+    pub(super) fn word(&self, i: usize) -> &str {
+        self.words.get(i).map_or("", String::as_str)
+    }
+}
+
+/// A value with the line that set it.
+pub(super) type At<T> = Option<(T, usize)>;
+
+/// Which health-check option was set; haproxy keeps only the last.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum CheckOption {
+    HttpChk { path: Option<String> },
+    SslHello,
+    TcpCheck,
+}
+
+/// Server keywords as haproxy reads them (from `default-server` or `server`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct ServerParams {
+    pub(super) check: bool,
+    pub(super) check_ssl: At<()>,
+    pub(super) verify: At<String>,
+    pub(super) ca_file: At<String>,
+    pub(super) crt: At<String>,
+    pub(super) sni: At<String>,
+    pub(super) inter: At<Duration>,
+    pub(super) fastinter: At<Duration>,
+    pub(super) fall: At<u32>,
+    pub(super) rise: At<u32>,
+    pub(super) weight: At<u32>,
+    pub(super) backup: bool,
+    pub(super) disabled: bool,
+}
+
+/// What a proxy section (or a `defaults` section) accumulates.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Proxy {
+    pub(super) mode: At<String>,
+    pub(super) balance: At<Balance>,
+    pub(super) timeouts: Vec<(String, Duration, usize)>,
+    pub(super) retries: At<u32>,
+    pub(super) redispatch: At<bool>,
+    pub(super) maxconn: At<u32>,
+    pub(super) checks: Vec<(CheckOption, usize)>,
+    pub(super) send_path: At<String>,
+    pub(super) expect_status: At<u16>,
+    pub(super) connect_ssl: At<()>,
+    pub(super) default_server: ServerParams,
+    pub(super) default_backend: At<String>,
+    pub(super) binds: Vec<(SocketAddr, usize)>,
+    pub(super) servers: Vec<(String, SocketAddr, ServerParams, usize)>,
+}
+
+impl Proxy {
+    pub(super) fn timeout(&self, name: &str) -> At<Duration> {
+        self.timeouts.iter().rev().find(|(n, _, _)| n == name).map(|(_, d, l)| (*d, *l))
+    }
+}
+
+pub(super) fn number_at(src: Source<'_>, line: &Line, i: usize, sink: &mut Sink) -> Option<u32> {
+    let word = line.word(i);
+    let value = word.parse().ok();
+    if value.is_none() {
+        sink.error(src.file, line.number, format!("`{}` needs a number, got `{word}`", line.word(0)), "");
+    }
+    value
+}
+
+fn time_at(src: Source<'_>, line: &Line, i: usize, sink: &mut Sink) -> Option<Duration> {
+    let word = line.word(i);
+    let value = haproxy_time(word);
+    if value.is_none() {
+        sink.error(src.file, line.number, format!("`{word}` is not a haproxy time"), "a number with an optional unit: 500ms, 5s, 1m, 1h");
+    }
+    value
+}
+
+pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut Proxy, sink: &mut Sink) {
+    let n = line.number;
+    match (line.word(0), line.word(1)) {
+        ("mode", mode) => p.mode = Some((mode.to_string(), n)),
+        ("balance", algo) => {
+            let balance = match algo {
+                "roundrobin" | "static-rr" => Balance::RoundRobin,
+                "leastconn" => Balance::LeastConn,
+                "first" => Balance::First,
+                other => {
+                    sink.unmapped(
+                        src.file,
+                        n,
+                        &format!("balance {other}"),
+                        "halo balances roundrobin, leastconn or first; roundrobin is used",
+                    );
+                    Balance::RoundRobin
+                }
+            };
+            p.balance = Some((balance, n));
+        }
+        ("timeout", which) => {
+            let known = ["connect", "client", "server", "tunnel", "queue", "check", "client-fin", "server-fin"];
+            if known.contains(&which) {
+                if let Some(t) = time_at(src, line, 2, sink) {
+                    p.timeouts.push((which.to_string(), t, n));
+                }
+            } else {
+                sink.unmapped(src.file, n, &format!("timeout {which}"), "");
+            }
+        }
+        ("retries", _) => p.retries = number_at(src, line, 1, sink).map(|r| (r, n)),
+        ("option", "redispatch") => p.redispatch = Some((true, n)),
+        ("no", "option") if line.word(2) == "redispatch" => p.redispatch = Some((false, n)),
+        ("maxconn", _) => p.maxconn = number_at(src, line, 1, sink).map(|m| (m, n)),
+        ("option", "httpchk") => {
+            // `option httpchk [<method>] [<uri>] [<version>]`; one word means the URI.
+            let path = match line.words.len() {
+                2 => None,
+                3 => Some(line.word(2).to_string()),
+                _ => Some(line.word(3).to_string()),
+            };
+            p.checks.push((CheckOption::HttpChk { path }, n));
+        }
+        ("option", "ssl-hello-chk") => p.checks.push((CheckOption::SslHello, n)),
+        ("option", "tcp-check") => p.checks.push((CheckOption::TcpCheck, n)),
+        ("http-check", "send") => {
+            let uri = line.words.iter().position(|w| w == "uri").and_then(|i| line.words.get(i + 1));
+            match uri {
+                Some(uri) => p.send_path = Some((uri.clone(), n)),
+                None => sink.unmapped(src.file, n, "http-check send without uri", "halo sends GET <path>"),
+            }
+        }
+        ("http-check", "expect") => match (line.word(2), line.word(3).parse::<u16>()) {
+            ("status", Ok(code)) if line.words.len() == 4 => p.expect_status = Some((code, n)),
+            _ => sink.unmapped(src.file, n, &line.words.join(" "), "halo expects one exact status (`health.expect_status`)"),
+        },
+        ("http-check", "connect") if line.words.iter().any(|w| w == "ssl") => p.connect_ssl = Some(((), n)),
+        ("default-server", _) => {
+            let mut params = p.default_server.clone();
+            server_params(src, line, 1, &mut params, sink);
+            p.default_server = params;
+        }
+        ("default_backend", name) => p.default_backend = Some((name.to_string(), n)),
+        ("use_backend", name) if line.words.len() == 2 => p.default_backend = Some((name.to_string(), n)),
+        ("bind", _) if !in_defaults => bind(src, line, 1, p, sink),
+        ("server", _) if !in_defaults => server(src, line, p, sink),
+        (keyword, _) => sink.unmapped(src.file, n, &line.words.join(" "), &format!("halo does not know `{keyword}` in this place")),
+    }
+}
+
+/// `bind ADDR[,ADDR...] [options]`
+pub(super) fn bind(src: Source<'_>, line: &Line, first: usize, p: &mut Proxy, sink: &mut Sink) {
+    for address in line.word(first).split(',') {
+        match haproxy_address(address, true) {
+            Some(addr) => p.binds.push((addr, line.number)),
+            None => sink.error(
+                src.file,
+                line.number,
+                format!("cannot read bind address `{address}`"),
+                "halo binds IP:port, *:port or [IPv6]:port",
+            ),
+        }
+    }
+    for option in &line.words[first + 1..] {
+        match option.as_str() {
+            "v6only" | "v4v6" | "transparent" => {}
+            other => sink.unmapped(
+                src.file,
+                line.number,
+                &format!("bind option {other}"),
+                "halo binds plain TCP; TLS stays end to end between client and API server",
+            ),
+        }
+    }
+}
+
+/// `*:8443`, `:8443`, `10.0.0.1:8443`, `[::]:8443`, `:::8443`, `ipv4@...`, `ipv6@...`.
+fn haproxy_address(s: &str, wildcard_ok: bool) -> Option<SocketAddr> {
+    let s = s.strip_prefix("ipv4@").or_else(|| s.strip_prefix("ipv6@")).unwrap_or(s);
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let ip: IpAddr = match host {
+        "" | "*" if wildcard_ok => IpAddr::from([0, 0, 0, 0]),
+        "::" | "[::]" if wildcard_ok => IpAddr::from([0u16; 8]),
+        h => h.trim_start_matches('[').trim_end_matches(']').parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn server(src: Source<'_>, line: &Line, p: &mut Proxy, sink: &mut Sink) {
+    let (name, address) = (line.word(1), line.word(2));
+    let Some(addr) = haproxy_address(address, false) else {
+        let hint = if address.parse::<IpAddr>().is_ok() {
+            "give the port: halo does not take it from the frontend"
+        } else {
+            "halo needs an IP:port; it does not resolve names, so DNS cannot take the endpoint down"
+        };
+        sink.error(src.file, line.number, format!("server `{name}`: cannot use address `{address}`"), hint);
+        return;
+    };
+    let mut params = p.default_server.clone();
+    server_params(src, line, 3, &mut params, sink);
+    p.servers.push((name.to_string(), addr, params, line.number));
+}
+
+fn server_params(src: Source<'_>, line: &Line, first: usize, s: &mut ServerParams, sink: &mut Sink) {
+    let n = line.number;
+    let mut i = first;
+    while i < line.words.len() {
+        let word = line.word(i);
+        let value = line.word(i + 1).to_string();
+        let mut takes_value = true;
+        match word {
+            "check" => (s.check, takes_value) = (true, false),
+            "no-check" => (s.check, takes_value) = (false, false),
+            "check-ssl" => (s.check_ssl, takes_value) = (Some(((), n)), false),
+            "backup" => (s.backup, takes_value) = (true, false),
+            "disabled" => (s.disabled, takes_value) = (true, false),
+            "enabled" => (s.disabled, takes_value) = (false, false),
+            "verify" => s.verify = Some((value.clone(), n)),
+            "ca-file" => s.ca_file = Some((value.clone(), n)),
+            "crt" => s.crt = Some((value.clone(), n)),
+            "sni" | "check-sni" => s.sni = Some((value.trim_start_matches("str(").trim_end_matches(')').to_string(), n)),
+            "inter" => s.inter = time_value(src, n, word, &value, sink),
+            "fastinter" => s.fastinter = time_value(src, n, word, &value, sink),
+            "fall" => s.fall = count_value(src, n, word, &value, sink),
+            "rise" => s.rise = count_value(src, n, word, &value, sink),
+            "weight" => s.weight = count_value(src, n, word, &value, sink),
+            "ssl" => {
+                takes_value = false;
+                sink.unmapped(src.file, n, "server option ssl", "halo does not re-encrypt: clients talk TLS to the API server end to end");
+            }
+            "downinter" | "maxconn" | "slowstart" | "port" | "addr" | "agent-check" | "observe" | "on-error" | "resolvers"
+            | "init-addr" => {
+                sink.unmapped(src.file, n, &format!("server option {word} {value}"), "");
+            }
+            other => {
+                takes_value = false;
+                sink.unmapped(src.file, n, &format!("server option {other}"), "");
+            }
+        }
+        i += if takes_value { 2 } else { 1 };
+    }
+}
+
+fn time_value(src: Source<'_>, line: usize, keyword: &str, value: &str, sink: &mut Sink) -> At<Duration> {
+    let parsed = haproxy_time(value).map(|t| (t, line));
+    if parsed.is_none() {
+        sink.error(src.file, line, format!("`{keyword}` needs a time, got `{value}`"), "a number with an optional unit: 500ms, 2s");
+    }
+    parsed
+}
+
+fn count_value(src: Source<'_>, line: usize, keyword: &str, value: &str, sink: &mut Sink) -> At<u32> {
+    let parsed = value.parse().ok().map(|v| (v, line));
+    if parsed.is_none() {
+        sink.error(src.file, line, format!("`{keyword}` needs a number, got `{value}`"), "");
+    }
+    parsed
+}

@@ -1,0 +1,135 @@
+//! Reading keepalived.conf into a tree of blocks (`keyword args { children }`), with `include`
+//! expanded in place and every statement keeping its file and line.
+
+use super::super::lines::{Resolver, words};
+use super::super::{Sink, Source};
+
+/// Includes nest at most this deep (keepalived's own limit is similar); deeper is a loop.
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// One statement and, for a block, its children.
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    pub file: String,
+    pub line: usize,
+    pub words: Vec<String>,
+    pub children: Option<Vec<Node>>,
+}
+
+impl Node {
+    pub(super) fn keyword(&self) -> &str {
+        self.words.first().map_or("", String::as_str)
+    }
+    pub(super) fn arg(&self, i: usize) -> &str {
+        self.words.get(i).map_or("", String::as_str)
+    }
+    pub(super) fn children(&self) -> &[Node] {
+        self.children.as_deref().unwrap_or(&[])
+    }
+}
+
+/// A token with its place.
+#[derive(Debug)]
+struct Token {
+    file: String,
+    line: usize,
+    text: String,
+    brace: bool,
+}
+
+fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, sink: &mut Sink, out: &mut Vec<Token>) {
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let Some(ws) = words(raw, &['#', '!']) else {
+            sink.error(file, line, "unterminated quote", "");
+            continue;
+        };
+        if ws.first().is_some_and(|w| w == "include") {
+            include(file, line, ws.get(1).map_or("", String::as_str), resolver, depth, sink, out);
+            continue;
+        }
+        for w in ws {
+            // Braces may touch words: `unicast_peer {10.0.0.2}`.
+            let mut rest = w.as_str();
+            while !rest.is_empty() {
+                let cut = rest.find(['{', '}']).unwrap_or(rest.len());
+                if cut > 0 {
+                    out.push(Token { file: file.to_string(), line, text: rest[..cut].to_string(), brace: false });
+                }
+                if cut < rest.len() {
+                    out.push(Token { file: file.to_string(), line, text: rest[cut..=cut].to_string(), brace: true });
+                    rest = &rest[cut + 1..];
+                } else {
+                    rest = "";
+                }
+            }
+        }
+    }
+}
+
+fn include(file: &str, line: usize, pattern: &str, resolver: &dyn Resolver, depth: usize, sink: &mut Sink, out: &mut Vec<Token>) {
+    if depth >= MAX_INCLUDE_DEPTH {
+        sink.error(file, line, format!("include nested deeper than {MAX_INCLUDE_DEPTH}"), "an include loop?");
+        return;
+    }
+    match resolver.include(file, pattern) {
+        Ok(files) => {
+            for (name, text) in files {
+                tokenize(&name, &text, resolver, depth + 1, sink, out);
+            }
+        }
+        Err(why) => sink.error(file, line, format!("cannot include `{pattern}`: {why}"), ""),
+    }
+}
+
+/// Builds the block tree. Statements end at a line change; `{` opens a block for the statement
+/// before it (on the same line or alone on the next one).
+fn tree(tokens: &[Token], pos: &mut usize, depth: usize, sink: &mut Sink) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    while *pos < tokens.len() {
+        let t = &tokens[*pos];
+        if t.brace && t.text == "}" {
+            if depth == 0 {
+                sink.error(&t.file, t.line, "`}` without a matching `{`", "");
+                *pos += 1;
+                continue;
+            }
+            *pos += 1;
+            return nodes;
+        }
+        if t.brace {
+            *pos += 1;
+            if depth > 64 {
+                sink.error(&t.file, t.line, "blocks nested too deep", "");
+                continue;
+            }
+            let children = tree(tokens, pos, depth + 1, sink);
+            match nodes.last_mut() {
+                Some(last) if last.children.is_none() => last.children = Some(children),
+                _ => sink.error(&t.file, t.line, "`{` without a keyword before it", ""),
+            }
+            continue;
+        }
+        let (file, line) = (t.file.clone(), t.line);
+        let mut ws = Vec::new();
+        while *pos < tokens.len() && !tokens[*pos].brace && tokens[*pos].line == line && tokens[*pos].file == file {
+            ws.push(tokens[*pos].text.clone());
+            *pos += 1;
+        }
+        nodes.push(Node { file, line, words: ws, children: None });
+    }
+    if depth > 0
+        && let Some(last) = tokens.last()
+    {
+        sink.error(&last.file, last.line, "a `{` block is never closed", "add the missing `}`");
+    }
+    nodes
+}
+
+/// Reads a file (and what it includes) into its top-level statements.
+pub(super) fn read(src: Source<'_>, resolver: &dyn Resolver, sink: &mut Sink) -> Vec<Node> {
+    let mut tokens = Vec::new();
+    tokenize(src.file, src.text, resolver, 0, sink, &mut tokens);
+    let mut pos = 0;
+    tree(&tokens, &mut pos, 0, sink)
+}
