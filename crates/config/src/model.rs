@@ -143,15 +143,7 @@ pub enum InitialState {
     Master,
 }
 
-/// VRRPv3 over IPv4 checksum: RFC 5798 §5.2.8 includes an IPv4 pseudo-header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ChecksumMode {
-    /// With the pseudo-header, as the RFC says and keepalived does by default.
-    #[default]
-    PseudoHeader,
-    /// Over the VRRP message only, as version 2 does (some older implementations).
-    AsV2,
-}
+pub use halo_vrrp::ChecksumMode;
 
 /// Gratuitous ARP / unsolicited NA sending when becoming master.
 #[derive(Debug, Clone, PartialEq)]

@@ -103,6 +103,16 @@ impl fmt::Display for Version {
     }
 }
 
+/// VRRPv3-over-IPv4 checksum coverage (RFC 5798 §5.2.8 includes an IPv4 pseudo-header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ChecksumMode {
+    /// With the pseudo-header, as the RFC says and keepalived does by default.
+    #[default]
+    PseudoHeader,
+    /// Over the VRRP message only, as version 2 does (some older implementations).
+    AsV2,
+}
+
 /// The advertisement interval, stored in centiseconds, the finest unit either version carries.
 ///
 /// Version 2 carries whole seconds in 8 bits (1..=255 s, RFC 3768 §5.3.7); version 3 carries
