@@ -284,7 +284,7 @@ pub fn encode(adv: &Advertisement, src: IpAddr, dst: IpAddr, mode: ChecksumMode)
                 return Err(EncodeError::Version(2));
             }
             let seconds = adv.interval_cs / 100;
-            if adv.interval_cs % 100 != 0 || !(1..=255).contains(&seconds) {
+            if !adv.interval_cs.is_multiple_of(100) || !(1..=255).contains(&seconds) {
                 return Err(EncodeError::Interval(adv.interval_cs));
             }
             let auth_type = if matches!(adv.auth, Auth::Pass(_)) { 1 } else { 0 };
