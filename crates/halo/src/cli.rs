@@ -19,6 +19,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: VRRP instances and trackers, until SIGTERM or SIGINT (root or CAP_NET_ADMIN +
+    /// CAP_NET_RAW). Log level: `[log]` in the config, or the HALO_LOG environment variable.
+    Run {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
+        config: PathBuf,
+    },
     /// Validate a halo.toml: print every problem with file:line:col, or a summary of what would run.
     Check {
         /// The configuration file.

@@ -3,6 +3,9 @@
 
 mod cli;
 mod cmd;
+mod notify;
+mod tracker;
+mod vrrp_driver;
 
 use std::process::ExitCode;
 
@@ -11,6 +14,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
+        cli::Command::Run { config } => cmd::run::run(&config),
         cli::Command::Check { config } => cmd::check::run(&config),
         cli::Command::Import { haproxy, keepalived, check_script, output, strict } => {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict })

@@ -364,6 +364,10 @@ fn initial_state_master_listens_one_interval_instead_of_three() {
     // 1 × 100 ms + skew(100) = 160 ms, against 3 × 100 ms + 60 ms for a plain start.
     assert_eq!(sim.became("e", Master, 0), Some(160));
     // An eager router still yields to a live master: it hears it within that one interval.
-    let sim = scenario(&[v3("m", 200), Spec { eager_start: true, ..v3("e", 100) }], &[(0, Start("m")), (1000, Start("e"))], &[(3000, "m", Master), (3000, "e", Backup)]);
+    let sim = scenario(
+        &[v3("m", 200), Spec { eager_start: true, ..v3("e", 100) }],
+        &[(0, Start("m")), (1000, Start("e"))],
+        &[(3000, "m", Master), (3000, "e", Backup)],
+    );
     assert!(sim.dual_master_at.is_empty(), "{:?}", sim.dual_master_at);
 }

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod import;
 pub mod render;
+pub mod run;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -1,0 +1,244 @@
+//! Drives one VRRP instance: the pure state machine of `halo-vrrp` fed with packets from the
+//! raw socket, the clock and tracker verdicts; its actions carried out through `halo-hostnet`
+//! (adverts, the VIP with a kernel lifetime refreshed while master, gratuitous ARP / NA, notify
+//! hooks). A crashed or hung halo loses its VIPs when the lifetime runs out.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use halo_config::{Tracker, VrrpInstance};
+use halo_hostnet::announce::Announcer;
+use halo_hostnet::netlink::{Link, Netlink};
+use halo_hostnet::vrrp_socket::{Received, VrrpSocket};
+use halo_vrrp::fsm::{Action, GratuitousSchedule, Router, RouterConfig, State};
+use halo_vrrp::packet::{self, Auth, MULTICAST_V4, MULTICAST_V6};
+use tokio::sync::watch;
+
+use crate::tracker::{Verdict, fold};
+
+/// Lifetime of a VIP in the kernel: it is deleted this long after the last refresh.
+pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
+/// How often a master refreshes its VIPs' lifetime.
+pub const VIP_REFRESH: Duration = Duration::from_millis(500);
+
+/// Everything one instance needs.
+pub struct Instance {
+    /// Its configuration.
+    pub config: VrrpInstance,
+    /// All trackers (the instance picks the ones it lists).
+    pub trackers: Vec<Tracker>,
+    /// Tracker verdicts.
+    pub verdicts: watch::Receiver<BTreeMap<String, Verdict>>,
+    /// Becomes true when halo stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// Netlink connection.
+    pub netlink: Netlink,
+}
+
+/// I/O state of a running instance.
+struct Io {
+    link: Link,
+    socket: VrrpSocket,
+    announcer: Announcer,
+    netlink: Netlink,
+    source: IpAddr,
+    destinations: Vec<IpAddr>,
+    addresses: Vec<(IpAddr, u8)>,
+    checksum: halo_vrrp::ChecksumMode,
+    repeat: u32,
+}
+
+/// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
+pub async fn run(instance: Instance) -> anyhow::Result<()> {
+    let Instance { config, trackers, mut verdicts, mut shutdown, netlink } = instance;
+    let io = open(&config, &netlink).await?;
+    // A previous halo killed while master may have left addresses behind: we start as backup,
+    // so none of ours belongs on the interface yet.
+    for (address, _) in &io.addresses {
+        if io.netlink.remove_address(io.link.index, *address).await? {
+            tracing::warn!(%address, "removed a virtual address left by an earlier run");
+        }
+    }
+    let mut router = Router::new(router_config(&config), io.source);
+    let (adjustment, fault) = fold(&trackers, &config.track, &verdicts.borrow());
+    let now = Instant::now();
+    router.set_adjustment(now, adjustment);
+    router.set_fault(now, fault);
+    router.start(now);
+    tracing::info!(interface = %io.link.name, source = %io.source, priority = router.effective_priority(), "started");
+    let mut refresh_at: Option<Instant> = None;
+    loop {
+        while let Some(action) = router.poll_action() {
+            perform(&io, &router, &config, action, &mut refresh_at).await;
+        }
+        let deadline = [router.poll_timeout(), refresh_at].into_iter().flatten().min();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = io.socket.recv() => match received {
+                Ok(packet) => receive(&mut router, &io, &config, packet),
+                Err(e) => tracing::warn!(error = %e, "receive failed"),
+            },
+            () = sleep => {
+                let now = Instant::now();
+                router.handle_timeout(now);
+                if refresh_at.is_some_and(|t| t <= now) && router.state() == State::Master {
+                    refresh(&io).await;
+                    refresh_at = Some(now + VIP_REFRESH);
+                }
+            }
+            Ok(()) = verdicts.changed() => {
+                let (adjustment, fault) = fold(&trackers, &config.track, &verdicts.borrow());
+                let now = Instant::now();
+                router.set_adjustment(now, adjustment);
+                router.set_fault(now, fault);
+                tracing::info!(priority = router.effective_priority(), fault, "trackers changed");
+            }
+            _ = shutdown.changed() => {
+                router.shutdown(Instant::now());
+                while let Some(action) = router.poll_action() {
+                    perform(&io, &router, &config, action, &mut refresh_at).await;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn router_config(config: &VrrpInstance) -> RouterConfig {
+    RouterConfig {
+        vrid: config.virtual_router_id,
+        version: config.version,
+        priority: config.priority,
+        advert_interval: config.advert_interval,
+        preempt: config.preempt,
+        preempt_delay: config.preempt_delay,
+        eager_start: config.initial_state == halo_config::InitialState::Master,
+        auth: config.auth_password.as_deref().map_or(Auth::None, Auth::pass),
+        gratuitous: GratuitousSchedule { delay: config.gratuitous.delay, refresh: config.gratuitous.refresh },
+    }
+}
+
+async fn open(config: &VrrpInstance, netlink: &Netlink) -> anyhow::Result<Io> {
+    let link = netlink.link(&config.interface).await?;
+    let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
+    let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
+    let source = match config.unicast_source {
+        Some(source) => source,
+        None => primary_address(netlink, &link, ipv6, &addresses).await?,
+    };
+    let socket = VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name))?;
+    let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
+    let announcer = Announcer::open(&link, &plain)?;
+    let destinations = if config.unicast_peers.is_empty() {
+        vec![if ipv6 { IpAddr::from(MULTICAST_V6) } else { IpAddr::from(MULTICAST_V4) }]
+    } else {
+        config.unicast_peers.clone()
+    };
+    Ok(Io {
+        link,
+        socket,
+        announcer,
+        netlink: netlink.clone(),
+        source,
+        destinations,
+        addresses,
+        checksum: config.checksum,
+        repeat: config.gratuitous.repeat,
+    })
+}
+
+/// The interface address adverts come from: its first IPv4 address that is not a VIP, or its
+/// IPv6 link-local address (RFC 5798 §5.1.2.1).
+async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, vips: &[(IpAddr, u8)]) -> anyhow::Result<IpAddr> {
+    let all = netlink.addresses(link.index).await?;
+    let found = all.iter().map(|(a, _)| *a).find(|a| match a {
+        IpAddr::V4(_) => !ipv6 && !vips.iter().any(|(v, _)| v == a),
+        IpAddr::V6(v6) => ipv6 && (v6.segments()[0] & 0xffc0) == 0xfe80,
+    });
+    found.ok_or_else(|| {
+        halo_hostnet::HostError::NoAddress { interface: link.name.clone(), family: if ipv6 { "IPv6 link-local" } else { "IPv4" } }.into()
+    })
+}
+
+fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received) {
+    // RFC 5798 §7.1: an advert that crossed a router is not from our LAN.
+    if packet.ttl != packet::TTL {
+        tracing::debug!(source = %packet.source, ttl = packet.ttl, "dropped: TTL is not 255");
+        return;
+    }
+    if packet.source == io.source {
+        return;
+    }
+    let advert = match packet::decode(&packet.payload, packet.source, packet.destination, io.checksum) {
+        Ok(advert) => advert,
+        Err(e) => {
+            tracing::debug!(source = %packet.source, reason = e.reason(), "dropped: {e}");
+            return;
+        }
+    };
+    if advert.vrid != config.virtual_router_id {
+        return;
+    }
+    tracing::trace!(source = %packet.source, priority = advert.priority, "advert");
+    if let Err(ignored) = router.handle_advert(Instant::now(), packet.source, &advert) {
+        tracing::trace!(source = %packet.source, reason = ignored.reason(), "advert ignored");
+    }
+}
+
+async fn perform(io: &Io, router: &Router, config: &VrrpInstance, action: Action, refresh_at: &mut Option<Instant>) {
+    match action {
+        Action::SendAdvert { priority } => {
+            let advert = router.advertisement(priority, io.addresses.iter().map(|(a, _)| *a).collect());
+            for destination in &io.destinations {
+                // The v3 checksum covers the destination address: encode per destination.
+                let sent = packet::encode(&advert, io.source, *destination, io.checksum)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| Ok(io.socket.send(&bytes, io.source, *destination)?));
+                if let Err(e) = sent {
+                    tracing::warn!(%destination, error = %e, "advert not sent");
+                }
+            }
+        }
+        Action::AddAddresses => {
+            refresh(io).await;
+            *refresh_at = Some(Instant::now() + VIP_REFRESH);
+        }
+        Action::RemoveAddresses => {
+            *refresh_at = None;
+            for (address, _) in &io.addresses {
+                if let Err(e) = io.netlink.remove_address(io.link.index, *address).await {
+                    tracing::error!(%address, error = %e, "could not remove a virtual address");
+                }
+            }
+        }
+        Action::SendGratuitous => {
+            let plain: Vec<IpAddr> = io.addresses.iter().map(|(a, _)| *a).collect();
+            for _ in 0..io.repeat {
+                if let Err(e) = io.announcer.announce(&plain) {
+                    tracing::warn!(error = %e, "gratuitous announcement failed");
+                    break;
+                }
+            }
+        }
+        Action::StateChanged { from, to, reason, priority } => {
+            tracing::info!(%from, %to, ?reason, priority, "state changed");
+            crate::notify::spawn(config, to, priority);
+        }
+    }
+}
+
+/// Adds (or refreshes) every VIP with its short lifetime.
+async fn refresh(io: &Io) {
+    for (address, prefix) in &io.addresses {
+        if let Err(e) = io.netlink.add_address(io.link.index, *address, *prefix, Some(VIP_LIFETIME)).await {
+            tracing::error!(%address, error = %e, "could not add a virtual address");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Links and addresses over rtnetlink: interface lookup, the VIP added with a kernel lifetime
+//! (refreshed while master, so a killed halo leaves no stale address), removal, listing.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, CacheInfo};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+
+use crate::{HostError, Result};
+
+/// What halo needs to know about an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Kernel index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Hardware address (empty for links without one).
+    pub mac: Vec<u8>,
+    /// Administratively up and with carrier.
+    pub up: bool,
+}
+
+/// An open rtnetlink connection.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> HostError {
+    let what = what.into();
+    move |source| HostError::Netlink { what, source }
+}
+
+fn link_from(message: &LinkMessage) -> Link {
+    let mut link = Link { index: message.header.index, name: String::new(), mac: Vec::new(), up: false };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::Address(mac) => link.mac = mac.clone(),
+            _ => {}
+        }
+    }
+    link.up = message.header.flags.contains(LinkFlags::Up) && message.header.flags.contains(LinkFlags::LowerUp);
+    link
+}
+
+impl Netlink {
+    /// Opens a connection; its I/O runs as a task on the current tokio runtime.
+    pub fn open() -> Result<Self> {
+        let (connection, handle, _messages) = rtnetlink::new_connection().map_err(crate::io("opening a netlink socket"))?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// The interface of that name.
+    pub async fn link(&self, name: &str) -> Result<Link> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        match links.try_next().await {
+            Ok(Some(message)) => Ok(link_from(&message)),
+            Ok(None) => Err(HostError::NoInterface(name.to_string())),
+            // The kernel answers ENODEV for an unknown name.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Err(HostError::NoInterface(name.to_string())),
+            Err(e) => Err(nl(format!("looking up interface {name}"))(e)),
+        }
+    }
+
+    /// Addresses on an interface, with prefix lengths.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
+        let what = format!("listing addresses of interface {index}");
+        let mut stream = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut out = Vec::new();
+        while let Some(message) = stream.try_next().await.map_err(nl(what.clone()))? {
+            if let Some(address) = address_of(&message) {
+                out.push((address, message.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (or refreshes) an address. With a `lifetime` the kernel deletes it when the lifetime
+    /// runs out unless it is refreshed; IPv6 addresses skip duplicate address detection, since
+    /// VRRP already decided who owns them.
+    pub async fn add_address(&self, index: u32, address: IpAddr, prefix: u8, lifetime: Option<Duration>) -> Result<()> {
+        let mut request = self.handle.address().add(index, address, prefix).replace();
+        let message = request.message_mut();
+        if let Some(lifetime) = lifetime {
+            let seconds = u32::try_from(lifetime.as_secs().max(1)).unwrap_or(u32::MAX);
+            let mut info = CacheInfo::default();
+            info.ifa_preferred = seconds;
+            info.ifa_valid = seconds;
+            message.attributes.push(AddressAttribute::CacheInfo(info));
+        }
+        if address.is_ipv6() {
+            message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request.execute().await.map_err(nl(format!("adding {address}/{prefix} to interface {index}")))
+    }
+
+    /// Removes an address; absent is not an error.
+    pub async fn remove_address(&self, index: u32, address: IpAddr) -> Result<bool> {
+        let what = format!("removing {address} from interface {index}");
+        let mut stream = self.handle.address().get().set_link_index_filter(index).set_address_filter(address).execute();
+        let mut removed = false;
+        while let Some(message) = stream.try_next().await.map_err(nl(what.clone()))? {
+            if address_of(&message) == Some(address) {
+                self.handle.address().del(message).execute().await.map_err(nl(what.clone()))?;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn address_of(message: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS otherwise.
+    let local = message.attributes.iter().find_map(|a| if let AddressAttribute::Local(ip) = a { Some(*ip) } else { None });
+    local.or_else(|| message.attributes.iter().find_map(|a| if let AddressAttribute::Address(ip) = a { Some(*ip) } else { None }))
+}

@@ -1,0 +1,154 @@
+//! Raw IP protocol 112 sockets: one per instance and family, bound to the interface, joined to
+//! 224.0.0.18 or ff02::12, sending with TTL / hop limit 255 from a chosen source address and
+//! reporting the received TTL so that the caller can apply RFC 5798 §7.1.
+
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, sockopt};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+
+use crate::netlink::Link;
+use crate::{Result, errno, io};
+
+const VRRP: i32 = 112;
+const MULTICAST_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+const MULTICAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+
+/// One received VRRP packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Sender.
+    pub source: IpAddr,
+    /// Destination (the multicast group, or our address in unicast mode).
+    pub destination: IpAddr,
+    /// TTL / hop limit on arrival.
+    pub ttl: u8,
+    /// The VRRP message.
+    pub payload: Vec<u8>,
+}
+
+/// A raw VRRP socket on one interface.
+pub struct VrrpSocket {
+    socket: AsyncFd<Socket>,
+    index: u32,
+    ipv6: bool,
+}
+
+impl VrrpSocket {
+    /// Opens an IPv4 or IPv6 socket on `link`, joined to the VRRP group.
+    pub fn open(link: &Link, ipv6: bool) -> Result<Self> {
+        let what = |step: &str| format!("VRRP socket on {}: {step}", link.name);
+        let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(VRRP))).map_err(io(what("socket(IPPROTO_VRRP)")))?;
+        socket.set_nonblocking(true).map_err(io(what("non-blocking")))?;
+        socket.bind_device(Some(link.name.as_bytes())).map_err(io(what("SO_BINDTODEVICE")))?;
+        if ipv6 {
+            socket.join_multicast_v6(&MULTICAST_V6, link.index).map_err(io(what("join ff02::12")))?;
+            socket.set_multicast_loop_v6(false).map_err(io(what("multicast loop")))?;
+            socket.set_multicast_hops_v6(255).map_err(io(what("multicast hops")))?;
+            socket.set_unicast_hops_v6(255).map_err(io(what("unicast hops")))?;
+            socket.set_multicast_if_v6(link.index).map_err(io(what("multicast interface")))?;
+            socket::setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(errno(what("IPV6_RECVHOPLIMIT")))?;
+            socket::setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true).map_err(errno(what("IPV6_RECVPKTINFO")))?;
+        } else {
+            socket.join_multicast_v4_n(&MULTICAST_V4, &InterfaceIndexOrAddress::Index(link.index)).map_err(io(what("join 224.0.0.18")))?;
+            socket.set_multicast_loop_v4(false).map_err(io(what("multicast loop")))?;
+            socket.set_multicast_ttl_v4(255).map_err(io(what("multicast TTL")))?;
+            socket.set_ttl_v4(255).map_err(io(what("TTL")))?;
+        }
+        // `AsyncFd::new` is deprecated for types that may not own their descriptor; `Socket`
+        // owns it and is moved in, so the registration cannot outlive the descriptor.
+        #[allow(deprecated)]
+        let socket = AsyncFd::new(socket).map_err(io(what("registering with the runtime")))?;
+        Ok(Self { socket, index: link.index, ipv6 })
+    }
+
+    /// Waits for the next packet.
+    pub async fn recv(&self) -> Result<Received> {
+        loop {
+            let mut guard = self.socket.readable().await.map_err(io("waiting for VRRP packets"))?;
+            let outcome = guard.try_io(|fd| {
+                let received = if self.ipv6 { recv_v6(fd.get_ref()) } else { recv_v4(fd.get_ref()) };
+                received.map_err(std::io::Error::from)
+            });
+            match outcome {
+                Ok(Ok(Some(packet))) => return Ok(packet),
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => return Err(io("receiving a VRRP packet")(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends a VRRP message from `source` (which must be an address of the interface) to
+    /// `destination`.
+    pub fn send(&self, payload: &[u8], source: IpAddr, destination: IpAddr) -> Result<()> {
+        let what = format!("sending a VRRP advert from {source} to {destination}");
+        let fd = self.socket.get_ref().as_raw_fd();
+        let iov = [std::io::IoSlice::new(payload)];
+        match (source, destination) {
+            (IpAddr::V4(source), IpAddr::V4(destination)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: self.index as i32,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(source).to_be() },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let to = SockaddrIn::from(SocketAddrV4::new(destination, 0));
+                socket::sendmsg(fd, &iov, &[ControlMessage::Ipv4PacketInfo(&info)], MsgFlags::empty(), Some(&to)).map_err(errno(what))?;
+            }
+            (IpAddr::V6(source), IpAddr::V6(destination)) => {
+                let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: source.octets() }, ipi6_ifindex: self.index };
+                let to = SockaddrIn6::from(SocketAddrV6::new(destination, 0, 0, self.index));
+                socket::sendmsg(fd, &iov, &[ControlMessage::Ipv6PacketInfo(&info)], MsgFlags::empty(), Some(&to)).map_err(errno(what))?;
+            }
+            _ => return Err(io(what)(std::io::Error::new(std::io::ErrorKind::InvalidInput, "source and destination families differ"))),
+        }
+        Ok(())
+    }
+}
+
+/// IPv4 raw sockets deliver the IP header: take TTL and addresses from it.
+fn recv_v4(socket: &Socket) -> nix::Result<Option<Received>> {
+    let mut buf = [0u8; 2048];
+    let n = socket::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    let packet = &buf[..n];
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return Ok(None);
+    }
+    let header = usize::from(packet[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]])).min(packet.len());
+    if header < 20 || total < header {
+        return Ok(None);
+    }
+    let source = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let destination = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    Ok(Some(Received { source: source.into(), destination: destination.into(), ttl: packet[8], payload: packet[header..total].to_vec() }))
+}
+
+/// IPv6 raw sockets deliver the payload only: hop limit and destination come as control messages.
+fn recv_v6(socket: &Socket) -> nix::Result<Option<Received>> {
+    let mut buf = [0u8; 2048];
+    let mut control = nix::cmsg_space!(libc::c_int, libc::in6_pktinfo);
+    let (source, ttl, destination, n) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let message = socket::recvmsg::<SockaddrIn6>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::empty())?;
+        let (mut ttl, mut destination) = (None, None);
+        for cmsg in message.cmsgs()? {
+            match cmsg {
+                ControlMessageOwned::Ipv6HopLimit(hops) => ttl = u8::try_from(hops).ok(),
+                ControlMessageOwned::Ipv6PacketInfo(info) => destination = Some(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+                _ => {}
+            }
+        }
+        (message.address.map(|a| a.ip()), ttl, destination, message.bytes)
+    };
+    match (source, ttl, destination) {
+        (Some(source), Some(ttl), Some(destination)) => {
+            Ok(Some(Received { source: source.into(), destination: destination.into(), ttl, payload: buf[..n].to_vec() }))
+        }
+        _ => Ok(None),
+    }
+}
