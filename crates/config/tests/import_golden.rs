@@ -119,7 +119,7 @@ fn strict_turns_unmapped_directives_into_errors() {
 
 #[test]
 fn broken_classic_files_give_errors_with_lines() {
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 6] = [
         ("haproxy", "backend b\n    server m1 master01:6443 check\n", "h:2: error: server `m1`: cannot use address `master01:6443`"),
         (
             "haproxy",
@@ -127,6 +127,8 @@ fn broken_classic_files_give_errors_with_lines() {
             "h:1: error: frontend `f` uses backend `nope`, which is not defined",
         ),
         ("haproxy", "    bind *:1\n", "h:1: error: `bind` outside of any section"),
+        // Found by fuzzing: a bare `bind` used to index past the end of the line.
+        ("haproxy", "frontend f\n    bind\n", "h:2: error: cannot read bind address ``"),
         (
             "keepalived",
             "vrrp_instance V {\n  interface eth0\n  virtual_ipaddress {\n 10.0.0.1\n }\n",

@@ -177,7 +177,7 @@ pub(super) fn bind(src: Source<'_>, line: &Line, first: usize, p: &mut Proxy, si
             ),
         }
     }
-    for option in &line.words[first + 1..] {
+    for option in line.words.get(first + 1..).unwrap_or_default() {
         match option.as_str() {
             "v6only" | "v4v6" | "transparent" => {}
             other => sink.unmapped(
