@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 seconds="${1:-600}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(config_load import_haproxy import_keepalived)
+[ "${#targets[@]}" -gt 0 ] || targets=(config_load import_haproxy import_keepalived vrrp_decode)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"

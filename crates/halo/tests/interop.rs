@@ -1,0 +1,337 @@
+//! halo against real keepalived 2.2.7 and against itself, in network namespaces (root; run in
+//! CI): a bridge in a "switch" namespace, each router in its own namespace. Failover both ways
+//! for VRRPv2 with PASS and v3 over IPv4, an IPv6 case, unicast, halo with halo, the VIP gone
+//! after SIGKILL, and tshark decoding halo's adverts with a good checksum.
+//! All traffic stays inside the namespaces this test creates; every process is killed by PID.
+
+#[path = "../../config/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Netns, can_run, run, run_ok};
+
+/// A LAN: a switch namespace with a bridge, and hosts whose eth0 is a port of it.
+struct Lan {
+    switch: Netns,
+    hosts: Vec<Netns>,
+    dir: tempfile::TempDir,
+}
+
+impl Lan {
+    fn new(hosts: usize) -> Self {
+        let switch = Netns::new();
+        let sw = switch.name.clone();
+        run_ok("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"]);
+        run_ok("ip", &["-n", &sw, "link", "set", "br0", "up"]);
+        // Bridged VRRP and ARP frames must not go through netfilter (per namespace on this kernel).
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &sw,
+                "sysctl",
+                "-qw",
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+            ],
+        );
+        let mut list = Vec::new();
+        for i in 0..hosts {
+            let host = Netns::new();
+            let port = format!("p{i}");
+            run_ok("ip", &["link", "add", &port, "netns", &sw, "type", "veth", "peer", "name", "eth0", "netns", &host.name]);
+            run_ok("ip", &["-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+            run_ok(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &host.name,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.conf.eth0.accept_dad=0",
+                ],
+            );
+            run_ok("ip", &["-n", &host.name, "addr", "add", &format!("192.0.2.{}/24", 11 + i), "dev", "eth0"]);
+            run_ok("ip", &["-n", &host.name, "addr", "add", &format!("2001:db8::{}/64", 11 + i), "dev", "eth0", "nodad"]);
+            run_ok("ip", &["-n", &host.name, "link", "set", "eth0", "up"]);
+            list.push(host);
+        }
+        Self { switch, hosts: list, dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    fn host(&self, i: usize) -> &str {
+        &self.hosts[i].name
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// Whether host `i` has `address` on eth0.
+    fn holds(&self, i: usize, address: &str) -> bool {
+        let out = run("ip", &["-n", self.host(i), "-o", "addr", "show", "dev", "eth0"]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| w.split('/').next() == Some(address))
+    }
+}
+
+/// A daemon in a namespace, killed (by PID) when dropped.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    pid_files: Vec<PathBuf>,
+}
+
+impl Daemon {
+    fn start(ns: &str, program: &str, args: &[&str], log: PathBuf, pid_files: Vec<PathBuf>) -> Self {
+        let out = std::fs::File::create(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        // `ip netns exec` execs the program: the child's PID is the daemon's own.
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn");
+        Self { child, log, pid_files }
+    }
+
+    fn halo(lan: &Lan, host: usize, name: &str, config: &str) -> Self {
+        let file = lan.file(&format!("{name}.toml"), config);
+        let log = lan.dir.path().join(format!("{name}.log"));
+        Self::start(lan.host(host), env!("CARGO_BIN_EXE_halo"), &["run", "-c", &file.to_string_lossy()], log, Vec::new())
+    }
+
+    fn keepalived(lan: &Lan, host: usize, name: &str, config: &str) -> Self {
+        let file = lan.file(&format!("{name}.conf"), config);
+        let log = lan.dir.path().join(format!("{name}.log"));
+        let pids: Vec<PathBuf> = ["main", "vrrp", "checker"].iter().map(|p| lan.dir.path().join(format!("{name}.{p}.pid"))).collect();
+        let p: Vec<String> = pids.iter().map(|p| p.display().to_string()).collect();
+        let args = ["-n", "-l", "-D", "-P", "-f", &file.to_string_lossy(), "-p", &p[0], "-r", &p[1], "-c", &p[2]];
+        let args: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
+        Self::start(lan.host(host), "keepalived", &args, log, pids)
+    }
+
+    fn signal(&self, signal: &str) {
+        run_ok("kill", &[&format!("-{signal}"), &self.child.id().to_string()]);
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    fn stop(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _signalled = self.child.kill();
+            let _reaped = self.child.wait();
+        }
+        // keepalived's VRRP child has its own PID: end it too, by its pid file.
+        for file in &self.pid_files {
+            if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+                let _ended = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 10 ms for at most `limit`; the time it took, or `None`.
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+const GENEROUS: Duration = Duration::from_secs(10);
+
+fn halo_conf(version: u8, priority: u8, interval: &str, vip: &str, extra: &str) -> String {
+    format!(
+        "[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\nversion = {version}\nadvert_interval = \"{interval}\"\nvirtual_addresses = [\"{vip}\"]\n{extra}\n"
+    )
+}
+
+fn keepalived_conf(version: u8, priority: u8, interval: &str, vip: &str, extra: &str) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  version {version}\n  advert_int {interval}\n  virtual_ipaddress {{\n    {vip}\n  }}\n{extra}\n}}\n"
+    )
+}
+
+fn skip(test: &str) -> bool {
+    !can_run(test, true, &["ip", "keepalived", "tshark"])
+}
+
+#[test]
+fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
+    if skip("v3_ipv4_halo_master_keepalived_backup_then_the_reverse") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo never took the VIP: {}", halo.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!lan.holds(1, vip), "keepalived also holds the VIP: {}", keepalived.log());
+
+    // tshark, an independent decoder, reads halo's adverts as valid VRRPv3 with a good checksum.
+    let capture = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lan.switch.name,
+            "timeout",
+            "5",
+            "tshark",
+            "-i",
+            "br0",
+            "-f",
+            "ip proto 112",
+            "-c",
+            "5",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.ttl",
+            "-e",
+            "vrrp.version",
+            "-e",
+            "vrrp.prio",
+            "-e",
+            "vrrp.checksum.status",
+            "-o",
+            "vrrp.v3_checksum_as_in_v2:FALSE",
+        ],
+    );
+    let rows = String::from_utf8_lossy(&capture.stdout).to_string();
+    let from_halo: Vec<&str> = rows.lines().filter(|l| l.starts_with("192.0.2.11\t")).collect();
+    assert!(!from_halo.is_empty(), "no advert from halo captured: {rows}\n{}", String::from_utf8_lossy(&capture.stderr));
+    for row in from_halo {
+        assert_eq!(row, "192.0.2.11\t255\t3\t200\t1", "ttl 255, version 3, priority 200, checksum good");
+    }
+
+    // SIGKILL: halo cannot clean up, yet the kernel drops the VIP when its lifetime runs out.
+    halo.signal("KILL");
+    let gone = wait_for(GENEROUS, || !lan.holds(0, vip)).expect("the VIP stays on a killed halo");
+    eprintln!("VIP gone from the SIGKILLed halo after {gone:?}");
+    assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived did not take over: {}", keepalived.log());
+    drop(halo);
+
+    // Now keepalived is master and a lower-priority halo its backup; a clean keepalived stop
+    // (priority 0) hands the VIP to halo.
+    let backup = Daemon::halo(&lan, 0, "halo-backup", &halo_conf(3, 50, "100ms", "192.0.2.170/24", ""));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!lan.holds(0, vip) && lan.holds(1, vip), "halo backup took the VIP from keepalived: {}", backup.log());
+    assert_eq!(keepalived.stop(), Some(0));
+    let took = wait_for(GENEROUS, || lan.holds(0, vip)).expect("halo takes over after keepalived's priority 0");
+    eprintln!("halo took over {took:?} after keepalived stopped");
+    assert_eq!(backup.stop(), Some(0), "halo exits 0 on SIGTERM");
+    assert!(!lan.holds(0, vip), "halo removes its VIP on SIGTERM");
+}
+
+#[test]
+fn v2_pass_keepalived_master_halo_backup_then_the_reverse() {
+    if skip("v2_pass_keepalived_master_halo_backup_then_the_reverse") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let auth_halo = "auth_password = \"42\"";
+    let auth_keepalived = "  authentication {\n    auth_type PASS\n    auth_pass 42\n  }";
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(2, 200, "1", "192.0.2.170/24", auth_keepalived));
+    assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived never took the VIP: {}", keepalived.log());
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(2, 100, "1s", "192.0.2.170/24", auth_halo));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!lan.holds(0, vip), "halo (backup) took the VIP although keepalived's adverts carry the right password: {}", halo.log());
+    assert_eq!(keepalived.stop(), Some(0));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo did not take over: {}", halo.log());
+    // keepalived back with a lower priority: it stays backup behind halo.
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived-low", &keepalived_conf(2, 50, "1", "192.0.2.170/24", auth_keepalived));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(lan.holds(0, vip) && !lan.holds(1, vip), "keepalived: {}", keepalived.log());
+    assert!(keepalived.log().contains("Entering BACKUP STATE"), "{}", keepalived.log());
+}
+
+#[test]
+fn v3_ipv6_halo_master_keepalived_backup() {
+    if skip("v3_ipv6_halo_master_keepalived_backup") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "2001:db8::170";
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "2001:db8::170/64", ""));
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "2001:db8::170/64", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo never took the VIP: {}", halo.log());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!lan.holds(1, vip), "keepalived holds it too: {}", keepalived.log());
+    assert_eq!(halo.stop(), Some(0));
+    assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived did not take over: {}", keepalived.log());
+}
+
+#[test]
+fn halo_with_halo() {
+    if skip("halo_with_halo") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let high = Daemon::halo(&lan, 0, "high", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    let low = Daemon::halo(&lan, 1, "low", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", high.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!lan.holds(1, vip), "{}", low.log());
+    assert_eq!(high.stop(), Some(0));
+    let took = wait_for(GENEROUS, || lan.holds(1, vip)).expect("the backup takes over");
+    eprintln!("halo backup took over {took:?} after the master's SIGTERM");
+}
+
+#[test]
+fn unicast_with_keepalived() {
+    if skip("unicast_with_keepalived") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let halo_unicast = "unicast_source = \"192.0.2.11\"\nunicast_peers = [\"192.0.2.12\"]";
+    let keepalived_unicast = "  unicast_src_ip 192.0.2.12\n  unicast_peer {\n    192.0.2.11\n  }";
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", halo_unicast));
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "192.0.2.170/24", keepalived_unicast));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", halo.log());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!lan.holds(1, vip), "keepalived holds it too: {}", keepalived.log());
+    halo.signal("KILL");
+    assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived did not take over: {}", keepalived.log());
+}
