@@ -22,6 +22,8 @@ use crate::tracker::{Verdict, fold};
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
 /// How often a master refreshes its VIPs' lifetime.
 pub const VIP_REFRESH: Duration = Duration::from_millis(500);
+/// How often the instance's own interface is checked (down means FAULT).
+pub const LINK_CHECK: Duration = Duration::from_millis(200);
 
 /// Everything one instance needs.
 pub struct Instance {
@@ -62,10 +64,13 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
         }
     }
     let mut router = Router::new(router_config(&config), io.source);
-    let (adjustment, fault) = fold(&trackers, &config.track, &verdicts.borrow());
+    let (adjustment, tracker_fault) = fold(&trackers, &config.track, &verdicts.borrow());
+    let mut link_up = io.link.up;
     let now = Instant::now();
     router.set_adjustment(now, adjustment);
-    router.set_fault(now, fault);
+    router.set_fault(now, tracker_fault || !link_up);
+    let mut tracker_fault = tracker_fault;
+    let mut link_check = tokio::time::interval(LINK_CHECK);
     router.start(now);
     tracing::info!(interface = %io.link.name, source = %io.source, priority = router.effective_priority(), "started");
     let mut refresh_at: Option<Instant> = None;
@@ -95,10 +100,25 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
             }
             Ok(()) = verdicts.changed() => {
                 let (adjustment, fault) = fold(&trackers, &config.track, &verdicts.borrow());
+                tracker_fault = fault;
                 let now = Instant::now();
                 router.set_adjustment(now, adjustment);
-                router.set_fault(now, fault);
+                router.set_fault(now, tracker_fault || !link_up);
                 tracing::info!(priority = router.effective_priority(), fault, "trackers changed");
+            }
+            _ = link_check.tick() => {
+                let up = match io.netlink.link(&io.link.name).await {
+                    Ok(link) => link.up,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "interface check failed");
+                        false
+                    }
+                };
+                if up != link_up {
+                    link_up = up;
+                    tracing::info!(interface = %io.link.name, up, "interface changed");
+                    router.set_fault(Instant::now(), tracker_fault || !link_up);
+                }
             }
             _ = shutdown.changed() => {
                 router.shutdown(Instant::now());
@@ -126,6 +146,12 @@ fn router_config(config: &VrrpInstance) -> RouterConfig {
 }
 
 async fn open(config: &VrrpInstance, netlink: &Netlink) -> anyhow::Result<Io> {
+    if config.virtual_mac {
+        anyhow::bail!(
+            "instance {}: virtual_mac (macvlan with 00-00-5E-00-01-{{VRID}}) is not supported by this build; set virtual_mac = false",
+            config.name
+        );
+    }
     let link = netlink.link(&config.interface).await?;
     let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
     let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();

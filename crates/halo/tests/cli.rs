@@ -172,3 +172,19 @@ fn render_every_artefact() {
     let check = halo(&["render", "keepalived", "-c", "examples/halo.toml"]);
     assert!(text(&check.stderr).contains("interval 200ms becomes 1s"), "the loss is reported: {}", text(&check.stderr));
 }
+
+#[test]
+fn run_refuses_what_it_cannot_do_with_a_clear_error() {
+    let frontends = halo(&["run", "-c", "examples/halo.toml"]);
+    assert_eq!(frontends.status.code(), Some(1));
+    assert!(text(&frontends.stderr).contains("this build of halo runs VRRP only"), "{}", text(&frontends.stderr));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("noif.toml");
+    std::fs::write(&file, "[[vrrp]]\nname = \"v\"\ninterface = \"nonexistent0\"\nvirtual_router_id = 9\npriority = 100\nvirtual_addresses = [\"192.0.2.9/24\"]\n").expect("write");
+    let missing = halo(&["run", "-c", &file.to_string_lossy()]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
+    // As root the interface lookup fails; without privileges the netlink or socket setup may.
+    let stderr = text(&missing.stderr);
+    assert!(stderr.contains("halo: error:"), "{stderr}");
+}

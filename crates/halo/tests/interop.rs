@@ -26,20 +26,14 @@ impl Lan {
         let sw = switch.name.clone();
         run_ok("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"]);
         run_ok("ip", &["-n", &sw, "link", "set", "br0", "up"]);
-        // Bridged VRRP and ARP frames must not go through netfilter (per namespace on this kernel).
-        let _ = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &sw,
-                "sysctl",
-                "-qw",
-                "net.bridge.bridge-nf-call-iptables=0",
-                "net.bridge.bridge-nf-call-arptables=0",
-                "net.bridge.bridge-nf-call-ip6tables=0",
-            ],
-        );
+        // Bridged VRRP and ARP frames must not go through netfilter (per namespace on this kernel);
+        // without br_netfilter the keys do not exist and bridged frames skip netfilter anyway.
+        let keys =
+            ["net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-arptables=0", "net.bridge.bridge-nf-call-ip6tables=0"];
+        let sysctl = run("ip", &["netns", "exec", &sw, "sysctl", "-qw", keys[0], keys[1], keys[2]]);
+        if !sysctl.status.success() {
+            eprintln!("note: bridge-nf-call sysctls not set: {}", String::from_utf8_lossy(&sysctl.stderr).trim());
+        }
         let mut list = Vec::new();
         for i in 0..hosts {
             let host = Netns::new();
@@ -148,14 +142,20 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _signalled = self.child.kill();
-            let _reaped = self.child.wait();
+        if let Ok(None) = self.child.try_wait()
+            && let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop))
+        {
+            eprintln!("warning: could not end daemon {}: {e}", self.child.id());
         }
         // keepalived's VRRP child has its own PID: end it too, by its pid file.
         for file in &self.pid_files {
             if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
-                let _ended = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+                // Usually gone already with its parent: a failed kill is expected then.
+                let still_there =
+                    Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+                if still_there {
+                    eprintln!("note: ended keepalived child {pid}");
+                }
             }
         }
     }
@@ -334,4 +334,48 @@ fn unicast_with_keepalived() {
     assert!(!lan.holds(1, vip), "keepalived holds it too: {}", keepalived.log());
     halo.signal("KILL");
     assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived did not take over: {}", keepalived.log());
+}
+
+#[test]
+fn own_link_down_is_a_fault_that_releases_the_vip() {
+    if skip("own_link_down_is_a_fault_that_releases_the_vip") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", master.log());
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "eth0", "down"]);
+    // The kernel keeps addresses on a down link: only halo's FAULT removes it.
+    assert!(wait_for(GENEROUS, || !lan.holds(0, vip)).is_some(), "VIP kept on a down link: {}", master.log());
+    assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "{}", backup.log());
+    assert!(master.log().contains("to=FAULT"), "{}", master.log());
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "eth0", "up"]);
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "no preemption after recovery: {}", master.log());
+}
+
+#[test]
+fn script_tracker_weight_hands_the_vip_to_keepalived_and_back() {
+    if skip("script_tracker_weight_hands_the_vip_to_keepalived_and_back") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let healthy = lan.dir.path().join("healthy");
+    std::fs::write(&healthy, "").expect("flag");
+    let tracker = format!(
+        "track = [\"flag\"]\n\n[[tracker]]\nname = \"flag\"\nkind = \"script\"\ncommand = [\"/usr/bin/test\", \"-e\", \"{}\"]\ninterval = \"100ms\"\ntimeout = \"1s\"\nweight = -150\nfall = 2\nrise = 2\n",
+        healthy.display()
+    );
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", &tracker));
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", halo.log());
+    std::fs::remove_file(&healthy).expect("remove flag");
+    let moved = wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).expect("keepalived preempts a halo of priority 50");
+    eprintln!("tracker failure moved the VIP in {moved:?}");
+    std::fs::write(&healthy, "").expect("flag");
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "halo does not take the VIP back: {}", halo.log());
+    assert!(halo.log().contains("tracker changed"), "{}", halo.log());
+    drop(keepalived);
 }

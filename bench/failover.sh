@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# VRRP failover, halo against keepalived 2.2.7, in one run (root).
+#
+# A LAN in network namespaces: a switch (bridge), balancers b1 (priority 200) and b2 (100), and a
+# client c that connects to VIP:8443 every 10 ms (probe). Each balancer runs a TCP listener on
+# :8443. Faults hit b1 at a random phase of the advert interval:
+#   crash  - b1's link cut and its VRRP daemon SIGKILLed (host crash)
+#   stop   - SIGTERM of b1's daemon (clean stop)
+#   kill   - SIGKILL of b1's VRRP daemon only (every keepalived process): how long b1 keeps the VIP
+# Outage = first failed connect after the fault .. first success after the last failure.
+# Prints a markdown table of medians over TRIALS (default 5). Nothing leaves the namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIALS="${TRIALS:-5}"
+[ "$(id -u)" -eq 0 ] || { echo "failover.sh: needs root (network namespaces)" >&2; exit 2; }
+command -v keepalived >/dev/null || { echo "failover.sh: run scripts/setup.sh first" >&2; exit 2; }
+cargo build --quiet --release --locked -p halo -p halo-probe
+HALO=$PWD/target/release/halo
+PROBE=$PWD/target/release/probe
+WORK=$(mktemp -d)
+P="hb$$"
+
+# Every process started is recorded here (trials run in subshells), and killed by PID at exit.
+track() { echo "$1" >> "$WORK/pids"; }
+
+cleanup() {
+  if [ -f "$WORK/pids" ]; then
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
+  fi
+  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+  for ns in sw b1 b2 c; do ip netns del "$P-$ns" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Foreground only: `ip netns exec` execs the program, so `ip netns exec ... &` gives its own PID.
+ns() { ip netns exec "$P-$1" "${@:2}"; }
+
+setup_lan() {
+  ip netns add "$P-sw"
+  ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  ip -n "$P-sw" link set br0 up
+  ns sw sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
+  local i=10
+  for h in b1 b2 c; do
+    i=$((i + 1))
+    ip netns add "$P-$h"
+    ip -n "$P-$h" link set lo up
+    ip link add "p-$h" netns "$P-sw" type veth peer name eth0 netns "$P-$h"
+    ip -n "$P-sw" link set "p-$h" master br0 up
+    ns "$h" sysctl -qw net.ipv4.conf.all.rp_filter=0
+    ip -n "$P-$h" addr add "192.0.2.$i/24" dev eth0
+    ip -n "$P-$h" link set eth0 up
+  done
+  for h in b1 b2; do
+    ip netns exec "$P-$h" "$PROBE" listen 0.0.0.0:8443 &
+    track $!
+  done
+}
+
+# (No `| grep -q`: under pipefail, grep's early exit makes `ip` fail with SIGPIPE.)
+holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
+
+wait_holds() { # host, seconds
+  local end=$((SECONDS + $2))
+  while [ $SECONDS -lt $end ]; do holds "$1" && return 0; sleep 0.05; done
+  return 1
+}
+
+# start_daemon IMPL HOST PRIORITY -> sets DAEMON_PID
+start_daemon() {
+  local impl=$1 host=$2 prio=$3
+  case $impl in
+    halo-v3-100ms)
+      printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nversion = 3\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n[log]\nlevel = "warn"\n' "$prio" > "$WORK/$host.toml"
+      ip netns exec "$P-$host" "$HALO" run -c "$WORK/$host.toml" 2>>"$WORK/$host.log" &
+      DAEMON_PID=$! ;;
+    keepalived-v3-100ms|keepalived-v2-1s)
+      local version=3 interval=0.1
+      [ "$impl" = keepalived-v2-1s ] && version=2 interval=1
+      printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version %s\n advert_int %s\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$prio" "$version" "$interval" > "$WORK/$host.conf"
+      ip netns exec "$P-$host" keepalived -n -l -D -P -f "$WORK/$host.conf" -p "$WORK/$host.main.pid" -r "$WORK/$host.vrrp.pid" -c "$WORK/$host.check.pid" >>"$WORK/$host.log" 2>&1 &
+      DAEMON_PID=$! ;;
+  esac
+  track "$DAEMON_PID"
+}
+
+# crash_daemon HOST PID: SIGKILL of every VRRP process of the host at once. keepalived's VRRP
+# child cleans up when only its parent dies, so it is killed first (a real crash).
+crash_daemon() {
+  local child=""
+  [ -f "$WORK/$1.vrrp.pid" ] && child=$(cat "$WORK/$1.vrrp.pid")
+  kill -KILL $child "$2" 2>/dev/null || true
+  rm -f "$WORK/$1".*.pid
+}
+
+interval_ms() { case $1 in *1s) echo 1000 ;; *) echo 100 ;; esac; }
+
+# outage_ms LOGFILE FAULT_US -> prints the outage in ms (0 when no connect failed)
+outage_ms() {
+  awk -v f="$2" '$1 < f { next }
+                 $2 == "fail" { if (!first) first = $1; last = $1; after = 0; next }
+                 $2 == "ok" && last && !after { after = $1 }
+                 END { if (!first) print 0; else if (!after) print "inf"; else printf "%.0f\n", (after - first) / 1000 }' "$1"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (v[(NR + 1) / 2] == "inf") print "inf"; else print v[int((NR + 1) / 2)] }'; }
+
+trial() { # impl scenario -> prints outage_ms [vip_held_ms]
+  local impl=$1 scenario=$2 every client_pid fault_us t0 held
+  every=$(interval_ms "$impl")
+  start_daemon "$impl" b1 200; local b1=$DAEMON_PID
+  sleep 0.3
+  start_daemon "$impl" b2 100; local b2=$DAEMON_PID
+  wait_holds b1 15 || { echo "b1 never became master ($impl)" >&2; return 1; }
+  sleep 1
+  local duration=$(( every * 6 + 3000 ))
+  t0=$(date +%s%N)
+  ip netns exec "$P-c" "$PROBE" connect 192.0.2.170:8443 10 "$duration" 20 > "$WORK/client.log" &
+  client_pid=$!
+  track "$client_pid"
+  # A random phase of the advert interval after one second of steady state.
+  sleep "$(awk -v e="$every" -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % e) / 1000 }')"
+  fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
+  held=""
+  case $scenario in
+    crash) ip -n "$P-sw" link set p-b1 down; crash_daemon b1 "$b1" ;;
+    stop) kill -TERM "$b1" ;;
+    kill)
+      crash_daemon b1 "$b1"
+      local k0; k0=$(date +%s%N); held=">10000"
+      for _ in $(seq 1000); do holds b1 || { held=$(( ($(date +%s%N) - k0) / 1000000 )); break; }; sleep 0.01; done ;;
+  esac
+  wait "$client_pid" || true
+  echo "$(outage_ms "$WORK/client.log" "$fault_us") $held"
+  crash_daemon b2 "$b2"
+  kill -TERM "$b1" 2>/dev/null || true
+  wait "$b1" "$b2" 2>/dev/null || true
+  ip -n "$P-sw" link set p-b1 up
+  ip -n "$P-b1" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true
+  ip -n "$P-b2" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true
+  sleep 0.3
+}
+
+setup_lan
+IMPLS="halo-v3-100ms keepalived-v3-100ms keepalived-v2-1s"
+SCENARIOS="crash stop kill"
+declare -A OUT HELD
+for impl in $IMPLS; do
+  for scenario in $SCENARIOS; do
+    outs=() helds=()
+    for t in $(seq "$TRIALS"); do
+      read -r o h < <(trial "$impl" "$scenario")
+      outs+=("$o"); helds+=("${h:-}")
+      echo "$impl $scenario trial $t: outage ${o} ms${h:+, VIP held ${h} ms}" >&2
+    done
+    OUT[$impl/$scenario]=$(printf '%s\n' "${outs[@]}" | median)
+    [ "$scenario" = kill ] && HELD[$impl]=$(printf '%s\n' "${helds[@]}" | sed 's/>//' | median)
+  done
+done
+
+echo "| scenario (median of $TRIALS) | halo v3 100 ms | keepalived v3 100 ms | keepalived v2 1 s (seed) |"
+echo "|---|---|---|---|"
+for scenario in $SCENARIOS; do
+  echo "| $scenario: client outage, ms | ${OUT[halo-v3-100ms/$scenario]} | ${OUT[keepalived-v3-100ms/$scenario]} | ${OUT[keepalived-v2-1s/$scenario]} |"
+done
+echo "| kill: VIP still on the killed master, ms | ${HELD[halo-v3-100ms]} | ${HELD[keepalived-v3-100ms]}+ | ${HELD[keepalived-v2-1s]}+ |"
