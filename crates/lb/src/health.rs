@@ -1,0 +1,96 @@
+//! Server health, pure: "flip after N consecutive opposite results", a fast interval while a
+//! server is changing state, and DOWN until the first passing check. The probe I/O is in
+//! `probe`; the data path reads the verdict lock-free (an atomic in `runtime`).
+
+use std::time::Duration;
+
+/// The health of one server.
+#[derive(Debug, Clone)]
+pub struct Health {
+    fall: u32,
+    rise: u32,
+    interval: Duration,
+    fast_interval: Duration,
+    up: bool,
+    /// No result yet: the first pass marks the server up at once.
+    initial: bool,
+    /// Consecutive results opposite to the current state.
+    streak: u32,
+}
+
+impl Health {
+    /// A server that is DOWN until its first passing check.
+    pub fn new(fall: u32, rise: u32, interval: Duration, fast_interval: Duration) -> Self {
+        Self { fall: fall.max(1), rise: rise.max(1), interval, fast_interval, up: false, initial: true, streak: 0 }
+    }
+
+    /// Whether the server takes traffic.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Feeds a result (a probe, or a failed connect from the data path); `Some(up)` on a flip.
+    pub fn record(&mut self, ok: bool) -> Option<bool> {
+        if std::mem::take(&mut self.initial) && ok {
+            self.up = true;
+            self.streak = 0;
+            return Some(true);
+        }
+        if ok == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        if self.streak >= if ok { self.rise } else { self.fall } {
+            self.up = ok;
+            self.streak = 0;
+            return Some(ok);
+        }
+        None
+    }
+
+    /// When to probe next: fast while the state is in doubt.
+    pub fn next_interval(&self) -> Duration {
+        if self.streak > 0 || self.initial { self.fast_interval } else { self.interval }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health() -> Health {
+        Health::new(3, 2, Duration::from_secs(2), Duration::from_millis(500))
+    }
+
+    #[test]
+    fn down_until_the_first_pass() {
+        let mut h = health();
+        assert!(!h.is_up());
+        assert_eq!(h.next_interval(), Duration::from_millis(500));
+        assert_eq!(h.record(true), Some(true));
+        assert_eq!(h.next_interval(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_failing_start_needs_rise_passes() {
+        let mut h = health();
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), Some(true));
+    }
+
+    #[test]
+    fn fall_consecutive_failures_with_the_fast_interval_in_between() {
+        let mut h = health();
+        h.record(true);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.next_interval(), Duration::from_millis(500), "changing: fast interval");
+        assert_eq!(h.record(true), None, "a pass resets the streak");
+        assert_eq!(h.next_interval(), Duration::from_secs(2));
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), Some(false));
+        assert!(!h.is_up());
+    }
+}

@@ -1,0 +1,105 @@
+//! One health probe of one server: TCP connect, TLS handshake, then for `https` a `GET <path>`
+//! whose status must be the expected one. Returns the reason a human wants to read on failure
+//! ("connect: refused", "TLS: unknown CA", "HTTP 500", "timeout after 1s").
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use halo_config::{CheckKind, HealthCheck, TlsVerify};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// A duration as people write it: "1s", "250ms".
+pub fn short(d: Duration) -> String {
+    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+/// "connect: refused" and friends.
+pub fn connect_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect: refused".to_string(),
+        std::io::ErrorKind::TimedOut => "connect: timed out".to_string(),
+        std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => "connect: unreachable".to_string(),
+        _ => format!("connect: {e}"),
+    }
+}
+
+fn tls_reason(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<Error>());
+    match inner {
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "TLS: unknown CA".to_string(),
+        Some(Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
+            "TLS: certificate not valid for the name".to_string()
+        }
+        Some(Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
+            "TLS: certificate expired".to_string()
+        }
+        Some(other) => format!("TLS: {other}"),
+        None if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => {
+            "TLS: connection closed during the handshake".to_string()
+        }
+        None => format!("TLS: {e}"),
+    }
+}
+
+/// Probes `address` once; `Ok(latency)` or `Err(reason)`.
+pub async fn probe(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<Duration, String> {
+    let started = Instant::now();
+    match tokio::time::timeout(check.timeout, probe_inner(check, tls, address)).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(reason)) => Err(reason),
+        Err(_) => Err(format!("timeout after {}", short(check.timeout))),
+    }
+}
+
+async fn probe_inner(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<(), String> {
+    let stream = TcpStream::connect(address).await.map_err(|e| connect_reason(&e))?;
+    if check.kind == CheckKind::Tcp {
+        return Ok(());
+    }
+    let connector = tls.ok_or("TLS: no client settings")?;
+    let name = match &check.verify {
+        TlsVerify::Ca { server_name: Some(name), .. } => {
+            ServerName::try_from(name.clone()).map_err(|e| format!("TLS: server name {name}: {e}"))?
+        }
+        _ => ServerName::IpAddress(address.ip().into()),
+    };
+    let mut stream = connector.connect(name, stream).await.map_err(|e| tls_reason(&e))?;
+    if check.kind == CheckKind::Tls {
+        return Ok(());
+    }
+    let host = match address {
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+    };
+    let request =
+        format!("GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: halo-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n", check.path);
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("HTTP: sending the request: {e}"))?;
+    let status = read_status(&mut stream).await?;
+    if status == check.expect_status { Ok(()) } else { Err(format!("HTTP {status}")) }
+}
+
+/// Reads the status line ("HTTP/1.1 200 OK"), at most 8 KiB.
+async fn read_status<S: AsyncReadExt + Unpin>(stream: &mut S) -> Result<u16, String> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        if buf.len() > 8192 {
+            return Err("HTTP: status line too long".to_string());
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| format!("HTTP: reading the answer: {e}"))?;
+        if n == 0 {
+            return Err("HTTP: connection closed before a status line".to_string());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|s| s.parse::<u16>().ok())) {
+        (Some(version), Some(status)) if version.starts_with("HTTP/1.") => Ok(status),
+        _ => Err("HTTP: not an HTTP/1 answer".to_string()),
+    }
+}
