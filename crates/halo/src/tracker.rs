@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halo_config::{Tracker, TrackerKind};
+use halo_lb::runtime::FrontendRuntime;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -74,8 +75,13 @@ pub fn fold(trackers: &[Tracker], names: &[String], verdicts: &BTreeMap<String, 
     (adjustment, fault)
 }
 
-/// Starts a task per tracker; returns the receiver of their verdicts.
-pub fn spawn_all(trackers: &[Tracker], netlink: Option<halo_hostnet::netlink::Netlink>) -> anyhow::Result<Verdicts> {
+/// Starts a task per tracker; returns the receiver of their verdicts. `frontends` are the
+/// running balancer's, for `balancer` trackers.
+pub fn spawn_all(
+    trackers: &[Tracker],
+    netlink: Option<halo_hostnet::netlink::Netlink>,
+    frontends: &[Arc<FrontendRuntime>],
+) -> anyhow::Result<Verdicts> {
     let initial: BTreeMap<String, Verdict> = trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0 })).collect();
     let (sender, receiver) = watch::channel(initial);
     let sender = Arc::new(sender);
@@ -83,10 +89,11 @@ pub fn spawn_all(trackers: &[Tracker], netlink: Option<halo_hostnet::netlink::Ne
         let (tracker, sender) = (tracker.clone(), Arc::clone(&sender));
         match &tracker.kind {
             TrackerKind::Balancer { frontend, .. } => {
-                anyhow::bail!(
-                    "tracker `{}` watches frontend `{frontend}`, but this build of halo runs VRRP only (the balancer comes with its own release)",
-                    tracker.name
-                )
+                let running = frontends.iter().find(|f| f.config.name == *frontend).cloned();
+                let running = running
+                    .ok_or_else(|| anyhow::anyhow!("tracker `{}` watches frontend `{frontend}`, which is not running", tracker.name))?;
+                let span = tracing::info_span!("tracker", name = %tracker.name);
+                tokio::spawn(run_balancer(tracker, sender, running).instrument(span));
             }
             TrackerKind::Script { .. } | TrackerKind::File { .. } => {
                 let span = tracing::info_span!("tracker", name = %tracker.name);
@@ -141,6 +148,33 @@ async fn run(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<String, Verdic
             });
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+/// The built-in balancer tracker: the local frontend listens and at least `min_healthy` servers
+/// of its backend pass their checks. It reads the balancer's own state, so it needs no curl, no
+/// shell and no address; backend health already has its own rise/fall, so an API server that is
+/// briefly slow does not move the VIP.
+async fn run_balancer(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>, frontend: Arc<FrontendRuntime>) {
+    let TrackerKind::Balancer { min_healthy, interval, .. } = tracker.kind else { return };
+    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
+    // Unlike scripts, the balancer starts unknown: its servers are DOWN until first checked,
+    // so the verdict starts failing and rises with them.
+    hysteresis.passing = false;
+    sender.send_modify(|all| {
+        all.insert(tracker.name.clone(), Verdict { passing: false, value: 0 });
+    });
+    loop {
+        let healthy = frontend.backend.healthy_servers();
+        let listening = frontend.is_listening();
+        let ok = listening && healthy >= min_healthy as usize;
+        if let Some(passing) = hysteresis.record(ok) {
+            tracing::info!(passing, listening, healthy, min_healthy, "tracker changed");
+            sender.send_modify(|all| {
+                all.insert(tracker.name.clone(), Verdict { passing, value: 0 });
+            });
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 

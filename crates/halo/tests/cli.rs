@@ -175,9 +175,8 @@ fn render_every_artefact() {
 
 #[test]
 fn run_refuses_what_it_cannot_do_with_a_clear_error() {
-    let frontends = halo(&["run", "-c", "examples/halo.toml"]);
-    assert_eq!(frontends.status.code(), Some(1));
-    assert!(text(&frontends.stderr).contains("this build of halo runs VRRP only"), "{}", text(&frontends.stderr));
+    let invalid = halo(&["run", "-c", "testdata/extended/haproxy.cfg"]);
+    assert_eq!(invalid.status.code(), Some(1), "the daemon refuses what `halo check` refuses");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("noif.toml");

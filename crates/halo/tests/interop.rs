@@ -379,3 +379,61 @@ fn script_tracker_weight_hands_the_vip_to_keepalived_and_back() {
     assert!(halo.log().contains("tracker changed"), "{}", halo.log());
     drop(keepalived);
 }
+
+/// nginx as an API-server stand-in in a namespace: TLS on 192.0.2.13:6443, /readyz and /version.
+fn nginx(lan: &Lan, host: usize) -> Daemon {
+    let (cert, key) = common::certificate(&["kubernetes"]);
+    let (cert_file, key_file) = (lan.file("api.crt", &cert), lan.file("api.key", &key));
+    let conf = format!(
+        "pid {pid};\nerror_log stderr;\nevents {{}}\nhttp {{\n access_log off;\n server {{\n  listen 192.0.2.{ip}:6443 ssl;\n  ssl_certificate {cert};\n  ssl_certificate_key {key};\n  location /readyz {{ return 200 ok; }}\n  location /version {{ return 200 v1.31; }}\n }}\n}}\n",
+        pid = lan.dir.path().join("nginx.pid").display(),
+        ip = 11 + host,
+        cert = cert_file.display(),
+        key = key_file.display(),
+    );
+    let file = lan.file("nginx.conf", &conf);
+    let log = lan.dir.path().join("nginx.log");
+    let prefix = lan.dir.path().display().to_string();
+    Daemon::start(lan.host(host), "nginx", &["-p", &prefix, "-c", &file.to_string_lossy(), "-g", "daemon off;"], log, Vec::new())
+}
+
+fn balancer_conf(priority: u8) -> String {
+    let vrrp = halo_conf(3, priority, "100ms", "192.0.2.170/24", "track = [\"local-balancer\"]");
+    format!(
+        "{vrrp}\n[[tracker]]\nname = \"local-balancer\"\nkind = \"balancer\"\nfrontend = \"api\"\nweight = -150\nfall = 2\nrise = 2\ninterval = \"100ms\"\n\n\
+         [[frontend]]\nname = \"api\"\nbind = [\"0.0.0.0:8443\"]\nbackend = \"api\"\n\n\
+         [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"https\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 2\n\
+         [[backend.server]]\nname = \"master01\"\naddress = \"192.0.2.13:6443\"\n"
+    )
+}
+
+#[test]
+fn balancer_tracker_moves_the_vip_when_the_local_balancer_loses_its_backends() {
+    if !can_run("balancer_tracker_moves_the_vip_when_the_local_balancer_loses_its_backends", true, &["ip", "nginx", "curl"]) {
+        return;
+    }
+    let lan = Lan::new(4);
+    let vip = "192.0.2.170";
+    let _api = nginx(&lan, 2);
+    let first = Daemon::halo(&lan, 0, "lb1", &balancer_conf(200));
+    let second = Daemon::halo(&lan, 1, "lb2", &balancer_conf(100));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", first.log());
+    let get = || {
+        let out =
+            run("ip", &["netns", "exec", lan.host(3), "curl", "-sk", "--fail", "--max-time", "2", "https://192.0.2.170:8443/version"]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(wait_for(GENEROUS, || get() == "v1.31").is_some(), "no answer through the VIP: {}", first.log());
+    // lb1 loses its path to the API server (its balancer has no healthy backend any more):
+    // the tracker takes lb1's priority to 50 and lb2 (100) takes over.
+    run_ok("ip", &["-n", lan.host(0), "route", "add", "blackhole", "192.0.2.13/32"]);
+    let moved =
+        wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).unwrap_or_else(|| panic!("VIP did not move: {}", first.log()));
+    eprintln!("VIP moved {moved:?} after lb1 lost its backends (the seed's script: 30 s)");
+    assert_eq!(get(), "v1.31", "answers through lb2");
+    assert!(first.log().contains("server DOWN"), "{}", first.log());
+    run_ok("ip", &["-n", lan.host(0), "route", "del", "blackhole", "192.0.2.13/32"]);
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "lb1 did not take the VIP back: {}", first.log());
+    assert_eq!(get(), "v1.31");
+    drop(second);
+}

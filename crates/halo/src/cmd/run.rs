@@ -1,6 +1,7 @@
-//! `halo run`: the daemon. Loads the config exactly as `halo check` does, then runs every VRRP
-//! instance and tracker until SIGTERM or SIGINT, when masters announce priority 0 and remove
-//! their addresses before halo exits 0.
+//! `halo run`: the daemon. Loads the config exactly as `halo check` does, then runs the
+//! balancer, every VRRP instance and tracker until SIGTERM or SIGINT: masters then announce
+//! priority 0 and remove their addresses (traffic moves to the peer at once), the listeners
+//! close, open connections drain up to the drain timeout, and halo exits 0.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,13 +19,6 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     };
     super::print_diagnostics(&loaded.warnings);
     let config = loaded.config;
-    if !config.frontends.is_empty() {
-        eprintln!(
-            "{}: this build of halo runs VRRP only; remove the [[frontend]] and [[backend]] tables or use a build with the balancer",
-            path.display()
-        );
-        return Ok(ExitCode::from(super::EXIT_INVALID));
-    }
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")?;
     runtime.block_on(daemon(config))?;
@@ -52,8 +46,10 @@ fn init_logging(config: &Config) {
 async fn daemon(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let netlink = halo_hostnet::netlink::Netlink::open()?;
-    let verdicts = crate::tracker::spawn_all(&config.trackers, Some(netlink.clone()))?;
     let (stop, stopped) = watch::channel(false);
+    let (stop_balancer, balancer_stopped) = watch::channel(false);
+    let balancer = halo_lb::Balancer::start(&config, balancer_stopped).context("starting the balancer")?;
+    let verdicts = crate::tracker::spawn_all(&config.trackers, Some(netlink.clone()), &balancer.frontends)?;
     let mut tasks = tokio::task::JoinSet::new();
     for instance in &config.vrrp {
         let span = tracing::info_span!("vrrp", instance = %instance.name, vrid = instance.virtual_router_id.get());
@@ -68,7 +64,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tracing::info!(instances = config.vrrp.len(), trackers = config.trackers.len(), "halo running");
+    tracing::info!(instances = config.vrrp.len(), frontends = config.frontends.len(), trackers = config.trackers.len(), "halo running");
     let outcome = tokio::select! {
         _ = term.recv() => Ok("SIGTERM"),
         _ = int.recv() => Ok("SIGINT"),
@@ -86,6 +82,15 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         if let Ok(Err(e)) = done {
             tracing::error!(error = %e, "instance stopped with an error");
         }
+    }
+    // The VIPs are gone (peers took over); now stop accepting and let open connections finish.
+    if stop_balancer.send(true).is_err() {
+        tracing::debug!("balancer already stopped");
+    }
+    let drain = config.backends.iter().map(|b| b.drain_timeout).max().unwrap_or_default();
+    let left = balancer.drain(drain).await;
+    if left > 0 {
+        tracing::warn!(connections = left, "drain timeout: closing connections still open");
     }
     let signal = outcome?;
     tracing::info!(signal, "halo stopped");
