@@ -240,7 +240,15 @@ impl FrontendRuntime {
         keepalive(&upstream);
         server.stats.current.fetch_add(1, Ordering::Relaxed);
         server.stats.total.fetch_add(1, Ordering::Relaxed);
-        let ended = relay(client, upstream, self.backend.config.idle_timeout, &server.stats.bytes_up, &server.stats.bytes_down).await;
+        let ended = relay(
+            client,
+            upstream,
+            self.backend.config.idle_timeout,
+            &server.stats.bytes_up,
+            &server.stats.bytes_down,
+            crate::proxy::Mode::Splice,
+        )
+        .await;
         server.stats.current.fetch_sub(1, Ordering::Relaxed);
         if ended == Ended::Idle {
             tracing::debug!(frontend = %self.config.name, server = %server.config.name, "closed after the idle timeout");

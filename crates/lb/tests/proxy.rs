@@ -1,0 +1,116 @@
+//! The data path on its own, in both modes (splice through a pipe, and the copy fallback):
+//! bytes both ways intact, FIN passed on in each direction, the idle timeout, a reset.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use halo_lb::proxy::{Ended, Mode, relay};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Two connected pairs: (client, proxy's client side) and (proxy's server side, server).
+async fn pairs() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (client, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
+    let (upstream, accepted_server) = tokio::join!(TcpStream::connect(address), listener.accept());
+    (client.expect("client"), accepted.expect("accept").0, upstream.expect("upstream"), accepted_server.expect("accept").0)
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+async fn both_ways(mode: Mode) {
+    const LEN: usize = 32 << 20;
+    let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
+    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (u, d) = (Arc::clone(&up), Arc::clone(&down));
+    let relay = tokio::spawn(async move { relay(proxy_client, proxy_server, Duration::from_secs(30), &u, &d, mode).await });
+    let (to_server, to_client) = (pattern(1, LEN), pattern(2, LEN));
+    let (a, b) = (to_server.clone(), to_client.clone());
+    let client_side = tokio::spawn(async move {
+        let (mut r, mut w) = client.split();
+        let send = async {
+            w.write_all(&a).await.expect("client write");
+            w.shutdown().await.expect("client FIN");
+        };
+        let mut got = Vec::new();
+        let receive = r.read_to_end(&mut got);
+        let ((), received) = tokio::join!(send, receive);
+        received.expect("client read");
+        got
+    });
+    let server_side = tokio::spawn(async move {
+        let (mut r, mut w) = server.split();
+        let send = async {
+            w.write_all(&b).await.expect("server write");
+            w.shutdown().await.expect("server FIN");
+        };
+        let mut got = Vec::new();
+        let receive = r.read_to_end(&mut got);
+        let ((), received) = tokio::join!(send, receive);
+        received.expect("server read");
+        got
+    });
+    let (at_client, at_server) = (client_side.await.expect("client"), server_side.await.expect("server"));
+    assert!(at_server == to_server, "{mode:?}: server got other bytes");
+    assert!(at_client == to_client, "{mode:?}: client got other bytes");
+    assert_eq!(relay.await.expect("relay"), Ended::Closed);
+    assert_eq!(up.load(std::sync::atomic::Ordering::Relaxed), LEN as u64);
+    assert_eq!(down.load(std::sync::atomic::Ordering::Relaxed), LEN as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splice_moves_bytes_both_ways_and_passes_fin() {
+    both_ways(Mode::Splice).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_fallback_moves_bytes_both_ways_and_passes_fin() {
+    both_ways(Mode::Copy).await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_timeout() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
+        let counters = (AtomicU64::new(0), AtomicU64::new(0));
+        let started = std::time::Instant::now();
+        let relaying = relay(proxy_client, proxy_server, Duration::from_millis(300), &counters.0, &counters.1, mode);
+        let traffic = async {
+            client.write_all(b"ping").await.expect("write");
+            let mut four = [0u8; 4];
+            server.read_exact(&mut four).await.expect("read");
+        };
+        let (ended, ()) = tokio::join!(relaying, traffic);
+        assert_eq!(ended, Ended::Idle, "{mode:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "{mode:?}: {:?}", started.elapsed());
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.map(|_| rest.len()).unwrap_or(0), 0, "the client is closed");
+    }
+}
+
+#[tokio::test]
+async fn a_reset_ends_both_sides() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let (client, proxy_client, proxy_server, mut server) = pairs().await;
+        let counters = (AtomicU64::new(0), AtomicU64::new(0));
+        // SO_LINGER 0: closing sends RST instead of FIN.
+        socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).expect("linger");
+        drop(client);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            relay(proxy_client, proxy_server, Duration::from_secs(30), &counters.0, &counters.1, mode),
+        )
+        .await
+        .expect("no hang");
+        assert_eq!(ended, Ended::Error, "{mode:?}");
+        // The server side is closed too (EOF or reset, either is fine), not left hanging.
+        let mut rest = Vec::new();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut rest)).await;
+        assert!(outcome.is_ok(), "{mode:?}: the server side was left open");
+        assert!(rest.is_empty(), "{mode:?}");
+    }
+}
