@@ -1,0 +1,214 @@
+//! The daemon under many connections, on loopback: 10 000 idle proxied connections held at once
+//! (the daemon's memory is reported), and running out of file descriptors refused cleanly: the
+//! daemon keeps running and serves again once descriptors are free.
+
+#[path = "../../config/tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// Raises this process's descriptor limit (children inherit it); false when not allowed.
+fn raise_fd_limit(wanted: u64) -> bool {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft >= wanted => true,
+        _ => setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok(),
+    }
+}
+
+/// A tokio echo server on loopback, in its own runtime thread: echoes, and closes its side when
+/// the client's FIN arrives (as an API server does).
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.into_split();
+                    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                        use tokio::io::AsyncWriteExt;
+                        let _closed = w.shutdown().await;
+                    }
+                });
+            }
+        });
+    });
+    address
+}
+
+/// Runs only as the child process of `ten_thousand...`: an echo server with a descriptor limit
+/// of its own, printing its address.
+#[test]
+#[ignore = "helper process, started by ten_thousand_idle_connections_are_held"]
+fn echo_server_process() {
+    if std::env::var_os("HALO_ECHO_CHILD").is_none() {
+        return;
+    }
+    let address = echo_server();
+    println!("ECHO {address}");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+fn echo_child() -> (Daemon, SocketAddr) {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new(exe)
+        .args(["--exact", "echo_server_process", "--ignored", "--nocapture"])
+        .env("HALO_ECHO_CHILD", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("echo child");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = std::io::BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("ECHO ")).expect("echo address");
+    let address = line.trim_start_matches("ECHO ").trim().parse().expect("address");
+    (Daemon(child), address)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
+            eprintln!("warning: could not end halo {}: {e}", self.0.id());
+        }
+    }
+}
+
+fn start(dir: &std::path::Path, backend: SocketAddr, max_connections: u32, fd_limit: Option<u32>) -> (Daemon, SocketAddr) {
+    let port = free_port();
+    let config = format!(
+        "[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"api\"\nmax_connections = {max_connections}\nqueue_timeout = \"1s\"\n\n\
+         [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\n\
+         [[backend.server]]\nname = \"echo\"\naddress = \"{backend}\"\n"
+    );
+    let file = dir.join(format!("halo-{port}.toml"));
+    std::fs::write(&file, config).expect("config");
+    let halo = env!("CARGO_BIN_EXE_halo");
+    let mut command = match fd_limit {
+        Some(limit) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={limit}:{limit}")).arg(halo);
+            c
+        }
+        None => Command::new(halo),
+    };
+    let child = command
+        .args(["run", "-c", &file.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn halo");
+    let daemon = Daemon(child);
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    // Ready when the listener answers and the backend is checked healthy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(address) {
+            let mut byte = [0u8; 1];
+            s.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+            if s.write_all(b"?").is_ok() && s.read_exact(&mut byte).is_ok() {
+                return (daemon, address);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("halo never served");
+}
+
+fn echo_once(address: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(address)?;
+    // Out of descriptors, halo stops accepting: the connection waits in the backlog.
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    s.write_all(b"x")?;
+    let mut byte = [0u8; 1];
+    s.read_exact(&mut byte)?;
+    Ok(s)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// halo needs two descriptors per proxied connection. This machine's hard RLIMIT_NOFILE is
+/// 20 000 and cannot be raised here (no CAP_SYS_RESOURCE), so one process holds at most ~9 990
+/// connections (haproxy has the same bound); the test holds that many when the limit is 20 000
+/// and the full 10 000 where it can be raised.
+#[test]
+fn ten_thousand_idle_connections_are_held() {
+    let limit = if raise_fd_limit(21_000) { 21_000 } else { getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(1024) };
+    let connections = ((limit as usize).saturating_sub(100) / 2).min(10_000);
+    assert!(connections >= 9_000 || !common::in_ci(), "CI's descriptor limit ({limit}) is too low for this test");
+    if connections < 9_000 {
+        eprintln!("SKIP ten_thousand_idle_connections_are_held: RLIMIT_NOFILE {limit} allows only {connections}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (_echo, backend) = echo_child();
+    let (daemon, address) = start(dir.path(), backend, 20_000, None);
+    let before = rss_kib(daemon.0.id());
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(connections);
+    for i in 0..connections {
+        held.push(echo_once(address).unwrap_or_else(|e| panic!("connection {i}: {e}")));
+    }
+    let after = rss_kib(daemon.0.id());
+    eprintln!(
+        "{connections} idle proxied connections open in {:?}: halo RSS {} MiB -> {} MiB ({:.1} KiB per connection)",
+        started.elapsed(),
+        before / 1024,
+        after / 1024,
+        (after.saturating_sub(before)) as f64 / connections as f64
+    );
+    // Every one of them still works.
+    for (i, s) in held.iter_mut().enumerate().step_by(997) {
+        s.write_all(b"y").expect("write");
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).unwrap_or_else(|e| panic!("connection {i} after holding: {e}"));
+        assert_eq!(&byte, b"y");
+    }
+}
+
+#[test]
+fn running_out_of_descriptors_is_refused_cleanly() {
+    let dir = tempfile::tempdir().expect("dir");
+    // 64 descriptors: the runtime, listener and health checks take some; ~20 connections fit.
+    let (daemon, address) = start(dir.path(), echo_server(), 1000, Some(64));
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..50 {
+        match echo_once(address) {
+            Ok(s) => held.push(s),
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!("with 64 descriptors: {} connections served, {refused} refused", held.len());
+    assert!(refused > 0, "the limit was never reached");
+    assert!(!held.is_empty());
+    // Still alive, and serving again once descriptors are free.
+    drop(held);
+    let mut daemon = daemon;
+    assert!(daemon.0.try_wait().expect("wait").is_none(), "halo exited");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut served = false;
+    while Instant::now() < deadline && !served {
+        served = echo_once(address).is_ok();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served, "halo did not serve again after descriptors were freed");
+}
