@@ -160,7 +160,7 @@ fn rendered_check_script_fails_on_an_error_status_where_the_seed_script_passes()
     let outcome = |status: u16, script: &Path| {
         let conf = dir.path().join(format!("nginx-{status}.conf"));
         let nginx = format!(
-            "pid {pid:?};\nerror_log stderr;\nevents {{}}\nhttp {{\n access_log off;\n server {{\n  listen 127.0.0.1:8443 ssl;\n  ssl_certificate {c:?};\n  ssl_certificate_key {k:?};\n  location / {{ return {status}; }}\n }}\n}}\n",
+            "pid {pid:?};\nmaster_process off;\nerror_log stderr;\nevents {{}}\nhttp {{\n access_log off;\n server {{\n  listen 127.0.0.1:8443 ssl;\n  ssl_certificate {c:?};\n  ssl_certificate_key {k:?};\n  location / {{ return {status}; }}\n }}\n}}\n",
             pid = dir.path().join("nginx.pid"),
             c = dir.path().join("tls.crt"),
             k = dir.path().join("tls.key"),

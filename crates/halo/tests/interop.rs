@@ -385,7 +385,7 @@ fn nginx(lan: &Lan, host: usize) -> Daemon {
     let (cert, key) = common::certificate(&["kubernetes"]);
     let (cert_file, key_file) = (lan.file("api.crt", &cert), lan.file("api.key", &key));
     let conf = format!(
-        "pid {pid};\nerror_log stderr;\nevents {{}}\nhttp {{\n access_log off;\n server {{\n  listen 192.0.2.{ip}:6443 ssl;\n  ssl_certificate {cert};\n  ssl_certificate_key {key};\n  location /readyz {{ return 200 ok; }}\n  location /version {{ return 200 v1.31; }}\n }}\n}}\n",
+        "pid {pid};\nmaster_process off;\nerror_log stderr;\nevents {{}}\nhttp {{\n access_log off;\n server {{\n  listen 192.0.2.{ip}:6443 ssl;\n  ssl_certificate {cert};\n  ssl_certificate_key {key};\n  location /readyz {{ return 200 ok; }}\n  location /version {{ return 200 v1.31; }}\n }}\n}}\n",
         pid = lan.dir.path().join("nginx.pid").display(),
         ip = 11 + host,
         cert = cert_file.display(),

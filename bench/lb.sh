@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Balancer data path, halo against haproxy 2.6 (with and without `option splice-auto`), in one
+# run, on loopback only. Per trial and proxy:
+#   throughput  - one iperf3 TCP stream through the proxy for 3 s (Gbit/s)
+#   requests    - wrk, 2 threads, 32 connections, 3 s, against nginx behind the proxy (req/s,
+#                 and p99 latency), new TCP connection per request ("Connection: close")
+# Prints a markdown table of medians over TRIALS (default 5). Installs iperf3 and wrk if absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIALS="${TRIALS:-5}"
+[ "$(id -u)" -eq 0 ] || { echo "lb.sh: needs root (installs iperf3, wrk)" >&2; exit 2; }
+scripts/setup.sh >/dev/null 2>&1
+for tool in iperf3 wrk; do
+  command -v "$tool" >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; apt-get install -y -q iperf3 wrk >/dev/null; }
+done
+cargo build --quiet --release --locked -p halo
+HALO=$PWD/target/release/halo
+WORK=$(mktemp -d)
+: > "$WORK/pids"
+track() { echo "$1" >> "$WORK/pids"; }
+cleanup() {
+  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Backends: iperf3 on :25201, nginx on :28080 (a tiny page).
+iperf3 -s -p 25201 >/dev/null 2>&1 & track $!
+mkdir -p "$WORK/www"
+echo ok > "$WORK/www/index.html"
+cat > "$WORK/nginx.conf" <<NGINX
+pid $WORK/nginx.pid;
+error_log stderr crit;
+master_process off;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:28080; root $WORK/www; } }
+NGINX
+nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
+
+cat > "$WORK/halo.toml" <<TOML
+[log]
+level = "warn"
+[[frontend]]
+name = "iperf"
+bind = ["127.0.0.1:15201"]
+backend = "iperf"
+[[frontend]]
+name = "web"
+bind = ["127.0.0.1:18080"]
+backend = "web"
+[[backend]]
+name = "iperf"
+[backend.health]
+kind = "tcp"
+[[backend.server]]
+name = "iperf"
+address = "127.0.0.1:25201"
+[[backend]]
+name = "web"
+[backend.health]
+kind = "tcp"
+[[backend.server]]
+name = "nginx"
+address = "127.0.0.1:28080"
+TOML
+
+haproxy_cfg() { # splice: yes|no
+  cat <<CFG
+global
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+$( [ "$1" = yes ] && echo "    option splice-auto" )
+frontend iperf
+    bind 127.0.0.1:15201
+    default_backend iperf
+frontend web
+    bind 127.0.0.1:18080
+    default_backend web
+backend iperf
+    server iperf 127.0.0.1:25201 check
+backend web
+    server nginx 127.0.0.1:28080 check
+CFG
+}
+haproxy_cfg no > "$WORK/haproxy.cfg"
+haproxy_cfg yes > "$WORK/haproxy-splice.cfg"
+
+start_proxy() { # name -> PROXY_PID
+  case $1 in
+    halo) "$HALO" run -c "$WORK/halo.toml" 2>>"$WORK/halo.log" & PROXY_PID=$! ;;
+    haproxy) haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 & PROXY_PID=$! ;;
+    haproxy-splice) haproxy -db -f "$WORK/haproxy-splice.cfg" >>"$WORK/haproxy.log" 2>&1 & PROXY_PID=$! ;;
+  esac
+  track "$PROXY_PID"
+  for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:18080/ && return 0; sleep 0.1; done
+  echo "lb.sh: $1 did not come up" >&2; tail -n 5 "$WORK"/*.log >&2; return 1
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
+
+declare -A GBPS RPS P99
+PROXIES="halo haproxy haproxy-splice"
+for proxy in $PROXIES; do
+  : > "$WORK/$proxy.gbps"; : > "$WORK/$proxy.rps"; : > "$WORK/$proxy.p99"
+done
+for t in $(seq "$TRIALS"); do
+  for proxy in $PROXIES; do
+    start_proxy "$proxy"
+    gbps=$(iperf3 -c 127.0.0.1 -p 15201 -t 3 -J | awk -F'[:,]' '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { printf "%.2f\n", $2 / 1e9; exit }')
+    out=$(wrk -t2 -c32 -d3s --latency -H "Connection: close" http://127.0.0.1:18080/)
+    rps=$(echo "$out" | awk '/Requests\/sec/ { printf "%.0f\n", $2 }')
+    p99=$(echo "$out" | awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 }; printf "%.2f\n", v }')
+    echo "$gbps" >> "$WORK/$proxy.gbps"; echo "$rps" >> "$WORK/$proxy.rps"; echo "$p99" >> "$WORK/$proxy.p99"
+    echo "trial $t $proxy: ${gbps} Gbit/s, ${rps} req/s, p99 ${p99} ms" >&2
+    kill -TERM "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+  done
+done
+for proxy in $PROXIES; do
+  GBPS[$proxy]=$(median < "$WORK/$proxy.gbps"); RPS[$proxy]=$(median < "$WORK/$proxy.rps"); P99[$proxy]=$(median < "$WORK/$proxy.p99")
+done
+echo "| median of $TRIALS | halo (splice) | haproxy 2.6 | haproxy 2.6 splice-auto |"
+echo "|---|---|---|---|"
+echo "| iperf3, one stream, Gbit/s | ${GBPS[halo]} | ${GBPS[haproxy]} | ${GBPS[haproxy-splice]} |"
+echo "| wrk, new connection per request, req/s | ${RPS[halo]} | ${RPS[haproxy]} | ${RPS[haproxy-splice]} |"
+echo "| wrk p99 latency, ms | ${P99[halo]} | ${P99[haproxy]} | ${P99[haproxy-splice]} |"
