@@ -75,45 +75,93 @@ pub fn fold(trackers: &[Tracker], names: &[String], verdicts: &BTreeMap<String, 
     (adjustment, fault)
 }
 
-/// Starts a task per tracker; returns the receiver of their verdicts. `frontends` are the
-/// running balancer's, for `balancer` trackers.
-pub fn spawn_all(
-    trackers: &[Tracker],
+/// The running trackers: one task each, all publishing into one channel that outlives reloads.
+pub struct TrackerSet {
+    sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
+    stop: watch::Sender<bool>,
+    current: Vec<Tracker>,
     netlink: Option<halo_hostnet::netlink::Netlink>,
-    frontends: &[Arc<FrontendRuntime>],
-) -> anyhow::Result<Verdicts> {
-    let initial: BTreeMap<String, Verdict> = trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0 })).collect();
-    let (sender, receiver) = watch::channel(initial);
-    let sender = Arc::new(sender);
-    for tracker in trackers {
-        let (tracker, sender) = (tracker.clone(), Arc::clone(&sender));
-        match &tracker.kind {
-            TrackerKind::Balancer { frontend, .. } => {
-                let running = frontends.iter().find(|f| f.config.name == *frontend).cloned();
-                let running = running
-                    .ok_or_else(|| anyhow::anyhow!("tracker `{}` watches frontend `{frontend}`, which is not running", tracker.name))?;
-                let span = tracing::info_span!("tracker", name = %tracker.name);
-                tokio::spawn(run_balancer(tracker, sender, running).instrument(span));
-            }
-            TrackerKind::Script { .. } | TrackerKind::File { .. } => {
-                let span = tracing::info_span!("tracker", name = %tracker.name);
-                tokio::spawn(run(tracker, sender, None).instrument(span));
-            }
-            TrackerKind::Interface { .. } => {
-                let netlink = netlink.clone().ok_or_else(|| anyhow::anyhow!("interface tracker without netlink"))?;
-                let span = tracing::info_span!("tracker", name = %tracker.name);
-                tokio::spawn(run(tracker, sender, Some(netlink)).instrument(span));
+}
+
+impl TrackerSet {
+    /// Starts a task per tracker. `frontends` are the running balancer's, for `balancer` ones.
+    pub fn start(
+        trackers: &[Tracker],
+        netlink: Option<halo_hostnet::netlink::Netlink>,
+        frontends: &[Arc<FrontendRuntime>],
+    ) -> anyhow::Result<Self> {
+        let initial: BTreeMap<String, Verdict> = trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0 })).collect();
+        let mut set = Self { sender: Arc::new(watch::Sender::new(initial)), stop: watch::Sender::new(false), current: Vec::new(), netlink };
+        set.spawn(trackers, frontends)?;
+        Ok(set)
+    }
+
+    /// The verdicts, for the VRRP instances.
+    pub fn verdicts(&self) -> Verdicts {
+        self.sender.subscribe()
+    }
+
+    /// Replaces the trackers when they changed; verdicts of trackers that keep their name carry
+    /// over, so a reload does not move a VIP.
+    pub fn reload(&mut self, trackers: &[Tracker], frontends: &[Arc<FrontendRuntime>]) -> anyhow::Result<()> {
+        if trackers == self.current.as_slice() {
+            // Same trackers; balancer ones may watch a frontend object that was rebuilt.
+            if !trackers.iter().any(|t| matches!(t.kind, TrackerKind::Balancer { .. })) {
+                return Ok(());
             }
         }
+        self.stop.send_replace(true);
+        self.stop = watch::Sender::new(false);
+        self.sender.send_modify(|all| all.retain(|name, _| trackers.iter().any(|t| t.name == *name)));
+        self.spawn(trackers, frontends)
     }
-    Ok(receiver)
+
+    fn spawn(&mut self, trackers: &[Tracker], frontends: &[Arc<FrontendRuntime>]) -> anyhow::Result<()> {
+        for tracker in trackers {
+            let (tracker, sender, stop) = (tracker.clone(), Arc::clone(&self.sender), self.stop.subscribe());
+            let previous = self.sender.borrow().get(&tracker.name).copied();
+            let span = tracing::info_span!("tracker", name = %tracker.name);
+            match &tracker.kind {
+                TrackerKind::Balancer { frontend, .. } => {
+                    let running = frontends.iter().find(|f| f.name == *frontend).cloned();
+                    let running = running
+                        .ok_or_else(|| anyhow::anyhow!("tracker `{}` watches frontend `{frontend}`, which is not running", tracker.name))?;
+                    tokio::spawn(run_balancer(tracker, sender, running, previous, stop).instrument(span));
+                }
+                TrackerKind::Script { .. } | TrackerKind::File { .. } => {
+                    tokio::spawn(run(tracker, sender, None, previous, stop).instrument(span));
+                }
+                TrackerKind::Interface { .. } => {
+                    let netlink = self.netlink.clone().ok_or_else(|| anyhow::anyhow!("interface tracker without netlink"))?;
+                    tokio::spawn(run(tracker, sender, Some(netlink), previous, stop).instrument(span));
+                }
+            }
+        }
+        self.current = trackers.to_vec();
+        Ok(())
+    }
+}
+
+/// Sleeps `period`; false when the tracker must stop (reload or shutdown).
+async fn pause(period: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(period) => true,
+        _ = stop.changed() => false,
+    }
 }
 
 /// Period of interface polling (link state).
 const LINK_POLL: Duration = Duration::from_millis(200);
 
-async fn run(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>, netlink: Option<halo_hostnet::netlink::Netlink>) {
+async fn run(
+    tracker: Tracker,
+    sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
+    netlink: Option<halo_hostnet::netlink::Netlink>,
+    previous: Option<Verdict>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
+    hysteresis.passing = previous.is_none_or(|v| v.passing);
     loop {
         let (ok, value, why, period) = match &tracker.kind {
             TrackerKind::Script { command, interval, timeout } => {
@@ -147,7 +195,9 @@ async fn run(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<String, Verdic
                 all.insert(tracker.name.clone(), Verdict { passing, value });
             });
         }
-        tokio::time::sleep(period).await;
+        if !pause(period, &mut stop).await {
+            return;
+        }
     }
 }
 
@@ -155,17 +205,25 @@ async fn run(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<String, Verdic
 /// of its backend pass their checks. It reads the balancer's own state, so it needs no curl, no
 /// shell and no address; backend health already has its own rise/fall, so an API server that is
 /// briefly slow does not move the VIP.
-async fn run_balancer(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>, frontend: Arc<FrontendRuntime>) {
+async fn run_balancer(
+    tracker: Tracker,
+    sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
+    frontend: Arc<FrontendRuntime>,
+    previous: Option<Verdict>,
+    mut stop: watch::Receiver<bool>,
+) {
     let TrackerKind::Balancer { min_healthy, interval, .. } = tracker.kind else { return };
     let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
-    // Unlike scripts, the balancer starts unknown: its servers are DOWN until first checked,
-    // so the verdict starts failing and rises with them.
-    hysteresis.passing = false;
-    sender.send_modify(|all| {
-        all.insert(tracker.name.clone(), Verdict { passing: false, value: 0 });
-    });
+    // At start the balancer is unknown: its servers are DOWN until first checked, so the verdict
+    // starts failing and rises with them. After a reload it carries on from where it was.
+    hysteresis.passing = previous.is_some_and(|v| v.passing);
+    if previous.is_none() {
+        sender.send_modify(|all| {
+            all.insert(tracker.name.clone(), Verdict { passing: false, value: 0 });
+        });
+    }
     loop {
-        let healthy = frontend.backend.healthy_servers();
+        let healthy = frontend.backend().healthy_servers();
         let listening = frontend.is_listening();
         let ok = listening && healthy >= min_healthy as usize;
         if let Some(passing) = hysteresis.record(ok) {
@@ -174,7 +232,9 @@ async fn run_balancer(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<Strin
                 all.insert(tracker.name.clone(), Verdict { passing, value: 0 });
             });
         }
-        tokio::time::sleep(interval).await;
+        if !pause(interval, &mut stop).await {
+            return;
+        }
     }
 }
 

@@ -33,8 +33,10 @@ pub struct Instance {
     pub trackers: Vec<Tracker>,
     /// Tracker verdicts.
     pub verdicts: watch::Receiver<BTreeMap<String, Verdict>>,
-    /// Becomes true when halo stops.
+    /// Becomes true when halo stops (or a reload replaces the instance).
     pub shutdown: watch::Receiver<bool>,
+    /// Live changes from a reload: priority, preemption, addresses, trackers, hooks.
+    pub updates: watch::Receiver<(VrrpInstance, Vec<Tracker>)>,
     /// Netlink connection.
     pub netlink: Netlink,
 }
@@ -54,8 +56,9 @@ struct Io {
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { config, trackers, mut verdicts, mut shutdown, netlink } = instance;
-    let io = open(&config, &netlink).await?;
+    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink } = instance;
+    let mut trackers = trackers;
+    let mut io = open(&config, &netlink).await?;
     // A previous halo killed while master may have left addresses behind: we start as backup,
     // so none of ours belongs on the interface yet.
     for (address, _) in &io.addresses {
@@ -118,6 +121,20 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
                     link_up = up;
                     tracing::info!(interface = %io.link.name, up, "interface changed");
                     router.set_fault(Instant::now(), tracker_fault || !link_up);
+                }
+            }
+            Ok(()) = updates.changed() => {
+                let (new, new_trackers) = updates.borrow_and_update().clone();
+                if let Err(e) = update(&mut router, &mut io, &new).await {
+                    tracing::error!(error = %e, "reload not applied to this instance");
+                } else {
+                    config = new;
+                    trackers = new_trackers;
+                    let (adjustment, fault) = fold(&trackers, &config.track, &verdicts.borrow());
+                    tracker_fault = fault;
+                    router.set_adjustment(Instant::now(), adjustment);
+                    router.set_fault(Instant::now(), tracker_fault || !link_up);
+                    tracing::info!(priority = router.effective_priority(), "reloaded");
                 }
             }
             _ = shutdown.changed() => {
@@ -258,6 +275,29 @@ async fn perform(io: &Io, router: &Router, config: &VrrpInstance, action: Action
             crate::notify::spawn(config, to, priority);
         }
     }
+}
+
+/// Applies a reloaded configuration in place: new base priority and preemption, and the
+/// address list (a master adds the new VIPs, announces them, and removes the dropped ones).
+async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow::Result<()> {
+    if let Err(rejected) = router.reconfigure(Instant::now(), router_config(new)) {
+        anyhow::bail!("virtual router {} cannot change its wire identity in place", rejected.vrid);
+    }
+    let addresses: Vec<(IpAddr, u8)> = new.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
+    let removed: Vec<IpAddr> = io.addresses.iter().filter(|a| !addresses.contains(a)).map(|(a, _)| *a).collect();
+    let added: Vec<IpAddr> = addresses.iter().filter(|a| !io.addresses.contains(a)).map(|(a, _)| *a).collect();
+    io.addresses = addresses;
+    io.repeat = new.gratuitous.repeat;
+    if router.state() == State::Master {
+        for address in &removed {
+            io.netlink.remove_address(io.link.index, *address).await?;
+        }
+        refresh(io).await;
+        if !added.is_empty() {
+            io.announcer.announce(&added)?;
+        }
+    }
+    Ok(())
 }
 
 /// Adds (or refreshes) every VIP with its short lifetime.

@@ -437,3 +437,31 @@ fn balancer_tracker_moves_the_vip_when_the_local_balancer_loses_its_backends() {
     assert_eq!(get(), "v1.31");
     drop(second);
 }
+
+#[test]
+fn sighup_applies_priority_and_address_changes_without_a_needless_failover() {
+    if skip("sighup_applies_priority_and_address_changes_without_a_needless_failover") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", master.log());
+    // Lower the priority (still above the backup's) and add a second address: applied live.
+    lan.file("master.toml", &halo_conf(3, 150, "100ms", "192.0.2.170/24\", \"192.0.2.171/24", ""));
+    master.signal("HUP");
+    assert!(wait_for(GENEROUS, || lan.holds(0, "192.0.2.171")).is_some(), "the new address was not added: {}", master.log());
+    assert!(lan.holds(0, vip) && !lan.holds(1, vip), "a needless failover happened");
+    assert_eq!(master.log().matches("to=MASTER").count(), 1, "{}", master.log());
+    // An invalid file changes nothing.
+    lan.file("master.toml", "[[vrrp]]\nname = \"VI_1\"\npriority = 999\n");
+    master.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(master.log().contains("reload refused"), "{}", master.log());
+    assert!(lan.holds(0, vip) && lan.holds(0, "192.0.2.171"));
+    // Below the backup: it preempts, as the protocol says.
+    lan.file("master.toml", &halo_conf(3, 50, "100ms", "192.0.2.170/24", ""));
+    master.signal("HUP");
+    assert!(wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).is_some(), "{}\n{}", master.log(), backup.log());
+}

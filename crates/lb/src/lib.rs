@@ -2,6 +2,7 @@
 //! (TCP, TLS, HTTPS over rustls) with rise/fall hysteresis, retries and redispatch, and the
 //! proxy data path. Driven by the frontends and backends of the config model.
 
+pub mod balancer;
 pub mod health;
 pub mod probe;
 pub mod proxy;
@@ -9,7 +10,7 @@ pub mod runtime;
 pub mod select;
 pub mod tls;
 
-pub use runtime::Balancer;
+pub use balancer::{Balancer, Changes};
 
 /// Why the balancer could not start.
 #[derive(Debug, thiserror::Error)]

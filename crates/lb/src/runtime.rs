@@ -3,21 +3,20 @@
 //! drain on shutdown. Shared state is atomics and short mutexes; the hot path never waits on a
 //! health check.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
-use halo_config::{Backend, CheckKind, Config, Frontend, Server};
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::net::{TcpListener, TcpStream};
+use halo_config::{Backend, CheckKind, Frontend, Server};
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsConnector;
 
 use crate::LbError;
 use crate::health::Health;
 use crate::probe::{connect_reason, probe, short};
-use crate::proxy::{Ended, relay};
+use crate::proxy::{Ended, Mode, relay};
 use crate::select::{Candidate, pick};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,9 +60,27 @@ pub struct ServerRuntime {
     reason: Mutex<String>,
     /// Counters.
     pub stats: ServerStats,
+    /// Set when a reload removes the server: its connections get `drain_timeout` to finish.
+    retired: watch::Sender<bool>,
 }
 
 impl ServerRuntime {
+    fn new(config: &Server, check: &halo_config::HealthCheck) -> Self {
+        Self {
+            config: config.clone(),
+            healthy: AtomicBool::new(false),
+            health: Mutex::new(Health::new(check.fall, check.rise, check.interval, check.fast_interval)),
+            reason: Mutex::new("not checked yet".to_string()),
+            stats: ServerStats::default(),
+            retired: watch::Sender::new(false),
+        }
+    }
+
+    /// Removes the server from service: open connections drain.
+    pub(crate) fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
     /// Whether it takes traffic.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -100,32 +117,46 @@ pub struct BackendRuntime {
     pub servers: Vec<Arc<ServerRuntime>>,
     selection: Mutex<Vec<Candidate>>,
     tls: Option<TlsConnector>,
+    /// Set when a reload replaces this backend: its check tasks end.
+    stop_checks: watch::Sender<bool>,
 }
 
 impl BackendRuntime {
-    fn new(config: &Backend) -> Result<Self, LbError> {
+    /// A backend for `config`, keeping the run-time state (health, counters) of the servers of
+    /// `previous` that have the same name and address.
+    pub(crate) fn new(config: &Backend, previous: Option<&BackendRuntime>) -> Result<Self, LbError> {
         let tls = match config.health.kind {
             CheckKind::Tcp => None,
             _ => Some(TlsConnector::from(
                 crate::tls::client_config(&config.health).map_err(|e| LbError::Tls { backend: config.name.clone(), source: e })?,
             )),
         };
-        let h = &config.health;
         let servers: Vec<Arc<ServerRuntime>> = config
             .servers
             .iter()
             .map(|s| {
-                Arc::new(ServerRuntime {
-                    config: s.clone(),
-                    healthy: AtomicBool::new(false),
-                    health: Mutex::new(Health::new(h.fall, h.rise, h.interval, h.fast_interval)),
-                    reason: Mutex::new("not checked yet".to_string()),
-                    stats: ServerStats::default(),
-                })
+                let kept = previous.and_then(|p| p.servers.iter().find(|o| o.config.name == s.name && o.config.address == s.address));
+                match kept {
+                    Some(old) if old.config == *s => Arc::clone(old),
+                    Some(old) => {
+                        // Same server, new weight or flags: keep its health, take the new settings.
+                        let server = ServerRuntime::new(s, &config.health);
+                        *lock(&server.health) = lock(&old.health).clone();
+                        server.healthy.store(old.is_healthy(), Ordering::Relaxed);
+                        Arc::new(server)
+                    }
+                    None => Arc::new(ServerRuntime::new(s, &config.health)),
+                }
             })
             .collect();
-        let selection = config.servers.iter().map(|s| Candidate::new(s.weight, s.backup, s.disabled, false)).collect();
-        Ok(Self { config: config.clone(), servers, selection: Mutex::new(selection), tls })
+        let selection =
+            servers.iter().map(|s| Candidate::new(s.config.weight, s.config.backup, s.config.disabled, s.is_healthy())).collect();
+        Ok(Self { config: config.clone(), servers, selection: Mutex::new(selection), tls, stop_checks: watch::Sender::new(false) })
+    }
+
+    /// Stops this backend's health checks (a reload replaced it).
+    pub(crate) fn stop_checks(&self) {
+        self.stop_checks.send_replace(true);
     }
 
     /// Healthy servers that take traffic.
@@ -172,11 +203,12 @@ impl BackendRuntime {
         None
     }
 
-    async fn check_loop(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn check_loop(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>) {
         let server = Arc::clone(&self.servers[index]);
         if server.config.disabled {
             return;
         }
+        let mut replaced = self.stop_checks.subscribe();
         loop {
             let result = probe(&self.config.health, self.tls.as_ref(), server.config.address).await;
             if let Ok(latency) = &result {
@@ -187,6 +219,7 @@ impl BackendRuntime {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
+                _ = replaced.changed() => return,
             }
         }
     }
@@ -205,33 +238,82 @@ pub struct FrontendStats {
     pub no_server: AtomicU64,
 }
 
-/// One frontend at run time.
+/// One frontend at run time. Its settings and backend are swapped by a reload while
+/// connections are being served.
 pub struct FrontendRuntime {
-    /// Its configuration.
-    pub config: Frontend,
-    /// Its backend.
-    pub backend: Arc<BackendRuntime>,
+    /// Name (stable across reloads).
+    pub name: String,
+    settings: RwLock<Frontend>,
+    backend: RwLock<Arc<BackendRuntime>>,
     slots: Arc<Semaphore>,
-    listening: AtomicBool,
+    /// Listeners accepting now.
+    listening: AtomicU64,
     /// Counters.
     pub stats: FrontendStats,
 }
 
 impl FrontendRuntime {
-    /// True while every bind accepts connections.
-    pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Relaxed)
+    pub(crate) fn new(config: &Frontend, backend: Arc<BackendRuntime>) -> Self {
+        Self {
+            name: config.name.clone(),
+            settings: RwLock::new(config.clone()),
+            backend: RwLock::new(backend),
+            slots: Arc::new(Semaphore::new(config.max_connections as usize)),
+            listening: AtomicU64::new(0),
+            stats: FrontendStats::default(),
+        }
     }
 
-    async fn serve(self: Arc<Self>, client: TcpStream) {
-        let slot = match tokio::time::timeout(self.config.queue_timeout, Arc::clone(&self.slots).acquire_owned()).await {
+    /// The backend connections go to now.
+    pub fn backend(&self) -> Arc<BackendRuntime> {
+        Arc::clone(&self.backend.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Frontend {
+        self.settings.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Applies new settings and backend; the connection cap grows or shrinks by the difference.
+    pub(crate) fn update(&self, config: &Frontend, backend: Arc<BackendRuntime>) {
+        let old = std::mem::replace(&mut *self.settings.write().unwrap_or_else(PoisonError::into_inner), config.clone());
+        *self.backend.write().unwrap_or_else(PoisonError::into_inner) = backend;
+        let (before, after) = (old.max_connections as usize, config.max_connections as usize);
+        if after > before {
+            self.slots.add_permits(after - before);
+        } else if before > after {
+            // Only free slots can be withdrawn now; busy ones are not given back as they end.
+            let withdrawn = self.slots.forget_permits(before - after);
+            if withdrawn < before - after {
+                tracing::info!(frontend = %self.name, busy = before - after - withdrawn, "connection cap lowered below current use");
+            }
+        }
+    }
+
+    /// True while at least one bind accepts connections.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn listener_started(&self) {
+        self.listening.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn listener_stopped(&self) {
+        self.listening.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) async fn serve(self: Arc<Self>, client: TcpStream) {
+        let queue_timeout = self.settings().queue_timeout;
+        let slot = match tokio::time::timeout(queue_timeout, Arc::clone(&self.slots).acquire_owned()).await {
             Ok(Ok(slot)) => slot,
             _ => {
                 self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
-        let Some((server, upstream)) = self.backend.connect().await else {
+        let backend = self.backend();
+        let Some((server, upstream)) = backend.connect().await else {
             // Closed at once: the client sees a reset, not a hang.
             self.stats.no_server.fetch_add(1, Ordering::Relaxed);
             return;
@@ -240,18 +322,24 @@ impl FrontendRuntime {
         keepalive(&upstream);
         server.stats.current.fetch_add(1, Ordering::Relaxed);
         server.stats.total.fetch_add(1, Ordering::Relaxed);
-        let ended = relay(
-            client,
-            upstream,
-            self.backend.config.idle_timeout,
-            &server.stats.bytes_up,
-            &server.stats.bytes_down,
-            crate::proxy::Mode::Splice,
-        )
-        .await;
+        let mut retired = server.retired.subscribe();
+        let drain = backend.config.drain_timeout;
+        let relaying = relay(client, upstream, backend.config.idle_timeout, &server.stats.bytes_up, &server.stats.bytes_down, Mode::Splice);
+        let ended = tokio::select! {
+            ended = relaying => Some(ended),
+            () = async {
+                if retired.wait_for(|r| *r).await.is_ok() {
+                    tokio::time::sleep(drain).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => None,
+        };
         server.stats.current.fetch_sub(1, Ordering::Relaxed);
-        if ended == Ended::Idle {
-            tracing::debug!(frontend = %self.config.name, server = %server.config.name, "closed after the idle timeout");
+        match ended {
+            Some(Ended::Idle) => tracing::debug!(frontend = %self.name, server = %server.config.name, "closed after the idle timeout"),
+            None => tracing::debug!(frontend = %self.name, server = %server.config.name, "closed: removed server's drain timeout"),
+            _ => {}
         }
         drop(slot);
     }
@@ -264,25 +352,8 @@ fn keepalive(stream: &TcpStream) {
     }
 }
 
-/// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
-/// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds.
-pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if address.is_ipv6() {
-        socket.set_only_v6(true)?;
-        socket.set_freebind_v6(true)?;
-    } else {
-        socket.set_freebind_v4(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
-}
-
 /// Accept errors that mean "out of a resource": back off instead of spinning.
-fn exhausted(e: &std::io::Error) -> bool {
+pub(crate) fn exhausted(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc_codes::EMFILE | libc_codes::ENFILE | libc_codes::ENOBUFS | libc_codes::ENOMEM))
 }
 
@@ -291,105 +362,4 @@ mod libc_codes {
     pub const ENFILE: i32 = 23;
     pub const EMFILE: i32 = 24;
     pub const ENOBUFS: i32 = 105;
-}
-
-/// The running balancer.
-pub struct Balancer {
-    /// Frontends, in configuration order.
-    pub frontends: Vec<Arc<FrontendRuntime>>,
-    /// Backends, in configuration order.
-    pub backends: Vec<Arc<BackendRuntime>>,
-    tasks: tokio::task::JoinSet<()>,
-    in_flight: Arc<AtomicU64>,
-}
-
-impl Balancer {
-    /// Binds every listener (all or nothing) and starts the health checks and accept loops.
-    pub fn start(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, LbError> {
-        let mut backends = Vec::new();
-        for b in &config.backends {
-            backends.push(Arc::new(BackendRuntime::new(b)?));
-        }
-        let mut listeners = Vec::new();
-        let mut frontends = Vec::new();
-        for f in &config.frontends {
-            let backend =
-                backends.iter().find(|b| b.config.name == f.backend).cloned().ok_or_else(|| LbError::UnknownBackend(f.backend.clone()))?;
-            let frontend = Arc::new(FrontendRuntime {
-                config: f.clone(),
-                backend,
-                slots: Arc::new(Semaphore::new(f.max_connections as usize)),
-                listening: AtomicBool::new(true),
-                stats: FrontendStats::default(),
-            });
-            for address in &f.binds {
-                let listener = bind(*address).map_err(|source| LbError::Bind { address: *address, source })?;
-                listeners.push((Arc::clone(&frontend), listener));
-            }
-            frontends.push(frontend);
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for backend in &backends {
-            for index in 0..backend.servers.len() {
-                tasks.spawn(Arc::clone(backend).check_loop(index, shutdown.clone()));
-            }
-        }
-        let in_flight = Arc::new(AtomicU64::new(0));
-        for (frontend, listener) in listeners {
-            tasks.spawn(accept_loop(frontend, listener, shutdown.clone(), Arc::clone(&in_flight)));
-        }
-        Ok(Self { frontends, backends, tasks, in_flight })
-    }
-
-    /// The frontend of that name.
-    pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendRuntime>> {
-        self.frontends.iter().find(|f| f.config.name == name)
-    }
-
-    /// After shutdown: waits for the accept loops, then up to `drain` for open connections.
-    pub async fn drain(mut self, drain: Duration) -> u64 {
-        while self.tasks.join_next().await.is_some() {}
-        let deadline = Instant::now() + drain;
-        while self.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-async fn accept_loop(
-    frontend: Arc<FrontendRuntime>,
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-    in_flight: Arc<AtomicU64>,
-) {
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        match accepted {
-            Ok((client, _peer)) => {
-                frontend.stats.total.fetch_add(1, Ordering::Relaxed);
-                frontend.stats.current.fetch_add(1, Ordering::Relaxed);
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (frontend, in_flight) = (Arc::clone(&frontend), Arc::clone(&in_flight));
-                tokio::spawn(async move {
-                    Arc::clone(&frontend).serve(client).await;
-                    frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-            Err(e) if exhausted(&e) => {
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(frontend = %frontend.config.name, error = %e, "cannot accept: out of resources; backing off");
-                    last_warning = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => tracing::debug!(frontend = %frontend.config.name, error = %e, "accept failed"),
-        }
-    }
-    frontend.listening.store(false, Ordering::Relaxed);
 }

@@ -262,6 +262,24 @@ impl Router {
         self.transition(State::Initialize, Reason::Shutdown);
     }
 
+    /// Applies a changed configuration in place (a reload). Priority, preemption and the
+    /// gratuitous schedule change live, without a transition: a master advertises its new
+    /// priority at once. What identifies the router on the wire (VRID, version, interval,
+    /// authentication) cannot change in place: the configuration is handed back.
+    pub fn reconfigure(&mut self, now: Instant, config: RouterConfig) -> Result<(), RouterConfig> {
+        let c = &self.config;
+        if (config.vrid, config.version, config.advert_interval, config.auth) != (c.vrid, c.version, c.advert_interval, c.auth) {
+            return Err(config);
+        }
+        let priority_changed = config.priority != self.config.priority;
+        self.config = config;
+        if priority_changed && self.state == State::Master {
+            self.actions.push_back(Action::SendAdvert { priority: self.effective_priority() });
+            self.advert_at = Some(now + self.config.advert_interval.as_duration());
+        }
+        Ok(())
+    }
+
     /// Sets the sum of the weights of the trackers currently applied.
     pub fn set_adjustment(&mut self, now: Instant, adjustment: i32) {
         self.adjustment = adjustment;

@@ -371,3 +371,21 @@ fn initial_state_master_listens_one_interval_instead_of_three() {
     );
     assert!(sim.dual_master_at.is_empty(), "{:?}", sim.dual_master_at);
 }
+
+#[test]
+fn reconfigure_changes_priority_live_and_refuses_wire_identity_changes() {
+    let mut sim = Sim::new(&[v3("a", 200), v3("b", 100)]);
+    sim.run(&[(0, Start("a")), (0, Start("b"))], 1000);
+    assert_eq!(sim.state("a"), Master);
+    let now = sim.base + Duration::from_millis(1000);
+    let i = sim.index("a");
+    let mut lower = sim.nodes[i].router.config().clone();
+    lower.priority = Priority::new(50).expect("priority");
+    sim.nodes[i].router.reconfigure(now, lower).expect("live change");
+    sim.drain(i, now);
+    sim.run(&[], 2000);
+    assert_eq!((sim.state("a"), sim.state("b")), (Backup, Master), "b preempts the lowered a: {:?}", sim.transitions);
+    let mut other = sim.nodes[i].router.config().clone();
+    other.vrid = Vrid::new(52).expect("vrid");
+    assert!(sim.nodes[i].router.reconfigure(now, other).is_err());
+}

@@ -1,15 +1,20 @@
 //! `halo run`: the daemon. Loads the config exactly as `halo check` does, then runs the
-//! balancer, every VRRP instance and tracker until SIGTERM or SIGINT: masters then announce
-//! priority 0 and remove their addresses (traffic moves to the peer at once), the listeners
-//! close, open connections drain up to the drain timeout, and halo exits 0.
+//! balancer, every VRRP instance and tracker. SIGHUP reloads all of it in place (an invalid
+//! file changes nothing). SIGTERM or SIGINT: masters announce priority 0 and remove their
+//! addresses (traffic moves to the peer at once), the listeners close, open connections drain up
+//! to the drain timeout, and halo exits 0.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use halo_config::{Config, LogFormat, LogLevel};
-use tokio::sync::watch;
+use halo_config::{Config, LogFormat, LogLevel, Tracker, VrrpInstance};
+use halo_hostnet::netlink::Netlink;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
+
+use crate::tracker::TrackerSet;
 
 /// Runs the daemon in the foreground.
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
@@ -21,7 +26,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = loaded.config;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")?;
-    runtime.block_on(daemon(config))?;
+    runtime.block_on(daemon(path, config))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -43,50 +48,135 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn daemon(config: Config) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let netlink = halo_hostnet::netlink::Netlink::open()?;
-    let (stop, stopped) = watch::channel(false);
-    let (stop_balancer, balancer_stopped) = watch::channel(false);
-    let balancer = halo_lb::Balancer::start(&config, balancer_stopped).context("starting the balancer")?;
-    let verdicts = crate::tracker::spawn_all(&config.trackers, Some(netlink.clone()), &balancer.frontends)?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for instance in &config.vrrp {
+/// One running VRRP instance and the levers on it.
+struct Running {
+    config: VrrpInstance,
+    stop: watch::Sender<bool>,
+    updates: watch::Sender<(VrrpInstance, Vec<Tracker>)>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// The running VRRP instances, reported to the main loop when one ends on its own.
+struct Instances {
+    running: BTreeMap<String, Running>,
+    netlink: Netlink,
+    exits: mpsc::UnboundedSender<(String, anyhow::Result<()>)>,
+}
+
+impl Instances {
+    fn start(&mut self, instance: &VrrpInstance, trackers: &[Tracker], set: &TrackerSet) {
+        let (stop, stopped) = watch::channel(false);
+        let (updates, receiver) = watch::channel((instance.clone(), trackers.to_vec()));
         let span = tracing::info_span!("vrrp", instance = %instance.name, vrid = instance.virtual_router_id.get());
         let driver = crate::vrrp_driver::run(crate::vrrp_driver::Instance {
             config: instance.clone(),
-            trackers: config.trackers.clone(),
-            verdicts: verdicts.clone(),
-            shutdown: stopped.clone(),
-            netlink: netlink.clone(),
+            trackers: trackers.to_vec(),
+            verdicts: set.verdicts(),
+            shutdown: stopped,
+            updates: receiver,
+            netlink: self.netlink.clone(),
         });
-        tasks.spawn(driver.instrument(span));
+        let (exits, name) = (self.exits.clone(), instance.name.clone());
+        let handle = tokio::spawn(
+            async move {
+                let outcome = driver.await;
+                if exits.send((name, outcome)).is_err() {
+                    tracing::debug!("daemon gone before the instance");
+                }
+            }
+            .instrument(span),
+        );
+        self.running.insert(instance.name.clone(), Running { config: instance.clone(), stop, updates, handle });
+    }
+
+    /// Stops one instance cleanly (priority 0, VIPs removed) and waits for it.
+    async fn stop(&mut self, name: &str) {
+        if let Some(running) = self.running.remove(name) {
+            running.stop.send_replace(true);
+            if let Err(e) = running.handle.await {
+                tracing::error!(instance = name, error = %e, "instance task failed");
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for running in self.running.values() {
+            running.stop.send_replace(true);
+        }
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+}
+
+/// Whether a changed instance must be restarted (what identifies it on the wire or where it
+/// runs) rather than updated in place.
+fn needs_restart(old: &VrrpInstance, new: &VrrpInstance) -> bool {
+    let family = |i: &VrrpInstance| i.virtual_addresses.first().map(|a| a.addr().is_ipv4());
+    (
+        &old.interface,
+        old.virtual_router_id,
+        old.version,
+        old.advert_interval,
+        &old.auth_password,
+        old.unicast_source,
+        &old.unicast_peers,
+        old.checksum,
+        old.virtual_mac,
+        old.accept,
+        family(old),
+    ) != (
+        &new.interface,
+        new.virtual_router_id,
+        new.version,
+        new.advert_interval,
+        &new.auth_password,
+        new.unicast_source,
+        &new.unicast_peers,
+        new.checksum,
+        new.virtual_mac,
+        new.accept,
+        family(new),
+    )
+}
+
+async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let netlink = Netlink::open()?;
+    let (stop_balancer, balancer_stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped).context("starting the balancer")?;
+    let mut trackers = TrackerSet::start(&config.trackers, Some(netlink.clone()), &balancer.frontends)?;
+    let (exits, mut exited) = mpsc::unbounded_channel();
+    let mut instances = Instances { running: BTreeMap::new(), netlink, exits };
+    for instance in &config.vrrp {
+        instances.start(instance, &config.trackers, &trackers);
     }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tracing::info!(instances = config.vrrp.len(), frontends = config.frontends.len(), trackers = config.trackers.len(), "halo running");
-    let outcome = tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
-        Some(done) = tasks.join_next() => Err(match done {
-            Ok(Ok(())) => anyhow::anyhow!("a VRRP instance stopped on its own"),
-            Ok(Err(e)) => e,
-            Err(e) => anyhow::anyhow!("a VRRP instance panicked: {e}"),
-        }),
-    };
-    // Whatever ended us, every instance still running announces its stop and removes its VIPs.
-    if stop.send(true).is_err() {
-        tracing::debug!("no instance left to stop");
-    }
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::error!(error = %e, "instance stopped with an error");
+    let outcome = loop {
+        tokio::select! {
+            _ = term.recv() => break Ok("SIGTERM"),
+            _ = int.recv() => break Ok("SIGINT"),
+            _ = hup.recv() => {
+                if let Some(new) = reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
+                    config = new;
+                }
+            }
+            Some((name, ended)) = exited.recv() => {
+                // An instance that ends by itself (not stopped by us) is an error: stop everything.
+                if instances.running.contains_key(&name) {
+                    instances.running.remove(&name);
+                    break Err(ended.err().unwrap_or_else(|| anyhow::anyhow!("VRRP instance {name} stopped on its own")));
+                }
+            }
         }
-    }
-    // The VIPs are gone (peers took over); now stop accepting and let open connections finish.
-    if stop_balancer.send(true).is_err() {
-        tracing::debug!("balancer already stopped");
-    }
+    };
+    // Whatever ended us: VIPs first (peers take over), then stop accepting and drain.
+    instances.stop_all().await;
+    stop_balancer.send_replace(true);
     let drain = config.backends.iter().map(|b| b.drain_timeout).max().unwrap_or_default();
     let left = balancer.drain(drain).await;
     if left > 0 {
@@ -95,4 +185,60 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     let signal = outcome?;
     tracing::info!(signal, "halo stopped");
     Ok(())
+}
+
+/// SIGHUP: the new file through the same loader; applied only if valid, and only the balancer
+/// parts once they all bind. Returns the config now in force when something was applied.
+async fn reload(
+    path: &Path,
+    current: &Config,
+    balancer: &mut halo_lb::Balancer,
+    trackers: &mut TrackerSet,
+    instances: &mut Instances,
+) -> Option<Config> {
+    let new = match halo_config::load_file(path) {
+        Ok(loaded) => loaded.config,
+        Err(halo_config::LoadError::Invalid(diagnostics)) => {
+            for d in diagnostics.iter().filter(|d| d.is_error()) {
+                tracing::error!("{d}");
+            }
+            tracing::error!("reload refused: the running configuration stays");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the running configuration stays");
+            return None;
+        }
+    };
+    match balancer.reload(&new) {
+        Ok(changes) => tracing::info!(?changes, "balancer reloaded"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
+            return None;
+        }
+    }
+    if let Err(e) = trackers.reload(&new.trackers, &balancer.frontends) {
+        tracing::error!(error = %e, "trackers not reloaded");
+    }
+    for old in &current.vrrp {
+        let kept = new.vrrp.iter().find(|n| n.name == old.name);
+        if kept.is_none_or(|n| needs_restart(old, n)) {
+            tracing::warn!(instance = %old.name, "instance removed or changed on the wire: restarting it (a master hands over)");
+            instances.stop(&old.name).await;
+        }
+    }
+    for instance in &new.vrrp {
+        match instances.running.get(&instance.name) {
+            Some(running) if running.config != *instance || current.trackers != new.trackers => {
+                running.updates.send_replace((instance.clone(), new.trackers.clone()));
+            }
+            Some(_) => {}
+            None => instances.start(instance, &new.trackers, trackers),
+        }
+        if let Some(running) = instances.running.get_mut(&instance.name) {
+            running.config = instance.clone();
+        }
+    }
+    tracing::info!("reloaded");
+    Some(new)
 }

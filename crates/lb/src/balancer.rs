@@ -1,0 +1,232 @@
+//! The running balancer: builds frontends, backends and listeners from a config, and applies a
+//! new config in place (reload) without closing established connections: listeners whose
+//! address is unchanged keep their sockets, servers that stay keep their health and counters,
+//! removed servers drain, and nothing changes when the new config cannot be applied.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use halo_config::Config;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::LbError;
+use crate::runtime::{BackendRuntime, FrontendRuntime, exhausted};
+
+/// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
+/// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// One accept loop, stoppable on its own (reload) or with everything (shutdown).
+struct Listener {
+    frontend: String,
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Listeners kept with their sockets.
+    pub listeners_kept: usize,
+    /// Listeners opened.
+    pub listeners_added: usize,
+    /// Listeners closed.
+    pub listeners_removed: usize,
+    /// Servers that kept their health state.
+    pub servers_kept: usize,
+    /// Servers removed (their connections drain).
+    pub servers_removed: usize,
+}
+
+/// The running balancer.
+pub struct Balancer {
+    /// Frontends, in configuration order.
+    pub frontends: Vec<Arc<FrontendRuntime>>,
+    /// Backends, in configuration order.
+    pub backends: Vec<Arc<BackendRuntime>>,
+    listeners: Vec<Listener>,
+    tasks: tokio::task::JoinSet<()>,
+    in_flight: Arc<AtomicU64>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Balancer {
+    /// Binds every listener (all or nothing) and starts the health checks and accept loops.
+    pub fn start(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, LbError> {
+        let mut balancer = Self {
+            frontends: Vec::new(),
+            backends: Vec::new(),
+            listeners: Vec::new(),
+            tasks: tokio::task::JoinSet::new(),
+            in_flight: Arc::new(AtomicU64::new(0)),
+            shutdown,
+        };
+        balancer.reload(config)?;
+        Ok(balancer)
+    }
+
+    /// The frontend of that name.
+    pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendRuntime>> {
+        self.frontends.iter().find(|f| f.name == name)
+    }
+
+    /// Applies `config`. Everything that can fail (TLS settings, binding new addresses) is done
+    /// first; on failure the running balancer is left exactly as it was.
+    pub fn reload(&mut self, config: &Config) -> Result<Changes, LbError> {
+        let mut changes = Changes::default();
+        // 1. New backends, reusing the servers that stay.
+        let mut backends = Vec::new();
+        for b in &config.backends {
+            let previous = self.backends.iter().find(|o| o.config.name == b.name);
+            backends.push(Arc::new(BackendRuntime::new(b, previous.map(|p| p.as_ref()))?));
+        }
+        // 2. Bind the addresses no current listener has.
+        let wanted: Vec<(String, SocketAddr)> =
+            config.frontends.iter().flat_map(|f| f.binds.iter().map(move |a| (f.name.clone(), *a))).collect();
+        let mut fresh = Vec::new();
+        for (frontend, address) in &wanted {
+            if !self.listeners.iter().any(|l| l.address == *address) {
+                let listener = bind(*address).map_err(|source| LbError::Bind { address: *address, source })?;
+                fresh.push((frontend.clone(), *address, listener));
+            }
+        }
+        // From here on nothing fails. 3. Close listeners no longer wanted (or moved).
+        let (keep, close): (Vec<Listener>, Vec<Listener>) =
+            std::mem::take(&mut self.listeners).into_iter().partition(|l| wanted.contains(&(l.frontend.clone(), l.address)));
+        changes.listeners_removed = close.len();
+        for listener in &close {
+            listener.stop.send_replace(true);
+        }
+        let mut moved = Vec::new();
+        for listener in close {
+            if let Some((frontend, _)) = wanted.iter().find(|(_, a)| *a == listener.address) {
+                moved.push((frontend.clone(), listener.address));
+            }
+        }
+        changes.listeners_kept = keep.len();
+        self.listeners = keep;
+        // 4. Frontends: update in place or create.
+        let mut frontends = Vec::new();
+        for f in &config.frontends {
+            let backend =
+                backends.iter().find(|b| b.config.name == f.backend).cloned().ok_or_else(|| LbError::UnknownBackend(f.backend.clone()))?;
+            match self.frontends.iter().find(|o| o.name == f.name) {
+                Some(existing) => {
+                    existing.update(f, backend);
+                    frontends.push(Arc::clone(existing));
+                }
+                None => frontends.push(Arc::new(FrontendRuntime::new(f, backend))),
+            }
+        }
+        // 5. Retire servers that left; replace the backends and their check tasks.
+        for old in &self.backends {
+            for server in &old.servers {
+                let stays = backends.iter().any(|b| {
+                    b.servers.iter().any(|s| {
+                        Arc::ptr_eq(s, server)
+                            || (s.config.name == server.config.name
+                                && s.config.address == server.config.address
+                                && b.config.name == old.config.name)
+                    })
+                });
+                if stays {
+                    changes.servers_kept += 1;
+                } else {
+                    server.retire();
+                    changes.servers_removed += 1;
+                }
+            }
+            old.stop_checks();
+        }
+        for backend in &backends {
+            for index in 0..backend.servers.len() {
+                self.tasks.spawn(Arc::clone(backend).check_loop(index, self.shutdown.clone()));
+            }
+        }
+        self.backends = backends;
+        self.frontends = frontends;
+        // 6. Start the new listeners (and rebind moved addresses, whose old socket is closing).
+        for (frontend, address) in moved {
+            match bind(address) {
+                Ok(listener) => fresh.push((frontend, address, listener)),
+                Err(e) => tracing::error!(%address, error = %e, "could not rebind an address moved to another frontend"),
+            }
+        }
+        changes.listeners_added = fresh.len();
+        for (name, address, listener) in fresh {
+            let Some(frontend) = self.frontend(&name).cloned() else { continue };
+            let (stop, stopped) = watch::channel(false);
+            frontend.listener_started();
+            self.tasks.spawn(accept_loop(frontend, listener, self.shutdown.clone(), stopped, Arc::clone(&self.in_flight)));
+            self.listeners.push(Listener { frontend: name, address, stop });
+        }
+        Ok(changes)
+    }
+
+    /// After shutdown: waits for the accept loops and checks, then up to `drain` for open
+    /// connections; returns how many were still open.
+    pub async fn drain(mut self, drain: Duration) -> u64 {
+        while self.tasks.join_next().await.is_some() {}
+        let deadline = Instant::now() + drain;
+        while self.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+async fn accept_loop(
+    frontend: Arc<FrontendRuntime>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    in_flight: Arc<AtomicU64>,
+) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
+        };
+        match accepted {
+            Ok((client, _peer)) => {
+                frontend.stats.total.fetch_add(1, Ordering::Relaxed);
+                frontend.stats.current.fetch_add(1, Ordering::Relaxed);
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let (frontend, in_flight) = (Arc::clone(&frontend), Arc::clone(&in_flight));
+                tokio::spawn(async move {
+                    Arc::clone(&frontend).serve(client).await;
+                    frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) if exhausted(&e) => {
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(frontend = %frontend.name, error = %e, "cannot accept: out of resources; backing off");
+                    last_warning = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => tracing::debug!(frontend = %frontend.name, error = %e, "accept failed"),
+        }
+    }
+    frontend.listener_stopped();
+}

@@ -1,0 +1,136 @@
+//! Reload: a new config applied in place. The listener keeps its socket, established
+//! connections keep flowing, removed servers drain, added binds and servers take traffic, a
+//! config that cannot be applied changes nothing, and a steady stream of clients sees no failure
+//! across repeated reloads.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use halo_config::{Balance, CheckKind, Server};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+async fn echo(stream: &mut TcpStream, byte: u8) -> std::io::Result<()> {
+    stream.write_all(&[byte]).await?;
+    let mut got = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+        .await
+        .map_err(|_| std::io::Error::other("echo timed out"))??;
+    if got[0] == byte { Ok(()) } else { Err(std::io::Error::other("wrong byte")) }
+}
+
+fn server(name: &str, address: SocketAddr) -> Server {
+    Server { name: name.to_string(), address, weight: 1, backup: false, disabled: false }
+}
+
+#[tokio::test]
+async fn reload_keeps_connections_drains_removed_servers_and_adds_binds() {
+    let (e1, _t1) = echo_server().await;
+    let (e2, _t2) = echo_server().await;
+    let (e3, _t3) = echo_server().await;
+    let mut config = config(&[("e1", e1, 1), ("e2", e2, 1)], Balance::RoundRobin, health(CheckKind::Tcp));
+    config.backends[0].drain_timeout = Duration::from_millis(300);
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    until_healthy(&balancer, 2).await;
+    let front = config.frontends[0].binds[0];
+    let (mut first, mut second) = (TcpStream::connect(front).await.expect("connect"), TcpStream::connect(front).await.expect("connect"));
+    echo(&mut first, 1).await.expect("first");
+    echo(&mut second, 2).await.expect("second");
+
+    // e2 leaves, e3 joins, a second bind appears.
+    let extra =
+        SocketAddr::from(([127, 0, 0, 1], std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()));
+    config.backends[0].servers = vec![server("e1", e1), server("e3", e3)];
+    config.frontends[0].binds.push(extra);
+    let changes = balancer.reload(&config).expect("reload");
+    assert_eq!(
+        (changes.listeners_kept, changes.listeners_added, changes.servers_kept, changes.servers_removed),
+        (1, 1, 1, 1),
+        "{changes:?}"
+    );
+    // The connection on e1 is untouched; the one on e2 works until its drain timeout.
+    echo(&mut first, 3).await.expect("kept connection");
+    let e2_conn = if echo(&mut second, 4).await.is_ok() { &mut second } else { &mut first };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let servers = &balancer.backends[0].servers;
+    assert_eq!(servers.iter().map(|s| s.config.name.as_str()).collect::<Vec<_>>(), ["e1", "e3"]);
+    let mut closed = [0u8; 1];
+    let drained = tokio::time::timeout(Duration::from_secs(2), e2_conn.read(&mut closed)).await.expect("closed after the drain timeout");
+    assert!(matches!(drained, Ok(0) | Err(_)), "the removed server's connection outlived its drain timeout");
+    until_healthy(&balancer, 2).await;
+    for address in [front, extra] {
+        let mut s = TcpStream::connect(address).await.expect("connect");
+        echo(&mut s, 5).await.expect("new connection after the reload");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_cannot_be_applied_changes_nothing() {
+    let (e1, _t1) = echo_server().await;
+    let config = config(&[("e1", e1, 1)], Balance::RoundRobin, health(CheckKind::Tcp));
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    until_healthy(&balancer, 1).await;
+    // A bind that is taken by someone else.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut bad = config.clone();
+    bad.frontends[0].binds.push(taken.local_addr().expect("address"));
+    bad.backends[0].servers.push(server("e9", SocketAddr::from(([127, 0, 0, 1], 9))));
+    assert!(balancer.reload(&bad).is_err());
+    assert_eq!(balancer.backends[0].servers.len(), 1, "the old backend stays");
+    let mut s = TcpStream::connect(config.frontends[0].binds[0]).await.expect("connect");
+    echo(&mut s, 7).await.expect("still served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_clients_see_no_failure_across_reloads() {
+    let (e1, _t1) = echo_server().await;
+    let (e2, _t2) = echo_server().await;
+    let mut config = config(&[("e1", e1, 1), ("e2", e2, 1)], Balance::RoundRobin, health(CheckKind::Tcp));
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    until_healthy(&balancer, 2).await;
+    let front = config.frontends[0].binds[0];
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (done, finished) = watch::channel(false);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (ok, failed, finished) = (Arc::clone(&ok), Arc::clone(&failed), finished.clone());
+        clients.push(tokio::spawn(async move {
+            // Bounded: stops when told, and after at most 5 000 connections.
+            for _ in 0..5_000 {
+                if *finished.borrow() {
+                    break;
+                }
+                let outcome = async {
+                    let mut s = TcpStream::connect(front).await?;
+                    echo(&mut s, 9).await
+                }
+                .await;
+                let counter = if outcome.is_ok() { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for round in 0..10 {
+        config.backends[0].servers[0].weight = 1 + round % 3;
+        config.frontends[0].max_connections = 1000 + round;
+        balancer.reload(&config).expect("reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done.send(true).expect("stop clients");
+    for client in clients {
+        client.await.expect("client");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("{ok} connections across 10 reloads, {failed} failed");
+    assert!(ok > 100, "too few connections to mean anything: {ok}");
+    assert_eq!(failed, 0);
+}
