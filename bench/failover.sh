@@ -73,7 +73,7 @@ start_daemon() {
   case $impl in
     halo-v3-100ms)
       printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nversion = 3\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n[log]\nlevel = "warn"\n' "$prio" > "$WORK/$host.toml"
-      ip netns exec "$P-$host" "$HALO" run -c "$WORK/$host.toml" 2>>"$WORK/$host.log" &
+      ip netns exec "$P-$host" "$HALO" run -c "$WORK/$host.toml" --pid-file "$WORK/$host.halo.pid" 2>>"$WORK/$host.log" &
       DAEMON_PID=$! ;;
     keepalived-v3-100ms|keepalived-v2-1s)
       local version=3 interval=0.1

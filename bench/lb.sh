@@ -91,7 +91,7 @@ haproxy_cfg yes > "$WORK/haproxy-splice.cfg"
 
 start_proxy() { # name -> PROXY_PID
   case $1 in
-    halo) "$HALO" run -c "$WORK/halo.toml" 2>>"$WORK/halo.log" & PROXY_PID=$! ;;
+    halo) "$HALO" run -c "$WORK/halo.toml" --pid-file "$WORK/halo.pid" 2>>"$WORK/halo.log" & PROXY_PID=$! ;;
     haproxy) haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 & PROXY_PID=$! ;;
     haproxy-splice) haproxy -db -f "$WORK/haproxy-splice.cfg" >>"$WORK/haproxy.log" 2>&1 & PROXY_PID=$! ;;
   esac

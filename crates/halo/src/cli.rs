@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Where `halo run` writes its process id unless told otherwise.
+pub const DEFAULT_PID_FILE: &str = "/run/halo.pid";
+
 /// halo: one highly available endpoint for a multi-master Kubernetes control plane.
 ///
 /// Exit codes: 0 success; 1 the input has errors (each printed as file:line:col);
@@ -25,6 +28,19 @@ pub enum Command {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
         config: PathBuf,
+        /// Where the daemon writes its process id (for `halo reload`); removed at exit.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
+        pid_file: PathBuf,
+    },
+    /// Validate the configuration, then ask the running daemon to apply it (SIGHUP). Nothing is
+    /// sent when the file has errors.
+    Reload {
+        /// The configuration file the daemon runs with.
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
+        config: PathBuf,
+        /// The daemon's pid file.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
+        pid_file: PathBuf,
     },
     /// Validate a halo.toml: print every problem with file:line:col, or a summary of what would run.
     Check {

@@ -14,7 +14,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
-        cli::Command::Run { config } => cmd::run::run(&config),
+        cli::Command::Run { config, pid_file } => cmd::run::run(&config, &pid_file),
+        cli::Command::Reload { config, pid_file } => cmd::reload::run(&config, &pid_file),
         cli::Command::Check { config } => cmd::check::run(&config),
         cli::Command::Import { haproxy, keepalived, check_script, output, strict } => {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict })

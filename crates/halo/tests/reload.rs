@@ -90,8 +90,9 @@ fn sighup_reloads_the_balancer_in_place() {
     let file = dir.path().join("halo.toml");
     std::fs::write(&file, config(&[front], &[a])).expect("config");
     let log = dir.path().join("halo.log");
+    let pid_file = dir.path().join("halo.pid");
     let child = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["run", "-c", &file.to_string_lossy()])
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()])
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
@@ -102,18 +103,28 @@ fn sighup_reloads_the_balancer_in_place() {
     held.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
     assert_eq!(ask(&mut held).expect("held"), b'a');
 
-    // Server a leaves, b joins, a second bind appears.
+    assert!(wait_until(Duration::from_secs(5), || pid_file.exists()), "no pid file");
+    // Server a leaves, b joins, a second bind appears; `halo reload` checks the file and signals.
     std::fs::write(&file, config(&[front, extra], &[b])).expect("config");
-    let hup = |d: &Daemon| assert!(Command::new("kill").args(["-HUP", &d.0.id().to_string()]).status().expect("kill").success());
-    hup(&daemon);
+    let reload = || {
+        Command::new(env!("CARGO_BIN_EXE_halo"))
+            .args(["reload", "-c", &file.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()])
+            .output()
+            .expect("halo reload")
+    };
+    let sent = reload();
+    assert_eq!(sent.status.code(), Some(0), "{}", String::from_utf8_lossy(&sent.stderr));
     assert!(wait_until(Duration::from_secs(10), || tag_via(extra).is_ok_and(|t| t == b'b')), "{}", daemon.log());
     assert_eq!(tag_via(front).expect("front"), b'b', "new connections go to the new server");
     assert_eq!(ask(&mut held).expect("the established connection survives the reload"), b'a');
 
-    // An invalid file: nothing changes.
+    // An invalid file: `halo reload` refuses to send it (exit 1); sent anyway with SIGHUP, the
+    // daemon refuses it too. Nothing changes.
     std::fs::write(&file, "[[frontend]]\nname = \"api\"\n").expect("config");
-    hup(&daemon);
+    assert_eq!(reload().status.code(), Some(1));
+    assert!(Command::new("kill").args(["-HUP", &daemon.0.id().to_string()]).status().expect("kill").success());
     assert!(wait_until(Duration::from_secs(5), || daemon.log().contains("reload refused")), "{}", daemon.log());
     assert_eq!(tag_via(extra).expect("still served"), b'b');
     assert_eq!(ask(&mut held).expect("still held"), b'a');
+    drop(daemon);
 }

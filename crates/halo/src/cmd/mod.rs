@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod import;
+pub mod reload;
 pub mod render;
 pub mod run;
 

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::tracker::TrackerSet;
 
 /// Runs the daemon in the foreground.
-pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(path: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
     let loaded = match super::load(path)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
@@ -25,9 +25,42 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     super::print_diagnostics(&loaded.warnings);
     let config = loaded.config;
     init_logging(&config);
+    let pid = PidFile::write(pid_file);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")?;
-    runtime.block_on(daemon(path, config))?;
+    let outcome = runtime.block_on(daemon(path, config));
+    drop(pid);
+    outcome?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's pid file, removed when the daemon ends. A pid file that cannot be written is
+/// logged, not fatal: it serves `halo reload` only (systemd sends SIGHUP by itself).
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn write(path: &Path) -> Self {
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| super::write_output(Some(path), &format!("{}\n", std::process::id())).map_err(std::io::Error::other));
+        match written {
+            Ok(()) => Self(Some(path.to_path_buf())),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "pid file not written: `halo reload` will not find this daemon");
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "pid file not removed");
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

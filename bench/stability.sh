@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Spurious failovers under CPU starvation, halo against keepalived 2.2.7 in one run (root).
+# Two halo routers (VRID 51) and two keepalived routers (VRID 52) on one bridge, each pair at its
+# default timers (halo: VRRPv3, 1 s adverts; keepalived: VRRPv2, 1 s), with a busy loop in every
+# router namespace (4 on 2 cores) for DURATION seconds (default 600). After the first election
+# every state change is spurious: the script counts them. Nothing leaves the namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-600}"
+[ "$(id -u)" -eq 0 ] || { echo "stability.sh: needs root" >&2; exit 2; }
+cargo build --quiet --release --locked -p halo
+HALO=$PWD/target/release/halo
+WORK=$(mktemp -d)
+P="hs$$"
+: > "$WORK/pids"
+track() { echo "$1" >> "$WORK/pids"; }
+cleanup() {
+  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
+  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+  for ns in sw h1 h2 k1 k2; do ip netns del "$P-$ns" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ip netns add "$P-sw"
+ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+ip -n "$P-sw" link set br0 up
+ip netns exec "$P-sw" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
+i=10
+for h in h1 h2 k1 k2; do
+  i=$((i + 1))
+  ip netns add "$P-$h"
+  ip link add "p-$h" netns "$P-sw" type veth peer name eth0 netns "$P-$h"
+  ip -n "$P-sw" link set "p-$h" master br0 up
+  ip -n "$P-$h" addr add "192.0.2.$i/24" dev eth0
+  ip -n "$P-$h" link set eth0 up
+done
+
+for h in h1:200 h2:100; do
+  name=${h%%:*} prio=${h##*:}
+  printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nvirtual_addresses = ["192.0.2.170/24"]\n' "$prio" > "$WORK/$name.toml"
+  ip netns exec "$P-$name" "$HALO" run -c "$WORK/$name.toml" --pid-file "$WORK/$name.halo.pid" 2> "$WORK/$name.log" &
+  track $!
+done
+for k in k1:200 k2:100; do
+  name=${k%%:*} prio=${k##*:}
+  printf 'vrrp_instance VI_2 {\n state BACKUP\n interface eth0\n virtual_router_id 52\n priority %s\n advert_int 1\n virtual_ipaddress {\n  192.0.2.171/24\n }\n}\n' "$prio" > "$WORK/$name.conf"
+  ip netns exec "$P-$name" keepalived -n -l -D -P -f "$WORK/$name.conf" -p "$WORK/$name.main.pid" -r "$WORK/$name.vrrp.pid" -c "$WORK/$name.check.pid" > "$WORK/$name.log" 2>&1 &
+  track $!
+done
+sleep 10   # the first election, at 1 s adverts
+count() { # log file, pattern -> transitions so far
+  grep -c -E "$2" "$1" || true
+}
+base_h=$(( $(count "$WORK/h1.log" "to=(MASTER|BACKUP|FAULT)") + $(count "$WORK/h2.log" "to=(MASTER|BACKUP|FAULT)") ))
+base_k=$(( $(count "$WORK/k1.log" "Entering (MASTER|BACKUP|FAULT)") + $(count "$WORK/k2.log" "Entering (MASTER|BACKUP|FAULT)") ))
+for h in h1 h2 k1 k2; do
+  ip netns exec "$P-$h" timeout "$DURATION" sh -c 'while :; do :; done' &
+  track $!
+done
+echo "stability.sh: ${DURATION}s with 4 busy loops on $(nproc) cores..." >&2
+sleep "$DURATION"
+sleep 2
+spurious_h=$(( $(count "$WORK/h1.log" "to=(MASTER|BACKUP|FAULT)") + $(count "$WORK/h2.log" "to=(MASTER|BACKUP|FAULT)") - base_h ))
+spurious_k=$(( $(count "$WORK/k1.log" "Entering (MASTER|BACKUP|FAULT)") + $(count "$WORK/k2.log" "Entering (MASTER|BACKUP|FAULT)") - base_k ))
+echo "| ${DURATION} s, 4 busy loops on $(nproc) cores | halo (v3, 1 s) | keepalived (v2, 1 s) |"
+echo "|---|---|---|"
+echo "| state changes after the first election | $spurious_h | $spurious_k |"
