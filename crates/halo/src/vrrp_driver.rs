@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -39,6 +41,22 @@ pub struct Instance {
     pub updates: watch::Receiver<(VrrpInstance, Vec<Tracker>)>,
     /// Netlink connection.
     pub netlink: Netlink,
+}
+
+/// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
+/// notify hooks. Logged when the instance stops (the status endpoint will expose them).
+#[derive(Debug, Default)]
+struct Counters {
+    sent: u64,
+    received: u64,
+    dropped: BTreeMap<&'static str, u64>,
+    hook_failures: Arc<AtomicU64>,
+}
+
+impl Counters {
+    fn drop_one(&mut self, reason: &'static str) {
+        *self.dropped.entry(reason).or_default() += 1;
+    }
 }
 
 /// I/O state of a running instance.
@@ -77,9 +95,10 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
     router.start(now);
     tracing::info!(interface = %io.link.name, source = %io.source, priority = router.effective_priority(), "started");
     let mut refresh_at: Option<Instant> = None;
+    let mut counters = Counters::default();
     loop {
         while let Some(action) = router.poll_action() {
-            perform(&io, &router, &config, action, &mut refresh_at).await;
+            perform(&io, &router, &config, action, &mut refresh_at, &mut counters).await;
         }
         let deadline = [router.poll_timeout(), refresh_at].into_iter().flatten().min();
         let sleep = async {
@@ -90,7 +109,7 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
         };
         tokio::select! {
             received = io.socket.recv() => match received {
-                Ok(packet) => receive(&mut router, &io, &config, packet),
+                Ok(packet) => receive(&mut router, &io, &config, packet, &mut counters),
                 Err(e) => tracing::warn!(error = %e, "receive failed"),
             },
             () = sleep => {
@@ -140,8 +159,10 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
             _ = shutdown.changed() => {
                 router.shutdown(Instant::now());
                 while let Some(action) = router.poll_action() {
-                    perform(&io, &router, &config, action, &mut refresh_at).await;
+                    perform(&io, &router, &config, action, &mut refresh_at, &mut counters).await;
                 }
+                let hook_failures = counters.hook_failures.load(Ordering::Relaxed);
+                tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
                 return Ok(());
             }
         }
@@ -210,10 +231,11 @@ async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, vips: &[(Ip
     })
 }
 
-fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received) {
+fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received, counters: &mut Counters) {
     // RFC 5798 §7.1: an advert that crossed a router is not from our LAN.
     if packet.ttl != packet::TTL {
         tracing::debug!(source = %packet.source, ttl = packet.ttl, "dropped: TTL is not 255");
+        counters.drop_one("ttl");
         return;
     }
     if packet.source == io.source {
@@ -223,19 +245,30 @@ fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received
         Ok(advert) => advert,
         Err(e) => {
             tracing::debug!(source = %packet.source, reason = e.reason(), "dropped: {e}");
+            counters.drop_one(e.reason());
             return;
         }
     };
     if advert.vrid != config.virtual_router_id {
+        // Another virtual router on the same group: not ours, not an error.
         return;
     }
+    counters.received += 1;
     tracing::trace!(source = %packet.source, priority = advert.priority, "advert");
     if let Err(ignored) = router.handle_advert(Instant::now(), packet.source, &advert) {
         tracing::trace!(source = %packet.source, reason = ignored.reason(), "advert ignored");
+        counters.drop_one(ignored.reason());
     }
 }
 
-async fn perform(io: &Io, router: &Router, config: &VrrpInstance, action: Action, refresh_at: &mut Option<Instant>) {
+async fn perform(
+    io: &Io,
+    router: &Router,
+    config: &VrrpInstance,
+    action: Action,
+    refresh_at: &mut Option<Instant>,
+    counters: &mut Counters,
+) {
     match action {
         Action::SendAdvert { priority } => {
             let advert = router.advertisement(priority, io.addresses.iter().map(|(a, _)| *a).collect());
@@ -244,8 +277,9 @@ async fn perform(io: &Io, router: &Router, config: &VrrpInstance, action: Action
                 let sent = packet::encode(&advert, io.source, *destination, io.checksum)
                     .map_err(anyhow::Error::from)
                     .and_then(|bytes| Ok(io.socket.send(&bytes, io.source, *destination)?));
-                if let Err(e) = sent {
-                    tracing::warn!(%destination, error = %e, "advert not sent");
+                match sent {
+                    Ok(()) => counters.sent += 1,
+                    Err(e) => tracing::warn!(%destination, error = %e, "advert not sent"),
                 }
             }
         }
@@ -272,7 +306,7 @@ async fn perform(io: &Io, router: &Router, config: &VrrpInstance, action: Action
         }
         Action::StateChanged { from, to, reason, priority } => {
             tracing::info!(%from, %to, ?reason, priority, "state changed");
-            crate::notify::spawn(config, to, priority);
+            crate::notify::spawn(config, to, priority, Arc::clone(&counters.hook_failures));
         }
     }
 }

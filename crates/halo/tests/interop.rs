@@ -182,6 +182,15 @@ fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Dura
 
 const GENEROUS: Duration = Duration::from_secs(10);
 
+/// Waits (bounded) until host `master` holds `vip`, lets the protocol settle, and checks that
+/// host `backup` does not hold it too.
+fn assert_sole_holder(lan: &Lan, master: usize, backup: usize, vip: &str, daemons: &[&Daemon]) {
+    let logs = || daemons.iter().map(|d| d.log()).collect::<Vec<_>>().join("\n---\n");
+    assert!(wait_for(GENEROUS, || lan.holds(master, vip)).is_some(), "host {master} never took {vip}:\n{}", logs());
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!lan.holds(backup, vip), "host {backup} holds {vip} too:\n{}", logs());
+}
+
 fn halo_conf(version: u8, priority: u8, interval: &str, vip: &str, extra: &str) -> String {
     format!(
         "[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\nversion = {version}\nadvert_interval = \"{interval}\"\nvirtual_addresses = [\"{vip}\"]\n{extra}\n"
@@ -207,9 +216,7 @@ fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
     let vip = "192.0.2.170";
     let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
     let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "192.0.2.170/24", ""));
-    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo never took the VIP: {}", halo.log());
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!lan.holds(1, vip), "keepalived also holds the VIP: {}", keepalived.log());
+    assert_sole_holder(&lan, 0, 1, vip, &[&halo, &keepalived]);
 
     // tshark, an independent decoder, reads halo's adverts as valid VRRPv3 with a good checksum.
     let capture = run(
@@ -301,9 +308,7 @@ fn v3_ipv6_halo_master_keepalived_backup() {
     let vip = "2001:db8::170";
     let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "2001:db8::170/64", ""));
     let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "2001:db8::170/64", ""));
-    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo never took the VIP: {}", halo.log());
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!lan.holds(1, vip), "keepalived holds it too: {}", keepalived.log());
+    assert_sole_holder(&lan, 0, 1, vip, &[&halo, &keepalived]);
     assert_eq!(halo.stop(), Some(0));
     assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived did not take over: {}", keepalived.log());
 }
@@ -317,9 +322,7 @@ fn halo_with_halo() {
     let vip = "192.0.2.170";
     let high = Daemon::halo(&lan, 0, "high", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
     let low = Daemon::halo(&lan, 1, "low", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
-    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", high.log());
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!lan.holds(1, vip), "{}", low.log());
+    assert_sole_holder(&lan, 0, 1, vip, &[&high, &low]);
     assert_eq!(high.stop(), Some(0));
     let took = wait_for(GENEROUS, || lan.holds(1, vip)).expect("the backup takes over");
     eprintln!("halo backup took over {took:?} after the master's SIGTERM");
@@ -336,9 +339,7 @@ fn unicast_with_keepalived() {
     let keepalived_unicast = "  unicast_src_ip 192.0.2.12\n  unicast_peer {\n    192.0.2.11\n  }";
     let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", halo_unicast));
     let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "192.0.2.170/24", keepalived_unicast));
-    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", halo.log());
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!lan.holds(1, vip), "keepalived holds it too: {}", keepalived.log());
+    assert_sole_holder(&lan, 0, 1, vip, &[&halo, &keepalived]);
     halo.signal("KILL");
     assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived did not take over: {}", keepalived.log());
 }
@@ -472,4 +473,27 @@ fn sighup_applies_priority_and_address_changes_without_a_needless_failover() {
     lan.file("master.toml", &halo_conf(3, 50, "100ms", "192.0.2.170/24", ""));
     master.signal("HUP");
     assert!(wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).is_some(), "{}\n{}", master.log(), backup.log());
+}
+
+#[test]
+fn wrong_password_adverts_are_dropped_and_counted_and_hook_failures_too() {
+    if skip("wrong_password_adverts_are_dropped_and_counted_and_hook_failures_too") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let keepalived_auth = "  authentication {\n    auth_type PASS\n    auth_pass 43\n  }";
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(2, 200, "1", "192.0.2.170/24", keepalived_auth));
+    let halo_extra = "auth_password = \"42\"\n\n[vrrp.notify]\nmaster = [\"/bin/false\"]";
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(2, 100, "1s", "192.0.2.170/24", halo_extra));
+    // halo does not accept keepalived's adverts (another password): it becomes master as well.
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}\n{}", halo.log(), keepalived.log());
+    std::thread::sleep(Duration::from_secs(2));
+    let log = {
+        let log_path = halo.log.clone();
+        assert_eq!(halo.stop(), Some(0));
+        std::fs::read_to_string(log_path).unwrap_or_default()
+    };
+    assert!(log.contains("\"auth\": "), "no auth drops counted: {log}");
+    assert!(log.contains("hook_failures=1"), "the failing hook was not counted: {log}");
 }
