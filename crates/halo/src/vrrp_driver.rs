@@ -61,8 +61,14 @@ impl Counters {
 
 /// I/O state of a running instance.
 struct Io {
+    /// Where the VIPs live and announcements go out: the interface, or its virtual-MAC macvlan.
     link: Link,
+    /// The macvlan carrying the virtual MAC, removed at stop.
+    vmac: Option<Link>,
+    /// Receives adverts on the interface (and sends them, without a virtual MAC).
     socket: VrrpSocket,
+    /// Sends adverts from the virtual MAC, when there is one.
+    vmac_socket: Option<VrrpSocket>,
     announcer: Announcer,
     netlink: Netlink,
     source: IpAddr,
@@ -161,6 +167,11 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
                 while let Some(action) = router.poll_action() {
                     perform(&io, &router, &config, action, &mut refresh_at, &mut counters).await;
                 }
+                if let Some(vmac) = &io.vmac
+                    && let Err(e) = io.netlink.delete_link(vmac).await
+                {
+                    tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
+                }
                 let hook_failures = counters.hook_failures.load(Ordering::Relaxed);
                 tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
                 return Ok(());
@@ -184,12 +195,6 @@ fn router_config(config: &VrrpInstance) -> RouterConfig {
 }
 
 async fn open(config: &VrrpInstance, netlink: &Netlink) -> anyhow::Result<Io> {
-    if config.virtual_mac {
-        anyhow::bail!(
-            "instance {}: virtual_mac (macvlan with 00-00-5E-00-01-{{VRID}}) is not supported by this build; set virtual_mac = false",
-            config.name
-        );
-    }
     let link = netlink.link(&config.interface).await?;
     let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
     let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
@@ -198,16 +203,30 @@ async fn open(config: &VrrpInstance, netlink: &Netlink) -> anyhow::Result<Io> {
         None => primary_address(netlink, &link, ipv6, &addresses).await?,
     };
     let socket = VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name))?;
+    // RFC 5798 §7.3: the virtual MAC 00-00-5E-00-01-{VRID} (00-00-5E-00-02-{VRID} for IPv6), on
+    // a macvlan named like keepalived's, so the VIP keeps its MAC whichever router holds it.
+    let (vmac, vmac_socket) = if config.virtual_mac {
+        let mac = [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, config.virtual_router_id.get()];
+        let name = format!("vrrp.{}", config.virtual_router_id.get());
+        let vmac = netlink.create_macvlan(&link, &name, mac).await?;
+        let sender = VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name))?;
+        (Some(vmac), Some(sender))
+    } else {
+        (None, None)
+    };
+    let announce_on = vmac.clone().unwrap_or_else(|| link.clone());
     let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
-    let announcer = Announcer::open(&link, &plain)?;
+    let announcer = Announcer::open(&announce_on, &plain)?;
     let destinations = if config.unicast_peers.is_empty() {
         vec![if ipv6 { IpAddr::from(MULTICAST_V6) } else { IpAddr::from(MULTICAST_V4) }]
     } else {
         config.unicast_peers.clone()
     };
     Ok(Io {
-        link,
+        link: announce_on,
+        vmac,
         socket,
+        vmac_socket,
         announcer,
         netlink: netlink.clone(),
         source,
@@ -276,7 +295,7 @@ async fn perform(
                 // The v3 checksum covers the destination address: encode per destination.
                 let sent = packet::encode(&advert, io.source, *destination, io.checksum)
                     .map_err(anyhow::Error::from)
-                    .and_then(|bytes| Ok(io.socket.send(&bytes, io.source, *destination)?));
+                    .and_then(|bytes| Ok(io.vmac_socket.as_ref().unwrap_or(&io.socket).send(&bytes, io.source, *destination)?));
                 match sent {
                     Ok(()) => counters.sent += 1,
                     Err(e) => tracing::warn!(%destination, error = %e, "advert not sent"),

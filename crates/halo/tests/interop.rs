@@ -497,3 +497,52 @@ fn wrong_password_adverts_are_dropped_and_counted_and_hook_failures_too() {
     assert!(log.contains("\"auth\": "), "no auth drops counted: {log}");
     assert!(log.contains("hook_failures=1"), "the failing hook was not counted: {log}");
 }
+
+#[test]
+fn virtual_mac_with_keepalived() {
+    if skip("virtual_mac_with_keepalived") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let holds_on_vmac = |host: usize| {
+        let out = run("ip", &["-n", lan.host(host), "-o", "addr", "show", "dev", "vrrp.51"]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| w.split('/').next() == Some(vip))
+    };
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", "virtual_mac = true"));
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", "192.0.2.170/24", "  use_vmac"));
+    assert!(wait_for(GENEROUS, || holds_on_vmac(0)).is_some(), "halo never put the VIP on vrrp.51: {}", halo.log());
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!holds_on_vmac(1), "keepalived holds it too: {}", keepalived.log());
+    let link = String::from_utf8_lossy(&run("ip", &["-n", lan.host(0), "-o", "link", "show", "dev", "vrrp.51"]).stdout).to_string();
+    assert!(link.contains("00:00:5e:00:01:33"), "vrrp.51 does not carry the virtual MAC: {link}");
+    // Adverts leave from the virtual MAC.
+    let capture = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lan.switch.name,
+            "timeout",
+            "5",
+            "tshark",
+            "-i",
+            "br0",
+            "-f",
+            "ip proto 112 and src host 192.0.2.11",
+            "-c",
+            "2",
+            "-T",
+            "fields",
+            "-e",
+            "eth.src",
+            "-e",
+            "vrrp.prio",
+        ],
+    );
+    let rows = String::from_utf8_lossy(&capture.stdout).to_string();
+    assert!(rows.lines().count() >= 1 && rows.lines().all(|l| l == "00:00:5e:00:01:33\t200"), "{rows}");
+    assert_eq!(halo.stop(), Some(0));
+    assert!(run("ip", &["-n", lan.host(0), "link", "show", "dev", "vrrp.51"]).status.code() != Some(0), "vrrp.51 left behind");
+    assert!(wait_for(GENEROUS, || holds_on_vmac(1)).is_some(), "keepalived did not take over: {}", keepalived.log());
+}

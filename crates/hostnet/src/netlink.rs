@@ -67,6 +67,23 @@ impl Netlink {
         }
     }
 
+    /// Creates (or recreates, when an earlier run left it) the macvlan `name` on `base` with the
+    /// MAC `mac`, in private mode, up. VRRP's virtual MAC lives on it.
+    pub async fn create_macvlan(&self, base: &Link, name: &str, mac: [u8; 6]) -> Result<Link> {
+        use netlink_packet_route::link::MacVlanMode;
+        if let Ok(stale) = self.link(name).await {
+            self.handle.link().del(stale.index).execute().await.map_err(nl(format!("removing the stale interface {name}")))?;
+        }
+        let message = rtnetlink::LinkMacVlan::new(name, base.index, MacVlanMode::Private).address(mac.to_vec()).up().build();
+        self.handle.link().add(message).execute().await.map_err(nl(format!("creating macvlan {name} on {}", base.name)))?;
+        self.link(name).await
+    }
+
+    /// Deletes an interface.
+    pub async fn delete_link(&self, link: &Link) -> Result<()> {
+        self.handle.link().del(link.index).execute().await.map_err(nl(format!("deleting interface {}", link.name)))
+    }
+
     /// Addresses on an interface, with prefix lengths.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         let what = format!("listing addresses of interface {index}");
