@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# "The balancer on the master stops serving but VRRP lives", halo against haproxy + keepalived
+# 2.2.7 + the guide's check script, in one run (root). Not the same fault on both sides, by
+# necessity: halo's balancer and VRRP are one process, so halo's master loses every backend
+# (a blackhole route to the API server), while the classic master's haproxy is SIGKILLed. Both
+# leave a master whose VIP no longer leads anywhere; what is measured is how long clients fail.
+#
+# LAN in network namespaces: balancers b1 (priority 200) and b2 (100), an API server stand-in m1
+# (probe listening on :6443), a client c connecting to VIP:8443 every 10 ms. Medians of TRIALS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIALS="${TRIALS:-5}"
+[ "$(id -u)" -eq 0 ] || { echo "balancer_failover.sh: needs root" >&2; exit 2; }
+cargo build --quiet --release --locked -p halo -p halo-probe
+HALO=$PWD/target/release/halo
+PROBE=$PWD/target/release/probe
+WORK=$(mktemp -d)
+P="hl$$"
+: > "$WORK/pids"
+track() { echo "$1" >> "$WORK/pids"; }
+cleanup() {
+  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
+  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+  for ns in sw b1 b2 m1 c; do ip netns del "$P-$ns" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ip netns add "$P-sw"
+ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+ip -n "$P-sw" link set br0 up
+ip netns exec "$P-sw" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
+i=10
+for h in b1 b2 m1 c; do
+  i=$((i + 1))
+  ip netns add "$P-$h"
+  ip -n "$P-$h" link set lo up
+  ip link add "p-$h" netns "$P-sw" type veth peer name eth0 netns "$P-$h"
+  ip -n "$P-sw" link set "p-$h" master br0 up
+  ip netns exec "$P-$h" sysctl -qw net.ipv4.conf.all.rp_filter=0
+  ip -n "$P-$h" addr add "192.0.2.$i/24" dev eth0
+  ip -n "$P-$h" link set eth0 up
+done
+ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
+track $!
+holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
+
+halo_conf() { # priority
+  cat <<TOML
+[log]
+level = "warn"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 51
+priority = $1
+advert_interval = "100ms"
+virtual_addresses = ["192.0.2.170/24"]
+track = ["local-balancer"]
+[[tracker]]
+name = "local-balancer"
+kind = "balancer"
+frontend = "api"
+weight = -150
+[[frontend]]
+name = "api"
+bind = ["0.0.0.0:8443"]
+backend = "api"
+[[backend]]
+name = "api"
+[backend.health]
+kind = "tcp"
+interval = "200ms"
+fast_interval = "100ms"
+timeout = "200ms"
+fall = 2
+[[backend.server]]
+name = "m1"
+address = "192.0.2.13:6443"
+TOML
+}
+
+# keepalived + haproxy per host; the check script is the guide's shape (exit 0 while the local
+# balancer answers), with the given interval and fall.
+classic_start() { # host priority interval fall
+  local h=$1
+  printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 200 fall 2\n' > "$WORK/$h.haproxy.cfg"
+  printf '#!/bin/sh\nexec timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/8443"\n' > "$WORK/check.sh"
+  chmod 755 "$WORK/check.sh"
+  printf 'vrrp_script chk {\n  script "%s"\n  interval %s\n  weight -150\n  fall %s\n  rise 2\n}\nvrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n track_script {\n  chk\n }\n}\n' "$WORK/check.sh" "$3" "$4" "$2" > "$WORK/$h.conf"
+  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" >/dev/null 2>&1 &
+  echo $! > "$WORK/$h.haproxy.pid"; track "$(cat "$WORK/$h.haproxy.pid")"
+  ip netns exec "$P-$h" keepalived -n -l -D -P -f "$WORK/$h.conf" -p "$WORK/$h.main.pid" -r "$WORK/$h.vrrp.pid" -c "$WORK/$h.check.pid" >>"$WORK/$h.log" 2>&1 &
+  track $!
+}
+
+classic_stop() {
+  for h in b1 b2; do
+    for f in "$WORK/$h".*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+    rm -f "$WORK/$h".*.pid
+  done
+}
+
+outage_ms() {
+  awk -v f="$2" '$1 < f { next }
+                 $2 == "fail" { if (!first) first = $1; last = $1; after = 0; next }
+                 $2 == "ok" && last && !after { after = $1 }
+                 END { if (!first) print 0; else if (!after) print "inf"; else printf "%.0f\n", (after - first) / 1000 }' "$1"
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
+
+trial() { # variant -> outage ms
+  local variant=$1 duration t0 fault_us client
+  case $variant in
+    halo)
+      halo_conf 200 > "$WORK/b1.toml"; halo_conf 100 > "$WORK/b2.toml"
+      ip netns exec "$P-b1" "$HALO" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
+      track $!
+      sleep 0.3
+      ip netns exec "$P-b2" "$HALO" run -c "$WORK/b2.toml" --pid-file "$WORK/b2.halo.pid" 2>>"$WORK/b2.log" &
+      track $!
+      duration=6000 ;;
+    classic-seed) classic_start b1 200 3 10; sleep 0.3; classic_start b2 100 3 10; duration=45000 ;;
+    classic-tuned) classic_start b1 200 1 1; sleep 0.3; classic_start b2 100 1 1; duration=8000 ;;
+  esac
+  for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
+  sleep 2
+  t0=$(date +%s%N)
+  ip netns exec "$P-c" "$PROBE" connect 192.0.2.170:8443 10 "$duration" 20 > "$WORK/client.log" &
+  client=$!
+  track "$client"
+  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % 1000) / 1000 }')"
+  fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
+  case $variant in
+    halo) ip -n "$P-b1" route add blackhole 192.0.2.13/32 ;;
+    *) kill -KILL "$(cat "$WORK/b1.haproxy.pid")" ;;
+  esac
+  wait "$client" || true
+  outage_ms "$WORK/client.log" "$fault_us"
+  case $variant in
+    halo)
+      for f in "$WORK"/b?.halo.pid; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true; done
+      sleep 0.5
+      ip -n "$P-b1" route del blackhole 192.0.2.13/32 ;;
+    *) classic_stop ;;
+  esac
+  for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+  sleep 0.5
+}
+
+declare -A OUT
+for variant in halo classic-tuned classic-seed; do
+  : > "$WORK/$variant.out"
+  for t in $(seq "$TRIALS"); do
+    o=$(trial "$variant")
+    echo "$o" >> "$WORK/$variant.out"
+    echo "$variant trial $t: outage $o ms" >&2
+  done
+  OUT[$variant]=$(median < "$WORK/$variant.out")
+done
+echo "| median of $TRIALS: client outage, ms | halo (balancer loses its backends) | haproxy killed, script 1 s x 1 | haproxy killed, the guide's script 3 s x 10 |"
+echo "|---|---|---|---|"
+echo "| VRRP v3 100 ms adverts on both | ${OUT[halo]} | ${OUT[classic-tuned]} | ${OUT[classic-seed]} |"
