@@ -54,6 +54,9 @@ count() { # log file, pattern -> transitions so far
 }
 base_h=$(( $(count "$WORK/h1.log" "to=(MASTER|BACKUP|FAULT)") + $(count "$WORK/h2.log" "to=(MASTER|BACKUP|FAULT)") ))
 base_k=$(( $(count "$WORK/k1.log" "Entering (MASTER|BACKUP|FAULT)") + $(count "$WORK/k2.log" "Entering (MASTER|BACKUP|FAULT)") ))
+echo "stability.sh: first election: $base_h halo and $base_k keepalived state changes" >&2
+# Each pair makes 3 (INIT->BACKUP twice, BACKUP->MASTER once): fewer means nothing was counted.
+[ "$base_h" -ge 3 ] && [ "$base_k" -ge 3 ] || { echo "stability.sh: the first election was not seen in the logs" >&2; exit 1; }
 for h in h1 h2 k1 k2; do
   ip netns exec "$P-$h" timeout "$DURATION" sh -c 'while :; do :; done' &
   track $!
