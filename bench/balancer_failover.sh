@@ -22,7 +22,7 @@ cleanup() {
   while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
   for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
   for ns in sw b1 b2 m1 c; do ip netns del "$P-$ns" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -110,7 +110,7 @@ outage_ms() {
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
 
 trial() { # variant -> outage ms
-  local variant=$1 duration t0 fault_us client
+  local variant=$1 duration settle t0 fault_us client
   case $variant in
     halo)
       halo_conf 200 > "$WORK/b1.toml"; halo_conf 100 > "$WORK/b2.toml"
@@ -119,12 +119,14 @@ trial() { # variant -> outage ms
       sleep 0.3
       ip netns exec "$P-b2" "$HALO" run -c "$WORK/b2.toml" --pid-file "$WORK/b2.halo.pid" 2>>"$WORK/b2.log" &
       track $!
-      duration=6000 ;;
-    classic-seed) classic_start b1 200 3 10; sleep 0.3; classic_start b2 100 3 10; duration=45000 ;;
-    classic-tuned) classic_start b1 200 1 1; sleep 0.3; classic_start b2 100 1 1; duration=8000 ;;
+      duration=6000 settle=2 ;;
+    classic-seed) classic_start b1 200 3 10; sleep 0.3; classic_start b2 100 3 10; duration=45000 settle=12 ;;
+    classic-tuned) classic_start b1 200 1 1; sleep 0.3; classic_start b2 100 1 1; duration=8000 settle=5 ;;
   esac
+  # Steady state: the checks have risen (the guide's rise 2 x 3 s) and b1 holds the VIP.
+  sleep "$settle"
   for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
-  sleep 2
+  holds b1 || { echo "b1 is not master before the fault ($variant)" >&2; return 1; }
   t0=$(date +%s%N)
   ip netns exec "$P-c" "$PROBE" connect 192.0.2.170:8443 10 "$duration" 20 > "$WORK/client.log" &
   client=$!
@@ -148,8 +150,8 @@ trial() { # variant -> outage ms
   sleep 0.5
 }
 
-declare -A OUT
-for variant in halo classic-tuned classic-seed; do
+declare -A OUT=([halo]=- [classic-tuned]=- [classic-seed]=-)
+for variant in ${VARIANTS:-halo classic-tuned classic-seed}; do
   : > "$WORK/$variant.out"
   for t in $(seq "$TRIALS"); do
     o=$(trial "$variant")

@@ -1,10 +1,12 @@
 //! `probe`, the benchmarks' client and server, in plain std so that its timing is predictable.
 //!
-//! `probe listen ADDR` accepts connections and closes them, forever.
+//! `probe listen ADDR` accepts connections, writes "ok\n" and closes them, forever.
 //! `probe connect ADDR EVERY_MS FOR_MS TIMEOUT_MS` connects every EVERY_MS for FOR_MS (bounded
-//! in count and time) and prints one line per attempt: `<µs since start> ok|fail`.
+//! in count and time) and prints one line per attempt: `<µs since start> ok|fail`. An attempt
+//! is ok only when the listener's first byte arrives within the timeout: a proxy that accepts
+//! but cannot reach a server counts as a failure, end to end.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,10 +29,18 @@ fn main() -> ExitCode {
 
 fn listen(address: &str) -> Result<(), String> {
     let listener = TcpListener::bind(address).map_err(|e| format!("bind {address}: {e}"))?;
-    for stream in listener.incoming() {
-        drop(stream);
+    for mut stream in listener.incoming().flatten() {
+        // A client gone already is not the listener's problem.
+        let _answered = stream.write_all(b"ok\n");
     }
     Ok(())
+}
+
+/// Connects and reads the listener's first byte, both within `timeout`.
+fn reached(address: SocketAddr, timeout: Duration) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, timeout) else { return false };
+    let mut byte = [0u8; 1];
+    stream.set_read_timeout(Some(timeout)).is_ok() && matches!(stream.read(&mut byte), Ok(1))
 }
 
 fn millis(text: &str) -> Result<Duration, String> {
@@ -46,7 +56,7 @@ fn connect(address: &str, every: &str, total: &str, timeout: &str) -> Result<(),
     // Bounded in time and therefore in count (at most total / every attempts).
     while start.elapsed() < total {
         let at = start.elapsed().as_micros();
-        let ok = TcpStream::connect_timeout(&address, timeout).is_ok();
+        let ok = reached(address, timeout);
         writeln!(out, "{at} {}", if ok { "ok" } else { "fail" }).map_err(|e| e.to_string())?;
         next += every;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
