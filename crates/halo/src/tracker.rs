@@ -80,18 +80,18 @@ pub struct TrackerSet {
     sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
     stop: watch::Sender<bool>,
     current: Vec<Tracker>,
-    netlink: Option<halo_hostnet::netlink::Netlink>,
+    links: halo_hostnet::netlink::LinkStates,
 }
 
 impl TrackerSet {
     /// Starts a task per tracker. `frontends` are the running balancer's, for `balancer` ones.
     pub fn start(
         trackers: &[Tracker],
-        netlink: Option<halo_hostnet::netlink::Netlink>,
+        links: halo_hostnet::netlink::LinkStates,
         frontends: &[Arc<FrontendRuntime>],
     ) -> anyhow::Result<Self> {
         let initial: BTreeMap<String, Verdict> = trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0 })).collect();
-        let mut set = Self { sender: Arc::new(watch::Sender::new(initial)), stop: watch::Sender::new(false), current: Vec::new(), netlink };
+        let mut set = Self { sender: Arc::new(watch::Sender::new(initial)), stop: watch::Sender::new(false), current: Vec::new(), links };
         set.spawn(trackers, frontends)?;
         Ok(set)
     }
@@ -129,11 +129,10 @@ impl TrackerSet {
                     tokio::spawn(run_balancer(tracker, sender, running, previous, stop).instrument(span));
                 }
                 TrackerKind::Script { .. } | TrackerKind::File { .. } => {
-                    tokio::spawn(run(tracker, sender, None, previous, stop).instrument(span));
+                    tokio::spawn(run(tracker, sender, previous, stop).instrument(span));
                 }
                 TrackerKind::Interface { .. } => {
-                    let netlink = self.netlink.clone().ok_or_else(|| anyhow::anyhow!("interface tracker without netlink"))?;
-                    tokio::spawn(run(tracker, sender, Some(netlink), previous, stop).instrument(span));
+                    tokio::spawn(run_interface(tracker, sender, self.links.clone(), previous, stop).instrument(span));
                 }
             }
         }
@@ -150,13 +149,9 @@ async fn pause(period: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// Period of interface polling (link state).
-const LINK_POLL: Duration = Duration::from_millis(200);
-
 async fn run(
     tracker: Tracker,
     sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
-    netlink: Option<halo_hostnet::netlink::Netlink>,
     previous: Option<Verdict>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -172,17 +167,7 @@ async fn run(
                 let (value, why) = read_weight(path).await;
                 (true, value, why, Duration::from_secs(1))
             }
-            TrackerKind::Interface { interface } => {
-                let (ok, why) = match &netlink {
-                    Some(n) => match n.link(interface).await {
-                        Ok(link) if link.up => (true, "link up".to_string()),
-                        Ok(_) => (false, "link down".to_string()),
-                        Err(e) => (false, e.to_string()),
-                    },
-                    None => (false, "no netlink".to_string()),
-                };
-                (ok, 0, why, LINK_POLL)
-            }
+            TrackerKind::Interface { .. } => return,
             TrackerKind::Balancer { .. } => return,
         };
         let flipped = hysteresis.record(ok);
@@ -197,6 +182,32 @@ async fn run(
         }
         if !pause(period, &mut stop).await {
             return;
+        }
+    }
+}
+
+/// An interface tracker: each link notification for its interface is one result.
+async fn run_interface(
+    tracker: Tracker,
+    sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
+    mut links: halo_hostnet::netlink::LinkStates,
+    previous: Option<Verdict>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let TrackerKind::Interface { interface } = &tracker.kind else { return };
+    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
+    hysteresis.passing = previous.is_none_or(|v| v.passing);
+    loop {
+        let up = links.borrow_and_update().get(interface).copied().unwrap_or(false);
+        if let Some(passing) = hysteresis.record(up) {
+            tracing::info!(passing, interface = %interface, up, "tracker changed");
+            sender.send_modify(|all| {
+                all.insert(tracker.name.clone(), Verdict { passing, value: 0 });
+            });
+        }
+        tokio::select! {
+            changed = links.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
         }
     }
 }

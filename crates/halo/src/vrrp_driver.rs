@@ -24,8 +24,6 @@ use crate::tracker::{Verdict, fold};
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
 /// How often a master refreshes its VIPs' lifetime.
 pub const VIP_REFRESH: Duration = Duration::from_millis(500);
-/// How often the instance's own interface is checked (down means FAULT).
-pub const LINK_CHECK: Duration = Duration::from_millis(200);
 
 /// Everything one instance needs.
 pub struct Instance {
@@ -41,6 +39,8 @@ pub struct Instance {
     pub updates: watch::Receiver<(VrrpInstance, Vec<Tracker>)>,
     /// Netlink connection.
     pub netlink: Netlink,
+    /// Link states from the kernel's notifications (own interface down means FAULT).
+    pub links: halo_hostnet::netlink::LinkStates,
 }
 
 /// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
@@ -80,7 +80,7 @@ struct Io {
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink } = instance;
+    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links } = instance;
     let mut trackers = trackers;
     let mut io = open(&config, &netlink).await?;
     // A previous halo killed while master may have left addresses behind: we start as backup,
@@ -97,7 +97,6 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
     router.set_adjustment(now, adjustment);
     router.set_fault(now, tracker_fault || !link_up);
     let mut tracker_fault = tracker_fault;
-    let mut link_check = tokio::time::interval(LINK_CHECK);
     router.start(now);
     tracing::info!(interface = %io.link.name, source = %io.source, priority = router.effective_priority(), "started");
     let mut refresh_at: Option<Instant> = None;
@@ -134,14 +133,8 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
                 router.set_fault(now, tracker_fault || !link_up);
                 tracing::info!(priority = router.effective_priority(), fault, "trackers changed");
             }
-            _ = link_check.tick() => {
-                let up = match io.netlink.link(&io.link.name).await {
-                    Ok(link) => link.up,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "interface check failed");
-                        false
-                    }
-                };
+            Ok(()) = links.changed() => {
+                let up = links.borrow_and_update().get(&io.link.name).copied().unwrap_or(false);
                 if up != link_up {
                     link_up = up;
                     tracing::info!(interface = %io.link.name, up, "interface changed");

@@ -546,3 +546,25 @@ fn virtual_mac_with_keepalived() {
     assert!(run("ip", &["-n", lan.host(0), "link", "show", "dev", "vrrp.51"]).status.code() != Some(0), "vrrp.51 left behind");
     assert!(wait_for(GENEROUS, || holds_on_vmac(1)).is_some(), "keepalived did not take over: {}", keepalived.log());
 }
+
+#[test]
+fn interface_tracker_follows_link_notifications() {
+    if skip("interface_tracker_follows_link_notifications") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    // An uplink on the master's host, tracked with a weight.
+    run_ok("ip", &["-n", lan.host(0), "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0", "up"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
+    let tracker = "track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"up0\"\nweight = -150\nfall = 1\nrise = 1\n";
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", tracker));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 0, 1, vip, &[&master, &backup]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "down"]);
+    let moved = wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).unwrap_or_else(|| panic!("{}", master.log()));
+    eprintln!("uplink down moved the VIP in {moved:?}");
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "{}", master.log());
+}

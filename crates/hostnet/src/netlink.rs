@@ -131,6 +131,46 @@ impl Netlink {
     }
 }
 
+/// Link state of every interface by name, kept current from the kernel's link notifications
+/// (RTMGRP_LINK), so that a link going down is seen when it happens rather than at a poll.
+pub type LinkStates = tokio::sync::watch::Receiver<std::collections::BTreeMap<String, bool>>;
+
+/// Starts watching links: a dump of every interface, then every change as the kernel sends it.
+pub async fn watch_links() -> Result<LinkStates> {
+    use futures::StreamExt;
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::sys::AsyncSocket;
+    let (mut connection, handle, mut messages) = rtnetlink::new_connection().map_err(crate::io("opening a netlink socket"))?;
+    let groups = rtnetlink::sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK);
+    connection.socket_mut().socket_mut().bind(&groups).map_err(crate::io("subscribing to link notifications"))?;
+    tokio::spawn(connection);
+    let mut states = std::collections::BTreeMap::new();
+    let mut dump = handle.link().get().execute();
+    while let Some(message) = dump.try_next().await.map_err(nl("listing interfaces"))? {
+        let link = link_from(&message);
+        states.insert(link.name, link.up);
+    }
+    let (sender, receiver) = tokio::sync::watch::channel(states);
+    tokio::spawn(async move {
+        // Ends when nobody watches any more (every receiver dropped) or the socket closes.
+        while let Some((message, _)) = messages.next().await {
+            let change = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => Some(link_from(&m)),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => Some(Link { up: false, ..link_from(&m) }),
+                _ => None,
+            };
+            if let Some(link) = change.filter(|l| !l.name.is_empty()) {
+                sender.send_if_modified(|all| all.insert(link.name.clone(), link.up) != Some(link.up));
+            }
+            if sender.is_closed() {
+                return;
+            }
+        }
+    });
+    Ok(receiver)
+}
+
 fn address_of(message: &AddressMessage) -> Option<IpAddr> {
     // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS otherwise.
     let local = message.attributes.iter().find_map(|a| if let AddressAttribute::Local(ip) = a { Some(*ip) } else { None });

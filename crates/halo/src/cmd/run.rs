@@ -93,6 +93,7 @@ struct Running {
 struct Instances {
     running: BTreeMap<String, Running>,
     netlink: Netlink,
+    links: halo_hostnet::netlink::LinkStates,
     exits: mpsc::UnboundedSender<(String, anyhow::Result<()>)>,
 }
 
@@ -108,6 +109,7 @@ impl Instances {
             shutdown: stopped,
             updates: receiver,
             netlink: self.netlink.clone(),
+            links: self.links.clone(),
         });
         let (exits, name) = (self.exits.clone(), instance.name.clone());
         let handle = tokio::spawn(
@@ -179,9 +181,10 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
     let netlink = Netlink::open()?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
     let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped).context("starting the balancer")?;
-    let mut trackers = TrackerSet::start(&config.trackers, Some(netlink.clone()), &balancer.frontends)?;
+    let links = halo_hostnet::netlink::watch_links().await?;
+    let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, mut exited) = mpsc::unbounded_channel();
-    let mut instances = Instances { running: BTreeMap::new(), netlink, exits };
+    let mut instances = Instances { running: BTreeMap::new(), netlink, links, exits };
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
