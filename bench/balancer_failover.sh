@@ -7,6 +7,9 @@
 #
 # LAN in network namespaces: balancers b1 (priority 200) and b2 (100), an API server stand-in m1
 # (probe listening on :6443), a client c connecting to VIP:8443 every 10 ms. Medians of TRIALS.
+# halo runs twice: its balancer tracker with a weight (the master's priority drops and a backup
+# takes over after its Master_Down_Interval) and without one (FAULT: the master sends priority 0
+# and a backup takes over after its skew time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRIALS="${TRIALS:-5}"
@@ -45,7 +48,7 @@ ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
 track $!
 holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
 
-halo_conf() { # priority
+halo_conf() { # priority, tracker weight line ("" for FAULT mode)
   cat <<TOML
 [log]
 level = "warn"
@@ -61,7 +64,7 @@ track = ["local-balancer"]
 name = "local-balancer"
 kind = "balancer"
 frontend = "api"
-weight = -150
+$2
 [[frontend]]
 name = "api"
 bind = ["0.0.0.0:8443"]
@@ -112,8 +115,10 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] 
 trial() { # variant -> outage ms
   local variant=$1 duration settle t0 fault_us client
   case $variant in
-    halo)
-      halo_conf 200 > "$WORK/b1.toml"; halo_conf 100 > "$WORK/b2.toml"
+    halo|halo-fault)
+      local weight="weight = -150"
+      [ "$variant" = halo-fault ] && weight=""
+      halo_conf 200 "$weight" > "$WORK/b1.toml"; halo_conf 100 "$weight" > "$WORK/b2.toml"
       ip netns exec "$P-b1" "$HALO" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
       track $!
       sleep 0.3
@@ -134,13 +139,13 @@ trial() { # variant -> outage ms
   sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % 1000) / 1000 }')"
   fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
   case $variant in
-    halo) ip -n "$P-b1" route add blackhole 192.0.2.13/32 ;;
+    halo|halo-fault) ip -n "$P-b1" route add blackhole 192.0.2.13/32 ;;
     *) kill -KILL "$(cat "$WORK/b1.haproxy.pid")" ;;
   esac
   wait "$client" || true
   outage_ms "$WORK/client.log" "$fault_us"
   case $variant in
-    halo)
+    halo|halo-fault)
       for f in "$WORK"/b?.halo.pid; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true; done
       sleep 0.5
       ip -n "$P-b1" route del blackhole 192.0.2.13/32 ;;
@@ -150,8 +155,8 @@ trial() { # variant -> outage ms
   sleep 0.5
 }
 
-declare -A OUT=([halo]=- [classic-tuned]=- [classic-seed]=-)
-for variant in ${VARIANTS:-halo classic-tuned classic-seed}; do
+declare -A OUT=([halo]=- [halo-fault]=- [classic-tuned]=- [classic-seed]=-)
+for variant in ${VARIANTS:-halo halo-fault classic-tuned classic-seed}; do
   : > "$WORK/$variant.out"
   for t in $(seq "$TRIALS"); do
     o=$(trial "$variant")
@@ -160,6 +165,6 @@ for variant in ${VARIANTS:-halo classic-tuned classic-seed}; do
   done
   OUT[$variant]=$(median < "$WORK/$variant.out")
 done
-echo "| median of $TRIALS: client outage, ms | halo (balancer loses its backends) | haproxy killed, script 1 s x 1 | haproxy killed, the guide's script 3 s x 10 |"
-echo "|---|---|---|---|"
-echo "| VRRP v3 100 ms adverts on both | ${OUT[halo]} | ${OUT[classic-tuned]} | ${OUT[classic-seed]} |"
+echo "| median of $TRIALS: client outage, ms | halo, tracker weight -150 | halo, tracker without weight (FAULT) | haproxy killed, script 1 s x 1 | haproxy killed, the guide's script 3 s x 10 |"
+echo "|---|---|---|---|---|"
+echo "| VRRP v3 100 ms adverts on all | ${OUT[halo]} | ${OUT[halo-fault]} | ${OUT[classic-tuned]} | ${OUT[classic-seed]} |"
