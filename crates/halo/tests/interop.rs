@@ -72,6 +72,38 @@ impl Lan {
         path
     }
 
+    /// Captures `count` VRRP packets matching `filter` on the switch with tshark (bounded to 5 s)
+    /// and returns the requested fields, tab separated, one packet a line.
+    fn capture(&self, filter: &str, count: usize, fields: &[&str], options: &[&str]) -> String {
+        let count = count.to_string();
+        let mut args = vec![
+            "netns",
+            "exec",
+            self.switch.name.as_str(),
+            "timeout",
+            "5",
+            "tshark",
+            "-i",
+            "br0",
+            "-f",
+            filter,
+            "-c",
+            &count,
+            "-T",
+            "fields",
+        ];
+        for field in fields {
+            args.extend(["-e", field]);
+        }
+        args.extend(options);
+        let out = run("ip", &args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            if out.stdout.is_empty() { String::from_utf8_lossy(&out.stderr).to_string() } else { String::new() }
+        )
+    }
+
     /// Whether host `i` has `address` on eth0.
     fn holds(&self, i: usize, address: &str) -> bool {
         let out = run("ip", &["-n", self.host(i), "-o", "addr", "show", "dev", "eth0"]);
@@ -219,40 +251,14 @@ fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
     assert_sole_holder(&lan, 0, 1, vip, &[&halo, &keepalived]);
 
     // tshark, an independent decoder, reads halo's adverts as valid VRRPv3 with a good checksum.
-    let capture = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lan.switch.name,
-            "timeout",
-            "5",
-            "tshark",
-            "-i",
-            "br0",
-            "-f",
-            "ip proto 112",
-            "-c",
-            "5",
-            "-T",
-            "fields",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.ttl",
-            "-e",
-            "vrrp.version",
-            "-e",
-            "vrrp.prio",
-            "-e",
-            "vrrp.checksum.status",
-            "-o",
-            "vrrp.v3_checksum_as_in_v2:FALSE",
-        ],
+    let rows = lan.capture(
+        "ip proto 112",
+        5,
+        &["ip.src", "ip.ttl", "vrrp.version", "vrrp.prio", "vrrp.checksum.status"],
+        &["-o", "vrrp.v3_checksum_as_in_v2:FALSE"],
     );
-    let rows = String::from_utf8_lossy(&capture.stdout).to_string();
     let from_halo: Vec<&str> = rows.lines().filter(|l| l.starts_with("192.0.2.11\t")).collect();
-    assert!(!from_halo.is_empty(), "no advert from halo captured: {rows}\n{}", String::from_utf8_lossy(&capture.stderr));
+    assert!(!from_halo.is_empty(), "no advert from halo captured: {rows}");
     for row in from_halo {
         assert_eq!(row, "192.0.2.11\t255\t3\t200\t1", "ttl 255, version 3, priority 200, checksum good");
     }
@@ -517,30 +523,7 @@ fn virtual_mac_with_keepalived() {
     let link = String::from_utf8_lossy(&run("ip", &["-n", lan.host(0), "-o", "link", "show", "dev", "vrrp.51"]).stdout).to_string();
     assert!(link.contains("00:00:5e:00:01:33"), "vrrp.51 does not carry the virtual MAC: {link}");
     // Adverts leave from the virtual MAC.
-    let capture = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lan.switch.name,
-            "timeout",
-            "5",
-            "tshark",
-            "-i",
-            "br0",
-            "-f",
-            "ip proto 112 and src host 192.0.2.11",
-            "-c",
-            "2",
-            "-T",
-            "fields",
-            "-e",
-            "eth.src",
-            "-e",
-            "vrrp.prio",
-        ],
-    );
-    let rows = String::from_utf8_lossy(&capture.stdout).to_string();
+    let rows = lan.capture("ip proto 112 and src host 192.0.2.11", 2, &["eth.src", "vrrp.prio"], &[]);
     assert!(rows.lines().count() >= 1 && rows.lines().all(|l| l == "00:00:5e:00:01:33\t200"), "{rows}");
     assert_eq!(halo.stop(), Some(0));
     assert!(run("ip", &["-n", lan.host(0), "link", "show", "dev", "vrrp.51"]).status.code() != Some(0), "vrrp.51 left behind");
