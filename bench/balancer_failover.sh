@@ -20,33 +20,12 @@ PROBE=$PWD/target/release/probe
 WORK=$(mktemp -d)
 P="hl$$"
 : > "$WORK/pids"
-track() { echo "$1" >> "$WORK/pids"; }
-cleanup() {
-  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
-  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
-  for ns in sw b1 b2 m1 c; do ip netns del "$P-$ns" 2>/dev/null || true; done
-  [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $WORK" >&2 || rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+trap bench_cleanup EXIT
 
-ip netns add "$P-sw"
-ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-ip -n "$P-sw" link set br0 up
-ip netns exec "$P-sw" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
-i=10
-for h in b1 b2 m1 c; do
-  i=$((i + 1))
-  ip netns add "$P-$h"
-  ip -n "$P-$h" link set lo up
-  ip link add "p-$h" netns "$P-sw" type veth peer name eth0 netns "$P-$h"
-  ip -n "$P-sw" link set "p-$h" master br0 up
-  ip netns exec "$P-$h" sysctl -qw net.ipv4.conf.all.rp_filter=0
-  ip -n "$P-$h" addr add "192.0.2.$i/24" dev eth0
-  ip -n "$P-$h" link set eth0 up
-done
+make_lan b1 b2 m1 c
 ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
 track $!
-holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
 
 halo_conf() { # priority, tracker weight line ("" for FAULT mode)
   cat <<TOML
@@ -103,14 +82,6 @@ classic_stop() {
     rm -f "$WORK/$h".*.pid
   done
 }
-
-outage_ms() {
-  awk -v f="$2" '$1 < f { next }
-                 $2 == "fail" { if (!first) first = $1; last = $1; after = 0; next }
-                 $2 == "ok" && last && !after { after = $1 }
-                 END { if (!first) print 0; else if (!after) print "inf"; else printf "%.0f\n", (after - first) / 1000 }' "$1"
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
 
 trial() { # variant -> outage ms
   local variant=$1 duration settle t0 fault_us client

@@ -20,46 +20,19 @@ PROBE=$PWD/target/release/probe
 WORK=$(mktemp -d)
 P="hb$$"
 
-# Every process started is recorded here (trials run in subshells), and killed by PID at exit.
-track() { echo "$1" >> "$WORK/pids"; }
-
-cleanup() {
-  if [ -f "$WORK/pids" ]; then
-    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
-  fi
-  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
-  for ns in sw b1 b2 c; do ip netns del "$P-$ns" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+trap bench_cleanup EXIT
 
 # Foreground only: `ip netns exec` execs the program, so `ip netns exec ... &` gives its own PID.
 ns() { ip netns exec "$P-$1" "${@:2}"; }
 
 setup_lan() {
-  ip netns add "$P-sw"
-  ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-  ip -n "$P-sw" link set br0 up
-  ns sw sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
-  local i=10
-  for h in b1 b2 c; do
-    i=$((i + 1))
-    ip netns add "$P-$h"
-    ip -n "$P-$h" link set lo up
-    ip link add "p-$h" netns "$P-sw" type veth peer name eth0 netns "$P-$h"
-    ip -n "$P-sw" link set "p-$h" master br0 up
-    ns "$h" sysctl -qw net.ipv4.conf.all.rp_filter=0
-    ip -n "$P-$h" addr add "192.0.2.$i/24" dev eth0
-    ip -n "$P-$h" link set eth0 up
-  done
+  make_lan b1 b2 c
   for h in b1 b2; do
     ip netns exec "$P-$h" "$PROBE" listen 0.0.0.0:8443 &
     track $!
   done
 }
-
-# (No `| grep -q`: under pipefail, grep's early exit makes `ip` fail with SIGPIPE.)
-holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
 
 wait_holds() { # host, seconds
   local end=$((SECONDS + $2))
@@ -97,14 +70,6 @@ crash_daemon() {
 interval_ms() { case $1 in *1s) echo 1000 ;; *) echo 100 ;; esac; }
 
 # outage_ms LOGFILE FAULT_US -> prints the outage in ms (0 when no connect failed)
-outage_ms() {
-  awk -v f="$2" '$1 < f { next }
-                 $2 == "fail" { if (!first) first = $1; last = $1; after = 0; next }
-                 $2 == "ok" && last && !after { after = $1 }
-                 END { if (!first) print 0; else if (!after) print "inf"; else printf "%.0f\n", (after - first) / 1000 }' "$1"
-}
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (v[(NR + 1) / 2] == "inf") print "inf"; else print v[int((NR + 1) / 2)] }'; }
 
 trial() { # impl scenario -> prints outage_ms [vip_held_ms]
   local impl=$1 scenario=$2 every client_pid fault_us t0 held

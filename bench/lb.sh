@@ -16,13 +16,8 @@ done
 cargo build --quiet --release --locked -p halo
 HALO=$PWD/target/release/halo
 WORK=$(mktemp -d)
-: > "$WORK/pids"
-track() { echo "$1" >> "$WORK/pids"; }
-cleanup() {
-  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+trap bench_cleanup EXIT
 
 # Backends: iperf3 on :25201, nginx on :28080 (a tiny page).
 iperf3 -s -p 25201 >/dev/null 2>&1 & track $!
@@ -99,8 +94,6 @@ start_proxy() { # name -> PROXY_PID
   for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:18080/ && return 0; sleep 0.1; done
   echo "lb.sh: $1 did not come up" >&2; tail -n 5 "$WORK"/*.log >&2; return 1
 }
-
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
 
 declare -A GBPS RPS P99
 PROXIES="halo haproxy haproxy-splice"

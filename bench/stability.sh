@@ -13,28 +13,10 @@ HALO=$PWD/target/release/halo
 WORK=$(mktemp -d)
 P="hs$$"
 : > "$WORK/pids"
-track() { echo "$1" >> "$WORK/pids"; }
-cleanup() {
-  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
-  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
-  for ns in sw h1 h2 k1 k2; do ip netns del "$P-$ns" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+trap bench_cleanup EXIT
 
-ip netns add "$P-sw"
-ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-ip -n "$P-sw" link set br0 up
-ip netns exec "$P-sw" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
-i=10
-for h in h1 h2 k1 k2; do
-  i=$((i + 1))
-  ip netns add "$P-$h"
-  ip link add "p-$h" netns "$P-sw" type veth peer name eth0 netns "$P-$h"
-  ip -n "$P-sw" link set "p-$h" master br0 up
-  ip -n "$P-$h" addr add "192.0.2.$i/24" dev eth0
-  ip -n "$P-$h" link set eth0 up
-done
+make_lan h1 h2 k1 k2
 
 for h in h1:200 h2:100; do
   name=${h%%:*} prio=${h##*:}

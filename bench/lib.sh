@@ -1,0 +1,52 @@
+# Shared by the benchmark scripts (sourced, not run): every process started is tracked and
+# killed by PID at exit, every namespace is named "$P-..." and deleted at exit, and the
+# arithmetic of outages and medians. The caller sets P (a prefix unique to the run) and WORK
+# (a fresh directory), then calls `trap bench_cleanup EXIT`.
+
+track() { echo "$1" >> "$WORK/pids"; }
+
+bench_cleanup() {
+  if [ -f "$WORK/pids" ]; then
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
+  fi
+  for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns" 2>/dev/null || true; done
+  if [ -n "${KEEP_WORK:-}" ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+
+# make_lan HOST...: a switch namespace with a bridge (no STP delay, no multicast snooping,
+# bridged frames kept out of netfilter) and one namespace per host whose eth0 is a port of it,
+# addressed 192.0.2.11, .12, ... in the order given. No default route: nothing leaves.
+make_lan() {
+  ip netns add "$P-sw"
+  ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  ip -n "$P-sw" link set br0 up
+  ip netns exec "$P-sw" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
+  local i=10 h
+  for h in "$@"; do
+    i=$((i + 1))
+    ip netns add "$P-$h"
+    ip -n "$P-$h" link set lo up
+    ip link add "p-$h" netns "$P-sw" type veth peer name eth0 netns "$P-$h"
+    ip -n "$P-sw" link set "p-$h" master br0 up
+    ip netns exec "$P-$h" sysctl -qw net.ipv4.conf.all.rp_filter=0
+    ip -n "$P-$h" addr add "192.0.2.$i/24" dev eth0
+    ip -n "$P-$h" link set eth0 up
+  done
+}
+
+# holds HOST: whether HOST has the VIP 192.0.2.170/24 (no `| grep -q`: under pipefail, grep's
+# early exit makes `ip` fail with SIGPIPE).
+holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
+
+# outage_ms LOG FAULT_US: in a probe log, the first failure after the fault to the first success
+# after the last failure, in ms (0 when nothing failed, "inf" when it never recovered).
+outage_ms() {
+  awk -v f="$2" '$1 < f { next }
+                 $2 == "fail" { if (!first) first = $1; last = $1; after = 0; next }
+                 $2 == "ok" && last && !after { after = $1 }
+                 END { if (!first) print 0; else if (!after) print "inf"; else printf "%.0f\n", (after - first) / 1000 }' "$1"
+}
+
+# median: of numbers on standard input ("inf" sorts last).
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
