@@ -37,6 +37,9 @@ fn tls_reason(e: &std::io::Error) -> String {
         Some(Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
             "TLS: certificate expired".to_string()
         }
+        Some(Error::AlertReceived(rustls::AlertDescription::CertificateRequired)) => {
+            "TLS: the server requires a client certificate".to_string()
+        }
         Some(other) => format!("TLS: {other}"),
         None if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => {
             "TLS: connection closed during the handshake".to_string()
@@ -90,7 +93,11 @@ async fn read_status<S: AsyncReadExt + Unpin>(stream: &mut S) -> Result<u16, Str
         if buf.len() > 8192 {
             return Err("HTTP: status line too long".to_string());
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| format!("HTTP: reading the answer: {e}"))?;
+        let n = stream.read(&mut chunk).await.map_err(|e| {
+            // With TLS 1.3 the server judges the client certificate after the handshake: its
+            // verdict arrives as an alert on the first read.
+            if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) { tls_reason(&e) } else { format!("HTTP: reading the answer: {e}") }
+        })?;
         if n == 0 {
             return Err("HTTP: connection closed before a status line".to_string());
         }

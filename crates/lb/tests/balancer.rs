@@ -290,3 +290,27 @@ async fn shutdown_stops_accepting_and_drains() {
     let left = tokio::time::timeout(Duration::from_secs(5), drain).await.expect("drained").expect("task");
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn a_client_certificate_passes_a_server_with_anonymous_auth_off() {
+    let pki = pki(&["kubernetes"]);
+    let strict = StandIn::start_requiring_client_cert("strict", &pki).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    std::fs::write(&cert, &pki.client_cert_pem).expect("cert");
+    std::fs::write(&key, &pki.client_key_pem).expect("key");
+    let (_stop, stopped) = watch::channel(false);
+    // Without a certificate the server refuses the handshake.
+    let anonymous = config(&[("strict", strict.address, 1)], Balance::RoundRobin, health(CheckKind::Https));
+    let refused = halo_lb::Balancer::start(&anonymous, stopped.clone()).expect("start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reason = refused.backends[0].servers[0].reason();
+    assert!(!refused.backends[0].servers[0].is_healthy());
+    assert_eq!(reason, "TLS: the server requires a client certificate");
+    // With the client certificate it passes.
+    let mut check = health(CheckKind::Https);
+    check.client_cert = Some(halo_config::ClientCert { cert_file: cert, key_file: key });
+    let with_cert =
+        halo_lb::Balancer::start(&config(&[("strict", strict.address, 1)], Balance::RoundRobin, check), stopped).expect("start");
+    until_healthy(&with_cert, 1).await;
+}

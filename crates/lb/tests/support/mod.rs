@@ -32,6 +32,9 @@ pub struct Pki {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// A client certificate signed by the same CA, for servers that require one.
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 pub fn pki(names: &[&str]) -> Pki {
@@ -47,7 +50,16 @@ pub fn pki(names: &[&str]) -> Pki {
     let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
     params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
     let cert = params.signed_by(&key, &issuer).expect("cert");
-    Pki { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    let client_key = rcgen::KeyPair::generate().expect("key");
+    let client =
+        rcgen::CertificateParams::new(vec!["halo".to_string()]).expect("params").signed_by(&client_key, &issuer).expect("client cert");
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        client_cert_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
+    }
 }
 
 /// An API-server stand-in on 127.0.0.1.
@@ -61,16 +73,33 @@ pub struct StandIn {
 
 impl StandIn {
     pub async fn start(name: &str, pki: &Pki) -> Self {
+        Self::start_with(name, pki, false).await
+    }
+
+    /// A stand-in that refuses clients without a certificate from the CA (anonymous auth off).
+    pub async fn start_requiring_client_cert(name: &str, pki: &Pki) -> Self {
+        Self::start_with(name, pki, true).await
+    }
+
+    async fn start_with(name: &str, pki: &Pki, client_auth: bool) -> Self {
         let certs: Vec<CertificateDer<'static>> =
             rustls::pki_types::pem::PemObject::pem_slice_iter(pki.cert_pem.as_bytes()).collect::<Result<_, _>>().expect("cert");
         let key: PrivateKeyDer<'static> = rustls::pki_types::pem::PemObject::from_pem_slice(pki.key_pem.as_bytes()).expect("key");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
+        let builder =
+            rustls::ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().expect("versions");
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in rustls::pki_types::pem::PemObject::pem_slice_iter(pki.ca_pem.as_bytes()) {
+                roots.add(ca.expect("ca")).expect("root");
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder.with_single_cert(certs, key).expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
