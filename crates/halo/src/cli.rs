@@ -42,6 +42,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
         pid_file: PathBuf,
     },
+    /// Show the running daemon's state (VRRP instances, frontends, servers) from its status
+    /// endpoint, as found in the configuration.
+    Status {
+        /// The configuration file the daemon runs with (for the endpoint's address and token).
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
+        config: PathBuf,
+        /// Print the endpoint's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a halo.toml: print every problem with file:line:col, or a summary of what would run.
     Check {
         /// The configuration file.

@@ -17,6 +17,8 @@ use tracing::Instrument;
 pub struct Verdict {
     /// Passing (after `rise` successes) or failing (after `fall` failures).
     pub passing: bool,
+    /// False until the tracker has a first real result (VRRP waits for it, bounded, at start).
+    pub settled: bool,
     /// For file trackers: the number read, which multiplies the weight.
     pub value: i64,
 }
@@ -62,7 +64,7 @@ pub fn fold(trackers: &[Tracker], names: &[String], verdicts: &BTreeMap<String, 
     let mut adjustment = 0i32;
     let mut fault = false;
     for tracker in trackers.iter().filter(|t| names.contains(&t.name)) {
-        let verdict = verdicts.get(&tracker.name).copied().unwrap_or(Verdict { passing: true, value: 0 });
+        let verdict = verdicts.get(&tracker.name).copied().unwrap_or(Verdict { passing: true, value: 0, settled: false });
         match (&tracker.kind, tracker.weight) {
             (TrackerKind::File { .. }, Some(weight)) => adjustment += weight.saturating_mul(verdict.value.clamp(-254, 254) as i32),
             (TrackerKind::File { .. }, None) => fault |= verdict.value != 0,
@@ -90,7 +92,8 @@ impl TrackerSet {
         links: halo_hostnet::netlink::LinkStates,
         frontends: &[Arc<FrontendRuntime>],
     ) -> anyhow::Result<Self> {
-        let initial: BTreeMap<String, Verdict> = trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0 })).collect();
+        let initial: BTreeMap<String, Verdict> =
+            trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0, settled: false })).collect();
         let mut set = Self { sender: Arc::new(watch::Sender::new(initial)), stop: watch::Sender::new(false), current: Vec::new(), links };
         set.spawn(trackers, frontends)?;
         Ok(set)
@@ -157,6 +160,7 @@ async fn run(
 ) {
     let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
     hysteresis.passing = previous.is_none_or(|v| v.passing);
+    let mut settled = previous.is_some_and(|v| v.settled);
     loop {
         let (ok, value, why, period) = match &tracker.kind {
             TrackerKind::Script { command, interval, timeout } => {
@@ -173,12 +177,13 @@ async fn run(
         let flipped = hysteresis.record(ok);
         let changed_value =
             matches!(tracker.kind, TrackerKind::File { .. }) && sender.borrow().get(&tracker.name).is_some_and(|v| v.value != value);
-        if flipped.is_some() || changed_value {
+        if flipped.is_some() || changed_value || !settled {
             let passing = hysteresis.passing;
-            tracing::info!(passing, value, reason = %why, "tracker changed");
-            sender.send_modify(|all| {
-                all.insert(tracker.name.clone(), Verdict { passing, value });
-            });
+            if flipped.is_some() || changed_value {
+                tracing::info!(passing, value, reason = %why, "tracker changed");
+            }
+            publish(&sender, &tracker.name, Verdict { passing, value, settled: true });
+            settled = true;
         }
         if !pause(period, &mut stop).await {
             return;
@@ -197,13 +202,16 @@ async fn run_interface(
     let TrackerKind::Interface { interface } = &tracker.kind else { return };
     let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
     hysteresis.passing = previous.is_none_or(|v| v.passing);
+    let mut settled = previous.is_some_and(|v| v.settled);
     loop {
         let up = links.borrow_and_update().get(interface).copied().unwrap_or(false);
-        if let Some(passing) = hysteresis.record(up) {
+        let flipped = hysteresis.record(up);
+        if let Some(passing) = flipped {
             tracing::info!(passing, interface = %interface, up, "tracker changed");
-            sender.send_modify(|all| {
-                all.insert(tracker.name.clone(), Verdict { passing, value: 0 });
-            });
+        }
+        if flipped.is_some() || !settled {
+            publish(&sender, &tracker.name, Verdict { passing: hysteresis.passing, value: 0, settled: true });
+            settled = true;
         }
         tokio::select! {
             changed = links.changed() => if changed.is_err() { return },
@@ -225,28 +233,36 @@ async fn run_balancer(
 ) {
     let TrackerKind::Balancer { min_healthy, interval, .. } = tracker.kind else { return };
     let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
-    // At start the balancer is unknown: its servers are DOWN until first checked, so the verdict
-    // starts failing and rises with them. After a reload it carries on from where it was.
+    // At start the balancer's health is unknown until every server has had a first check: the
+    // verdict stays unsettled (VRRP waits for it) and then starts from what the checks say, so a
+    // starting host neither claims the VIP too early nor gives it away and takes it back.
+    // After a reload it carries on from where it was.
+    let mut settled = previous.is_some_and(|v| v.settled);
     hysteresis.passing = previous.is_some_and(|v| v.passing);
-    if previous.is_none() {
-        sender.send_modify(|all| {
-            all.insert(tracker.name.clone(), Verdict { passing: false, value: 0 });
-        });
-    }
     loop {
-        let healthy = frontend.backend().healthy_servers();
+        let backend = frontend.backend();
+        let healthy = backend.healthy_servers();
         let listening = frontend.is_listening();
         let ok = listening && healthy >= min_healthy as usize;
-        if let Some(passing) = hysteresis.record(ok) {
+        if !settled && backend.checked() {
+            hysteresis.passing = ok;
+            publish(&sender, &tracker.name, Verdict { passing: ok, value: 0, settled: true });
+            tracing::info!(passing = ok, listening, healthy, min_healthy, "tracker settled");
+            settled = true;
+        } else if settled && let Some(passing) = hysteresis.record(ok) {
             tracing::info!(passing, listening, healthy, min_healthy, "tracker changed");
-            sender.send_modify(|all| {
-                all.insert(tracker.name.clone(), Verdict { passing, value: 0 });
-            });
+            publish(&sender, &tracker.name, Verdict { passing, value: 0, settled: true });
         }
         if !pause(interval, &mut stop).await {
             return;
         }
     }
+}
+
+fn publish(sender: &watch::Sender<BTreeMap<String, Verdict>>, name: &str, verdict: Verdict) {
+    sender.send_modify(|all| {
+        all.insert(name.to_string(), verdict);
+    });
 }
 
 /// Runs a command without a shell; a run past `timeout` is killed and fails.
@@ -321,7 +337,7 @@ mod tests {
         let verdicts = |neg: bool, pos: bool, fault: bool, value: i64| -> BTreeMap<String, Verdict> {
             [("neg", neg, 0), ("pos", pos, 0), ("fault", fault, 0), ("file", true, value)]
                 .iter()
-                .map(|(n, p, v)| (n.to_string(), Verdict { passing: *p, value: *v }))
+                .map(|(n, p, v)| (n.to_string(), Verdict { passing: *p, value: *v, settled: true }))
                 .collect()
         };
         assert_eq!(fold(&trackers, &names, &verdicts(true, true, true, 0)), (10, false));

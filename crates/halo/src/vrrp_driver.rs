@@ -22,6 +22,8 @@ use crate::tracker::{Verdict, fold};
 
 /// Lifetime of a VIP in the kernel: it is deleted this long after the last refresh.
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
+/// How long an instance waits at start for its trackers' first results.
+pub const TRACKER_SETTLE: Duration = Duration::from_secs(10);
 /// How often a master refreshes its VIPs' lifetime.
 pub const VIP_REFRESH: Duration = Duration::from_millis(500);
 
@@ -41,6 +43,8 @@ pub struct Instance {
     pub netlink: Netlink,
     /// Link states from the kernel's notifications (own interface down means FAULT).
     pub links: halo_hostnet::netlink::LinkStates,
+    /// Where the instance publishes its state for the status endpoint.
+    pub status: Arc<crate::status::Shared>,
 }
 
 /// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
@@ -80,7 +84,7 @@ struct Io {
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links } = instance;
+    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status } = instance;
     let mut trackers = trackers;
     let mut io = open(&config, &netlink).await?;
     // A previous halo killed while master may have left addresses behind: we start as backup,
@@ -89,6 +93,19 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
         if io.netlink.remove_address(io.link.index, *address).await? {
             tracing::warn!(%address, "removed a virtual address left by an earlier run");
         }
+    }
+    // Trackers first: an instance that started before its trackers know anything would claim
+    // (or give away) the VIP on a guess. Bounded: a tracker that never settles is logged.
+    let settle = async {
+        let tracked = |all: &BTreeMap<String, Verdict>| config.track.iter().all(|t| all.get(t).is_none_or(|v| v.settled));
+        while !tracked(&verdicts.borrow_and_update()) {
+            if verdicts.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(TRACKER_SETTLE, settle).await.is_err() {
+        tracing::warn!(waited = ?TRACKER_SETTLE, "starting before every tracker has a first result");
     }
     let mut router = Router::new(router_config(&config), io.source);
     let (adjustment, tracker_fault) = fold(&trackers, &config.track, &verdicts.borrow());
@@ -101,10 +118,15 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
     tracing::info!(interface = %io.link.name, source = %io.source, priority = router.effective_priority(), "started");
     let mut refresh_at: Option<Instant> = None;
     let mut counters = Counters::default();
+    let mut last_change = (String::from("start"), unix_now());
     loop {
         while let Some(action) = router.poll_action() {
+            if let Action::StateChanged { reason, .. } = &action {
+                last_change = (format!("{reason:?}"), unix_now());
+            }
             perform(&io, &router, &config, action, &mut refresh_at, &mut counters).await;
         }
+        publish(&status, &config, &io, &router, &counters, &last_change);
         let deadline = [router.poll_timeout(), refresh_at].into_iter().flatten().min();
         let sleep = async {
             match deadline {
@@ -165,6 +187,7 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
                 {
                     tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
                 }
+                status.remove_instance(&config.name);
                 let hook_failures = counters.hook_failures.load(Ordering::Relaxed);
                 tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
                 return Ok(());
@@ -344,6 +367,36 @@ async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow:
         }
     }
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Publishes the instance's state and counters for the status endpoint.
+fn publish(
+    status: &crate::status::Shared,
+    config: &VrrpInstance,
+    io: &Io,
+    router: &Router,
+    counters: &Counters,
+    last_change: &(String, u64),
+) {
+    status.set_instance(
+        &config.name,
+        crate::status::InstanceStatus {
+            state: router.state().to_string(),
+            priority: router.effective_priority(),
+            interface: io.link.name.clone(),
+            vrid: config.virtual_router_id.get(),
+            last_change: last_change.0.clone(),
+            last_change_unix: last_change.1,
+            adverts_sent: counters.sent,
+            adverts_received: counters.received,
+            dropped: counters.dropped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            hook_failures: counters.hook_failures.load(Ordering::Relaxed),
+        },
+    );
 }
 
 /// Adds (or refreshes) every VIP with its short lifetime.

@@ -90,8 +90,9 @@ impl Drop for Daemon {
 
 fn start(dir: &std::path::Path, backend: SocketAddr, max_connections: u32, fd_limit: Option<u32>) -> (Daemon, SocketAddr) {
     let port = free_port();
+    let status = free_port();
     let config = format!(
-        "[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"api\"\nmax_connections = {max_connections}\nqueue_timeout = \"1s\"\n\n\
+        "[status]\nlisten = \"127.0.0.1:{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"api\"\nmax_connections = {max_connections}\nqueue_timeout = \"1s\"\n\n\
          [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\n\
          [[backend.server]]\nname = \"echo\"\naddress = \"{backend}\"\n"
     );

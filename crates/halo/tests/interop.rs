@@ -329,6 +329,14 @@ fn halo_with_halo() {
     let high = Daemon::halo(&lan, 0, "high", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
     let low = Daemon::halo(&lan, 1, "low", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
     assert_sole_holder(&lan, 0, 1, vip, &[&high, &low]);
+    // Each daemon's status endpoint (default address, its namespace's loopback) says who is who.
+    let metrics = |host: usize| {
+        String::from_utf8_lossy(&run("ip", &["netns", "exec", lan.host(host), "curl", "-s", "http://127.0.0.1:9470/metrics"]).stdout)
+            .to_string()
+    };
+    assert!(metrics(0).contains("halo_vrrp_state{instance=\"VI_1\",state=\"MASTER\"} 1"), "{}", metrics(0));
+    assert!(metrics(1).contains("halo_vrrp_state{instance=\"VI_1\",state=\"BACKUP\"} 1"), "{}", metrics(1));
+    assert!(metrics(1).contains("halo_vrrp_adverts_received_total{instance=\"VI_1\"}"), "{}", metrics(1));
     assert_eq!(high.stop(), Some(0));
     let took = wait_for(GENEROUS, || lan.holds(1, vip)).expect("the backup takes over");
     eprintln!("halo backup took over {took:?} after the master's SIGTERM");
@@ -438,6 +446,8 @@ fn balancer_tracker_moves_the_vip_when_the_local_balancer_loses_its_backends() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(wait_for(GENEROUS, || get() == "v1.31").is_some(), "no answer through the VIP: {}", first.log());
+    // No start-up flap: the instances wait for their balancer's first checks before electing.
+    assert!(!second.log().contains("to=MASTER"), "lb2 held the VIP during start-up: {}", second.log());
     // lb1 loses its path to the API server (its balancer has no healthy backend any more):
     // the tracker takes lb1's priority to 50 and lb2 (100) takes over.
     run_ok("ip", &["-n", lan.host(0), "route", "add", "blackhole", "192.0.2.13/32"]);

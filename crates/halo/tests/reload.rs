@@ -42,14 +42,18 @@ fn tagged_echo(tag: u8) -> SocketAddr {
     address
 }
 
+/// One status port for the daemon of this test (kept across its reloads).
+static STATUS: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
 fn free() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
 }
 
 fn config(binds: &[SocketAddr], servers: &[SocketAddr]) -> String {
     let binds: Vec<String> = binds.iter().map(|b| format!("\"{b}\"")).collect();
+    let status = STATUS.get_or_init(free);
     let mut text = format!(
-        "[[frontend]]\nname = \"api\"\nbind = [{}]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"100ms\"\nfast_interval = \"50ms\"\n",
+        "[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [{}]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"100ms\"\nfast_interval = \"50ms\"\n",
         binds.join(", ")
     );
     for (i, s) in servers.iter().enumerate() {

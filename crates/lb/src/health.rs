@@ -24,6 +24,11 @@ impl Health {
         Self { fall: fall.max(1), rise: rise.max(1), interval, fast_interval, up: false, initial: true, streak: 0 }
     }
 
+    /// Whether at least one result was recorded.
+    pub fn has_result(&self) -> bool {
+        !self.initial
+    }
+
     /// Whether the server takes traffic.
     pub fn is_up(&self) -> bool {
         self.up

@@ -159,6 +159,12 @@ impl BackendRuntime {
         self.stop_checks.send_replace(true);
     }
 
+    /// Whether every enabled server has had at least one check result (until then the health
+    /// of the backend is unknown, not bad).
+    pub fn checked(&self) -> bool {
+        self.servers.iter().filter(|s| !s.config.disabled).all(|s| lock(&s.health).has_result())
+    }
+
     /// Healthy servers that take traffic.
     pub fn healthy_servers(&self) -> usize {
         self.servers.iter().filter(|s| s.is_healthy() && !s.config.disabled).count()

@@ -5,6 +5,7 @@ pub mod import;
 pub mod reload;
 pub mod render;
 pub mod run;
+pub mod status;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use halo_config::{Config, LogFormat, LogLevel, Tracker, VrrpInstance};
@@ -94,6 +95,7 @@ struct Instances {
     running: BTreeMap<String, Running>,
     netlink: Netlink,
     links: halo_hostnet::netlink::LinkStates,
+    status: Arc<crate::status::Shared>,
     exits: mpsc::UnboundedSender<(String, anyhow::Result<()>)>,
 }
 
@@ -110,6 +112,7 @@ impl Instances {
             updates: receiver,
             netlink: self.netlink.clone(),
             links: self.links.clone(),
+            status: Arc::clone(&self.status),
         });
         let (exits, name) = (self.exits.clone(), instance.name.clone());
         let handle = tokio::spawn(
@@ -180,11 +183,21 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let netlink = Netlink::open()?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
-    let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped).context("starting the balancer")?;
+    let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
+    let status = Arc::new(crate::status::Shared::default());
+    status.set_balancer(&balancer);
+    let token = match &config.status.token_file {
+        Some(file) => {
+            Some(std::fs::read_to_string(file).with_context(|| format!("reading the status token {}", file.display()))?.trim().to_string())
+        }
+        None => None,
+    };
+    let listener = crate::status::bind(config.status.listen).await?;
+    tokio::spawn(crate::status::serve(listener, Arc::clone(&status), token, balancer_stopped));
     let links = halo_hostnet::netlink::watch_links().await?;
     let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, mut exited) = mpsc::unbounded_channel();
-    let mut instances = Instances { running: BTreeMap::new(), netlink, links, exits };
+    let mut instances = Instances { running: BTreeMap::new(), netlink, links, status: Arc::clone(&status), exits };
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
@@ -199,6 +212,7 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 if let Some(new) = reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
                     config = new;
+                    status.set_balancer(&balancer);
                 }
             }
             Some((name, ended)) = exited.recv() => {

@@ -1,0 +1,294 @@
+//! The status endpoint: `/healthz` (halo itself), `/status` (JSON) and `/metrics` (Prometheus
+//! text) over HTTP/1.1, loopback by default, with an optional bearer token. It reads the
+//! balancer's counters and the VRRP instances' published state; it never blocks either.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use halo_lb::runtime::FrontendRuntime;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What one VRRP instance publishes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InstanceStatus {
+    /// INIT, BACKUP, MASTER or FAULT.
+    pub state: String,
+    /// Effective priority.
+    pub priority: u8,
+    /// Interface.
+    pub interface: String,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// Why the last transition happened, and when (seconds since the Unix epoch).
+    pub last_change: String,
+    /// Time of the last transition.
+    pub last_change_unix: u64,
+    /// Adverts sent.
+    pub adverts_sent: u64,
+    /// Adverts received for this router.
+    pub adverts_received: u64,
+    /// Packets dropped or ignored, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Notify hooks that failed.
+    pub hook_failures: u64,
+}
+
+/// Everything the endpoint reads, shared with the daemon.
+#[derive(Default)]
+pub struct Shared {
+    /// The balancer's frontends (each leads to its backend), replaced on reload.
+    pub frontends: RwLock<Vec<Arc<FrontendRuntime>>>,
+    /// VRRP instances by name.
+    pub vrrp: Mutex<BTreeMap<String, InstanceStatus>>,
+}
+
+impl Shared {
+    /// Publishes an instance's state.
+    pub fn set_instance(&self, name: &str, status: InstanceStatus) {
+        self.vrrp.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), status);
+    }
+
+    /// Forgets an instance (stopped or removed by a reload).
+    pub fn remove_instance(&self, name: &str) {
+        self.vrrp.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+    }
+
+    /// Points at the balancer's current frontends and backends.
+    pub fn set_balancer(&self, balancer: &halo_lb::Balancer) {
+        *self.frontends.write().unwrap_or_else(PoisonError::into_inner) = balancer.frontends.clone();
+    }
+}
+
+#[derive(Serialize)]
+struct ServerJson {
+    name: String,
+    address: String,
+    healthy: bool,
+    reason: String,
+    connections: u64,
+    total: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    connect_errors: u64,
+    retries: u64,
+    redispatches: u64,
+    flips: u64,
+    check_latency_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct FrontendJson {
+    name: String,
+    backend: String,
+    listening: bool,
+    connections: u64,
+    total: u64,
+    queue_drops: u64,
+    no_server: u64,
+    servers: Vec<ServerJson>,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    vrrp: BTreeMap<String, InstanceStatus>,
+    frontends: Vec<FrontendJson>,
+}
+
+fn snapshot(shared: &Shared) -> StatusJson {
+    let frontends = shared.frontends.read().unwrap_or_else(PoisonError::into_inner).clone();
+    let frontends = frontends
+        .iter()
+        .map(|f| {
+            let backend = f.backend();
+            let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+            FrontendJson {
+                name: f.name.clone(),
+                backend: backend.config.name.clone(),
+                listening: f.is_listening(),
+                connections: load(&f.stats.current),
+                total: load(&f.stats.total),
+                queue_drops: load(&f.stats.queue_drops),
+                no_server: load(&f.stats.no_server),
+                servers: backend
+                    .servers
+                    .iter()
+                    .map(|s| ServerJson {
+                        name: s.config.name.clone(),
+                        address: s.config.address.to_string(),
+                        healthy: s.is_healthy(),
+                        reason: s.reason(),
+                        connections: load(&s.stats.current),
+                        total: load(&s.stats.total),
+                        bytes_up: load(&s.stats.bytes_up),
+                        bytes_down: load(&s.stats.bytes_down),
+                        connect_errors: load(&s.stats.connect_errors),
+                        retries: load(&s.stats.retries),
+                        redispatches: load(&s.stats.redispatches),
+                        flips: load(&s.stats.flips),
+                        check_latency_seconds: load(&s.stats.check_latency_us) as f64 / 1e6,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    StatusJson { vrrp: shared.vrrp.lock().unwrap_or_else(PoisonError::into_inner).clone(), frontends }
+}
+
+/// Prometheus label value escaping.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn metrics(shared: &Shared) -> String {
+    let status = snapshot(shared);
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in rows {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let states = ["INIT", "BACKUP", "MASTER", "FAULT"];
+    let vrrp = &status.vrrp;
+    family(
+        "halo_vrrp_state",
+        "gauge",
+        "1 for the state each VRRP instance is in.",
+        vrrp.iter()
+            .flat_map(|(n, i)| {
+                states.iter().map(move |s| (format!("instance=\"{}\",state=\"{s}\"", label(n)), f64::from(u8::from(i.state == *s))))
+            })
+            .collect(),
+    );
+    family(
+        "halo_vrrp_priority",
+        "gauge",
+        "Effective VRRP priority.",
+        vrrp.iter().map(|(n, i)| (format!("instance=\"{}\"", label(n)), f64::from(i.priority))).collect(),
+    );
+    family(
+        "halo_vrrp_adverts_sent_total",
+        "counter",
+        "VRRP adverts sent.",
+        vrrp.iter().map(|(n, i)| (format!("instance=\"{}\"", label(n)), i.adverts_sent as f64)).collect(),
+    );
+    family(
+        "halo_vrrp_adverts_received_total",
+        "counter",
+        "VRRP adverts received for the instance.",
+        vrrp.iter().map(|(n, i)| (format!("instance=\"{}\"", label(n)), i.adverts_received as f64)).collect(),
+    );
+    family(
+        "halo_vrrp_dropped_total",
+        "counter",
+        "VRRP packets dropped or ignored, by reason.",
+        vrrp.iter()
+            .flat_map(|(n, i)| {
+                i.dropped.iter().map(move |(r, c)| (format!("instance=\"{}\",reason=\"{}\"", label(n), label(r)), *c as f64))
+            })
+            .collect(),
+    );
+    family(
+        "halo_vrrp_hook_failures_total",
+        "counter",
+        "Notify hooks that failed.",
+        vrrp.iter().map(|(n, i)| (format!("instance=\"{}\"", label(n)), i.hook_failures as f64)).collect(),
+    );
+    let fronts = &status.frontends;
+    let f =
+        |v: fn(&FrontendJson) -> u64| fronts.iter().map(|x| (format!("frontend=\"{}\"", label(&x.name)), v(x) as f64)).collect::<Vec<_>>();
+    family("halo_frontend_listening", "gauge", "1 while the frontend accepts connections.", f(|x| u64::from(x.listening)));
+    family("halo_frontend_connections", "gauge", "Connections open now.", f(|x| x.connections));
+    family("halo_frontend_connections_total", "counter", "Connections accepted.", f(|x| x.total));
+    family("halo_frontend_queue_drops_total", "counter", "Connections closed after waiting for a slot.", f(|x| x.queue_drops));
+    family("halo_frontend_no_server_total", "counter", "Connections closed because no server could take them.", f(|x| x.no_server));
+    let s = |v: fn(&ServerJson) -> f64| {
+        fronts
+            .iter()
+            .flat_map(|x| {
+                x.servers.iter().map(move |srv| (format!("backend=\"{}\",server=\"{}\"", label(&x.backend), label(&srv.name)), v(srv)))
+            })
+            .collect::<Vec<_>>()
+    };
+    family("halo_server_up", "gauge", "1 while the server passes its health check.", s(|x| f64::from(u8::from(x.healthy))));
+    family("halo_server_connections", "gauge", "Connections open now.", s(|x| x.connections as f64));
+    family("halo_server_connections_total", "counter", "Connections served.", s(|x| x.total as f64));
+    family("halo_server_bytes_up_total", "counter", "Bytes from clients to the server.", s(|x| x.bytes_up as f64));
+    family("halo_server_bytes_down_total", "counter", "Bytes from the server to clients.", s(|x| x.bytes_down as f64));
+    family("halo_server_connect_errors_total", "counter", "Failed or timed-out connects.", s(|x| x.connect_errors as f64));
+    family("halo_server_retries_total", "counter", "Connect attempts repeated on the server.", s(|x| x.retries as f64));
+    family(
+        "halo_server_redispatches_total",
+        "counter",
+        "Clients sent elsewhere after the server failed them.",
+        s(|x| x.redispatches as f64),
+    );
+    family("halo_server_health_flips_total", "counter", "Health state changes.", s(|x| x.flips as f64));
+    family("halo_server_check_latency_seconds", "gauge", "Latency of the last passing check.", s(|x| x.check_latency_seconds));
+    out
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn handle(shared: &Shared, token: Option<&str>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        let presented =
+            request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token) {
+            return respond(StatusCode::UNAUTHORIZED, "text/plain", "a bearer token is required\n".to_string());
+        }
+    }
+    match request.uri().path() {
+        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/status" => match serde_json::to_string_pretty(&snapshot(shared)) {
+            Ok(json) => respond(StatusCode::OK, "application/json", json + "\n"),
+            Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+        },
+        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", metrics(shared)),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "/healthz, /status, /metrics\n".to_string()),
+    }
+}
+
+/// Serves until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<String>, mut shutdown: watch::Receiver<bool>) {
+    let token: Option<Arc<str>> = token.map(Arc::from);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let (shared, token) = (Arc::clone(&shared), token.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = handle(&shared, token.as_deref(), &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
+            {
+                tracing::debug!(error = %e, "status connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Binds the endpoint's address.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} for the status endpoint"))
+}

@@ -1,0 +1,98 @@
+//! The status endpoint of a running daemon, on loopback: /healthz, /status (JSON), /metrics
+//! (Prometheus text), the bearer token, and `halo status` reading it through the configuration.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
+            eprintln!("warning: could not end halo {}: {e}", self.0.id());
+        }
+    }
+}
+
+fn free() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
+}
+
+/// A backend that accepts connections (a TCP check passes).
+fn backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    std::thread::spawn(move || for _stream in listener.incoming() {});
+    address
+}
+
+fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (String, String) {
+    let mut s = TcpStream::connect(address).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("http");
+    (head.split_whitespace().nth(1).unwrap_or("").to_string(), body.to_string())
+}
+
+#[test]
+fn status_endpoint_and_halo_status() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (status, front, server) = (free(), free(), backend());
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let file = dir.path().join("halo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[status]\nlisten = \"{status}\"\ntoken_file = \"{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"100ms\"\n[[backend.server]]\nname = \"master01\"\naddress = \"{server}\"\n",
+            token.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _daemon = Daemon(child);
+    let start = Instant::now();
+    while TcpStream::connect(status).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the status endpoint never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(status, "/healthz", None).0, "401", "the token is required");
+    assert_eq!(get(status, "/healthz", Some("wrong")).0, "401");
+    assert_eq!(get(status, "/healthz", Some("s3cret")), ("200".to_string(), "ok\n".to_string()));
+    // The server comes up after its first check.
+    let start = Instant::now();
+    loop {
+        let (code, metrics) = get(status, "/metrics", Some("s3cret"));
+        assert_eq!(code, "200");
+        if metrics.contains("halo_server_up{backend=\"api\",server=\"master01\"} 1") {
+            assert!(metrics.contains("# TYPE halo_frontend_connections_total counter"), "{metrics}");
+            assert!(metrics.contains("halo_frontend_listening{frontend=\"api\"} 1"), "{metrics}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "server never up in the metrics:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, json) = get(status, "/status", Some("s3cret"));
+    assert_eq!(code, "200");
+    assert!(json.contains("\"name\": \"master01\"") && json.contains("\"healthy\": true"), "{json}");
+
+    let table = Command::new(env!("CARGO_BIN_EXE_halo")).args(["status", "-c", &file.to_string_lossy()]).output().expect("halo status");
+    assert_eq!(table.status.code(), Some(0), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("frontend api") && table.contains("server master01") && table.contains("UP"), "{table}");
+    let raw = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["status", "--json", "-c", &file.to_string_lossy()])
+        .output()
+        .expect("halo status --json");
+    assert!(String::from_utf8_lossy(&raw.stdout).contains("\"frontends\""));
+}
