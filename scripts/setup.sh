@@ -13,6 +13,7 @@ packages=(
   procps        # sysctl
   nginx-light   # a real TLS server that can answer an error status, for the check-script test
   util-linux    # unshare: a private mount namespace for keepalived --config-test
+  systemd       # systemd-analyze verify on the rendered unit (nothing is started)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -101,4 +101,8 @@ pub enum Artefact {
     CheckScript,
     /// /etc/sysctl.d drop-in for a balancer host.
     Sysctl,
+    /// A hardened systemd unit running halo (Type=notify, reload, capabilities, VIP cleanup).
+    Systemd,
+    /// A Kubernetes static-pod manifest running halo (host network, liveness on /healthz).
+    StaticPod,
 }

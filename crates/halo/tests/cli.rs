@@ -187,3 +187,44 @@ fn run_refuses_what_it_cannot_do_with_a_clear_error() {
     let stderr = text(&missing.stderr);
     assert!(stderr.contains("halo: error:"), "{stderr}");
 }
+
+#[test]
+fn rendered_unit_passes_systemd_analyze_and_the_pod_has_what_it_needs() {
+    let unit = halo(&["render", "systemd", "-c", "examples/halo.toml"]);
+    assert_eq!(unit.status.code(), Some(0));
+    let unit = text(&unit.stdout);
+    for expected in [
+        "Type=notify",
+        "ExecReload=/usr/bin/halo reload",
+        "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ExecStopPost=-/sbin/ip address del 10.150.0.170/24 dev br0",
+    ] {
+        assert!(unit.contains(expected), "missing {expected}:\n{unit}");
+    }
+    let pod = text(&halo(&["render", "static-pod", "-c", "examples/halo.toml"]).stdout);
+    for expected in
+        ["hostNetwork: true", "add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]", "path: /healthz", "port: 9470", "path: /etc/halo"]
+    {
+        assert!(pod.contains(expected), "missing {expected}:\n{pod}");
+    }
+    let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "scripts/setup.sh installs systemd-analyze");
+        eprintln!("SKIP systemd-analyze verify: not installed");
+        return;
+    }
+    // The packaged paths do not exist here: point the unit at the binary under test.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("halo.service");
+    let local = unit
+        .replace("/usr/bin/halo", env!("CARGO_BIN_EXE_halo"))
+        .lines()
+        .filter(|l| !l.starts_with("Documentation="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&file, local).expect("unit");
+    let verify = Command::new(analyze).args(["verify", &file.to_string_lossy()]).output().expect("systemd-analyze");
+    assert!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", text(&verify.stderr));
+}

@@ -66,9 +66,10 @@ fn status_endpoint_and_halo_status() {
         assert!(start.elapsed() < Duration::from_secs(10), "the status endpoint never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(get(status, "/healthz", None).0, "401", "the token is required");
-    assert_eq!(get(status, "/healthz", Some("wrong")).0, "401");
-    assert_eq!(get(status, "/healthz", Some("s3cret")), ("200".to_string(), "ok\n".to_string()));
+    assert_eq!(get(status, "/metrics", None).0, "401", "the token is required");
+    assert_eq!(get(status, "/status", Some("wrong")).0, "401");
+    // /healthz stays open for liveness probes.
+    assert_eq!(get(status, "/healthz", None), ("200".to_string(), "ok\n".to_string()));
     // The server comes up after its first check.
     let start = Instant::now();
     loop {
@@ -95,4 +96,37 @@ fn status_endpoint_and_halo_status() {
         .output()
         .expect("halo status --json");
     assert!(String::from_utf8_lossy(&raw.stdout).contains("\"frontends\""));
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().expect("dir");
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let (status, front, server) = (free(), free(), backend());
+    let file = dir.path().join("halo.toml");
+    std::fs::write(&file, format!("[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"m\"\naddress = \"{server}\"\n")).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut daemon = Daemon(child);
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert_eq!(next(), "READY=1");
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    assert!(next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(next(), "READY=1");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert_eq!(next(), "STOPPING=1");
+    let exited = daemon.0.wait().expect("wait");
+    assert_eq!(exited.code(), Some(0));
 }

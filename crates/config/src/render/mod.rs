@@ -5,6 +5,7 @@ mod check_script;
 mod haproxy;
 mod keepalived;
 mod sysctl;
+mod systemd;
 mod toml;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ pub use check_script::{CHECK_SCRIPT_PATH, check_script};
 pub use haproxy::haproxy;
 pub use keepalived::keepalived;
 pub use sysctl::sysctl;
+pub use systemd::{static_pod, systemd};
 pub use toml::halo_toml;
 
 /// A rendered file, with what it could not express.

@@ -18,6 +18,8 @@ pub fn run(artefact: Artefact, config: &Path, output: Option<&Path>) -> anyhow::
         Artefact::Keepalived => render::keepalived(&loaded.config),
         Artefact::CheckScript => render::check_script(&loaded.config),
         Artefact::Sysctl => render::sysctl(&loaded.config),
+        Artefact::Systemd => render::systemd(&loaded.config),
+        Artefact::StaticPod => render::static_pod(&loaded.config),
     };
     for loss in &rendered.losses {
         eprintln!("halo render: warning: {loss}");

@@ -82,6 +82,31 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Tells systemd (Type=notify) what the daemon is doing, through $NOTIFY_SOCKET; nothing
+/// happens outside systemd. A failure to notify is logged, never fatal.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sent = (|| -> std::io::Result<()> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &address)?;
+        } else {
+            socket.send_to(state.as_bytes(), &path)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, state, "could not notify systemd");
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+}
+
 /// One running VRRP instance and the levers on it.
 struct Running {
     config: VrrpInstance,
@@ -205,15 +230,18 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tracing::info!(instances = config.vrrp.len(), frontends = config.frontends.len(), trackers = config.trackers.len(), "halo running");
+    sd_notify("READY=1");
     let outcome = loop {
         tokio::select! {
             _ = term.recv() => break Ok("SIGTERM"),
             _ = int.recv() => break Ok("SIGINT"),
             _ = hup.recv() => {
+                sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 if let Some(new) = reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
                     config = new;
                     status.set_balancer(&balancer);
                 }
+                sd_notify("READY=1");
             }
             Some((name, ended)) = exited.recv() => {
                 // An instance that ends by itself (not stopped by us) is an error: stop everything.
@@ -225,6 +253,7 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
         }
     };
     // Whatever ended us: VIPs first (peers take over), then stop accepting and drain.
+    sd_notify("STOPPING=1");
     instances.stop_all().await;
     stop_balancer.send_replace(true);
     let drain = config.backends.iter().map(|b| b.drain_timeout).max().unwrap_or_default();
