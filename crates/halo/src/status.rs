@@ -82,6 +82,9 @@ struct ServerJson {
     redispatches: u64,
     flips: u64,
     check_latency_seconds: f64,
+    /// Cumulative counts per bucket upper bound (the last is +Inf), and the sum in seconds.
+    check_latency_histogram: Vec<(String, u64)>,
+    check_latency_sum_seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -134,6 +137,21 @@ fn snapshot(shared: &Shared) -> StatusJson {
                         redispatches: load(&s.stats.redispatches),
                         flips: load(&s.stats.flips),
                         check_latency_seconds: load(&s.stats.check_latency_us) as f64 / 1e6,
+                        check_latency_histogram: {
+                            let bounds = halo_lb::runtime::CHECK_LATENCY_BUCKETS
+                                .iter()
+                                .map(|b| b.to_string())
+                                .chain(std::iter::once("+Inf".to_string()));
+                            let mut running = 0;
+                            bounds
+                                .zip(s.stats.check_latency_buckets.iter())
+                                .map(|(bound, count)| {
+                                    running += load(count);
+                                    (bound, running)
+                                })
+                                .collect()
+                        },
+                        check_latency_sum_seconds: load(&s.stats.check_latency_sum_us) as f64 / 1e6,
                     })
                     .collect(),
             }
@@ -232,7 +250,25 @@ fn metrics(shared: &Shared) -> String {
         s(|x| x.redispatches as f64),
     );
     family("halo_server_health_flips_total", "counter", "Health state changes.", s(|x| x.flips as f64));
-    family("halo_server_check_latency_seconds", "gauge", "Latency of the last passing check.", s(|x| x.check_latency_seconds));
+    family("halo_server_last_check_latency_seconds", "gauge", "Latency of the last passing check.", s(|x| x.check_latency_seconds));
+    let mut histogram = Vec::new();
+    for x in fronts {
+        for srv in &x.servers {
+            let labels = format!("backend=\"{}\",server=\"{}\"", label(&x.backend), label(&srv.name));
+            for (bound, count) in &srv.check_latency_histogram {
+                histogram.push((format!("halo_server_check_latency_seconds_bucket{{{labels},le=\"{bound}\"}}"), *count as f64));
+            }
+            let total = srv.check_latency_histogram.last().map_or(0, |(_, c)| *c);
+            histogram.push((format!("halo_server_check_latency_seconds_sum{{{labels}}}"), srv.check_latency_sum_seconds));
+            histogram.push((format!("halo_server_check_latency_seconds_count{{{labels}}}"), total as f64));
+        }
+    }
+    out.push_str(
+        "# HELP halo_server_check_latency_seconds Latency of passing health checks.\n# TYPE halo_server_check_latency_seconds histogram\n",
+    );
+    for (series, value) in histogram {
+        out.push_str(&format!("{series} {value}\n"));
+    }
     out
 }
 

@@ -78,6 +78,17 @@ fn status_endpoint_and_halo_status() {
         if metrics.contains("halo_server_up{backend=\"api\",server=\"master01\"} 1") {
             assert!(metrics.contains("# TYPE halo_frontend_connections_total counter"), "{metrics}");
             assert!(metrics.contains("halo_frontend_listening{frontend=\"api\"} 1"), "{metrics}");
+            assert!(metrics.contains("# TYPE halo_server_check_latency_seconds histogram"), "{metrics}");
+            let count = metrics
+                .lines()
+                .find(|l| l.starts_with("halo_server_check_latency_seconds_count{backend=\"api\",server=\"master01\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok());
+            assert!(count.is_some_and(|c| c >= 1.0), "passing checks are counted in the histogram:\n{metrics}");
+            assert!(
+                metrics.contains("halo_server_check_latency_seconds_bucket{backend=\"api\",server=\"master01\",le=\"+Inf\"}"),
+                "{metrics}"
+            );
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "server never up in the metrics:\n{metrics}");

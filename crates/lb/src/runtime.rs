@@ -45,6 +45,24 @@ pub struct ServerStats {
     pub flips: AtomicU64,
     /// Latency of the last passing check, microseconds.
     pub check_latency_us: AtomicU64,
+    /// Passing checks by latency: counts per bucket of [`CHECK_LATENCY_BUCKETS`] (cumulative
+    /// counts are made when exposed), the last one for slower checks.
+    pub check_latency_buckets: [AtomicU64; CHECK_LATENCY_BUCKETS.len() + 1],
+    /// Sum of passing check latencies, microseconds.
+    pub check_latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds of the check-latency histogram, seconds.
+pub const CHECK_LATENCY_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+impl ServerStats {
+    fn record_check_latency(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let bucket = CHECK_LATENCY_BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(CHECK_LATENCY_BUCKETS.len());
+        self.check_latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.check_latency_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        self.check_latency_us.store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// One server at run time.
@@ -218,7 +236,7 @@ impl BackendRuntime {
         loop {
             let result = probe(&self.config.health, self.tls.as_ref(), server.config.address).await;
             if let Ok(latency) = &result {
-                server.stats.check_latency_us.store(latency.as_micros() as u64, Ordering::Relaxed);
+                server.stats.record_check_latency(*latency);
             }
             server.record(&self.config.name, result.map(drop));
             let wait = lock(&server.health).next_interval();
