@@ -43,6 +43,9 @@ pub struct Status {
     pub listen: SocketAddr,
     /// File holding a bearer token the endpoint requires; none means no token.
     pub token_file: Option<PathBuf>,
+    /// A unix socket serving the same endpoint as well (mode 0600, for local tools that should
+    /// not need a TCP port or for hosts with many network namespaces); none by default.
+    pub socket: Option<PathBuf>,
 }
 
 /// The status endpoint's default address: loopback only, so that nothing is exposed by default.
@@ -50,7 +53,7 @@ pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:9470";
 
 impl Default for Status {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9470)), token_file: None }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9470)), token_file: None, socket: None }
     }
 }
 

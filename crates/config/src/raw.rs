@@ -30,6 +30,8 @@ pub struct RawStatus {
     pub listen: Option<Text>,
     /// Bearer token file.
     pub token_file: Option<Text>,
+    /// Unix socket path served as well.
+    pub socket: Option<Text>,
 }
 
 /// `[log]`

@@ -51,6 +51,9 @@ pub enum Command {
         /// Print the endpoint's JSON as it is.
         #[arg(long)]
         json: bool,
+        /// Redraw every second until interrupted.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a halo.toml: print every problem with file:line:col, or a summary of what would run.
     Check {

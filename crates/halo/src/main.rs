@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Run { config, pid_file } => cmd::run::run(&config, &pid_file),
         cli::Command::Reload { config, pid_file } => cmd::reload::run(&config, &pid_file),
         cli::Command::Check { config } => cmd::check::run(&config),
-        cli::Command::Status { config, json } => cmd::status::run(&config, json),
+        cli::Command::Status { config, json, watch } => cmd::status::run(&config, json, watch),
         cli::Command::Import { haproxy, keepalived, check_script, output, strict } => {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict })
         }

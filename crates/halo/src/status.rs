@@ -301,27 +301,73 @@ fn handle(shared: &Shared, token: Option<&str>, request: &Request<Incoming>) -> 
     }
 }
 
+/// A bound endpoint: the TCP address and, when configured, the unix socket.
+pub enum Listener {
+    /// `status.listen`.
+    Tcp(TcpListener),
+    /// `status.socket`.
+    Unix(tokio::net::UnixListener),
+}
+
 /// Serves until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<String>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: Listener, shared: Arc<Shared>, token: Option<String>, mut shutdown: watch::Receiver<bool>) {
     let token: Option<Arc<str>> = token.map(Arc::from);
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                match &listener {
+                    Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+                    Listener::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+                }
+            } => accepted,
             _ = shutdown.changed() => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok(stream) = accepted else { continue };
         let (shared, token) = (Arc::clone(&shared), token.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = handle(&shared, token.as_deref(), &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
-            {
-                tracing::debug!(error = %e, "status connection ended with an error");
+            match stream {
+                Stream::Tcp(s) => serve_connection(s, shared, token).await,
+                Stream::Unix(s) => serve_connection(s, shared, token).await,
             }
         });
     }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, token: Option<Arc<str>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let response = handle(&shared, token.as_deref(), &request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await {
+        tracing::debug!(error = %e, "status connection ended with an error");
+    }
+}
+
+/// Binds the unix socket, replacing a stale one left by a crashed daemon, readable by root only.
+pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("cannot listen on {} for the status endpoint", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(listener)
 }
 
 /// Binds the endpoint's address.

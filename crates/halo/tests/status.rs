@@ -110,6 +110,55 @@ fn status_endpoint_and_halo_status() {
 }
 
 #[test]
+fn status_on_a_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let (status, front, server) = (free(), free(), backend());
+    let socket = dir.path().join("run/status.sock");
+    // A stale file where the socket goes (a crashed daemon's) is replaced.
+    std::fs::create_dir_all(dir.path().join("run")).expect("dir");
+    std::fs::write(&socket, "stale").expect("stale");
+    let file = dir.path().join("halo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[status]\nlisten = \"{status}\"\nsocket = \"{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"100ms\"\n[[backend.server]]\nname = \"master01\"\naddress = \"{server}\"\n",
+            socket.display()
+        ),
+    )
+    .expect("config");
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_halo"))
+            .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("halo run"),
+    );
+    let start = Instant::now();
+    let body = loop {
+        assert!(start.elapsed() < Duration::from_secs(10), "the unix socket never answered");
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            write!(s, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).expect("read");
+            if answer.contains("\"healthy\": true") {
+                break answer;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.starts_with("HTTP/1.1 200") && body.contains("master01"), "{body}");
+    let mode = std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is for root only");
+    let table = Command::new(env!("CARGO_BIN_EXE_halo")).args(["status", "-c", &file.to_string_lossy()]).output().expect("halo status");
+    assert_eq!(table.status.code(), Some(0), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("server master01") && table.contains("UP") && !table.contains("\x1b["), "no colour off a terminal: {table}");
+}
+
+#[test]
 fn systemd_hears_ready_reloading_and_stopping() {
     let dir = tempfile::tempdir().expect("dir");
     let socket_path = dir.path().join("notify");

@@ -50,6 +50,9 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
         if let Some(token) = &config.status.token_file {
             line(&mut out, format_args!("token_file = {}", quote(&token.display().to_string())));
         }
+        if let Some(socket) = &config.status.socket {
+            line(&mut out, format_args!("socket = {}", quote(&socket.display().to_string())));
+        }
         out.push('\n');
     }
     if config.log != Log::default() {

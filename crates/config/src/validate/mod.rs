@@ -47,6 +47,16 @@ fn status(report: &mut Report<'_>, raw: &crate::raw::RawStatus) -> Status {
         status.listen = addr;
     }
     status.token_file = raw.token_file.as_ref().map(|t| t.get_ref().into());
+    if let Some(socket) = &raw.socket {
+        let path = std::path::PathBuf::from(socket.get_ref());
+        if path.is_absolute() {
+            status.socket = Some(path);
+        } else {
+            report
+                .error(socket.span(), format!("status.socket `{}` is not an absolute path", socket.get_ref()))
+                .hint("for example \"/run/halo/status.sock\"");
+        }
+    }
     if !status.listen.ip().is_loopback() && status.token_file.is_none() {
         let span = raw.listen.as_ref().map(|l| l.span()).unwrap_or(0..0);
         report

@@ -218,7 +218,16 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let listener = crate::status::bind(config.status.listen).await?;
-    tokio::spawn(crate::status::serve(listener, Arc::clone(&status), token, balancer_stopped));
+    if let Some(path) = &config.status.socket {
+        let unix = crate::status::bind_unix(path)?;
+        tokio::spawn(crate::status::serve(
+            crate::status::Listener::Unix(unix),
+            Arc::clone(&status),
+            token.clone(),
+            balancer_stopped.clone(),
+        ));
+    }
+    tokio::spawn(crate::status::serve(crate::status::Listener::Tcp(listener), Arc::clone(&status), token, balancer_stopped));
     let links = halo_hostnet::netlink::watch_links().await?;
     let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, mut exited) = mpsc::unbounded_channel();
@@ -260,6 +269,11 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
     let left = balancer.drain(drain).await;
     if left > 0 {
         tracing::warn!(connections = left, "drain timeout: closing connections still open");
+    }
+    if let Some(socket) = &config.status.socket
+        && let Err(e) = std::fs::remove_file(socket)
+    {
+        tracing::warn!(path = %socket.display(), error = %e, "status socket not removed");
     }
     let signal = outcome?;
     tracing::info!(signal, "halo stopped");

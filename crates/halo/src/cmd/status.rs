@@ -1,16 +1,18 @@
-//! `halo status`: asks the running daemon's status endpoint (address and token from the
-//! configuration) and prints a table, or the JSON as it is.
+//! `halo status`: asks the running daemon's status endpoint (its unix socket when configured,
+//! else its address; the token from the configuration) and prints a table (coloured on a
+//! terminal), or the JSON as it is; `--watch` repeats every second.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 
-/// Fetches `/status` and prints it.
-pub fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// Fetches `/status` and prints it, once or every second until interrupted.
+pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
     let loaded = match super::load(config)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
@@ -22,25 +24,71 @@ pub fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let body =
-        get(status.listen, "/status", token.as_deref()).with_context(|| format!("asking halo at {} (is it running?)", status.listen))?;
-    if json {
-        print!("{body}");
-        return Ok(ExitCode::SUCCESS);
+    let endpoint = match &status.socket {
+        Some(path) => Endpoint::Unix(path.clone()),
+        None => Endpoint::Tcp(status.listen),
+    };
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    loop {
+        let body = get(&endpoint, "/status", token.as_deref()).with_context(|| format!("asking halo at {endpoint} (is it running?)"));
+        let text = match (&body, json) {
+            (Ok(body), true) => body.clone(),
+            (Ok(body), false) => {
+                let value: serde_json::Value =
+                    serde_json::from_str(body).context("the status endpoint answered something that is not JSON")?;
+                table(&value, colour)
+            }
+            (Err(e), _) if watch => format!("{e:#}\n"),
+            (Err(_), _) => return body.map(|_| ExitCode::SUCCESS),
+        };
+        if !watch {
+            print!("{text}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if colour {
+            // Home and clear, so the table redraws in place.
+            print!("\x1b[H\x1b[2J");
+        }
+        print!("{}\n{text}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
+        std::io::stdout().flush().context("writing to standard output")?;
+        std::thread::sleep(Duration::from_secs(1));
     }
-    let value: serde_json::Value = serde_json::from_str(&body).context("the status endpoint answered something that is not JSON")?;
-    print!("{}", table(&value));
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the endpoint is.
+enum Endpoint {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(address) => write!(f, "{address}"),
+            Self::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// A plain HTTP/1.1 GET with a bounded wait; the body, or why not.
-fn get(address: std::net::SocketAddr, path: &str, token: Option<&str>) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+fn get(endpoint: &Endpoint, path: &str, token: Option<&str>) -> anyhow::Result<String> {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n")?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: halo\r\n{auth}Connection: close\r\n\r\n");
     let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
+    match endpoint {
+        Endpoint::Tcp(address) => {
+            let mut stream = TcpStream::connect_timeout(address, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(request.as_bytes())?;
+            stream.read_to_string(&mut answer)?;
+        }
+        Endpoint::Unix(socket) => {
+            let mut stream = UnixStream::connect(socket)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(request.as_bytes())?;
+            stream.read_to_string(&mut answer)?;
+        }
+    }
     let (head, body) = answer.split_once("\r\n\r\n").context("no HTTP answer")?;
     let code = head.split_whitespace().nth(1).unwrap_or("?");
     anyhow::ensure!(code == "200", "the status endpoint answered {code}: {}", body.trim());
@@ -65,14 +113,26 @@ fn unchunk(body: &str) -> String {
     out
 }
 
-fn table(status: &serde_json::Value) -> String {
+/// Wraps a state word in its terminal colour: green when serving, red when not, yellow between.
+fn paint(word: &str, width: usize, colour: bool) -> String {
+    let padded = format!("{word:<width$}");
+    let code = match word {
+        "MASTER" | "UP" | "listening" => "32",
+        "FAULT" | "DOWN" | "NOT LISTENING" => "31",
+        "BACKUP" | "INIT" => "33",
+        _ => return padded,
+    };
+    if colour { format!("\x1b[{code}m{padded}\x1b[0m") } else { padded }
+}
+
+fn table(status: &serde_json::Value, colour: bool) -> String {
     let mut lines = Vec::new();
     let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     if let Some(vrrp) = status["vrrp"].as_object() {
         for (name, i) in vrrp {
             lines.push(format!(
-                "vrrp {name:<12} {:<7} priority {:<3} {} id {}  last change: {}  adverts {} sent / {} received",
-                text(&i["state"]),
+                "vrrp {name:<12} {} priority {:<3} {} id {}  last change: {}  adverts {} sent / {} received",
+                paint(&text(&i["state"]), 7, colour),
                 i["priority"],
                 text(&i["interface"]),
                 i["vrid"],
@@ -85,8 +145,9 @@ fn table(status: &serde_json::Value) -> String {
     for f in status["frontends"].as_array().into_iter().flatten() {
         let listening = if f["listening"].as_bool() == Some(true) { "listening" } else { "NOT LISTENING" };
         lines.push(format!(
-            "frontend {:<10} {listening}, {} open, {} total, backend {}",
+            "frontend {:<10} {}, {} open, {} total, backend {}",
             text(&f["name"]),
+            paint(listening, 0, colour),
             f["connections"],
             f["total"],
             text(&f["backend"])
@@ -94,9 +155,10 @@ fn table(status: &serde_json::Value) -> String {
         for s in f["servers"].as_array().into_iter().flatten() {
             let health = if s["healthy"].as_bool() == Some(true) { "UP" } else { "DOWN" };
             lines.push(format!(
-                "  server {:<10} {:<21} {health:<4} {:<30} {} open, {} connect errors",
+                "  server {:<10} {:<21} {} {:<30} {} open, {} connect errors",
                 text(&s["name"]),
                 text(&s["address"]),
+                paint(health, 4, colour),
                 text(&s["reason"]),
                 s["connections"],
                 s["connect_errors"]
