@@ -91,6 +91,54 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Build a throwaway cluster in network namespaces (switch, three TLS API-server stand-ins,
+    /// three balancer hosts running `halo run`, a client), play a failure scenario through it and
+    /// judge it (root). Exit 0 when every step behaved, 1 when one did not, 2 when the lab could
+    /// not be built. It always cleans up, also on Ctrl-C, unless `--keep`.
+    Lab {
+        /// `down` removes a lab left running; the others are the lab's own parts.
+        #[command(subcommand)]
+        action: Option<LabAction>,
+        /// Leave the lab running afterwards, with a cheat sheet for exploring it.
+        #[arg(long)]
+        keep: bool,
+        /// Also write the measured timeline as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
+}
+
+/// `halo lab` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabAction {
+    /// Remove a lab left running (its namespaces, processes and files).
+    Down,
+    /// An API-server stand-in (started by the lab inside its namespace).
+    #[command(hide = true)]
+    Apiserver {
+        /// Its name (certificate and log file names).
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The lab directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// The lab's client (started by the lab inside its namespace).
+    #[command(hide = true)]
+    Client {
+        /// The VIP and port.
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        /// The lab directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Milliseconds between requests.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        period_ms: u64,
+    },
 }
 
 /// Artefacts `halo render` produces.

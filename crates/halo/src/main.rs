@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod lab;
 mod notify;
 mod status;
 mod tracker;
@@ -23,6 +24,14 @@ fn main() -> ExitCode {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict })
         }
         cli::Command::Render { artefact, config, output } => cmd::render::run(artefact, &config, output.as_deref()),
+        cli::Command::Lab { action: None, keep, report } => lab::run(&lab::Options { keep, report }),
+        cli::Command::Lab { action: Some(cli::LabAction::Down), .. } => lab::down(),
+        cli::Command::Lab { action: Some(cli::LabAction::Apiserver { name, listen, dir }), .. } => {
+            lab::apiserver::run(&name, listen, &dir).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        cli::Command::Lab { action: Some(cli::LabAction::Client { target, dir, period_ms }), .. } => {
+            lab::client::run(target, &dir, std::time::Duration::from_millis(period_ms)).map(|()| std::process::ExitCode::SUCCESS)
+        }
     };
     match outcome {
         Ok(code) => code,

@@ -56,7 +56,7 @@ pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Where the endpoint is.
-enum Endpoint {
+pub(crate) enum Endpoint {
     Tcp(std::net::SocketAddr),
     Unix(std::path::PathBuf),
 }
@@ -71,7 +71,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// A plain HTTP/1.1 GET with a bounded wait; the body, or why not.
-fn get(endpoint: &Endpoint, path: &str, token: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn get(endpoint: &Endpoint, path: &str, token: Option<&str>) -> anyhow::Result<String> {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!("GET {path} HTTP/1.1\r\nHost: halo\r\n{auth}Connection: close\r\n\r\n");
     let mut answer = String::new();

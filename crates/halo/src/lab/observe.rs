@@ -1,0 +1,183 @@
+//! The lab's eyes: a thread that, every 100 ms, reads the client's new log lines, asks every
+//! balancer's daemon for its status (through its unix socket) and looks at which hosts hold the
+//! VIP, and keeps what it saw for the scenario, the live view and the report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::net::{DIR, Host};
+use super::timeline::Request;
+
+/// How often the observer looks.
+pub const PERIOD: Duration = Duration::from_millis(100);
+
+/// One balancer as last seen.
+#[derive(Debug, Clone, Default)]
+pub struct Balancer {
+    /// Its daemon answered.
+    pub reachable: bool,
+    /// VRRP state.
+    pub state: String,
+    /// Effective priority.
+    pub priority: u64,
+    /// Server name → healthy.
+    pub servers: BTreeMap<String, bool>,
+    /// The VIP is on its eth0.
+    pub holds_vip: bool,
+}
+
+/// Everything seen so far.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Every client request logged so far.
+    pub requests: Vec<Request>,
+    /// (time, how many connected hosts held the VIP).
+    pub holders: Vec<(u64, usize)>,
+    /// Balancers by name.
+    pub balancers: BTreeMap<String, Balancer>,
+    /// Time of the last complete look.
+    pub at_ms: u64,
+}
+
+impl Seen {
+    /// The connected hosts holding the VIP now.
+    pub fn holders_now(&self) -> Vec<String> {
+        self.balancers.iter().filter(|(_, b)| b.holds_vip).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Whether balancer `lb` reports `server` healthy (None: not reachable or not known).
+    pub fn server_healthy(&self, lb: &str, server: &str) -> Option<bool> {
+        self.balancers.get(lb).filter(|b| b.reachable).and_then(|b| b.servers.get(server).copied())
+    }
+}
+
+/// The observer's shared state and its thread.
+pub struct Observer {
+    /// What it saw.
+    pub seen: Arc<Mutex<Seen>>,
+    /// Balancers whose cable is plugged in (the scenario pulls one).
+    pub connected: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Observer {
+    /// Starts looking.
+    pub fn start(lbs: Vec<Host>, vip: std::net::Ipv4Addr) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let connected = Arc::new(Mutex::new(lbs.iter().map(|h| h.name.clone()).collect::<BTreeSet<_>>()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, connected, stop) = (Arc::clone(&seen), Arc::clone(&connected), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut client_log = ClientLog::default();
+                while !stop.load(Ordering::SeqCst) {
+                    let plugged = connected.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    let balancers: BTreeMap<String, Balancer> = lbs
+                        .iter()
+                        .map(|lb| {
+                            let mut b = status(lb);
+                            b.holds_vip = plugged.contains(&lb.name) && super::net::holds(lb, vip);
+                            (lb.name.clone(), b)
+                        })
+                        .collect();
+                    let new = client_log.read_new();
+                    let now = super::unix_ms();
+                    {
+                        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                        let holders = balancers.values().filter(|b| b.holds_vip).count();
+                        seen.holders.push((now, holders));
+                        seen.balancers = balancers;
+                        seen.requests.extend(new);
+                        seen.at_ms = now;
+                    }
+                    std::thread::sleep(PERIOD);
+                }
+            })
+        };
+        Self { seen, connected, stop, thread: Some(thread) }
+    }
+
+    /// Runs `f` on what was seen.
+    pub fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Marks a balancer's cable as plugged in or not.
+    pub fn set_connected(&self, lb: &str, plugged: bool) {
+        let mut connected = self.connected.lock().unwrap_or_else(PoisonError::into_inner);
+        if plugged {
+            connected.insert(lb.to_string());
+        } else {
+            connected.remove(lb);
+        }
+    }
+
+    /// Stops the thread after one last look at the client's log.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            eprintln!("halo lab: the observer thread panicked");
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Asks a balancer's daemon for its state through its unix socket.
+fn status(lb: &Host) -> Balancer {
+    let endpoint = crate::cmd::status::Endpoint::Unix(super::socket_path(lb));
+    let Ok(body) = crate::cmd::status::get(&endpoint, "/status", None) else { return Balancer::default() };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else { return Balancer::default() };
+    let instance = &json["vrrp"]["apiserver"];
+    let servers = json["frontends"][0]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["healthy"].as_bool()?)))
+        .collect();
+    Balancer {
+        reachable: true,
+        state: instance["state"].as_str().unwrap_or("?").to_string(),
+        priority: instance["priority"].as_u64().unwrap_or(0),
+        servers,
+        holds_vip: false,
+    }
+}
+
+/// Reads `client.log` incrementally, whole lines only.
+#[derive(Default)]
+struct ClientLog {
+    offset: u64,
+    partial: String,
+}
+
+impl ClientLog {
+    fn read_new(&mut self) -> Vec<Request> {
+        let Ok(mut file) = std::fs::File::open(format!("{DIR}/client.log")) else { return Vec::new() };
+        let mut text = String::new();
+        if file.seek(SeekFrom::Start(self.offset)).and_then(|_| file.read_to_string(&mut text)).is_err() {
+            return Vec::new();
+        }
+        self.offset += text.len() as u64;
+        self.partial.push_str(&text);
+        let complete = match self.partial.rfind('\n') {
+            Some(end) => {
+                let lines = self.partial[..=end].to_string();
+                self.partial.drain(..=end);
+                lines
+            }
+            None => return Vec::new(),
+        };
+        complete.lines().filter_map(Request::parse).collect()
+    }
+}
