@@ -14,6 +14,7 @@ packages=(
   nginx-light   # a real TLS server that can answer an error status, for the check-script test
   util-linux    # unshare: a private mount namespace for keepalived --config-test
   systemd       # systemd-analyze verify on the rendered unit (nothing is started)
+  iputils-ping  # a ping that must keep answering while halo host apply moves the NIC onto br0
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -87,9 +87,23 @@ pub enum Command {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
         config: PathBuf,
-        /// Write the result here (atomically) instead of standard output.
+        /// Write the result here (atomically) instead of standard output; for `network`, a
+        /// directory the files are written under (as under /).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// For `network`: etcnet, networkd or nm.
+        #[arg(long, value_enum)]
+        format: Option<Persist>,
+        /// For `network`: the LAN NIC (default: the one carrying the default route).
+        #[arg(long, value_name = "NAME")]
+        interface: Option<String>,
+    },
+    /// Check (`check`) or prepare (`apply`) this host: bridge with the LAN NIC enslaved and the
+    /// host's addresses on it, bridge-nf-call sysctls as the role needs.
+    Host {
+        /// What to do.
+        #[command(subcommand)]
+        action: HostAction,
     },
     /// Build a throwaway cluster in network namespaces (switch, three TLS API-server stand-ins,
     /// three balancer hosts running `halo run`, a client), play a failure scenario through it and
@@ -105,6 +119,88 @@ pub enum Command {
         /// Also write the measured timeline as JSON to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+    },
+}
+
+/// What a host is for; the bridge-nf-call sysctls differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The libvirt host of the guide: bridge-nf-call-* = 0 (or br_netfilter not loaded).
+    Hypervisor,
+    /// A dedicated balancer host: like the hypervisor.
+    Lb,
+    /// A Kubernetes node: bridge-nf-call-* = 1 with br_netfilter loaded, ip_forward = 1.
+    Node,
+}
+
+impl Role {
+    /// As written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hypervisor => "hypervisor",
+            Self::Lb => "lb",
+            Self::Node => "node",
+        }
+    }
+}
+
+/// Persistent network configuration formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Persist {
+    /// ALT Linux etcnet (/etc/net/ifaces).
+    Etcnet,
+    /// systemd-networkd (/etc/systemd/network).
+    Networkd,
+    /// NetworkManager (a script of nmcli commands).
+    Nm,
+}
+
+/// `halo host` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HostAction {
+    /// Readiness report: one line per check, OK / WARN / FAIL with what to do. Exit 0 when
+    /// nothing FAILs, 1 otherwise.
+    Check {
+        /// What the host is for.
+        #[arg(long, value_enum, default_value = "hypervisor")]
+        role: Role,
+        /// A halo.toml: also check its VIPs (subnet, ARP probe), ports and conflicts.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The LAN NIC (default: the one carrying the default route).
+        #[arg(long, value_name = "NAME")]
+        interface: Option<String>,
+        /// The bridge (default: the config's VRRP interface, else br0).
+        #[arg(long, value_name = "NAME")]
+        bridge: Option<String>,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prepare the host: sysctls (now and in /etc/sysctl.d/99-halo.conf) and the bridge with the
+    /// NIC's addresses, routes and MAC. Idempotent; rolled back exactly if a step fails.
+    Apply {
+        /// What the host is for.
+        #[arg(long, value_enum, default_value = "hypervisor")]
+        role: Role,
+        /// A halo.toml (for the bridge's name).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The LAN NIC (default: the one carrying the default route).
+        #[arg(long, value_name = "NAME")]
+        interface: Option<String>,
+        /// The bridge (default: the config's VRRP interface, else br0).
+        #[arg(long, value_name = "NAME")]
+        bridge: Option<String>,
+        /// Print the plan as commands; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the network configuration that survives a reboot.
+        #[arg(long, value_enum)]
+        persist: Option<Persist>,
+        /// Write files under this directory instead of / (for images and tests).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
 }
 
@@ -156,4 +252,6 @@ pub enum Artefact {
     Systemd,
     /// A Kubernetes static-pod manifest running halo (host network, liveness on /healthz).
     StaticPod,
+    /// The bridge as persistent network configuration (needs --format), from this host's NIC.
+    Network,
 }

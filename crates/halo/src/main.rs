@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod host;
 mod lab;
 mod notify;
 mod status;
@@ -23,7 +24,10 @@ fn main() -> ExitCode {
         cli::Command::Import { haproxy, keepalived, check_script, output, strict } => {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict })
         }
-        cli::Command::Render { artefact, config, output } => cmd::render::run(artefact, &config, output.as_deref()),
+        cli::Command::Render { artefact, config, output, format, interface } => {
+            cmd::render::run(artefact, &config, output.as_deref(), format, interface.as_deref())
+        }
+        cli::Command::Host { action } => host::run(action),
         cli::Command::Lab { action: None, keep, report } => lab::run(&lab::Options { keep, report }),
         cli::Command::Lab { action: Some(cli::LabAction::Down), .. } => lab::down(),
         cli::Command::Lab { action: Some(cli::LabAction::Apiserver { name, listen, dir }), .. } => {

@@ -3,8 +3,11 @@
 //! Every failure is returned to the caller; nothing here ignores an error.
 
 pub mod announce;
+pub mod arp_probe;
+pub mod bridge;
 pub mod netlink;
 mod sys;
+pub mod sysctl;
 pub mod vrrp_socket;
 
 /// A failure of a host operation, with what was being done.

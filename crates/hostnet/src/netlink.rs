@@ -55,6 +55,11 @@ impl Netlink {
         Ok(Self { handle })
     }
 
+    /// The underlying handle, for the other netlink modules of this crate.
+    pub(crate) fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
+    }
+
     /// The interface of that name.
     pub async fn link(&self, name: &str) -> Result<Link> {
         let mut links = self.handle.link().get().match_name(name.to_string()).execute();

@@ -5,14 +5,27 @@ use std::process::ExitCode;
 
 use halo_config::render;
 
-use crate::cli::Artefact;
+use crate::cli::{Artefact, Persist};
 
 /// Loads the config like the daemon, renders one artefact, reports what it could not carry.
-pub fn run(artefact: Artefact, config: &Path, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    artefact: Artefact,
+    config: &Path,
+    output: Option<&Path>,
+    format: Option<Persist>,
+    interface: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let loaded = match super::load(config)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    if artefact == Artefact::Network {
+        let Some(format) = format else {
+            eprintln!("halo render network: --format etcnet|networkd|nm is required");
+            return Ok(ExitCode::from(2));
+        };
+        return network(&loaded.config, format, interface, output);
+    }
     let rendered = match artefact {
         Artefact::Haproxy => render::haproxy(&loaded.config),
         Artefact::Keepalived => render::keepalived(&loaded.config),
@@ -20,6 +33,7 @@ pub fn run(artefact: Artefact, config: &Path, output: Option<&Path>) -> anyhow::
         Artefact::Sysctl => render::sysctl(&loaded.config),
         Artefact::Systemd => render::systemd(&loaded.config),
         Artefact::StaticPod => render::static_pod(&loaded.config),
+        Artefact::Network => unreachable!("handled above"),
     };
     for loss in &rendered.losses {
         eprintln!("halo render: warning: {loss}");
@@ -36,4 +50,33 @@ fn make_executable(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {} executable", path.display()))
+}
+
+/// The bridge as persistent configuration: every file under `output` (as under /), or all of
+/// them on standard output, each after a `# ==> PATH <==` line.
+fn network(config: &halo_config::Config, format: Persist, interface: Option<&str>, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let facts = crate::host::network_facts(Some(config), interface, None)?;
+    let format = match format {
+        Persist::Etcnet => render::NetworkFormat::Etcnet,
+        Persist::Networkd => render::NetworkFormat::Networkd,
+        Persist::Nm => render::NetworkFormat::Nm,
+    };
+    let files = render::network(&facts, format);
+    match output {
+        Some(root) => {
+            for (path, content) in &files {
+                let path = crate::host::under_root(root, path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+                }
+                super::write_output(Some(&path), content)?;
+                println!("{}", path.display());
+            }
+        }
+        None => {
+            let text: String = files.iter().map(|(path, content)| format!("# ==> {path} <==\n{content}\n")).collect();
+            super::write_output(None, &text)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,337 @@
+//! `halo host check`: a readiness report, one line per check (OK / WARN / FAIL, what was found,
+//! what to do), as text or JSON. Exit 0 when nothing FAILs, 1 otherwise.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use halo_config::Config;
+use halo_hostnet::bridge::Snapshot;
+use halo_hostnet::netlink::Netlink;
+use serde::Serialize;
+
+use super::sysctl;
+use super::{Target, resolve};
+use crate::cli::Role;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// As it should be.
+    Ok,
+    /// Works, but worth a look.
+    Warn,
+    /// Not ready.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// What was checked.
+    pub check: String,
+    /// The verdict.
+    pub status: Verdict,
+    /// What was found.
+    pub found: String,
+    /// What to do (empty when OK).
+    pub fix: String,
+}
+
+#[derive(Default)]
+struct Report(Vec<Finding>);
+
+impl Report {
+    fn add(&mut self, check: impl Into<String>, status: Verdict, found: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Finding { check: check.into(), status, found: found.into(), fix: fix.into() });
+    }
+    fn ok(&mut self, check: impl Into<String>, found: impl Into<String>) {
+        self.add(check, Verdict::Ok, found, "");
+    }
+}
+
+/// Runs every check and prints the report.
+pub async fn run(
+    role: Role,
+    config: Option<&Config>,
+    interface: Option<&str>,
+    bridge: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let netlink = Netlink::open()?;
+    let snapshot = netlink.snapshot().await?;
+    let mut report = Report::default();
+    match resolve(&snapshot, interface, bridge, config) {
+        Ok(target) => {
+            bridge_checks(&mut report, &snapshot, &target);
+            if let Some(config) = config {
+                config_checks(&mut report, &snapshot, &target, config, &netlink).await;
+            }
+        }
+        Err(e) => report.add("LAN interface", Verdict::Fail, format!("{e:#}"), "name it with --interface"),
+    }
+    sysctl_checks(&mut report, role);
+    let failed = report.0.iter().any(|f| f.status == Verdict::Fail);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.0)?);
+    } else {
+        for f in &report.0 {
+            let status = match f.status {
+                Verdict::Ok => "OK",
+                Verdict::Warn => "WARN",
+                Verdict::Fail => "FAIL",
+            };
+            println!("{status:<4}  {}: {}", f.check, f.found);
+            if !f.fix.is_empty() {
+                println!("      -> {}", f.fix);
+            }
+        }
+        let count = |v: Verdict| report.0.iter().filter(|f| f.status == v).count();
+        println!("{} OK, {} WARN, {} FAIL (role {})", count(Verdict::Ok), count(Verdict::Warn), count(Verdict::Fail), role.name());
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn bridge_checks(report: &mut Report, snapshot: &Snapshot, target: &Target) {
+    let apply = "halo host apply (see the plan with --dry-run)";
+    let Some(nic) = snapshot.link(&target.nic) else {
+        report.add("LAN interface", Verdict::Fail, format!("no interface {}", target.nic), "name it with --interface");
+        return;
+    };
+    let bridge = snapshot.link(&target.bridge);
+    match bridge {
+        None => report.add("bridge", Verdict::Fail, format!("{} does not exist", target.bridge), apply),
+        Some(b) if !b.is_bridge => {
+            report.add("bridge", Verdict::Fail, format!("{} exists but is not a bridge", b.name), "choose another name with --bridge")
+        }
+        Some(b) if !b.up => {
+            report.add("bridge", Verdict::Fail, format!("{} exists but is down", b.name), format!("ip link set {} up", b.name))
+        }
+        Some(b) => report.ok("bridge", format!("{} exists and is up", b.name)),
+    }
+    let Some(bridge) = bridge.filter(|b| b.is_bridge) else { return };
+    if nic.master == Some(bridge.index) {
+        report.ok("LAN interface", format!("{} is a port of {}", nic.name, bridge.name));
+    } else {
+        report.add("LAN interface", Verdict::Fail, format!("{} is not a port of {}", nic.name, bridge.name), apply);
+    }
+    let on_nic = snapshot.addresses_of(nic.index);
+    let on_bridge = snapshot.addresses_of(bridge.index);
+    let list =
+        |a: &[&halo_hostnet::bridge::AddressFacts]| a.iter().map(|a| format!("{}/{}", a.address, a.prefix)).collect::<Vec<_>>().join(", ");
+    if !on_nic.is_empty() {
+        report.add("host address", Verdict::Fail, format!("{} is on {}, not on {}", list(&on_nic), nic.name, bridge.name), apply);
+    } else if on_bridge.is_empty() {
+        report.add(
+            "host address",
+            Verdict::Fail,
+            format!("neither {} nor {} has an address", nic.name, bridge.name),
+            "give the bridge the host's address",
+        );
+    } else {
+        report.ok("host address", format!("{} on {}", list(&on_bridge), bridge.name));
+    }
+    match snapshot.default_route() {
+        Some(route) if route.index == bridge.index => {
+            report.ok("default route", format!("via {} on {}", route.gateway.map_or("-".into(), |g| g.to_string()), bridge.name))
+        }
+        Some(route) => {
+            let dev = snapshot.link_by_index(route.index).map_or("?".to_string(), |l| l.name.clone());
+            report.add("default route", Verdict::Fail, format!("goes via {dev}, not {}", bridge.name), apply);
+        }
+        None => report.add("default route", Verdict::Warn, "there is no IPv4 default route", "add one via the bridge if the host needs it"),
+    }
+    if bridge.mac != nic.mac {
+        report.add(
+            "bridge MAC",
+            Verdict::Warn,
+            format!("{} has a MAC of its own, not {}'s", bridge.name, nic.name),
+            "pin it (halo host apply): otherwise it changes as ports come and go, and ARP caches and DHCP leases go stale",
+        );
+    } else {
+        report.ok("bridge MAC", format!("{} uses {}'s MAC", bridge.name, nic.name));
+    }
+}
+
+fn sysctl_checks(report: &mut Report, role: Role) {
+    let files = sysctl::boot_order(std::path::Path::new("/"));
+    for want in sysctl::wants(role) {
+        let check = want.key.to_string();
+        match halo_hostnet::sysctl::read(want.key) {
+            Ok(None) if want.absent_ok => report.ok(check, "absent: br_netfilter is not loaded, so bridged frames skip netfilter anyway"),
+            Ok(None) if want.key.starts_with("net.bridge.") => {
+                report.add(
+                    check,
+                    Verdict::Fail,
+                    "absent: br_netfilter is not loaded",
+                    format!("modprobe br_netfilter, then halo host apply --role {}", role.name()),
+                );
+            }
+            Ok(None) => report.add(check, Verdict::Fail, "absent", "this kernel lacks the key"),
+            Ok(Some(value)) if value == want.value => report.ok(check, format!("{value} ({})", want.why)),
+            Ok(Some(value)) => report.add(
+                check,
+                Verdict::Fail,
+                format!("{value}, the role {} needs {}: {}", role.name(), want.value, want.why),
+                format!("halo host apply --role {}", role.name()),
+            ),
+            Err(e) => report.add(check, Verdict::Fail, format!("{e:#}"), ""),
+        }
+        if let Some((file, value)) = sysctl::last_setting(&files, want.key)
+            && value != want.value
+        {
+            report.add(
+                format!("{} at boot", want.key),
+                Verdict::Warn,
+                format!("{} sets it to {value} and is read last", file.display()),
+                format!("change that line (halo host apply writes {} and leaves other files alone)", sysctl::DROP_IN),
+            );
+        }
+    }
+    if role != Role::Node
+        && let Ok(Some(forward)) = halo_hostnet::sysctl::read("net.ipv4.ip_forward")
+    {
+        report.ok("net.ipv4.ip_forward", format!("{forward} (not needed by a {}: halo proxies, it does not route)", role.name()));
+    }
+}
+
+async fn config_checks(report: &mut Report, snapshot: &Snapshot, target: &Target, config: &Config, netlink: &Netlink) {
+    let lan = snapshot.link(&target.bridge).filter(|b| b.is_bridge).or_else(|| snapshot.link(&target.nic));
+    let Some(lan) = lan else { return };
+    let subnets: Vec<ipnet::IpNet> = snapshot
+        .addresses_of(lan.index)
+        .iter()
+        .chain(snapshot.link(&target.nic).map(|n| snapshot.addresses_of(n.index)).unwrap_or_default().iter())
+        .filter_map(|a| ipnet::IpNet::new(a.address, a.prefix).ok())
+        .collect();
+    let held: Vec<IpAddr> = snapshot.addresses.iter().map(|a| a.address).collect();
+    for instance in &config.vrrp {
+        for vip in &instance.virtual_addresses {
+            let address = vip.addr();
+            let check = format!("VIP {address}");
+            if !subnets.iter().any(|net| net.contains(&address)) {
+                let nets = subnets.iter().map(|n| n.trunc().to_string()).collect::<Vec<_>>().join(", ");
+                report.add(
+                    check.clone(),
+                    Verdict::Fail,
+                    format!("not in the subnet of {} ({nets})", lan.name),
+                    "pick a free address of the LAN",
+                );
+            } else {
+                report.ok(check.clone(), format!("in the subnet of {}", lan.name));
+            }
+            if held.contains(&address) {
+                report.ok(format!("{check} in use"), "held by this host");
+                continue;
+            }
+            let IpAddr::V4(v4) = address else {
+                report.ok(format!("{check} in use"), "IPv6: not probed (duplicate address detection covers it)");
+                continue;
+            };
+            let link = match netlink.link(&lan.name).await {
+                Ok(link) => link,
+                Err(e) => {
+                    report.add(format!("{check} in use"), Verdict::Warn, format!("not probed: {e}"), "");
+                    continue;
+                }
+            };
+            match halo_hostnet::arp_probe::probe(&link, v4, Duration::from_secs(1)) {
+                Ok(Some(mac)) => report.add(
+                    format!("{check} in use"),
+                    Verdict::Fail,
+                    format!("answered ARP from {} on {}", mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"), lan.name),
+                    "another host holds it: pick a free address, or stop whatever holds it",
+                ),
+                Ok(None) => report.ok(format!("{check} in use"), format!("no answer to an ARP probe on {} (1 s)", lan.name)),
+                Err(e) => report.add(format!("{check} in use"), Verdict::Warn, format!("not probed: {e}"), ""),
+            }
+        }
+    }
+    let others = processes_here(&["haproxy", "keepalived", "halo"]);
+    for frontend in &config.frontends {
+        for bind in &frontend.binds {
+            let check = format!("port {bind}");
+            match try_bind(*bind) {
+                Ok(()) => report.ok(check, format!("free (frontend {})", frontend.name)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    let who = others.iter().map(|(name, pid)| format!("{name} (pid {pid})")).collect::<Vec<_>>().join(", ");
+                    let found = if who.is_empty() { "in use".to_string() } else { format!("in use; running here: {who}") };
+                    report.add(check, Verdict::Fail, found, "stop whatever listens there (haproxy of the classic stack?) before halo run");
+                }
+                Err(e) => report.add(check, Verdict::Fail, format!("cannot bind: {e}"), ""),
+            }
+        }
+    }
+    report.ok(
+        "binding the VIP",
+        "halo binds with IP_FREEBIND: a backup listens before it holds the VIP (haproxy would need net.ipv4.ip_nonlocal_bind = 1)",
+    );
+    for (name, pid) in others.iter().filter(|(n, _)| n == "keepalived") {
+        let same = keepalived_vrids()
+            .into_iter()
+            .filter(|(interface, vrid)| config.vrrp.iter().any(|v| v.interface == *interface && v.virtual_router_id.get() == *vrid))
+            .collect::<Vec<_>>();
+        if same.is_empty() {
+            report.add(
+                format!("{name} (pid {pid})"),
+                Verdict::Warn,
+                "keepalived runs here, on other virtual routers",
+                "make sure it does not manage the same VIP",
+            );
+        } else {
+            let list = same.iter().map(|(i, v)| format!("VRID {v} on {i}")).collect::<Vec<_>>().join(", ");
+            report.add(
+                format!("{name} (pid {pid})"),
+                Verdict::Fail,
+                format!("keepalived runs {list}, as halo would"),
+                "stop keepalived before halo run (halo imports its config: halo import)",
+            );
+        }
+    }
+}
+
+/// Whether a frontend address could be bound now (with IP_FREEBIND, as the balancer does).
+fn try_bind(address: SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    }
+    socket.bind(&address.into())?;
+    socket.listen(1)
+}
+
+/// Processes with these names in this network namespace: (name, pid).
+fn processes_here(names: &[&str]) -> Vec<(String, u32)> {
+    let ours = std::fs::read_link("/proc/self/ns/net").ok();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found: Vec<(String, u32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim().to_string();
+            let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            (names.contains(&comm.as_str()) && netns == ours).then_some((comm, pid))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// (interface, VRID) of the instances in /etc/keepalived/keepalived.conf, through halo's importer.
+fn keepalived_vrids() -> Vec<(String, u8)> {
+    let file = "/etc/keepalived/keepalived.conf";
+    let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
+    use halo_config::import;
+    let imported = import::import(
+        &import::Inputs { haproxy: None, keepalived: Some(import::Source { file, text: &text }), check_script: None, strict: false },
+        &import::FsResolver { root: std::path::PathBuf::from("/etc/keepalived") },
+    );
+    imported.config.vrrp.iter().map(|v| (v.interface.clone(), v.virtual_router_id.get())).collect()
+}
