@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# halo's main job, until the network-namespace lab lands: take the classic stack of the guide
+# The migration path (no root needed; the main job is scripts/lab.sh): take the classic stack of the guide
 # (haproxy.cfg + keepalived.conf + check_apiserver.sh), import it into one halo.toml, validate it
 # with the daemon's own loader, and render the corrected classic artefacts next to it.
 set -euo pipefail

@@ -26,3 +26,10 @@ cargo test --workspace --locked -- --nocapture --test-threads=2 2>&1 | tee targe
 # One closing line for the whole run (cargo prints one per test binary, the last often "0 passed").
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+
+# The Debian package: built with cargo-deb, installed with dpkg -i, checked, purged.
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/test-package.sh
+else
+  echo "SKIP package test: dpkg -i needs root"
+fi

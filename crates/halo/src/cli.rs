@@ -98,6 +98,13 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         interface: Option<String>,
     },
+    /// Shell completions or the man page, for packaging (written to standard output).
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        #[arg(value_enum)]
+        what: Generated,
+    },
     /// Check (`check`) or prepare (`apply`) this host: bridge with the LAN NIC enslaved and the
     /// host's addresses on it, bridge-nf-call sysctls as the role needs.
     Host {
@@ -120,6 +127,19 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
+}
+
+/// Packaging artefacts `halo generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// bash completion.
+    Bash,
+    /// zsh completion.
+    Zsh,
+    /// fish completion.
+    Fish,
+    /// The man page, halo(1), in roff.
+    Man,
 }
 
 /// What a host is for; the bridge-nf-call sysctls differ.

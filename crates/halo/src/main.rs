@@ -14,6 +14,25 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Completions and the man page, from the same clap definitions the parser uses.
+fn generate(what: cli::Generated) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut command = cli::Cli::command();
+    let mut out = std::io::stdout();
+    let shell = match what {
+        cli::Generated::Bash => Shell::Bash,
+        cli::Generated::Zsh => Shell::Zsh,
+        cli::Generated::Fish => Shell::Fish,
+        cli::Generated::Man => {
+            clap_mangen::Man::new(command).render(&mut out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    clap_complete::generate(shell, &mut command, "halo", &mut out);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
@@ -28,6 +47,7 @@ fn main() -> ExitCode {
             cmd::render::run(artefact, &config, output.as_deref(), format, interface.as_deref())
         }
         cli::Command::Host { action } => host::run(action),
+        cli::Command::Generate { what } => generate(what),
         cli::Command::Lab { action: None, keep, report } => lab::run(&lab::Options { keep, report }),
         cli::Command::Lab { action: Some(cli::LabAction::Down), .. } => lab::down(),
         cli::Command::Lab { action: Some(cli::LabAction::Apiserver { name, listen, dir }), .. } => {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the Debian package with cargo-deb: release binary, systemd unit (rendered from
+# examples/halo.toml by the binary itself), example config, shell completions and man page
+# (generated from the binary's own command-line definitions). Prints the .deb's path last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo-deb >/dev/null; then
+  echo "package.sh: installing cargo-deb" >&2
+  cargo install --locked --quiet cargo-deb@3.8.0
+fi
+cargo build --quiet --locked --release -p halo
+halo=target/release/halo
+assets=target/assets
+mkdir -p "$assets"
+"$halo" generate bash >"$assets/halo.bash"
+"$halo" generate zsh >"$assets/_halo"
+"$halo" generate fish >"$assets/halo.fish"
+"$halo" generate man | gzip -9n >"$assets/halo.1.gz"
+"$halo" render systemd -c examples/halo.toml -o "$assets/halo.service" 2>/dev/null
+cargo deb --quiet --locked --no-build -p halo
+ls -t target/debian/halo_*.deb | head -1
