@@ -99,6 +99,59 @@ fn parses_as_networkd(file: &Path) {
     }
 }
 
+/// A daemon started inside a namespace, ended by PID (and its children by their pid files).
+struct Background {
+    child: std::process::Child,
+    pid_files: Vec<PathBuf>,
+}
+
+impl Background {
+    fn start(ns: &Netns, program: &str, args: &[&str], pid_files: Vec<PathBuf>) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, pid_files }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
+            eprintln!("warning: could not end {}: {e}", self.child.id());
+        }
+        for file in &self.pid_files {
+            if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+                // Usually gone with its parent already.
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            }
+        }
+    }
+}
+
+/// Runs `halo host check -c config` until its report contains `needle` (bounded); the report.
+fn wait_for_output(ns: &Netns, config: &Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = halo(ns, &["host", "check", "--role", "node", "-c", &config.to_string_lossy()]);
+        let report = text(&out);
+        if report.contains(needle) {
+            assert_eq!(out.status.code(), Some(1), "{report}");
+            return report;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reported `{needle}`:\n{report}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 const CONFIG: &str = r#"
 [node]
 interface = "br0"
@@ -123,7 +176,7 @@ address = "10.9.0.50:6443"
 
 #[test]
 fn check_apply_rollback_probe_and_render() {
-    if !common::can_run("check_apply_rollback_probe_and_render", true, &["ip", "ping"]) {
+    if !common::can_run("check_apply_rollback_probe_and_render", true, &["ip", "ping", "haproxy", "keepalived"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -250,8 +303,33 @@ fn check_apply_rollback_probe_and_render() {
         }
     }
 
-    // Rendered network configuration of the prepared host, against golden files.
+    // Conflicts: a real haproxy on the frontend's port, a real keepalived on the same VRID.
     let config = dir.path().join("10.9.0.101.toml");
+    let haproxy_cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&haproxy_cfg, "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\nfrontend f\n  bind *:8443\n  default_backend b\nbackend b\n  server s 10.9.0.50:6443\n").unwrap();
+    let haproxy = Background::start(&lan.host, "haproxy", &["-db", "-f", &haproxy_cfg.to_string_lossy()], Vec::new());
+    let conflict = wait_for_output(&lan.host, &config, "FAIL  port 10.9.0.101:8443: in use; running here: haproxy (pid");
+    assert!(conflict.contains(&format!("haproxy (pid {})", haproxy.pid())), "{conflict}");
+    drop(haproxy);
+    let keepalived_cfg = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &keepalived_cfg,
+        "vrrp_instance VI_9 {\n  state BACKUP\n  interface br0\n  virtual_router_id 51\n  priority 50\n  advert_int 1\n  virtual_ipaddress {\n    10.9.0.102/24\n  }\n}\n",
+    )
+    .unwrap();
+    let pid_files: Vec<PathBuf> = ["main", "vrrp", "checker"].iter().map(|p| dir.path().join(format!("keepalived.{p}.pid"))).collect();
+    let p: Vec<String> = pid_files.iter().map(|p| p.display().to_string()).collect();
+    let keepalived = Background::start(
+        &lan.host,
+        "keepalived",
+        &["-n", "-l", "-D", "-P", "-f", &keepalived_cfg.to_string_lossy(), "-p", &p[0], "-r", &p[1], "-c", &p[2]],
+        pid_files,
+    );
+    let conflict = wait_for_output(&lan.host, &config, "keepalived runs VRID 51 on br0, as halo would");
+    assert!(conflict.contains("FAIL  keepalived (pid"), "{conflict}");
+    drop(keepalived);
+
+    // Rendered network configuration of the prepared host, against golden files.
     for format in ["etcnet", "networkd", "nm"] {
         let out = halo(&lan.host, &["render", "network", "--format", format, "-c", &config.to_string_lossy()]);
         assert!(out.status.success(), "{}", text(&out));

@@ -254,6 +254,9 @@ async fn config_checks(report: &mut Report, snapshot: &Snapshot, target: &Target
             let check = format!("port {bind}");
             match try_bind(*bind) {
                 Ok(()) => report.ok(check, format!("free (frontend {})", frontend.name)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && others.iter().any(|(n, _)| n == "halo") => {
+                    report.add(check, Verdict::Warn, "in use, and halo runs here: probably this configuration's daemon", "")
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                     let who = others.iter().map(|(name, pid)| format!("{name} (pid {pid})")).collect::<Vec<_>>().join(", ");
                     let found = if who.is_empty() { "in use".to_string() } else { format!("in use; running here: {who}") };
@@ -268,10 +271,10 @@ async fn config_checks(report: &mut Report, snapshot: &Snapshot, target: &Target
         "halo binds with IP_FREEBIND: a backup listens before it holds the VIP (haproxy would need net.ipv4.ip_nonlocal_bind = 1)",
     );
     for (name, pid) in others.iter().filter(|(n, _)| n == "keepalived") {
-        let same = keepalived_vrids()
+        let same: Vec<(String, u8)> = keepalived_vrids(*pid)
             .into_iter()
             .filter(|(interface, vrid)| config.vrrp.iter().any(|v| v.interface == *interface && v.virtual_router_id.get() == *vrid))
-            .collect::<Vec<_>>();
+            .collect();
         if same.is_empty() {
             report.add(
                 format!("{name} (pid {pid})"),
@@ -285,7 +288,7 @@ async fn config_checks(report: &mut Report, snapshot: &Snapshot, target: &Target
                 format!("{name} (pid {pid})"),
                 Verdict::Fail,
                 format!("keepalived runs {list}, as halo would"),
-                "stop keepalived before halo run (halo imports its config: halo import)",
+                "stop keepalived before halo run (halo import converts its configuration)",
             );
         }
     }
@@ -324,14 +327,31 @@ fn processes_here(names: &[&str]) -> Vec<(String, u32)> {
     found
 }
 
-/// (interface, VRID) of the instances in /etc/keepalived/keepalived.conf, through halo's importer.
-fn keepalived_vrids() -> Vec<(String, u8)> {
-    let file = "/etc/keepalived/keepalived.conf";
-    let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
+/// (interface, VRID) of the instances of a running keepalived: its configuration file (`-f`,
+/// `--use-file`, else /etc/keepalived/keepalived.conf) read through halo's importer.
+fn keepalived_vrids(pid: u32) -> Vec<(String, u8)> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+    let mut file = "/etc/keepalived/keepalived.conf".to_string();
+    for (i, arg) in args.iter().enumerate() {
+        if let Some(value) = arg.strip_prefix("--use-file=") {
+            file = value.to_string();
+        } else if (arg == "-f" || arg == "--use-file")
+            && let Some(value) = args.get(i + 1)
+        {
+            file = value.clone();
+        }
+    }
+    let path = match std::path::Path::new(&file) {
+        p if p.is_absolute() => p.to_path_buf(),
+        p => std::path::PathBuf::from(format!("/proc/{pid}/cwd")).join(p),
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else { return Vec::new() };
     use halo_config::import;
+    let file = path.display().to_string();
     let imported = import::import(
-        &import::Inputs { haproxy: None, keepalived: Some(import::Source { file, text: &text }), check_script: None, strict: false },
-        &import::FsResolver { root: std::path::PathBuf::from("/etc/keepalived") },
+        &import::Inputs { haproxy: None, keepalived: Some(import::Source { file: &file, text: &text }), check_script: None, strict: false },
+        &import::FsResolver { root: path.parent().map_or_else(|| std::path::PathBuf::from("/"), std::path::Path::to_path_buf) },
     );
     imported.config.vrrp.iter().map(|v| (v.interface.clone(), v.virtual_router_id.get())).collect()
 }
