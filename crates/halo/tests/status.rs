@@ -156,6 +156,19 @@ fn status_on_a_unix_socket() {
     assert_eq!(table.status.code(), Some(0), "{}", String::from_utf8_lossy(&table.stderr));
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.contains("server master01") && table.contains("UP") && !table.contains("\x1b["), "no colour off a terminal: {table}");
+
+    // --watch redraws every second until interrupted.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["status", "--watch", "-c", &file.to_string_lossy()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("halo status --watch");
+    std::thread::sleep(Duration::from_millis(2500));
+    watch.kill().expect("kill");
+    let mut frames = String::new();
+    watch.stdout.take().expect("stdout").read_to_string(&mut frames).expect("read");
+    watch.wait().expect("wait");
+    assert!(frames.matches("frontend api").count() >= 2, "at least two frames in 2.5 s: {frames}");
 }
 
 #[test]
