@@ -228,3 +228,30 @@ fn rendered_unit_passes_systemd_analyze_and_the_pod_has_what_it_needs() {
     let verify = Command::new(analyze).args(["verify", &file.to_string_lossy()]).output().expect("systemd-analyze");
     assert!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", text(&verify.stderr));
 }
+
+#[test]
+fn host_lab_and_render_network_refuse_bad_arguments() {
+    for args in [
+        &["host", "check", "--role", "router"][..],
+        &["host", "apply", "--persist", "ifupdown"],
+        &["host"],
+        &["lab", "client", "--target", "10.77.0.10:8443", "--dir", "/tmp", "--period-ms", "0"],
+        &["lab", "apiserver", "--name", "api1", "--listen", "not-an-address", "--dir", "/tmp"],
+        &["render", "network", "-c", "examples/halo.toml"],
+        &["render", "network", "--format", "yaml", "-c", "examples/halo.toml"],
+    ] {
+        let out = halo(args);
+        assert_eq!(out.status.code(), Some(2), "halo {}: {}{}", args.join(" "), text(&out.stdout), text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.is_empty(), "halo {} says why", args.join(" "));
+    }
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_command_line_definitions() {
+    let bash = text(&halo(&["generate", "bash"]).stdout);
+    assert!(bash.contains("_halo()") && bash.contains("host") && bash.contains("lab"), "{bash}");
+    let man = text(&halo(&["generate", "man"]).stdout);
+    assert!(man.contains(".TH halo 1") && man.contains("status"), "{man}");
+}
