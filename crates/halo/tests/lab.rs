@@ -40,7 +40,7 @@ fn in_some_window(at: u64, windows: &[(u64, u64)]) -> bool {
 
 fn check_report(report: &Value) {
     let steps = report["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 7, "{report:#}");
+    assert_eq!(steps.len(), 8, "{report:#}");
     let windows: Vec<(u64, u64)> = steps
         .iter()
         .flat_map(|s| s["windows"].as_array().unwrap().iter().map(|w| (w[0].as_u64().unwrap(), w[1].as_u64().unwrap())))
@@ -93,7 +93,7 @@ fn check_report(report: &Value) {
     }
     assert!(since.is_none(), "two holders at the end");
     // The VIP did move: each fault step names who took over.
-    for step in &steps[2..5] {
+    for step in &steps[2..6] {
         assert!(step["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("took the VIP")), "{step}");
     }
     assert_eq!(report["behaved"], true);

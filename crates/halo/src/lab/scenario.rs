@@ -271,10 +271,44 @@ impl Play<'_> {
         }
         self.finish(&format!("{sick} answers 500"), started, vec![(started, last_down + GRACE_MS)], notes, problems);
 
+        // The master's balancer can serve nothing: every API server is unreachable from it.
+        let (master, _) = self.sole_holder(None)?;
+        let cut = self.lb(&master)?;
+        let started = super::unix_ms();
+        self.narrator
+            .say(&format!("step 3: {master} loses its path to every API server (blackhole routes): its balancer has nothing to serve"));
+        for api in &self.topology.apis {
+            net::ip(&["-n", &cut.netns(), "route", "add", "blackhole", &format!("{}/32", api.address)])?;
+        }
+        let mut notes = Vec::new();
+        let (next, took) = self.sole_holder(Some(&master))?;
+        self.note(
+            &mut notes,
+            format!(
+                "{next} took the VIP after {:.1} s: {master}'s balancer tracker failed, no keepalived script needed",
+                (took - started) as f64 / 1000.0
+            ),
+        );
+        self.pause(Duration::from_secs(1))?;
+        let restored = super::unix_ms();
+        for api in &self.topology.apis {
+            net::ip(&["-n", &cut.netns(), "route", "del", "blackhole", &format!("{}/32", api.address)])?;
+        }
+        let back = self.wait_for(&format!("{master} taking the VIP back"), |seen| seen.holders_now() == [master.clone()])?;
+        self.note(&mut notes, format!("routes restored: {master} took the VIP back {:.1} s later", (back - restored) as f64 / 1000.0));
+        self.pause(QUIET)?;
+        self.finish(
+            &format!("{master} reaches no API server"),
+            started,
+            vec![(started, took + GRACE_MS), (restored, back + GRACE_MS)],
+            notes,
+            Vec::new(),
+        );
+
         // The master's balancer dies: halo is one process, so balancer and VRRP die together.
         let (master, _) = self.sole_holder(None)?;
         let started = super::unix_ms();
-        self.narrator.say(&format!("step 3: the master's balancer dies: halo on {master} is SIGKILLed (systemd restarts it 1 s later)"));
+        self.narrator.say(&format!("step 4: the master's balancer dies: halo on {master} is SIGKILLed (systemd restarts it 1 s later)"));
         self.processes.kill(&master)?;
         let mut notes = Vec::new();
         let (next, took) = self.sole_holder(Some(&master))?;
@@ -300,7 +334,7 @@ impl Play<'_> {
         let (master, _) = self.sole_holder(None)?;
         let crashed = self.lb(&master)?;
         let started = super::unix_ms();
-        self.narrator.say(&format!("step 4: the master host {master} crashes (link down, halo killed)"));
+        self.narrator.say(&format!("step 5: the master host {master} crashes (link down, halo killed)"));
         net::set_port(&crashed, false)?;
         self.observer.set_connected(&master, false);
         self.processes.kill(&master)?;
@@ -313,7 +347,7 @@ impl Play<'_> {
         // A clean stop of the new master: priority 0, the VIP moves at once.
         let (master, _) = self.sole_holder(None)?;
         let started = super::unix_ms();
-        self.narrator.say(&format!("step 5: clean stop of {master} (SIGTERM: priority-0 advert, VIP removed, drain)"));
+        self.narrator.say(&format!("step 6: clean stop of {master} (SIGTERM: priority-0 advert, VIP removed, drain)"));
         self.processes.signal(&master, Signal::SIGTERM)?;
         let mut notes = Vec::new();
         let (next, took) = self.sole_holder(Some(&master))?;
@@ -327,7 +361,7 @@ impl Play<'_> {
 
         // Everything comes back.
         let started = super::unix_ms();
-        self.narrator.say(&format!("step 6: everything comes back: {sick} heals, {} is plugged in again, every halo runs", crashed.name));
+        self.narrator.say(&format!("step 7: everything comes back: {sick} heals, {} is plugged in again, every halo runs", crashed.name));
         std::fs::remove_file(format!("{DIR}/{sick}.fail")).context("healing the server")?;
         self.sick_healed_ms = super::unix_ms();
         net::set_port(&crashed, true)?;
@@ -349,7 +383,7 @@ impl Play<'_> {
 
         // Quiet again: nothing may fail.
         let started = super::unix_ms();
-        self.narrator.say("step 7: steady state again");
+        self.narrator.say("step 8: steady state again");
         let mut notes = Vec::new();
         let mut problems = Vec::new();
         if let Some(outcome) = kubectl_version() {
