@@ -39,6 +39,8 @@ pub struct InstanceStatus {
     pub dropped: BTreeMap<String, u64>,
     /// Notify hooks that failed.
     pub hook_failures: u64,
+    /// The last notify hook: what ran, for which state, how it ended, when (empty: none yet).
+    pub last_hook: String,
 }
 
 /// Everything the endpoint reads, shared with the daemon.

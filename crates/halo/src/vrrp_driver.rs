@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -54,7 +54,7 @@ struct Counters {
     sent: u64,
     received: u64,
     dropped: BTreeMap<&'static str, u64>,
-    hook_failures: Arc<AtomicU64>,
+    hooks: Arc<crate::notify::HookRecord>,
 }
 
 impl Counters {
@@ -188,7 +188,7 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
                     tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
                 }
                 status.remove_instance(&config.name);
-                let hook_failures = counters.hook_failures.load(Ordering::Relaxed);
+                let hook_failures = counters.hooks.failures.load(Ordering::Relaxed);
                 tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
                 return Ok(());
             }
@@ -341,7 +341,7 @@ async fn perform(
         }
         Action::StateChanged { from, to, reason, priority } => {
             tracing::info!(%from, %to, ?reason, priority, "state changed");
-            crate::notify::spawn(config, to, priority, Arc::clone(&counters.hook_failures));
+            crate::notify::spawn(config, to, priority, Arc::clone(&counters.hooks));
         }
     }
 }
@@ -394,7 +394,8 @@ fn publish(
             adverts_sent: counters.sent,
             adverts_received: counters.received,
             dropped: counters.dropped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            hook_failures: counters.hook_failures.load(Ordering::Relaxed),
+            hook_failures: counters.hooks.failures.load(Ordering::Relaxed),
+            last_hook: counters.hooks.last(),
         },
     );
 }

@@ -505,6 +505,11 @@ fn wrong_password_adverts_are_dropped_and_counted_and_hook_failures_too() {
     // halo does not accept keepalived's adverts (another password): it becomes master as well.
     assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}\n{}", halo.log(), keepalived.log());
     std::thread::sleep(Duration::from_secs(2));
+    // The status endpoint shows the hook's outcome (loopback of halo's namespace).
+    let conf = lan.dir.path().join("halo.toml");
+    let status = run_ok("ip", &["netns", "exec", lan.host(0), env!("CARGO_BIN_EXE_halo"), "status", "-c", &conf.to_string_lossy()]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.contains("last notify hook: /bin/false (MASTER) failed at") && status.contains("(1 failed so far)"), "{status}");
     let log = {
         let log_path = halo.log.clone();
         assert_eq!(halo.stop(), Some(0));

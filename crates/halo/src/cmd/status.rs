@@ -140,6 +140,9 @@ fn table(status: &serde_json::Value, colour: bool) -> String {
                 i["adverts_sent"],
                 i["adverts_received"]
             ));
+            if let Some(hook) = i["last_hook"].as_str().filter(|h| !h.is_empty()) {
+                lines.push(format!("  last notify hook: {hook} ({} failed so far)", i["hook_failures"]));
+            }
         }
     }
     for f in status["frontends"].as_array().into_iter().flatten() {

@@ -72,6 +72,15 @@ pub async fn run(
         Err(e) => report.add("LAN interface", Verdict::Fail, format!("{e:#}"), "name it with --interface"),
     }
     sysctl_checks(&mut report, role);
+    for (manager, pid) in processes_here(&["NetworkManager", "systemd-network"]) {
+        let (name, persist) = if manager == "NetworkManager" { ("NetworkManager", "nm") } else { ("systemd-networkd", "networkd") };
+        report.add(
+            "network manager",
+            Verdict::Warn,
+            format!("{name} runs here (pid {pid}) and may undo changes made behind its back"),
+            format!("halo host apply --persist {persist}, and let {name} apply it"),
+        );
+    }
     let failed = report.0.iter().any(|f| f.status == Verdict::Fail);
     if json {
         println!("{}", serde_json::to_string_pretty(&report.0)?);
