@@ -437,6 +437,14 @@ fn balancer_tracker_moves_the_vip_when_the_local_balancer_loses_its_backends() {
     let lan = Lan::new(4);
     let vip = "192.0.2.170";
     let _api = nginx(&lan, 2);
+    // The API server is up before the balancers start (the no-flap property below is about
+    // balancers joining a working cluster).
+    let api_up = || {
+        run("ip", &["netns", "exec", lan.host(3), "curl", "-sk", "--fail", "--max-time", "1", "https://192.0.2.13:6443/readyz"])
+            .status
+            .success()
+    };
+    assert!(wait_for(GENEROUS, api_up).is_some(), "nginx never answered");
     let first = Daemon::halo(&lan, 0, "lb1", &balancer_conf(200));
     let second = Daemon::halo(&lan, 1, "lb2", &balancer_conf(100));
     assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", first.log());

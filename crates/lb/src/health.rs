@@ -16,17 +16,33 @@ pub struct Health {
     initial: bool,
     /// Consecutive results opposite to the current state.
     streak: u32,
+    /// The state is known: UP, or DOWN after `fall` failures in a row or a flip.
+    decided: bool,
+    /// Failures in a row since the start, while undecided.
+    start_failures: u32,
 }
 
 impl Health {
     /// A server that is DOWN until its first passing check.
     pub fn new(fall: u32, rise: u32, interval: Duration, fast_interval: Duration) -> Self {
-        Self { fall: fall.max(1), rise: rise.max(1), interval, fast_interval, up: false, initial: true, streak: 0 }
+        Self {
+            fall: fall.max(1),
+            rise: rise.max(1),
+            interval,
+            fast_interval,
+            up: false,
+            initial: true,
+            streak: 0,
+            decided: false,
+            start_failures: 0,
+        }
     }
 
-    /// Whether at least one result was recorded.
-    pub fn has_result(&self) -> bool {
-        !self.initial
+    /// Whether the state is known, not just assumed: the server passed (UP), or failed `fall`
+    /// checks in a row (DOWN). A server still coming up at start is not decided yet, so whoever
+    /// waits for it (the balancer tracker, before VRRP elects) does not take "starting" for "down".
+    pub fn is_decided(&self) -> bool {
+        self.decided
     }
 
     /// Whether the server takes traffic.
@@ -39,7 +55,12 @@ impl Health {
         if std::mem::take(&mut self.initial) && ok {
             self.up = true;
             self.streak = 0;
+            self.decided = true;
             return Some(true);
+        }
+        if !self.decided {
+            self.start_failures = if ok { 0 } else { self.start_failures + 1 };
+            self.decided = self.start_failures >= self.fall;
         }
         if ok == self.up {
             self.streak = 0;
@@ -49,6 +70,7 @@ impl Health {
         if self.streak >= if ok { self.rise } else { self.fall } {
             self.up = ok;
             self.streak = 0;
+            self.decided = true;
             return Some(ok);
         }
         None
@@ -56,7 +78,7 @@ impl Health {
 
     /// When to probe next: fast while the state is in doubt.
     pub fn next_interval(&self) -> Duration {
-        if self.streak > 0 || self.initial { self.fast_interval } else { self.interval }
+        if self.streak > 0 || !self.decided { self.fast_interval } else { self.interval }
     }
 }
 
@@ -75,6 +97,30 @@ mod tests {
         assert_eq!(h.next_interval(), Duration::from_millis(500));
         assert_eq!(h.record(true), Some(true));
         assert_eq!(h.next_interval(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_server_still_starting_is_not_decided_until_fall_failures_or_rise_passes() {
+        let mut h = health();
+        assert!(!h.is_decided());
+        assert_eq!(h.record(false), None);
+        assert!(!h.is_decided(), "one failure at start may be a server still starting");
+        assert_eq!(h.next_interval(), Duration::from_millis(500), "fast while undecided");
+        assert_eq!(h.record(true), None);
+        assert!(!h.is_decided());
+        assert_eq!(h.record(true), Some(true));
+        assert!(h.is_decided() && h.is_up());
+        let mut down = health();
+        for _ in 0..2 {
+            down.record(false);
+        }
+        assert!(!down.is_decided());
+        down.record(false);
+        assert!(down.is_decided() && !down.is_up(), "three failures (fall) decide DOWN");
+        assert_eq!(down.next_interval(), Duration::from_secs(2));
+        let mut up = health();
+        up.record(true);
+        assert!(up.is_decided());
     }
 
     #[test]

@@ -177,10 +177,10 @@ impl BackendRuntime {
         self.stop_checks.send_replace(true);
     }
 
-    /// Whether every enabled server has had at least one check result (until then the health
-    /// of the backend is unknown, not bad).
+    /// Whether every enabled server's health is decided (UP, or DOWN after `fall` failures):
+    /// until then the health of the backend is unknown, not bad.
     pub fn checked(&self) -> bool {
-        self.servers.iter().filter(|s| !s.config.disabled).all(|s| lock(&s.health).has_result())
+        self.servers.iter().filter(|s| !s.config.disabled).all(|s| lock(&s.health).is_decided())
     }
 
     /// Healthy servers that take traffic.
