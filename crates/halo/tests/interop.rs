@@ -445,17 +445,24 @@ fn balancer_tracker_moves_the_vip_when_the_local_balancer_loses_its_backends() {
             .success()
     };
     assert!(wait_for(GENEROUS, api_up).is_some(), "nginx never answered");
+    // lb1 starts and takes the VIP; lb2 then joins a working pair. (Two routers started at the
+    // same moment race by protocol: the higher priority wins the first election only if it
+    // starts within the skew difference, otherwise it preempts a moment later.)
     let first = Daemon::halo(&lan, 0, "lb1", &balancer_conf(200));
-    let second = Daemon::halo(&lan, 1, "lb2", &balancer_conf(100));
     assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", first.log());
+    let second = Daemon::halo(&lan, 1, "lb2", &balancer_conf(100));
     let get = || {
         let out =
             run("ip", &["netns", "exec", lan.host(3), "curl", "-sk", "--fail", "--max-time", "2", "https://192.0.2.170:8443/version"]);
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(wait_for(GENEROUS, || get() == "v1.31").is_some(), "no answer through the VIP: {}", first.log());
-    // No start-up flap: the instances wait for their balancer's first checks before electing.
-    assert!(!second.log().contains("to=MASTER"), "lb2 held the VIP during start-up: {}", second.log());
+    // No start-up flap: the instances wait for their balancer's first checks before electing, so
+    // lb1 became master once, at its full priority, and lb2 never took the VIP while joining.
+    wait_for(Duration::from_secs(2), || second.log().contains("tracker settled"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(first.log().matches("to=MASTER").count(), 1, "lb1 flapped at start-up: {}", first.log());
+    assert!(!second.log().contains("to=MASTER"), "lb2 held the VIP while joining: {}", second.log());
     // lb1 loses its path to the API server (its balancer has no healthy backend any more):
     // the tracker takes lb1's priority to 50 and lb2 (100) takes over.
     run_ok("ip", &["-n", lan.host(0), "route", "add", "blackhole", "192.0.2.13/32"]);
