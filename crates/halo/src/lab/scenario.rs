@@ -224,7 +224,10 @@ impl Play<'_> {
             self.start_balancer(lb)?;
         }
         self.wait_for("every balancer seeing every server up", self.all_see(&names, &server_refs, true))?;
-        let (first, _) = self.sole_holder(None)?;
+        // Started together, a lower priority may win the first election and be preempted a moment
+        // later (the protocol allows it): the scenario begins once the preferred balancer holds the VIP.
+        let first = names[0].clone();
+        self.wait_for(&format!("{first} holding the VIP"), |seen| seen.holders_now() == [first.clone()])?;
         self.narrator.say(&format!("{first} is master; every balancer sees {} up", servers.join(", ")));
         let target = SocketAddr::from((VIP, FRONTEND_PORT)).to_string();
         let period = CLIENT_PERIOD.as_millis().to_string();
