@@ -146,6 +146,34 @@ mod tests {
         assert_eq!(merge("", &[("a.b", "1")], "# halo\n"), "# halo\na.b = 1\n");
     }
 
+    proptest::proptest! {
+        /// Whatever the file holds: no panic, a second merge changes nothing, every line that
+        /// does not set one of our keys survives in order, and each key ends up set exactly once.
+        #[test]
+        fn merging_any_file_is_idempotent_and_keeps_foreign_lines(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z./_ =#-]{0,30}",
+                    proptest::strategy::Just("net.bridge.bridge-nf-call-iptables=1".to_string()),
+                    proptest::strategy::Just(" - net/bridge/bridge-nf-call-arptables = 1".to_string()),
+                ],
+                0..12,
+            )
+        ) {
+            let existing: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let settings = [("net.bridge.bridge-nf-call-iptables", "0"), ("net.bridge.bridge-nf-call-arptables", "0")];
+            let once = merge(&existing, &settings, "# halo\n");
+            proptest::prop_assert_eq!(merge(&once, &settings, "# halo\n"), once.clone());
+            let foreign: Vec<&String> = lines.iter().filter(|l| settings.iter().all(|(k, _)| setting(l, k).is_none())).collect();
+            let kept: Vec<&str> = once.lines().filter(|l| settings.iter().all(|(k, _)| setting(l, k).is_none())).filter(|l| *l != "# halo").collect();
+            proptest::prop_assert_eq!(kept, foreign.iter().map(|l| l.as_str()).collect::<Vec<_>>());
+            for (key, value) in settings {
+                let set: Vec<&str> = once.lines().filter_map(|l| setting(l, key)).collect();
+                proptest::prop_assert_eq!(set, vec![value]);
+            }
+        }
+    }
+
     #[test]
     fn roles_differ_on_bridge_netfilter() {
         assert!(wants(Role::Lb).iter().all(|w| w.value == "0" && w.absent_ok));
