@@ -201,7 +201,11 @@ fn sysctl_checks(report: &mut Report, role: Role) {
     if role != Role::Node
         && let Ok(Some(forward)) = halo_hostnet::sysctl::read("net.ipv4.ip_forward")
     {
-        report.ok("net.ipv4.ip_forward", format!("{forward} (not needed by a {}: halo proxies, it does not route)", role.name()));
+        let why = match role {
+            Role::Lb => "a balancer proxies connections, it does not route packets",
+            _ => "bridged guests need no routing; libvirt's NAT networks turn it on themselves",
+        };
+        report.ok("net.ipv4.ip_forward", format!("{forward} (not required: {why})"));
     }
 }
 
