@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod guard;
 mod host;
 mod lab;
 mod notify;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Host { action } => host::run(action),
         cli::Command::Generate { what } => generate(what),
+        cli::Command::Guard => guard::run(),
         cli::Command::Lab { action: None, keep, report } => lab::run(&lab::Options { keep, report }),
         cli::Command::Lab { action: Some(cli::LabAction::Down), .. } => lab::down(),
         cli::Command::Lab { action: Some(cli::LabAction::Apiserver { name, listen, dir }), .. } => {

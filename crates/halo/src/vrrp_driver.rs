@@ -45,6 +45,8 @@ pub struct Instance {
     pub links: halo_hostnet::netlink::LinkStates,
     /// Where the instance publishes its state for the status endpoint.
     pub status: Arc<crate::status::Shared>,
+    /// Told which VIPs are held, to remove them if halo is killed.
+    pub guard: Option<Arc<crate::guard::Guard>>,
 }
 
 /// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
@@ -80,13 +82,14 @@ struct Io {
     addresses: Vec<(IpAddr, u8)>,
     checksum: halo_vrrp::ChecksumMode,
     repeat: u32,
+    guard: Option<Arc<crate::guard::Guard>>,
 }
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status } = instance;
+    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard } = instance;
     let mut trackers = trackers;
-    let mut io = open(&config, &netlink).await?;
+    let mut io = open(&config, &netlink, guard).await?;
     // A previous halo killed while master may have left addresses behind: we start as backup,
     // so none of ours belongs on the interface yet.
     for (address, _) in &io.addresses {
@@ -210,7 +213,7 @@ fn router_config(config: &VrrpInstance) -> RouterConfig {
     }
 }
 
-async fn open(config: &VrrpInstance, netlink: &Netlink) -> anyhow::Result<Io> {
+async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<crate::guard::Guard>>) -> anyhow::Result<Io> {
     let link = netlink.link(&config.interface).await?;
     let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
     let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
@@ -250,6 +253,7 @@ async fn open(config: &VrrpInstance, netlink: &Netlink) -> anyhow::Result<Io> {
         addresses,
         checksum: config.checksum,
         repeat: config.gratuitous.repeat,
+        guard,
     })
 }
 
@@ -325,8 +329,9 @@ async fn perform(
         Action::RemoveAddresses => {
             *refresh_at = None;
             for (address, _) in &io.addresses {
-                if let Err(e) = io.netlink.remove_address(io.link.index, *address).await {
-                    tracing::error!(%address, error = %e, "could not remove a virtual address");
+                match io.netlink.remove_address(io.link.index, *address).await {
+                    Ok(_) => io.release(*address),
+                    Err(e) => tracing::error!(%address, error = %e, "could not remove a virtual address"),
                 }
             }
         }
@@ -360,6 +365,7 @@ async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow:
     if router.state() == State::Master {
         for address in &removed {
             io.netlink.remove_address(io.link.index, *address).await?;
+            io.release(*address);
         }
         refresh(io).await;
         if !added.is_empty() {
@@ -400,11 +406,25 @@ fn publish(
     );
 }
 
-/// Adds (or refreshes) every VIP with its short lifetime.
+/// Adds (or refreshes) every VIP with its short lifetime, and tells the guard.
 async fn refresh(io: &Io) {
     for (address, prefix) in &io.addresses {
-        if let Err(e) = io.netlink.add_address(io.link.index, *address, *prefix, Some(VIP_LIFETIME)).await {
-            tracing::error!(%address, error = %e, "could not add a virtual address");
+        match io.netlink.add_address(io.link.index, *address, *prefix, Some(VIP_LIFETIME)).await {
+            Ok(()) => {
+                if let Some(guard) = &io.guard {
+                    guard.hold(io.link.index, *address, *prefix);
+                }
+            }
+            Err(e) => tracing::error!(%address, error = %e, "could not add a virtual address"),
+        }
+    }
+}
+
+impl Io {
+    /// Tells the guard a VIP is no longer held.
+    fn release(&self, address: IpAddr) {
+        if let Some(guard) = &self.guard {
+            guard.release(self.link.index, address);
         }
     }
 }

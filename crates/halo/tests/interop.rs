@@ -263,10 +263,15 @@ fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
         assert_eq!(row, "192.0.2.11\t255\t3\t200\t1", "ttl 255, version 3, priority 200, checksum good");
     }
 
-    // SIGKILL: halo cannot clean up, yet the kernel drops the VIP when its lifetime runs out.
+    // SIGKILL: halo cannot clean up; its guard process removes the VIP at once.
     halo.signal("KILL");
     let gone = wait_for(GENEROUS, || !lan.holds(0, vip)).expect("the VIP stays on a killed halo");
     eprintln!("VIP gone from the SIGKILLed halo after {gone:?}");
+    assert!(
+        wait_for(GENEROUS, || halo.log().contains("halo guard: halo ended holding 192.0.2.170")).is_some(),
+        "the guard did not remove the VIP: {}",
+        halo.log()
+    );
     assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived did not take over: {}", keepalived.log());
     drop(halo);
 
@@ -580,4 +585,28 @@ fn interface_tracker_follows_link_notifications() {
     eprintln!("uplink down moved the VIP in {moved:?}");
     run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
     assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "{}", master.log());
+}
+
+#[test]
+fn when_halo_and_its_guard_die_together_the_lifetime_removes_the_vip() {
+    if skip("when_halo_and_its_guard_die_together_the_lifetime_removes_the_vip") {
+        return;
+    }
+    let lan = Lan::new(1);
+    let vip = "192.0.2.170";
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", halo.log());
+    // The guard is halo's child (`halo guard`); kill it first, then halo: nobody cleans up.
+    let pid = halo.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let guard: Vec<&str> = children
+        .split_whitespace()
+        .filter(|c| std::fs::read(format!("/proc/{c}/cmdline")).is_ok_and(|cmd| cmd.ends_with(b"guard\0")))
+        .collect();
+    assert_eq!(guard.len(), 1, "one guard process under halo: children {children:?}");
+    run_ok("kill", &["-KILL", guard[0]]);
+    halo.signal("KILL");
+    let gone = wait_for(GENEROUS, || !lan.holds(0, vip)).expect("the VIP outlived its lifetime");
+    eprintln!("VIP gone {gone:?} after halo and its guard were SIGKILLed (kernel lifetime)");
+    assert!(!halo.log().contains("halo guard: halo ended holding"), "{}", halo.log());
 }

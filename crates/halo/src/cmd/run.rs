@@ -26,11 +26,8 @@ pub fn run(path: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
     super::print_diagnostics(&loaded.warnings);
     let config = loaded.config;
     init_logging(&config);
-    let pid = PidFile::write(pid_file);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")?;
-    let outcome = runtime.block_on(daemon(path, config));
-    drop(pid);
-    outcome?;
+    runtime.block_on(daemon(path, pid_file, config))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -122,6 +119,7 @@ struct Instances {
     links: halo_hostnet::netlink::LinkStates,
     status: Arc<crate::status::Shared>,
     exits: mpsc::UnboundedSender<(String, anyhow::Result<()>)>,
+    guard: Option<Arc<crate::guard::Guard>>,
 }
 
 impl Instances {
@@ -138,6 +136,7 @@ impl Instances {
             netlink: self.netlink.clone(),
             links: self.links.clone(),
             status: Arc::clone(&self.status),
+            guard: self.guard.clone(),
         });
         let (exits, name) = (self.exits.clone(), instance.name.clone());
         let handle = tokio::spawn(
@@ -204,8 +203,15 @@ fn needs_restart(old: &VrrpInstance, new: &VrrpInstance) -> bool {
     )
 }
 
-async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
+async fn daemon(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first: the pid file exists already, and a SIGHUP (`halo reload`) or SIGTERM that
+    // came before them would kill the process with the default action, skipping the cleanup.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // Removed when the daemon ends, whatever the outcome.
+    let _pid = PidFile::write(pid_file);
     let netlink = Netlink::open()?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
     let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
@@ -231,13 +237,12 @@ async fn daemon(path: &Path, mut config: Config) -> anyhow::Result<()> {
     let links = halo_hostnet::netlink::watch_links().await?;
     let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, mut exited) = mpsc::unbounded_channel();
-    let mut instances = Instances { running: BTreeMap::new(), netlink, links, status: Arc::clone(&status), exits };
+    // The guard removes the VIPs held if this process is killed (a reload may add instances).
+    let guard = crate::guard::Guard::start().map(Arc::new);
+    let mut instances = Instances { running: BTreeMap::new(), netlink, links, status: Arc::clone(&status), exits, guard };
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tracing::info!(instances = config.vrrp.len(), frontends = config.frontends.len(), trackers = config.trackers.len(), "halo running");
     sd_notify("READY=1");
     let outcome = loop {
