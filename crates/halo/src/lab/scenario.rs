@@ -315,7 +315,10 @@ impl Play<'_> {
         self.processes.kill(&master)?;
         let mut notes = Vec::new();
         let left = self.wait_for(&format!("the VIP leaving the dead {master}"), |seen| !seen.holders_now().contains(&master))?;
-        self.note(&mut notes, format!("the VIP left the dead {master} after {:.1} s (its guard process removed it)", (left - started) as f64 / 1000.0));
+        self.note(
+            &mut notes,
+            format!("the VIP left the dead {master} after {:.1} s (its guard process removed it)", (left - started) as f64 / 1000.0),
+        );
         let (next, took) = self.sole_holder(Some(&master))?;
         self.note(&mut notes, format!("{next} took the VIP after {:.1} s", (took - started) as f64 / 1000.0));
         self.pause(Duration::from_secs(1))?;
