@@ -31,6 +31,9 @@ pub enum Command {
         /// Where the daemon writes its process id (for `halo reload`); removed at exit.
         #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
         pid_file: PathBuf,
+        /// Log format, over `[log] format` of the config: text (journald-friendly lines) or json.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        log_format: Option<LogFormatArg>,
     },
     /// Validate the configuration, then ask the running daemon to apply it (SIGHUP). Nothing is
     /// sent when the file has errors.
@@ -130,6 +133,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
+}
+
+/// `halo run --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// Readable key=value lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Packaging artefacts `halo generate` writes.

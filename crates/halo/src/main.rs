@@ -37,7 +37,13 @@ fn generate(what: cli::Generated) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
-        cli::Command::Run { config, pid_file } => cmd::run::run(&config, &pid_file),
+        cli::Command::Run { config, pid_file, log_format } => {
+            let log_format = log_format.map(|f| match f {
+                cli::LogFormatArg::Text => halo_config::LogFormat::Text,
+                cli::LogFormatArg::Json => halo_config::LogFormat::Json,
+            });
+            cmd::run::run(&config, &pid_file, log_format)
+        }
         cli::Command::Reload { config, pid_file } => cmd::reload::run(&config, &pid_file),
         cli::Command::Check { config } => cmd::check::run(&config),
         cli::Command::Status { config, json, watch } => cmd::status::run(&config, json, watch),

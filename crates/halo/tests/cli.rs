@@ -255,3 +255,30 @@ fn completions_and_man_page_come_from_the_command_line_definitions() {
     let man = text(&halo(&["generate", "man"]).stdout);
     assert!(man.contains(".TH halo 1") && man.contains("status"), "{man}");
 }
+
+#[test]
+fn run_logs_json_with_the_flag() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = |()| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
+    let (front, status) = (port(()), port(()));
+    let file = dir.path().join("halo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[[backend.server]]\nname = \"m\"\naddress = \"127.0.0.1:9\"\n"
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("pid").to_string_lossy(), "--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("halo run");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = std::io::BufReader::new(stderr).lines().next().and_then(Result::ok).unwrap_or_default();
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let line: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert!(line["fields"]["message"].is_string() && line["level"].is_string(), "{line}");
+}

@@ -18,13 +18,16 @@ use tracing::Instrument;
 use crate::tracker::TrackerSet;
 
 /// Runs the daemon in the foreground.
-pub fn run(path: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
     let loaded = match super::load(path)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
     super::print_diagnostics(&loaded.warnings);
-    let config = loaded.config;
+    let mut config = loaded.config;
+    if let Some(format) = log_format {
+        config.log.format = format;
+    }
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")?;
     runtime.block_on(daemon(path, pid_file, config))?;
