@@ -190,24 +190,25 @@ pub enum Persist {
     Nm,
 }
 
+impl From<Persist> for halo_config::render::NetworkFormat {
+    fn from(persist: Persist) -> Self {
+        match persist {
+            Persist::Etcnet => Self::Etcnet,
+            Persist::Networkd => Self::Networkd,
+            Persist::Nm => Self::Nm,
+        }
+    }
+}
+
 /// `halo host` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum HostAction {
     /// Readiness report: one line per check, OK / WARN / FAIL with what to do. Exit 0 when
     /// nothing FAILs, 1 otherwise.
     Check {
-        /// What the host is for.
-        #[arg(long, value_enum, default_value = "hypervisor")]
-        role: Role,
-        /// A halo.toml: also check its VIPs (subnet, ARP probe), ports and conflicts.
-        #[arg(short, long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The LAN NIC (default: the one carrying the default route).
-        #[arg(long, value_name = "NAME")]
-        interface: Option<String>,
-        /// The bridge (default: the config's VRRP interface, else br0).
-        #[arg(long, value_name = "NAME")]
-        bridge: Option<String>,
+        /// Which host, which interfaces.
+        #[command(flatten)]
+        target: HostTarget,
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
@@ -215,18 +216,9 @@ pub enum HostAction {
     /// Prepare the host: sysctls (now and in /etc/sysctl.d/99-halo.conf) and the bridge with the
     /// NIC's addresses, routes and MAC. Idempotent; rolled back exactly if a step fails.
     Apply {
-        /// What the host is for.
-        #[arg(long, value_enum, default_value = "hypervisor")]
-        role: Role,
-        /// A halo.toml (for the bridge's name).
-        #[arg(short, long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// The LAN NIC (default: the one carrying the default route).
-        #[arg(long, value_name = "NAME")]
-        interface: Option<String>,
-        /// The bridge (default: the config's VRRP interface, else br0).
-        #[arg(long, value_name = "NAME")]
-        bridge: Option<String>,
+        /// Which host, which interfaces.
+        #[command(flatten)]
+        target: HostTarget,
         /// Print the plan as commands; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -237,6 +229,24 @@ pub enum HostAction {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
+}
+
+/// What `halo host check` and `apply` act on.
+#[derive(Debug, clap::Args)]
+pub struct HostTarget {
+    /// What the host is for.
+    #[arg(long, value_enum, default_value = "hypervisor")]
+    pub role: Role,
+    /// A halo.toml: its VRRP interface names the bridge; `check` also checks its VIPs (subnet,
+    /// ARP probe), ports and conflicts.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The LAN NIC (default: the one carrying the default route).
+    #[arg(long, value_name = "NAME")]
+    pub interface: Option<String>,
+    /// The bridge (default: the config's VRRP interface, else br0).
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
 }
 
 /// `halo lab` subcommands.

@@ -93,7 +93,7 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
     // A previous halo killed while master may have left addresses behind: we start as backup,
     // so none of ours belongs on the interface yet.
     for (address, _) in &io.addresses {
-        if io.netlink.remove_address(io.link.index, *address).await? {
+        if io.remove_vip(*address).await? {
             tracing::warn!(%address, "removed a virtual address left by an earlier run");
         }
     }
@@ -329,9 +329,8 @@ async fn perform(
         Action::RemoveAddresses => {
             *refresh_at = None;
             for (address, _) in &io.addresses {
-                match io.netlink.remove_address(io.link.index, *address).await {
-                    Ok(_) => io.release(*address),
-                    Err(e) => tracing::error!(%address, error = %e, "could not remove a virtual address"),
+                if let Err(e) = io.remove_vip(*address).await {
+                    tracing::error!(%address, error = %e, "could not remove a virtual address");
                 }
             }
         }
@@ -364,8 +363,7 @@ async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow:
     io.repeat = new.gratuitous.repeat;
     if router.state() == State::Master {
         for address in &removed {
-            io.netlink.remove_address(io.link.index, *address).await?;
-            io.release(*address);
+            io.remove_vip(*address).await?;
         }
         refresh(io).await;
         if !added.is_empty() {
@@ -421,10 +419,12 @@ async fn refresh(io: &Io) {
 }
 
 impl Io {
-    /// Tells the guard a VIP is no longer held.
-    fn release(&self, address: IpAddr) {
+    /// Removes a VIP from the interface and tells the guard; whether it was there.
+    async fn remove_vip(&self, address: IpAddr) -> halo_hostnet::Result<bool> {
+        let removed = self.netlink.remove_address(self.link.index, address).await?;
         if let Some(guard) = &self.guard {
             guard.release(self.link.index, address);
         }
+        Ok(removed)
     }
 }

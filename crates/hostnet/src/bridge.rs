@@ -12,13 +12,8 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol};
 
-use crate::netlink::Netlink;
-use crate::{HostError, Result};
-
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> HostError {
-    let what = what.into();
-    move |source| HostError::Netlink { what, source }
-}
+use crate::Result;
+use crate::netlink::{Netlink, nl};
 
 /// One interface as the snapshot saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,8 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> HostError {
+/// Wraps a netlink error with what was being done.
+pub(crate) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> HostError {
     let what = what.into();
     move |source| HostError::Netlink { what, source }
 }

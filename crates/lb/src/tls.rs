@@ -66,22 +66,25 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
+/// The certificates of a CA bundle (PEM), as trust anchors; an empty file is an error.
+pub fn root_store(ca_file: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(pem_error(ca_file))? {
+        roots.add(cert.map_err(pem_error(ca_file))?)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Pem { path: ca_file.display().to_string(), reason: "no certificate in the file".to_string() });
+    }
+    Ok(roots)
+}
+
 /// The client configuration a backend's checks use.
 pub fn client_config(check: &HealthCheck) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
     let builder = match &check.verify {
         TlsVerify::None => builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))),
-        TlsVerify::Ca { ca_file, .. } => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca_file).map_err(pem_error(ca_file))? {
-                roots.add(cert.map_err(pem_error(ca_file))?)?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::Pem { path: ca_file.display().to_string(), reason: "no certificate in the file".to_string() });
-            }
-            builder.with_root_certificates(roots)
-        }
+        TlsVerify::Ca { ca_file, .. } => builder.with_root_certificates(root_store(ca_file)?),
     };
     let config = match &check.client_cert {
         Some(client) => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use check_script::{CHECK_SCRIPT_PATH, check_script};
 pub use haproxy::haproxy;
 pub use keepalived::keepalived;
-pub use network::{NetworkFacts, NetworkFile, NetworkFormat, network};
+pub use network::{NetworkFacts, NetworkFile, NetworkFormat, mac_text, network};
 pub use sysctl::sysctl;
 pub use systemd::{static_pod, systemd};
 pub use toml::halo_toml;

@@ -35,7 +35,8 @@ pub enum NetworkFormat {
 /// One file to write: absolute path and content.
 pub type NetworkFile = (String, String);
 
-fn mac_text(mac: &[u8; 6]) -> String {
+/// A MAC as `52:54:00:12:34:56`.
+pub fn mac_text(mac: &[u8]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 

@@ -19,13 +19,6 @@ pub fn run(
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    if artefact == Artefact::Network {
-        let Some(format) = format else {
-            eprintln!("halo render network: --format etcnet|networkd|nm is required");
-            return Ok(ExitCode::from(2));
-        };
-        return network(&loaded.config, format, interface, output);
-    }
     let rendered = match artefact {
         Artefact::Haproxy => render::haproxy(&loaded.config),
         Artefact::Keepalived => render::keepalived(&loaded.config),
@@ -33,7 +26,13 @@ pub fn run(
         Artefact::Sysctl => render::sysctl(&loaded.config),
         Artefact::Systemd => render::systemd(&loaded.config),
         Artefact::StaticPod => render::static_pod(&loaded.config),
-        Artefact::Network => unreachable!("handled above"),
+        Artefact::Network => {
+            let Some(format) = format else {
+                eprintln!("halo render network: --format etcnet|networkd|nm is required");
+                return Ok(ExitCode::from(2));
+            };
+            return network(&loaded.config, format, interface, output);
+        }
     };
     for loss in &rendered.losses {
         eprintln!("halo render: warning: {loss}");
@@ -56,11 +55,7 @@ fn make_executable(path: &Path) -> anyhow::Result<()> {
 /// them on standard output, each after a `# ==> PATH <==` line.
 fn network(config: &halo_config::Config, format: Persist, interface: Option<&str>, output: Option<&Path>) -> anyhow::Result<ExitCode> {
     let facts = crate::host::network_facts(Some(config), interface, None)?;
-    let format = match format {
-        Persist::Etcnet => render::NetworkFormat::Etcnet,
-        Persist::Networkd => render::NetworkFormat::Networkd,
-        Persist::Nm => render::NetworkFormat::Nm,
-    };
+    let format = render::NetworkFormat::from(format);
     let files = render::network(&facts, format);
     match output {
         Some(root) => {

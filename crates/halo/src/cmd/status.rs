@@ -113,12 +113,13 @@ fn unchunk(body: &str) -> String {
     out
 }
 
-/// Wraps a state word in its terminal colour: green when serving, red when not, yellow between.
-fn paint(word: &str, width: usize, colour: bool) -> String {
+/// Wraps a state word in its terminal colour: green when serving, red when not, yellow between
+/// (also used by the lab's live view).
+pub(crate) fn paint(word: &str, width: usize, colour: bool) -> String {
     let padded = format!("{word:<width$}");
     let code = match word {
-        "MASTER" | "UP" | "listening" => "32",
-        "FAULT" | "DOWN" | "NOT LISTENING" => "31",
+        "MASTER" | "UP" | "listening" | "yes" => "32",
+        "FAULT" | "DOWN" | "NOT LISTENING" | "stopped" => "31",
         "BACKUP" | "INIT" => "33",
         _ => return padded,
     };

@@ -253,7 +253,7 @@ async fn config_checks(report: &mut Report, snapshot: &Snapshot, target: &Target
                 Ok(Some(mac)) => report.add(
                     format!("{check} in use"),
                     Verdict::Fail,
-                    format!("answered ARP from {} on {}", mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"), lan.name),
+                    format!("answered ARP from {} on {}", halo_config::render::mac_text(&mac), lan.name),
                     "another host holds it: pick a free address, or stop whatever holds it",
                 ),
                 Ok(None) => report.ok(format!("{check} in use"), format!("no answer to an ARP probe on {} (1 s)", lan.name)),

@@ -66,21 +66,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs a `halo host` subcommand.
 pub fn run(action: HostAction) -> anyhow::Result<ExitCode> {
-    match action {
-        HostAction::Check { role, config, interface, bridge, json } => {
-            let config = match load(config.as_deref())? {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
+    let (HostAction::Check { target, .. } | HostAction::Apply { target, .. }) = &action;
+    let config = match load(target.config.as_deref())? {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let (interface, bridge) = (target.interface.as_deref(), target.bridge.as_deref());
+    match &action {
+        HostAction::Check { target, json } => runtime()?.block_on(check::run(target.role, config.as_ref(), interface, bridge, *json)),
+        HostAction::Apply { target, dry_run, persist, root } => {
+            let options = plan::Options {
+                role: target.role,
+                persist: *persist,
+                root: root.clone().unwrap_or_else(|| PathBuf::from("/")),
+                dry_run: *dry_run,
             };
-            runtime()?.block_on(check::run(role, config.as_ref(), interface.as_deref(), bridge.as_deref(), json))
-        }
-        HostAction::Apply { role, config, interface, bridge, dry_run, persist, root } => {
-            let config = match load(config.as_deref())? {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            let options = plan::Options { role, persist, root: root.unwrap_or_else(|| PathBuf::from("/")), dry_run };
-            runtime()?.block_on(plan::apply(&options, config.as_ref(), interface.as_deref(), bridge.as_deref()))
+            runtime()?.block_on(plan::apply(&options, config.as_ref(), interface, bridge))
         }
     }
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use halo_config::Config;
-use halo_config::render::{NetworkFacts, NetworkFormat};
+use halo_config::render::{NetworkFacts, NetworkFormat, mac_text};
 use halo_hostnet::bridge::{AddressFacts, RouteFacts, Snapshot};
 use halo_hostnet::netlink::Netlink;
 
@@ -49,10 +49,6 @@ enum Step {
     PointRoute { route: RouteFacts, to: String },
     DeleteAddress { address: AddressFacts, from: String },
     WriteFile { path: PathBuf, content: String, old: Option<String> },
-}
-
-fn mac_text(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 impl Step {
@@ -219,12 +215,7 @@ fn plan(snapshot: &Snapshot, target: &Target, options: &Options) -> anyhow::Resu
     }
     if let Some(persist) = options.persist {
         let facts = facts(snapshot, target)?;
-        let format = match persist {
-            Persist::Etcnet => NetworkFormat::Etcnet,
-            Persist::Networkd => NetworkFormat::Networkd,
-            Persist::Nm => NetworkFormat::Nm,
-        };
-        for (path, content) in halo_config::render::network(&facts, format) {
+        for (path, content) in halo_config::render::network(&facts, NetworkFormat::from(persist)) {
             let path = super::under_root(&options.root, &path);
             let old = std::fs::read_to_string(&path).ok();
             if old.as_deref() != Some(content.as_str()) {

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A request not answered within this counts as failed.
@@ -22,11 +21,7 @@ const MAX_REQUESTS: u64 = 20_000;
 
 /// Sends requests until killed or bounded out.
 pub fn run(target: SocketAddr, dir: &Path, period: Duration) -> anyhow::Result<()> {
-    let ca_file = dir.join("ca.pem");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca_file).with_context(|| format!("reading {}", ca_file.display()))? {
-        roots.add(cert.with_context(|| format!("reading {}", ca_file.display()))?).context("the lab CA")?;
-    }
+    let roots = halo_lb::tls::root_store(&dir.join("ca.pem")).context("the lab CA")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -57,15 +57,9 @@ impl Drop for View {
     }
 }
 
+/// The lab's view is on a terminal by construction: always in colour.
 fn paint(text: &str, width: usize) -> String {
-    let padded = format!("{text:<width$}");
-    let code = match text {
-        "MASTER" | "UP" | "yes" => "32",
-        "FAULT" | "DOWN" | "stopped" => "31",
-        "BACKUP" | "INIT" => "33",
-        _ => return padded,
-    };
-    format!("\x1b[{code}m{padded}\x1b[0m")
+    crate::cmd::status::paint(text, width, true)
 }
 
 fn frame(seen: &Seen, lines: &[String]) -> String {
