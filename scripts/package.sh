@@ -8,7 +8,8 @@ if ! command -v cargo-deb >/dev/null; then
   echo "package.sh: installing cargo-deb" >&2
   cargo install --locked --quiet cargo-deb@3.8.0
 fi
-cargo build --quiet --locked --release -p halo
+# The package carries no lab (a development tool: namespaces, a test CA); see the README.
+cargo build --quiet --locked --release -p halo --no-default-features
 halo=target/release/halo
 assets=target/assets
 mkdir -p "$assets"

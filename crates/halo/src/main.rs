@@ -3,13 +3,8 @@
 
 mod cli;
 mod cmd;
-mod guard;
+mod daemon;
 mod host;
-mod lab;
-mod notify;
-mod status;
-mod tracker;
-mod vrrp_driver;
 
 use std::process::ExitCode;
 
@@ -34,6 +29,29 @@ fn generate(what: cli::Generated) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `halo lab` and its parts, from the `halo-lab` crate.
+#[cfg(feature = "lab")]
+fn lab(action: Option<cli::LabAction>, keep: bool, report: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    match action {
+        None => {
+            let halo = std::env::current_exe().context("finding the halo binary")?;
+            halo_lab::run(&halo_lab::Options { keep, report, halo })
+        }
+        Some(cli::LabAction::Down) => halo_lab::down(),
+        Some(cli::LabAction::Apiserver { name, listen, dir }) => halo_lab::apiserver::run(&name, listen, &dir).map(|()| ExitCode::SUCCESS),
+        Some(cli::LabAction::Client { target, dir, period_ms }) => {
+            halo_lab::client::run(target, &dir, std::time::Duration::from_millis(period_ms)).map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `halo lab` in a build without the lab (the Debian package's).
+#[cfg(not(feature = "lab"))]
+fn lab(_: Option<cli::LabAction>, _: bool, _: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this halo was built without the lab; run it from a source checkout: scripts/lab.sh")
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
@@ -55,15 +73,8 @@ fn main() -> ExitCode {
         }
         cli::Command::Host { action } => host::run(action),
         cli::Command::Generate { what } => generate(what),
-        cli::Command::Guard => guard::run(),
-        cli::Command::Lab { action: None, keep, report } => lab::run(&lab::Options { keep, report }),
-        cli::Command::Lab { action: Some(cli::LabAction::Down), .. } => lab::down(),
-        cli::Command::Lab { action: Some(cli::LabAction::Apiserver { name, listen, dir }), .. } => {
-            lab::apiserver::run(&name, listen, &dir).map(|()| std::process::ExitCode::SUCCESS)
-        }
-        cli::Command::Lab { action: Some(cli::LabAction::Client { target, dir, period_ms }), .. } => {
-            lab::client::run(target, &dir, std::time::Duration::from_millis(period_ms)).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        cli::Command::Guard => daemon::guard::run(),
+        cli::Command::Lab { action, keep, report } => lab(action, keep, report),
     };
     match outcome {
         Ok(code) => code,

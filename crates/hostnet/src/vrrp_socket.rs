@@ -6,16 +6,13 @@ use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
+use halo_vrrp::packet::{MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL};
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, sockopt};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 use crate::netlink::Link;
 use crate::{Result, errno, io};
-
-const VRRP: i32 = 112;
-const MULTICAST_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-const MULTICAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 
 /// One received VRRP packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,22 +39,22 @@ impl VrrpSocket {
     pub fn open(link: &Link, ipv6: bool) -> Result<Self> {
         let what = |step: &str| format!("VRRP socket on {}: {step}", link.name);
         let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(VRRP))).map_err(io(what("socket(IPPROTO_VRRP)")))?;
+        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(PROTOCOL)))).map_err(io(what("socket(IPPROTO_VRRP)")))?;
         socket.set_nonblocking(true).map_err(io(what("non-blocking")))?;
         socket.bind_device(Some(link.name.as_bytes())).map_err(io(what("SO_BINDTODEVICE")))?;
         if ipv6 {
             socket.join_multicast_v6(&MULTICAST_V6, link.index).map_err(io(what("join ff02::12")))?;
             socket.set_multicast_loop_v6(false).map_err(io(what("multicast loop")))?;
-            socket.set_multicast_hops_v6(255).map_err(io(what("multicast hops")))?;
-            socket.set_unicast_hops_v6(255).map_err(io(what("unicast hops")))?;
+            socket.set_multicast_hops_v6(u32::from(TTL)).map_err(io(what("multicast hops")))?;
+            socket.set_unicast_hops_v6(u32::from(TTL)).map_err(io(what("unicast hops")))?;
             socket.set_multicast_if_v6(link.index).map_err(io(what("multicast interface")))?;
             socket::setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(errno(what("IPV6_RECVHOPLIMIT")))?;
             socket::setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true).map_err(errno(what("IPV6_RECVPKTINFO")))?;
         } else {
             socket.join_multicast_v4_n(&MULTICAST_V4, &InterfaceIndexOrAddress::Index(link.index)).map_err(io(what("join 224.0.0.18")))?;
             socket.set_multicast_loop_v4(false).map_err(io(what("multicast loop")))?;
-            socket.set_multicast_ttl_v4(255).map_err(io(what("multicast TTL")))?;
-            socket.set_ttl_v4(255).map_err(io(what("TTL")))?;
+            socket.set_multicast_ttl_v4(u32::from(TTL)).map_err(io(what("multicast TTL")))?;
+            socket.set_ttl_v4(u32::from(TTL)).map_err(io(what("TTL")))?;
         }
         // `AsyncFd::new` is deprecated for types that may not own their descriptor; `Socket`
         // owns it and is moved in, so the registration cannot outlive the descriptor.

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::LbError;
-use crate::runtime::{BackendRuntime, FrontendRuntime, exhausted};
+use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime, exhausted};
 
 /// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
 /// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds.
@@ -91,23 +91,44 @@ impl Balancer {
     /// first; on failure the running balancer is left exactly as it was.
     pub fn reload(&mut self, config: &Config) -> Result<Changes, LbError> {
         let mut changes = Changes::default();
-        // 1. New backends, reusing the servers that stay.
+        let backends = self.build_backends(config)?;
+        let wanted = wanted_binds(config);
+        let mut fresh = self.bind_new_addresses(&wanted)?;
+        // From here on nothing fails (but an unknown backend, which validation rules out).
+        let moved = self.close_unwanted_listeners(&wanted, &mut changes);
+        let frontends = self.update_frontends(config, &backends)?;
+        self.replace_backends(backends, &mut changes);
+        self.frontends = frontends;
+        rebind_moved(moved, &mut fresh);
+        self.start_listeners(fresh, &mut changes);
+        Ok(changes)
+    }
+
+    /// New backends, reusing the servers that stay.
+    fn build_backends(&self, config: &Config) -> Result<Vec<Arc<BackendRuntime>>, LbError> {
         let mut backends = Vec::new();
         for b in &config.backends {
             let previous = self.backends.iter().find(|o| o.config.name == b.name);
             backends.push(Arc::new(BackendRuntime::new(b, previous.map(|p| p.as_ref()))?));
         }
-        // 2. Bind the addresses no current listener has.
-        let wanted: Vec<(String, SocketAddr)> =
-            config.frontends.iter().flat_map(|f| f.binds.iter().map(move |a| (f.name.clone(), *a))).collect();
+        Ok(backends)
+    }
+
+    /// Binds the addresses no current listener has.
+    fn bind_new_addresses(&self, wanted: &[(String, SocketAddr)]) -> Result<Vec<Opened>, LbError> {
         let mut fresh = Vec::new();
-        for (frontend, address) in &wanted {
+        for (frontend, address) in wanted {
             if !self.listeners.iter().any(|l| l.address == *address) {
                 let listener = bind(*address).map_err(|source| LbError::Bind { address: *address, source })?;
                 fresh.push((frontend.clone(), *address, listener));
             }
         }
-        // From here on nothing fails. 3. Close listeners no longer wanted (or moved).
+        Ok(fresh)
+    }
+
+    /// Stops the listeners no longer wanted, keeps the others; returns the addresses that
+    /// moved to another frontend (closed here, to be bound again for it).
+    fn close_unwanted_listeners(&mut self, wanted: &[(String, SocketAddr)], changes: &mut Changes) -> Vec<(String, SocketAddr)> {
         let (keep, close): (Vec<Listener>, Vec<Listener>) =
             std::mem::take(&mut self.listeners).into_iter().partition(|l| wanted.contains(&(l.frontend.clone(), l.address)));
         changes.listeners_removed = close.len();
@@ -122,7 +143,11 @@ impl Balancer {
         }
         changes.listeners_kept = keep.len();
         self.listeners = keep;
-        // 4. Frontends: update in place or create.
+        moved
+    }
+
+    /// Frontends: updated in place or created, each pointed at its new backend.
+    fn update_frontends(&self, config: &Config, backends: &[Arc<BackendRuntime>]) -> Result<Vec<Arc<FrontendRuntime>>, LbError> {
         let mut frontends = Vec::new();
         for f in &config.frontends {
             let backend =
@@ -135,18 +160,14 @@ impl Balancer {
                 None => frontends.push(Arc::new(FrontendRuntime::new(f, backend))),
             }
         }
-        // 5. Retire servers that left; replace the backends and their check tasks.
+        Ok(frontends)
+    }
+
+    /// Retires the servers that left; replaces the backends and their check tasks.
+    fn replace_backends(&mut self, backends: Vec<Arc<BackendRuntime>>, changes: &mut Changes) {
         for old in &self.backends {
             for server in &old.servers {
-                let stays = backends.iter().any(|b| {
-                    b.servers.iter().any(|s| {
-                        Arc::ptr_eq(s, server)
-                            || (s.config.name == server.config.name
-                                && s.config.address == server.config.address
-                                && b.config.name == old.config.name)
-                    })
-                });
-                if stays {
+                if server_stays(&backends, old, server) {
                     changes.servers_kept += 1;
                 } else {
                     server.retire();
@@ -161,14 +182,10 @@ impl Balancer {
             }
         }
         self.backends = backends;
-        self.frontends = frontends;
-        // 6. Start the new listeners (and rebind moved addresses, whose old socket is closing).
-        for (frontend, address) in moved {
-            match bind(address) {
-                Ok(listener) => fresh.push((frontend, address, listener)),
-                Err(e) => tracing::error!(%address, error = %e, "could not rebind an address moved to another frontend"),
-            }
-        }
+    }
+
+    /// Starts the accept loops of the new listeners.
+    fn start_listeners(&mut self, fresh: Vec<Opened>, changes: &mut Changes) {
         changes.listeners_added = fresh.len();
         for (name, address, listener) in fresh {
             let Some(frontend) = self.frontend(&name).cloned() else { continue };
@@ -177,7 +194,6 @@ impl Balancer {
             self.tasks.spawn(accept_loop(frontend, listener, self.shutdown.clone(), stopped, Arc::clone(&self.in_flight)));
             self.listeners.push(Listener { frontend: name, address, stop });
         }
-        Ok(changes)
     }
 
     /// After shutdown: waits for the accept loops and checks, then up to `drain` for open
@@ -189,6 +205,36 @@ impl Balancer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A socket bound for a frontend, not yet accepting: (frontend, address, socket).
+type Opened = (String, SocketAddr, TcpListener);
+
+/// Every (frontend, address) the config binds.
+fn wanted_binds(config: &Config) -> Vec<(String, SocketAddr)> {
+    config.frontends.iter().flat_map(|f| f.binds.iter().map(move |a| (f.name.clone(), *a))).collect()
+}
+
+/// Whether a server of `old` is among the new backends: the same runtime, or the same name and
+/// address in the backend of the same name.
+fn server_stays(backends: &[Arc<BackendRuntime>], old: &BackendRuntime, server: &Arc<ServerRuntime>) -> bool {
+    backends.iter().any(|b| {
+        b.servers.iter().any(|s| {
+            Arc::ptr_eq(s, server)
+                || (s.config.name == server.config.name && s.config.address == server.config.address && b.config.name == old.config.name)
+        })
+    })
+}
+
+/// Rebinds the addresses moved to another frontend (their old socket is closing); an address
+/// that cannot be bound again is logged and left out.
+fn rebind_moved(moved: Vec<(String, SocketAddr)>, fresh: &mut Vec<Opened>) {
+    for (frontend, address) in moved {
+        match bind(address) {
+            Ok(listener) => fresh.push((frontend, address, listener)),
+            Err(e) => tracing::error!(%address, error = %e, "could not rebind an address moved to another frontend"),
+        }
     }
 }
 

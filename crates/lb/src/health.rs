@@ -1,21 +1,71 @@
-//! Server health, pure: "flip after N consecutive opposite results", a fast interval while a
-//! server is changing state, and DOWN until the first passing check. The probe I/O is in
-//! `probe`; the data path reads the verdict lock-free (an atomic in `runtime`).
+//! Health, pure: rise/fall hysteresis ("flip after N consecutive opposite results"), shared by
+//! server checks and the daemon's trackers; for servers, a fast interval while a server is
+//! changing state and DOWN until the first passing check. The probe I/O is in `probe`; the data
+//! path reads the verdict lock-free (an atomic in `runtime`).
 
 use std::time::Duration;
+
+/// Rise/fall hysteresis: the verdict flips only after `fall` consecutive failures or `rise`
+/// consecutive successes.
+#[derive(Debug, Clone)]
+pub struct Hysteresis {
+    fall: u32,
+    rise: u32,
+    passing: bool,
+    /// Consecutive results opposite to the verdict.
+    streak: u32,
+}
+
+impl Hysteresis {
+    /// A verdict starting at `passing`, with these thresholds (0 counts as 1).
+    pub fn new(fall: u32, rise: u32, passing: bool) -> Self {
+        Self { fall: fall.max(1), rise: rise.max(1), passing, streak: 0 }
+    }
+
+    /// The current verdict.
+    pub fn is_passing(&self) -> bool {
+        self.passing
+    }
+
+    /// Whether results opposite to the verdict have started to come in.
+    pub fn in_doubt(&self) -> bool {
+        self.streak > 0
+    }
+
+    /// Failures in a row that make a passing verdict fail.
+    pub fn fall(&self) -> u32 {
+        self.fall
+    }
+
+    /// Sets the verdict outright (a first result), forgetting any streak.
+    pub fn set(&mut self, passing: bool) {
+        self.passing = passing;
+        self.streak = 0;
+    }
+
+    /// Feeds one result; `Some(new verdict)` when it flips.
+    pub fn record(&mut self, ok: bool) -> Option<bool> {
+        if ok == self.passing {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        if self.streak >= if ok { self.rise } else { self.fall } {
+            self.set(ok);
+            return Some(ok);
+        }
+        None
+    }
+}
 
 /// The health of one server.
 #[derive(Debug, Clone)]
 pub struct Health {
-    fall: u32,
-    rise: u32,
+    verdict: Hysteresis,
     interval: Duration,
     fast_interval: Duration,
-    up: bool,
     /// No result yet: the first pass marks the server up at once.
     initial: bool,
-    /// Consecutive results opposite to the current state.
-    streak: u32,
     /// The state is known: UP, or DOWN after `fall` failures in a row or a flip.
     decided: bool,
     /// Failures in a row since the start, while undecided.
@@ -25,17 +75,7 @@ pub struct Health {
 impl Health {
     /// A server that is DOWN until its first passing check.
     pub fn new(fall: u32, rise: u32, interval: Duration, fast_interval: Duration) -> Self {
-        Self {
-            fall: fall.max(1),
-            rise: rise.max(1),
-            interval,
-            fast_interval,
-            up: false,
-            initial: true,
-            streak: 0,
-            decided: false,
-            start_failures: 0,
-        }
+        Self { verdict: Hysteresis::new(fall, rise, false), interval, fast_interval, initial: true, decided: false, start_failures: 0 }
     }
 
     /// Whether the state is known, not just assumed: the server passed (UP), or failed `fall`
@@ -47,44 +87,47 @@ impl Health {
 
     /// Whether the server takes traffic.
     pub fn is_up(&self) -> bool {
-        self.up
+        self.verdict.is_passing()
     }
 
     /// Feeds a result (a probe, or a failed connect from the data path); `Some(up)` on a flip.
     pub fn record(&mut self, ok: bool) -> Option<bool> {
         if std::mem::take(&mut self.initial) && ok {
-            self.up = true;
-            self.streak = 0;
+            self.verdict.set(true);
             self.decided = true;
             return Some(true);
         }
         if !self.decided {
             self.start_failures = if ok { 0 } else { self.start_failures + 1 };
-            self.decided = self.start_failures >= self.fall;
+            self.decided = self.start_failures >= self.verdict.fall();
         }
-        if ok == self.up {
-            self.streak = 0;
-            return None;
-        }
-        self.streak += 1;
-        if self.streak >= if ok { self.rise } else { self.fall } {
-            self.up = ok;
-            self.streak = 0;
-            self.decided = true;
-            return Some(ok);
-        }
-        None
+        let flipped = self.verdict.record(ok);
+        self.decided |= flipped.is_some();
+        flipped
     }
 
     /// When to probe next: fast while the state is in doubt.
     pub fn next_interval(&self) -> Duration {
-        if self.streak > 0 || !self.decided { self.fast_interval } else { self.interval }
+        if self.verdict.in_doubt() || !self.decided { self.fast_interval } else { self.interval }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hysteresis_flips_only_after_consecutive_results() {
+        let mut h = Hysteresis::new(3, 2, true);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(true), None, "a success resets the failure streak");
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), Some(false));
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), Some(true));
+    }
 
     fn health() -> Health {
         Health::new(3, 2, Duration::from_secs(2), Duration::from_millis(500))

@@ -33,6 +33,28 @@ pub struct RouterConfig {
     pub gratuitous: GratuitousSchedule,
 }
 
+/// What identifies a virtual router to its peers on the wire: what the adverts carry and what a
+/// receiver checks them against. It cannot change while the router runs (a reload restarts the
+/// router instead); everything else in [`RouterConfig`] can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireIdentity {
+    /// Virtual router id.
+    pub vrid: Vrid,
+    /// Protocol version.
+    pub version: Version,
+    /// Advertisement interval.
+    pub advert_interval: AdvertInterval,
+    /// v2 authentication.
+    pub auth: Auth,
+}
+
+impl RouterConfig {
+    /// The part of the configuration peers see and check.
+    pub fn wire_identity(&self) -> WireIdentity {
+        WireIdentity { vrid: self.vrid, version: self.version, advert_interval: self.advert_interval, auth: self.auth }
+    }
+}
+
 /// When gratuitous ARP / unsolicited NA bursts are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GratuitousSchedule {
@@ -267,8 +289,7 @@ impl Router {
     /// priority at once. What identifies the router on the wire (VRID, version, interval,
     /// authentication) cannot change in place: the configuration is handed back.
     pub fn reconfigure(&mut self, now: Instant, config: RouterConfig) -> Result<(), RouterConfig> {
-        let c = &self.config;
-        if (config.vrid, config.version, config.advert_interval, config.auth) != (c.vrid, c.version, c.advert_interval, c.auth) {
+        if config.wire_identity() != self.config.wire_identity() {
             return Err(config);
         }
         let priority_changed = config.priority != self.config.priority;

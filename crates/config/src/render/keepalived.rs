@@ -73,7 +73,20 @@ fn tracker(out: &mut String, t: &Tracker, losses: &mut Vec<String>) {
     line(out, format_args!("    fall {}\n    rise {}\n}}\n", t.fall, t.rise));
 }
 
+/// One `vrrp_instance` block.
 fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Vec<String>) {
+    router(out, v);
+    virtual_addresses(out, v);
+    unicast(out, v, losses);
+    tracking(out, v, config, losses);
+    gratuitous(out, v);
+    notify(out, v, losses);
+    line(out, format_args!("}}\n"));
+}
+
+/// The instance header and the router's own settings: state, id, priority, timing, preemption,
+/// accept mode and authentication.
+fn router(out: &mut String, v: &VrrpInstance) {
     let state = if v.initial_state == InitialState::Master { "MASTER" } else { "BACKUP" };
     line(out, format_args!("vrrp_instance {} {{\n    state {state}\n    interface {}", v.name, v.interface));
     line(out, format_args!("    virtual_router_id {}\n    priority {}\n    version {}", v.virtual_router_id, v.priority, v.version));
@@ -88,21 +101,23 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
     if let Some(password) = &v.auth_password {
         line(out, format_args!("    authentication {{\n        auth_type PASS\n        auth_pass {}\n    }}", word(password)));
     }
+}
+
+fn virtual_addresses(out: &mut String, v: &VrrpInstance) {
     line(out, format_args!("    virtual_ipaddress {{"));
     for a in &v.virtual_addresses {
         line(out, format_args!("        {a}"));
     }
     line(out, format_args!("    }}"));
+}
+
+/// Unicast source and peers, and the checksum mode (keepalived offers the v2-style one only in
+/// unicast).
+fn unicast(out: &mut String, v: &VrrpInstance, losses: &mut Vec<String>) {
     if let Some(source) = v.unicast_source {
         line(out, format_args!("    unicast_src_ip {source}"));
     }
-    if !v.unicast_peers.is_empty() {
-        line(out, format_args!("    unicast_peer {{"));
-        for p in &v.unicast_peers {
-            line(out, format_args!("        {p}"));
-        }
-        line(out, format_args!("    }}"));
-    }
+    block(out, "unicast_peer", v.unicast_peers.iter().map(ToString::to_string));
     if v.checksum == ChecksumMode::AsV2 {
         if v.unicast_peers.is_empty() {
             losses.push(format!("vrrp {}: keepalived always includes the pseudo-header in multicast VRRPv3 checksums", v.name));
@@ -110,6 +125,11 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
             line(out, format_args!("    old_unicast_checksum"));
         }
     }
+}
+
+/// The trackers of the instance, by keepalived's kinds: scripts (the balancer tracker is one),
+/// interfaces other than the instance's own, and files.
+fn tracking(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Vec<String>) {
     let tracked: Vec<&Tracker> = v.track.iter().filter_map(|n| config.tracker(n)).collect();
     let scripts: Vec<&&Tracker> =
         tracked.iter().filter(|t| matches!(t.kind, TrackerKind::Balancer { .. } | TrackerKind::Script { .. })).collect();
@@ -133,6 +153,10 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
     block(out, "track_interface", interfaces);
     let files = tracked.iter().filter(|t| matches!(t.kind, TrackerKind::File { .. })).map(|t| t.name.clone());
     block(out, "track_file", files);
+}
+
+/// Gratuitous ARP / NA timing, and the virtual MAC.
+fn gratuitous(out: &mut String, v: &VrrpInstance) {
     let g = &v.gratuitous;
     line(out, format_args!("    garp_master_delay {}\n    garp_master_repeat {}", keepalived_seconds(g.delay), g.repeat));
     line(
@@ -150,6 +174,10 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
             line(out, format_args!("    vmac_xmit_base"));
         }
     }
+}
+
+/// The notify hooks (keepalived has no timeout for them).
+fn notify(out: &mut String, v: &VrrpInstance, losses: &mut Vec<String>) {
     let n = &v.notify;
     let hooks = [
         ("notify_master", &n.master),
@@ -166,7 +194,6 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
     if n.timeout != crate::model::Notify::default().timeout {
         losses.push(format!("vrrp {}: keepalived has no notify timeout", v.name));
     }
-    line(out, format_args!("}}\n"));
 }
 
 fn block(out: &mut String, name: &str, items: impl Iterator<Item = String>) {

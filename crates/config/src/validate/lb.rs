@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{choice, count, count_or, duration_or, positive_duration_or, socket_addr, unique_names};
+use super::{binds_conflict, choice, count, count_or, duration_or, positive_duration_or, socket_addr, unique_names};
 use crate::defaults as d;
 use crate::diag::{Hint, Report};
 use crate::model::{Backend, Balance, CheckKind, ClientCert, Frontend, HealthCheck, Server, TlsVerify};
@@ -30,7 +30,7 @@ pub(super) fn frontends(report: &mut Report<'_>, raw: &[RawFrontend], backends: 
             let Some(addr) = socket_addr(report, bind, "bind") else {
                 continue;
             };
-            if let Some((other, _)) = binds_seen.iter().find(|(seen, _)| conflicts(*seen, addr)) {
+            if let Some((other, _)) = binds_seen.iter().find(|(seen, _)| binds_conflict(*seen, addr)) {
                 let message = if *other == addr {
                     format!("bind {addr} is listed twice")
                 } else {
@@ -54,11 +54,6 @@ pub(super) fn frontends(report: &mut Report<'_>, raw: &[RawFrontend], backends: 
         });
     }
     Some(out)
-}
-
-/// Same port and family, and the same address or either one a wildcard.
-fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.is_ipv4() == b.is_ipv4() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {

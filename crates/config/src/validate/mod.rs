@@ -68,17 +68,19 @@ fn status(report: &mut Report<'_>, raw: &crate::raw::RawStatus) -> Status {
 
 /// The status endpoint must not take a port a frontend listens on.
 fn status_port_is_free(report: &mut Report<'_>, raw: &crate::raw::RawStatus, listen: SocketAddr, frontends: &[crate::model::Frontend]) {
-    let clash = frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (f, b))).find(|(_, b)| {
-        b.port() == listen.port()
-            && b.is_ipv4() == listen.is_ipv4()
-            && (b.ip() == listen.ip() || b.ip().is_unspecified() || listen.ip().is_unspecified())
-    });
+    let clash = frontends.iter().flat_map(|f| f.binds.iter().map(move |b| (f, b))).find(|(_, b)| binds_conflict(**b, listen));
     if let Some((f, bind)) = clash {
         let span = raw.listen.as_ref().map_or(0..0, |l| l.span());
         report
             .error(span, format!("status.listen {listen} takes the port of frontend `{}` ({bind})", f.name))
             .hint("give the status endpoint another port");
     }
+}
+
+/// Whether two listening addresses take the same port, so that the kernel refuses the second:
+/// same port and family, and the same address or either one a wildcard.
+pub(crate) fn binds_conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.is_ipv4() == b.is_ipv4() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {

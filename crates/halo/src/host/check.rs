@@ -1,13 +1,14 @@
 //! `halo host check`: a readiness report, one line per check (OK / WARN / FAIL, what was found,
 //! what to do), as text or JSON. Exit 0 when nothing FAILs, 1 otherwise.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use halo_config::Config;
-use halo_hostnet::bridge::Snapshot;
+use halo_hostnet::bridge::{LinkFacts, Snapshot};
 use halo_hostnet::netlink::Netlink;
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::sysctl;
@@ -209,74 +210,20 @@ fn sysctl_checks(report: &mut Report, role: Role) {
     }
 }
 
+/// The checks of what the configuration asks of this host: its VIPs, its frontend ports, and
+/// no keepalived running its virtual routers.
 async fn config_checks(report: &mut Report, snapshot: &Snapshot, target: &Target, config: &Config, netlink: &Netlink) {
-    let lan = snapshot.link(&target.bridge).filter(|b| b.is_bridge).or_else(|| snapshot.link(&target.nic));
-    let Some(lan) = lan else { return };
-    let subnets: Vec<ipnet::IpNet> = snapshot
-        .addresses_of(lan.index)
-        .iter()
-        .chain(snapshot.link(&target.nic).map(|n| snapshot.addresses_of(n.index)).unwrap_or_default().iter())
-        .filter_map(|a| ipnet::IpNet::new(a.address, a.prefix).ok())
-        .collect();
+    let Some(lan) = lan_link(snapshot, target) else { return };
+    let subnets = lan_subnets(snapshot, target, lan);
     let held: Vec<IpAddr> = snapshot.addresses.iter().map(|a| a.address).collect();
-    for instance in &config.vrrp {
-        for vip in &instance.virtual_addresses {
-            let address = vip.addr();
-            let check = format!("VIP {address}");
-            if !subnets.iter().any(|net| net.contains(&address)) {
-                let nets = subnets.iter().map(|n| n.trunc().to_string()).collect::<Vec<_>>().join(", ");
-                report.add(
-                    check.clone(),
-                    Verdict::Fail,
-                    format!("not in the subnet of {} ({nets})", lan.name),
-                    "pick a free address of the LAN",
-                );
-            } else {
-                report.ok(check.clone(), format!("in the subnet of {}", lan.name));
-            }
-            if held.contains(&address) {
-                report.ok(format!("{check} in use"), "held by this host");
-                continue;
-            }
-            let IpAddr::V4(v4) = address else {
-                report.ok(format!("{check} in use"), "IPv6: not probed (duplicate address detection covers it)");
-                continue;
-            };
-            let link = match netlink.link(&lan.name).await {
-                Ok(link) => link,
-                Err(e) => {
-                    report.add(format!("{check} in use"), Verdict::Warn, format!("not probed: {e}"), "");
-                    continue;
-                }
-            };
-            match halo_hostnet::arp_probe::probe(&link, v4, Duration::from_secs(1)) {
-                Ok(Some(mac)) => report.add(
-                    format!("{check} in use"),
-                    Verdict::Fail,
-                    format!("answered ARP from {} on {}", halo_config::render::mac_text(&mac), lan.name),
-                    "another host holds it: pick a free address, or stop whatever holds it",
-                ),
-                Ok(None) => report.ok(format!("{check} in use"), format!("no answer to an ARP probe on {} (1 s)", lan.name)),
-                Err(e) => report.add(format!("{check} in use"), Verdict::Warn, format!("not probed: {e}"), ""),
-            }
-        }
+    for address in config.vrrp.iter().flat_map(|instance| &instance.virtual_addresses).map(IpNet::addr) {
+        vip_subnet_check(report, address, &subnets, &lan.name);
+        vip_in_use_check(report, address, &held, &lan.name, netlink).await;
     }
     let others = processes_here(&["haproxy", "keepalived", "halo"]);
     for frontend in &config.frontends {
         for bind in &frontend.binds {
-            let check = format!("port {bind}");
-            match try_bind(*bind) {
-                Ok(()) => report.ok(check, format!("free (frontend {})", frontend.name)),
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && others.iter().any(|(n, _)| n == "halo") => {
-                    report.add(check, Verdict::Warn, "in use, and halo runs here: probably this configuration's daemon", "")
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                    let who = others.iter().map(|(name, pid)| format!("{name} (pid {pid})")).collect::<Vec<_>>().join(", ");
-                    let found = if who.is_empty() { "in use".to_string() } else { format!("in use; running here: {who}") };
-                    report.add(check, Verdict::Fail, found, "stop whatever listens there (haproxy of the classic stack?) before halo run");
-                }
-                Err(e) => report.add(check, Verdict::Fail, format!("cannot bind: {e}"), ""),
-            }
+            port_check(report, *bind, &frontend.name, try_bind(*bind), &others);
         }
     }
     report.ok(
@@ -284,26 +231,111 @@ async fn config_checks(report: &mut Report, snapshot: &Snapshot, target: &Target
         "halo binds with IP_FREEBIND: a backup listens before it holds the VIP (haproxy would need net.ipv4.ip_nonlocal_bind = 1)",
     );
     for (name, pid) in others.iter().filter(|(n, _)| n == "keepalived") {
-        let same: Vec<(String, u8)> = keepalived_vrids(*pid)
-            .into_iter()
-            .filter(|(interface, vrid)| config.vrrp.iter().any(|v| v.interface == *interface && v.virtual_router_id.get() == *vrid))
-            .collect();
-        if same.is_empty() {
-            report.add(
-                format!("{name} (pid {pid})"),
-                Verdict::Warn,
-                "keepalived runs here, on other virtual routers",
-                "make sure it does not manage the same VIP",
-            );
-        } else {
-            let list = same.iter().map(|(i, v)| format!("VRID {v} on {i}")).collect::<Vec<_>>().join(", ");
-            report.add(
-                format!("{name} (pid {pid})"),
-                Verdict::Fail,
-                format!("keepalived runs {list}, as halo would"),
-                "stop keepalived before halo run (halo import converts its configuration)",
-            );
+        keepalived_check(report, config, name, *pid, keepalived_vrids(*pid));
+    }
+}
+
+/// The link the VIPs live on: the bridge when it is one, else the NIC.
+fn lan_link<'s>(snapshot: &'s Snapshot, target: &Target) -> Option<&'s LinkFacts> {
+    snapshot.link(&target.bridge).filter(|b| b.is_bridge).or_else(|| snapshot.link(&target.nic))
+}
+
+/// The subnets of the LAN: those of the LAN link's addresses and of the NIC's.
+fn lan_subnets(snapshot: &Snapshot, target: &Target, lan: &LinkFacts) -> Vec<IpNet> {
+    snapshot
+        .addresses_of(lan.index)
+        .iter()
+        .chain(snapshot.link(&target.nic).map(|n| snapshot.addresses_of(n.index)).unwrap_or_default().iter())
+        .filter_map(|a| IpNet::new(a.address, a.prefix).ok())
+        .collect()
+}
+
+/// A VIP must be an address of the LAN's subnet.
+fn vip_subnet_check(report: &mut Report, address: IpAddr, subnets: &[IpNet], lan: &str) {
+    let check = format!("VIP {address}");
+    if !subnets.iter().any(|net| net.contains(&address)) {
+        let nets = subnets.iter().map(|n| n.trunc().to_string()).collect::<Vec<_>>().join(", ");
+        report.add(check, Verdict::Fail, format!("not in the subnet of {lan} ({nets})"), "pick a free address of the LAN");
+    } else {
+        report.ok(check, format!("in the subnet of {lan}"));
+    }
+}
+
+/// A VIP must not be held by another host: one ARP probe on the LAN, unless this host holds it
+/// or it is IPv6.
+async fn vip_in_use_check(report: &mut Report, address: IpAddr, held: &[IpAddr], lan: &str, netlink: &Netlink) {
+    let check = format!("VIP {address} in use");
+    let v4 = match needs_probe(address, held) {
+        Ok(v4) => v4,
+        Err(why) => return report.ok(check, why),
+    };
+    let link = match netlink.link(lan).await {
+        Ok(link) => link,
+        Err(e) => return report.add(check, Verdict::Warn, format!("not probed: {e}"), ""),
+    };
+    match halo_hostnet::arp_probe::probe(&link, v4, Duration::from_secs(1)) {
+        Ok(Some(mac)) => report.add(
+            check,
+            Verdict::Fail,
+            format!("answered ARP from {} on {lan}", halo_config::render::mac_text(&mac)),
+            "another host holds it: pick a free address, or stop whatever holds it",
+        ),
+        Ok(None) => report.ok(check, format!("no answer to an ARP probe on {lan} (1 s)")),
+        Err(e) => report.add(check, Verdict::Warn, format!("not probed: {e}"), ""),
+    }
+}
+
+/// The IPv4 address to probe, or why a VIP needs no probe.
+fn needs_probe(address: IpAddr, held: &[IpAddr]) -> Result<Ipv4Addr, &'static str> {
+    if held.contains(&address) {
+        return Err("held by this host");
+    }
+    match address {
+        IpAddr::V4(v4) => Ok(v4),
+        IpAddr::V6(_) => Err("IPv6: not probed (duplicate address detection covers it)"),
+    }
+}
+
+/// A frontend address must be free, from the outcome of binding it; when it is taken, the
+/// balancers running here are named.
+fn port_check(report: &mut Report, bind: SocketAddr, frontend: &str, bound: std::io::Result<()>, others: &[(String, u32)]) {
+    let check = format!("port {bind}");
+    match bound {
+        Ok(()) => report.ok(check, format!("free (frontend {frontend})")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && others.iter().any(|(n, _)| n == "halo") => {
+            report.add(check, Verdict::Warn, "in use, and halo runs here: probably this configuration's daemon", "")
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let who = others.iter().map(|(name, pid)| format!("{name} (pid {pid})")).collect::<Vec<_>>().join(", ");
+            let found = if who.is_empty() { "in use".to_string() } else { format!("in use; running here: {who}") };
+            report.add(check, Verdict::Fail, found, "stop whatever listens there (haproxy of the classic stack?) before halo run");
+        }
+        Err(e) => report.add(check, Verdict::Fail, format!("cannot bind: {e}"), ""),
+    }
+}
+
+/// A keepalived running here must not run one of the configured virtual routers (the same
+/// VRID on the same interface); `vrids` are the ones it runs.
+fn keepalived_check(report: &mut Report, config: &Config, name: &str, pid: u32, vrids: Vec<(String, u8)>) {
+    let same: Vec<(String, u8)> = vrids
+        .into_iter()
+        .filter(|(interface, vrid)| config.vrrp.iter().any(|v| v.interface == *interface && v.virtual_router_id.get() == *vrid))
+        .collect();
+    if same.is_empty() {
+        report.add(
+            format!("{name} (pid {pid})"),
+            Verdict::Warn,
+            "keepalived runs here, on other virtual routers",
+            "make sure it does not manage the same VIP",
+        );
+    } else {
+        let list = same.iter().map(|(i, v)| format!("VRID {v} on {i}")).collect::<Vec<_>>().join(", ");
+        report.add(
+            format!("{name} (pid {pid})"),
+            Verdict::Fail,
+            format!("keepalived runs {list}, as halo would"),
+            "stop keepalived before halo run (halo import converts its configuration)",
+        );
     }
 }
 
@@ -367,4 +399,134 @@ fn keepalived_vrids(pid: u32) -> Vec<(String, u8)> {
         &import::FsResolver { root: path.parent().map_or_else(|| std::path::PathBuf::from("/"), std::path::Path::to_path_buf) },
     );
     imported.config.vrrp.iter().map(|v| (v.interface.clone(), v.virtual_router_id.get())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+[[vrrp]]
+name = "VI_1"
+interface = "br0"
+virtual_router_id = 51
+priority = 101
+virtual_addresses = ["10.9.0.100/24"]
+"#;
+
+    fn config() -> Config {
+        halo_config::load_str("halo.toml", CONFIG).unwrap().config
+    }
+
+    /// The one finding a check made, as (check, verdict, found, fix).
+    fn only(report: Report) -> (String, Verdict, String, String) {
+        let [f] = <[Finding; 1]>::try_from(report.0).unwrap();
+        (f.check, f.status, f.found, f.fix)
+    }
+
+    fn subnets() -> Vec<IpNet> {
+        vec!["10.9.0.2/24".parse().unwrap(), "fd00::2/64".parse().unwrap()]
+    }
+
+    fn port(bound: std::io::Result<()>, others: &[(String, u32)]) -> (String, Verdict, String, String) {
+        let mut report = Report::default();
+        port_check(&mut report, "10.9.0.100:8443".parse().unwrap(), "apiserver", bound, others);
+        only(report)
+    }
+
+    fn in_use() -> std::io::Result<()> {
+        Err(Error::from(ErrorKind::AddrInUse))
+    }
+
+    fn keepalived(vrids: &[(&str, u8)]) -> (String, Verdict, String, String) {
+        let mut report = Report::default();
+        let vrids = vrids.iter().map(|(i, v)| (i.to_string(), *v)).collect();
+        keepalived_check(&mut report, &config(), "keepalived", 42, vrids);
+        only(report)
+    }
+
+    #[test]
+    fn a_vip_in_a_subnet_of_the_lan_is_ok() {
+        let mut report = Report::default();
+        vip_subnet_check(&mut report, "10.9.0.100".parse().unwrap(), &subnets(), "br0");
+        assert_eq!(only(report), ("VIP 10.9.0.100".into(), Verdict::Ok, "in the subnet of br0".into(), String::new()));
+    }
+
+    #[test]
+    fn a_vip_outside_the_lan_fails_and_lists_its_subnets() {
+        let mut report = Report::default();
+        vip_subnet_check(&mut report, "10.8.0.100".parse().unwrap(), &subnets(), "br0");
+        let (check, status, found, fix) = only(report);
+        assert_eq!((check.as_str(), status), ("VIP 10.8.0.100", Verdict::Fail));
+        assert_eq!(found, "not in the subnet of br0 (10.9.0.0/24, fd00::/64)");
+        assert_eq!(fix, "pick a free address of the LAN");
+    }
+
+    #[test]
+    fn a_vip_held_by_this_host_is_not_probed() {
+        let vip: IpAddr = "10.9.0.100".parse().unwrap();
+        assert_eq!(needs_probe(vip, &[vip]), Err("held by this host"));
+    }
+
+    #[test]
+    fn an_ipv6_vip_is_not_probed() {
+        assert_eq!(needs_probe("fd00::100".parse().unwrap(), &[]), Err("IPv6: not probed (duplicate address detection covers it)"));
+    }
+
+    #[test]
+    fn an_ipv4_vip_held_elsewhere_or_nowhere_is_probed() {
+        let held = ["10.9.0.2".parse().unwrap()];
+        assert_eq!(needs_probe("10.9.0.100".parse().unwrap(), &held), Ok(Ipv4Addr::new(10, 9, 0, 100)));
+    }
+
+    #[test]
+    fn a_free_port_is_ok_and_names_its_frontend() {
+        assert_eq!(port(Ok(()), &[]), ("port 10.9.0.100:8443".into(), Verdict::Ok, "free (frontend apiserver)".into(), String::new()));
+    }
+
+    #[test]
+    fn a_port_in_use_while_halo_runs_here_is_only_a_warning() {
+        let others = [("haproxy".to_string(), 7), ("halo".to_string(), 8)];
+        let (_, status, found, _) = port(in_use(), &others);
+        assert_eq!((status, found.as_str()), (Verdict::Warn, "in use, and halo runs here: probably this configuration's daemon"));
+    }
+
+    #[test]
+    fn a_port_in_use_fails_and_names_the_balancers_running_here() {
+        let others = [("haproxy".to_string(), 7), ("keepalived".to_string(), 9)];
+        let (_, status, found, fix) = port(in_use(), &others);
+        assert_eq!((status, found.as_str()), (Verdict::Fail, "in use; running here: haproxy (pid 7), keepalived (pid 9)"));
+        assert_eq!(fix, "stop whatever listens there (haproxy of the classic stack?) before halo run");
+    }
+
+    #[test]
+    fn a_port_in_use_by_an_unknown_process_fails() {
+        let (_, status, found, _) = port(in_use(), &[]);
+        assert_eq!((status, found.as_str()), (Verdict::Fail, "in use"));
+    }
+
+    #[test]
+    fn a_port_that_cannot_be_bound_fails_with_the_reason() {
+        let (_, status, found, _) = port(Err(Error::new(ErrorKind::PermissionDenied, "denied")), &[]);
+        assert_eq!((status, found.as_str()), (Verdict::Fail, "cannot bind: denied"));
+    }
+
+    #[test]
+    fn keepalived_running_a_configured_virtual_router_fails() {
+        let (check, status, found, fix) = keepalived(&[("br0", 7), ("br0", 51)]);
+        assert_eq!((check.as_str(), status), ("keepalived (pid 42)", Verdict::Fail));
+        assert_eq!(found, "keepalived runs VRID 51 on br0, as halo would");
+        assert_eq!(fix, "stop keepalived before halo run (halo import converts its configuration)");
+    }
+
+    #[test]
+    fn keepalived_on_other_virtual_routers_is_a_warning() {
+        let (check, status, found, _) = keepalived(&[("br0", 7), ("eth1", 51)]);
+        assert_eq!((check.as_str(), status), ("keepalived (pid 42)", Verdict::Warn));
+        assert_eq!(found, "keepalived runs here, on other virtual routers");
+    }
 }

@@ -49,32 +49,15 @@ const NOTED: &[&str] = &[
     "errorfile",
 ];
 
+/// Sections that hold proxies or process settings: each one ends the section before it.
+const PROXY_SECTIONS: &[&str] = &["global", "defaults", "frontend", "backend", "listen"];
+
+/// Sections halo has no equivalent for: their directives are skipped.
+const FOREIGN_SECTIONS: &[&str] = &["userlist", "peers", "resolvers", "mailers", "program", "http-errors", "ring", "cache"];
+
+/// Reads haproxy.cfg line by line, section by section; the frontends and backends it defines.
 pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Backend>) {
-    let mut defaults = Proxy::default();
-    let mut current: Option<(String, String, usize)> = None; // (kind, name, line)
-    let mut proxy = Proxy::default();
-    let mut frontends = Vec::new();
-    let mut backends = Vec::new();
-    let mut backend_queue: Vec<(String, Duration)> = Vec::new();
-    let mut noted: Vec<usize> = Vec::new();
-    let mut global_maxconn: At<u32> = None;
-    let mut skipping = false;
-    let mut finish = |current: Option<(String, String, usize)>, proxy: &Proxy, sink: &mut Sink, global: At<u32>| {
-        let Some((kind, name, line)) = current else {
-            return;
-        };
-        if kind == "frontend" || kind == "listen" {
-            frontends.push((frontend(src, &name, line, proxy, sink, global), line));
-        }
-        if kind == "backend" || kind == "listen" {
-            if let Some((queue, _)) = proxy.timeout("queue") {
-                backend_queue.push((name.clone(), queue));
-            }
-            if let Some(b) = backend(src, &name, line, proxy, sink) {
-                backends.push(b);
-            }
-        }
-    };
+    let mut reader = Reader::new(src);
     for (index, raw_line) in src.text.lines().enumerate() {
         let number = index + 1;
         let Some(ws) = words(raw_line, &['#']) else {
@@ -84,95 +67,193 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
         if ws.is_empty() {
             continue;
         }
-        let line = Line { number, words: ws };
+        reader.read(Line { number, words: ws }, sink);
+    }
+    reader.close_section(sink);
+    reader.report_noted(sink);
+    reader.link_frontends(sink)
+}
+
+/// The section being read: its keyword (`global`, `frontend`, ...), its name and its line.
+struct Section {
+    kind: String,
+    name: String,
+    line: usize,
+}
+
+/// The state of a pass over haproxy.cfg: the section being read with its proxy settings, and
+/// what the sections read so far produced.
+struct Reader<'a> {
+    src: Source<'a>,
+    /// The settings of the last `defaults` section, inherited by the proxies after it.
+    defaults: Proxy,
+    current: Option<Section>,
+    /// The settings of the current section.
+    proxy: Proxy,
+    /// Each frontend (`None` when it could not be imported) with the line of its section.
+    frontends: Vec<(Option<Frontend>, usize)>,
+    backends: Vec<Backend>,
+    /// `timeout queue` of each backend that sets it.
+    backend_queue: Vec<(String, Duration)>,
+    /// Lines of the directives that are noted once, never imported.
+    noted: Vec<usize>,
+    global_maxconn: At<u32>,
+    /// Inside a section halo skips.
+    skipping: bool,
+}
+
+impl<'a> Reader<'a> {
+    fn new(src: Source<'a>) -> Self {
+        Self {
+            src,
+            defaults: Proxy::default(),
+            current: None,
+            proxy: Proxy::default(),
+            frontends: Vec::new(),
+            backends: Vec::new(),
+            backend_queue: Vec::new(),
+            noted: Vec::new(),
+            global_maxconn: None,
+            skipping: false,
+        }
+    }
+
+    /// One non-empty line: a section header, or a directive of the current section.
+    fn read(&mut self, line: Line, sink: &mut Sink) {
         let keyword = line.word(0);
-        if ["global", "defaults", "frontend", "backend", "listen"].contains(&keyword) {
-            let section = current.take();
-            finish(section, &proxy, sink, global_maxconn);
-            if keyword == "defaults" {
-                defaults = Proxy::default();
-            }
-            proxy = defaults.clone();
-            proxy.binds.clear();
-            proxy.servers.clear();
-            skipping = false;
-            if keyword == "global" || keyword == "defaults" {
-                current = Some((keyword.to_string(), String::new(), number));
-                continue;
-            }
-            let name = line.word(1).to_string();
-            if name.is_empty() {
-                sink.error(src.file, number, format!("`{keyword}` without a name"), "");
-            }
-            current = Some((keyword.to_string(), name, number));
-            if keyword == "listen" && line.words.len() > 2 {
-                bind(src, &line, 2, &mut proxy, sink);
-            }
-            continue;
+        if PROXY_SECTIONS.contains(&keyword) {
+            self.open_section(&line, sink);
+        } else if FOREIGN_SECTIONS.contains(&keyword) {
+            self.skip_section(&line, sink);
+        } else if !self.skipping {
+            self.directive(&line, sink);
         }
-        if ["userlist", "peers", "resolvers", "mailers", "program", "http-errors", "ring", "cache"].contains(&keyword) {
-            let section = current.take();
-            finish(section, &proxy, sink, global_maxconn);
-            sink.unmapped(src.file, number, &format!("{keyword} section"), "halo has no equivalent; its directives are skipped");
-            skipping = true;
-            continue;
+    }
+
+    /// A `global`, `defaults`, `frontend`, `backend` or `listen` header: ends the section before
+    /// it and starts from the defaults in effect.
+    fn open_section(&mut self, line: &Line, sink: &mut Sink) {
+        let (keyword, number) = (line.word(0), line.number);
+        self.close_section(sink);
+        if keyword == "defaults" {
+            self.defaults = Proxy::default();
         }
-        if skipping {
-            continue;
+        self.proxy = self.defaults.clone();
+        self.proxy.binds.clear();
+        self.proxy.servers.clear();
+        self.skipping = false;
+        if keyword == "global" || keyword == "defaults" {
+            self.current = Some(Section { kind: keyword.to_string(), name: String::new(), line: number });
+            return;
         }
-        let Some((kind, _, _)) = &current else {
+        let name = line.word(1).to_string();
+        if name.is_empty() {
+            sink.error(self.src.file, number, format!("`{keyword}` without a name"), "");
+        }
+        self.current = Some(Section { kind: keyword.to_string(), name, line: number });
+        if keyword == "listen" && line.words.len() > 2 {
+            bind(self.src, line, 2, &mut self.proxy, sink);
+        }
+    }
+
+    /// A section halo has no equivalent for: ends the section before it, skips its directives.
+    fn skip_section(&mut self, line: &Line, sink: &mut Sink) {
+        self.close_section(sink);
+        let keyword = line.word(0);
+        sink.unmapped(self.src.file, line.number, &format!("{keyword} section"), "halo has no equivalent; its directives are skipped");
+        self.skipping = true;
+    }
+
+    /// A directive of the current section.
+    fn directive(&mut self, line: &Line, sink: &mut Sink) {
+        let (keyword, number) = (line.word(0), line.number);
+        let Some(Section { kind, .. }) = &self.current else {
             sink.error(
-                src.file,
+                self.src.file,
                 number,
                 format!("`{keyword}` outside of any section"),
                 "directives go under global, defaults, frontend, backend or listen",
             );
-            continue;
+            return;
         };
         let two = format!("{} {}", keyword, line.word(1));
         if NOTED.contains(&keyword) || NOTED.contains(&two.as_str()) {
-            noted.push(number);
-            continue;
+            self.noted.push(number);
+            return;
         }
-        if kind == "global" {
-            if keyword == "maxconn" {
-                global_maxconn = number_at(src, &line, 1, sink).map(|n| (n, number));
-            } else {
-                sink.unmapped(src.file, number, keyword, "a process setting halo does not have");
-            }
-            continue;
+        let (in_global, in_defaults) = (kind == "global", kind == "defaults");
+        if in_global {
+            self.global_directive(line, sink);
+            return;
         }
-        directive(src, &line, kind == "defaults", &mut proxy, sink);
-        if kind == "defaults" {
-            defaults = proxy.clone();
+        directive(self.src, line, in_defaults, &mut self.proxy, sink);
+        if in_defaults {
+            self.defaults = self.proxy.clone();
         }
     }
-    let section = current.take();
-    finish(section, &proxy, sink, global_maxconn);
-    if let Some(first) = noted.first() {
-        let list: Vec<String> = noted.iter().map(ToString::to_string).collect();
+
+    /// A directive of `global`: only `maxconn` means something to halo.
+    fn global_directive(&mut self, line: &Line, sink: &mut Sink) {
+        let keyword = line.word(0);
+        if keyword == "maxconn" {
+            self.global_maxconn = number_at(self.src, line, 1, sink).map(|n| (n, line.number));
+        } else {
+            sink.unmapped(self.src.file, line.number, keyword, "a process setting halo does not have");
+        }
+    }
+
+    /// Ends the current section: a frontend, a backend, or both (`listen`) from its settings.
+    fn close_section(&mut self, sink: &mut Sink) {
+        let Some(Section { kind, name, line }) = self.current.take() else {
+            return;
+        };
+        if kind == "frontend" || kind == "listen" {
+            self.frontends.push((frontend(self.src, &name, line, &self.proxy, sink, self.global_maxconn), line));
+        }
+        if kind == "backend" || kind == "listen" {
+            if let Some((queue, _)) = self.proxy.timeout("queue") {
+                self.backend_queue.push((name.clone(), queue));
+            }
+            if let Some(b) = backend(self.src, &name, line, &self.proxy, sink) {
+                self.backends.push(b);
+            }
+        }
+    }
+
+    /// One warning for every logging, process and HTTP-mode directive that was left out.
+    fn report_noted(&self, sink: &mut Sink) {
+        let Some(first) = self.noted.first() else {
+            return;
+        };
+        let list: Vec<String> = self.noted.iter().map(ToString::to_string).collect();
         sink.warn(
-            src.file,
+            self.src.file,
             *first,
             format!("logging, process and HTTP-mode directives are not imported (lines {})", list.join(", ")),
             "they mean nothing for halo's TCP balancer, which logs through its own `[log]` settings",
         );
     }
-    let frontends = frontends
-        .into_iter()
-        .filter_map(|(f, line): (Option<Frontend>, usize)| {
-            let mut f = f?;
-            // haproxy keeps `timeout queue` on the backend side; halo keeps it on the frontend.
-            if let Some((_, queue)) = backend_queue.iter().find(|(name, _)| *name == f.backend) {
-                f.queue_timeout = *queue;
-            }
-            if !backends.iter().any(|b: &Backend| b.name == f.backend) {
-                sink.error(src.file, line, format!("frontend `{}` uses backend `{}`, which is not defined", f.name, f.backend), "");
-            }
-            Some(f)
-        })
-        .collect();
-    (frontends, backends)
+
+    /// The imported frontends and backends: each frontend takes its backend's `timeout queue`,
+    /// and a frontend whose backend is not defined is an error.
+    fn link_frontends(self, sink: &mut Sink) -> (Vec<Frontend>, Vec<Backend>) {
+        let Self { src, frontends, backends, backend_queue, .. } = self;
+        let frontends = frontends
+            .into_iter()
+            .filter_map(|(f, line)| {
+                let mut f = f?;
+                // haproxy keeps `timeout queue` on the backend side; halo keeps it on the frontend.
+                if let Some((_, queue)) = backend_queue.iter().find(|(name, _)| *name == f.backend) {
+                    f.queue_timeout = *queue;
+                }
+                if !backends.iter().any(|b| b.name == f.backend) {
+                    sink.error(src.file, line, format!("frontend `{}` uses backend `{}`, which is not defined", f.name, f.backend), "");
+                }
+                Some(f)
+            })
+            .collect();
+        (frontends, backends)
+    }
 }
 
 fn frontend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink, global_maxconn: At<u32>) -> Option<Frontend> {

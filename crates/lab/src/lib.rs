@@ -5,6 +5,10 @@
 //! master's halo is killed, the master host crashes, a clean stop, everything comes back —
 //! narrating each step with the client's measured outage, and judges it: exit 0 when every step
 //! behaved, 1 otherwise, 2 when the lab could not be built.
+//!
+//! The lab knows halo only as a user does: the `halo` binary it is given (it runs `halo run`, and
+//! the binary's hidden `halo lab apiserver|client` for its own stand-ins), the config files it
+//! writes, and each daemon's status endpoint.
 
 pub mod apiserver;
 pub mod client;
@@ -49,6 +53,8 @@ pub struct Options {
     pub keep: bool,
     /// Write the measured timeline as JSON here.
     pub report: Option<PathBuf>,
+    /// The `halo` binary to run (for `halo run` and the lab's own parts).
+    pub halo: PathBuf,
 }
 
 /// The lab's hosts.
@@ -124,20 +130,20 @@ pub fn run(options: &Options) -> anyhow::Result<ExitCode> {
 }
 
 fn build_and_play(topology: &Topology, processes: &mut net::Processes, options: &Options) -> anyhow::Result<bool> {
-    let exe = std::env::current_exe().context("finding the halo binary")?;
+    let exe = &options.halo;
     std::fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
     let servers: Vec<(String, Ipv4Addr)> = topology.apis.iter().map(|h| (h.name.clone(), h.address)).collect();
     pki::write(Path::new(DIR), &servers, VIP)?;
     net::build(&topology.all())?;
     for api in &topology.apis {
         let listen = SocketAddr::from((api.address, API_PORT)).to_string();
-        processes.start(&api.name, &api.netns(), &exe, &["lab", "apiserver", "--name", &api.name, "--listen", &listen, "--dir", DIR])?;
+        processes.start(&api.name, &api.netns(), exe, &["lab", "apiserver", "--name", &api.name, "--listen", &listen, "--dir", DIR])?;
     }
     for (lb, priority) in topology.lbs.iter().zip(PRIORITIES) {
         let config = balancer_config(lb, priority, &topology.apis);
         std::fs::write(config_path(lb), config).with_context(|| format!("writing {}", config_path(lb).display()))?;
     }
-    scenario::play(topology, processes, &exe, options.report.as_deref())
+    scenario::play(topology, processes, exe, options.report.as_deref())
 }
 
 /// Where a balancer's generated config lives.

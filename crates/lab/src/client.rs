@@ -19,9 +19,21 @@ pub const DEADLINE: Duration = Duration::from_secs(2);
 const MAX_RUN: Duration = Duration::from_secs(900);
 const MAX_REQUESTS: u64 = 20_000;
 
+/// The lab CA as the only trusted root.
+fn root_store(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+        roots.add(certificate.with_context(|| format!("a certificate in {}", ca.display()))?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", ca.display());
+    Ok(roots)
+}
+
 /// Sends requests until killed or bounded out.
 pub fn run(target: SocketAddr, dir: &Path, period: Duration) -> anyhow::Result<()> {
-    let roots = halo_lb::tls::root_store(&dir.join("ca.pem")).context("the lab CA")?;
+    let roots = root_store(&dir.join("ca.pem")).context("the lab CA")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

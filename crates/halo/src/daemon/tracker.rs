@@ -1,5 +1,5 @@
 //! Trackers: health inputs that move VRRP priority. Each runs as its own task, turns raw
-//! results into a stable verdict with rise/fall hysteresis (pure, below), and publishes it; each
+//! results into a stable verdict with rise/fall hysteresis (`halo_lb::health::Hysteresis`), and publishes it; each
 //! instance folds the verdicts of the trackers it lists into a priority adjustment or a FAULT.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halo_config::{Tracker, TrackerKind};
+use halo_lb::health::Hysteresis;
 use halo_lb::runtime::FrontendRuntime;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -21,39 +22,6 @@ pub struct Verdict {
     pub settled: bool,
     /// For file trackers: the number read, which multiplies the weight.
     pub value: i64,
-}
-
-/// Rise/fall hysteresis: flips only after `fall` consecutive failures or `rise` consecutive
-/// successes. Starts passing, as keepalived's scripts do, so a restart does not flap the VIP.
-#[derive(Debug, Clone)]
-pub struct Hysteresis {
-    fall: u32,
-    rise: u32,
-    passing: bool,
-    streak: u32,
-}
-
-impl Hysteresis {
-    /// A passing tracker with these thresholds.
-    pub fn new(fall: u32, rise: u32) -> Self {
-        Self { fall: fall.max(1), rise: rise.max(1), passing: true, streak: 0 }
-    }
-
-    /// Feeds one result; returns `Some(new verdict)` when it flips.
-    pub fn record(&mut self, ok: bool) -> Option<bool> {
-        if ok == self.passing {
-            self.streak = 0;
-            return None;
-        }
-        self.streak += 1;
-        let needed = if ok { self.rise } else { self.fall };
-        if self.streak >= needed {
-            self.passing = ok;
-            self.streak = 0;
-            return Some(ok);
-        }
-        None
-    }
 }
 
 /// The published verdicts of all trackers, by name.
@@ -158,13 +126,13 @@ async fn run(
     previous: Option<Verdict>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
-    hysteresis.passing = previous.is_none_or(|v| v.passing);
+    // Starts passing, as keepalived's scripts do, so a restart does not flap the VIP.
+    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise, previous.is_none_or(|v| v.passing));
     let mut settled = previous.is_some_and(|v| v.settled);
     loop {
         let (ok, value, why, period) = match &tracker.kind {
             TrackerKind::Script { command, interval, timeout } => {
-                let (ok, why) = run_script(command, *timeout).await;
+                let (ok, why) = super::exec::run_script(command, *timeout).await;
                 (ok, 0, why, *interval)
             }
             TrackerKind::File { path } => {
@@ -178,7 +146,7 @@ async fn run(
         let changed_value =
             matches!(tracker.kind, TrackerKind::File { .. }) && sender.borrow().get(&tracker.name).is_some_and(|v| v.value != value);
         if flipped.is_some() || changed_value || !settled {
-            let passing = hysteresis.passing;
+            let passing = hysteresis.is_passing();
             if flipped.is_some() || changed_value {
                 tracing::info!(passing, value, reason = %why, "tracker changed");
             }
@@ -200,8 +168,8 @@ async fn run_interface(
     mut stop: watch::Receiver<bool>,
 ) {
     let TrackerKind::Interface { interface } = &tracker.kind else { return };
-    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
-    hysteresis.passing = previous.is_none_or(|v| v.passing);
+    // Starts passing, as keepalived's scripts do, so a restart does not flap the VIP.
+    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise, previous.is_none_or(|v| v.passing));
     let mut settled = previous.is_some_and(|v| v.settled);
     loop {
         let up = links.borrow_and_update().get(interface).copied().unwrap_or(false);
@@ -210,7 +178,7 @@ async fn run_interface(
             tracing::info!(passing, interface = %interface, up, "tracker changed");
         }
         if flipped.is_some() || !settled {
-            publish(&sender, &tracker.name, Verdict { passing: hysteresis.passing, value: 0, settled: true });
+            publish(&sender, &tracker.name, Verdict { passing: hysteresis.is_passing(), value: 0, settled: true });
             settled = true;
         }
         tokio::select! {
@@ -232,20 +200,19 @@ async fn run_balancer(
     mut stop: watch::Receiver<bool>,
 ) {
     let TrackerKind::Balancer { min_healthy, interval, .. } = tracker.kind else { return };
-    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise);
     // At start the balancer's health is unknown until every server has had a first check: the
     // verdict stays unsettled (VRRP waits for it) and then starts from what the checks say, so a
     // starting host neither claims the VIP too early nor gives it away and takes it back.
     // After a reload it carries on from where it was.
     let mut settled = previous.is_some_and(|v| v.settled);
-    hysteresis.passing = previous.is_some_and(|v| v.passing);
+    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise, previous.is_some_and(|v| v.passing));
     loop {
         let backend = frontend.backend();
         let healthy = backend.healthy_servers();
         let listening = frontend.is_listening();
         let ok = listening && healthy >= min_healthy as usize;
         if !settled && backend.checked() {
-            hysteresis.passing = ok;
+            hysteresis.set(ok);
             publish(&sender, &tracker.name, Verdict { passing: ok, value: 0, settled: true });
             tracing::info!(passing = ok, listening, healthy, min_healthy, "tracker settled");
             settled = true;
@@ -265,33 +232,6 @@ fn publish(sender: &watch::Sender<BTreeMap<String, Verdict>>, name: &str, verdic
     });
 }
 
-/// Runs a command without a shell; a run past `timeout` is killed and fails.
-pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
-    let Some((program, args)) = argv.split_first() else { return (false, "empty command".to_string()) };
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => return (false, format!("cannot run {program}: {e}")),
-    };
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => (true, "exit 0".to_string()),
-        Ok(Ok(status)) => (false, format!("{status}")),
-        Ok(Err(e)) => (false, format!("waiting for {program}: {e}")),
-        Err(_) => {
-            if let Err(e) = child.kill().await {
-                tracing::warn!(program, error = %e, "could not kill a timed-out command");
-            }
-            (false, format!("timeout after {}", humantime::format_duration(timeout)))
-        }
-    }
-}
-
 async fn read_weight(path: &Path) -> (i64, String) {
     match tokio::fs::read_to_string(path).await {
         Ok(text) => match text.trim().parse::<i64>() {
@@ -305,19 +245,6 @@ async fn read_weight(path: &Path) -> (i64, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hysteresis_flips_only_after_consecutive_results() {
-        let mut h = Hysteresis::new(3, 2);
-        assert_eq!(h.record(false), None);
-        assert_eq!(h.record(false), None);
-        assert_eq!(h.record(true), None, "a success resets the failure streak");
-        assert_eq!(h.record(false), None);
-        assert_eq!(h.record(false), None);
-        assert_eq!(h.record(false), Some(false));
-        assert_eq!(h.record(true), None);
-        assert_eq!(h.record(true), Some(true));
-    }
 
     fn tracker(name: &str, weight: Option<i32>, kind: TrackerKind) -> Tracker {
         Tracker { name: name.to_string(), weight, fall: 1, rise: 1, kind }
@@ -345,18 +272,5 @@ mod tests {
         assert_eq!(fold(&trackers, &names, &verdicts(false, false, true, 3)), (-44, false));
         assert_eq!(fold(&trackers, &names, &verdicts(true, true, false, 0)), (10, true));
         assert_eq!(fold(&trackers, &["neg".to_string()], &verdicts(false, false, false, 9)), (-50, false), "only listed trackers count");
-    }
-
-    #[tokio::test]
-    async fn scripts_pass_fail_and_time_out() {
-        assert!(run_script(&["/bin/true".into()], Duration::from_secs(5)).await.0);
-        let (ok, why) = run_script(&["/bin/false".into()], Duration::from_secs(5)).await;
-        assert!(!ok && why.contains("exit status: 1"), "{why}");
-        let started = std::time::Instant::now();
-        let (ok, why) = run_script(&["/bin/sleep".into(), "10".into()], Duration::from_millis(200)).await;
-        assert!(!ok && why.starts_with("timeout after 200ms"), "{why}");
-        assert!(started.elapsed() < Duration::from_secs(5), "the command was killed");
-        let (ok, why) = run_script(&["/nonexistent".into()], Duration::from_secs(1)).await;
-        assert!(!ok && why.starts_with("cannot run /nonexistent"), "{why}");
     }
 }

@@ -5,7 +5,7 @@
 //! interval. Every wait is bounded and gives up when the lab is interrupted.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -209,10 +209,30 @@ impl Play<'_> {
         notes.push(text);
     }
 
+    /// The whole scenario, one step after the other.
     fn steps(&mut self) -> anyhow::Result<()> {
+        self.bring_up()?;
+        self.steady_state()?;
+        let sick = self.server_answers_500()?;
+        self.master_reaches_no_server()?;
+        self.master_balancer_dies()?;
+        let crashed = self.master_host_crashes()?;
+        self.clean_stop()?;
+        self.everything_comes_back(&sick, &crashed)?;
+        self.steady_state_again()
+    }
+
+    /// The names of the balancers and of the API servers.
+    fn names(&self) -> (Vec<Host>, Vec<String>, Vec<String>) {
         let lbs: Vec<Host> = self.topology.lbs.clone();
-        let names: Vec<String> = lbs.iter().map(|h| h.name.clone()).collect();
-        let servers: Vec<String> = self.topology.apis.iter().map(|h| h.name.clone()).collect();
+        let names = lbs.iter().map(|h| h.name.clone()).collect();
+        let servers = self.topology.apis.iter().map(|h| h.name.clone()).collect();
+        (lbs, names, servers)
+    }
+
+    /// Starts the balancers, waits for the preferred one to be master, then starts the client.
+    fn bring_up(&mut self) -> anyhow::Result<()> {
+        let (lbs, names, servers) = self.names();
         let server_refs: Vec<&str> = servers.iter().map(String::as_str).collect();
         self.narrator.say(&format!(
             "lab up: switch br0, API servers {} on :{}, balancers {} (priorities 150/100/50), VIP {VIP}:{FRONTEND_PORT}, VRRP v3 every {ADVERT_INTERVAL_MS} ms",
@@ -239,14 +259,22 @@ impl Play<'_> {
             &["lab", "client", "--target", &target, "--dir", DIR, "--period-ms", &period],
         )?;
         self.narrator.say(&format!("client: a new TLS connection and GET /version to {target} every {period} ms"));
+        Ok(())
+    }
 
-        // Steady state.
+    /// Step 1: nothing happens, nothing may fail.
+    fn steady_state(&mut self) -> anyhow::Result<()> {
         let started = super::unix_ms();
         self.narrator.say("step 1: steady state");
         self.pause(QUIET)?;
         self.finish("steady state", started, Vec::new(), Vec::new(), Vec::new());
+        Ok(())
+    }
 
-        // A master answers 500.
+    /// Step 2: an API server answers 500; every balancer marks it down and sends it nothing
+    /// more. Returns its name.
+    fn server_answers_500(&mut self) -> anyhow::Result<String> {
+        let (lbs, _, servers) = self.names();
         let sick = servers[0].clone();
         let started = super::unix_ms();
         self.narrator.say(&format!("step 2: API server {sick} starts answering 500 (TCP and TLS still fine)"));
@@ -273,8 +301,11 @@ impl Play<'_> {
             self.note(&mut notes, format!("{sick} received no request from any balancer after it was marked down"));
         }
         self.finish(&format!("{sick} answers 500"), started, vec![(started, last_down + GRACE_MS)], notes, problems);
+        Ok(sick)
+    }
 
-        // The master's balancer can serve nothing: every API server is unreachable from it.
+    /// Step 3: the master's balancer can serve nothing (blackhole routes to every API server).
+    fn master_reaches_no_server(&mut self) -> anyhow::Result<()> {
         let (master, _) = self.sole_holder(None)?;
         let cut = self.lb(&master)?;
         let started = super::unix_ms();
@@ -307,8 +338,11 @@ impl Play<'_> {
             notes,
             Vec::new(),
         );
+        Ok(())
+    }
 
-        // The master's balancer dies: halo is one process, so balancer and VRRP die together.
+    /// Step 4: the master's halo is SIGKILLed, then restarted.
+    fn master_balancer_dies(&mut self) -> anyhow::Result<()> {
         let (master, _) = self.sole_holder(None)?;
         let started = super::unix_ms();
         self.narrator.say(&format!("step 4: the master's balancer dies: halo on {master} is SIGKILLed (systemd restarts it 1 s later)"));
@@ -337,8 +371,11 @@ impl Play<'_> {
             notes,
             Vec::new(),
         );
+        Ok(())
+    }
 
-        // The master host crashes: its cable is pulled and its processes die.
+    /// Step 5: the master host crashes (cable pulled, halo killed). Returns that host.
+    fn master_host_crashes(&mut self) -> anyhow::Result<Host> {
         let (master, _) = self.sole_holder(None)?;
         let crashed = self.lb(&master)?;
         let started = super::unix_ms();
@@ -351,8 +388,11 @@ impl Play<'_> {
         self.note(&mut notes, format!("{next} took the VIP after {:.1} s", (took - started) as f64 / 1000.0));
         self.pause(QUIET)?;
         self.finish(&format!("the master host {master} crashes"), started, vec![(started, took + GRACE_MS)], notes, Vec::new());
+        Ok(crashed)
+    }
 
-        // A clean stop of the new master: priority 0, the VIP moves at once.
+    /// Step 6: a clean stop of the new master.
+    fn clean_stop(&mut self) -> anyhow::Result<()> {
         let (master, _) = self.sole_holder(None)?;
         let started = super::unix_ms();
         self.narrator.say(&format!("step 6: clean stop of {master} (SIGTERM: priority-0 advert, VIP removed, drain)"));
@@ -366,13 +406,18 @@ impl Play<'_> {
         }
         self.pause(QUIET)?;
         self.finish(&format!("clean stop of {master}"), started, vec![(started, took + GRACE_MS)], notes, problems);
+        Ok(())
+    }
 
-        // Everything comes back.
+    /// Step 7: the sick server heals, the crashed host returns, every halo runs.
+    fn everything_comes_back(&mut self, sick: &str, crashed: &Host) -> anyhow::Result<()> {
+        let (lbs, names, servers) = self.names();
+        let server_refs: Vec<&str> = servers.iter().map(String::as_str).collect();
         let started = super::unix_ms();
         self.narrator.say(&format!("step 7: everything comes back: {sick} heals, {} is plugged in again, every halo runs", crashed.name));
         std::fs::remove_file(format!("{DIR}/{sick}.fail")).context("healing the server")?;
         self.sick_healed_ms = super::unix_ms();
-        net::set_port(&crashed, true)?;
+        net::set_port(crashed, true)?;
         self.observer.set_connected(&crashed.name, true);
         for lb in &lbs {
             if !self.processes.is_running(&lb.name) {
@@ -388,8 +433,11 @@ impl Play<'_> {
         let settled = back.max(healed);
         self.pause(QUIET)?;
         self.finish("everything comes back", started, vec![(started, settled + GRACE_MS)], notes, Vec::new());
+        Ok(())
+    }
 
-        // Quiet again: nothing may fail.
+    /// Step 8: quiet again; kubectl through the VIP when it is installed.
+    fn steady_state_again(&mut self) -> anyhow::Result<()> {
         let started = super::unix_ms();
         self.narrator.say("step 8: steady state again");
         let mut notes = Vec::new();
@@ -446,7 +494,7 @@ impl Play<'_> {
                 behaved,
             };
             let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
-            crate::cmd::write_output(Some(path), &(json + "\n"))?;
+            std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(behaved)
     }
@@ -479,11 +527,4 @@ fn kubectl_version() -> Option<Result<String, String>> {
         Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
         Err(e) => Err(e.to_string()),
     })
-}
-
-/// Flushes standard output (the live view draws without newlines at the end).
-pub fn flush() {
-    if let Err(e) = std::io::stdout().flush() {
-        tracing::debug!(error = %e, "stdout");
-    }
 }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use halo_config::status_client::{Endpoint, StatusClient};
+
 use super::net::{DIR, Host};
 use super::timeline::Request;
 
@@ -74,12 +76,15 @@ impl Observer {
             let (seen, connected, stop) = (Arc::clone(&seen), Arc::clone(&connected), Arc::clone(&stop));
             std::thread::spawn(move || {
                 let mut client_log = ClientLog::default();
+                let clients: Vec<Option<StatusClient>> =
+                    lbs.iter().map(|lb| StatusClient::new(Endpoint::Unix(super::socket_path(lb)), None).ok()).collect();
                 while !stop.load(Ordering::SeqCst) {
                     let plugged = connected.lock().unwrap_or_else(PoisonError::into_inner).clone();
                     let balancers: BTreeMap<String, Balancer> = lbs
                         .iter()
-                        .map(|lb| {
-                            let mut b = status(lb);
+                        .zip(&clients)
+                        .map(|(lb, client)| {
+                            let mut b = client.as_ref().map(status).unwrap_or_default();
                             b.holds_vip = plugged.contains(&lb.name) && super::net::holds(lb, vip);
                             (lb.name.clone(), b)
                         })
@@ -134,9 +139,8 @@ impl Drop for Observer {
 }
 
 /// Asks a balancer's daemon for its state through its unix socket.
-fn status(lb: &Host) -> Balancer {
-    let endpoint = crate::cmd::status::Endpoint::Unix(super::socket_path(lb));
-    let Ok(body) = crate::cmd::status::get(&endpoint, "/status", None) else { return Balancer::default() };
+fn status(client: &StatusClient) -> Balancer {
+    let Ok(body) = client.get("/status") else { return Balancer::default() };
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else { return Balancer::default() };
     let instance = &json["vrrp"]["apiserver"];
     let servers = json["frontends"][0]["servers"]

@@ -18,7 +18,7 @@ use halo_vrrp::fsm::{Action, GratuitousSchedule, Router, RouterConfig, State};
 use halo_vrrp::packet::{self, Auth, MULTICAST_V4, MULTICAST_V6};
 use tokio::sync::watch;
 
-use crate::tracker::{Verdict, fold};
+use super::tracker::{Verdict, fold};
 
 /// Lifetime of a VIP in the kernel: it is deleted this long after the last refresh.
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
@@ -44,9 +44,9 @@ pub struct Instance {
     /// Link states from the kernel's notifications (own interface down means FAULT).
     pub links: halo_hostnet::netlink::LinkStates,
     /// Where the instance publishes its state for the status endpoint.
-    pub status: Arc<crate::status::Shared>,
+    pub status: Arc<super::status::Shared>,
     /// Told which VIPs are held, to remove them if halo is killed.
-    pub guard: Option<Arc<crate::guard::Guard>>,
+    pub guard: Option<Arc<super::guard::Guard>>,
 }
 
 /// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
@@ -56,7 +56,7 @@ struct Counters {
     sent: u64,
     received: u64,
     dropped: BTreeMap<&'static str, u64>,
-    hooks: Arc<crate::notify::HookRecord>,
+    hooks: Arc<super::notify::HookRecord>,
 }
 
 impl Counters {
@@ -82,23 +82,68 @@ struct Io {
     addresses: Vec<(IpAddr, u8)>,
     checksum: halo_vrrp::ChecksumMode,
     repeat: u32,
-    guard: Option<Arc<crate::guard::Guard>>,
+    guard: Option<Arc<super::guard::Guard>>,
 }
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { mut config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard } = instance;
-    let mut trackers = trackers;
-    let mut io = open(&config, &netlink, guard).await?;
-    // A previous halo killed while master may have left addresses behind: we start as backup,
-    // so none of ours belongs on the interface yet.
+    let Instance { config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard } = instance;
+    let io = open(&config, &netlink, guard).await?;
+    remove_leftovers(&io).await?;
+    settle(&config, &mut verdicts).await;
+    let current = verdicts.borrow().clone();
+    let mut driver = Driver::start(config, trackers, io, status, &current);
+    loop {
+        driver.carry_out_actions().await;
+        let deadline = driver.deadline();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = driver.io.socket.recv() => match received {
+                Ok(packet) => receive(&mut driver.router, &driver.io, &driver.config, packet, &mut driver.counters),
+                Err(e) => tracing::warn!(error = %e, "receive failed"),
+            },
+            () = sleep => driver.on_timeout().await,
+            Ok(()) = verdicts.changed() => {
+                driver.apply_trackers(&verdicts.borrow());
+                tracing::info!(priority = driver.router.effective_priority(), fault = driver.tracker_fault, "trackers changed");
+            }
+            Ok(()) = links.changed() => {
+                let up = links.borrow_and_update().get(&driver.io.link.name).copied().unwrap_or(false);
+                driver.on_link(up);
+            }
+            Ok(()) = updates.changed() => {
+                let (new, new_trackers) = updates.borrow_and_update().clone();
+                let current = verdicts.borrow().clone();
+                driver.on_update(new, new_trackers, &current).await;
+            }
+            _ = shutdown.changed() => {
+                driver.stop().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A previous halo killed while master may have left addresses behind: we start as backup, so
+/// none of ours belongs on the interface yet.
+async fn remove_leftovers(io: &Io) -> anyhow::Result<()> {
     for (address, _) in &io.addresses {
         if io.remove_vip(*address).await? {
             tracing::warn!(%address, "removed a virtual address left by an earlier run");
         }
     }
-    // Trackers first: an instance that started before its trackers know anything would claim
-    // (or give away) the VIP on a guess. Bounded: a tracker that never settles is logged.
+    Ok(())
+}
+
+/// Waits for the first result of every tracker the instance lists: an instance that started
+/// before its trackers know anything would claim (or give away) the VIP on a guess. Bounded: a
+/// tracker that never settles is logged.
+async fn settle(config: &VrrpInstance, verdicts: &mut watch::Receiver<BTreeMap<String, Verdict>>) {
     let settle = async {
         let tracked = |all: &BTreeMap<String, Verdict>| config.track.iter().all(|t| all.get(t).is_none_or(|v| v.settled));
         while !tracked(&verdicts.borrow_and_update()) {
@@ -110,96 +155,128 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
     if tokio::time::timeout(TRACKER_SETTLE, settle).await.is_err() {
         tracing::warn!(waited = ?TRACKER_SETTLE, "starting before every tracker has a first result");
     }
-    let mut router = Router::new(router_config(&config), io.source);
-    let (adjustment, tracker_fault) = fold(&trackers, &config.track, &verdicts.borrow());
-    let mut link_up = io.link.up;
-    let now = Instant::now();
-    router.set_adjustment(now, adjustment);
-    router.set_fault(now, tracker_fault || !link_up);
-    let mut tracker_fault = tracker_fault;
-    router.start(now);
-    tracing::info!(interface = %io.link.name, source = %io.source, priority = router.effective_priority(), "started");
-    let mut refresh_at: Option<Instant> = None;
-    let mut counters = Counters::default();
-    let mut last_change = (String::from("start"), unix_now());
-    loop {
-        while let Some(action) = router.poll_action() {
-            if let Action::StateChanged { reason, .. } = &action {
-                last_change = (format!("{reason:?}"), unix_now());
-            }
-            perform(&io, &router, &config, action, &mut refresh_at, &mut counters).await;
-        }
-        publish(&status, &config, &io, &router, &counters, &last_change);
-        let deadline = [router.poll_timeout(), refresh_at].into_iter().flatten().min();
-        let sleep = async {
-            match deadline {
-                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-                None => std::future::pending().await,
-            }
+}
+
+/// One running instance: the state machine, its I/O and what it has seen.
+struct Driver {
+    router: Router,
+    io: Io,
+    config: VrrpInstance,
+    trackers: Vec<Tracker>,
+    /// A tracker without weight fails.
+    tracker_fault: bool,
+    link_up: bool,
+    /// When a master next refreshes its VIPs' lifetime.
+    refresh_at: Option<Instant>,
+    counters: Counters,
+    /// Why and when (unix seconds) the state last changed.
+    last_change: (String, u64),
+    status: Arc<super::status::Shared>,
+}
+
+impl Driver {
+    /// Starts the state machine with the trackers' and the link's current verdicts.
+    fn start(
+        config: VrrpInstance,
+        trackers: Vec<Tracker>,
+        io: Io,
+        status: Arc<super::status::Shared>,
+        verdicts: &BTreeMap<String, Verdict>,
+    ) -> Self {
+        let router = Router::new(router_config(&config), io.source);
+        let link_up = io.link.up;
+        let mut driver = Self {
+            router,
+            io,
+            config,
+            trackers,
+            tracker_fault: false,
+            link_up,
+            refresh_at: None,
+            counters: Counters::default(),
+            last_change: (String::from("start"), unix_now()),
+            status,
         };
-        tokio::select! {
-            received = io.socket.recv() => match received {
-                Ok(packet) => receive(&mut router, &io, &config, packet, &mut counters),
-                Err(e) => tracing::warn!(error = %e, "receive failed"),
-            },
-            () = sleep => {
-                let now = Instant::now();
-                router.handle_timeout(now);
-                if refresh_at.is_some_and(|t| t <= now) && router.state() == State::Master {
-                    refresh(&io).await;
-                    refresh_at = Some(now + VIP_REFRESH);
-                }
+        driver.apply_trackers(verdicts);
+        driver.router.start(Instant::now());
+        tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.router.effective_priority(), "started");
+        driver
+    }
+
+    /// Carries out what the state machine asked for, then publishes the state.
+    async fn carry_out_actions(&mut self) {
+        while let Some(action) = self.router.poll_action() {
+            if let Action::StateChanged { reason, .. } = &action {
+                self.last_change = (format!("{reason:?}"), unix_now());
             }
-            Ok(()) = verdicts.changed() => {
-                let (adjustment, fault) = fold(&trackers, &config.track, &verdicts.borrow());
-                tracker_fault = fault;
-                let now = Instant::now();
-                router.set_adjustment(now, adjustment);
-                router.set_fault(now, tracker_fault || !link_up);
-                tracing::info!(priority = router.effective_priority(), fault, "trackers changed");
-            }
-            Ok(()) = links.changed() => {
-                let up = links.borrow_and_update().get(&io.link.name).copied().unwrap_or(false);
-                if up != link_up {
-                    link_up = up;
-                    tracing::info!(interface = %io.link.name, up, "interface changed");
-                    router.set_fault(Instant::now(), tracker_fault || !link_up);
-                }
-            }
-            Ok(()) = updates.changed() => {
-                let (new, new_trackers) = updates.borrow_and_update().clone();
-                if let Err(e) = update(&mut router, &mut io, &new).await {
-                    tracing::error!(error = %e, "reload not applied to this instance");
-                } else {
-                    config = new;
-                    trackers = new_trackers;
-                    let (adjustment, fault) = fold(&trackers, &config.track, &verdicts.borrow());
-                    tracker_fault = fault;
-                    router.set_adjustment(Instant::now(), adjustment);
-                    router.set_fault(Instant::now(), tracker_fault || !link_up);
-                    tracing::info!(priority = router.effective_priority(), "reloaded");
-                }
-            }
-            _ = shutdown.changed() => {
-                router.shutdown(Instant::now());
-                while let Some(action) = router.poll_action() {
-                    perform(&io, &router, &config, action, &mut refresh_at, &mut counters).await;
-                }
-                if let Some(vmac) = &io.vmac
-                    && let Err(e) = io.netlink.delete_link(vmac).await
-                {
-                    tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
-                }
-                status.remove_instance(&config.name);
-                let hook_failures = counters.hooks.failures.load(Ordering::Relaxed);
-                tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
-                return Ok(());
-            }
+            perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
         }
+        publish(&self.status, &self.config, &self.io, &self.router, &self.counters, &self.last_change);
+    }
+
+    /// The next time something is due: a protocol timer or the VIP refresh.
+    fn deadline(&self) -> Option<Instant> {
+        [self.router.poll_timeout(), self.refresh_at].into_iter().flatten().min()
+    }
+
+    async fn on_timeout(&mut self) {
+        let now = Instant::now();
+        self.router.handle_timeout(now);
+        if self.refresh_at.is_some_and(|t| t <= now) && self.router.state() == State::Master {
+            refresh(&self.io).await;
+            self.refresh_at = Some(now + VIP_REFRESH);
+        }
+    }
+
+    /// Folds the listed trackers' verdicts into the priority and the fault.
+    fn apply_trackers(&mut self, verdicts: &BTreeMap<String, Verdict>) {
+        let (adjustment, fault) = fold(&self.trackers, &self.config.track, verdicts);
+        self.tracker_fault = fault;
+        let now = Instant::now();
+        self.router.set_adjustment(now, adjustment);
+        self.router.set_fault(now, self.tracker_fault || !self.link_up);
+    }
+
+    fn on_link(&mut self, up: bool) {
+        if up != self.link_up {
+            self.link_up = up;
+            tracing::info!(interface = %self.io.link.name, up, "interface changed");
+            self.router.set_fault(Instant::now(), self.tracker_fault || !self.link_up);
+        }
+    }
+
+    async fn on_update(&mut self, new: VrrpInstance, trackers: Vec<Tracker>, verdicts: &BTreeMap<String, Verdict>) {
+        if let Err(e) = update(&mut self.router, &mut self.io, &new).await {
+            tracing::error!(error = %e, "reload not applied to this instance");
+            return;
+        }
+        self.config = new;
+        self.trackers = trackers;
+        self.apply_trackers(verdicts);
+        tracing::info!(priority = self.router.effective_priority(), "reloaded");
+    }
+
+    /// Stops cleanly: a master announces priority 0 and removes its VIPs; the virtual-MAC
+    /// interface goes.
+    async fn stop(&mut self) {
+        self.router.shutdown(Instant::now());
+        while let Some(action) = self.router.poll_action() {
+            perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+        }
+        if let Some(vmac) = &self.io.vmac
+            && let Err(e) = self.io.netlink.delete_link(vmac).await
+        {
+            tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
+        }
+        self.status.remove_instance(&self.config.name);
+        let counters = &self.counters;
+        let hook_failures = counters.hooks.failures.load(Ordering::Relaxed);
+        tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
     }
 }
 
-fn router_config(config: &VrrpInstance) -> RouterConfig {
+/// The state machine's configuration for an instance.
+pub fn router_config(config: &VrrpInstance) -> RouterConfig {
     RouterConfig {
         vrid: config.virtual_router_id,
         version: config.version,
@@ -213,7 +290,7 @@ fn router_config(config: &VrrpInstance) -> RouterConfig {
     }
 }
 
-async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<crate::guard::Guard>>) -> anyhow::Result<Io> {
+async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super::guard::Guard>>) -> anyhow::Result<Io> {
     let link = netlink.link(&config.interface).await?;
     let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
     let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
@@ -345,7 +422,7 @@ async fn perform(
         }
         Action::StateChanged { from, to, reason, priority } => {
             tracing::info!(%from, %to, ?reason, priority, "state changed");
-            crate::notify::spawn(config, to, priority, Arc::clone(&counters.hooks));
+            super::notify::spawn(config, to, priority, Arc::clone(&counters.hooks));
         }
     }
 }
@@ -379,7 +456,7 @@ fn unix_now() -> u64 {
 
 /// Publishes the instance's state and counters for the status endpoint.
 fn publish(
-    status: &crate::status::Shared,
+    status: &super::status::Shared,
     config: &VrrpInstance,
     io: &Io,
     router: &Router,
@@ -388,7 +465,7 @@ fn publish(
 ) {
     status.set_instance(
         &config.name,
-        crate::status::InstanceStatus {
+        super::status::InstanceStatus {
             state: router.state().to_string(),
             priority: router.effective_priority(),
             interface: io.link.name.clone(),

@@ -30,11 +30,11 @@ impl View {
                     };
                     // Home, draw, clear what is left of the previous frame.
                     print!("\x1b[H{frame}\x1b[J");
-                    super::scenario::flush();
+                    flush();
                     std::thread::sleep(Duration::from_millis(250));
                 }
                 print!("\x1b[H\x1b[J");
-                super::scenario::flush();
+                flush();
             })
         };
         Self { stop, thread: Some(thread) }
@@ -59,7 +59,7 @@ impl Drop for View {
 
 /// The lab's view is on a terminal by construction: always in colour.
 fn paint(text: &str, width: usize) -> String {
-    crate::cmd::status::paint(text, width, true)
+    halo_config::status_client::paint(text, width, true)
 }
 
 fn frame(seen: &Seen, lines: &[String]) -> String {
@@ -93,4 +93,12 @@ fn frame(seen: &Seen, lines: &[String]) -> String {
         let _ = writeln!(out, "{line}\x1b[K");
     }
     out
+}
+
+/// Flushes standard output (the live view draws without newlines at the end).
+pub fn flush() {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().flush() {
+        tracing::debug!(error = %e, "stdout");
+    }
 }

@@ -44,7 +44,7 @@ pub fn spawn(instance: &VrrpInstance, state: State, priority: u8, record: Arc<Ho
     for argv in [specific, change].into_iter().flatten() {
         let (timeout, name, record) = (n.timeout, instance.name.clone(), Arc::clone(&record));
         tokio::spawn(async move {
-            let (ok, why) = crate::tracker::run_script(&argv, timeout).await;
+            let (ok, why) = super::exec::run_script(&argv, timeout).await;
             let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
             if ok {
                 tracing::debug!(instance = %name, hook = %argv[0], "notify hook done");

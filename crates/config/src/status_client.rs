@@ -1,0 +1,222 @@
+//! The client of a running daemon's status endpoint, as `[status]` describes it (its unix socket
+//! when configured, else its TCP address; the bearer token from `token_file`), shared by
+//! `halo status` and the lab; and the colours state words get on a terminal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+use crate::model::Status;
+
+/// How long one request may take, connect included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer read: a status document of thousands of servers stays far below.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Where the endpoint is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The TCP listener (`[status] listen`).
+    Tcp(SocketAddr),
+    /// The unix socket (`[status] socket`).
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(address) => write!(f, "{address}"),
+            Self::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Why a request to the endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The token file named by the configuration could not be read.
+    #[error("reading the status token {path}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client's runtime could not start.
+    #[error("starting the status client")]
+    Runtime(#[source] std::io::Error),
+    /// Nothing answers at the endpoint.
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
+    /// The request took longer than [`REQUEST_TIMEOUT`].
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke or the answer was not HTTP.
+    #[error("HTTP exchange failed")]
+    Http(#[from] hyper::Error),
+    /// The request could not be built (a path or token with bytes HTTP forbids).
+    #[error("invalid request")]
+    Request(#[from] hyper::http::Error),
+    /// The answer was larger than [`MAX_BODY`] or broke off.
+    #[error("reading the answer: {0}")]
+    Body(String),
+    /// The endpoint answered, but not 200.
+    #[error("the status endpoint answered {status}: {body}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The answer's text.
+        body: String,
+    },
+    /// The answer is not UTF-8 text.
+    #[error("the status endpoint answered something that is not text")]
+    NotText,
+}
+
+/// A client of one daemon's status endpoint.
+#[derive(Debug)]
+pub struct StatusClient {
+    endpoint: Endpoint,
+    token: Option<String>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl StatusClient {
+    /// A client of `endpoint`, sending `token` as a bearer token when there is one.
+    pub fn new(endpoint: Endpoint, token: Option<String>) -> Result<Self, StatusError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StatusError::Runtime)?;
+        Ok(Self { endpoint, token, runtime })
+    }
+
+    /// The client of the daemon that runs with this `[status]`: its unix socket when it has
+    /// one (no TCP port needed), else its address; the token read from `token_file`.
+    pub fn from_config(status: &Status) -> Result<Self, StatusError> {
+        let token = match &status.token_file {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|source| StatusError::Token { path: path.clone(), source })?.trim().to_string())
+            }
+            None => None,
+        };
+        let endpoint = match &status.socket {
+            Some(path) => Endpoint::Unix(path.clone()),
+            None => Endpoint::Tcp(status.listen),
+        };
+        Self::new(endpoint, token)
+    }
+
+    /// Where this client asks.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// GETs `path` (e.g. `/status`); the body of a 200 answer, else why not. Blocks for at most
+    /// [`REQUEST_TIMEOUT`]; call it from a plain thread, not from inside an async runtime.
+    pub fn get(&self, path: &str) -> Result<String, StatusError> {
+        let exchange = async {
+            match &self.endpoint {
+                Endpoint::Tcp(address) => {
+                    let stream = tokio::net::TcpStream::connect(address).await.map_err(StatusError::Connect)?;
+                    exchange(stream, path, self.token.as_deref()).await
+                }
+                Endpoint::Unix(socket) => {
+                    let stream = tokio::net::UnixStream::connect(socket).await.map_err(StatusError::Connect)?;
+                    exchange(stream, path, self.token.as_deref()).await
+                }
+            }
+        };
+        self.runtime
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.map_err(|_| StatusError::Timeout(REQUEST_TIMEOUT))? })
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+async fn exchange<S>(stream: S, path: &str, token: Option<&str>) -> Result<String, StatusError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(connection);
+    let mut request = hyper::Request::get(path).header(hyper::header::HOST, "halo");
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = sender.send_request(request.body(Empty::<Bytes>::new())?).await?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| StatusError::Body(e.to_string()))?.to_bytes();
+    driver.abort();
+    let text = String::from_utf8(body.to_vec()).map_err(|_| StatusError::NotText)?;
+    if status != hyper::StatusCode::OK {
+        return Err(StatusError::Status { status: status.as_u16(), body: text.trim().to_string() });
+    }
+    Ok(text)
+}
+
+/// Pads a state word to `width` and, when `colour`, wraps it in its terminal colour: green when
+/// serving, red when not, yellow between.
+pub fn paint(word: &str, width: usize, colour: bool) -> String {
+    let padded = format!("{word:<width$}");
+    let code = match word {
+        "MASTER" | "UP" | "listening" | "yes" => "32",
+        "FAULT" | "DOWN" | "NOT LISTENING" | "stopped" => "31",
+        "BACKUP" | "INIT" => "33",
+        _ => return padded,
+    };
+    if colour { format!("\x1b[{code}m{padded}\x1b[0m") } else { padded }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_listening_is_a_connect_error() {
+        let socket = std::env::temp_dir().join(format!("halo-status-test-{}.sock", std::process::id()));
+        let client = StatusClient::new(Endpoint::Unix(socket), None).expect("client");
+        assert!(matches!(client.get("/status"), Err(StatusError::Connect(_))));
+    }
+
+    #[test]
+    fn a_non_200_answer_carries_its_code_and_text() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 1024];
+            let n = stream.read(&mut request).expect("read");
+            let request = String::from_utf8_lossy(&request[..n]).to_string();
+            stream.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 14\r\n\r\nbad token\xe2\x80\x94 x").expect("write");
+            request
+        });
+        let client = StatusClient::new(Endpoint::Tcp(address), Some("s3cret".into())).expect("client");
+        match client.get("/status") {
+            Err(StatusError::Status { status: 401, body }) => assert_eq!(body, "bad token— x"),
+            other => panic!("{other:?}"),
+        }
+        let request = server.join().expect("server");
+        assert!(request.contains("authorization: Bearer s3cret"), "{request}");
+    }
+
+    #[test]
+    fn chunked_answers_are_read_whole_and_multibyte_text_is_kept() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).expect("read");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"\xc3\r\n4\r\n\xa9\": \r\n2\r\n1}\r\n0\r\n\r\n")
+                .expect("write");
+        });
+        let client = StatusClient::new(Endpoint::Tcp(address), None).expect("client");
+        assert_eq!(client.get("/status").expect("answer"), "{\"é\": 1}");
+        server.join().expect("server");
+    }
+}

@@ -1,0 +1,166 @@
+//! The daemon, what runs when you type `halo run`: the balancer, every VRRP instance and
+//! tracker, the status endpoint and the guard, in one process. SIGHUP reloads all of it in place
+//! (an invalid file changes nothing). SIGTERM or SIGINT: masters announce priority 0 and remove
+//! their addresses (traffic moves to the peer at once), the listeners close, open connections
+//! drain up to the drain timeout, and halo exits 0.
+//!
+//! The parts: `vrrp_driver` (one task per instance, driving `halo_vrrp`'s state machine),
+//! `instances` (the set of them across reloads), `tracker` (health inputs that move priority),
+//! `notify` and `exec` (hooks and scripts), `status` (the endpoint), `guard` (the process that
+//! removes the VIPs if this one dies), `process` (pid file, logging, systemd).
+
+pub mod exec;
+pub mod guard;
+mod instances;
+pub mod notify;
+pub mod process;
+pub mod status;
+pub mod tracker;
+pub mod vrrp_driver;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use halo_config::Config;
+use halo_hostnet::netlink::Netlink;
+use tokio::sync::{mpsc, watch};
+
+use instances::{Instances, needs_restart};
+use process::{PidFile, monotonic_usec, sd_notify};
+use tracker::TrackerSet;
+
+/// Runs the daemon until SIGTERM or SIGINT (or an instance fails); `path` is re-read on SIGHUP.
+pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first: the pid file exists already, and a SIGHUP (`halo reload`) or SIGTERM that
+    // came before them would kill the process with the default action, skipping the cleanup.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // Removed when the daemon ends, whatever the outcome.
+    let _pid = PidFile::write(pid_file);
+    let netlink = Netlink::open()?;
+    let (stop_balancer, balancer_stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
+    let status = Arc::new(status::Shared::default());
+    status.set_balancer(&balancer);
+    let token = match &config.status.token_file {
+        Some(file) => {
+            Some(std::fs::read_to_string(file).with_context(|| format!("reading the status token {}", file.display()))?.trim().to_string())
+        }
+        None => None,
+    };
+    let listener = status::bind(config.status.listen).await?;
+    if let Some(path) = &config.status.socket {
+        let unix = status::bind_unix(path)?;
+        tokio::spawn(status::serve(status::Listener::Unix(unix), Arc::clone(&status), token.clone(), balancer_stopped.clone()));
+    }
+    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(&status), token, balancer_stopped));
+    let links = halo_hostnet::netlink::watch_links().await?;
+    let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
+    let (exits, mut exited) = mpsc::unbounded_channel();
+    // The guard removes the VIPs held if this process is killed (a reload may add instances).
+    let guard = guard::Guard::start().map(Arc::new);
+    let mut instances = Instances { running: BTreeMap::new(), netlink, links, status: Arc::clone(&status), exits, guard };
+    for instance in &config.vrrp {
+        instances.start(instance, &config.trackers, &trackers);
+    }
+    tracing::info!(instances = config.vrrp.len(), frontends = config.frontends.len(), trackers = config.trackers.len(), "halo running");
+    sd_notify("READY=1");
+    let outcome = loop {
+        tokio::select! {
+            _ = term.recv() => break Ok("SIGTERM"),
+            _ = int.recv() => break Ok("SIGINT"),
+            _ = hup.recv() => {
+                sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                if let Some(new) = reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
+                    config = new;
+                    status.set_balancer(&balancer);
+                }
+                sd_notify("READY=1");
+            }
+            Some((name, ended)) = exited.recv() => {
+                // An instance that ends by itself (not stopped by us) is an error: stop everything.
+                if instances.running.contains_key(&name) {
+                    instances.running.remove(&name);
+                    break Err(ended.err().unwrap_or_else(|| anyhow::anyhow!("VRRP instance {name} stopped on its own")));
+                }
+            }
+        }
+    };
+    // Whatever ended us: VIPs first (peers take over), then stop accepting and drain.
+    sd_notify("STOPPING=1");
+    instances.stop_all().await;
+    stop_balancer.send_replace(true);
+    let drain = config.backends.iter().map(|b| b.drain_timeout).max().unwrap_or_default();
+    let left = balancer.drain(drain).await;
+    if left > 0 {
+        tracing::warn!(connections = left, "drain timeout: closing connections still open");
+    }
+    if let Some(socket) = &config.status.socket
+        && let Err(e) = std::fs::remove_file(socket)
+    {
+        tracing::warn!(path = %socket.display(), error = %e, "status socket not removed");
+    }
+    let signal = outcome?;
+    tracing::info!(signal, "halo stopped");
+    Ok(())
+}
+
+/// SIGHUP: the new file through the same loader; applied only if valid, and only the balancer
+/// parts once they all bind. Returns the config now in force when something was applied.
+async fn reload(
+    path: &Path,
+    current: &Config,
+    balancer: &mut halo_lb::Balancer,
+    trackers: &mut TrackerSet,
+    instances: &mut Instances,
+) -> Option<Config> {
+    let new = match halo_config::load_file(path) {
+        Ok(loaded) => loaded.config,
+        Err(halo_config::LoadError::Invalid(diagnostics)) => {
+            for d in diagnostics.iter().filter(|d| d.is_error()) {
+                tracing::error!("{d}");
+            }
+            tracing::error!("reload refused: the running configuration stays");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the running configuration stays");
+            return None;
+        }
+    };
+    match balancer.reload(&new) {
+        Ok(changes) => tracing::info!(?changes, "balancer reloaded"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
+            return None;
+        }
+    }
+    if let Err(e) = trackers.reload(&new.trackers, &balancer.frontends) {
+        tracing::error!(error = %e, "trackers not reloaded");
+    }
+    for old in &current.vrrp {
+        let kept = new.vrrp.iter().find(|n| n.name == old.name);
+        if kept.is_none_or(|n| needs_restart(old, n)) {
+            tracing::warn!(instance = %old.name, "instance removed or changed on the wire: restarting it (a master hands over)");
+            instances.stop(&old.name).await;
+        }
+    }
+    for instance in &new.vrrp {
+        match instances.running.get(&instance.name) {
+            Some(running) if running.config != *instance || current.trackers != new.trackers => {
+                running.updates.send_replace((instance.clone(), new.trackers.clone()));
+            }
+            Some(_) => {}
+            None => instances.start(instance, &new.trackers, trackers),
+        }
+        if let Some(running) = instances.running.get_mut(&instance.name) {
+            running.config = instance.clone();
+        }
+    }
+    tracing::info!("reloaded");
+    Some(new)
+}

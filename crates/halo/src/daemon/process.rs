@@ -1,0 +1,81 @@
+//! The daemon process's housekeeping: its pid file, its logging, and what it tells systemd.
+
+use std::path::Path;
+
+use halo_config::{Config, LogFormat, LogLevel};
+
+/// The daemon's pid file, removed when the daemon ends. A pid file that cannot be written is
+/// logged, not fatal: it serves `halo reload` only (systemd sends SIGHUP by itself).
+pub struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    /// Writes this process's pid to `path` (logged when it cannot be written).
+    pub fn write(path: &Path) -> Self {
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::cmd::write_output(Some(path), &format!("{}\n", std::process::id())).map_err(std::io::Error::other));
+        match written {
+            Ok(()) => Self(Some(path.to_path_buf())),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "pid file not written: `halo reload` will not find this daemon");
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "pid file not removed");
+        }
+    }
+}
+
+/// Logs to standard error at the configured level (`HALO_LOG` overrides), as text or JSON.
+pub fn init_logging(config: &Config) {
+    let level = match config.log.level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Tells systemd (Type=notify) what the daemon is doing, through $NOTIFY_SOCKET; nothing
+/// happens outside systemd. A failure to notify is logged, never fatal.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sent = (|| -> std::io::Result<()> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &address)?;
+        } else {
+            socket.send_to(state.as_bytes(), &path)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, state, "could not notify systemd");
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd's `MONOTONIC_USEC=` wants it.
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+}
