@@ -6,7 +6,6 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -207,22 +206,16 @@ impl Netlink {
     /// Reads links, addresses and routes.
     pub async fn snapshot(&self) -> Result<Snapshot> {
         let mut snapshot = Snapshot::default();
-        let mut links = self.handle().link().get().execute();
-        while let Some(message) = links.try_next().await.map_err(nl("listing links"))? {
-            snapshot.links.push(link_facts(&message));
-        }
-        let mut addresses = self.handle().address().get().execute();
-        while let Some(message) = addresses.try_next().await.map_err(nl("listing addresses"))? {
-            snapshot.addresses.extend(address_facts(&message));
-        }
+        let links = self.dump("listing links", |handle| handle.link().get().execute()).await?;
+        snapshot.links.extend(links.iter().map(link_facts));
+        let addresses = self.dump("listing addresses", |handle| handle.address().get().execute()).await?;
+        snapshot.addresses.extend(addresses.iter().flat_map(address_facts));
         for family in [
             rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
             rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
         ] {
-            let mut routes = self.handle().route().get(family).execute();
-            while let Some(message) = routes.try_next().await.map_err(nl("listing routes"))? {
-                snapshot.routes.extend(route_facts(&message));
-            }
+            let routes = self.dump("listing routes", |handle| handle.route().get(family.clone()).execute()).await?;
+            snapshot.routes.extend(routes.iter().flat_map(route_facts));
         }
         Ok(snapshot)
     }

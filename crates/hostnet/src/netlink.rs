@@ -23,11 +23,17 @@ pub struct Link {
     pub up: bool,
 }
 
-/// An open rtnetlink connection.
+/// An open rtnetlink connection, shared by its clones (every VRRP instance of a daemon uses one).
 #[derive(Clone)]
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    /// The kernel runs one dump at a time on a netlink socket and refuses a second with EBUSY:
+    /// every dump on this connection holds this lock until it has read the last message.
+    dumps: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// How often a dump refused with EBUSY (by a dump this connection did not start) is retried.
+const DUMP_ATTEMPTS: u32 = 5;
 
 /// Wraps a netlink error with what was being done.
 pub(crate) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> HostError {
@@ -53,7 +59,35 @@ impl Netlink {
     pub fn open() -> Result<Self> {
         let (connection, handle, _messages) = rtnetlink::new_connection().map_err(crate::io("opening a netlink socket"))?;
         tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self { handle, dumps: std::sync::Arc::default() })
+    }
+
+    /// Runs the dump `start` makes to the end, one dump at a time on this connection; a dump the
+    /// kernel refuses as busy is retried a few times, 10 ms apart.
+    pub(crate) async fn dump<M, S>(&self, what: &str, start: impl Fn(&rtnetlink::Handle) -> S) -> Result<Vec<M>>
+    where
+        S: futures::Stream<Item = std::result::Result<M, rtnetlink::Error>> + Unpin,
+    {
+        let _one_at_a_time = self.dumps.lock().await;
+        let mut attempt = 1;
+        loop {
+            let mut stream = start(&self.handle);
+            let mut messages = Vec::new();
+            let outcome = loop {
+                match stream.try_next().await {
+                    Ok(Some(message)) => messages.push(message),
+                    Ok(None) => break Ok(messages),
+                    Err(e) => break Err(e),
+                }
+            };
+            match outcome {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EBUSY && attempt < DUMP_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other.map_err(nl(what)),
+            }
+        }
     }
 
     /// The underlying handle, for the other netlink modules of this crate.
@@ -93,14 +127,8 @@ impl Netlink {
     /// Addresses on an interface, with prefix lengths.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         let what = format!("listing addresses of interface {index}");
-        let mut stream = self.handle.address().get().set_link_index_filter(index).execute();
-        let mut out = Vec::new();
-        while let Some(message) = stream.try_next().await.map_err(nl(what.clone()))? {
-            if let Some(address) = address_of(&message) {
-                out.push((address, message.header.prefix_len));
-            }
-        }
-        Ok(out)
+        let messages = self.dump(&what, |handle| handle.address().get().set_link_index_filter(index).execute()).await?;
+        Ok(messages.iter().filter_map(|m| address_of(m).map(|a| (a, m.header.prefix_len))).collect())
     }
 
     /// Adds (or refreshes) an address. With a `lifetime` the kernel deletes it when the lifetime
@@ -125,13 +153,12 @@ impl Netlink {
     /// Removes an address; absent is not an error.
     pub async fn remove_address(&self, index: u32, address: IpAddr) -> Result<bool> {
         let what = format!("removing {address} from interface {index}");
-        let mut stream = self.handle.address().get().set_link_index_filter(index).set_address_filter(address).execute();
+        let messages =
+            self.dump(&what, |handle| handle.address().get().set_link_index_filter(index).set_address_filter(address).execute()).await?;
         let mut removed = false;
-        while let Some(message) = stream.try_next().await.map_err(nl(what.clone()))? {
-            if address_of(&message) == Some(address) {
-                self.handle.address().del(message).execute().await.map_err(nl(what.clone()))?;
-                removed = true;
-            }
+        for message in messages.into_iter().filter(|m| address_of(m) == Some(address)) {
+            self.handle.address().del(message).execute().await.map_err(nl(what.clone()))?;
+            removed = true;
         }
         Ok(removed)
     }

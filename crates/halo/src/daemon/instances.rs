@@ -11,11 +11,24 @@ use tracing::Instrument;
 
 use super::tracker::TrackerSet;
 
+/// An instance task that ended: which start of which instance, and how.
+pub struct Exit {
+    /// The instance's name.
+    pub name: String,
+    /// Which start of it.
+    pub generation: u64,
+    /// Its outcome.
+    pub outcome: anyhow::Result<()>,
+}
+
 /// One running VRRP instance and the levers on it.
 pub struct Running {
     pub config: VrrpInstance,
     stop: watch::Sender<bool>,
     pub updates: watch::Sender<(VrrpInstance, Vec<Tracker>)>,
+    /// Which start of the instance this is: a restarted instance keeps its name, and the exit of
+    /// the one it replaced must not be taken for its own.
+    pub generation: u64,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -25,7 +38,9 @@ pub struct Instances {
     pub netlink: Netlink,
     pub links: halo_hostnet::netlink::LinkStates,
     pub status: Arc<super::status::Shared>,
-    pub exits: mpsc::UnboundedSender<(String, anyhow::Result<()>)>,
+    pub exits: mpsc::UnboundedSender<Exit>,
+    /// The generation the next start gets.
+    pub next_generation: u64,
     pub guard: Option<Arc<super::guard::Guard>>,
 }
 
@@ -47,16 +62,29 @@ impl Instances {
             guard: self.guard.clone(),
         });
         let (exits, name) = (self.exits.clone(), instance.name.clone());
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let handle = tokio::spawn(
             async move {
                 let outcome = driver.await;
-                if exits.send((name, outcome)).is_err() {
+                if exits.send(Exit { name, generation, outcome }).is_err() {
                     tracing::debug!("daemon gone before the instance");
                 }
             }
             .instrument(span),
         );
-        self.running.insert(instance.name.clone(), Running { config: instance.clone(), stop, updates, handle });
+        self.running.insert(instance.name.clone(), Running { config: instance.clone(), stop, updates, generation, handle });
+    }
+
+    /// Takes the instance out if `exit` is the end of its current start (not of one that a
+    /// reload replaced): it ended on its own. Its outcome as an error.
+    pub fn ended_on_its_own(&mut self, exit: Exit) -> Option<anyhow::Error> {
+        let current = self.running.get(&exit.name).is_some_and(|r| r.generation == exit.generation);
+        if !current {
+            return None;
+        }
+        self.running.remove(&exit.name);
+        Some(exit.outcome.err().unwrap_or_else(|| anyhow::anyhow!("VRRP instance {} stopped on its own", exit.name)))
     }
 
     /// Stops one instance cleanly (priority 0, VIPs removed) and waits for it.

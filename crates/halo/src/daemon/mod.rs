@@ -63,7 +63,8 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let (exits, mut exited) = mpsc::unbounded_channel();
     // The guard removes the VIPs held if this process is killed (a reload may add instances).
     let guard = guard::Guard::start().map(Arc::new);
-    let mut instances = Instances { running: BTreeMap::new(), netlink, links, status: Arc::clone(&status), exits, guard };
+    let mut instances =
+        Instances { running: BTreeMap::new(), netlink, links, status: Arc::clone(&status), exits, guard, next_generation: 0 };
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
@@ -81,11 +82,10 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
                 }
                 sd_notify("READY=1");
             }
-            Some((name, ended)) = exited.recv() => {
+            Some(exit) = exited.recv() => {
                 // An instance that ends by itself (not stopped by us) is an error: stop everything.
-                if instances.running.contains_key(&name) {
-                    instances.running.remove(&name);
-                    break Err(ended.err().unwrap_or_else(|| anyhow::anyhow!("VRRP instance {name} stopped on its own")));
+                if let Some(error) = instances.ended_on_its_own(exit) {
+                    break Err(error);
                 }
             }
         }
