@@ -209,3 +209,98 @@ fn reload_adding_instances_starts_them() {
     }
     assert_eq!(halo.stop(), Some(0));
 }
+/// Whether host `i` holds `address` on the virtual-MAC interface of VRID `vrid`.
+fn holds_on_vmac(lan: &Lan, i: usize, vrid: u8, address: &str) -> bool {
+    lan.holds_on(i, &format!("vrrp.{vrid}"), address)
+}
+
+/// `hosts` halo nodes with `virtual_mac = true`, VRID 62, priorities 150, 100, 50, ...: exactly
+/// the highest holds the VIP and the others hear its adverts; when it stops, the next one takes
+/// over, and still only one holds it.
+fn virtual_mac_nodes_elect_one_master(hosts: usize) {
+    let lan = Lan::new(hosts);
+    let vip = "192.0.2.162";
+    let daemons: Vec<Daemon> = (0..hosts)
+        .map(|i| {
+            let priority = 150 - 50 * i as u8;
+            let config = instance("VI_62", "eth0", 62, priority, "192.0.2.162/24", "virtual_mac = true").replace("\"100ms\"", "\"200ms\"");
+            Daemon::halo(&lan, i, &format!("halo{i}"), &config)
+        })
+        .collect();
+    let logs = |daemons: &[Daemon]| daemons.iter().map(Daemon::log).collect::<Vec<_>>().join("\n---\n");
+    assert!(wait_for(GENEROUS, || holds_on_vmac(&lan, 0, 62, vip)).is_some(), "{}", logs(&daemons));
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 1..hosts {
+        assert!(!holds_on_vmac(&lan, i, 62, vip), "host {i} holds the VIP too (two masters):\n{}", logs(&daemons));
+        let received = &status(&lan, i)["vrrp"]["VI_62"]["adverts_received"];
+        assert!(received.as_u64().is_some_and(|n| n > 0), "host {i} hears no advert: {received}\n{}", logs(&daemons));
+    }
+    let mut daemons = daemons;
+    let first = daemons.remove(0);
+    assert_eq!(first.stop(), Some(0));
+    assert!(wait_for(GENEROUS, || holds_on_vmac(&lan, 1, 62, vip)).is_some(), "{}", logs(&daemons));
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 2..hosts {
+        assert!(!holds_on_vmac(&lan, i, 62, vip), "host {i} holds the VIP too after the failover:\n{}", logs(&daemons));
+    }
+}
+
+#[test]
+fn two_halo_nodes_with_virtual_mac_elect_one_master() {
+    if skip("two_halo_nodes_with_virtual_mac_elect_one_master") {
+        return;
+    }
+    virtual_mac_nodes_elect_one_master(2);
+}
+
+#[test]
+fn three_halo_nodes_with_virtual_mac_elect_one_master() {
+    if skip("three_halo_nodes_with_virtual_mac_elect_one_master") {
+        return;
+    }
+    virtual_mac_nodes_elect_one_master(3);
+}
+
+/// keepalived with `use_vmac` as master and halo with `virtual_mac` as backup: halo hears it
+/// (it does not become a second master), and takes over when keepalived stops.
+#[test]
+fn halo_with_virtual_mac_is_backup_to_keepalived_use_vmac() {
+    if skip("halo_with_virtual_mac_is_backup_to_keepalived_use_vmac") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 200, "0.2", "192.0.2.170/24", "  use_vmac"));
+    assert!(wait_for(GENEROUS, || holds_on_vmac(&lan, 1, 51, vip)).is_some(), "{}", keepalived.log());
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 100, "200ms", "192.0.2.170/24", "virtual_mac = true"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!holds_on_vmac(&lan, 0, 51, vip), "halo became a second master:\n{}", halo.log());
+    assert!(status(&lan, 0)["vrrp"]["VI_1"]["adverts_received"].as_u64().is_some_and(|n| n > 0), "{}", halo.log());
+    assert_eq!(keepalived.stop(), Some(0));
+    assert!(wait_for(GENEROUS, || holds_on_vmac(&lan, 0, 51, vip)).is_some(), "halo did not take over:\n{}", halo.log());
+}
+
+/// With the virtual MAC, a client on the LAN caches the VIP with the virtual MAC: the parent
+/// interface does not answer ARP for the VIP with its own MAC. Its ARP settings come back when
+/// halo stops.
+#[test]
+fn clients_learn_the_virtual_mac_for_the_vip() {
+    if skip("clients_learn_the_virtual_mac_for_the_vip") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let sysctl = |key: &str| lan.exec(0, "sysctl", &["-n", key]).trim().to_string();
+    let settings = || ["arp_ignore", "arp_filter", "arp_announce"].map(|k| sysctl(&format!("net.ipv4.conf.eth0.{k}")));
+    let before = settings();
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", "virtual_mac = true"));
+    assert!(wait_for(GENEROUS, || holds_on_vmac(&lan, 0, 51, vip)).is_some(), "{}", halo.log());
+    for trial in 0..5 {
+        run_ok("ip", &["-n", lan.host(1), "neigh", "flush", "dev", "eth0"]);
+        lan.exec(1, "ping", &["-c", "1", "-W", "1", vip]);
+        let neighbour = lan.exec(1, "ip", &["neigh", "show", vip, "dev", "eth0"]);
+        assert!(neighbour.contains("00:00:5e:00:01:33"), "trial {trial}: the client cached {neighbour:?}, not the virtual MAC");
+    }
+    assert_eq!(halo.stop(), Some(0));
+    assert_eq!(settings(), before, "the parent's ARP settings are restored when halo stops");
+}

@@ -3,6 +3,7 @@
 //! Every failure is returned to the caller; nothing here ignores an error.
 
 pub mod announce;
+pub mod arp_isolation;
 pub mod arp_probe;
 pub mod bridge;
 pub mod netlink;

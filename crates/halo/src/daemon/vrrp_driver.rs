@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use halo_config::{Tracker, VrrpInstance};
 use halo_hostnet::announce::Announcer;
+use halo_hostnet::arp_isolation::ArpIsolation;
 use halo_hostnet::netlink::{Link, Netlink};
 use halo_hostnet::vrrp_socket::{Received, VrrpSocket};
 use halo_vrrp::fsm::{Action, GratuitousSchedule, Router, RouterConfig, State};
@@ -69,12 +70,13 @@ impl Counters {
 struct Io {
     /// Where the VIPs live and announcements go out: the interface, or its virtual-MAC macvlan.
     link: Link,
-    /// The macvlan carrying the virtual MAC, removed at stop.
-    vmac: Option<Link>,
-    /// Receives adverts on the interface (and sends them, without a virtual MAC).
-    socket: VrrpSocket,
-    /// Sends adverts from the virtual MAC, when there is one.
-    vmac_socket: Option<VrrpSocket>,
+    /// The macvlan carrying the virtual MAC (removed at stop), with its parent's ARP settings
+    /// (restored when dropped).
+    vmac: Option<(Link, ArpIsolation)>,
+    /// Where adverts come in (and go out, unless `sender`).
+    receiver: VrrpSocket,
+    /// Where adverts go out when that is not `receiver`: the virtual MAC in unicast mode.
+    sender: Option<VrrpSocket>,
     announcer: Announcer,
     netlink: Netlink,
     source: IpAddr,
@@ -103,7 +105,7 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            received = driver.io.socket.recv() => match received {
+            received = driver.io.receiver.recv() => match received {
                 Ok(packet) => receive(&mut driver.router, &driver.io, &driver.config, packet, &mut driver.counters),
                 Err(e) => tracing::warn!(error = %e, "receive failed"),
             },
@@ -263,7 +265,7 @@ impl Driver {
         while let Some(action) = self.router.poll_action() {
             perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
         }
-        if let Some(vmac) = &self.io.vmac
+        if let Some((vmac, _)) = &self.io.vmac
             && let Err(e) = self.io.netlink.delete_link(vmac).await
         {
             tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
@@ -298,19 +300,19 @@ async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super:
         Some(source) => source,
         None => primary_address(netlink, &link, ipv6, &addresses).await?,
     };
-    let socket = VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name))?;
-    // RFC 5798 §7.3: the virtual MAC 00-00-5E-00-01-{VRID} (00-00-5E-00-02-{VRID} for IPv6), on
-    // a macvlan named like keepalived's, so the VIP keeps its MAC whichever router holds it.
-    let (vmac, vmac_socket) = if config.virtual_mac {
-        let mac = [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, config.virtual_router_id.get()];
-        let name = format!("vrrp.{}", config.virtual_router_id.get());
-        let vmac = netlink.create_macvlan(&link, &name, mac).await?;
-        let sender = VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name))?;
-        (Some(vmac), Some(sender))
+    let parent_socket = || VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name));
+    let (vmac, receiver, sender) = if config.virtual_mac {
+        let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6).await?;
+        // Multicast adverts are received on the macvlan: a peer that also sends from the virtual
+        // MAC (halo, keepalived's use_vmac) sends frames whose source MAC is our macvlan's own,
+        // and the kernel hands those to the macvlan alone, never to the parent; every other
+        // advert reaches the macvlan too, once, since it joined the group. Unicast adverts are
+        // addressed to the parent's address and MAC: they are received there.
+        if config.unicast_peers.is_empty() { (Some(vmac), vmac_socket, None) } else { (Some(vmac), parent_socket()?, Some(vmac_socket)) }
     } else {
-        (None, None)
+        (None, parent_socket()?, None)
     };
-    let announce_on = vmac.clone().unwrap_or_else(|| link.clone());
+    let announce_on = vmac.as_ref().map_or_else(|| link.clone(), |(vmac, _)| vmac.clone());
     let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
     let announcer = Announcer::open(&announce_on, &plain)?;
     let destinations = if config.unicast_peers.is_empty() {
@@ -321,8 +323,8 @@ async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super:
     Ok(Io {
         link: announce_on,
         vmac,
-        socket,
-        vmac_socket,
+        receiver,
+        sender,
         announcer,
         netlink: netlink.clone(),
         source,
@@ -332,6 +334,23 @@ async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super:
         repeat: config.gratuitous.repeat,
         guard,
     })
+}
+
+/// RFC 5798 §7.3: the virtual MAC 00-00-5E-00-01-{VRID} (00-00-5E-00-02-{VRID} for IPv6), on a
+/// macvlan named like keepalived's, so the VIP keeps its MAC whichever router holds it; the
+/// parent stops answering ARP for the VIP with its own MAC (keepalived's `use_vmac` settings).
+async fn open_virtual_mac(
+    config: &VrrpInstance,
+    netlink: &Netlink,
+    parent: &Link,
+    ipv6: bool,
+) -> anyhow::Result<((Link, ArpIsolation), VrrpSocket)> {
+    let mac = [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, config.virtual_router_id.get()];
+    let name = format!("vrrp.{}", config.virtual_router_id.get());
+    let arp = ArpIsolation::apply(&parent.name).with_context(|| format!("instance {}: ARP settings of {}", config.name, parent.name))?;
+    let vmac = netlink.create_macvlan(parent, &name, mac).await?;
+    let socket = VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name))?;
+    Ok(((vmac, arp), socket))
 }
 
 /// The interface address adverts come from: its first IPv4 address that is not a VIP, or its
@@ -392,7 +411,7 @@ async fn perform(
                 // The v3 checksum covers the destination address: encode per destination.
                 let sent = packet::encode(&advert, io.source, *destination, io.checksum)
                     .map_err(anyhow::Error::from)
-                    .and_then(|bytes| Ok(io.vmac_socket.as_ref().unwrap_or(&io.socket).send(&bytes, io.source, *destination)?));
+                    .and_then(|bytes| Ok(io.sender.as_ref().unwrap_or(&io.receiver).send(&bytes, io.source, *destination)?));
                 match sent {
                     Ok(()) => counters.sent += 1,
                     Err(e) => tracing::warn!(%destination, error = %e, "advert not sent"),
