@@ -48,6 +48,13 @@ pub struct Status {
     pub socket: Option<PathBuf>,
 }
 
+impl Status {
+    /// The bearer token from `token_file` (trimmed), when there is one.
+    pub fn token(&self) -> std::io::Result<Option<String>> {
+        self.token_file.as_ref().map(|file| std::fs::read_to_string(file).map(|t| t.trim().to_string())).transpose()
+    }
+}
+
 /// The status endpoint's default address: loopback only, so that nothing is exposed by default.
 pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:9470";
 

@@ -14,6 +14,8 @@ use crate::model::Status;
 
 /// How long one request may take, connect included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest answer read: a status document of thousands of servers stays far below.
 pub const MAX_BODY: usize = 16 << 20;
 
@@ -50,6 +52,9 @@ pub enum StatusError {
     /// The client's runtime could not start.
     #[error("starting the status client")]
     Runtime(#[source] std::io::Error),
+    /// The blocking client was called from inside an async runtime.
+    #[error("the status client blocks: call it from a plain thread, not from async code")]
+    InsideRuntime,
     /// Nothing answers at the endpoint.
     #[error("cannot connect")]
     Connect(#[source] std::io::Error),
@@ -78,12 +83,19 @@ pub enum StatusError {
     NotText,
 }
 
-/// A client of one daemon's status endpoint.
-#[derive(Debug)]
+/// A client of one daemon's status endpoint. Blocking: each call runs one request on the
+/// client's own single-threaded runtime, so it must not be used (or dropped) inside async code.
 pub struct StatusClient {
     endpoint: Endpoint,
     token: Option<String>,
     runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for StatusClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token stays out of logs and panics.
+        f.debug_struct("StatusClient").field("endpoint", &self.endpoint).field("token", &self.token.as_ref().map(|_| "<redacted>")).finish()
+    }
 }
 
 impl StatusClient {
@@ -115,18 +127,25 @@ impl StatusClient {
     }
 
     /// GETs `path` (e.g. `/status`); the body of a 200 answer, else why not. Blocks for at most
-    /// [`REQUEST_TIMEOUT`]; call it from a plain thread, not from inside an async runtime.
+    /// [`REQUEST_TIMEOUT`]; from inside an async runtime it refuses ([`StatusError::InsideRuntime`]).
     pub fn get(&self, path: &str) -> Result<String, StatusError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StatusError::InsideRuntime);
+        }
         let exchange = async {
-            match &self.endpoint {
-                Endpoint::Tcp(address) => {
-                    let stream = tokio::net::TcpStream::connect(address).await.map_err(StatusError::Connect)?;
-                    exchange(stream, path, self.token.as_deref()).await
+            let connect = async {
+                match &self.endpoint {
+                    Endpoint::Tcp(address) => tokio::net::TcpStream::connect(address).await.map(Stream::Tcp),
+                    Endpoint::Unix(socket) => tokio::net::UnixStream::connect(socket).await.map(Stream::Unix),
                 }
-                Endpoint::Unix(socket) => {
-                    let stream = tokio::net::UnixStream::connect(socket).await.map_err(StatusError::Connect)?;
-                    exchange(stream, path, self.token.as_deref()).await
-                }
+            };
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| StatusError::Connect(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+                .map_err(StatusError::Connect)?;
+            match stream {
+                Stream::Tcp(stream) => exchange(stream, path, self.token.as_deref()).await,
+                Stream::Unix(stream) => exchange(stream, path, self.token.as_deref()).await,
             }
         };
         self.runtime
@@ -134,26 +153,45 @@ impl StatusClient {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection.
+/// A connected stream of either kind.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// One HTTP/1.1 request on a fresh connection. The connection is driven in the same future as
+/// the request, so nothing outlives a timeout or an error.
 async fn exchange<S>(stream: S, path: &str, token: Option<&str>) -> Result<String, StatusError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(connection);
     let mut request = hyper::Request::get(path).header(hyper::header::HOST, "halo");
     if let Some(token) = token {
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let response = sender.send_request(request.body(Empty::<Bytes>::new())?).await?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| StatusError::Body(e.to_string()))?.to_bytes();
-    driver.abort();
-    let text = String::from_utf8(body.to_vec()).map_err(|_| StatusError::NotText)?;
+    let request = request.body(Empty::<Bytes>::new())?;
+    let answer = async {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| StatusError::Body(e.to_string()))?.to_bytes();
+        Ok::<_, StatusError>((status, body))
+    };
+    tokio::pin!(answer, connection);
+    let (status, body) = tokio::select! {
+        biased;
+        answer = &mut answer => answer?,
+        // The connection may end first (the server closes after answering): the answer is read
+        // to its end all the same, or fails on its own.
+        ended = &mut connection => {
+            ended?;
+            answer.await?
+        }
+    };
     if status != hyper::StatusCode::OK {
-        return Err(StatusError::Status { status: status.as_u16(), body: text.trim().to_string() });
+        return Err(StatusError::Status { status: status.as_u16(), body: String::from_utf8_lossy(&body).trim().to_string() });
     }
-    Ok(text)
+    String::from_utf8(body.to_vec()).map_err(|_| StatusError::NotText)
 }
 
 /// Pads a state word to `width` and, when `colour`, wraps it in its terminal colour: green when
@@ -178,6 +216,22 @@ mod tests {
         let socket = std::env::temp_dir().join(format!("halo-status-test-{}.sock", std::process::id()));
         let client = StatusClient::new(Endpoint::Unix(socket), None).expect("client");
         assert!(matches!(client.get("/status"), Err(StatusError::Connect(_))));
+    }
+
+    #[test]
+    fn inside_async_code_it_refuses_instead_of_panicking() {
+        let client = StatusClient::new(Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 9))), None).expect("client");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let outcome = runtime.block_on(async { client.get("/status") });
+        assert!(matches!(outcome, Err(StatusError::InsideRuntime)), "{outcome:?}");
+        drop(runtime);
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        let client = StatusClient::new(Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 9))), Some("s3cret".into())).expect("client");
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("redacted"), "{shown}");
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub enum Command {
     /// three balancer hosts running `halo run`, a client), play a failure scenario through it and
     /// judge it (root). Exit 0 when every step behaved, 1 when one did not, 2 when the lab could
     /// not be built. It always cleans up, also on Ctrl-C, unless `--keep`.
+    #[cfg(feature = "lab")]
     Lab {
         /// `down` removes a lab left running; the others are the lab's own parts.
         #[command(subcommand)]
@@ -250,6 +251,7 @@ pub struct HostTarget {
 }
 
 /// `halo lab` subcommands.
+#[cfg(feature = "lab")]
 #[derive(Debug, Subcommand)]
 pub enum LabAction {
     /// Remove a lab left running (its namespaces, processes and files).

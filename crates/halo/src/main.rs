@@ -4,6 +4,7 @@
 mod cli;
 mod cmd;
 mod daemon;
+mod files;
 mod host;
 
 use std::process::ExitCode;
@@ -46,12 +47,6 @@ fn lab(action: Option<cli::LabAction>, keep: bool, report: Option<std::path::Pat
     }
 }
 
-/// `halo lab` in a build without the lab (the Debian package's).
-#[cfg(not(feature = "lab"))]
-fn lab(_: Option<cli::LabAction>, _: bool, _: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this halo was built without the lab; run it from a source checkout: scripts/lab.sh")
-}
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
@@ -74,6 +69,7 @@ fn main() -> ExitCode {
         cli::Command::Host { action } => host::run(action),
         cli::Command::Generate { what } => generate(what),
         cli::Command::Guard => daemon::guard::run(),
+        #[cfg(feature = "lab")]
         cli::Command::Lab { action, keep, report } => lab(action, keep, report),
     };
     match outcome {

@@ -3,6 +3,7 @@
 //! the middle of a run; `halo lab down` removing a stale lab. Afterwards no lab namespace,
 //! process or file may be left. One test function: the lab's names are fixed.
 
+#![cfg(feature = "lab")]
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../config/tests/common/mod.rs"]

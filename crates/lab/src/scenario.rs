@@ -494,7 +494,11 @@ impl Play<'_> {
                 behaved,
             };
             let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
-            std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+            // Written whole or not at all: a temporary file beside it, renamed over it.
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, json + "\n")
+                .and_then(|()| std::fs::rename(&partial, path))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(behaved)
     }

@@ -7,11 +7,11 @@ use halo_config::{CheckKind, Config, TlsVerify, TrackerKind};
 
 /// Validates the file; exit 0 with a summary, 1 with every error, 2 when unreadable.
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let loaded = match super::load(path)? {
+    let loaded = match crate::files::load(path)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    super::print_diagnostics(&loaded.warnings);
+    crate::files::print_diagnostics(&loaded.warnings);
     print!("{}", summary(path, &loaded.config, loaded.warnings.len()));
     Ok(ExitCode::SUCCESS)
 }

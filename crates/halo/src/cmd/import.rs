@@ -44,22 +44,22 @@ pub fn run(inputs: &Inputs) -> anyhow::Result<ExitCode> {
         },
         &FsResolver { root: PathBuf::from(".") },
     );
-    super::print_diagnostics(&imported.diagnostics);
+    crate::files::print_diagnostics(&imported.diagnostics);
     if imported.has_errors() {
         eprintln!("halo import: errors found; nothing was written");
-        return Ok(ExitCode::from(super::EXIT_INVALID));
+        return Ok(ExitCode::from(crate::files::EXIT_INVALID));
     }
     let text = halo_config::render::halo_toml(&imported.config, &imported.notes);
     // The output must pass the loader the daemon runs; if it does not, that is halo's bug or an
     // input inconsistency the importer did not catch: refuse rather than write it.
     if let Err(e) = halo_config::load_str("imported halo.toml", &text) {
         if let halo_config::LoadError::Invalid(diagnostics) = &e {
-            super::print_diagnostics(diagnostics);
+            crate::files::print_diagnostics(diagnostics);
         }
         eprintln!("halo import: the generated configuration does not validate; nothing was written");
-        return Ok(ExitCode::from(super::EXIT_INVALID));
+        return Ok(ExitCode::from(crate::files::EXIT_INVALID));
     }
-    super::write_output(inputs.output.as_deref(), &text)?;
+    crate::files::write_output(inputs.output.as_deref(), &text)?;
     if let Some(path) = &inputs.output {
         let warnings = imported.diagnostics.len();
         eprintln!("halo import: wrote {} ({warnings} warning(s)); next: halo check -c {}", path.display(), path.display());

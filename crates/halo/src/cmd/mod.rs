@@ -1,4 +1,4 @@
-//! One module per subcommand; each is thin and works through the `halo-config` crate.
+//! One module per subcommand; each is thin glue over `halo-config`, `crate::files` and `crate::daemon`.
 
 pub mod check;
 pub mod import;
@@ -6,52 +6,3 @@ pub mod reload;
 pub mod render;
 pub mod run;
 pub mod status;
-
-use std::path::Path;
-use std::process::ExitCode;
-
-use anyhow::Context;
-use halo_config::{Diagnostic, LoadError, Loaded};
-
-/// Exit code for input with errors.
-pub const EXIT_INVALID: u8 = 1;
-
-/// Prints diagnostics to standard error, each with its place and hint.
-pub fn print_diagnostics(diagnostics: &[Diagnostic]) {
-    for d in diagnostics {
-        eprintln!("{d}");
-    }
-}
-
-/// Loads a config the way the daemon will. `Ok(Err(code))` when it is invalid (already printed),
-/// `Err` when it cannot be read at all.
-pub fn load(path: &Path) -> anyhow::Result<Result<Loaded, ExitCode>> {
-    match halo_config::load_file(path) {
-        Ok(loaded) => Ok(Ok(loaded)),
-        Err(LoadError::Invalid(diagnostics)) => {
-            print_diagnostics(&diagnostics);
-            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-            eprintln!("{}: {errors} error(s); nothing was changed", path.display());
-            Ok(Err(ExitCode::from(EXIT_INVALID)))
-        }
-        Err(other) => Err(other.into()),
-    }
-}
-
-/// Writes `text` to `path` atomically (temporary file in the same directory, fsync, rename),
-/// or to standard output when there is no path.
-pub fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let Some(path) = path else {
-        std::io::stdout().write_all(text.as_bytes()).context("writing to standard output")?;
-        return Ok(());
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    temp.write_all(text.as_bytes()).and_then(|()| temp.as_file().sync_all()).with_context(|| format!("cannot write {}", path.display()))?;
-    temp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}

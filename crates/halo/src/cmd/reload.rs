@@ -10,11 +10,11 @@ use nix::unistd::Pid;
 
 /// Checks, then signals.
 pub fn run(config: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
-    let loaded = match super::load(config)? {
+    let loaded = match crate::files::load(config)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    super::print_diagnostics(&loaded.warnings);
+    crate::files::print_diagnostics(&loaded.warnings);
     let text =
         std::fs::read_to_string(pid_file).with_context(|| format!("cannot read the pid file {} (is halo running?)", pid_file.display()))?;
     let pid: i32 = text.trim().parse().with_context(|| format!("{} does not hold a process id", pid_file.display()))?;

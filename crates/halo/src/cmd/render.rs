@@ -15,7 +15,7 @@ pub fn run(
     format: Option<Persist>,
     interface: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = match super::load(config)? {
+    let loaded = match crate::files::load(config)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
@@ -37,7 +37,7 @@ pub fn run(
     for loss in &rendered.losses {
         eprintln!("halo render: warning: {loss}");
     }
-    super::write_output(output, &rendered.text)?;
+    crate::files::write_output(output, &rendered.text)?;
     if let (Some(path), Artefact::CheckScript) = (output, artefact) {
         make_executable(path)?;
     }
@@ -64,13 +64,13 @@ fn network(config: &halo_config::Config, format: Persist, interface: Option<&str
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
                 }
-                super::write_output(Some(&path), content)?;
+                crate::files::write_output(Some(&path), content)?;
                 println!("{}", path.display());
             }
         }
         None => {
             let text: String = files.iter().map(|(path, content)| format!("# ==> {path} <==\n{content}\n")).collect();
-            super::write_output(None, &text)?;
+            crate::files::write_output(None, &text)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,11 +9,11 @@ use halo_config::LogFormat;
 
 /// Runs the daemon in the foreground.
 pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
-    let loaded = match super::load(path)? {
+    let loaded = match crate::files::load(path)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    super::print_diagnostics(&loaded.warnings);
+    crate::files::print_diagnostics(&loaded.warnings);
     let mut config = loaded.config;
     if let Some(format) = log_format {
         config.log.format = format;

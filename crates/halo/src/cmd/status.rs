@@ -12,7 +12,7 @@ use halo_config::status_client::{StatusClient, paint};
 
 /// Fetches `/status` and prints it, once or every second until interrupted.
 pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
-    let loaded = match super::load(config)? {
+    let loaded = match crate::files::load(config)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };

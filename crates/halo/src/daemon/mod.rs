@@ -46,12 +46,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
     let status = Arc::new(status::Shared::default());
     status.set_balancer(&balancer);
-    let token = match &config.status.token_file {
-        Some(file) => {
-            Some(std::fs::read_to_string(file).with_context(|| format!("reading the status token {}", file.display()))?.trim().to_string())
-        }
-        None => None,
-    };
+    let token = config.status.token().with_context(|| format!("reading the status token {:?}", config.status.token_file))?;
     let listener = status::bind(config.status.listen).await?;
     if let Some(path) = &config.status.socket {
         let unix = status::bind_unix(path)?;

@@ -14,7 +14,7 @@ impl PidFile {
         let written = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| crate::cmd::write_output(Some(path), &format!("{}\n", std::process::id())).map_err(std::io::Error::other));
+            .and_then(|()| crate::files::write_output(Some(path), &format!("{}\n", std::process::id())).map_err(std::io::Error::other));
         match written {
             Ok(()) => Self(Some(path.to_path_buf())),
             Err(e) => {

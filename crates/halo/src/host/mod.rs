@@ -56,7 +56,7 @@ pub fn resolve(snapshot: &Snapshot, interface: Option<&str>, bridge: Option<&str
 fn load(config: Option<&Path>) -> anyhow::Result<Result<Option<Config>, ExitCode>> {
     match config {
         None => Ok(Ok(None)),
-        Some(path) => Ok(crate::cmd::load(path)?.map(|loaded| Some(loaded.config))),
+        Some(path) => Ok(crate::files::load(path)?.map(|loaded| Some(loaded.config))),
     }
 }
 

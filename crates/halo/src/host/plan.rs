@@ -96,7 +96,7 @@ impl Step {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                 }
-                crate::cmd::write_output(Some(path), content)?;
+                crate::files::write_output(Some(path), content)?;
             }
         }
         Ok(())
@@ -120,7 +120,7 @@ impl Step {
             Self::PointRoute { route, .. } => netlink.point_route(route, route.index).await?,
             Self::DeleteAddress { address, .. } => netlink.copy_address(address, address.index).await?,
             Self::WriteFile { path, old, .. } => match old {
-                Some(old) => crate::cmd::write_output(Some(path), old)?,
+                Some(old) => crate::files::write_output(Some(path), old)?,
                 None => std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?,
             },
         }
