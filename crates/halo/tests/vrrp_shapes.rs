@@ -304,3 +304,103 @@ fn clients_learn_the_virtual_mac_for_the_vip() {
     assert_eq!(halo.stop(), Some(0));
     assert_eq!(settings(), before, "the parent's ARP settings are restored when halo stops");
 }
+
+/// A dropped-advert counter of halo's instance `name` in host `i`.
+fn dropped(lan: &Lan, i: usize, name: &str, reason: &str) -> u64 {
+    status(lan, i)["vrrp"][name]["dropped"][reason].as_u64().unwrap_or(0)
+}
+
+/// In unicast mode halo listens to its configured peers only: a third router sending to it
+/// (keepalived, unicast, same VRID, higher priority) is dropped and counted, and does not take
+/// the VIP away.
+#[test]
+fn unicast_adverts_from_a_stranger_are_dropped_and_counted() {
+    if skip("unicast_adverts_from_a_stranger_are_dropped_and_counted") {
+        return;
+    }
+    let lan = Lan::new(3);
+    let vip = "192.0.2.170";
+    let halo_unicast = "unicast_source = \"192.0.2.11\"\nunicast_peers = [\"192.0.2.12\"]";
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 150, "100ms", "192.0.2.170/24", halo_unicast));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", halo.log());
+    let stranger_unicast = "  unicast_src_ip 192.0.2.13\n  unicast_peer {\n    192.0.2.11\n  }";
+    let stranger = Daemon::keepalived(&lan, 2, "stranger", &keepalived_conf(3, 250, "0.1", "192.0.2.170/24", stranger_unicast));
+    assert!(
+        wait_for(GENEROUS, || dropped(&lan, 0, "VI_1", "not_a_peer") > 5).is_some(),
+        "adverts from 192.0.2.13 are not counted: {}\n{}",
+        status(&lan, 0),
+        stranger.log()
+    );
+    assert!(lan.holds(0, vip), "a stranger's advert took the VIP away:\n{}", halo.log());
+}
+
+/// A higher-priority advert whose address list differs from ours: halo steps down (RFC 5798
+/// lets a router act on it), counts it as `address_mismatch` and says so in its log.
+#[test]
+fn a_higher_priority_advert_with_other_addresses_is_counted_and_logged() {
+    if skip("a_higher_priority_advert_with_other_addresses_is_counted_and_logged") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, "192.0.2.170")).is_some(), "{}", halo.log());
+    let other = Daemon::keepalived(&lan, 1, "other", &keepalived_conf(3, 200, "0.1", "192.0.2.171/24", ""));
+    assert!(wait_for(GENEROUS, || !lan.holds(0, "192.0.2.170")).is_some(), "halo did not step down:\n{}", halo.log());
+    let mismatched = || status(&lan, 0)["vrrp"]["VI_1"]["address_mismatch"].as_u64().unwrap_or(0);
+    assert!(wait_for(GENEROUS, || mismatched() > 0).is_some(), "{}", status(&lan, 0));
+    assert!(halo.log().contains("address list differs"), "{}\n{}", halo.log(), other.log());
+    // One log line for a stream of such adverts (rate-limited).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(mismatched() > 5, "{}", status(&lan, 0));
+    assert_eq!(halo.log().matches("address list differs").count(), 1, "{}", halo.log());
+}
+
+/// A VRRPv2 advert (keepalived, version 2, same VRID) reaching a v3 instance is counted as a
+/// version mismatch, not as received; adverts of another VRID on the interface are counted too.
+#[test]
+fn adverts_of_another_version_or_vrid_count_as_dropped_not_received() {
+    if skip("adverts_of_another_version_or_vrid_count_as_dropped_not_received") {
+        return;
+    }
+    let lan = Lan::new(3);
+    // halo only listens: a failing tracker without weight keeps its instance in FAULT, so it sends
+    // nothing that could disturb the other routers (keepalived takes a v3 advert, although it
+    // logs it as the wrong version, for a live master and stays silent).
+    let listening = "track = [\"down\"]\n\n[[tracker]]\nname = \"down\"\nkind = \"script\"\ncommand = [\"/bin/false\"]\ninterval = \"100ms\"\ntimeout = \"1s\"\nfall = 1\nrise = 1\n";
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 150, "100ms", "192.0.2.170/24", listening));
+    assert!(wait_for(GENEROUS, || status(&lan, 0)["vrrp"]["VI_1"]["state"] == "FAULT").is_some(), "{}", halo.log());
+    let v2 = Daemon::keepalived(&lan, 1, "v2", &keepalived_conf(2, 100, "1", "192.0.2.170/24", ""));
+    let other_vrid = keepalived_conf(3, 100, "0.1", "192.0.2.180/24", "").replace("virtual_router_id 51", "virtual_router_id 52");
+    let neighbour = Daemon::keepalived(&lan, 2, "neighbour", &other_vrid);
+    assert!(wait_for(GENEROUS, || dropped(&lan, 0, "VI_1", "version") >= 3).is_some(), "{}\n{}", status(&lan, 0), v2.log());
+    assert!(wait_for(GENEROUS, || dropped(&lan, 0, "VI_1", "vrid") >= 3).is_some(), "{}\n{}", status(&lan, 0), neighbour.log());
+    let received = status(&lan, 0)["vrrp"]["VI_1"]["adverts_received"].as_u64();
+    assert_eq!(received, Some(0), "only accepted adverts count as received: {}", status(&lan, 0));
+}
+
+/// Two instances in one file against keepalived with the same two (an IPv4 and an IPv6 one):
+/// each side is master of one; when keepalived stops, halo holds both.
+#[test]
+fn two_instances_against_keepalived_each_master_of_one() {
+    if skip("two_instances_against_keepalived_each_master_of_one") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let halo_config =
+        format!("{}{}", instance("VI_1", "eth0", 51, 200, "192.0.2.170/24", ""), instance("VI_2", "eth0", 52, 100, "2001:db8::172/64", ""));
+    let keepalived_config = format!(
+        "{}{}",
+        keepalived_conf(3, 100, "0.1", "192.0.2.170/24", ""),
+        keepalived_conf(3, 200, "0.1", "2001:db8::172/64", "")
+            .replace("VI_1", "VI_2")
+            .replace("virtual_router_id 51", "virtual_router_id 52")
+    );
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_config);
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_config);
+    let split = || lan.holds(0, "192.0.2.170") && lan.holds(1, "2001:db8::172");
+    assert!(wait_for(GENEROUS, split).is_some(), "{}\n---\n{}", halo.log(), keepalived.log());
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!lan.holds(1, "192.0.2.170") && !lan.holds(0, "2001:db8::172"), "{}\n---\n{}", halo.log(), keepalived.log());
+    assert_eq!(keepalived.stop(), Some(0));
+    assert!(wait_for(GENEROUS, || lan.holds(0, "2001:db8::172") && lan.holds(0, "192.0.2.170")).is_some(), "{}", halo.log());
+}

@@ -33,8 +33,10 @@ pub struct InstanceStatus {
     pub last_change_unix: u64,
     /// Adverts sent.
     pub adverts_sent: u64,
-    /// Adverts received for this router.
+    /// Adverts accepted for this router (of its VRID and version, authenticated).
     pub adverts_received: u64,
+    /// Accepted adverts whose address list differs from ours (acted upon all the same).
+    pub address_mismatch: u64,
     /// Packets dropped or ignored, by reason.
     pub dropped: BTreeMap<String, u64>,
     /// Notify hooks that failed.
@@ -183,6 +185,12 @@ const INSTANCE_METRICS: &[Metric<InstanceStatus>] = &[
         kind: "counter",
         help: "VRRP adverts received for the instance.",
         value: |i| i.adverts_received as f64,
+    },
+    Metric {
+        name: "halo_vrrp_address_mismatch_total",
+        kind: "counter",
+        help: "Accepted adverts whose address list differs from the instance's.",
+        value: |i| i.address_mismatch as f64,
     },
     Metric { name: "halo_vrrp_hook_failures_total", kind: "counter", help: "Notify hooks that failed.", value: |i| i.hook_failures as f64 },
 ];

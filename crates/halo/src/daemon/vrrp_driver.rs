@@ -15,7 +15,7 @@ use halo_hostnet::announce::Announcer;
 use halo_hostnet::arp_isolation::ArpIsolation;
 use halo_hostnet::netlink::{Link, Netlink};
 use halo_hostnet::vrrp_socket::{Received, VrrpSocket};
-use halo_vrrp::fsm::{Action, GratuitousSchedule, Router, RouterConfig, State};
+use halo_vrrp::fsm::{Action, GratuitousSchedule, Ignored, Router, RouterConfig, State};
 use halo_vrrp::packet::{self, Auth, MULTICAST_V4, MULTICAST_V6};
 use tokio::sync::watch;
 
@@ -25,6 +25,8 @@ use super::tracker::{Verdict, fold};
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
 /// How long an instance waits at start for its trackers' first results.
 pub const TRACKER_SETTLE: Duration = Duration::from_secs(10);
+/// At most one log line per this period for adverts with another address list.
+const MISMATCH_LOG_PERIOD: Duration = Duration::from_secs(60);
 /// How often a master refreshes its VIPs' lifetime.
 pub const VIP_REFRESH: Duration = Duration::from_millis(500);
 
@@ -56,6 +58,9 @@ pub struct Instance {
 struct Counters {
     sent: u64,
     received: u64,
+    address_mismatch: u64,
+    /// When an address mismatch was last logged (at most one line a minute).
+    mismatch_logged: Option<Instant>,
     dropped: BTreeMap<&'static str, u64>,
     hooks: Arc<super::notify::HookRecord>,
 }
@@ -376,6 +381,12 @@ fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received
     if packet.source == io.source {
         return;
     }
+    // Unicast: only the configured peers speak for this router (keepalived's check_unicast_src).
+    if !config.unicast_peers.is_empty() && !config.unicast_peers.contains(&packet.source) {
+        tracing::trace!(source = %packet.source, "dropped: not a configured peer");
+        counters.drop_one("not_a_peer");
+        return;
+    }
     let advert = match packet::decode(&packet.payload, packet.source, packet.destination, io.checksum) {
         Ok(advert) => advert,
         Err(e) => {
@@ -385,14 +396,41 @@ fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received
         }
     };
     if advert.vrid != config.virtual_router_id {
-        // Another virtual router on the same group: not ours, not an error.
+        // Another virtual router on the same group: not ours, counted as such.
+        counters.drop_one(Ignored::Vrid.reason());
         return;
     }
-    counters.received += 1;
     tracing::trace!(source = %packet.source, priority = advert.priority, "advert");
-    if let Err(ignored) = router.handle_advert(Instant::now(), packet.source, &advert) {
+    let now = Instant::now();
+    let outcome = router.handle_advert(now, packet.source, &advert);
+    // Only an advert this router accepts counts as received: of its version, authenticated,
+    // with its interval (a valid advert ignored for its priority is still received).
+    if matches!(outcome, Ok(()) | Err(Ignored::LowerPriority | Ignored::NotListening)) {
+        counters.received += 1;
+        note_address_mismatch(io, &advert, packet.source, now, counters);
+    }
+    if let Err(ignored) = outcome {
         tracing::trace!(source = %packet.source, reason = ignored.reason(), "advert ignored");
         counters.drop_one(ignored.reason());
+    }
+}
+
+/// RFC 5798 §6.4.2/§6.4.3 let a router act on an advert whose address list differs from its own
+/// (a misconfigured peer) or discard it. halo acts on it, so that a peer with a higher priority
+/// still wins the election and two masters never hold the VRID at once, and counts and logs it
+/// (one line a minute), so the misconfiguration is seen.
+fn note_address_mismatch(io: &Io, advert: &packet::Advertisement, source: IpAddr, now: Instant, counters: &mut Counters) {
+    let mut theirs = advert.addresses.clone();
+    theirs.sort();
+    let mut ours: Vec<IpAddr> = io.addresses.iter().map(|(a, _)| *a).collect();
+    ours.sort();
+    if theirs == ours {
+        return;
+    }
+    counters.address_mismatch += 1;
+    if counters.mismatch_logged.is_none_or(|at| now.duration_since(at) >= MISMATCH_LOG_PERIOD) {
+        counters.mismatch_logged = Some(now);
+        tracing::warn!(%source, ?theirs, ?ours, seen = counters.address_mismatch, "advert's address list differs from this instance's");
     }
 }
 
@@ -493,6 +531,7 @@ fn publish(
             last_change_unix: last_change.1,
             adverts_sent: counters.sent,
             adverts_received: counters.received,
+            address_mismatch: counters.address_mismatch,
             dropped: counters.dropped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             hook_failures: counters.hooks.failures.load(Ordering::Relaxed),
             last_hook: counters.hooks.last(),
