@@ -34,6 +34,10 @@ pub struct Node {
     pub name: Option<String>,
     /// Interface used by VRRP instances that do not name their own.
     pub interface: Option<String>,
+    /// The user tracker scripts and notify hooks run as (keepalived's `script_user`); root when
+    /// unset. A command that anyone else could modify (the file or a directory above it) is
+    /// refused, as keepalived's `enable_script_security` does.
+    pub script_user: Option<String>,
 }
 
 /// Where halo reports its state.
@@ -185,7 +189,8 @@ pub struct Notify {
     pub fault: Option<Vec<String>>,
     /// Run when the instance stops.
     pub stop: Option<Vec<String>>,
-    /// Run on every change, with `<instance> <state> <priority>` appended.
+    /// Run on every change, with keepalived's `INSTANCE <name> <state> <priority>` appended
+    /// (state `MASTER`, `BACKUP`, `FAULT` or `STOP`).
     pub change: Option<Vec<String>>,
     /// A hook still running after this is killed (and counted as failed).
     pub timeout: Duration,

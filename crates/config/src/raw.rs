@@ -20,6 +20,8 @@ pub struct RawNode {
     pub name: Option<Text>,
     /// Default interface for VRRP instances.
     pub interface: Option<Text>,
+    /// The user tracker scripts and notify hooks run as.
+    pub script_user: Option<Text>,
 }
 
 /// `[status]`

@@ -404,3 +404,56 @@ fn two_instances_against_keepalived_each_master_of_one() {
     assert_eq!(keepalived.stop(), Some(0));
     assert!(wait_for(GENEROUS, || lan.holds(0, "2001:db8::172") && lan.holds(0, "192.0.2.170")).is_some(), "{}", halo.log());
 }
+
+/// The `change` hook gets keepalived's `INSTANCE name state priority`; on SIGTERM the stop and
+/// change hooks run to their end (a 0.5 s stop hook included) before halo exits.
+#[test]
+fn notify_hooks_get_keepalived_arguments_and_stop_hooks_finish_before_exit() {
+    if skip("notify_hooks_get_keepalived_arguments_and_stop_hooks_finish_before_exit") {
+        return;
+    }
+    let lan = Lan::new(1);
+    let changes = lan.dir.path().join("changes");
+    let stopped = lan.dir.path().join("stopped");
+    let hooks = format!(
+        "[vrrp.notify]\nchange = [\"/bin/sh\", \"-c\", \"echo \\\"$*\\\" >> {changes}\", \"hook\"]\nstop = [\"/bin/sh\", \"-c\", \"sleep 0.5; echo done > {stopped}\"]\ntimeout = \"5s\"\n",
+        changes = changes.display(),
+        stopped = stopped.display()
+    );
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", &hooks));
+    let read = || std::fs::read_to_string(&changes).unwrap_or_default();
+    assert!(wait_for(GENEROUS, || read().contains("INSTANCE VI_1 MASTER 200")).is_some(), "{:?}\n{}", read(), halo.log());
+    let log = halo.log();
+    assert_eq!(halo.stop(), Some(0), "{log}");
+    assert_eq!(std::fs::read_to_string(&stopped).unwrap_or_default(), "done\n", "the stop hook was cut short");
+    assert!(read().contains("INSTANCE VI_1 STOP 200"), "the change hook did not run on stop: {:?}", read());
+    assert!(read().lines().all(|l| l.starts_with("INSTANCE VI_1 ")), "{:?}", read());
+}
+
+/// A guard process that dies while halo runs is reaped (no zombie) and the loss is logged.
+#[test]
+fn a_guard_that_dies_is_reaped_and_logged() {
+    if skip("a_guard_that_dies_is_reaped_and_logged") {
+        return;
+    }
+    let lan = Lan::new(1);
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    assert!(wait_for(GENEROUS, || lan.holds(0, "192.0.2.170")).is_some(), "{}", halo.log());
+    let pid = halo.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let guard: Vec<String> = children
+        .split_whitespace()
+        .filter(|c| std::fs::read(format!("/proc/{c}/cmdline")).is_ok_and(|cmd| cmd.ends_with(b"guard\0")))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(guard.len(), 1, "one guard under halo: {children:?}");
+    run_ok("kill", &["-KILL", &guard[0]]);
+    let reaped = wait_for(GENEROUS, || !std::path::Path::new(&format!("/proc/{}", guard[0])).exists());
+    assert!(
+        reaped.is_some(),
+        "the dead guard stays a zombie: {}",
+        std::fs::read_to_string(format!("/proc/{}/stat", guard[0])).unwrap_or_default()
+    );
+    assert!(wait_for(GENEROUS, || halo.log().contains("VIP guard ended")).is_some(), "{}", halo.log());
+    assert!(lan.holds(0, "192.0.2.170"), "halo keeps serving without its guard");
+}

@@ -121,6 +121,7 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         header.push(format!("  {} (VRRP instances, trackers)", src.file));
         let imported = keepalived::import(src, resolver, script.as_ref(), &config.frontends, &mut sink);
         config.node.name = imported.router_id;
+        config.node.script_user = imported.script_user;
         config.vrrp = imported.instances;
         config.trackers = imported.trackers;
     }

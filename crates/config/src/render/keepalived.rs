@@ -29,7 +29,8 @@ pub fn keepalived(config: &Config) -> Rendered {
     if let Some(name) = &config.node.name {
         line(&mut out, format_args!("    router_id {}", word(name)));
     }
-    line(&mut out, format_args!("    enable_script_security\n    script_user root\n}}\n"));
+    let user = config.node.script_user.as_deref().unwrap_or("root");
+    line(&mut out, format_args!("    enable_script_security\n    script_user {}\n}}\n", word(user)));
     for t in &config.trackers {
         tracker(&mut out, t, &mut losses);
     }

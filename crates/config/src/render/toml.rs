@@ -43,6 +43,9 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
         if let Some(interface) = &config.node.interface {
             line(&mut out, format_args!("interface = {}", quote(interface)));
         }
+        if let Some(user) = &config.node.script_user {
+            line(&mut out, format_args!("script_user = {}", quote(user)));
+        }
         out.push('\n');
     }
     if config.status != Status::default() {

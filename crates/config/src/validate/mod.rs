@@ -16,7 +16,11 @@ use crate::raw::{Int, RawConfig, Text};
 
 /// Checks the raw file; `None` when an error was found (all of them are in `report`).
 pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
-    let node = Node { name: raw.node.name.map(|n| n.into_inner()), interface: raw.node.interface.map(|i| i.into_inner()) };
+    let node = Node {
+        name: raw.node.name.map(|n| n.into_inner()),
+        interface: raw.node.interface.map(|i| i.into_inner()),
+        script_user: raw.node.script_user.map(|u| u.into_inner()),
+    };
     let status = status(report, &raw.status);
     let log = log(report, &raw.log);
     let backends = lb::backends(report, &raw.backend);

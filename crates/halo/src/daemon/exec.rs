@@ -1,19 +1,64 @@
-//! Running the commands halo is configured with (tracker scripts and notify hooks): without a
-//! shell, with a timeout after which the command is killed, outcome as a word for logs.
+//! Running the commands halo is configured with (tracker scripts and notify hooks), the way
+//! keepalived runs them with `enable_script_security`: no shell, a clean environment (only
+//! `PATH`), as `[node] script_user` (root when unset), and only when nobody else could have
+//! changed the program (the file or a directory above it). Each runs in its own process group; a
+//! run past its timeout is killed with everything it started.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-/// Runs a command without a shell; a run past `timeout` is killed and fails.
+/// The only environment a command gets; names without a slash are looked up here too.
+pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `[node] script_user` of the configuration in force.
+static SCRIPT_USER: RwLock<Option<String>> = RwLock::new(None);
+
+/// Sets the user commands run as (the daemon calls it at start and on every reload).
+pub fn set_script_user(user: Option<String>) {
+    *SCRIPT_USER.write().unwrap_or_else(PoisonError::into_inner) = user;
+}
+
+/// Whom a command runs as: uid and gid, `None` for the daemon's own (root).
+fn run_as() -> Result<Option<nix::unistd::User>, String> {
+    let Some(name) = SCRIPT_USER.read().unwrap_or_else(PoisonError::into_inner).clone() else { return Ok(None) };
+    match nix::unistd::User::from_name(&name) {
+        Ok(Some(user)) => Ok(Some(user)),
+        Ok(None) => Err(format!("script_user {name} does not exist on this host")),
+        Err(e) => Err(format!("looking up script_user {name}: {e}")),
+    }
+}
+
+/// Runs a command; `(passed, why)`: "exit 0", the exit status, the timeout, or why it did not
+/// run at all.
 pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
     let Some((program, args)) = argv.split_first() else { return (false, "empty command".to_string()) };
-    let child = tokio::process::Command::new(program)
+    let prepared = run_as().and_then(|user| {
+        let path = resolve(program)?;
+        check_safe(&path, user.as_ref().map(|u| u.uid.as_raw()))?;
+        Ok((path, user))
+    });
+    let (path, user) = match prepared {
+        Ok(prepared) => prepared,
+        Err(why) => return (false, why),
+    };
+    let mut command = tokio::process::Command::new(&path);
+    command
         .args(args)
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
+        .kill_on_drop(true);
+    if let Some(user) = &user {
+        // As root, setting the uid also drops the supplementary groups (the standard library's
+        // spawn calls setgroups for it).
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return (false, format!("cannot run {program}: {e}")),
     };
@@ -22,17 +67,77 @@ pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
         Ok(Ok(status)) => (false, format!("{status}")),
         Ok(Err(e)) => (false, format!("waiting for {program}: {e}")),
         Err(_) => {
-            if let Err(e) = child.kill().await {
-                tracing::warn!(program, error = %e, "could not kill a timed-out command");
-            }
+            kill_group(&mut child, program).await;
             (false, format!("timeout after {}", humantime::format_duration(timeout)))
         }
     }
 }
 
+/// Kills a timed-out command's whole process group (a shell's children too) and reaps it.
+async fn kill_group(child: &mut tokio::process::Child, program: &str) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let group = nix::unistd::Pid::from_raw(pid);
+        if let Err(e) = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
+            tracing::warn!(program, error = %e, "could not kill a timed-out command's process group");
+        }
+    }
+    if let Err(e) = child.kill().await {
+        tracing::warn!(program, error = %e, "could not reap a timed-out command");
+    }
+}
+
+/// The program's path: as written when it has a slash, else the first match on [`SAFE_PATH`].
+fn resolve(program: &str) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    SAFE_PATH
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| format!("{program} is not on {SAFE_PATH}"))
+}
+
+/// Refuses a program that someone other than root (or the script user, `allowed`) could modify:
+/// the file and every directory above it (links followed) must be owned by one of them and not
+/// writable by group or others, except directories with the sticky bit (like /tmp), where only
+/// owners can replace entries.
+pub fn check_safe(path: &Path, allowed: Option<u32>) -> Result<(), String> {
+    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    for place in real.ancestors() {
+        let meta = std::fs::metadata(place).map_err(|e| format!("cannot check {}: {e}", place.display()))?;
+        let owner_ok = meta.uid() == 0 || Some(meta.uid()) == allowed;
+        let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+        let others_write = meta.mode() & 0o022 != 0 && !sticky_dir;
+        if !owner_ok || others_write {
+            let why = if owner_ok { "is writable by group or others" } else { "belongs to another user" };
+            return Err(format!(
+                "refused to run {}: {} {why}, so anyone could change what runs as {} (make it root's and not writable by others, or set [node] script_user)",
+                path.display(),
+                place.display(),
+                if allowed.is_some() { "the script user" } else { "root" }
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    /// These tests create files that must belong to root: as another user they say why they skip
+    /// (never under CI, which runs as root).
+    fn as_root(test: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{test}: CI runs as root");
+        eprintln!("SKIP {test}: not root");
+        false
+    }
 
     #[tokio::test]
     async fn scripts_pass_fail_and_time_out() {
@@ -45,5 +150,71 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "the command was killed");
         let (ok, why) = run_script(&["/nonexistent".into()], Duration::from_secs(1)).await;
         assert!(!ok && why.starts_with("cannot run /nonexistent"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn names_without_a_slash_are_found_on_the_safe_path() {
+        assert!(run_script(&["true".into()], Duration::from_secs(5)).await.0);
+        let (ok, why) = run_script(&["no-such-command-anywhere".into()], Duration::from_secs(5)).await;
+        assert!(!ok && why.contains("is not on /usr/local/sbin"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().expect("dir");
+        let pid_file = dir.path().join("grandchild.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let (ok, _) = run_script(&["/bin/sh".into(), "-c".into(), script], Duration::from_millis(300)).await;
+        assert!(!ok);
+        let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid").trim().parse().expect("number");
+        let gone = (0..100).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            if stat.is_empty() || zombie {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            false
+        });
+        assert!(gone, "the shell's child {pid} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn commands_get_a_clean_environment() {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = dir.path().join("env");
+        let script = format!("/usr/bin/env > {}", out.display());
+        assert!(run_script(&["/bin/sh".into(), "-c".into(), script], Duration::from_secs(5)).await.0);
+        let env = std::fs::read_to_string(&out).expect("env");
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+        assert!(names.contains(&"PATH"), "{env}");
+        for inherited in ["HOME", "CARGO_MANIFEST_DIR", "NOTIFY_SOCKET", "RUST_BACKTRACE"] {
+            assert!(!names.contains(&inherited), "{inherited} reached the command: {env}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_script_others_could_change_is_refused() {
+        if !as_root("a_script_others_could_change_is_refused") {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let script = dir.path().join("check.sh");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        assert!(run_script(&[script.display().to_string()], Duration::from_secs(5)).await.0, "a root-owned 0755 script runs");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o757)).expect("mode");
+        let (ok, why) = run_script(&[script.display().to_string()], Duration::from_secs(5)).await;
+        assert!(!ok && why.contains("is writable by group or others"), "{why}");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("mode");
+        let (ok, why) = run_script(&[script.display().to_string()], Duration::from_secs(5)).await;
+        assert!(!ok && why.contains(&format!("{} is writable", dir.path().display())), "{why}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("mode");
+        assert!(run_script(&[script.display().to_string()], Duration::from_secs(5)).await.0, "a sticky directory is fine");
+        nix::unistd::chown(&script, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+        let (ok, why) = run_script(&[script.display().to_string()], Duration::from_secs(5)).await;
+        assert!(!ok && why.contains("belongs to another user"), "{why}");
+        assert!(check_safe(&script, Some(65534)).is_ok(), "the script user's own script is fine");
     }
 }

@@ -39,17 +39,31 @@ impl Guard {
     fn spawn() -> anyhow::Result<Self> {
         // Close-on-exec: scripts and hooks the daemon runs must not keep the pipe open.
         let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the guard's pipe")?;
+        // Non-blocking: a guard that stops reading (stopped, hung) must never block a runtime
+        // thread; a full pipe is taken for a gone guard.
+        nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+            .context("making the guard's pipe non-blocking")?;
         let exe = std::env::current_exe().context("finding the halo binary")?;
-        Command::new(exe).arg("guard").stdin(Stdio::from(read)).stdout(Stdio::null()).spawn().context("starting `halo guard`")?;
+        let mut child =
+            Command::new(exe).arg("guard").stdin(Stdio::from(read)).stdout(Stdio::null()).spawn().context("starting `halo guard`")?;
+        // Reaped whenever it ends, so that a guard that dies leaves no zombie behind.
+        std::thread::Builder::new()
+            .name("guard-reaper".to_string())
+            .spawn(move || match child.wait() {
+                Ok(status) => tracing::info!(%status, "VIP guard ended"),
+                Err(e) => tracing::warn!(error = %e, "could not wait for the VIP guard"),
+            })
+            .context("starting the guard's reaper")?;
         Ok(Self { pipe: Mutex::new(Some(std::fs::File::from(write))), held: Mutex::new(BTreeMap::new()) })
     }
 
     fn tell(&self, line: &str) {
         let mut pipe = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
+        // Lines are shorter than PIPE_BUF: written whole or not at all.
         if let Some(file) = pipe.as_mut()
             && let Err(e) = file.write_all(line.as_bytes())
         {
-            tracing::warn!(error = %e, "the VIP guard is gone: a killed halo leaves its VIPs until their lifetime ends");
+            tracing::warn!(error = %e, "the VIP guard is gone or not reading: a killed halo leaves its VIPs until their lifetime ends");
             *pipe = None;
         }
     }

@@ -41,6 +41,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     // Removed when the daemon ends, whatever the outcome.
     let _pid = PidFile::write(pid_file);
+    exec::set_script_user(config.node.script_user.clone());
     let netlink = Netlink::open()?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
     let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
@@ -73,6 +74,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
                 sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 if let Some(new) = reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
                     config = new;
+                    exec::set_script_user(config.node.script_user.clone());
                     status.set_balancer(&balancer);
                 }
                 sd_notify("READY=1");

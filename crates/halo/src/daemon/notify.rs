@@ -1,6 +1,8 @@
-//! Notify hooks: commands run on state changes, asynchronously, without a shell, killed after
-//! the configured timeout. A failing hook is logged, never fatal; failures are counted and the
-//! last outcome is kept for the status endpoint.
+//! Notify hooks: commands run on state changes, asynchronously, as `exec` runs commands, killed
+//! after the configured timeout. The `change` hook gets keepalived's `notify` arguments
+//! (`INSTANCE name state priority`, state `MASTER`, `BACKUP`, `FAULT` or `STOP`). A failing hook is
+//! logged, never fatal; failures are counted and the last outcome is kept for the status
+//! endpoint. The caller keeps the tasks, so that hooks of a stop finish before halo exits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,9 +29,19 @@ impl HookRecord {
     }
 }
 
-/// Starts the hooks for a transition to `state`; returns at once. A failed hook is logged and
-/// counted in `record`.
-pub fn spawn(instance: &VrrpInstance, state: State, priority: u8, record: Arc<HookRecord>) {
+/// keepalived's name of a state, as its notify scripts receive it.
+pub fn keepalived_state(state: State) -> &'static str {
+    match state {
+        State::Master => "MASTER",
+        State::Backup => "BACKUP",
+        State::Fault => "FAULT",
+        State::Initialize => "STOP",
+    }
+}
+
+/// Starts the hooks for a transition to `state`; returns their tasks at once. A failed hook is
+/// logged and counted in `record`.
+pub fn spawn(instance: &VrrpInstance, state: State, priority: u8, record: Arc<HookRecord>) -> Vec<tokio::task::JoinHandle<()>> {
     let n = &instance.notify;
     let specific = match state {
         State::Master => n.master.clone(),
@@ -38,13 +50,15 @@ pub fn spawn(instance: &VrrpInstance, state: State, priority: u8, record: Arc<Ho
         State::Initialize => n.stop.clone(),
     };
     let change = n.change.clone().map(|mut argv| {
-        argv.extend([instance.name.clone(), state.to_string(), priority.to_string()]);
+        argv.extend(["INSTANCE".to_string(), instance.name.clone(), keepalived_state(state).to_string(), priority.to_string()]);
         argv
     });
+    let mut tasks = Vec::new();
     for argv in [specific, change].into_iter().flatten() {
         let (timeout, name, record) = (n.timeout, instance.name.clone(), Arc::clone(&record));
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let (ok, why) = super::exec::run_script(&argv, timeout).await;
+            let state = keepalived_state(state);
             let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
             if ok {
                 tracing::debug!(instance = %name, hook = %argv[0], "notify hook done");
@@ -54,6 +68,7 @@ pub fn spawn(instance: &VrrpInstance, state: State, priority: u8, record: Arc<Ho
                 tracing::warn!(instance = %name, hook = %argv[0], reason = %why, "notify hook failed");
                 record.record(format!("{} ({state}) failed at {when}: {why}", argv[0]));
             }
-        });
+        }));
     }
+    tasks
 }

@@ -178,6 +178,8 @@ struct Driver {
     counters: Counters,
     /// Why and when (unix seconds) the state last changed.
     last_change: (String, u64),
+    /// Notify hooks started and maybe still running.
+    hooks: Vec<tokio::task::JoinHandle<()>>,
     status: Arc<super::status::Shared>,
 }
 
@@ -202,6 +204,7 @@ impl Driver {
             refresh_at: None,
             counters: Counters::default(),
             last_change: (String::from("start"), unix_now()),
+            hooks: Vec::new(),
             status,
         };
         driver.apply_trackers(verdicts);
@@ -216,7 +219,9 @@ impl Driver {
             if let Action::StateChanged { reason, .. } = &action {
                 self.last_change = (format!("{reason:?}"), unix_now());
             }
-            perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            let hooks = perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            self.hooks.retain(|h| !h.is_finished());
+            self.hooks.extend(hooks);
         }
         publish(&self.status, &self.config, &self.io, &self.router, &self.counters, &self.last_change);
     }
@@ -268,7 +273,15 @@ impl Driver {
     async fn stop(&mut self) {
         self.router.shutdown(Instant::now());
         while let Some(action) = self.router.poll_action() {
-            perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            let hooks = perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            self.hooks.extend(hooks);
+        }
+        // Hooks still running (the stop and change hooks of this stop among them) finish, each
+        // within its timeout, before the instance (and then halo) ends.
+        for hook in self.hooks.drain(..) {
+            if let Err(e) = hook.await {
+                tracing::warn!(error = %e, "a notify hook task failed");
+            }
         }
         if let Some((vmac, _)) = &self.io.vmac
             && let Err(e) = self.io.netlink.delete_link(vmac).await
@@ -434,6 +447,7 @@ fn note_address_mismatch(io: &Io, advert: &packet::Advertisement, source: IpAddr
     }
 }
 
+/// Carries out one action; the notify hooks it started, if any.
 async fn perform(
     io: &Io,
     router: &Router,
@@ -441,7 +455,7 @@ async fn perform(
     action: Action,
     refresh_at: &mut Option<Instant>,
     counters: &mut Counters,
-) {
+) -> Vec<tokio::task::JoinHandle<()>> {
     match action {
         Action::SendAdvert { priority } => {
             let advert = router.advertisement(priority, io.addresses.iter().map(|(a, _)| *a).collect());
@@ -479,9 +493,10 @@ async fn perform(
         }
         Action::StateChanged { from, to, reason, priority } => {
             tracing::info!(%from, %to, ?reason, priority, "state changed");
-            super::notify::spawn(config, to, priority, Arc::clone(&counters.hooks));
+            return super::notify::spawn(config, to, priority, Arc::clone(&counters.hooks));
         }
     }
+    Vec::new()
 }
 
 /// Applies a reloaded configuration in place: new base priority and preemption, and the

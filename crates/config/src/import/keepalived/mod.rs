@@ -19,6 +19,8 @@ use crate::model::{Frontend, Gratuitous, Tracker, TrackerKind, VrrpInstance};
 #[derive(Debug, Default)]
 pub(super) struct KeepalivedImport {
     pub router_id: Option<String>,
+    /// `script_user` of `global_defs`: the user scripts run as.
+    pub script_user: Option<String>,
     pub instances: Vec<VrrpInstance>,
     pub trackers: Vec<Tracker>,
 }
@@ -73,8 +75,15 @@ fn global_defs(node: &Node, out: &mut KeepalivedImport, g: &mut Globals, sink: &
             "vrrp_garp_master_repeat" => g.gratuitous.repeat = c.arg(1).parse().unwrap_or(g.gratuitous.repeat),
             "vrrp_garp_master_refresh" => g.gratuitous.refresh = seconds(c, 1, sink).filter(|d| !d.is_zero()),
             "vrrp_garp_master_refresh_repeat" => g.gratuitous.refresh_repeat = c.arg(1).parse().unwrap_or(1),
-            "enable_script_security" | "script_user" => {
-                sink.warn(&c.file, c.line, format!("`{}` is not needed: halo runs commands without a shell", c.keyword()), "");
+            // halo always refuses scripts that others could modify (as enable_script_security).
+            "enable_script_security" => {}
+            "script_user" if c.arg(1).is_empty() => sink.warn(&c.file, c.line, "`script_user` without a user: scripts run as root", ""),
+            "script_user" => {
+                if !c.arg(2).is_empty() {
+                    sink.warn(&c.file, c.line, "`script_user` group: halo runs scripts with the user's own group", "");
+                }
+                // root is halo's default: left unset.
+                out.script_user = Some(c.arg(1).to_string()).filter(|u| u != "root");
             }
             other => sink.unmapped(&c.file, c.line, other, ""),
         }
