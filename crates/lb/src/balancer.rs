@@ -33,11 +33,14 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// One accept loop, stoppable on its own (reload) or with everything (shutdown).
+/// One accept loop, stoppable on its own (reload) or with everything (shutdown). The frontend
+/// it serves can change under it: a bind that moves to another (or a renamed) frontend keeps its
+/// socket, so no connection is refused and no rebind can fail.
 struct Listener {
     frontend: String,
     address: SocketAddr,
     stop: watch::Sender<bool>,
+    target: watch::Sender<Arc<FrontendRuntime>>,
 }
 
 /// What a reload changed, for the log.
@@ -49,6 +52,8 @@ pub struct Changes {
     pub listeners_added: usize,
     /// Listeners closed.
     pub listeners_removed: usize,
+    /// Listeners kept with their sockets but now serving another frontend.
+    pub listeners_moved: usize,
     /// Servers that kept their health state.
     pub servers_kept: usize,
     /// Servers removed (their connections drain).
@@ -87,19 +92,23 @@ impl Balancer {
         self.frontends.iter().find(|f| f.name == name)
     }
 
-    /// Applies `config`. Everything that can fail (TLS settings, binding new addresses) is done
-    /// first; on failure the running balancer is left exactly as it was.
+    /// Applies `config`. Everything that can fail (TLS settings, an unknown backend, binding new
+    /// addresses) is done first; on failure the running balancer is left exactly as it was. A
+    /// reload ends with every configured bind served: an address already bound keeps its socket
+    /// whichever frontend it now belongs to.
     pub fn reload(&mut self, config: &Config) -> Result<Changes, LbError> {
         let mut changes = Changes::default();
         let backends = self.build_backends(config)?;
+        if let Some(f) = config.frontends.iter().find(|f| !backends.iter().any(|b| b.config.name == f.backend)) {
+            return Err(LbError::UnknownBackend(f.backend.clone()));
+        }
         let wanted = wanted_binds(config);
-        let mut fresh = self.bind_new_addresses(&wanted)?;
-        // From here on nothing fails (but an unknown backend, which validation rules out).
-        let moved = self.close_unwanted_listeners(&wanted, &mut changes);
-        let frontends = self.update_frontends(config, &backends)?;
+        let fresh = self.bind_new_addresses(&wanted)?;
+        // From here on nothing fails.
+        self.close_unwanted_listeners(&wanted, &mut changes);
+        self.frontends = self.update_frontends(config, &backends);
         self.replace_backends(backends, &mut changes);
-        self.frontends = frontends;
-        rebind_moved(moved, &mut fresh);
+        self.retarget_moved_listeners(&wanted, &mut changes);
         self.start_listeners(fresh, &mut changes);
         Ok(changes)
     }
@@ -126,32 +135,42 @@ impl Balancer {
         Ok(fresh)
     }
 
-    /// Stops the listeners no longer wanted, keeps the others; returns the addresses that
-    /// moved to another frontend (closed here, to be bound again for it).
-    fn close_unwanted_listeners(&mut self, wanted: &[(String, SocketAddr)], changes: &mut Changes) -> Vec<(String, SocketAddr)> {
+    /// Stops the listeners of addresses no longer bound by any frontend, keeps the others.
+    fn close_unwanted_listeners(&mut self, wanted: &[(String, SocketAddr)], changes: &mut Changes) {
         let (keep, close): (Vec<Listener>, Vec<Listener>) =
-            std::mem::take(&mut self.listeners).into_iter().partition(|l| wanted.contains(&(l.frontend.clone(), l.address)));
+            std::mem::take(&mut self.listeners).into_iter().partition(|l| wanted.iter().any(|(_, a)| *a == l.address));
         changes.listeners_removed = close.len();
         for listener in &close {
             listener.stop.send_replace(true);
         }
-        let mut moved = Vec::new();
-        for listener in close {
-            if let Some((frontend, _)) = wanted.iter().find(|(_, a)| *a == listener.address) {
-                moved.push((frontend.clone(), listener.address));
-            }
-        }
         changes.listeners_kept = keep.len();
         self.listeners = keep;
-        moved
+    }
+
+    /// Points the kept listeners whose address now belongs to another frontend at it.
+    fn retarget_moved_listeners(&mut self, wanted: &[(String, SocketAddr)], changes: &mut Changes) {
+        for listener in &mut self.listeners {
+            let Some((name, _)) = wanted.iter().find(|(_, a)| *a == listener.address) else { continue };
+            let Some(frontend) = self.frontends.iter().find(|f| f.name == *name) else { continue };
+            let previous = listener.target.borrow().clone();
+            if Arc::ptr_eq(&previous, frontend) {
+                continue;
+            }
+            frontend.listener_started();
+            previous.listener_stopped();
+            listener.target.send_replace(Arc::clone(frontend));
+            tracing::info!(address = %listener.address, from = %previous.name, to = %frontend.name, "bind moved to another frontend, socket kept");
+            listener.frontend = name.clone();
+            changes.listeners_moved += 1;
+        }
     }
 
     /// Frontends: updated in place or created, each pointed at its new backend.
-    fn update_frontends(&self, config: &Config, backends: &[Arc<BackendRuntime>]) -> Result<Vec<Arc<FrontendRuntime>>, LbError> {
+    /// Every frontend's backend is among `backends` (checked by `reload` before any change).
+    fn update_frontends(&self, config: &Config, backends: &[Arc<BackendRuntime>]) -> Vec<Arc<FrontendRuntime>> {
         let mut frontends = Vec::new();
         for f in &config.frontends {
-            let backend =
-                backends.iter().find(|b| b.config.name == f.backend).cloned().ok_or_else(|| LbError::UnknownBackend(f.backend.clone()))?;
+            let Some(backend) = backends.iter().find(|b| b.config.name == f.backend).cloned() else { continue };
             match self.frontends.iter().find(|o| o.name == f.name) {
                 Some(existing) => {
                     existing.update(f, backend);
@@ -160,7 +179,7 @@ impl Balancer {
                 None => frontends.push(Arc::new(FrontendRuntime::new(f, backend))),
             }
         }
-        Ok(frontends)
+        frontends
     }
 
     /// Retires the servers that left; replaces the backends and their check tasks.
@@ -191,8 +210,9 @@ impl Balancer {
             let Some(frontend) = self.frontend(&name).cloned() else { continue };
             let (stop, stopped) = watch::channel(false);
             frontend.listener_started();
-            self.tasks.spawn(accept_loop(frontend, listener, self.shutdown.clone(), stopped, Arc::clone(&self.in_flight)));
-            self.listeners.push(Listener { frontend: name, address, stop });
+            let (target, targeted) = watch::channel(frontend);
+            self.tasks.spawn(accept_loop(targeted, listener, self.shutdown.clone(), stopped, Arc::clone(&self.in_flight)));
+            self.listeners.push(Listener { frontend: name, address, stop, target });
         }
     }
 
@@ -227,19 +247,8 @@ fn server_stays(backends: &[Arc<BackendRuntime>], old: &BackendRuntime, server: 
     })
 }
 
-/// Rebinds the addresses moved to another frontend (their old socket is closing); an address
-/// that cannot be bound again is logged and left out.
-fn rebind_moved(moved: Vec<(String, SocketAddr)>, fresh: &mut Vec<Opened>) {
-    for (frontend, address) in moved {
-        match bind(address) {
-            Ok(listener) => fresh.push((frontend, address, listener)),
-            Err(e) => tracing::error!(%address, error = %e, "could not rebind an address moved to another frontend"),
-        }
-    }
-}
-
 async fn accept_loop(
-    frontend: Arc<FrontendRuntime>,
+    target: watch::Receiver<Arc<FrontendRuntime>>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
@@ -252,6 +261,7 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
             _ = stop.changed() => break,
         };
+        let frontend = target.borrow().clone();
         match accepted {
             Ok((client, _peer)) => {
                 frontend.stats.total.fetch_add(1, Ordering::Relaxed);
@@ -274,5 +284,5 @@ async fn accept_loop(
             Err(e) => tracing::debug!(frontend = %frontend.name, error = %e, "accept failed"),
         }
     }
-    frontend.listener_stopped();
+    target.borrow().listener_stopped();
 }

@@ -134,3 +134,83 @@ async fn steady_clients_see_no_failure_across_reloads() {
     assert!(ok > 100, "too few connections to mean anything: {ok}");
     assert_eq!(failed, 0);
 }
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
+}
+
+/// Frontends named and bound as given, all on the one backend.
+fn frontends(config: &mut halo_config::Config, shape: &[(&str, &[SocketAddr])]) {
+    let template = config.frontends[0].clone();
+    config.frontends = shape
+        .iter()
+        .map(|(name, binds)| halo_config::Frontend { name: name.to_string(), binds: binds.to_vec(), ..template.clone() })
+        .collect();
+}
+
+/// A bind that moves to another frontend, or whose frontend is renamed, or that swaps with
+/// another's, is served throughout: every configured bind answers after each reload, and a
+/// client connecting all along to every port sees no refused connection.
+#[tokio::test]
+async fn binds_that_move_between_frontends_are_served_throughout() {
+    let (e1, _t1) = echo_server().await;
+    let mut config = config(&[("e1", e1, 1)], Balance::RoundRobin, health(CheckKind::Tcp));
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    frontends(&mut config, &[("one", &[p1]), ("two", &[p2])]);
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    until_healthy(&balancer, 1).await;
+
+    let (failures, attempts) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (done, mut finished) = watch::channel(false);
+    let client = {
+        let (failures, attempts) = (Arc::clone(&failures), Arc::clone(&attempts));
+        let ports: Vec<SocketAddr> = vec![p1, p2];
+        tokio::spawn(async move {
+            // Bounded: at most 20 000 connections, and it stops when the test is done.
+            for round in 0..10_000u32 {
+                if *finished.borrow_and_update() {
+                    break;
+                }
+                let address = ports[round as usize % ports.len()];
+                attempts.fetch_add(1, Ordering::Relaxed);
+                let ok = match TcpStream::connect(address).await {
+                    Ok(mut stream) => echo(&mut stream, 7).await.is_ok(),
+                    Err(_) => false,
+                };
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let serves = |address: SocketAddr| async move {
+        let mut stream = TcpStream::connect(address).await.map_err(|e| format!("{address}: {e}"))?;
+        echo(&mut stream, 9).await.map_err(|e| format!("{address}: {e}"))
+    };
+    let shapes: [&[(&str, &[SocketAddr])]; 3] = [
+        // The frontend on p1 is renamed.
+        &[("uno", &[p1]), ("two", &[p2])],
+        // p1 moves to the other frontend; the renamed one gets a new port.
+        &[("uno", &[p3]), ("two", &[p2, p1])],
+        // The two frontends swap their ports.
+        &[("uno", &[p2, p1]), ("two", &[p3])],
+    ];
+    for shape in shapes {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        frontends(&mut config, shape);
+        balancer.reload(&config).unwrap_or_else(|e| panic!("reload to {shape:?}: {e}"));
+        for (name, binds) in shape {
+            for bind in *binds {
+                serves(*bind).await.unwrap_or_else(|e| panic!("after the reload to {shape:?}, {name} does not serve: {e}"));
+            }
+            let frontend = balancer.frontend(name).expect("frontend");
+            assert!(frontend.is_listening(), "{name} is not listening after the reload to {shape:?}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    done.send_replace(true);
+    client.await.expect("client");
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "of {} connections through the reloads", attempts.load(Ordering::Relaxed));
+}
