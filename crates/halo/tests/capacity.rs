@@ -213,3 +213,37 @@ fn running_out_of_descriptors_is_refused_cleanly() {
     }
     assert!(served, "halo did not serve again after descriptors were freed");
 }
+
+/// halo raises its soft descriptor limit to the hard one at start (outside systemd the soft
+/// limit is often 1024).
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let backend = echo_server();
+    let port = free_port();
+    let file = dir.path().join("halo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[status]\nlisten = \"127.0.0.1:{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"echo\"\naddress = \"{backend}\"\n",
+            free_port()
+        ),
+    )
+    .expect("config");
+    let child = Command::new("prlimit")
+        .args(["--nofile=256:4096", env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn halo");
+    let daemon = Daemon(child);
+    let limits = || std::fs::read_to_string(format!("/proc/{}/limits", daemon.0.id())).unwrap_or_default();
+    let open_files =
+        || limits().lines().find(|l| l.starts_with("Max open files")).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && open_files().as_deref() != Some("Max open files 4096 4096 files") {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(open_files().as_deref(), Some("Max open files 4096 4096 files"));
+}

@@ -203,3 +203,83 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let exited = daemon.0.wait().expect("wait");
     assert_eq!(exited.code(), Some(0));
 }
+
+/// A daemon with a status endpoint (and the token `s3cret`) and one small frontend, on free ports.
+fn status_only(dir: &std::path::Path) -> (Daemon, SocketAddr) {
+    let (status, front, server) = (free(), free(), backend());
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let file = dir.join("halo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[status]\nlisten = \"{status}\"\ntoken_file = \"{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"s\"\naddress = \"{server}\"\n",
+            token.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.join("halo.pid").to_string_lossy()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let daemon = Daemon(child);
+    let start = Instant::now();
+    while TcpStream::connect(status).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the status endpoint never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (daemon, status)
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Idle connections cannot pile up on the status endpoint: they hold no more than a small
+/// number of descriptors, and the endpoint closes a connection that sends no request.
+#[test]
+fn idle_status_connections_are_capped_and_closed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (daemon, status) = status_only(dir.path());
+    let before = open_descriptors(daemon.0.id());
+    // Bounded: 300 connections, opened once, never written to.
+    let mut idle: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(status).ok()).collect();
+    assert!(idle.len() > 200, "only {} connections opened", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let during = open_descriptors(daemon.0.id());
+    assert!(during < before + 100, "300 idle connections took {} descriptors of halo's", during - before);
+    // The endpoint closes connections that say nothing (a header timeout, not minutes).
+    let first = &mut idle[0];
+    first.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let ended = first.read_to_end(&mut rest);
+    let timed_out = ended.as_ref().is_err_and(|e| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    assert!(!timed_out && started.elapsed() < Duration::from_secs(20), "an idle connection stayed open {:?}: {ended:?}", started.elapsed());
+    // Meanwhile, and after, the endpoint answers.
+    assert_eq!(get(status, "/healthz", None).0, "200");
+    drop(idle);
+}
+
+/// The bearer scheme is case-insensitive (RFC 7235); the token itself is not.
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_daemon, status) = status_only(dir.path());
+    let ask = |authorization: &str| {
+        let mut s = TcpStream::connect(status).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(s, "GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n").expect("write");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        answer.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(ask("Bearer s3cret"), "200");
+    assert_eq!(ask("bearer s3cret"), "200");
+    assert_eq!(ask("BEARER   s3cret"), "200");
+    assert_eq!(ask("Bearer S3CRET"), "401");
+    assert_eq!(ask("Basic s3cret"), "401");
+    assert_eq!(ask("Bearer s3cre"), "401");
+}

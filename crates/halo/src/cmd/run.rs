@@ -19,6 +19,7 @@ pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>) -> anyho
         config.log.format = format;
     }
     crate::daemon::process::init_logging(&config);
+    crate::daemon::process::raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")?;
     runtime.block_on(crate::daemon::run(path, pid_file, config))?;
     Ok(ExitCode::SUCCESS)

@@ -48,12 +48,13 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let status = Arc::new(status::Shared::default());
     status.set_balancer(&balancer);
     let token = config.status.token().with_context(|| format!("reading the status token {:?}", config.status.token_file))?;
+    let guarded = status::Guarded::new(token);
     let listener = status::bind(config.status.listen).await?;
     if let Some(path) = &config.status.socket {
         let unix = status::bind_unix(path)?;
-        tokio::spawn(status::serve(status::Listener::Unix(unix), Arc::clone(&status), token.clone(), balancer_stopped.clone()));
+        tokio::spawn(status::serve(status::Listener::Unix(unix), Arc::clone(&status), Arc::clone(&guarded), balancer_stopped.clone()));
     }
-    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(&status), token, balancer_stopped));
+    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(&status), guarded, balancer_stopped));
     let links = halo_hostnet::netlink::watch_links().await?;
     let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, mut exited) = mpsc::unbounded_channel();

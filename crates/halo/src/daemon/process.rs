@@ -79,3 +79,18 @@ pub fn sd_notify(state: &str) {
 pub fn monotonic_usec() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
 }
+
+/// Raises the soft limit on open descriptors to the hard limit: outside systemd (whose unit sets
+/// its own) the soft limit is often 1024, about 500 proxied connections, and the status endpoint,
+/// checks and hooks share it with the balancer.
+pub fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-descriptor limit to the hard limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-descriptor limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-descriptor limit"),
+    }
+}

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use halo_lb::runtime::FrontendRuntime;
 use http_body_util::Full;
@@ -328,12 +329,28 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     response
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme is case-insensitive
+/// (RFC 7235 §2.1), the token is not.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii()).filter(|t| !t.is_empty())
+}
+
+/// Compares a presented secret with the expected one in time that depends only on their
+/// lengths, so the answer's timing tells nothing about how much of it was right.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(presented.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= byte ^ presented.get(i).copied().unwrap_or(!byte);
+    }
+    difference == 0
+}
+
 fn handle(shared: &Shared, token: Option<&str>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     // /healthz says nothing about the cluster: it stays open, so probes need no secret.
     if let Some(token) = token.filter(|_| request.uri().path() != "/healthz") {
-        let presented =
-            request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token) {
+        let presented = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| bearer_token(v.as_bytes()));
+        if !presented.is_some_and(|p| same_secret(p, token.as_bytes())) {
             return respond(StatusCode::UNAUTHORIZED, "text/plain", "a bearer token is required\n".to_string());
         }
     }
@@ -356,9 +373,31 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
+/// At most this many connections to the endpoint at once, both listeners together: a scraper,
+/// `halo status` and a probe or two need a handful. Past it a connection is closed at once, so
+/// that a flood holds no descriptor the balancer needs.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A connection must send its request headers within this, or it is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this, keep-alive included.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// What the endpoint's listeners share: the token and the connection slots.
+pub struct Guarded {
+    token: Option<Arc<str>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Guarded {
+    /// The token required (when there is one) and [`MAX_CONNECTIONS`] slots.
+    pub fn new(token: Option<String>) -> Arc<Self> {
+        Arc::new(Self { token: token.map(Arc::from), slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)) })
+    }
+}
+
 /// Serves until shutdown.
-pub async fn serve(listener: Listener, shared: Arc<Shared>, token: Option<String>, mut shutdown: watch::Receiver<bool>) {
-    let token: Option<Arc<str>> = token.map(Arc::from);
+pub async fn serve(listener: Listener, shared: Arc<Shared>, guarded: Arc<Guarded>, mut shutdown: watch::Receiver<bool>) {
+    let mut refused_logged: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = async {
@@ -369,17 +408,40 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, token: Option<String
             } => accepted,
             _ = shutdown.changed() => return,
         };
-        let Ok(stream) = accepted else { continue };
-        let (shared, token) = (Arc::clone(&shared), token.clone());
-        tokio::spawn(async move {
-            match stream {
-                Stream::Tcp(s) => serve_connection(s, shared, token).await,
-                Stream::Unix(s) => serve_connection(s, shared, token).await,
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of descriptors or memory: do not spin.
+                tracing::debug!(error = %e, "status endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
+        };
+        let Ok(slot) = Arc::clone(&guarded.slots).try_acquire_owned() else {
+            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::warn!(max = MAX_CONNECTIONS, "status endpoint: too many connections; closing new ones");
+                refused_logged = Some(std::time::Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        let (shared, token) = (Arc::clone(&shared), guarded.token.clone());
+        tokio::spawn(async move {
+            let served = async {
+                match stream {
+                    Stream::Tcp(s) => serve_connection(s, shared, token).await,
+                    Stream::Unix(s) => serve_connection(s, shared, token).await,
+                }
+            };
+            if tokio::time::timeout(CONNECTION_LIFETIME, served).await.is_err() {
+                tracing::debug!("status connection closed at the end of its lifetime");
+            }
+            drop(slot);
         });
     }
 }
 
+/// An accepted connection of either kind.
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
@@ -393,7 +455,12 @@ where
         let response = handle(&shared, token.as_deref(), &request);
         async move { Ok::<_, Infallible>(response) }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    if let Err(e) = connection.await {
         tracing::debug!(error = %e, "status connection ended with an error");
     }
 }
