@@ -247,3 +247,68 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
     }
     assert_eq!(open_files().as_deref(), Some("Max open files 4096 4096 files"));
 }
+
+/// halo under a descriptor limit, logging to a file: the daemon, the frontend, its log.
+fn start_logged(dir: &std::path::Path, server: SocketAddr, fd_limit: u32) -> (Daemon, SocketAddr, std::path::PathBuf) {
+    let port = free_port();
+    let config = format!(
+        "[status]\nlisten = \"127.0.0.1:{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"api\"\n\n\
+         [[backend]]\nname = \"api\"\nretries = 2\n[backend.health]\nkind = \"tcp\"\ninterval = \"100ms\"\nfast_interval = \"50ms\"\nfall = 2\n\
+         [[backend.server]]\nname = \"echo\"\naddress = \"{server}\"\n",
+        free_port()
+    );
+    let file = dir.join("halo.toml");
+    std::fs::write(&file, config).expect("config");
+    let log = dir.join("halo.log");
+    let child = Command::new("prlimit")
+        .arg(format!("--nofile={fd_limit}:{fd_limit}"))
+        .args([env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn halo");
+    (Daemon(child), SocketAddr::from(([127, 0, 0, 1], port)), log)
+}
+
+/// Out of descriptors, halo's own connects and checks fail with EMFILE: that says nothing about
+/// the server, which stays UP; halo serves again by itself once descriptors are back.
+#[test]
+fn local_errors_never_mark_a_server_down() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_daemon, address, log) = start_logged(dir.path(), echo_server(), 64);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read().contains("server UP") {
+        assert!(Instant::now() < deadline, "the server never came up: {}", read());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Bounded: 80 connections held for 2 s (several check intervals), then released.
+    let held: Vec<TcpStream> = (0..80).filter_map(|_| echo_once(address).ok()).collect();
+    let attempts: Vec<std::io::Result<TcpStream>> = (0..20).map(|_| echo_once(address)).collect();
+    assert!(attempts.iter().any(|a| a.is_err()), "descriptors never ran out ({} held)", held.len());
+    std::thread::sleep(Duration::from_secs(2));
+    drop(attempts);
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while echo_once(address).is_err() {
+        assert!(Instant::now() < deadline, "halo did not serve again: {}", read());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!read().contains("server DOWN"), "a local error marked the server down:\n{}", read());
+}
+
+/// A server that is DOWN from the start never flips, but its first decided state is logged
+/// with the reason.
+#[test]
+fn a_server_down_from_the_start_is_logged_with_its_reason() {
+    let dir = tempfile::tempdir().expect("dir");
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (_daemon, _address, log) = start_logged(dir.path(), closed, 1024);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(read().contains("server DOWN") && read().contains("connect: refused")) {
+        assert!(Instant::now() < deadline, "the first state was never logged:\n{}", read());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

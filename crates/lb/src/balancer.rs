@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::LbError;
-use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime, exhausted};
+use crate::probe::local_error;
+use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
 
 /// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
 /// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds.
@@ -274,7 +275,7 @@ async fn accept_loop(
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                 });
             }
-            Err(e) if exhausted(&e) => {
+            Err(e) if local_error(&e) => {
                 if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     tracing::warn!(frontend = %frontend.name, error = %e, "cannot accept: out of resources; backing off");
                     last_warning = Some(Instant::now());

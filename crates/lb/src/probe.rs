@@ -48,18 +48,53 @@ fn tls_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// Probes `address` once; `Ok(latency)` or `Err(reason)`.
-pub async fn probe(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<Duration, String> {
-    let started = Instant::now();
-    match tokio::time::timeout(check.timeout, probe_inner(check, tls, address)).await {
-        Ok(Ok(())) => Ok(started.elapsed()),
-        Ok(Err(reason)) => Err(reason),
-        Err(_) => Err(format!("timeout after {}", short(check.timeout))),
+/// Why a check or a connect failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong, for logs and status.
+    pub reason: String,
+    /// halo's own trouble (out of descriptors, ephemeral ports, buffers, memory): it says
+    /// nothing about the server and never counts against it.
+    pub local: bool,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Self { reason, local: false }
     }
 }
 
-async fn probe_inner(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<(), String> {
-    let stream = TcpStream::connect(address).await.map_err(|e| connect_reason(&e))?;
+impl From<&str> for Failure {
+    fn from(reason: &str) -> Self {
+        Self { reason: reason.to_string(), local: false }
+    }
+}
+
+impl Failure {
+    /// A failed connect: the server's, unless the error is halo's own.
+    pub fn of_connect(e: &std::io::Error) -> Self {
+        Self { reason: connect_reason(e), local: local_error(e) }
+    }
+}
+
+/// Errors that come from this host's resources, not from the server: out of descriptors
+/// (EMFILE, ENFILE), memory or buffers (ENOMEM, ENOBUFS), or local ports (EADDRNOTAVAIL).
+pub fn local_error(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(12 | 23 | 24 | 99 | 105))
+}
+
+/// Probes `address` once; `Ok(latency)` or why not.
+pub async fn probe(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<Duration, Failure> {
+    let started = Instant::now();
+    match tokio::time::timeout(check.timeout, probe_inner(check, tls, address)).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(failure)) => Err(failure),
+        Err(_) => Err(format!("timeout after {}", short(check.timeout)).into()),
+    }
+}
+
+async fn probe_inner(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<(), Failure> {
+    let stream = TcpStream::connect(address).await.map_err(|e| Failure::of_connect(&e))?;
     if check.kind == CheckKind::Tcp {
         return Ok(());
     }
@@ -82,7 +117,7 @@ async fn probe_inner(check: &HealthCheck, tls: Option<&TlsConnector>, address: S
         format!("GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: halo-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n", check.path);
     stream.write_all(request.as_bytes()).await.map_err(|e| format!("HTTP: sending the request: {e}"))?;
     let status = read_status(&mut stream).await?;
-    if status == check.expect_status { Ok(()) } else { Err(format!("HTTP {status}")) }
+    if status == check.expect_status { Ok(()) } else { Err(format!("HTTP {status}").into()) }
 }
 
 /// Reads the status line ("HTTP/1.1 200 OK"), at most 8 KiB.

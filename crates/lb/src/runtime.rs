@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use halo_config::{Backend, CheckKind, Frontend, Server};
 use socket2::{SockRef, TcpKeepalive};
@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::LbError;
 use crate::health::Health;
-use crate::probe::{connect_reason, probe, short};
+use crate::probe::{Failure, probe, short};
 use crate::proxy::{Ended, Mode, relay};
 use crate::select::{Candidate, pick};
 
@@ -37,6 +37,9 @@ pub struct ServerStats {
     pub bytes_down: AtomicU64,
     /// Failed or timed-out connects.
     pub connect_errors: AtomicU64,
+    /// Connects and checks that failed for halo's own reasons (descriptors, ports): not counted
+    /// against the server.
+    pub local_errors: AtomicU64,
     /// Connect attempts repeated on this server.
     pub retries: AtomicU64,
     /// Clients sent elsewhere after this server failed them.
@@ -80,6 +83,10 @@ pub struct ServerRuntime {
     pub stats: ServerStats,
     /// Set when a reload removes the server: its connections get `drain_timeout` to finish.
     retired: watch::Sender<bool>,
+    /// Wakes the server's check loop for a check now (a failed connect on the data path).
+    check_now: tokio::sync::Notify,
+    /// When a local error was last logged (at most one line a minute per server).
+    local_logged: Mutex<Option<Instant>>,
 }
 
 impl ServerRuntime {
@@ -91,6 +98,8 @@ impl ServerRuntime {
             reason: Mutex::new("not checked yet".to_string()),
             stats: ServerStats::default(),
             retired: watch::Sender::new(false),
+            check_now: tokio::sync::Notify::new(),
+            local_logged: Mutex::new(None),
         }
     }
 
@@ -109,21 +118,57 @@ impl ServerRuntime {
         lock(&self.reason).clone()
     }
 
-    /// Feeds a result; logs one line when the server flips.
-    fn record(&self, backend: &str, result: Result<(), String>) {
+    /// Feeds a check's result; logs one line when the server flips, and the first decided state
+    /// (a server DOWN from the start never flips). A local failure is counted and logged, never
+    /// fed to the health.
+    fn record(&self, backend: &str, result: Result<(), Failure>) {
+        if let Err(failure) = &result
+            && failure.local
+        {
+            self.local_failure(backend, &failure.reason);
+            return;
+        }
         let ok = result.is_ok();
-        let flipped = lock(&self.health).record(ok);
-        *lock(&self.reason) = result.clone().err().unwrap_or_else(|| "ok".to_string());
+        let (was_decided, flipped, decided) = {
+            let mut health = lock(&self.health);
+            let was_decided = health.is_decided();
+            let flipped = health.record(ok);
+            (was_decided, flipped, health.is_decided())
+        };
+        let reason = result.err().map_or_else(|| "check passed".to_string(), |f| f.reason);
+        *lock(&self.reason) = if ok { "ok".to_string() } else { reason.clone() };
         if let Some(up) = flipped {
             self.healthy.store(up, Ordering::Relaxed);
             self.stats.flips.fetch_add(1, Ordering::Relaxed);
-            let reason = result.err().unwrap_or_else(|| "check passed".to_string());
             if up {
                 tracing::info!(backend, server = %self.config.name, address = %self.config.address, %reason, "server UP");
             } else {
                 tracing::warn!(backend, server = %self.config.name, address = %self.config.address, %reason, "server DOWN");
             }
+        } else if decided && !was_decided {
+            tracing::warn!(backend, server = %self.config.name, address = %self.config.address, %reason, "server DOWN (since the start)");
         }
+    }
+
+    /// Counts (and logs, rate-limited) a failure that is halo's own.
+    fn local_failure(&self, backend: &str, reason: &str) {
+        self.stats.local_errors.fetch_add(1, Ordering::Relaxed);
+        let mut logged = lock(&self.local_logged);
+        if logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            *logged = Some(Instant::now());
+            tracing::warn!(backend, server = %self.config.name, %reason, "local error (not the server's): not counted against it");
+        }
+    }
+
+    /// A client's connect failed: the server's check runs now (haproxy's `on-error fastinter`),
+    /// and the check decides its health, so that one client's retries alone never mark it down.
+    fn connect_failed(&self, backend: &str, failure: &Failure) {
+        if failure.local {
+            self.local_failure(backend, &failure.reason);
+            return;
+        }
+        self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+        self.check_now.notify_one();
     }
 }
 
@@ -197,7 +242,11 @@ impl BackendRuntime {
         pick(self.config.balance, &mut candidates, exclude)
     }
 
-    /// A connected server: retries on the same server, then (with redispatch) the next one.
+    /// A connected server. A refused (or otherwise failed) connect is retried on the same server
+    /// up to `retries` times, since it may pass (an API server restarting); a connect that timed
+    /// out says the path is gone, so the client goes to the next server at once (with
+    /// `redispatch`). Either makes the server's check run now. A local error (out of descriptors
+    /// or ports) ends the attempt: no other server would do better.
     async fn connect(&self) -> Option<(Arc<ServerRuntime>, TcpStream)> {
         let mut tried = Vec::new();
         while let Some(index) = self.choose(&tried) {
@@ -209,12 +258,16 @@ impl BackendRuntime {
                 match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(server.config.address)).await {
                     Ok(Ok(stream)) => return Some((Arc::clone(server), stream)),
                     Ok(Err(e)) => {
-                        server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                        server.record(&self.config.name, Err(connect_reason(&e)));
+                        let failure = Failure::of_connect(&e);
+                        server.connect_failed(&self.config.name, &failure);
+                        if failure.local {
+                            return None;
+                        }
                     }
                     Err(_) => {
-                        server.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                        server.record(&self.config.name, Err(format!("connect: timeout after {}", short(self.config.connect_timeout))));
+                        let failure = Failure::from(format!("connect: timeout after {}", short(self.config.connect_timeout)));
+                        server.connect_failed(&self.config.name, &failure);
+                        break;
                     }
                 }
             }
@@ -242,6 +295,7 @@ impl BackendRuntime {
             let wait = lock(&server.health).next_interval();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = server.check_now.notified() => {}
                 _ = shutdown.changed() => return,
                 _ = replaced.changed() => return,
             }
@@ -374,16 +428,4 @@ fn keepalive(stream: &TcpStream) {
     if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&params) {
         tracing::debug!(error = %e, "TCP keepalive not set");
     }
-}
-
-/// Accept errors that mean "out of a resource": back off instead of spinning.
-pub(crate) fn exhausted(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc_codes::EMFILE | libc_codes::ENFILE | libc_codes::ENOBUFS | libc_codes::ENOMEM))
-}
-
-mod libc_codes {
-    pub const ENOMEM: i32 = 12;
-    pub const ENFILE: i32 = 23;
-    pub const EMFILE: i32 = 24;
-    pub const ENOBUFS: i32 = 105;
 }

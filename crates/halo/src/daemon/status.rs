@@ -83,6 +83,7 @@ struct ServerJson {
     bytes_up: u64,
     bytes_down: u64,
     connect_errors: u64,
+    local_errors: u64,
     retries: u64,
     redispatches: u64,
     flips: u64,
@@ -138,6 +139,7 @@ fn snapshot(shared: &Shared) -> StatusJson {
                         bytes_up: load(&s.stats.bytes_up),
                         bytes_down: load(&s.stats.bytes_down),
                         connect_errors: load(&s.stats.connect_errors),
+                        local_errors: load(&s.stats.local_errors),
                         retries: load(&s.stats.retries),
                         redispatches: load(&s.stats.redispatches),
                         flips: load(&s.stats.flips),
@@ -240,6 +242,12 @@ const SERVER_METRICS: &[Metric<ServerJson>] = &[
         kind: "counter",
         help: "Failed or timed-out connects.",
         value: |s| s.connect_errors as f64,
+    },
+    Metric {
+        name: "halo_server_local_errors_total",
+        kind: "counter",
+        help: "Connects and checks that failed for halo's own reasons (descriptors, ports): not counted against the server.",
+        value: |s| s.local_errors as f64,
     },
     Metric {
         name: "halo_server_retries_total",

@@ -318,17 +318,36 @@ fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink)
         .collect();
     let health = health(src, name, p, sink);
     let idle = idle_timeout(src, name, p, sink);
+    let redispatch = p.redispatch.is_some_and(|(r, _)| r);
+    let retries = retries(name, p, redispatch, sink);
     Some(Backend {
         name: name.to_string(),
         balance: p.balance.map_or(Balance::RoundRobin, |(b, _)| b),
         servers,
         health,
-        retries: p.retries.map_or(d::RETRIES, |(r, _)| r.min(100)),
-        redispatch: p.redispatch.is_some_and(|(r, _)| r),
+        retries,
+        redispatch,
         connect_timeout: p.timeout("connect").map_or(d::CONNECT_TIMEOUT, |(t, _)| t),
         idle_timeout: idle,
         drain_timeout: d::DRAIN_TIMEOUT,
     })
+}
+
+/// haproxy's `retries N` counts every new attempt, and with `option redispatch` the last one goes
+/// to another server: N - 1 on the same server, then another. halo's `retries` are the attempts
+/// on the same server before redispatching, so that is `N - 1` with redispatch and `N` without.
+fn retries(name: &str, p: &Proxy, redispatch: bool, sink: &mut Sink) -> u32 {
+    let Some((n, _)) = p.retries else { return d::RETRIES };
+    let n = n.min(100);
+    if redispatch && n > 0 {
+        sink.note(
+            format!("backend {name}"),
+            format!("haproxy `retries {n}` with `option redispatch` = {} on the same server, then another server", n - 1),
+        );
+        n - 1
+    } else {
+        n
+    }
 }
 
 /// In TCP mode, `timeout tunnel` rules an established connection; without it the shorter of
