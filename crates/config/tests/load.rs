@@ -231,3 +231,31 @@ fn status_endpoint_must_not_take_a_frontend_port() {
         vec!["t.toml:14:10: error: status.listen 127.0.0.1:8443 takes the port of frontend `api` (127.0.0.1:8443)".to_string()]
     );
 }
+
+#[test]
+fn durations_are_bounded() {
+    let text =
+        MINIMAL_LB.replace("name = \"api\"\n[[backend.server]]", "name = \"api\"\ndrain_timeout = \"300000000000y\"\n[[backend.server]]");
+    let heads = heads(&text);
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].starts_with("t.toml:9:17: error: drain_timeout: `300000000000y` is longer than 7 days"), "{heads:?}");
+    let week = MINIMAL_LB.replace("name = \"api\"\n[[backend.server]]", "name = \"api\"\ndrain_timeout = \"7d\"\n[[backend.server]]");
+    assert!(heads_of_errors(&week).is_empty(), "{:?}", heads_of_errors(&week));
+}
+
+fn heads_of_errors(text: &str) -> Vec<String> {
+    heads(text).into_iter().filter(|h| h.contains(": error: ")).collect()
+}
+
+#[test]
+fn two_virtual_mac_instances_cannot_share_a_vrid() {
+    let instance = |name: &str, interface: &str, vip: &str| {
+        format!(
+            "[[vrrp]]\nname = \"{name}\"\ninterface = \"{interface}\"\nvirtual_router_id = 62\npriority = 100\nvirtual_mac = true\nvirtual_addresses = [\"{vip}\"]\n"
+        )
+    };
+    let text = format!("{}{}", instance("a", "eth0", "10.0.0.10/24"), instance("b", "eth1", "10.1.0.10/24"));
+    let heads = heads_of_errors(&text);
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].contains("would both put their virtual MAC on vrrp.62"), "{heads:?}");
+}

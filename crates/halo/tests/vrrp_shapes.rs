@@ -457,3 +457,19 @@ fn a_guard_that_dies_is_reaped_and_logged() {
     assert!(wait_for(GENEROUS, || halo.log().contains("VIP guard ended")).is_some(), "{}", halo.log());
     assert!(lan.holds(0, "192.0.2.170"), "halo keeps serving without its guard");
 }
+
+/// IPv6 unicast with peers listed by their global addresses and no unicast_source: adverts come
+/// from the global address the peer lists (not the link-local one, which the peer would drop as
+/// not a peer), so the two routers elect one master.
+#[test]
+fn ipv6_unicast_without_a_source_elects_one_master() {
+    if skip("ipv6_unicast_without_a_source_elects_one_master") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "2001:db8::170";
+    let high = Daemon::halo(&lan, 0, "high", &halo_conf(3, 200, "100ms", "2001:db8::170/64", "unicast_peers = [\"2001:db8::12\"]"));
+    let low = Daemon::halo(&lan, 1, "low", &halo_conf(3, 100, "100ms", "2001:db8::170/64", "unicast_peers = [\"2001:db8::11\"]"));
+    assert_sole_holder(&lan, 0, 1, vip, &[&high, &low]);
+    assert_eq!(dropped(&lan, 1, "VI_1", "not_a_peer"), 0, "{}", status(&lan, 1));
+}

@@ -25,10 +25,6 @@ struct Parent {
 /// The parents in use, by interface name.
 static PARENTS: Mutex<BTreeMap<String, Parent>> = Mutex::new(BTreeMap::new());
 
-fn key(interface: &str, name: &str) -> String {
-    format!("net.ipv4.conf.{interface}.{name}")
-}
-
 /// The parent's ARP settings held for one virtual-MAC instance; restored on drop by the last.
 #[derive(Debug)]
 pub struct ArpIsolation {
@@ -45,11 +41,14 @@ impl ArpIsolation {
         }
         let mut found = Vec::new();
         for (name, value) in SETTINGS {
-            let key = key(interface, name);
-            if let Some(before) = sysctl::read(&key)? {
-                found.push((key.clone(), before));
-            }
-            if let Err(e) = sysctl::write(&key, value) {
+            let key = sysctl::ipv4_conf_key(interface, name);
+            let set = sysctl::read(&key).and_then(|before| {
+                if let Some(before) = before {
+                    found.push((key.clone(), before));
+                }
+                sysctl::write(&key, value)
+            });
+            if let Err(e) = set {
                 restore(&found);
                 return Err(e);
             }

@@ -97,8 +97,18 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
 }
 
 /// A duration string ("2s", "100ms", "1h 30m").
+/// The longest duration any key takes: longer ones are typos (`"300000000000y"`), and bounded
+/// durations keep every deadline the daemon computes from them in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 pub(crate) fn duration(report: &mut Report<'_>, text: &Text, key: &str) -> Option<Duration> {
     match humantime::parse_duration(text.get_ref()) {
+        Ok(d) if d > MAX_DURATION => {
+            report
+                .error(text.span(), format!("{key}: `{}` is longer than 7 days", text.get_ref()))
+                .hint("no halo setting needs more than a week; was a unit mistyped?");
+            None
+        }
         Ok(d) => Some(d),
         Err(e) => {
             report

@@ -22,9 +22,22 @@ pub(super) fn instances(
     let mut out = Some(Vec::new());
     let mut seen: Vec<(String, u8, bool, &Text)> = Vec::new();
     let mut vips_seen: Vec<(IpAddr, &str)> = Vec::new();
+    let mut vmacs_seen: Vec<(u8, &Text)> = Vec::new();
     for v in raw {
         let instance = instance(report, v, default_interface, trackers);
         if let Some(i) = &instance {
+            if i.virtual_mac {
+                let vrid = i.virtual_router_id.get();
+                if let Some((_, other)) = vmacs_seen.iter().find(|(id, _)| *id == vrid) {
+                    report
+                        .error(
+                            v.virtual_router_id.span(),
+                            format!("vrrp `{}` and `{}` would both put their virtual MAC on vrrp.{vrid}", i.name, other.get_ref()),
+                        )
+                        .hint("instances with virtual_mac need distinct virtual_router_ids (the interface is named after it)");
+                }
+                vmacs_seen.push((vrid, &v.name));
+            }
             let ipv4 = i.virtual_addresses.first().is_none_or(|a| matches!(a, IpNet::V4(_)));
             let key = (i.interface.clone(), i.virtual_router_id.get(), ipv4);
             if let Some((_, _, _, other)) = seen.iter().find(|(a, b, c, _)| (a, b, c) == (&key.0, &key.1, &key.2)) {

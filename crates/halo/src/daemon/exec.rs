@@ -34,14 +34,13 @@ fn run_as() -> Result<Option<nix::unistd::User>, String> {
 /// run at all.
 pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
     let Some((program, args)) = argv.split_first() else { return (false, "empty command".to_string()) };
-    let prepared = run_as().and_then(|user| {
-        let path = resolve(program)?;
-        check_safe(&path, user.as_ref().map(|u| u.uid.as_raw()))?;
-        Ok((path, user))
-    });
+    // The user lookup (NSS: maybe LDAP) and the file checks block: not on a runtime thread.
+    let owned: Vec<String> = argv.to_vec();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&owned)).await;
     let (path, user) = match prepared {
-        Ok(prepared) => prepared,
-        Err(why) => return (false, why),
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(why)) => return (false, why),
+        Err(e) => return (false, format!("preparing {program}: {e}")),
     };
     let mut command = tokio::process::Command::new(&path);
     command
@@ -73,6 +72,26 @@ pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
     }
 }
 
+/// Interpreters whose first operand is the program that really runs.
+const INTERPRETERS: [&str; 9] = ["sh", "bash", "dash", "zsh", "ksh", "python", "perl", "ruby", "node"];
+
+/// Whom to run as, and the program's real path (links resolved, checked): the path that runs, so
+/// that nothing can be swapped between the check and the start. A script handed to an
+/// interpreter (`/bin/sh /etc/halo/check.sh`) is checked as well.
+fn prepare(argv: &[String]) -> Result<(PathBuf, Option<nix::unistd::User>), String> {
+    let user = run_as()?;
+    let allowed = user.as_ref().map(|u| u.uid.as_raw());
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let real = check_safe(&resolve(program)?, allowed)?;
+    // python3.11 is python: version digits aside.
+    let name = real.file_name().and_then(|n| n.to_str()).map(|n| n.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.'));
+    let interpreter = name.is_some_and(|n| INTERPRETERS.contains(&n));
+    if interpreter && let Some(script) = args.iter().find(|a| !a.starts_with('-')).map(Path::new).filter(|a| a.is_file()) {
+        check_safe(script, allowed)?;
+    }
+    Ok((real, user))
+}
+
 /// Kills a timed-out command's whole process group (a shell's children too) and reaps it.
 async fn kill_group(child: &mut tokio::process::Child, program: &str) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
@@ -99,13 +118,20 @@ fn resolve(program: &str) -> Result<PathBuf, String> {
 }
 
 /// Refuses a program that someone other than root (or the script user, `allowed`) could modify:
-/// the file and every directory above it (links followed) must be owned by one of them and not
-/// writable by group or others, except directories with the sticky bit (like /tmp), where only
-/// owners can replace entries.
-pub fn check_safe(path: &Path, allowed: Option<u32>) -> Result<(), String> {
+/// every directory on the way to it as written (links included: who may replace a link matters)
+/// and every directory on the way to what it resolves to, and the file itself, must be owned by
+/// one of them and not writable by group or others, except directories with the sticky bit (like
+/// /tmp), where only owners can replace entries. Returns the resolved path.
+pub fn check_safe(path: &Path, allowed: Option<u32>) -> Result<PathBuf, String> {
     let real = std::fs::canonicalize(path).map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    for place in real.ancestors() {
-        let meta = std::fs::metadata(place).map_err(|e| format!("cannot check {}: {e}", place.display()))?;
+    let written = path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty());
+    for place in real.ancestors().chain(written) {
+        // A link's own mode means nothing; its directory (also on the list) decides who may
+        // replace it, and its target is on the resolved path.
+        let meta = std::fs::symlink_metadata(place).map_err(|e| format!("cannot check {}: {e}", place.display()))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
         let owner_ok = meta.uid() == 0 || Some(meta.uid()) == allowed;
         let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
         let others_write = meta.mode() & 0o022 != 0 && !sticky_dir;
@@ -119,7 +145,7 @@ pub fn check_safe(path: &Path, allowed: Option<u32>) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(real)
 }
 
 #[cfg(test)]
@@ -164,9 +190,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let pid_file = dir.path().join("grandchild.pid");
         let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
-        let (ok, _) = run_script(&["/bin/sh".into(), "-c".into(), script], Duration::from_millis(300)).await;
+        let (ok, _) = run_script(&["/bin/sh".into(), "-c".into(), script], Duration::from_secs(2)).await;
         assert!(!ok);
-        let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid").trim().parse().expect("number");
+        let pid: i32 =
+            std::fs::read_to_string(&pid_file).expect("the shell wrote its child's pid within 2 s").trim().parse().expect("number");
         let gone = (0..100).any(|_| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
@@ -216,5 +243,24 @@ mod tests {
         let (ok, why) = run_script(&[script.display().to_string()], Duration::from_secs(5)).await;
         assert!(!ok && why.contains("belongs to another user"), "{why}");
         assert!(check_safe(&script, Some(65534)).is_ok(), "the script user's own script is fine");
+    }
+
+    #[tokio::test]
+    async fn a_link_in_a_directory_others_can_write_is_refused_and_scripts_given_to_an_interpreter_are_checked() {
+        if !as_root("a_link_in_a_directory_others_can_write_is_refused_and_scripts_given_to_an_interpreter_are_checked") {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("dir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("mode");
+        let link = open.join("true");
+        std::os::unix::fs::symlink("/bin/true", &link).expect("link");
+        let (ok, why) = run_script(&[link.display().to_string()], Duration::from_secs(5)).await;
+        assert!(!ok && why.contains(&format!("{} is writable", open.display())), "{why}");
+        let script = open.join("x.sh");
+        std::fs::write(&script, "exit 0\n").expect("script");
+        let (ok, why) = run_script(&["/bin/sh".into(), script.display().to_string()], Duration::from_secs(5)).await;
+        assert!(!ok && why.contains("is writable"), "{why}");
     }
 }

@@ -60,11 +60,19 @@ impl Guard {
     fn tell(&self, line: &str) {
         let mut pipe = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
         // Lines are shorter than PIPE_BUF: written whole or not at all.
-        if let Some(file) = pipe.as_mut()
-            && let Err(e) = file.write_all(line.as_bytes())
-        {
-            tracing::warn!(error = %e, "the VIP guard is gone or not reading: a killed halo leaves its VIPs until their lifetime ends");
-            *pipe = None;
+        let Some(file) = pipe.as_mut() else { return };
+        match file.write_all(line.as_bytes()) {
+            Ok(()) => {}
+            // A full pipe: the guard is stopped or hung. Closing it would make the guard remove
+            // the VIPs while halo holds them: the line is dropped instead (the VIPs' lifetime
+            // still protects), and the pipe kept.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tracing::warn!("the VIP guard is not reading: it may not know every VIP held (their lifetime still protects)");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the VIP guard is gone: a killed halo leaves its VIPs until their lifetime ends");
+                *pipe = None;
+            }
         }
     }
 

@@ -75,7 +75,6 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
                 sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 if let Some(new) = reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
                     config = new;
-                    exec::set_script_user(config.node.script_user.clone());
                     status.set_balancer(&balancer);
                 }
                 sd_notify("READY=1");
@@ -131,7 +130,11 @@ async fn reload(
         }
     };
     match balancer.reload(&new) {
-        Ok(changes) => tracing::info!(?changes, "balancer reloaded"),
+        Ok(changes) => {
+            tracing::info!(?changes, "balancer reloaded");
+            // Before trackers and instances restart: what they run, runs as the new user.
+            exec::set_script_user(new.node.script_user.clone());
+        }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
             return None;

@@ -25,6 +25,8 @@ use super::tracker::{Verdict, fold};
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
 /// How long an instance waits at start for its trackers' first results.
 pub const TRACKER_SETTLE: Duration = Duration::from_secs(10);
+/// How long a stopping instance waits for its notify hooks, all together.
+const HOOKS_AT_STOP: Duration = Duration::from_secs(20);
 /// At most one log line per this period for adverts with another address list.
 const MISMATCH_LOG_PERIOD: Duration = Duration::from_secs(60);
 /// How often a master refreshes its VIPs' lifetime.
@@ -96,7 +98,12 @@ struct Io {
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
     let Instance { config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard } = instance;
     let io = open(&config, &netlink, guard).await?;
-    remove_leftovers(&io).await?;
+    if let Err(e) = remove_leftovers(&io).await {
+        if let Some((vmac, _)) = &io.vmac {
+            remove_virtual_mac(&io.netlink, vmac).await;
+        }
+        return Err(e);
+    }
     settle(&config, &mut verdicts).await;
     let current = verdicts.borrow().clone();
     let mut driver = Driver::start(config, trackers, io, status, &current);
@@ -277,16 +284,21 @@ impl Driver {
             self.hooks.extend(hooks);
         }
         // Hooks still running (the stop and change hooks of this stop among them) finish, each
-        // within its timeout, before the instance (and then halo) ends.
-        for hook in self.hooks.drain(..) {
-            if let Err(e) = hook.await {
-                tracing::warn!(error = %e, "a notify hook task failed");
+        // within its timeout, before the instance (and then halo) ends; all together within
+        // HOOKS_AT_STOP, so that a stop (or a reload restarting the instance) never waits longer.
+        let hooks: Vec<_> = self.hooks.drain(..).collect();
+        let all = async {
+            for hook in hooks {
+                if let Err(e) = hook.await {
+                    tracing::warn!(error = %e, "a notify hook task failed");
+                }
             }
+        };
+        if tokio::time::timeout(HOOKS_AT_STOP, all).await.is_err() {
+            tracing::warn!(waited = ?HOOKS_AT_STOP, "notify hooks still running at stop are abandoned");
         }
-        if let Some((vmac, _)) = &self.io.vmac
-            && let Err(e) = self.io.netlink.delete_link(vmac).await
-        {
-            tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
+        if let Some((vmac, _)) = &self.io.vmac {
+            remove_virtual_mac(&self.io.netlink, vmac).await;
         }
         self.status.remove_instance(&self.config.name);
         let counters = &self.counters;
@@ -316,23 +328,37 @@ async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super:
     let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
     let source = match config.unicast_source {
         Some(source) => source,
-        None => primary_address(netlink, &link, ipv6, &addresses).await?,
+        None => primary_address(netlink, &link, ipv6, !config.unicast_peers.is_empty(), &addresses).await?,
     };
     let parent_socket = || VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name));
-    let (vmac, receiver, sender) = if config.virtual_mac {
+    let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
+    let (vmac, receiver, sender, announcer) = if config.virtual_mac {
         let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6).await?;
         // Multicast adverts are received on the macvlan: a peer that also sends from the virtual
         // MAC (halo, keepalived's use_vmac) sends frames whose source MAC is our macvlan's own,
         // and the kernel hands those to the macvlan alone, never to the parent; every other
         // advert reaches the macvlan too, once, since it joined the group. Unicast adverts are
         // addressed to the parent's address and MAC: they are received there.
-        if config.unicast_peers.is_empty() { (Some(vmac), vmac_socket, None) } else { (Some(vmac), parent_socket()?, Some(vmac_socket)) }
+        let rest = (|| {
+            let announcer = Announcer::open(&vmac.0, &plain)?;
+            Ok::<_, anyhow::Error>(if config.unicast_peers.is_empty() {
+                (vmac_socket, None, announcer)
+            } else {
+                (parent_socket()?, Some(vmac_socket), announcer)
+            })
+        })();
+        match rest {
+            Ok((receiver, sender, announcer)) => (Some(vmac), receiver, sender, announcer),
+            Err(e) => {
+                // Nothing of a failed start stays behind.
+                remove_virtual_mac(netlink, &vmac.0).await;
+                return Err(e);
+            }
+        }
     } else {
-        (None, parent_socket()?, None)
+        (None, parent_socket()?, None, Announcer::open(&link, &plain)?)
     };
     let announce_on = vmac.as_ref().map_or_else(|| link.clone(), |(vmac, _)| vmac.clone());
-    let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
-    let announcer = Announcer::open(&announce_on, &plain)?;
     let destinations = if config.unicast_peers.is_empty() {
         vec![if ipv6 { IpAddr::from(MULTICAST_V6) } else { IpAddr::from(MULTICAST_V4) }]
     } else {
@@ -367,18 +393,37 @@ async fn open_virtual_mac(
     let name = format!("vrrp.{}", config.virtual_router_id.get());
     let arp = ArpIsolation::apply(&parent.name).with_context(|| format!("instance {}: ARP settings of {}", config.name, parent.name))?;
     let vmac = netlink.create_macvlan(parent, &name, mac).await?;
-    let socket = VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name))?;
-    Ok(((vmac, arp), socket))
+    match VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name)) {
+        Ok(socket) => Ok(((vmac, arp), socket)),
+        Err(e) => {
+            remove_virtual_mac(netlink, &vmac).await;
+            Err(e)
+        }
+    }
+}
+
+/// Deletes a virtual-MAC interface (at stop, or after a failed start); a failure is logged.
+async fn remove_virtual_mac(netlink: &Netlink, vmac: &Link) {
+    if let Err(e) = netlink.delete_link(vmac).await {
+        tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
+    }
 }
 
 /// The interface address adverts come from: its first IPv4 address that is not a VIP, or its
-/// IPv6 link-local address (RFC 5798 §5.1.2.1).
-async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, vips: &[(IpAddr, u8)]) -> anyhow::Result<IpAddr> {
+/// IPv6 link-local address (RFC 5798 §5.1.2.1). Unicast IPv6 adverts come from its first global
+/// address instead, the kind of address peers list in `unicast_peers` (and check the source
+/// against), falling back to the link-local one.
+async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, unicast: bool, vips: &[(IpAddr, u8)]) -> anyhow::Result<IpAddr> {
     let all = netlink.addresses(link.index).await?;
-    let found = all.iter().map(|(a, _)| *a).find(|a| match a {
-        IpAddr::V4(_) => !ipv6 && !vips.iter().any(|(v, _)| v == a),
-        IpAddr::V6(v6) => ipv6 && (v6.segments()[0] & 0xffc0) == 0xfe80,
-    });
+    let candidates = all.iter().map(|(a, _)| *a).filter(|a| !vips.iter().any(|(v, _)| v == a));
+    let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+    let found = if !ipv6 {
+        candidates.clone().find(IpAddr::is_ipv4)
+    } else if unicast {
+        candidates.clone().find(|a| a.is_ipv6() && !link_local(a)).or_else(|| candidates.clone().find(link_local))
+    } else {
+        candidates.clone().find(link_local)
+    };
     found.ok_or_else(|| {
         halo_hostnet::HostError::NoAddress { interface: link.name.clone(), family: if ipv6 { "IPv6 link-local" } else { "IPv4" } }.into()
     })
@@ -415,6 +460,13 @@ fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received
     }
     tracing::trace!(source = %packet.source, priority = advert.priority, "advert");
     let now = Instant::now();
+    // RFC 3768 §7.1: a v2 router that checks the address list discards a mismatch (keepalived
+    // does); a v3 one acts on it (see note_address_mismatch).
+    if advert.version == halo_vrrp::Version::V2 && config.version == halo_vrrp::Version::V2 && address_mismatch(io, &advert) {
+        counters.drop_one("address_mismatch");
+        note_address_mismatch(io, &advert, packet.source, now, counters);
+        return;
+    }
     let outcome = router.handle_advert(now, packet.source, &advert);
     // Only an advert this router accepts counts as received: of its version, authenticated,
     // with its interval (a valid advert ignored for its priority is still received).
@@ -428,18 +480,23 @@ fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received
     }
 }
 
+/// Whether the advert's address list differs from the instance's (order aside).
+fn address_mismatch(io: &Io, advert: &packet::Advertisement) -> bool {
+    advert.addresses.len() != io.addresses.len() || advert.addresses.iter().any(|a| !io.addresses.iter().any(|(ours, _)| ours == a))
+}
+
 /// RFC 5798 §6.4.2/§6.4.3 let a router act on an advert whose address list differs from its own
 /// (a misconfigured peer) or discard it. halo acts on it, so that a peer with a higher priority
 /// still wins the election and two masters never hold the VRID at once, and counts and logs it
 /// (one line a minute), so the misconfiguration is seen.
 fn note_address_mismatch(io: &Io, advert: &packet::Advertisement, source: IpAddr, now: Instant, counters: &mut Counters) {
+    if !address_mismatch(io, advert) {
+        return;
+    }
     let mut theirs = advert.addresses.clone();
     theirs.sort();
     let mut ours: Vec<IpAddr> = io.addresses.iter().map(|(a, _)| *a).collect();
     ours.sort();
-    if theirs == ours {
-        return;
-    }
     counters.address_mismatch += 1;
     if counters.mismatch_logged.is_none_or(|at| now.duration_since(at) >= MISMATCH_LOG_PERIOD) {
         counters.mismatch_logged = Some(now);
