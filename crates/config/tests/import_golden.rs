@@ -174,3 +174,23 @@ fn virtual_ipaddress_forms() {
     assert!(all.iter().any(|d| d.starts_with("k:7: warning: `virtual_ipaddress option dev eth9`")), "{all:#?}");
     assert!(all.iter().any(|d| d.starts_with("k:7: warning: `virtual_ipaddress option label eth9:1`")), "{all:#?}");
 }
+
+/// includes that multiply (each file including the next one ten times) are bounded by the total
+/// they expand to, not only by their depth: an error, quickly, and no runaway memory.
+#[test]
+fn includes_that_multiply_are_bounded_in_total() {
+    let dir = tempfile::tempdir().expect("dir");
+    let line = "vrrp_script chk { script \"/bin/true\" interval 1 }\n".repeat(100);
+    for level in 0..8 {
+        let next = dir.path().join(format!("l{}.conf", level + 1));
+        let text = if level == 7 { line.clone() } else { format!("include {}\n", next.display()).repeat(10) };
+        std::fs::write(dir.path().join(format!("l{level}.conf")), text).expect("write");
+    }
+    let text = format!("include {}\n", dir.path().join("l0.conf").display());
+    let started = std::time::Instant::now();
+    let imported =
+        import(&Inputs { keepalived: Some(Source { file: "k", text: &text }), ..Inputs::default() }, &FsResolver { root: repo() });
+    let all: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(all.iter().any(|d| d.contains("includes expand past")), "{:?}", all.iter().take(3).collect::<Vec<_>>());
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
+}

@@ -282,3 +282,28 @@ fn run_logs_json_with_the_flag() {
     let line: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
     assert!(line["fields"]["message"].is_string() && line["level"].is_string(), "{line}");
 }
+
+/// `halo reload` signals only a running `halo run`: not pid 0 or a negative one (a process group
+/// or everything), not a stale pid file's number taken by another process.
+#[test]
+fn reload_refuses_pids_that_are_not_a_running_halo() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pid_file = dir.path().join("halo.pid");
+    let mut bystander = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let config = repo().join("examples/halo.toml");
+    let config = config.to_string_lossy();
+    for (pid, expected) in [
+        ("0".to_string(), "which is not a process id"),
+        ("-1".to_string(), "which is not a process id"),
+        (bystander.id().to_string(), "is not `halo run` but `sleep 30`"),
+        ("4194303".to_string(), "is stale"),
+    ] {
+        std::fs::write(&pid_file, format!("{pid}\n")).expect("pid file");
+        let out = halo(&["reload", "-c", &config, "--pid-file", &pid_file.to_string_lossy()]);
+        assert_eq!(out.status.code(), Some(2), "pid {pid}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(expected), "pid {pid}: {}", text(&out.stderr));
+    }
+    assert!(bystander.try_wait().expect("wait").is_none(), "the bystander got a signal");
+    bystander.kill().expect("kill");
+    bystander.wait().expect("reap");
+}

@@ -38,6 +38,7 @@ fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
     halo.signal("KILL");
     let gone = wait_for(GENEROUS, || !lan.holds(0, vip)).expect("the VIP stays on a killed halo");
     eprintln!("VIP gone from the SIGKILLed halo after {gone:?}");
+    assert!(gone < Duration::from_millis(1500), "the guard, not the 2 s lifetime, removes the VIP: {gone:?}");
     assert!(
         wait_for(GENEROUS, || halo.log().contains("halo guard: halo ended holding 192.0.2.170")).is_some(),
         "the guard did not remove the VIP: {}",
@@ -54,6 +55,7 @@ fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
     assert_eq!(keepalived.stop(), Some(0));
     let took = wait_for(GENEROUS, || lan.holds(0, vip)).expect("halo takes over after keepalived's priority 0");
     eprintln!("halo took over {took:?} after keepalived stopped");
+    assert!(took < Duration::from_secs(3), "a priority-0 advert hands over within skew time, not {took:?}");
     assert_eq!(backup.stop(), Some(0), "halo exits 0 on SIGTERM");
     assert!(!lan.holds(0, vip), "halo removes its VIP on SIGTERM");
 }
@@ -116,6 +118,7 @@ fn halo_with_halo() {
     assert_eq!(high.stop(), Some(0));
     let took = wait_for(GENEROUS, || lan.holds(1, vip)).expect("the backup takes over");
     eprintln!("halo backup took over {took:?} after the master's SIGTERM");
+    assert!(took < Duration::from_secs(3), "a priority-0 advert hands over within skew time, not {took:?}");
 }
 
 #[test]
@@ -172,6 +175,7 @@ fn script_tracker_weight_hands_the_vip_to_keepalived_and_back() {
     std::fs::remove_file(&healthy).expect("remove flag");
     let moved = wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).expect("keepalived preempts a halo of priority 50");
     eprintln!("tracker failure moved the VIP in {moved:?}");
+    assert!(moved < Duration::from_secs(5), "order of magnitude: fall x interval + an advert, not {moved:?}");
     std::fs::write(&healthy, "").expect("flag");
     assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "halo does not take the VIP back: {}", halo.log());
     assert!(halo.log().contains("tracker changed"), "{}", halo.log());
@@ -245,6 +249,7 @@ fn balancer_tracker_moves_the_vip_when_the_local_balancer_loses_its_backends() {
     let moved =
         wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).unwrap_or_else(|| panic!("VIP did not move: {}", first.log()));
     eprintln!("VIP moved {moved:?} after lb1 lost its backends (the seed's script: 30 s)");
+    assert!(moved < Duration::from_secs(8), "order of magnitude: checks + tracker + an advert, not the script's 30 s: {moved:?}");
     // Through lb2 as soon as the client's neighbour entry follows the gratuitous ARP.
     assert!(wait_for(Duration::from_secs(5), || get() == "v1.31").is_some(), "no answer through lb2");
     assert!(first.log().contains("server DOWN"), "{}", first.log());
@@ -354,6 +359,7 @@ fn interface_tracker_follows_link_notifications() {
     run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "down"]);
     let moved = wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).unwrap_or_else(|| panic!("{}", master.log()));
     eprintln!("uplink down moved the VIP in {moved:?}");
+    assert!(moved < Duration::from_secs(3), "a link notification acts at once, not after {moved:?}");
     run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
     assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "{}", master.log());
 }
@@ -379,5 +385,6 @@ fn when_halo_and_its_guard_die_together_the_lifetime_removes_the_vip() {
     halo.signal("KILL");
     let gone = wait_for(GENEROUS, || !lan.holds(0, vip)).expect("the VIP outlived its lifetime");
     eprintln!("VIP gone {gone:?} after halo and its guard were SIGKILLed (kernel lifetime)");
+    assert!(gone < Duration::from_secs(5), "the 2 s lifetime removes it, not {gone:?}");
     assert!(!halo.log().contains("halo guard: halo ended holding"), "{}", halo.log());
 }

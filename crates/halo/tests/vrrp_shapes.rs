@@ -473,3 +473,57 @@ fn ipv6_unicast_without_a_source_elects_one_master() {
     assert_sole_holder(&lan, 0, 1, vip, &[&high, &low]);
     assert_eq!(dropped(&lan, 1, "VI_1", "not_a_peer"), 0, "{}", status(&lan, 1));
 }
+
+/// An IPv6 advert longer than 2 KiB (150 addresses: 2 408 bytes) is received whole: the backup
+/// hears the master and does not become a second one.
+#[test]
+fn a_long_ipv6_advert_is_received_whole() {
+    if skip("a_long_ipv6_advert_is_received_whole") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vips: Vec<String> = (0..150).map(|i| format!("\"2001:db8:99::{:x}/64\"", 0x100 + i)).collect();
+    let config = |priority: u8| {
+        halo_conf(3, priority, "100ms", "2001:db8:99::ff/64", "").replace("[\"2001:db8:99::ff/64\"]", &format!("[{}]", vips.join(", ")))
+    };
+    let high = Daemon::halo(&lan, 0, "high", &config(200));
+    let low = Daemon::halo(&lan, 1, "low", &config(100));
+    assert_sole_holder(&lan, 0, 1, "2001:db8:99::100", &[&high, &low]);
+    let received = status(&lan, 1)["vrrp"]["VI_1"]["adverts_received"].as_u64().unwrap_or(0);
+    assert!(received > 0, "the backup heard nothing: {}", status(&lan, 1));
+}
+
+/// A VRRP instance whose task panics does not leave halo serving without it: the daemon logs it,
+/// stops the other instances (their VIPs go) and exits non-zero, so that systemd restarts it.
+#[test]
+fn a_panicking_instance_makes_the_daemon_fail_loudly() {
+    if skip("a_panicking_instance_makes_the_daemon_fail_loudly") {
+        return;
+    }
+    let lan = Lan::new(1);
+    let config = format!(
+        "{}{}",
+        instance("VI_1", "eth0", 51, 200, "192.0.2.170/24", ""),
+        instance("VI_2", "eth0", 52, 200, "192.0.2.171/24", "").replace("\"100ms\"", "\"1s\"")
+    );
+    let file = lan.file("halo.toml", &config);
+    let log = lan.dir.path().join("halo.log");
+    let pid = lan.dir.path().join("halo.pid");
+    let args = [
+        "HALO_TEST_PANIC_INSTANCE=VI_2",
+        env!("CARGO_BIN_EXE_halo"),
+        "run",
+        "-c",
+        &file.to_string_lossy(),
+        "--pid-file",
+        &pid.to_string_lossy(),
+    ];
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let mut halo = Daemon::start(lan.host(0), "env", &args, log, Vec::new());
+    let exited = wait_for(Duration::from_secs(30), || matches!(halo.child.try_wait(), Ok(Some(_))));
+    assert!(exited.is_some(), "halo kept running with a dead instance:\n{}", halo.log());
+    let code = halo.child.try_wait().ok().flatten().and_then(|s| s.code());
+    assert!(code.is_some_and(|c| c != 0), "exit code {code:?}:\n{}", halo.log());
+    assert!(halo.log().contains("VRRP instance VI_2 panicked: injected by HALO_TEST_PANIC_INSTANCE"), "{}", halo.log());
+    assert!(wait_for(GENEROUS, || !lan.holds(0, "192.0.2.170") && !lan.holds(0, "192.0.2.171")).is_some(), "a VIP stayed behind");
+}

@@ -107,9 +107,14 @@ impl VrrpSocket {
     }
 }
 
+/// Room for the largest advert: IPv6, 255 addresses of 16 bytes after an 8-byte header (4 088
+/// bytes), or IPv4 with its header (at most 60 + 8 + 1 020 + 8); a longer datagram is cut, and
+/// then fails to decode.
+const MAX_PACKET: usize = 4096 + 64;
+
 /// IPv4 raw sockets deliver the IP header: take TTL and addresses from it.
 fn recv_v4(socket: &Socket) -> nix::Result<Option<Received>> {
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; MAX_PACKET];
     let n = socket::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty())?;
     let packet = &buf[..n];
     if packet.len() < 20 || packet[0] >> 4 != 4 {
@@ -127,7 +132,7 @@ fn recv_v4(socket: &Socket) -> nix::Result<Option<Received>> {
 
 /// IPv6 raw sockets deliver the payload only: hop limit and destination come as control messages.
 fn recv_v6(socket: &Socket) -> nix::Result<Option<Received>> {
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; MAX_PACKET];
     let mut control = nix::cmsg_space!(libc::c_int, libc::in6_pktinfo);
     let (source, ttl, destination, n) = {
         let mut iov = [IoSliceMut::new(&mut buf)];

@@ -83,6 +83,12 @@ pub fn local_error(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(12 | 23 | 24 | 99 | 105))
 }
 
+/// Local errors that no other server would escape: out of descriptors. Others (local ports are
+/// per destination, buffers and memory may come back) leave other servers worth a try.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
 /// Probes `address` once; `Ok(latency)` or why not.
 pub async fn probe(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<Duration, Failure> {
     let started = Instant::now();

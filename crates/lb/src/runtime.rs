@@ -245,8 +245,9 @@ impl BackendRuntime {
     /// A connected server. A refused (or otherwise failed) connect is retried on the same server
     /// up to `retries` times, since it may pass (an API server restarting); a connect that timed
     /// out says the path is gone, so the client goes to the next server at once (with
-    /// `redispatch`). Either makes the server's check run now. A local error (out of descriptors
-    /// or ports) ends the attempt: no other server would do better.
+    /// `redispatch`). Either makes the server's check run soon. A local error goes to the next
+    /// server (local ports run out per destination), except running out of descriptors, which
+    /// no other server would escape: that ends the attempt.
     async fn connect(&self) -> Option<(Arc<ServerRuntime>, TcpStream)> {
         let mut tried = Vec::new();
         while let Some(index) = self.choose(&tried) {
@@ -260,8 +261,12 @@ impl BackendRuntime {
                     Ok(Err(e)) => {
                         let failure = Failure::of_connect(&e);
                         server.connect_failed(&self.config.name, &failure);
-                        if failure.local {
+                        if crate::probe::out_of_descriptors(&e) {
                             return None;
+                        }
+                        if failure.local {
+                            // Local ports run out per destination: another server may do.
+                            break;
                         }
                     }
                     Err(_) => {
@@ -287,6 +292,7 @@ impl BackendRuntime {
         }
         let mut replaced = self.stop_checks.subscribe();
         loop {
+            let started = tokio::time::Instant::now();
             let result = probe(&self.config.health, self.tls.as_ref(), server.config.address).await;
             if let Ok(latency) = &result {
                 server.stats.record_check_latency(*latency);
@@ -295,7 +301,16 @@ impl BackendRuntime {
             let wait = lock(&server.health).next_interval();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = server.check_now.notified() => {}
+                () = server.check_now.notified() => {
+                    // A failed connect asks for a check now; checks still start no closer
+                    // together than the fast interval, so failing clients cannot make a storm.
+                    let earliest = started + self.config.health.fast_interval;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(earliest) => {}
+                        _ = shutdown.changed() => return,
+                        _ = replaced.changed() => return,
+                    }
+                }
                 _ = shutdown.changed() => return,
                 _ = replaced.changed() => return,
             }

@@ -41,7 +41,9 @@ fn backend(out: &mut String, b: &Backend, queue: Option<std::time::Duration>, lo
         Balance::LeastConn => "leastconn",
         Balance::First => "first",
     };
-    line(out, format_args!("backend {}\n    mode tcp\n    balance {balance}\n    retries {}", b.name, b.retries));
+    // haproxy's retries count the redispatched attempt too (see `retries` in docs/config.md).
+    let retries = if b.redispatch { b.retries + 1 } else { b.retries };
+    line(out, format_args!("backend {}\n    mode tcp\n    balance {balance}\n    retries {retries}", b.name));
     line(out, format_args!("    {}option redispatch", if b.redispatch { "" } else { "no " }));
     line(out, format_args!("    timeout connect {}", haproxy_time(b.connect_timeout)));
     let idle = haproxy_time(b.idle_timeout);

@@ -1,5 +1,7 @@
 //! `halo reload`: validates the file with the daemon's loader, then sends SIGHUP to the daemon
-//! named by the pid file. A file with errors is never sent: the daemon keeps what it runs.
+//! named by the pid file. A file with errors is never sent: the daemon keeps what it runs. The pid
+//! must be a running `halo run`: never 0 or negative (a whole process group, or everything), and
+//! never whatever process took a stale pid file's number.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,7 +20,37 @@ pub fn run(config: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(pid_file).with_context(|| format!("cannot read the pid file {} (is halo running?)", pid_file.display()))?;
     let pid: i32 = text.trim().parse().with_context(|| format!("{} does not hold a process id", pid_file.display()))?;
+    running_halo(pid, pid_file)?;
     kill(Pid::from_raw(pid), Signal::SIGHUP).with_context(|| format!("cannot signal halo (pid {pid} from {})", pid_file.display()))?;
     eprintln!("halo reload: {} is valid; asked halo (pid {pid}) to apply it", config.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that `pid` is a running `halo run`, by its command line.
+fn running_halo(pid: i32, pid_file: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(pid > 0, "{} holds {pid}, which is not a process id; nothing was signalled", pid_file.display());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .with_context(|| format!("no process {pid}: {} is stale (is halo running?); nothing was signalled", pid_file.display()))?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    let program = args.first().map(|a| a.rsplit(|b| *b == b'/').next().unwrap_or(a));
+    // The same binary as this one (whatever it is named: a diverted or renamed binary), or one
+    // named halo; running `run`.
+    let same_binary = same_file(&format!("/proc/{pid}/exe"), "/proc/self/exe");
+    let is_halo = (same_binary || program == Some(b"halo".as_slice())) && args.iter().skip(1).any(|a| *a == b"run");
+    anyhow::ensure!(
+        is_halo,
+        "process {pid} (from {}) is not `halo run` but `{}`: the pid file is stale; nothing was signalled",
+        pid_file.display(),
+        String::from_utf8_lossy(&cmdline.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect::<Vec<u8>>()).trim()
+    );
+    Ok(())
+}
+
+/// Whether two paths lead to one file (device and inode).
+fn same_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }

@@ -61,12 +61,22 @@ impl Instances {
             status: Arc::clone(&self.status),
             guard: self.guard.clone(),
         });
-        let (exits, name) = (self.exits.clone(), instance.name.clone());
+        let (exits, name, status) = (self.exits.clone(), instance.name.clone(), Arc::clone(&self.status));
         let generation = self.next_generation;
         self.next_generation += 1;
         let handle = tokio::spawn(
             async move {
-                let outcome = driver.await;
+                // The driver runs as a task of its own, so that a panic in it is an outcome here:
+                // the daemon then fails loudly (not ok on /healthz, logged, exit non-zero) instead
+                // of serving on without VRRP.
+                let outcome = match tokio::spawn(driver.in_current_span()).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        let why = panic_message(e);
+                        status.fail(format!("VRRP instance {name} failed: {why}"));
+                        Err(anyhow::anyhow!("VRRP instance {name} panicked: {why}"))
+                    }
+                };
                 if exits.send(Exit { name, generation, outcome }).is_err() {
                     tracing::debug!("daemon gone before the instance");
                 }
@@ -106,6 +116,18 @@ impl Instances {
         for name in names {
             self.stop(&name).await;
         }
+    }
+}
+
+/// What a task's panic said, as text.
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string()),
+        Err(e) => e.to_string(),
     }
 }
 

@@ -48,13 +48,20 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let status = Arc::new(status::Shared::default());
     status.set_balancer(&balancer);
     let token = config.status.token().with_context(|| format!("reading the status token {:?}", config.status.token_file))?;
-    let guarded = status::Guarded::new(token);
+    if token.as_deref().is_some_and(str::is_empty) {
+        anyhow::bail!("the status token file {:?} is empty: every request but /healthz would be refused", config.status.token_file);
+    }
     let listener = status::bind(config.status.listen).await?;
     if let Some(path) = &config.status.socket {
         let unix = status::bind_unix(path)?;
-        tokio::spawn(status::serve(status::Listener::Unix(unix), Arc::clone(&status), Arc::clone(&guarded), balancer_stopped.clone()));
+        tokio::spawn(status::serve(
+            status::Listener::Unix(unix),
+            Arc::clone(&status),
+            status::Guarded::new(token.clone()),
+            balancer_stopped.clone(),
+        ));
     }
-    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(&status), guarded, balancer_stopped));
+    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(&status), status::Guarded::new(token), balancer_stopped));
     let links = halo_hostnet::netlink::watch_links().await?;
     let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, mut exited) = mpsc::unbounded_channel();
@@ -82,6 +89,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
             Some(exit) = exited.recv() => {
                 // An instance that ends by itself (not stopped by us) is an error: stop everything.
                 if let Some(error) = instances.ended_on_its_own(exit) {
+                    status.fail(format!("{error:#}"));
                     break Err(error);
                 }
             }

@@ -53,9 +53,16 @@ pub struct Shared {
     pub frontends: RwLock<Vec<Arc<FrontendRuntime>>>,
     /// VRRP instances by name.
     pub vrrp: Mutex<BTreeMap<String, InstanceStatus>>,
+    /// Set when a part of the daemon failed: /healthz answers 503 with it until halo exits.
+    failure: Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// Marks the daemon as failing (it is about to exit): /healthz says so.
+    pub fn fail(&self, why: String) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+    }
+
     /// Publishes an instance's state.
     pub fn set_instance(&self, name: &str, status: InstanceStatus) {
         self.vrrp.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), status);
@@ -363,7 +370,10 @@ fn handle(shared: &Shared, token: Option<&str>, request: &Request<Incoming>) -> 
         }
     }
     match request.uri().path() {
-        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/healthz" => match shared.failure.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            None => respond(StatusCode::OK, "text/plain", "ok\n".to_string()),
+            Some(why) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n")),
+        },
         "/status" => match serde_json::to_string_pretty(&snapshot(shared)) {
             Ok(json) => respond(StatusCode::OK, "application/json", json + "\n"),
             Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
@@ -381,16 +391,17 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
-/// At most this many connections to the endpoint at once, both listeners together: a scraper,
-/// `halo status` and a probe or two need a handful. Past it a connection is closed at once, so
-/// that a flood holds no descriptor the balancer needs.
+/// At most this many connections to a listener of the endpoint at once: a scraper, `halo status`
+/// and a probe or two need a handful. Past it a connection is closed at once, so that a flood
+/// holds no descriptor the balancer needs. The unix socket (root only) has slots of its own.
 pub const MAX_CONNECTIONS: usize = 32;
 /// A connection must send its request headers within this, or it is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// No connection lives longer than this, keep-alive included.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// A connection serves one request (no keep-alive) and lives no longer than this: a slot is
+/// never held long, whatever the client does.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 
-/// What the endpoint's listeners share: the token and the connection slots.
+/// What a listener of the endpoint needs: the token and its connection slots.
 pub struct Guarded {
     token: Option<Arc<str>>,
     slots: Arc<tokio::sync::Semaphore>,
@@ -466,6 +477,7 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
         .max_buf_size(64 * 1024)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     if let Err(e) = connection.await {

@@ -232,9 +232,20 @@ fn publish(sender: &watch::Sender<BTreeMap<String, Verdict>>, name: &str, verdic
     });
 }
 
+/// The most a file tracker reads: a number needs a few bytes, and a file that grew by mistake (a
+/// log written to the wrong path) must not be read whole every second.
+const FILE_TRACKER_LIMIT: u64 = 4096;
+
 async fn read_weight(path: &Path) -> (i64, String) {
-    match tokio::fs::read_to_string(path).await {
-        Ok(text) => match text.trim().parse::<i64>() {
+    use tokio::io::AsyncReadExt;
+    let mut text = String::new();
+    let read = match tokio::fs::File::open(path).await {
+        Ok(file) => file.take(FILE_TRACKER_LIMIT + 1).read_to_string(&mut text).await,
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(n) if n as u64 > FILE_TRACKER_LIMIT => (0, format!("{} is larger than {FILE_TRACKER_LIMIT} bytes", path.display())),
+        Ok(_) => match text.trim().parse::<i64>() {
             Ok(value) => (value, format!("read {value}")),
             Err(_) => (0, format!("{} does not hold a number", path.display())),
         },
@@ -248,6 +259,20 @@ mod tests {
 
     fn tracker(name: &str, weight: Option<i32>, kind: TrackerKind) -> Tracker {
         Tracker { name: name.to_string(), weight, fall: 1, rise: 1, kind }
+    }
+
+    #[tokio::test]
+    async fn file_trackers_read_a_bounded_number() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("weight");
+        std::fs::write(&file, " 42\n").expect("write");
+        assert_eq!(read_weight(&file).await.0, 42);
+        std::fs::write(&file, "1".repeat(10_000)).expect("write");
+        let (value, why) = read_weight(&file).await;
+        assert_eq!(value, 0);
+        assert!(why.contains("is larger than 4096 bytes"), "{why}");
+        std::fs::write(&file, "lots").expect("write");
+        assert!(read_weight(&file).await.1.contains("does not hold a number"));
     }
 
     #[test]

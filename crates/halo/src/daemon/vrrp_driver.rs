@@ -107,6 +107,10 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
     settle(&config, &mut verdicts).await;
     let current = verdicts.borrow().clone();
     let mut driver = Driver::start(config, trackers, io, status, &current);
+    // A fault the tests inject to prove that a failing instance brings the daemon down loudly.
+    if std::env::var_os("HALO_TEST_PANIC_INSTANCE").is_some_and(|name| name == driver.config.name.as_str()) {
+        panic!("injected by HALO_TEST_PANIC_INSTANCE");
+    }
     loop {
         driver.carry_out_actions().await;
         let deadline = driver.deadline();

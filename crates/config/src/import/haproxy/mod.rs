@@ -337,8 +337,11 @@ fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink)
 /// to another server: N - 1 on the same server, then another. halo's `retries` are the attempts
 /// on the same server before redispatching, so that is `N - 1` with redispatch and `N` without.
 fn retries(name: &str, p: &Proxy, redispatch: bool, sink: &mut Sink) -> u32 {
-    let Some((n, _)) = p.retries else { return d::RETRIES };
-    let n = n.min(100);
+    // haproxy's default is 3 as well.
+    let n = p.retries.map_or(3, |(n, _)| n).min(100);
+    if p.retries.is_none() && !redispatch {
+        return d::RETRIES;
+    }
     if redispatch && n > 0 {
         sink.note(
             format!("backend {name}"),

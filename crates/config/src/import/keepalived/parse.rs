@@ -6,6 +6,16 @@ use super::super::{Sink, Source};
 
 /// Includes nest at most this deep (keepalived's own limit is similar); deeper is a loop.
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// Includes may repeat a file; what they expand to is bounded in total (files read, words), so
+/// that files including each other several times cannot multiply without end.
+const MAX_INCLUDED_FILES: usize = 1000;
+const MAX_TOKENS: usize = 1_000_000;
+
+/// What is left of the total bound while reading.
+struct Budget {
+    files: usize,
+    exceeded: bool,
+}
 
 /// One statement and, for a block, its children.
 #[derive(Debug, Clone)]
@@ -37,7 +47,7 @@ struct Token {
     brace: bool,
 }
 
-fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, sink: &mut Sink, out: &mut Vec<Token>) {
+fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, budget: &mut Budget, sink: &mut Sink, out: &mut Vec<Token>) {
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let Some(ws) = words(raw, &['#', '!']) else {
@@ -45,8 +55,11 @@ fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, sink:
             continue;
         };
         if ws.first().is_some_and(|w| w == "include") {
-            include(file, line, ws.get(1).map_or("", String::as_str), resolver, depth, sink, out);
+            include(file, line, ws.get(1).map_or("", String::as_str), resolver, depth, budget, sink, out);
             continue;
+        }
+        if budget.exceeded {
+            return;
         }
         for w in ws {
             // Braces may touch words: `unicast_peer {10.0.0.2}`.
@@ -67,7 +80,30 @@ fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, sink:
     }
 }
 
-fn include(file: &str, line: usize, pattern: &str, resolver: &dyn Resolver, depth: usize, sink: &mut Sink, out: &mut Vec<Token>) {
+#[allow(clippy::too_many_arguments)]
+fn include(
+    file: &str,
+    line: usize,
+    pattern: &str,
+    resolver: &dyn Resolver,
+    depth: usize,
+    budget: &mut Budget,
+    sink: &mut Sink,
+    out: &mut Vec<Token>,
+) {
+    if budget.exceeded {
+        return;
+    }
+    if budget.files == 0 || out.len() >= MAX_TOKENS {
+        budget.exceeded = true;
+        sink.error(
+            file,
+            line,
+            format!("includes expand past {MAX_INCLUDED_FILES} files or {MAX_TOKENS} words"),
+            "files that include each other several times multiply",
+        );
+        return;
+    }
     if depth >= MAX_INCLUDE_DEPTH {
         sink.error(file, line, format!("include nested deeper than {MAX_INCLUDE_DEPTH}"), "an include loop?");
         return;
@@ -75,7 +111,8 @@ fn include(file: &str, line: usize, pattern: &str, resolver: &dyn Resolver, dept
     match resolver.include(file, pattern) {
         Ok(files) => {
             for (name, text) in files {
-                tokenize(&name, &text, resolver, depth + 1, sink, out);
+                budget.files = budget.files.saturating_sub(1);
+                tokenize(&name, &text, resolver, depth + 1, budget, sink, out);
             }
         }
         Err(why) => sink.error(file, line, format!("cannot include `{pattern}`: {why}"), ""),
@@ -129,7 +166,8 @@ fn tree(tokens: &[Token], pos: &mut usize, depth: usize, sink: &mut Sink) -> Vec
 /// Reads a file (and what it includes) into its top-level statements.
 pub(super) fn read(src: Source<'_>, resolver: &dyn Resolver, sink: &mut Sink) -> Vec<Node> {
     let mut tokens = Vec::new();
-    tokenize(src.file, src.text, resolver, 0, sink, &mut tokens);
+    let mut budget = Budget { files: MAX_INCLUDED_FILES, exceeded: false };
+    tokenize(src.file, src.text, resolver, 0, &mut budget, sink, &mut tokens);
     let mut pos = 0;
     tree(&tokens, &mut pos, 0, sink)
 }
