@@ -10,7 +10,10 @@ bench_cleanup() {
     while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
   fi
   for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns" 2>/dev/null || true; done
+  # Scripts on loopback only (lb.sh) set no prefix and have no namespaces.
+  if [ -n "${P:-}" ]; then
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns" 2>/dev/null || true; done
+  fi
   if [ -n "${KEEP_WORK:-}" ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 

@@ -527,3 +527,31 @@ fn a_panicking_instance_makes_the_daemon_fail_loudly() {
     assert!(halo.log().contains("VRRP instance VI_2 panicked: injected by HALO_TEST_PANIC_INSTANCE"), "{}", halo.log());
     assert!(wait_for(GENEROUS, || !lan.holds(0, "192.0.2.170") && !lan.holds(0, "192.0.2.171")).is_some(), "a VIP stayed behind");
 }
+
+/// A SIGKILLed master hands over like a clean stop: its guard sends the priority-0 advert halo
+/// could not send, so the backup takes over after its skew time, not a whole
+/// Master_Down_Interval (3.6 s at 1 s adverts).
+#[test]
+fn a_killed_master_hands_over_like_a_clean_stop() {
+    if skip("a_killed_master_hands_over_like_a_clean_stop") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "1s", "192.0.2.170/24", ""));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "1s", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 0, 1, vip, &[&master, &backup]);
+    // A priority-0 advert from the master: VRRP's priority byte is the 23rd of the IP packet.
+    let capture = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| lan.capture("ip proto 112 and src host 192.0.2.11 and ip[22] == 0", 1, &["vrrp.prio"], &[]));
+        std::thread::sleep(Duration::from_millis(1500));
+        master.signal("KILL");
+        let took = wait_for(GENEROUS, || lan.holds(1, vip)).unwrap_or_else(|| panic!("the backup never took over:\n{}", backup.log()));
+        (watcher.join().expect("capture"), took)
+    });
+    let (rows, took) = capture;
+    assert_eq!(rows.trim(), "0", "no priority-0 advert after the SIGKILL: {rows}\n{}", master.log());
+    assert!(master.log().contains("halo guard: halo ended as master: sent its priority-0 advert"), "{}", master.log());
+    assert!(took < Duration::from_millis(2500), "the backup waited {took:?}: a whole Master_Down_Interval");
+    eprintln!("after a SIGKILL the backup took over in {took:?} (1 s adverts: Master_Down_Interval 3.6 s)");
+}

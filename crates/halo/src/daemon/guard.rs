@@ -1,8 +1,11 @@
-//! The VIP guard: a small child process (`halo guard`, hidden) that removes the virtual addresses
-//! halo holds the moment halo dies without cleaning up (SIGKILL, OOM kill, abort). The daemon
-//! tells it over a pipe which addresses it holds (`+ INDEX ADDRESS PREFIX`, `- INDEX ADDRESS`);
-//! when the pipe closes — the kernel closes it whatever killed the daemon — the guard removes
-//! those still held and exits. A clean stop releases everything first, so the guard then has
+//! The VIP guard: a small child process (`halo guard`, hidden) that does what a clean stop does
+//! the moment halo dies without cleaning up (SIGKILL, OOM kill, abort): it sends the priority-0
+//! adverts of each instance halo was master of, so that peers take over after their skew time,
+//! and removes the virtual addresses halo held. The daemon tells it over a pipe which addresses
+//! it holds (`+ INDEX ADDRESS PREFIX`, `- INDEX ADDRESS`) and, while master, the adverts to send
+//! (`a KEY INTERFACE SOURCE DESTINATION HEX`, one line a destination, `d KEY` to forget them);
+//! when the pipe closes — the kernel closes it whatever killed the daemon — the guard sends the
+//! adverts, removes the addresses still held and exits. A clean stop releases everything first, so the guard then has
 //! nothing to do. The kernel lifetime of the VIPs (2 s) stays the fallback when the guard dies
 //! too (a whole cgroup or container killed at once).
 //!
@@ -57,6 +60,27 @@ impl Guard {
         Ok(Self { pipe: Mutex::new(Some(std::fs::File::from(write))), held: Mutex::new(BTreeMap::new()) })
     }
 
+    /// The daemon is master of `key`: should it die, the guard sends these priority-0 adverts
+    /// (destination, packet) from `source` on `interface`. Replaces what was armed for `key`.
+    pub fn arm(&self, key: &str, interface: &str, source: IpAddr, adverts: &[(IpAddr, Vec<u8>)]) {
+        self.tell(&format!("d {key}\n"));
+        for (destination, packet) in adverts {
+            let line = format!("a {key} {interface} {source} {destination} {}\n", hex(packet));
+            // Written whole or not at all (PIPE_BUF): a longer advert (over a hundred IPv6
+            // addresses) is left to the peers' Master_Down_Interval.
+            if line.len() > 4096 {
+                tracing::warn!(key, "the stop advert is too long for the guard: peers will take over after Master_Down_Interval");
+                continue;
+            }
+            self.tell(&line);
+        }
+    }
+
+    /// The daemon is no longer master of `key`.
+    pub fn disarm(&self, key: &str) {
+        self.tell(&format!("d {key}\n"));
+    }
+
     fn tell(&self, line: &str) {
         let mut pipe = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
         // Lines are shorter than PIPE_BUF: written whole or not at all.
@@ -92,8 +116,56 @@ impl Guard {
     }
 }
 
-/// What the guard process runs: reads the daemon's lines until the pipe closes, then removes
-/// whatever is still held.
+/// A stop advert the guard sends for halo: interface, source, destination, packet.
+type StopAdvert = (String, IpAddr, IpAddr, Vec<u8>);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// What the daemon told the guard, line by line.
+#[derive(Default)]
+struct Told {
+    held: BTreeMap<(u32, IpAddr), u8>,
+    adverts: BTreeMap<String, Vec<StopAdvert>>,
+}
+
+impl Told {
+    fn line(&mut self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let word = |i: usize| words.get(i).copied().unwrap_or("");
+        match (word(0), word(1).parse::<u32>(), word(2).parse::<IpAddr>()) {
+            ("+", Ok(index), Ok(address)) => {
+                self.held.insert((index, address), word(3).parse().unwrap_or(32));
+                return;
+            }
+            ("-", Ok(index), Ok(address)) => {
+                self.held.remove(&(index, address));
+                return;
+            }
+            _ => {}
+        }
+        match (word(0), word(3).parse::<IpAddr>(), word(4).parse::<IpAddr>(), unhex(word(5))) {
+            ("a", Ok(source), Ok(destination), Some(packet)) => {
+                self.adverts.entry(word(1).to_string()).or_default().push((word(2).to_string(), source, destination, packet));
+            }
+            ("d", ..) if !word(1).is_empty() => {
+                self.adverts.remove(word(1));
+            }
+            _ => eprintln!("halo guard: ignoring `{line}`"),
+        }
+    }
+}
+
+/// What the guard process runs: reads the daemon's lines until the pipe closes, then sends the
+/// stop adverts and removes whatever is still held.
 pub fn run() -> anyhow::Result<ExitCode> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
     let mut blocked = SigSet::empty();
@@ -101,28 +173,30 @@ pub fn run() -> anyhow::Result<ExitCode> {
     blocked.add(Signal::SIGTERM);
     blocked.add(Signal::SIGHUP);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).context("blocking signals")?;
-    let mut held: BTreeMap<(u32, IpAddr), u8> = BTreeMap::new();
+    let mut told = Told::default();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let parsed = |i: usize| words.get(i).copied().unwrap_or("");
-        match (parsed(0), parsed(1).parse::<u32>(), parsed(2).parse::<IpAddr>()) {
-            ("+", Ok(index), Ok(address)) => {
-                held.insert((index, address), parsed(3).parse().unwrap_or(32));
-            }
-            ("-", Ok(index), Ok(address)) => {
-                held.remove(&(index, address));
-            }
-            _ => eprintln!("halo guard: ignoring `{line}`"),
-        }
+        told.line(&line);
     }
-    if held.is_empty() {
+    if told.held.is_empty() && told.adverts.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let netlink = halo_hostnet::netlink::Netlink::open()?;
-        for (index, address) in held.keys() {
+        // Priority 0 first, as a clean stop: peers start their takeover while the VIPs go.
+        for (interface, source, destination, packet) in told.adverts.values().flatten() {
+            let sent = async {
+                let link = netlink.link(interface).await?;
+                let socket = halo_hostnet::vrrp_socket::VrrpSocket::open(&link, source.is_ipv6())?;
+                socket.send(packet, *source, *destination)
+            };
+            match sent.await {
+                Ok(()) => eprintln!("halo guard: halo ended as master: sent its priority-0 advert to {destination} on {interface}"),
+                Err(e) => eprintln!("halo guard: could not send the priority-0 advert on {interface}: {e}"),
+            }
+        }
+        for (index, address) in told.held.keys() {
             match netlink.remove_address(*index, *address).await {
                 Ok(true) => eprintln!("halo guard: halo ended holding {address} (link {index}): removed it"),
                 Ok(false) => {}
@@ -132,4 +206,26 @@ pub fn run() -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_reads_holds_and_stop_adverts_and_forgets_them() {
+        let mut told = Told::default();
+        told.line("+ 2 192.0.2.170 24");
+        told.line(&format!("a 2-51-4 eth0 192.0.2.11 224.0.0.18 {}", hex(&[0x31, 0x33, 0x00, 0x01])));
+        assert_eq!(told.held.get(&(2, "192.0.2.170".parse().expect("ip"))), Some(&24));
+        assert_eq!(
+            told.adverts["2-51-4"],
+            vec![("eth0".to_string(), "192.0.2.11".parse().expect("ip"), "224.0.0.18".parse().expect("ip"), vec![0x31, 0x33, 0x00, 0x01])]
+        );
+        told.line("d 2-51-4");
+        told.line("- 2 192.0.2.170");
+        assert!(told.adverts.is_empty() && told.held.is_empty());
+        told.line("a 2-51-4 eth0 192.0.2.11 224.0.0.18 zz");
+        assert!(told.adverts.is_empty(), "a bad packet is ignored");
+    }
 }

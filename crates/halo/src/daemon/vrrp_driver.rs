@@ -519,12 +519,8 @@ async fn perform(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     match action {
         Action::SendAdvert { priority } => {
-            let advert = router.advertisement(priority, io.addresses.iter().map(|(a, _)| *a).collect());
-            for destination in &io.destinations {
-                // The v3 checksum covers the destination address: encode per destination.
-                let sent = packet::encode(&advert, io.source, *destination, io.checksum)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|bytes| Ok(io.sender.as_ref().unwrap_or(&io.receiver).send(&bytes, io.source, *destination)?));
+            for (destination, encoded) in adverts(io, router, priority) {
+                let sent = encoded.and_then(|bytes| Ok(io.sender.as_ref().unwrap_or(&io.receiver).send(&bytes, io.source, destination)?));
                 match sent {
                     Ok(()) => counters.sent += 1,
                     Err(e) => tracing::warn!(%destination, error = %e, "advert not sent"),
@@ -534,9 +530,13 @@ async fn perform(
         Action::AddAddresses => {
             refresh(io).await;
             *refresh_at = Some(Instant::now() + VIP_REFRESH);
+            arm_guard(io, router);
         }
         Action::RemoveAddresses => {
             *refresh_at = None;
+            if let Some(guard) = &io.guard {
+                guard.disarm(&guard_key(io, router));
+            }
             for (address, _) in &io.addresses {
                 if let Err(e) = io.remove_vip(*address).await {
                     tracing::error!(%address, error = %e, "could not remove a virtual address");
@@ -560,6 +560,27 @@ async fn perform(
     Vec::new()
 }
 
+/// The advert of `priority` for each destination (the v3 checksum covers the destination
+/// address: encoded per destination).
+fn adverts(io: &Io, router: &Router, priority: u8) -> Vec<(IpAddr, anyhow::Result<Vec<u8>>)> {
+    let advert = router.advertisement(priority, io.addresses.iter().map(|(a, _)| *a).collect());
+    io.destinations.iter().map(|d| (*d, packet::encode(&advert, io.source, *d, io.checksum).map_err(anyhow::Error::from))).collect()
+}
+
+/// How the guard knows this instance: link, VRID and family.
+fn guard_key(io: &Io, router: &Router) -> String {
+    format!("{}-{}-{}", io.link.index, router.config().vrid.get(), if io.source.is_ipv4() { 4 } else { 6 })
+}
+
+/// A master tells the guard the priority-0 adverts of a clean stop (RFC 5798 §6.4.3), for it to
+/// send if halo dies without sending them: peers then take over after their skew time instead of
+/// a whole Master_Down_Interval.
+fn arm_guard(io: &Io, router: &Router) {
+    let Some(guard) = &io.guard else { return };
+    let shutdown: Vec<(IpAddr, Vec<u8>)> = adverts(io, router, 0).into_iter().filter_map(|(d, bytes)| Some((d, bytes.ok()?))).collect();
+    guard.arm(&guard_key(io, router), &io.link.name, io.source, &shutdown);
+}
+
 /// Applies a reloaded configuration in place: new base priority and preemption, and the
 /// address list (a master adds the new VIPs, announces them, and removes the dropped ones).
 async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow::Result<()> {
@@ -572,6 +593,7 @@ async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow:
     io.addresses = addresses;
     io.repeat = new.gratuitous.repeat;
     if router.state() == State::Master {
+        arm_guard(io, router);
         for address in &removed {
             io.remove_vip(*address).await?;
         }
