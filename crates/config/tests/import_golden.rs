@@ -194,3 +194,15 @@ fn includes_that_multiply_are_bounded_in_total() {
     assert!(all.iter().any(|d| d.contains("includes expand past")), "{:?}", all.iter().take(3).collect::<Vec<_>>());
     assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
 }
+
+/// haproxy accepts timeouts of years; halo takes a week at most: the import caps them with a
+/// warning, and the result passes the daemon's loader.
+#[test]
+fn timeouts_over_a_week_are_capped_on_import() {
+    let text = "defaults\n  mode tcp\n  timeout client 10000d\n  timeout server 10000d\n  timeout connect 5s\nfrontend f\n  bind 127.0.0.1:8443\n  default_backend b\nbackend b\n  server s1 127.0.0.1:6443 check\n";
+    let imported = import(&Inputs { haproxy: Some(Source { file: "h", text }), ..Inputs::default() }, &());
+    let all: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(all.iter().any(|d| d.starts_with("h:3: warning: `timeout client` over 7 days is imported as 7 days")), "{all:#?}");
+    let rendered = halo_toml(&imported.config, &imported.notes);
+    assert!(halo_config::load_str("imported.toml", &rendered).is_ok(), "the imported file does not load:\n{rendered}");
+}

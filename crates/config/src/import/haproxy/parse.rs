@@ -118,7 +118,13 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
             let known = ["connect", "client", "server", "tunnel", "queue", "check", "client-fin", "server-fin"];
             if known.contains(&which) {
                 if let Some(t) = time_at(src, line, 2, sink) {
-                    p.timeouts.push((which.to_string(), t, n));
+                    // halo takes no duration over a week: a longer one (haproxy's "forever") is
+                    // capped, so that the imported file passes `halo check`.
+                    let cap = crate::validate::MAX_DURATION;
+                    if t > cap {
+                        sink.warn(src.file, n, format!("`timeout {which}` over 7 days is imported as 7 days"), "halo's longest duration");
+                    }
+                    p.timeouts.push((which.to_string(), t.min(cap), n));
                 }
             } else {
                 sink.unmapped(src.file, n, &format!("timeout {which}"), "");
