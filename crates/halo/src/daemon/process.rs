@@ -35,22 +35,34 @@ impl Drop for PidFile {
     }
 }
 
-/// Logs to standard error at the configured level (`HALO_LOG` overrides), as text or JSON.
+/// Logs to standard error at the configured level, as text or JSON. `HALO_LOG` overrides the
+/// level with `target=level` directives (`info`, `warn,halo_lb=debug`): a plain target filter,
+/// without the regular-expression engine of an env filter (smaller, less memory).
 pub fn init_logging(config: &Config) {
-    let level = match config.log.level {
-        LogLevel::Error => "error",
-        LogLevel::Warn => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-        LogLevel::Trace => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HALO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = match config.log.level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    };
+    let configured = Targets::new().with_default(level);
+    let filter = match std::env::var("HALO_LOG") {
+        Ok(directives) => directives.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("halo: HALO_LOG={directives:?} is not a filter ({e}); using the configured level");
+            configured
+        }),
+        Err(_) => configured,
+    };
     let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => tracing_subscriber::registry().with(layer.json()).with(filter).init(),
+        LogFormat::Text => tracing_subscriber::registry().with(layer).with(filter).init(),
     }
 }
 
