@@ -38,6 +38,9 @@ pub struct Node {
     /// unset. A command that anyone else could modify (the file or a directory above it) is
     /// refused, as keepalived's `enable_script_security` does.
     pub script_user: Option<String>,
+    /// Threads of the daemon's runtime (the balancer, checks, VRRP); one per available core
+    /// when unset.
+    pub worker_threads: Option<u32>,
 }
 
 /// Where halo reports its state.

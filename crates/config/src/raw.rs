@@ -22,6 +22,8 @@ pub struct RawNode {
     pub interface: Option<Text>,
     /// The user tracker scripts and notify hooks run as.
     pub script_user: Option<Text>,
+    /// Threads of the daemon's runtime.
+    pub worker_threads: Option<Int>,
 }
 
 /// `[status]`

@@ -258,7 +258,12 @@ fn classic_config(numbers: Vec<u32>) -> Config {
     let mut trackers = trackers;
     trackers.sort_by_key(|t| matches!(t.kind, TrackerKind::Interface { .. }));
     Config {
-        node: Node { name: d.flag().then(|| d.word("lb")), interface: None, script_user: d.flag().then(|| d.word("hc")) },
+        node: Node {
+            name: d.flag().then(|| d.word("lb")),
+            interface: None,
+            script_user: d.flag().then(|| d.word("hc")),
+            worker_threads: None,
+        },
         status: Status::default(),
         log: Log::default(),
         vrrp,

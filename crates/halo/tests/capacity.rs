@@ -316,3 +316,49 @@ fn a_server_down_from_the_start_is_logged_with_its_reason() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The runtime has one worker per core unless `[node] worker_threads` says otherwise.
+#[test]
+fn worker_threads_follow_the_configuration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let backend = echo_server();
+    let workers = |extra: &str| {
+        let file = dir.path().join("halo.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "{extra}[status]\nlisten = \"127.0.0.1:{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"echo\"\naddress = \"{backend}\"\n",
+                free_port(),
+                free_port()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(env!("CARGO_BIN_EXE_halo"))
+            .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn halo");
+        let daemon = Daemon(child);
+        let count = || {
+            std::fs::read_dir(format!("/proc/{}/task", daemon.0.id()))
+                .map(|tasks| {
+                    tasks
+                        .filter_map(Result::ok)
+                        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "tokio-rt-worker"))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        count()
+    };
+    assert_eq!(workers("[node]\nworker_threads = 3\n\n"), 3);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert_eq!(workers(""), cores);
+}

@@ -46,6 +46,9 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
         if let Some(user) = &config.node.script_user {
             line(&mut out, format_args!("script_user = {}", quote(user)));
         }
+        if let Some(threads) = config.node.worker_threads {
+            line(&mut out, format_args!("worker_threads = {threads}"));
+        }
         out.push('\n');
     }
     if config.status != Status::default() {

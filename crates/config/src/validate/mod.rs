@@ -20,6 +20,7 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         name: raw.node.name.map(|n| n.into_inner()),
         interface: raw.node.interface.map(|i| i.into_inner()),
         script_user: raw.node.script_user.map(|u| u.into_inner()),
+        worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..256)),
     };
     let status = status(report, &raw.status);
     let log = log(report, &raw.log);

@@ -20,7 +20,10 @@ pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>) -> anyho
     }
     crate::daemon::process::init_logging(&config);
     crate::daemon::process::raise_descriptor_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the runtime")?;
+    // One worker per available core unless the file says otherwise.
+    let threads = config.node.worker_threads.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |n| n as usize);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().context("starting the runtime")?;
     runtime.block_on(crate::daemon::run(path, pid_file, config))?;
     Ok(ExitCode::SUCCESS)
 }
