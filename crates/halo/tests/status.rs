@@ -283,3 +283,22 @@ fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(ask("Basic s3cret"), "401");
     assert_eq!(ask("Bearer s3cre"), "401");
 }
+
+/// Idle connections holding every slot do not keep a probe out: the oldest connection that has
+/// not asked anything makes room for a newcomer.
+#[test]
+fn probes_get_through_idle_connections_holding_every_slot() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_daemon, status) = status_only(dir.path());
+    // Bounded: 100 connections, opened once, never written to.
+    let idle: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(status).ok()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let answered = (0..10).filter(|_| {
+        let mut s = TcpStream::connect(status).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        let asked = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        asked.is_ok() && s.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
+    });
+    assert_eq!(answered.count(), 10, "/healthz probes were kept out by {} idle connections", idle.len());
+}

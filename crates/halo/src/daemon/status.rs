@@ -401,16 +401,52 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// never held long, whatever the client does.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 
-/// What a listener of the endpoint needs: the token and its connection slots.
+/// What a listener of the endpoint needs: the token, its connection slots, and the connections
+/// that hold a slot without having sent a request yet, oldest first: when every slot is taken,
+/// the oldest of those makes room for the newcomer, so that idle connections (a flood, or
+/// clients that never ask) cannot keep a probe of /healthz out.
 pub struct Guarded {
     token: Option<Arc<str>>,
     slots: Arc<tokio::sync::Semaphore>,
+    waiting: Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Guarded {
     /// The token required (when there is one) and [`MAX_CONNECTIONS`] slots.
     pub fn new(token: Option<String>) -> Arc<Self> {
-        Arc::new(Self { token: token.map(Arc::from), slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)) })
+        Arc::new(Self {
+            token: token.map(Arc::from),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            waiting: Mutex::new(std::collections::VecDeque::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for a new connection: a free one, or the one of the oldest connection that has
+    /// not asked anything yet (it is closed); `None` when every slot is serving a request.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Some(slot);
+        }
+        let evicted = self.waiting.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+        let (_, close) = evicted?;
+        // The evicted connection's task drops its slot as soon as it runs.
+        let _closed = close.send(());
+        tokio::time::timeout(Duration::from_millis(200), Arc::clone(&self.slots).acquire_owned()).await.ok()?.ok()
+    }
+
+    /// Registers a connection as waiting for its request; its id, and what closes it.
+    fn wait(&self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (close, closed) = tokio::sync::oneshot::channel();
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).push_back((id, close));
+        (id, closed)
+    }
+
+    /// The connection `id` has sent its request: it can no longer be evicted.
+    fn asked(&self, id: u64) {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).retain(|(other, _)| *other != id);
     }
 }
 
@@ -436,7 +472,7 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, guarded: Arc<Guarded
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&guarded.slots).try_acquire_owned() else {
+        let Some(slot) = guarded.slot().await else {
             if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                 tracing::warn!(max = MAX_CONNECTIONS, "status endpoint: too many connections; closing new ones");
                 refused_logged = Some(std::time::Instant::now());
@@ -444,17 +480,30 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, guarded: Arc<Guarded
             drop(stream);
             continue;
         };
-        let (shared, token) = (Arc::clone(&shared), guarded.token.clone());
+        let (id, evicted) = guarded.wait();
+        let (shared, guarded) = (Arc::clone(&shared), Arc::clone(&guarded));
         tokio::spawn(async move {
             let served = async {
                 match stream {
-                    Stream::Tcp(s) => serve_connection(s, shared, token).await,
-                    Stream::Unix(s) => serve_connection(s, shared, token).await,
+                    Stream::Tcp(s) => serve_connection(s, shared, &guarded, id).await,
+                    Stream::Unix(s) => serve_connection(s, shared, &guarded, id).await,
                 }
             };
-            if tokio::time::timeout(CONNECTION_LIFETIME, served).await.is_err() {
-                tracing::debug!("status connection closed at the end of its lifetime");
+            // Evicted only by an explicit close; a dropped sender (the request came) is not one.
+            let close = async {
+                if evicted.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                outcome = tokio::time::timeout(CONNECTION_LIFETIME, served) => {
+                    if outcome.is_err() {
+                        tracing::debug!("status connection closed at the end of its lifetime");
+                    }
+                }
+                () = close => tracing::debug!("status connection closed to make room"),
             }
+            guarded.asked(id);
             drop(slot);
         });
     }
@@ -466,11 +515,14 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-async fn serve_connection<S>(stream: S, shared: Arc<Shared>, token: Option<Arc<str>>)
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, guarded: &Arc<Guarded>, id: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let token = guarded.token.clone();
+    let marker = Arc::clone(guarded);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        marker.asked(id);
         let response = handle(&shared, token.as_deref(), &request);
         async move { Ok::<_, Infallible>(response) }
     });
