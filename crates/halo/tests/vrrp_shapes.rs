@@ -555,3 +555,19 @@ fn a_killed_master_hands_over_like_a_clean_stop() {
     assert!(took < Duration::from_millis(2500), "the backup waited {took:?}: a whole Master_Down_Interval");
     eprintln!("after a SIGKILL the backup took over in {took:?} (1 s adverts: Master_Down_Interval 3.6 s)");
 }
+
+/// A SIGKILLed halo leaves no virtual-MAC interface behind: a dead node's macvlan still carries
+/// the virtual MAC, and one frame from it would steal the MAC on the switch. Its guard removes it.
+#[test]
+fn a_killed_node_leaves_no_virtual_mac_interface() {
+    if skip("a_killed_node_leaves_no_virtual_mac_interface") {
+        return;
+    }
+    let lan = Lan::new(1);
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", "virtual_mac = true"));
+    assert!(wait_for(GENEROUS, || holds_on_vmac(&lan, 0, 51, "192.0.2.170")).is_some(), "{}", halo.log());
+    halo.signal("KILL");
+    let link_exists = || run("ip", &["-n", lan.host(0), "link", "show", "dev", "vrrp.51"]).status.success();
+    assert!(wait_for(GENEROUS, || !link_exists()).is_some(), "vrrp.51 stayed after the SIGKILL:\n{}", halo.log());
+    assert!(wait_for(GENEROUS, || halo.log().contains("removed halo's virtual-MAC interface vrrp.51")).is_some(), "{}", halo.log());
+}

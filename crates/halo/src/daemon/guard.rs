@@ -76,6 +76,17 @@ impl Guard {
         }
     }
 
+    /// The daemon created the interface `name` (a virtual-MAC macvlan): the guard deletes it if
+    /// halo dies.
+    pub fn own_link(&self, name: &str) {
+        self.tell(&format!("m {name}\n"));
+    }
+
+    /// The daemon deleted `name` itself.
+    pub fn disown_link(&self, name: &str) {
+        self.tell(&format!("n {name}\n"));
+    }
+
     /// The daemon is no longer master of `key`.
     pub fn disarm(&self, key: &str) {
         self.tell(&format!("d {key}\n"));
@@ -135,6 +146,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 struct Told {
     held: BTreeMap<(u32, IpAddr), u8>,
     adverts: BTreeMap<String, Vec<StopAdvert>>,
+    links: std::collections::BTreeSet<String>,
 }
 
 impl Told {
@@ -159,6 +171,12 @@ impl Told {
             ("d", ..) if !word(1).is_empty() => {
                 self.adverts.remove(word(1));
             }
+            ("m", ..) if !word(1).is_empty() => {
+                self.links.insert(word(1).to_string());
+            }
+            ("n", ..) if !word(1).is_empty() => {
+                self.links.remove(word(1));
+            }
             _ => eprintln!("halo guard: ignoring `{line}`"),
         }
     }
@@ -178,7 +196,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         let Ok(line) = line else { break };
         told.line(&line);
     }
-    if told.held.is_empty() && told.adverts.is_empty() {
+    if told.held.is_empty() && told.adverts.is_empty() && told.links.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
@@ -201,6 +219,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 Ok(true) => eprintln!("halo guard: halo ended holding {address} (link {index}): removed it"),
                 Ok(false) => {}
                 Err(e) => eprintln!("halo guard: could not remove {address} (link {index}): {e}"),
+            }
+        }
+        for name in &told.links {
+            let removed = async { netlink.delete_link(&netlink.link(name).await?).await };
+            match removed.await {
+                Ok(()) => eprintln!("halo guard: removed halo's virtual-MAC interface {name}"),
+                Err(e) => eprintln!("halo guard: could not remove {name}: {e}"),
             }
         }
         anyhow::Ok(())
@@ -227,5 +252,9 @@ mod tests {
         assert!(told.adverts.is_empty() && told.held.is_empty());
         told.line("a 2-51-4 eth0 192.0.2.11 224.0.0.18 zz");
         assert!(told.adverts.is_empty(), "a bad packet is ignored");
+        told.line("m vrrp.51");
+        assert!(told.links.contains("vrrp.51"));
+        told.line("n vrrp.51");
+        assert!(told.links.is_empty());
     }
 }

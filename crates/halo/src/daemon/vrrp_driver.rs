@@ -100,7 +100,7 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
     let io = open(&config, &netlink, guard).await?;
     if let Err(e) = remove_leftovers(&io).await {
         if let Some((vmac, _)) = &io.vmac {
-            remove_virtual_mac(&io.netlink, vmac).await;
+            remove_virtual_mac(&io.netlink, vmac, io.guard.as_deref()).await;
         }
         return Err(e);
     }
@@ -302,7 +302,7 @@ impl Driver {
             tracing::warn!(waited = ?HOOKS_AT_STOP, "notify hooks still running at stop are abandoned");
         }
         if let Some((vmac, _)) = &self.io.vmac {
-            remove_virtual_mac(&self.io.netlink, vmac).await;
+            remove_virtual_mac(&self.io.netlink, vmac, self.io.guard.as_deref()).await;
         }
         self.status.remove_instance(&self.config.name);
         let counters = &self.counters;
@@ -337,7 +337,7 @@ async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super:
     let parent_socket = || VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name));
     let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
     let (vmac, receiver, sender, announcer) = if config.virtual_mac {
-        let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6).await?;
+        let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6, guard.as_deref()).await?;
         // Multicast adverts are received on the macvlan: a peer that also sends from the virtual
         // MAC (halo, keepalived's use_vmac) sends frames whose source MAC is our macvlan's own,
         // and the kernel hands those to the macvlan alone, never to the parent; every other
@@ -355,7 +355,7 @@ async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super:
             Ok((receiver, sender, announcer)) => (Some(vmac), receiver, sender, announcer),
             Err(e) => {
                 // Nothing of a failed start stays behind.
-                remove_virtual_mac(netlink, &vmac.0).await;
+                remove_virtual_mac(netlink, &vmac.0, guard.as_deref()).await;
                 return Err(e);
             }
         }
@@ -392,22 +392,30 @@ async fn open_virtual_mac(
     netlink: &Netlink,
     parent: &Link,
     ipv6: bool,
+    guard: Option<&super::guard::Guard>,
 ) -> anyhow::Result<((Link, ArpIsolation), VrrpSocket)> {
     let mac = [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, config.virtual_router_id.get()];
     let name = format!("vrrp.{}", config.virtual_router_id.get());
     let arp = ArpIsolation::apply(&parent.name).with_context(|| format!("instance {}: ARP settings of {}", config.name, parent.name))?;
     let vmac = netlink.create_macvlan(parent, &name, mac).await?;
+    // Should halo die, the guard removes it (a dead node's macvlan carries the virtual MAC).
+    if let Some(guard) = guard {
+        guard.own_link(&vmac.name);
+    }
     match VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name)) {
         Ok(socket) => Ok(((vmac, arp), socket)),
         Err(e) => {
-            remove_virtual_mac(netlink, &vmac).await;
+            remove_virtual_mac(netlink, &vmac, guard).await;
             Err(e)
         }
     }
 }
 
 /// Deletes a virtual-MAC interface (at stop, or after a failed start); a failure is logged.
-async fn remove_virtual_mac(netlink: &Netlink, vmac: &Link) {
+async fn remove_virtual_mac(netlink: &Netlink, vmac: &Link, guard: Option<&super::guard::Guard>) {
+    if let Some(guard) = guard {
+        guard.disown_link(&vmac.name);
+    }
     if let Err(e) = netlink.delete_link(vmac).await {
         tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
     }
