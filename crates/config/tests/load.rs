@@ -259,3 +259,16 @@ fn two_virtual_mac_instances_cannot_share_a_vrid() {
     assert_eq!(heads.len(), 1, "{heads:?}");
     assert!(heads[0].contains("would both put their virtual MAC on vrrp.62"), "{heads:?}");
 }
+
+#[test]
+fn script_user_must_be_a_user_name() {
+    for bad in ["", "root daemon", "0", "Root", &"a".repeat(40)] {
+        let text = format!("[node]\nscript_user = \"{bad}\"\n{MINIMAL_LB}");
+        let heads = heads_of_errors(&text);
+        assert!(heads.iter().any(|h| h.starts_with("t.toml:2:15: error: node.script_user:")), "{bad:?}: {heads:?}");
+    }
+    for good in ["halo", "_check", "svc-halo.1", "machine$"] {
+        let text = format!("[node]\nscript_user = \"{good}\"\n{MINIMAL_LB}");
+        assert!(heads_of_errors(&text).is_empty(), "{good:?}: {:?}", heads_of_errors(&text));
+    }
+}

@@ -303,7 +303,33 @@ fn reload_refuses_pids_that_are_not_a_running_halo() {
         assert_eq!(out.status.code(), Some(2), "pid {pid}: {}", text(&out.stderr));
         assert!(text(&out.stderr).contains(expected), "pid {pid}: {}", text(&out.stderr));
     }
+    // Not a regular file: a FIFO would block the reader, /dev/zero would fill its memory.
+    for special in ["/dev/zero", "/dev/null"] {
+        let out = halo(&["reload", "-c", &config, "--pid-file", special]);
+        assert_eq!(out.status.code(), Some(2), "{special}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("is not a regular file"), "{special}: {}", text(&out.stderr));
+    }
     assert!(bystander.try_wait().expect("wait").is_none(), "the bystander got a signal");
     bystander.kill().expect("kill");
     bystander.wait().expect("reap");
+}
+
+/// A script user that does not exist: `halo check` warns, `halo run` refuses to start (every
+/// script and hook would fail, and instances would go to FAULT).
+#[test]
+fn a_script_user_that_does_not_exist_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("halo.toml");
+    let example = std::fs::read_to_string(repo().join("examples/halo.toml")).expect("example");
+    std::fs::write(&file, example.replacen("[node]\n", "[node]\nscript_user = \"nosuchuser_xyz\"\n", 1)).expect("write");
+    let check = halo(&["check", "-c", &file.to_string_lossy()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text_of(&check));
+    assert!(text(&check.stderr).contains("script_user nosuchuser_xyz does not exist on this host"), "{}", text_of(&check));
+    let run = halo(&["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()]);
+    assert_eq!(run.status.code(), Some(2), "{}", text_of(&run));
+    assert!(text(&run.stderr).contains("script_user nosuchuser_xyz does not exist on this host"), "{}", text_of(&run));
+}
+
+fn text_of(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
 }

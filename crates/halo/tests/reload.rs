@@ -130,5 +130,19 @@ fn sighup_reloads_the_balancer_in_place() {
     assert!(wait_until(Duration::from_secs(5), || daemon.log().contains("reload refused")), "{}", daemon.log());
     assert_eq!(tag_via(extra).expect("still served"), b'b');
     assert_eq!(ask(&mut held).expect("still held"), b'a');
+
+    // `halo reload` of another file than the daemon's: refused (the daemon re-reads its own).
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, config(&[front], &[a])).expect("config");
+    let wrong = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["reload", "-c", &other.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()])
+        .output()
+        .expect("halo reload");
+    assert_eq!(wrong.status.code(), Some(2), "{}", String::from_utf8_lossy(&wrong.stderr));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("a reload re-reads the daemon's own file"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     drop(daemon);
 }

@@ -19,16 +19,30 @@ pub fn systemd(config: &Config) -> Rendered {
     line(&mut out, format_args!("[Service]\nType=notify\nExecStart={BINARY} run -c {CONFIG} --pid-file /run/halo/halo.pid"));
     line(&mut out, format_args!("ExecReload={BINARY} reload -c {CONFIG} --pid-file /run/halo/halo.pid"));
     for v in &config.vrrp {
+        // "-": an address or interface already gone (the normal case) is not a failure.
+        if v.virtual_mac {
+            line(&mut out, format_args!("ExecStopPost=-/sbin/ip link del vrrp.{}", v.virtual_router_id.get()));
+            continue;
+        }
         for address in &v.virtual_addresses {
-            // "-": an address already gone (the normal case) is not a failure.
             line(&mut out, format_args!("ExecStopPost=-/sbin/ip address del {address} dev {}", v.interface));
         }
     }
     line(&mut out, format_args!("Restart=on-failure\nRestartSec=1s\nRuntimeDirectory=halo\nLimitNOFILE=65536"));
-    let caps = "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE";
+    // Scripts run as [node] script_user: switching to it takes CAP_SETUID and CAP_SETGID.
+    let caps = if config.node.script_user.is_some() {
+        "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID"
+    } else {
+        "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE"
+    };
     line(&mut out, format_args!("AmbientCapabilities={caps}\nCapabilityBoundingSet={caps}\nNoNewPrivileges=yes"));
     line(&mut out, format_args!("ProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nPrivateDevices=yes"));
-    line(&mut out, format_args!("ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectControlGroups=yes"));
+    // A virtual MAC sets its parent's ARP keys under /proc/sys: kernel tunables stay writable.
+    let tunables = if config.vrrp.iter().any(|v| v.virtual_mac) { "no" } else { "yes" };
+    line(
+        &mut out,
+        format_args!("ProtectKernelTunables={tunables}\nProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectControlGroups=yes"),
+    );
     line(
         &mut out,
         format_args!("ProtectClock=yes\nProtectHostname=yes\nRestrictNamespaces=yes\nRestrictRealtime=yes\nRestrictSUIDSGID=yes"),
@@ -91,4 +105,30 @@ pub fn static_pod(config: &Config) -> Rendered {
         ),
     );
     Rendered { text: out, losses }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    fn unit(extra_node: &str, vrrp_extra: &str) -> String {
+        let text = format!(
+            "[node]\n{extra_node}\n[[vrrp]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\nvirtual_addresses = [\"10.0.0.10/24\"]\n{vrrp_extra}\n"
+        );
+        let loaded = crate::load_str("t.toml", &text).unwrap_or_else(|e| panic!("{e:?}"));
+        systemd(&loaded.config).text
+    }
+
+    #[test]
+    fn the_unit_grants_what_the_configuration_uses() {
+        let plain = unit("", "");
+        assert!(plain.contains("ProtectKernelTunables=yes") && plain.contains("ExecStopPost=-/sbin/ip address del 10.0.0.10/24 dev eth0"));
+        assert!(!plain.contains("CAP_SETUID"));
+        // A virtual MAC writes its parent's ARP keys and lives on vrrp.51.
+        let vmac = unit("", "virtual_mac = true");
+        assert!(vmac.contains("ProtectKernelTunables=no") && vmac.contains("ExecStopPost=-/sbin/ip link del vrrp.51"), "{vmac}");
+        // Scripts as another user need to switch to it.
+        let user = unit("script_user = \"halo\"", "");
+        assert!(user.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID"), "{user}");
+    }
 }

@@ -19,7 +19,7 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
     let node = Node {
         name: raw.node.name.map(|n| n.into_inner()),
         interface: raw.node.interface.map(|i| i.into_inner()),
-        script_user: raw.node.script_user.map(|u| u.into_inner()),
+        script_user: raw.node.script_user.as_ref().and_then(|u| user_name(report, u)),
         worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..256)),
     };
     let status = status(report, &raw.status);
@@ -98,6 +98,24 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
 }
 
 /// A duration string ("2s", "100ms", "1h 30m").
+/// A user name as `useradd` takes it (`[a-z_][a-z0-9_.-]*`, `$` last allowed, at most 32): a
+/// typo that cannot name a user is an error here, not a FAULT at run time.
+fn user_name(report: &mut Report<'_>, text: &Text) -> Option<String> {
+    let name = text.get_ref();
+    let body = name.strip_suffix('$').unwrap_or(name);
+    let valid = !body.is_empty()
+        && name.len() <= 32
+        && body.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && body.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        report
+            .error(text.span(), format!("node.script_user: `{name}` is not a user name"))
+            .hint("a login name: lowercase letters, digits, `_`, `.`, `-`, starting with a letter or `_`");
+        return None;
+    }
+    Some(name.clone())
+}
+
 /// The longest duration any key takes: longer ones are typos (`"300000000000y"`), and bounded
 /// durations keep every deadline the daemon computes from them in range.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -12,6 +12,10 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     crate::files::print_diagnostics(&loaded.warnings);
+    // The file may be checked on another host than the one it is for: a warning, not an error.
+    if let Err(e) = crate::daemon::exec::check_script_user(loaded.config.node.script_user.as_deref()) {
+        eprintln!("{}: warning: {e:#} (halo run will refuse to start)", path.display());
+    }
     print!("{}", summary(path, &loaded.config, loaded.warnings.len()));
     Ok(ExitCode::SUCCESS)
 }

@@ -17,17 +17,27 @@ pub fn run(config: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     crate::files::print_diagnostics(&loaded.warnings);
-    let text =
-        std::fs::read_to_string(pid_file).with_context(|| format!("cannot read the pid file {} (is halo running?)", pid_file.display()))?;
+    let text = read_pid_file(pid_file)?;
     let pid: i32 = text.trim().parse().with_context(|| format!("{} does not hold a process id", pid_file.display()))?;
-    running_halo(pid, pid_file)?;
+    let daemon_config = running_halo(pid, pid_file)?;
+    // SIGHUP makes the daemon re-read its own file: checking another one would say nothing.
+    if let Some(theirs) = daemon_config
+        && !same_file(&theirs.to_string_lossy(), &config.to_string_lossy())
+    {
+        anyhow::bail!(
+            "halo (pid {pid}) runs {}, not {}: a reload re-reads the daemon's own file; nothing was signalled",
+            theirs.display(),
+            config.display()
+        );
+    }
     kill(Pid::from_raw(pid), Signal::SIGHUP).with_context(|| format!("cannot signal halo (pid {pid} from {})", pid_file.display()))?;
     eprintln!("halo reload: {} is valid; asked halo (pid {pid}) to apply it", config.display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Checks that `pid` is a running `halo run`, by its command line.
-fn running_halo(pid: i32, pid_file: &Path) -> anyhow::Result<()> {
+/// Checks that `pid` is a running `halo run`, by its command line; the configuration file it
+/// runs with (relative ones resolved in its working directory), when the command line says.
+fn running_halo(pid: i32, pid_file: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
     anyhow::ensure!(pid > 0, "{} holds {pid}, which is not a process id; nothing was signalled", pid_file.display());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .with_context(|| format!("no process {pid}: {} is stale (is halo running?); nothing was signalled", pid_file.display()))?;
@@ -43,7 +53,14 @@ fn running_halo(pid: i32, pid_file: &Path) -> anyhow::Result<()> {
         pid_file.display(),
         String::from_utf8_lossy(&cmdline.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect::<Vec<u8>>()).trim()
     );
-    Ok(())
+    let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).to_string()).collect();
+    let config = text.iter().enumerate().find_map(|(i, a)| match a.as_str() {
+        "-c" | "--config" => text.get(i + 1).cloned(),
+        other => other.strip_prefix("--config=").map(str::to_string),
+    });
+    // Without -c the daemon runs the default file (see `halo run --help`).
+    let path = std::path::PathBuf::from(config.unwrap_or_else(|| "/etc/halo/halo.toml".to_string()));
+    Ok(Some(if path.is_absolute() { path } else { Path::new(&format!("/proc/{pid}/cwd")).join(path) }))
 }
 
 /// Whether two paths lead to one file (device and inode).
@@ -53,4 +70,16 @@ fn same_file(a: &str, b: &str) -> bool {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
     }
+}
+
+/// A pid file's text: a regular file, read to at most 64 bytes (a FIFO or a device named as the
+/// pid file must neither block nor fill memory).
+fn read_pid_file(pid_file: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let cannot = || format!("cannot read the pid file {} (is halo running?)", pid_file.display());
+    let meta = std::fs::metadata(pid_file).with_context(cannot)?;
+    anyhow::ensure!(meta.is_file(), "the pid file {} is not a regular file; nothing was signalled", pid_file.display());
+    let mut text = String::new();
+    std::fs::File::open(pid_file).and_then(|f| f.take(64).read_to_string(&mut text)).with_context(cannot)?;
+    Ok(text)
 }

@@ -20,6 +20,17 @@ pub fn set_script_user(user: Option<String>) {
     *SCRIPT_USER.write().unwrap_or_else(PoisonError::into_inner) = user;
 }
 
+/// Checks that a configured script user exists on this host (the daemon refuses to start, or a
+/// reload, otherwise: every script and hook would fail and instances go to FAULT).
+pub fn check_script_user(user: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = user else { return Ok(()) };
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => anyhow::bail!("[node] script_user {name} does not exist on this host"),
+        Err(e) => anyhow::bail!("looking up [node] script_user {name}: {e}"),
+    }
+}
+
 /// Whom a command runs as: uid and gid, `None` for the daemon's own (root).
 fn run_as() -> Result<Option<nix::unistd::User>, String> {
     let Some(name) = SCRIPT_USER.read().unwrap_or_else(PoisonError::into_inner).clone() else { return Ok(None) };

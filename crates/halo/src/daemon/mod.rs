@@ -41,6 +41,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     // Removed when the daemon ends, whatever the outcome.
     let _pid = PidFile::write(pid_file);
+    exec::check_script_user(config.node.script_user.as_deref())?;
     exec::set_script_user(config.node.script_user.clone());
     let netlink = Netlink::open()?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
@@ -137,6 +138,13 @@ async fn reload(
             return None;
         }
     };
+    if let Err(e) = exec::check_script_user(new.node.script_user.as_deref()) {
+        tracing::error!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
+        return None;
+    }
+    if new.status != current.status {
+        tracing::warn!("[status] changed: it takes effect at the next start (the endpoint keeps its address and token)");
+    }
     match balancer.reload(&new) {
         Ok(changes) => {
             tracing::info!(?changes, "balancer reloaded");
