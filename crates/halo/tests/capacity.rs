@@ -88,6 +88,28 @@ impl Drop for Daemon {
     }
 }
 
+/// `halo run -c file` (its pid file beside it), under `prlimit --nofile=SOFT:HARD` when given.
+fn spawn_halo(file: &std::path::Path, nofile: Option<&str>, stderr: Stdio) -> Daemon {
+    let halo = env!("CARGO_BIN_EXE_halo");
+    let mut command = match nofile {
+        Some(limits) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={limits}")).arg(halo);
+            c
+        }
+        None => Command::new(halo),
+    };
+    let pid_file = file.with_extension("pid");
+    let child = command
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn halo");
+    Daemon(child)
+}
+
 fn start(dir: &std::path::Path, backend: SocketAddr, max_connections: u32, fd_limit: Option<u32>) -> (Daemon, SocketAddr) {
     let port = free_port();
     let status = free_port();
@@ -98,23 +120,7 @@ fn start(dir: &std::path::Path, backend: SocketAddr, max_connections: u32, fd_li
     );
     let file = dir.join(format!("halo-{port}.toml"));
     std::fs::write(&file, config).expect("config");
-    let halo = env!("CARGO_BIN_EXE_halo");
-    let mut command = match fd_limit {
-        Some(limit) => {
-            let mut c = Command::new("prlimit");
-            c.arg(format!("--nofile={limit}:{limit}")).arg(halo);
-            c
-        }
-        None => Command::new(halo),
-    };
-    let child = command
-        .args(["run", "-c", &file.to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn halo");
-    let daemon = Daemon(child);
+    let daemon = spawn_halo(&file, fd_limit.map(|l| format!("{l}:{l}")).as_deref(), Stdio::null());
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     // Ready when the listener answers and the backend is checked healthy.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -234,14 +240,7 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
         ),
     )
     .expect("config");
-    let child = Command::new("prlimit")
-        .args(["--nofile=256:4096", env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn halo");
-    let daemon = Daemon(child);
+    let daemon = spawn_halo(&file, Some("256:4096"), Stdio::null());
     let limits = || std::fs::read_to_string(format!("/proc/{}/limits", daemon.0.id())).unwrap_or_default();
     let open_files =
         || limits().lines().find(|l| l.starts_with("Max open files")).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
@@ -264,15 +263,8 @@ fn start_logged(dir: &std::path::Path, server: SocketAddr, fd_limit: u32) -> (Da
     let file = dir.join("halo.toml");
     std::fs::write(&file, config).expect("config");
     let log = dir.join("halo.log");
-    let child = Command::new("prlimit")
-        .arg(format!("--nofile={fd_limit}:{fd_limit}"))
-        .args([env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn halo");
-    (Daemon(child), SocketAddr::from(([127, 0, 0, 1], port)), log)
+    let daemon = spawn_halo(&file, Some(&format!("{fd_limit}:{fd_limit}")), std::fs::File::create(&log).expect("log").into());
+    (daemon, SocketAddr::from(([127, 0, 0, 1], port)), log)
 }
 
 /// Out of descriptors, halo's own connects and checks fail with EMFILE: that says nothing about
@@ -333,14 +325,7 @@ fn worker_threads_follow_the_configuration() {
             ),
         )
         .expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_halo"))
-            .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn halo");
-        let daemon = Daemon(child);
+        let daemon = spawn_halo(&file, None, Stdio::null());
         let count = || {
             std::fs::read_dir(format!("/proc/{}/task", daemon.0.id()))
                 .map(|tasks| {
