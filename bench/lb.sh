@@ -3,7 +3,9 @@
 # run, on loopback only. Per trial and proxy:
 #   throughput  - one iperf3 TCP stream through the proxy for 3 s (Gbit/s)
 #   requests    - wrk, 2 threads, 32 connections, 3 s, against nginx behind the proxy (req/s,
-#                 and p99 latency), new TCP connection per request ("Connection: close")
+#                 and p99 latency), new TCP connection per request ("Connection: close"), with
+#                 the proxy's CPU time (user + sys from /proc) per 10 000 of them
+#   kept-alive  - the same on kept-alive connections (small requests, no new connection)
 # Prints a markdown table of medians over TRIALS (default 5). Installs iperf3 and wrk if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,28 +97,41 @@ start_proxy() { # name -> PROXY_PID
   echo "lb.sh: $1 did not come up" >&2; tail -n 5 "$WORK"/*.log >&2; return 1
 }
 
-declare -A GBPS RPS P99
+# cpu_ticks PID: user + sys clock ticks of a process so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+declare -A GBPS RPS P99 CPU KEPT
 PROXIES="halo haproxy haproxy-splice"
 for proxy in $PROXIES; do
-  : > "$WORK/$proxy.gbps"; : > "$WORK/$proxy.rps"; : > "$WORK/$proxy.p99"
+  : > "$WORK/$proxy.gbps"; : > "$WORK/$proxy.rps"; : > "$WORK/$proxy.p99"; : > "$WORK/$proxy.cpu"; : > "$WORK/$proxy.kept"
 done
+HZ=$(getconf CLK_TCK)
 for t in $(seq "$TRIALS"); do
   for proxy in $PROXIES; do
     start_proxy "$proxy"
     gbps=$(iperf3 -c 127.0.0.1 -p 15201 -t 3 -J | awk -F'[:,]' '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { printf "%.2f\n", $2 / 1e9; exit }')
+    before=$(cpu_ticks "$PROXY_PID")
     out=$(wrk -t2 -c32 -d3s --latency -H "Connection: close" http://127.0.0.1:18080/)
+    after=$(cpu_ticks "$PROXY_PID")
     rps=$(echo "$out" | awk '/Requests\/sec/ { printf "%.0f\n", $2 }')
+    total=$(echo "$out" | awk '/requests in/ { print $1 }')
+    cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$total" 'BEGIN { printf "%.2f\n", t / hz * 10000 / n }')
+    kept=$(wrk -t2 -c32 -d3s http://127.0.0.1:18080/ | awk '/Requests\/sec/ { printf "%.0f\n", $2 }')
     p99=$(echo "$out" | awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 }; printf "%.2f\n", v }')
     echo "$gbps" >> "$WORK/$proxy.gbps"; echo "$rps" >> "$WORK/$proxy.rps"; echo "$p99" >> "$WORK/$proxy.p99"
-    echo "trial $t $proxy: ${gbps} Gbit/s, ${rps} req/s, p99 ${p99} ms" >&2
+    echo "$cpu" >> "$WORK/$proxy.cpu"; echo "$kept" >> "$WORK/$proxy.kept"
+    echo "trial $t $proxy: ${gbps} Gbit/s, ${rps} req/s, p99 ${p99} ms, ${cpu} CPU s per 10k connections, ${kept} kept-alive req/s" >&2
     kill -TERM "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
   done
 done
 for proxy in $PROXIES; do
   GBPS[$proxy]=$(median < "$WORK/$proxy.gbps"); RPS[$proxy]=$(median < "$WORK/$proxy.rps"); P99[$proxy]=$(median < "$WORK/$proxy.p99")
+  CPU[$proxy]=$(median < "$WORK/$proxy.cpu"); KEPT[$proxy]=$(median < "$WORK/$proxy.kept")
 done
 echo "| median of $TRIALS | halo (splice) | haproxy 2.6 | haproxy 2.6 splice-auto |"
 echo "|---|---|---|---|"
 echo "| iperf3, one stream, Gbit/s | ${GBPS[halo]} | ${GBPS[haproxy]} | ${GBPS[haproxy-splice]} |"
 echo "| wrk, new connection per request, req/s | ${RPS[halo]} | ${RPS[haproxy]} | ${RPS[haproxy-splice]} |"
 echo "| wrk p99 latency, ms | ${P99[halo]} | ${P99[haproxy]} | ${P99[haproxy-splice]} |"
+echo "| proxy CPU time per 10 000 new connections, s | ${CPU[halo]} | ${CPU[haproxy]} | ${CPU[haproxy-splice]} |"
+echo "| wrk, kept-alive connections, req/s | ${KEPT[halo]} | ${KEPT[haproxy]} | ${KEPT[haproxy-splice]} |"
