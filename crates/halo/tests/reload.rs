@@ -118,6 +118,7 @@ fn sighup_reloads_the_balancer_in_place() {
     };
     let sent = reload();
     assert_eq!(sent.status.code(), Some(0), "{}", String::from_utf8_lossy(&sent.stderr));
+    assert!(String::from_utf8_lossy(&sent.stderr).contains("applied"), "the daemon's word: {}", String::from_utf8_lossy(&sent.stderr));
     assert!(wait_until(Duration::from_secs(10), || tag_via(extra).is_ok_and(|t| t == b'b')), "{}", daemon.log());
     assert_eq!(tag_via(front).expect("front"), b'b', "new connections go to the new server");
     assert_eq!(ask(&mut held).expect("the established connection survives the reload"), b'a');
@@ -130,6 +131,16 @@ fn sighup_reloads_the_balancer_in_place() {
     assert!(wait_until(Duration::from_secs(5), || daemon.log().contains("reload refused")), "{}", daemon.log());
     assert_eq!(tag_via(extra).expect("still served"), b'b');
     assert_eq!(ask(&mut held).expect("still held"), b'a');
+
+    // A valid file the daemon cannot apply (a bind on a port someone else holds): the daemon
+    // refuses it, and `halo reload` says so with exit 1 (systemctl reload fails too).
+    let busy = TcpListener::bind("127.0.0.1:0").expect("busy port");
+    std::fs::write(&file, config(&[front, extra, busy.local_addr().expect("address")], &[b])).expect("config");
+    let refused = reload();
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(tag_via(extra).expect("still served after the refused reload"), b'b');
+    drop(busy);
 
     // `halo reload` of another file than the daemon's: refused (the daemon re-reads its own).
     let other = dir.path().join("other.toml");

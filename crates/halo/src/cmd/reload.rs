@@ -30,9 +30,74 @@ pub fn run(config: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
             config.display()
         );
     }
+    let sent = unix_ms();
     kill(Pid::from_raw(pid), Signal::SIGHUP).with_context(|| format!("cannot signal halo (pid {pid} from {})", pid_file.display()))?;
-    eprintln!("halo reload: {} is valid; asked halo (pid {pid}) to apply it", config.display());
-    Ok(ExitCode::SUCCESS)
+    // The daemon says on its status endpoint how the reload ended: a refused one fails here too
+    // (and so does `systemctl reload`).
+    match confirm(&loaded.config.status, sent, pid) {
+        Confirmed::Applied => {
+            eprintln!("halo reload: halo (pid {pid}) applied {}", config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Confirmed::Refused(why) => {
+            eprintln!("halo reload: halo (pid {pid}) refused {}: {why}; it runs what it ran", config.display());
+            Ok(ExitCode::from(crate::files::EXIT_INVALID))
+        }
+        Confirmed::Unknown(why) => {
+            eprintln!("halo reload: {} is valid; asked halo (pid {pid}) to apply it (not confirmed: {why})", config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// What the daemon said of the reload.
+enum Confirmed {
+    Applied,
+    Refused(String),
+    Unknown(String),
+}
+
+/// How long `halo reload` waits for the daemon's word.
+const CONFIRM_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Polls the status endpoint until it reports a reload that ended after `sent`. An endpoint that
+/// cannot be reached (the daemon runs in another network namespace, say) or that belongs to
+/// another halo leaves the outcome unknown at once.
+fn confirm(status: &halo_config::Status, sent: u64, pid: i32) -> Confirmed {
+    let client = match halo_config::status_client::StatusClient::from_config(status) {
+        Ok(client) => client,
+        Err(e) => return Confirmed::Unknown(format!("{e:#}")),
+    };
+    let deadline = std::time::Instant::now() + CONFIRM_WITHIN;
+    let mut last_error = String::from("no answer yet");
+    while std::time::Instant::now() < deadline {
+        match client.get("/status").map(|body| serde_json::from_str::<serde_json::Value>(&body)) {
+            Ok(Ok(json)) => {
+                if json["pid"].as_i64() != Some(i64::from(pid)) {
+                    return Confirmed::Unknown(format!("the status endpoint at {} belongs to another halo", client.endpoint()));
+                }
+                let reload = &json["last_reload"];
+                if reload["at_unix_ms"].as_u64().is_some_and(|at| at >= sent) {
+                    return if reload["applied"].as_bool() == Some(true) {
+                        Confirmed::Applied
+                    } else {
+                        Confirmed::Refused(reload["message"].as_str().unwrap_or("no reason given").to_string())
+                    };
+                }
+            }
+            Ok(Err(e)) => last_error = format!("the status endpoint answered something that is not JSON: {e}"),
+            Err(e @ halo_config::status_client::StatusError::Connect(_)) => {
+                return Confirmed::Unknown(format!("status endpoint at {}: {e}", client.endpoint()));
+            }
+            Err(e) => last_error = format!("status endpoint at {}: {e}", client.endpoint()),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Confirmed::Unknown(last_error)
 }
 
 /// Checks that `pid` is a running `halo run`, by its command line; the configuration file it

@@ -81,9 +81,16 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
             _ = int.recv() => break Ok("SIGINT"),
             _ = hup.recv() => {
                 sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
-                if let Some(new) = reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
-                    config = new;
-                    status.set_balancer(&balancer);
+                match reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
+                    Ok(new) => {
+                        config = new;
+                        status.set_balancer(&balancer);
+                        status.set_reload(true, "applied".to_string());
+                    }
+                    Err(why) => {
+                        tracing::error!(reason = %why, "reload refused: the running configuration stays");
+                        status.set_reload(false, why);
+                    }
                 }
                 sd_notify("READY=1");
             }
@@ -123,25 +130,19 @@ async fn reload(
     balancer: &mut halo_lb::Balancer,
     trackers: &mut TrackerSet,
     instances: &mut Instances,
-) -> Option<Config> {
+) -> Result<Config, String> {
     let new = match halo_config::load_file(path) {
         Ok(loaded) => loaded.config,
         Err(halo_config::LoadError::Invalid(diagnostics)) => {
-            for d in diagnostics.iter().filter(|d| d.is_error()) {
-                tracing::error!("{d}");
+            let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
+            for e in &errors {
+                tracing::error!("{e}");
             }
-            tracing::error!("reload refused: the running configuration stays");
-            return None;
+            return Err(errors.first().map_or_else(|| "invalid configuration".to_string(), |e| e.lines().next().unwrap_or("").to_string()));
         }
-        Err(e) => {
-            tracing::error!(error = %e, "reload refused: the running configuration stays");
-            return None;
-        }
+        Err(e) => return Err(format!("{e:#}")),
     };
-    if let Err(e) = exec::check_script_user(new.node.script_user.as_deref()) {
-        tracing::error!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
-        return None;
-    }
+    exec::check_script_user(new.node.script_user.as_deref()).map_err(|e| format!("{e:#}"))?;
     if new.status != current.status {
         tracing::warn!("[status] changed: it takes effect at the next start (the endpoint keeps its address and token)");
     }
@@ -151,10 +152,7 @@ async fn reload(
             // Before trackers and instances restart: what they run, runs as the new user.
             exec::set_script_user(new.node.script_user.clone());
         }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
-            return None;
-        }
+        Err(e) => return Err(format!("{e:#}")),
     }
     if let Err(e) = trackers.reload(&new.trackers, &balancer.frontends) {
         tracing::error!(error = %e, "trackers not reloaded");
@@ -179,5 +177,5 @@ async fn reload(
         }
     }
     tracing::info!("reloaded");
-    Some(new)
+    Ok(new)
 }

@@ -55,9 +55,28 @@ pub struct Shared {
     pub vrrp: Mutex<BTreeMap<String, InstanceStatus>>,
     /// Set when a part of the daemon failed: /healthz answers 503 with it until halo exits.
     failure: Mutex<Option<String>>,
+    /// The outcome of the last reload, for `halo reload` to confirm.
+    reload: Mutex<Option<ReloadJson>>,
+}
+
+/// The outcome of the last reload (SIGHUP).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadJson {
+    /// When it ended, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Whether the new file is in force.
+    pub applied: bool,
+    /// "applied", or why it was refused.
+    pub message: String,
 }
 
 impl Shared {
+    /// Records the outcome of a reload.
+    pub fn set_reload(&self, applied: bool, message: String) {
+        let at_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        *self.reload.lock().unwrap_or_else(PoisonError::into_inner) = Some(ReloadJson { at_unix_ms, applied, message });
+    }
+
     /// Marks the daemon as failing (it is about to exit): /healthz says so.
     pub fn fail(&self, why: String) {
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
@@ -114,8 +133,11 @@ struct FrontendJson {
 
 #[derive(Serialize)]
 struct StatusJson {
+    /// The daemon's process id (`halo reload` checks it is asking the daemon it signalled).
+    pid: u32,
     vrrp: BTreeMap<String, InstanceStatus>,
     frontends: Vec<FrontendJson>,
+    last_reload: Option<ReloadJson>,
 }
 
 fn snapshot(shared: &Shared) -> StatusJson {
@@ -171,7 +193,12 @@ fn snapshot(shared: &Shared) -> StatusJson {
             }
         })
         .collect();
-    StatusJson { vrrp: shared.vrrp.lock().unwrap_or_else(PoisonError::into_inner).clone(), frontends }
+    StatusJson {
+        pid: std::process::id(),
+        vrrp: shared.vrrp.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        frontends,
+        last_reload: shared.reload.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+    }
 }
 
 /// Prometheus label value escaping.
