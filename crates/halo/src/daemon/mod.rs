@@ -6,12 +6,13 @@
 //!
 //! The parts: `vrrp_driver` (one task per instance, driving `halo_vrrp`'s state machine),
 //! `instances` (the set of them across reloads), `tracker` (health inputs that move priority),
-//! `notify` and `exec` (hooks and scripts), `status` (the endpoint), `guard` (the process that
+//! `notify` and `exec` (hooks and scripts), `status` and `metrics` (the endpoint), `guard` (the process that
 //! removes the VIPs if this one dies), `process` (pid file, logging, systemd).
 
 pub mod exec;
 pub mod guard;
 mod instances;
+mod metrics;
 pub mod notify;
 pub mod process;
 pub mod status;

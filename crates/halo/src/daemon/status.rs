@@ -99,48 +99,48 @@ impl Shared {
 }
 
 #[derive(Serialize)]
-struct ServerJson {
-    name: String,
-    address: String,
-    healthy: bool,
-    reason: String,
-    connections: u64,
-    total: u64,
-    bytes_up: u64,
-    bytes_down: u64,
-    connect_errors: u64,
-    local_errors: u64,
-    retries: u64,
-    redispatches: u64,
-    flips: u64,
-    check_latency_seconds: f64,
+pub(super) struct ServerJson {
+    pub(super) name: String,
+    pub(super) address: String,
+    pub(super) healthy: bool,
+    pub(super) reason: String,
+    pub(super) connections: u64,
+    pub(super) total: u64,
+    pub(super) bytes_up: u64,
+    pub(super) bytes_down: u64,
+    pub(super) connect_errors: u64,
+    pub(super) local_errors: u64,
+    pub(super) retries: u64,
+    pub(super) redispatches: u64,
+    pub(super) flips: u64,
+    pub(super) check_latency_seconds: f64,
     /// Cumulative counts per bucket upper bound (the last is +Inf), and the sum in seconds.
-    check_latency_histogram: Vec<(String, u64)>,
-    check_latency_sum_seconds: f64,
+    pub(super) check_latency_histogram: Vec<(String, u64)>,
+    pub(super) check_latency_sum_seconds: f64,
 }
 
 #[derive(Serialize)]
-struct FrontendJson {
-    name: String,
-    backend: String,
-    listening: bool,
-    connections: u64,
-    total: u64,
-    queue_drops: u64,
-    no_server: u64,
-    servers: Vec<ServerJson>,
+pub(super) struct FrontendJson {
+    pub(super) name: String,
+    pub(super) backend: String,
+    pub(super) listening: bool,
+    pub(super) connections: u64,
+    pub(super) total: u64,
+    pub(super) queue_drops: u64,
+    pub(super) no_server: u64,
+    pub(super) servers: Vec<ServerJson>,
 }
 
 #[derive(Serialize)]
-struct StatusJson {
+pub(super) struct StatusJson {
     /// The daemon's process id (`halo reload` checks it is asking the daemon it signalled).
-    pid: u32,
-    vrrp: BTreeMap<String, InstanceStatus>,
-    frontends: Vec<FrontendJson>,
-    last_reload: Option<ReloadJson>,
+    pub(super) pid: u32,
+    pub(super) vrrp: BTreeMap<String, InstanceStatus>,
+    pub(super) frontends: Vec<FrontendJson>,
+    pub(super) last_reload: Option<ReloadJson>,
 }
 
-fn snapshot(shared: &Shared) -> StatusJson {
+pub(super) fn snapshot(shared: &Shared) -> StatusJson {
     let frontends = shared.frontends.read().unwrap_or_else(PoisonError::into_inner).clone();
     let frontends = frontends
         .iter()
@@ -201,167 +201,6 @@ fn snapshot(shared: &Shared) -> StatusJson {
     }
 }
 
-/// Prometheus label value escaping.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// One gauge or counter with a row per instance, frontend or server: how its value is read.
-struct Metric<T> {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&T) -> f64,
-}
-
-const INSTANCE_METRICS: &[Metric<InstanceStatus>] = &[
-    Metric { name: "halo_vrrp_priority", kind: "gauge", help: "Effective VRRP priority.", value: |i| f64::from(i.priority) },
-    Metric { name: "halo_vrrp_adverts_sent_total", kind: "counter", help: "VRRP adverts sent.", value: |i| i.adverts_sent as f64 },
-    Metric {
-        name: "halo_vrrp_adverts_received_total",
-        kind: "counter",
-        help: "VRRP adverts received for the instance.",
-        value: |i| i.adverts_received as f64,
-    },
-    Metric {
-        name: "halo_vrrp_address_mismatch_total",
-        kind: "counter",
-        help: "Accepted adverts whose address list differs from the instance's.",
-        value: |i| i.address_mismatch as f64,
-    },
-    Metric { name: "halo_vrrp_hook_failures_total", kind: "counter", help: "Notify hooks that failed.", value: |i| i.hook_failures as f64 },
-];
-
-const FRONTEND_METRICS: &[Metric<FrontendJson>] = &[
-    Metric {
-        name: "halo_frontend_listening",
-        kind: "gauge",
-        help: "1 while the frontend accepts connections.",
-        value: |f| f64::from(u8::from(f.listening)),
-    },
-    Metric { name: "halo_frontend_connections", kind: "gauge", help: "Connections open now.", value: |f| f.connections as f64 },
-    Metric { name: "halo_frontend_connections_total", kind: "counter", help: "Connections accepted.", value: |f| f.total as f64 },
-    Metric {
-        name: "halo_frontend_queue_drops_total",
-        kind: "counter",
-        help: "Connections closed after waiting for a slot.",
-        value: |f| f.queue_drops as f64,
-    },
-    Metric {
-        name: "halo_frontend_no_server_total",
-        kind: "counter",
-        help: "Connections closed because no server could take them.",
-        value: |f| f.no_server as f64,
-    },
-];
-
-const SERVER_METRICS: &[Metric<ServerJson>] = &[
-    Metric {
-        name: "halo_server_up",
-        kind: "gauge",
-        help: "1 while the server passes its health check.",
-        value: |s| f64::from(u8::from(s.healthy)),
-    },
-    Metric { name: "halo_server_connections", kind: "gauge", help: "Connections open now.", value: |s| s.connections as f64 },
-    Metric { name: "halo_server_connections_total", kind: "counter", help: "Connections served.", value: |s| s.total as f64 },
-    Metric { name: "halo_server_bytes_up_total", kind: "counter", help: "Bytes from clients to the server.", value: |s| s.bytes_up as f64 },
-    Metric {
-        name: "halo_server_bytes_down_total",
-        kind: "counter",
-        help: "Bytes from the server to clients.",
-        value: |s| s.bytes_down as f64,
-    },
-    Metric {
-        name: "halo_server_connect_errors_total",
-        kind: "counter",
-        help: "Failed or timed-out connects.",
-        value: |s| s.connect_errors as f64,
-    },
-    Metric {
-        name: "halo_server_local_errors_total",
-        kind: "counter",
-        help: "Connects and checks that failed for halo's own reasons (descriptors, ports): not counted against the server.",
-        value: |s| s.local_errors as f64,
-    },
-    Metric {
-        name: "halo_server_retries_total",
-        kind: "counter",
-        help: "Connect attempts repeated on the server.",
-        value: |s| s.retries as f64,
-    },
-    Metric {
-        name: "halo_server_redispatches_total",
-        kind: "counter",
-        help: "Clients sent elsewhere after the server failed them.",
-        value: |s| s.redispatches as f64,
-    },
-    Metric { name: "halo_server_health_flips_total", kind: "counter", help: "Health state changes.", value: |s| s.flips as f64 },
-    Metric {
-        name: "halo_server_last_check_latency_seconds",
-        kind: "gauge",
-        help: "Latency of the last passing check.",
-        value: |s| s.check_latency_seconds,
-    },
-];
-
-/// Writes one metric family: its HELP and TYPE lines, then `name{labels} value` per row.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: impl IntoIterator<Item = (String, f64)>) {
-    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-    for (labels, value) in rows {
-        out.push_str(&format!("{name}{{{labels}}} {value}\n"));
-    }
-}
-
-/// Writes every metric of a table for rows given as (labels, item).
-fn table<T>(out: &mut String, metrics: &[Metric<T>], rows: &[(String, &T)]) {
-    for metric in metrics {
-        family(out, metric.name, metric.kind, metric.help, rows.iter().map(|(labels, item)| (labels.clone(), (metric.value)(item))));
-    }
-}
-
-/// The Prometheus text of everything the status endpoint knows.
-fn metrics(shared: &Shared) -> String {
-    let status = snapshot(shared);
-    let mut out = String::new();
-    let instances: Vec<(String, &InstanceStatus)> = status.vrrp.iter().map(|(n, i)| (format!("instance=\"{}\"", label(n)), i)).collect();
-    let states = ["INIT", "BACKUP", "MASTER", "FAULT"];
-    let state_rows = instances
-        .iter()
-        .flat_map(|(labels, i)| states.iter().map(move |s| (format!("{labels},state=\"{s}\""), f64::from(u8::from(i.state == *s)))));
-    family(&mut out, "halo_vrrp_state", "gauge", "1 for the state each VRRP instance is in.", state_rows);
-    table(&mut out, INSTANCE_METRICS, &instances);
-    let dropped_rows = instances
-        .iter()
-        .flat_map(|(labels, i)| i.dropped.iter().map(move |(r, c)| (format!("{labels},reason=\"{}\"", label(r)), *c as f64)));
-    family(&mut out, "halo_vrrp_dropped_total", "counter", "VRRP packets dropped or ignored, by reason.", dropped_rows);
-    let frontends: Vec<(String, &FrontendJson)> =
-        status.frontends.iter().map(|f| (format!("frontend=\"{}\"", label(&f.name)), f)).collect();
-    table(&mut out, FRONTEND_METRICS, &frontends);
-    let servers: Vec<(String, &ServerJson)> = status
-        .frontends
-        .iter()
-        .flat_map(|f| f.servers.iter().map(move |s| (format!("backend=\"{}\",server=\"{}\"", label(&f.backend), label(&s.name)), s)))
-        .collect();
-    table(&mut out, SERVER_METRICS, &servers);
-    check_latency_histogram(&mut out, &servers);
-    out
-}
-
-/// The health checks' latency as one Prometheus histogram per server.
-fn check_latency_histogram(out: &mut String, servers: &[(String, &ServerJson)]) {
-    out.push_str(
-        "# HELP halo_server_check_latency_seconds Latency of passing health checks.\n# TYPE halo_server_check_latency_seconds histogram\n",
-    );
-    for (labels, server) in servers {
-        for (bound, count) in &server.check_latency_histogram {
-            out.push_str(&format!("halo_server_check_latency_seconds_bucket{{{labels},le=\"{bound}\"}} {count}\n"));
-        }
-        let total = server.check_latency_histogram.last().map_or(0, |(_, c)| *c);
-        out.push_str(&format!("halo_server_check_latency_seconds_sum{{{labels}}} {}\n", server.check_latency_sum_seconds));
-        out.push_str(&format!("halo_server_check_latency_seconds_count{{{labels}}} {total}\n"));
-    }
-}
-
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -405,7 +244,7 @@ fn handle(shared: &Shared, token: Option<&str>, request: &Request<Incoming>) -> 
             Ok(json) => respond(StatusCode::OK, "application/json", json + "\n"),
             Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
         },
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", metrics(shared)),
+        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", super::metrics::metrics(shared)),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "/healthz, /status, /metrics\n".to_string()),
     }
 }

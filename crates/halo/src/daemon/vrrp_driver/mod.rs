@@ -9,17 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use halo_config::{Tracker, VrrpInstance};
-use halo_hostnet::announce::Announcer;
-use halo_hostnet::arp_isolation::ArpIsolation;
-use halo_hostnet::netlink::{Link, Netlink};
-use halo_hostnet::vrrp_socket::{Received, VrrpSocket};
-use halo_vrrp::fsm::{Action, GratuitousSchedule, Ignored, Router, RouterConfig, State};
-use halo_vrrp::packet::{self, Auth, MULTICAST_V4, MULTICAST_V6};
+use halo_hostnet::netlink::Netlink;
+use halo_vrrp::fsm::{Action, GratuitousSchedule, Router, RouterConfig, State};
+use halo_vrrp::packet::{self, Auth};
 use tokio::sync::watch;
 
 use super::tracker::{Verdict, fold};
+
+mod io;
+mod receive;
+
+use io::{Io, open, refresh, remove_virtual_mac};
+use receive::receive;
 
 /// Lifetime of a VIP in the kernel: it is deleted this long after the last refresh.
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
@@ -27,8 +29,6 @@ pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
 pub const TRACKER_SETTLE: Duration = Duration::from_secs(10);
 /// How long a stopping instance waits for its notify hooks, all together.
 const HOOKS_AT_STOP: Duration = Duration::from_secs(20);
-/// At most one log line per this period for adverts with another address list.
-const MISMATCH_LOG_PERIOD: Duration = Duration::from_secs(60);
 /// How often a master refreshes its VIPs' lifetime.
 pub const VIP_REFRESH: Duration = Duration::from_millis(500);
 
@@ -71,27 +71,6 @@ impl Counters {
     fn drop_one(&mut self, reason: &'static str) {
         *self.dropped.entry(reason).or_default() += 1;
     }
-}
-
-/// I/O state of a running instance.
-struct Io {
-    /// Where the VIPs live and announcements go out: the interface, or its virtual-MAC macvlan.
-    link: Link,
-    /// The macvlan carrying the virtual MAC (removed at stop), with its parent's ARP settings
-    /// (restored when dropped).
-    vmac: Option<(Link, ArpIsolation)>,
-    /// Where adverts come in (and go out, unless `sender`).
-    receiver: VrrpSocket,
-    /// Where adverts go out when that is not `receiver`: the virtual MAC in unicast mode.
-    sender: Option<VrrpSocket>,
-    announcer: Announcer,
-    netlink: Netlink,
-    source: IpAddr,
-    destinations: Vec<IpAddr>,
-    addresses: Vec<(IpAddr, u8)>,
-    checksum: halo_vrrp::ChecksumMode,
-    repeat: u32,
-    guard: Option<Arc<super::guard::Guard>>,
 }
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
@@ -326,196 +305,6 @@ pub fn router_config(config: &VrrpInstance) -> RouterConfig {
     }
 }
 
-async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<super::guard::Guard>>) -> anyhow::Result<Io> {
-    let link = netlink.link(&config.interface).await?;
-    let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
-    let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
-    let source = match config.unicast_source {
-        Some(source) => source,
-        None => primary_address(netlink, &link, ipv6, !config.unicast_peers.is_empty(), &addresses).await?,
-    };
-    let parent_socket = || VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name));
-    let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
-    let (vmac, receiver, sender, announcer) = if config.virtual_mac {
-        let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6, guard.as_deref()).await?;
-        // Multicast adverts are received on the macvlan: a peer that also sends from the virtual
-        // MAC (halo, keepalived's use_vmac) sends frames whose source MAC is our macvlan's own,
-        // and the kernel hands those to the macvlan alone, never to the parent; every other
-        // advert reaches the macvlan too, once, since it joined the group. Unicast adverts are
-        // addressed to the parent's address and MAC: they are received there.
-        let rest = (|| {
-            let announcer = Announcer::open(&vmac.0, &plain)?;
-            Ok::<_, anyhow::Error>(if config.unicast_peers.is_empty() {
-                (vmac_socket, None, announcer)
-            } else {
-                (parent_socket()?, Some(vmac_socket), announcer)
-            })
-        })();
-        match rest {
-            Ok((receiver, sender, announcer)) => (Some(vmac), receiver, sender, announcer),
-            Err(e) => {
-                // Nothing of a failed start stays behind.
-                remove_virtual_mac(netlink, &vmac.0, guard.as_deref()).await;
-                return Err(e);
-            }
-        }
-    } else {
-        (None, parent_socket()?, None, Announcer::open(&link, &plain)?)
-    };
-    let announce_on = vmac.as_ref().map_or_else(|| link.clone(), |(vmac, _)| vmac.clone());
-    let destinations = if config.unicast_peers.is_empty() {
-        vec![if ipv6 { IpAddr::from(MULTICAST_V6) } else { IpAddr::from(MULTICAST_V4) }]
-    } else {
-        config.unicast_peers.clone()
-    };
-    Ok(Io {
-        link: announce_on,
-        vmac,
-        receiver,
-        sender,
-        announcer,
-        netlink: netlink.clone(),
-        source,
-        destinations,
-        addresses,
-        checksum: config.checksum,
-        repeat: config.gratuitous.repeat,
-        guard,
-    })
-}
-
-/// RFC 5798 §7.3: the virtual MAC 00-00-5E-00-01-{VRID} (00-00-5E-00-02-{VRID} for IPv6), on a
-/// macvlan named like keepalived's, so the VIP keeps its MAC whichever router holds it; the
-/// parent stops answering ARP for the VIP with its own MAC (keepalived's `use_vmac` settings).
-async fn open_virtual_mac(
-    config: &VrrpInstance,
-    netlink: &Netlink,
-    parent: &Link,
-    ipv6: bool,
-    guard: Option<&super::guard::Guard>,
-) -> anyhow::Result<((Link, ArpIsolation), VrrpSocket)> {
-    let mac = [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, config.virtual_router_id.get()];
-    let name = format!("vrrp.{}", config.virtual_router_id.get());
-    let arp = ArpIsolation::apply(&parent.name).with_context(|| format!("instance {}: ARP settings of {}", config.name, parent.name))?;
-    let vmac = netlink.create_macvlan(parent, &name, mac).await?;
-    // Should halo die, the guard removes it (a dead node's macvlan carries the virtual MAC).
-    if let Some(guard) = guard {
-        guard.own_link(&vmac.name);
-    }
-    match VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name)) {
-        Ok(socket) => Ok(((vmac, arp), socket)),
-        Err(e) => {
-            remove_virtual_mac(netlink, &vmac, guard).await;
-            Err(e)
-        }
-    }
-}
-
-/// Deletes a virtual-MAC interface (at stop, or after a failed start); a failure is logged.
-async fn remove_virtual_mac(netlink: &Netlink, vmac: &Link, guard: Option<&super::guard::Guard>) {
-    if let Some(guard) = guard {
-        guard.disown_link(&vmac.name);
-    }
-    if let Err(e) = netlink.delete_link(vmac).await {
-        tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
-    }
-}
-
-/// The interface address adverts come from: its first IPv4 address that is not a VIP, or its
-/// IPv6 link-local address (RFC 5798 §5.1.2.1). Unicast IPv6 adverts come from its first global
-/// address instead, the kind of address peers list in `unicast_peers` (and check the source
-/// against), falling back to the link-local one.
-async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, unicast: bool, vips: &[(IpAddr, u8)]) -> anyhow::Result<IpAddr> {
-    let all = netlink.addresses(link.index).await?;
-    let candidates = all.iter().map(|(a, _)| *a).filter(|a| !vips.iter().any(|(v, _)| v == a));
-    let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
-    let found = if !ipv6 {
-        candidates.clone().find(IpAddr::is_ipv4)
-    } else if unicast {
-        candidates.clone().find(|a| a.is_ipv6() && !link_local(a)).or_else(|| candidates.clone().find(link_local))
-    } else {
-        candidates.clone().find(link_local)
-    };
-    found.ok_or_else(|| {
-        halo_hostnet::HostError::NoAddress { interface: link.name.clone(), family: if ipv6 { "IPv6 link-local" } else { "IPv4" } }.into()
-    })
-}
-
-fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received, counters: &mut Counters) {
-    // RFC 5798 §7.1: an advert that crossed a router is not from our LAN.
-    if packet.ttl != packet::TTL {
-        tracing::debug!(source = %packet.source, ttl = packet.ttl, "dropped: TTL is not 255");
-        counters.drop_one("ttl");
-        return;
-    }
-    if packet.source == io.source {
-        return;
-    }
-    // Unicast: only the configured peers speak for this router (keepalived's check_unicast_src).
-    if !config.unicast_peers.is_empty() && !config.unicast_peers.contains(&packet.source) {
-        tracing::trace!(source = %packet.source, "dropped: not a configured peer");
-        counters.drop_one("not_a_peer");
-        return;
-    }
-    let advert = match packet::decode(&packet.payload, packet.source, packet.destination, io.checksum) {
-        Ok(advert) => advert,
-        Err(e) => {
-            tracing::debug!(source = %packet.source, reason = e.reason(), "dropped: {e}");
-            counters.drop_one(e.reason());
-            return;
-        }
-    };
-    if advert.vrid != config.virtual_router_id {
-        // Another virtual router on the same group: not ours, counted as such.
-        counters.drop_one(Ignored::Vrid.reason());
-        return;
-    }
-    tracing::trace!(source = %packet.source, priority = advert.priority, "advert");
-    let now = Instant::now();
-    // RFC 3768 §7.1: a v2 router that checks the address list discards a mismatch (keepalived
-    // does); a v3 one acts on it (see note_address_mismatch).
-    if advert.version == halo_vrrp::Version::V2 && config.version == halo_vrrp::Version::V2 && address_mismatch(io, &advert) {
-        counters.drop_one("address_mismatch");
-        note_address_mismatch(io, &advert, packet.source, now, counters);
-        return;
-    }
-    let outcome = router.handle_advert(now, packet.source, &advert);
-    // Only an advert this router accepts counts as received: of its version, authenticated,
-    // with its interval (a valid advert ignored for its priority is still received).
-    if matches!(outcome, Ok(()) | Err(Ignored::LowerPriority | Ignored::NotListening)) {
-        counters.received += 1;
-        note_address_mismatch(io, &advert, packet.source, now, counters);
-    }
-    if let Err(ignored) = outcome {
-        tracing::trace!(source = %packet.source, reason = ignored.reason(), "advert ignored");
-        counters.drop_one(ignored.reason());
-    }
-}
-
-/// Whether the advert's address list differs from the instance's (order aside).
-fn address_mismatch(io: &Io, advert: &packet::Advertisement) -> bool {
-    advert.addresses.len() != io.addresses.len() || advert.addresses.iter().any(|a| !io.addresses.iter().any(|(ours, _)| ours == a))
-}
-
-/// RFC 5798 §6.4.2/§6.4.3 let a router act on an advert whose address list differs from its own
-/// (a misconfigured peer) or discard it. halo acts on it, so that a peer with a higher priority
-/// still wins the election and two masters never hold the VRID at once, and counts and logs it
-/// (one line a minute), so the misconfiguration is seen.
-fn note_address_mismatch(io: &Io, advert: &packet::Advertisement, source: IpAddr, now: Instant, counters: &mut Counters) {
-    if !address_mismatch(io, advert) {
-        return;
-    }
-    let mut theirs = advert.addresses.clone();
-    theirs.sort();
-    let mut ours: Vec<IpAddr> = io.addresses.iter().map(|(a, _)| *a).collect();
-    ours.sort();
-    counters.address_mismatch += 1;
-    if counters.mismatch_logged.is_none_or(|at| now.duration_since(at) >= MISMATCH_LOG_PERIOD) {
-        counters.mismatch_logged = Some(now);
-        tracing::warn!(%source, ?theirs, ?ours, seen = counters.address_mismatch, "advert's address list differs from this instance's");
-    }
-}
-
 /// Carries out one action; the notify hooks it started, if any.
 async fn perform(
     io: &Io,
@@ -643,29 +432,4 @@ fn publish(
             last_hook: counters.hooks.last(),
         },
     );
-}
-
-/// Adds (or refreshes) every VIP with its short lifetime, and tells the guard.
-async fn refresh(io: &Io) {
-    for (address, prefix) in &io.addresses {
-        match io.netlink.add_address(io.link.index, *address, *prefix, Some(VIP_LIFETIME)).await {
-            Ok(()) => {
-                if let Some(guard) = &io.guard {
-                    guard.hold(io.link.index, *address, *prefix);
-                }
-            }
-            Err(e) => tracing::error!(%address, error = %e, "could not add a virtual address"),
-        }
-    }
-}
-
-impl Io {
-    /// Removes a VIP from the interface and tells the guard; whether it was there.
-    async fn remove_vip(&self, address: IpAddr) -> halo_hostnet::Result<bool> {
-        let removed = self.netlink.remove_address(self.link.index, address).await?;
-        if let Some(guard) = &self.guard {
-            guard.release(self.link.index, address);
-        }
-        Ok(removed)
-    }
 }

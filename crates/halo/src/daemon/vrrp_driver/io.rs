@@ -1,0 +1,177 @@
+//! An instance's I/O: the interface (or its virtual-MAC macvlan and the parent's ARP settings),
+//! the raw sockets adverts come in and go out on, the announcer, and the VIPs with their kernel
+//! lifetime (told to the guard).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use halo_config::VrrpInstance;
+use halo_hostnet::announce::Announcer;
+use halo_hostnet::arp_isolation::ArpIsolation;
+use halo_hostnet::netlink::{Link, Netlink};
+use halo_hostnet::vrrp_socket::VrrpSocket;
+use halo_vrrp::packet::{MULTICAST_V4, MULTICAST_V6};
+
+use super::VIP_LIFETIME;
+
+/// I/O state of a running instance.
+pub(super) struct Io {
+    /// Where the VIPs live and announcements go out: the interface, or its virtual-MAC macvlan.
+    pub(super) link: Link,
+    /// The macvlan carrying the virtual MAC (removed at stop), with its parent's ARP settings
+    /// (restored when dropped).
+    pub(super) vmac: Option<(Link, ArpIsolation)>,
+    /// Where adverts come in (and go out, unless `sender`).
+    pub(super) receiver: VrrpSocket,
+    /// Where adverts go out when that is not `receiver`: the virtual MAC in unicast mode.
+    pub(super) sender: Option<VrrpSocket>,
+    pub(super) announcer: Announcer,
+    pub(super) netlink: Netlink,
+    pub(super) source: IpAddr,
+    pub(super) destinations: Vec<IpAddr>,
+    pub(super) addresses: Vec<(IpAddr, u8)>,
+    pub(super) checksum: halo_vrrp::ChecksumMode,
+    pub(super) repeat: u32,
+    pub(super) guard: Option<Arc<crate::daemon::guard::Guard>>,
+}
+
+pub(super) async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<crate::daemon::guard::Guard>>) -> anyhow::Result<Io> {
+    let link = netlink.link(&config.interface).await?;
+    let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
+    let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
+    let source = match config.unicast_source {
+        Some(source) => source,
+        None => primary_address(netlink, &link, ipv6, !config.unicast_peers.is_empty(), &addresses).await?,
+    };
+    let parent_socket = || VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name));
+    let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
+    let (vmac, receiver, sender, announcer) = if config.virtual_mac {
+        let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6, guard.as_deref()).await?;
+        // Multicast adverts are received on the macvlan: a peer that also sends from the virtual
+        // MAC (halo, keepalived's use_vmac) sends frames whose source MAC is our macvlan's own,
+        // and the kernel hands those to the macvlan alone, never to the parent; every other
+        // advert reaches the macvlan too, once, since it joined the group. Unicast adverts are
+        // addressed to the parent's address and MAC: they are received there.
+        let rest = (|| {
+            let announcer = Announcer::open(&vmac.0, &plain)?;
+            Ok::<_, anyhow::Error>(if config.unicast_peers.is_empty() {
+                (vmac_socket, None, announcer)
+            } else {
+                (parent_socket()?, Some(vmac_socket), announcer)
+            })
+        })();
+        match rest {
+            Ok((receiver, sender, announcer)) => (Some(vmac), receiver, sender, announcer),
+            Err(e) => {
+                // Nothing of a failed start stays behind.
+                remove_virtual_mac(netlink, &vmac.0, guard.as_deref()).await;
+                return Err(e);
+            }
+        }
+    } else {
+        (None, parent_socket()?, None, Announcer::open(&link, &plain)?)
+    };
+    let announce_on = vmac.as_ref().map_or_else(|| link.clone(), |(vmac, _)| vmac.clone());
+    let destinations = if config.unicast_peers.is_empty() {
+        vec![if ipv6 { IpAddr::from(MULTICAST_V6) } else { IpAddr::from(MULTICAST_V4) }]
+    } else {
+        config.unicast_peers.clone()
+    };
+    Ok(Io {
+        link: announce_on,
+        vmac,
+        receiver,
+        sender,
+        announcer,
+        netlink: netlink.clone(),
+        source,
+        destinations,
+        addresses,
+        checksum: config.checksum,
+        repeat: config.gratuitous.repeat,
+        guard,
+    })
+}
+
+/// RFC 5798 §7.3: the virtual MAC 00-00-5E-00-01-{VRID} (00-00-5E-00-02-{VRID} for IPv6), on a
+/// macvlan named like keepalived's, so the VIP keeps its MAC whichever router holds it; the
+/// parent stops answering ARP for the VIP with its own MAC (keepalived's `use_vmac` settings).
+async fn open_virtual_mac(
+    config: &VrrpInstance,
+    netlink: &Netlink,
+    parent: &Link,
+    ipv6: bool,
+    guard: Option<&crate::daemon::guard::Guard>,
+) -> anyhow::Result<((Link, ArpIsolation), VrrpSocket)> {
+    let mac = [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, config.virtual_router_id.get()];
+    let name = format!("vrrp.{}", config.virtual_router_id.get());
+    let arp = ArpIsolation::apply(&parent.name).with_context(|| format!("instance {}: ARP settings of {}", config.name, parent.name))?;
+    let vmac = netlink.create_macvlan(parent, &name, mac).await?;
+    // Should halo die, the guard removes it (a dead node's macvlan carries the virtual MAC).
+    if let Some(guard) = guard {
+        guard.own_link(&vmac.name);
+    }
+    match VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name)) {
+        Ok(socket) => Ok(((vmac, arp), socket)),
+        Err(e) => {
+            remove_virtual_mac(netlink, &vmac, guard).await;
+            Err(e)
+        }
+    }
+}
+
+/// Deletes a virtual-MAC interface (at stop, or after a failed start); a failure is logged.
+pub(super) async fn remove_virtual_mac(netlink: &Netlink, vmac: &Link, guard: Option<&crate::daemon::guard::Guard>) {
+    if let Some(guard) = guard {
+        guard.disown_link(&vmac.name);
+    }
+    if let Err(e) = netlink.delete_link(vmac).await {
+        tracing::warn!(interface = %vmac.name, error = %e, "could not remove the virtual MAC interface");
+    }
+}
+
+/// The interface address adverts come from: its first IPv4 address that is not a VIP, or its
+/// IPv6 link-local address (RFC 5798 §5.1.2.1). Unicast IPv6 adverts come from its first global
+/// address instead, the kind of address peers list in `unicast_peers` (and check the source
+/// against), falling back to the link-local one.
+async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, unicast: bool, vips: &[(IpAddr, u8)]) -> anyhow::Result<IpAddr> {
+    let all = netlink.addresses(link.index).await?;
+    let candidates = all.iter().map(|(a, _)| *a).filter(|a| !vips.iter().any(|(v, _)| v == a));
+    let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+    let found = if !ipv6 {
+        candidates.clone().find(IpAddr::is_ipv4)
+    } else if unicast {
+        candidates.clone().find(|a| a.is_ipv6() && !link_local(a)).or_else(|| candidates.clone().find(link_local))
+    } else {
+        candidates.clone().find(link_local)
+    };
+    found.ok_or_else(|| {
+        halo_hostnet::HostError::NoAddress { interface: link.name.clone(), family: if ipv6 { "IPv6 link-local" } else { "IPv4" } }.into()
+    })
+}
+
+/// Adds (or refreshes) every VIP with its short lifetime, and tells the guard.
+pub(super) async fn refresh(io: &Io) {
+    for (address, prefix) in &io.addresses {
+        match io.netlink.add_address(io.link.index, *address, *prefix, Some(VIP_LIFETIME)).await {
+            Ok(()) => {
+                if let Some(guard) = &io.guard {
+                    guard.hold(io.link.index, *address, *prefix);
+                }
+            }
+            Err(e) => tracing::error!(%address, error = %e, "could not add a virtual address"),
+        }
+    }
+}
+
+impl Io {
+    /// Removes a VIP from the interface and tells the guard; whether it was there.
+    pub(super) async fn remove_vip(&self, address: IpAddr) -> halo_hostnet::Result<bool> {
+        let removed = self.netlink.remove_address(self.link.index, address).await?;
+        if let Some(guard) = &self.guard {
+            guard.release(self.link.index, address);
+        }
+        Ok(removed)
+    }
+}
