@@ -48,3 +48,6 @@ pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MIN_HEALTHY: u32 = 1;
 /// Server weight.
 pub const SERVER_WEIGHT: u32 = 1;
+/// How often servers given by name are resolved again (haproxy's `hold valid` default is 10 s;
+/// 30 s keeps the resolver's load low and still follows a moved master within a minute).
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);

@@ -78,7 +78,14 @@ pub struct Log {
     pub level: LogLevel,
     /// Line format.
     pub format: LogFormat,
+    /// One line per proxied connection when it ends (haproxy's `option tcplog`): client,
+    /// frontend, server, waits, bytes each way, duration, how it ended. Rate-limited: beyond
+    /// [`CONNECTION_LOG_RATE`] lines a second the rest are counted, and the count is logged.
+    pub connections: bool,
 }
+
+/// Connection-log lines written per second at most; the excess is counted, never queued.
+pub const CONNECTION_LOG_RATE: u32 = 1000;
 
 /// Log verbosity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -295,6 +302,23 @@ pub struct Backend {
     pub idle_timeout: Duration,
     /// How long connections to a removed server (reload) or of a stopping halo may finish.
     pub drain_timeout: Duration,
+    /// How often servers given by name are resolved again.
+    pub resolve_interval: Duration,
+    /// The family used when a name has records of both.
+    pub resolve_prefer: AddressFamily,
+    /// A PROXY protocol header sent to the server before the client's bytes, so that a server
+    /// behind halo sees the client's address (haproxy's `send-proxy`). Off by default: the
+    /// Kubernetes API server does not accept it; services such as ingress controllers do.
+    pub send_proxy: Option<ProxyProtocol>,
+}
+
+/// PROXY protocol version (haproxy's specification, used by haproxy, nginx, Envoy, Traefik).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// The text header: `PROXY TCP4 client server cport sport\r\n`.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// Server selection.
@@ -314,8 +338,9 @@ pub enum Balance {
 pub struct Server {
     /// Name in logs and status.
     pub name: String,
-    /// IP address and port (names are not resolved: DNS must not be a dependency of the VIP).
-    pub address: SocketAddr,
+    /// Where the server listens: an IP address, or a name the system resolver turns into one
+    /// (see [`ServerAddress`]).
+    pub address: ServerAddress,
     /// Relative share of connections, 1..=256.
     pub weight: u32,
     /// Used only when no non-backup server is healthy.
@@ -324,12 +349,83 @@ pub struct Server {
     pub disabled: bool,
 }
 
+/// A server's address as written: `ip:port`, or `name:port`.
+///
+/// A name is resolved through the system resolver (getaddrinfo: `/etc/hosts`, nsswitch, DNS) at
+/// start and every `resolve_interval` of its backend. A name that has never resolved leaves the
+/// server DOWN (reason `DNS: ...`); a later failure keeps the last address, so that a DNS outage
+/// never takes a server down. Of several records the first of the backend's `resolve_prefer`
+/// family is used, the other family only when the preferred one has none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddress {
+    /// A fixed address.
+    Ip(SocketAddr),
+    /// A name resolved at run time.
+    Name {
+        /// The host name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl ServerAddress {
+    /// The fixed address, when it is one.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Ip(addr) => Some(*addr),
+            Self::Name { .. } => None,
+        }
+    }
+
+    /// The host name, when it is one.
+    pub fn host_name(&self) -> Option<&str> {
+        match self {
+            Self::Ip(_) => None,
+            Self::Name { host, .. } => Some(host),
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Ip(addr) => addr.port(),
+            Self::Name { port, .. } => *port,
+        }
+    }
+}
+
+impl From<SocketAddr> for ServerAddress {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Ip(addr)
+    }
+}
+
+impl std::fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(addr) => addr.fmt(f),
+            Self::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// An address family, for choosing among a name's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressFamily {
+    /// IPv4 (the default: most clusters' API servers listen on IPv4).
+    #[default]
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
 /// An active health check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
     /// What a probe does.
     pub kind: CheckKind,
-    /// HTTP path for `https` checks.
+    /// HTTP path for `http` and `https` checks.
     pub path: String,
     /// HTTP status a healthy server answers.
     pub expect_status: u16,
@@ -352,8 +448,13 @@ pub struct HealthCheck {
 /// Kind of health probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckKind {
+    /// No probe: every enabled server takes traffic (haproxy's `server` line without `check`),
+    /// for services a probe would disturb. A failed connect still goes to the next server.
+    None,
     /// TCP connect.
     Tcp,
+    /// Plain HTTP: `GET <path>`, expecting `expect_status`.
+    Http,
     /// TCP connect and a full TLS handshake.
     Tls,
     /// TLS, then `GET <path>`, expecting `expect_status`.
@@ -370,7 +471,8 @@ pub enum TlsVerify {
     Ca {
         /// PEM bundle.
         ca_file: PathBuf,
-        /// Name expected in the certificate; the server's IP address when unset.
+        /// Name expected in the certificate; when unset, the server's name if it is given by
+        /// name, its IP address otherwise.
         server_name: Option<String>,
     },
 }

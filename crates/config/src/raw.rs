@@ -46,6 +46,8 @@ pub struct RawLog {
     pub level: Option<Text>,
     /// text | json
     pub format: Option<Text>,
+    /// One line per proxied connection.
+    pub connections: Option<Flag>,
 }
 
 /// `[[vrrp]]`
@@ -189,17 +191,28 @@ pub struct RawBackend {
     pub idle_timeout: Option<Text>,
     /// Duration string.
     pub drain_timeout: Option<Text>,
+    /// Duration string.
+    pub resolve_interval: Option<Text>,
+    /// ipv4 | ipv6
+    pub resolve_prefer: Option<Text>,
+    /// v1 | v2
+    pub send_proxy: Option<Text>,
     /// `[backend.health]`
     pub health: Option<Spanned<RawHealth>>,
-    /// `[[backend.server]]`
+    /// `[[backend.server]]`; none is allowed (a template a tool fills later), with a warning.
+    #[serde(default = "no_servers")]
     pub server: Spanned<Vec<Spanned<RawServer>>>,
+}
+
+fn no_servers() -> Spanned<Vec<Spanned<RawServer>>> {
+    Spanned::new(0..0, Vec::new())
 }
 
 /// `[backend.health]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
-    /// tcp | tls | https
+    /// none | tcp | http | tls | https
     pub kind: Option<Text>,
     /// HTTP path.
     pub path: Option<Text>,
@@ -231,7 +244,7 @@ pub struct RawHealth {
 pub struct RawServer {
     /// Server name.
     pub name: Text,
-    /// `ip:port`
+    /// `ip:port` or `name:port`
     pub address: Text,
     /// 1..=256
     pub weight: Option<Int>,

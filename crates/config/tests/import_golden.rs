@@ -120,7 +120,7 @@ fn strict_turns_unmapped_directives_into_errors() {
 #[test]
 fn broken_classic_files_give_errors_with_lines() {
     let cases: [(&str, &str, &str); 6] = [
-        ("haproxy", "backend b\n    server m1 master01:6443 check\n", "h:2: error: server `m1`: cannot use address `master01:6443`"),
+        ("haproxy", "backend b\n    server m1 master01:0 check\n", "h:2: error: server `m1`: cannot use address `master01:0`"),
         (
             "haproxy",
             "frontend f\n    bind *:8443\n    default_backend nope\n",

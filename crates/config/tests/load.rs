@@ -112,7 +112,7 @@ name = "m1"
 address = "10.0.0.1"
 [[backend.server]]
 name = "m1"
-address = "master02:6443"
+address = "master_02:6443"
 [[backend.server]]
 name = "m3"
 address = "10.0.0.1:6443"
@@ -131,7 +131,7 @@ weight = 0
         "t.toml:16:11: error: frontend `api` sends to unknown backend `missing`",
         "t.toml:22:11: error: server address: `10.0.0.1` has no port",
         "t.toml:24:8: error: duplicate server name `m1`",
-        "t.toml:25:11: error: server address: `master02:6443` is not an `ip:port` address",
+        "t.toml:25:11: error: server address: `master_02` is neither an IP address nor a host name",
         "t.toml:28:11: error: server `m3` has the virtual address 10.0.0.1 of vrrp `v`",
         "t.toml:29:10: error: server weight 0",
     ];
@@ -270,5 +270,87 @@ fn script_user_must_be_a_user_name() {
     for good in ["halo", "_check", "svc-halo.1", "machine$"] {
         let text = format!("[node]\nscript_user = \"{good}\"\n{MINIMAL_LB}");
         assert!(heads_of_errors(&text).is_empty(), "{good:?}: {:?}", heads_of_errors(&text));
+    }
+}
+
+#[test]
+fn servers_by_name_plain_http_and_unchecked_backends_load() {
+    let text = r#"
+[log]
+connections = true
+
+[[frontend]]
+name = "api"
+bind = ["127.0.0.1:8443"]
+backend = "api"
+
+[[backend]]
+name = "api"
+resolve_interval = "10s"
+resolve_prefer = "ipv6"
+send_proxy = "v2"
+[backend.health]
+kind = "http"
+path = "/healthz"
+[[backend.server]]
+name = "m1"
+address = "master1:6443"
+[[backend.server]]
+name = "m2"
+address = "cp0.example.com.:6443"
+
+[[backend]]
+name = "iperf"
+[backend.health]
+kind = "none"
+[[backend.server]]
+name = "i1"
+address = "10.0.0.7:5201"
+
+[[backend]]
+name = "template"
+"#;
+    let loaded = load_str("t.toml", text).expect("loads");
+    let c = &loaded.config;
+    assert!(c.log.connections);
+    let api = c.backend("api").expect("backend");
+    assert_eq!(api.servers[0].address, halo_config::ServerAddress::Name { host: "master1".into(), port: 6443 });
+    assert_eq!(api.servers[1].address.host_name(), Some("cp0.example.com."));
+    assert_eq!(api.resolve_interval, Duration::from_secs(10));
+    assert_eq!(api.resolve_prefer, halo_config::AddressFamily::Ipv6);
+    assert_eq!(api.send_proxy, Some(halo_config::ProxyProtocol::V2));
+    assert_eq!((api.health.kind, api.health.path.as_str()), (CheckKind::Http, "/healthz"));
+    assert_eq!(c.backend("iperf").expect("backend").health.kind, CheckKind::None);
+    assert!(c.backend("template").expect("backend").servers.is_empty());
+    let warnings: Vec<String> = loaded.warnings.iter().map(Diagnostic::to_string).collect();
+    assert!(warnings.iter().any(|w| w.starts_with("t.toml:34:8: warning: backend `template` has no servers")), "{warnings:#?}");
+}
+
+#[test]
+fn bad_names_ports_and_kinds_are_errors_at_their_place() {
+    let text = r#"
+[[backend]]
+name = "api"
+resolve_prefer = "ipv5"
+send_proxy = "v3"
+[backend.health]
+kind = "none"
+ca_file = "/ca.pem"
+[[backend.server]]
+name = "a"
+address = "-bad-:6443"
+[[backend.server]]
+name = "b"
+address = "master1:http"
+"#;
+    let got = heads(text);
+    for e in [
+        "t.toml:4:18: error: resolve_prefer",
+        "t.toml:5:14: error: send_proxy",
+        "t.toml:8:11: error: health.ca_file is used only by `tls` and `https` checks",
+        "t.toml:11:11: error: server address: `-bad-` is neither an IP address nor a host name",
+        "t.toml:14:11: error: server address: `http` in `master1:http` is not a port",
+    ] {
+        assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in:\n{}", got.join("\n"));
     }
 }

@@ -95,7 +95,7 @@ fn balancer(d: &mut Draw, frontends: &mut Vec<Frontend>, backends: &mut Vec<Back
             };
             Server {
                 name: format!("s{i}"),
-                address: SocketAddr::new(ip, 6443),
+                address: SocketAddr::new(ip, 6443).into(),
                 weight: d.range(1, 256),
                 backup: d.flag(),
                 disabled: d.flag(),
@@ -113,6 +113,9 @@ fn balancer(d: &mut Draw, frontends: &mut Vec<Frontend>, backends: &mut Vec<Back
         connect_timeout: d.ms(100, 30_000),
         idle_timeout: d.secs(1, 7200),
         drain_timeout: defaults::DRAIN_TIMEOUT,
+        resolve_interval: defaults::RESOLVE_INTERVAL,
+        resolve_prefer: halo_config::AddressFamily::Ipv4,
+        send_proxy: None,
     });
     frontends.push(Frontend {
         name,

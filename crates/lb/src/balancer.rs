@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::LbError;
+use crate::connlog::ConnectionLog;
 use crate::probe::local_error;
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
 
@@ -71,6 +72,8 @@ pub struct Balancer {
     tasks: tokio::task::JoinSet<()>,
     in_flight: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
+    /// The connection log, switched by `[log] connections`.
+    pub connection_log: Arc<ConnectionLog>,
 }
 
 impl Balancer {
@@ -83,6 +86,7 @@ impl Balancer {
             tasks: tokio::task::JoinSet::new(),
             in_flight: Arc::new(AtomicU64::new(0)),
             shutdown,
+            connection_log: Arc::new(ConnectionLog::new(config.log.connections)),
         };
         balancer.reload(config)?;
         Ok(balancer)
@@ -106,6 +110,7 @@ impl Balancer {
         let wanted = wanted_binds(config);
         let fresh = self.bind_new_addresses(&wanted)?;
         // From here on nothing fails.
+        self.connection_log.set_enabled(config.log.connections);
         self.close_unwanted_listeners(&wanted, &mut changes);
         self.frontends = self.update_frontends(config, &backends);
         self.replace_backends(backends, &mut changes);
@@ -177,7 +182,7 @@ impl Balancer {
                     existing.update(f, backend);
                     frontends.push(Arc::clone(existing));
                 }
-                None => frontends.push(Arc::new(FrontendRuntime::new(f, backend))),
+                None => frontends.push(Arc::new(FrontendRuntime::new(f, backend, Arc::clone(&self.connection_log)))),
             }
         }
         frontends
@@ -199,6 +204,7 @@ impl Balancer {
         for backend in &backends {
             for index in 0..backend.servers.len() {
                 self.tasks.spawn(Arc::clone(backend).check_loop(index, self.shutdown.clone()));
+                self.tasks.spawn(Arc::clone(backend).resolve_loop(index, self.shutdown.clone()));
             }
         }
         self.backends = backends;
@@ -264,13 +270,13 @@ async fn accept_loop(
         };
         let frontend = target.borrow().clone();
         match accepted {
-            Ok((client, _peer)) => {
+            Ok((client, peer)) => {
                 frontend.stats.total.fetch_add(1, Ordering::Relaxed);
                 frontend.stats.current.fetch_add(1, Ordering::Relaxed);
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let (frontend, in_flight) = (Arc::clone(&frontend), Arc::clone(&in_flight));
                 tokio::spawn(async move {
-                    Arc::clone(&frontend).serve(client).await;
+                    Arc::clone(&frontend).serve(client, peer).await;
                     frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                 });

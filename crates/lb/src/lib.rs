@@ -3,11 +3,15 @@
 //! proxy data path. Driven by the frontends and backends of the config model.
 
 pub mod balancer;
+pub mod connlog;
 pub mod health;
 pub mod probe;
 pub mod proxy;
+pub mod proxy_protocol;
+pub mod resolve;
 pub mod runtime;
 pub mod select;
+pub mod server;
 pub mod tls;
 
 pub use balancer::{Balancer, Changes};

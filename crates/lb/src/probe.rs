@@ -1,4 +1,5 @@
-//! One health probe of one server: TCP connect, TLS handshake, then for `https` a `GET <path>`
+//! One health probe of one server: TCP connect; then for `http` a `GET <path>`; for `tls` a TLS
+//! handshake, and for `https` the handshake and a `GET <path>`
 //! whose status must be the expected one. Returns the reason a human wants to read on failure
 //! ("connect: refused", "TLS: unknown CA", "HTTP 500", "timeout after 1s").
 
@@ -89,40 +90,52 @@ pub fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24))
 }
 
-/// Probes `address` once; `Ok(latency)` or why not.
-pub async fn probe(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<Duration, Failure> {
+/// Probes `address` once; `Ok(latency)` or why not. `name` is the server's host name when it is
+/// given by name: the TLS name verified (unless `server_name` is set) and the HTTP `Host`.
+pub async fn probe(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr, name: Option<&str>) -> Result<Duration, Failure> {
     let started = Instant::now();
-    match tokio::time::timeout(check.timeout, probe_inner(check, tls, address)).await {
+    match tokio::time::timeout(check.timeout, probe_inner(check, tls, address, name)).await {
         Ok(Ok(())) => Ok(started.elapsed()),
         Ok(Err(failure)) => Err(failure),
         Err(_) => Err(format!("timeout after {}", short(check.timeout)).into()),
     }
 }
 
-async fn probe_inner(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr) -> Result<(), Failure> {
-    let stream = TcpStream::connect(address).await.map_err(|e| Failure::of_connect(&e))?;
-    if check.kind == CheckKind::Tcp {
-        return Ok(());
-    }
-    let connector = tls.ok_or("TLS: no client settings")?;
-    let name = match &check.verify {
-        TlsVerify::Ca { server_name: Some(name), .. } => {
-            ServerName::try_from(name.clone()).map_err(|e| format!("TLS: server name {name}: {e}"))?
+async fn probe_inner(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr, name: Option<&str>) -> Result<(), Failure> {
+    let mut stream = TcpStream::connect(address).await.map_err(|e| Failure::of_connect(&e))?;
+    let host = match (name, address) {
+        (Some(name), _) => name.to_string(),
+        (None, SocketAddr::V4(v4)) => v4.ip().to_string(),
+        (None, SocketAddr::V6(v6)) => format!("[{}]", v6.ip()),
+    };
+    match check.kind {
+        CheckKind::None | CheckKind::Tcp => Ok(()),
+        CheckKind::Http => http_get(&mut stream, check, &host).await,
+        CheckKind::Tls | CheckKind::Https => {
+            let connector = tls.ok_or("TLS: no client settings")?;
+            let configured = match &check.verify {
+                TlsVerify::Ca { server_name: Some(n), .. } => Some(n.as_str()),
+                _ => None,
+            };
+            let server_name = match configured.or(name) {
+                Some(n) => ServerName::try_from(n.to_string()).map_err(|e| format!("TLS: server name {n}: {e}"))?,
+                None => ServerName::IpAddress(address.ip().into()),
+            };
+            let mut stream = connector.connect(server_name, stream).await.map_err(|e| tls_reason(&e))?;
+            if check.kind == CheckKind::Tls {
+                return Ok(());
+            }
+            http_get(&mut stream, check, &host).await
         }
-        _ => ServerName::IpAddress(address.ip().into()),
-    };
-    let mut stream = connector.connect(name, stream).await.map_err(|e| tls_reason(&e))?;
-    if check.kind == CheckKind::Tls {
-        return Ok(());
     }
-    let host = match address {
-        SocketAddr::V4(v4) => v4.ip().to_string(),
-        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
-    };
+}
+
+/// `GET <path>` on an open stream (plain or TLS); the status must be the expected one.
+async fn http_get<S: AsyncReadExt + AsyncWriteExt + Unpin>(stream: &mut S, check: &HealthCheck, host: &str) -> Result<(), Failure> {
     let request =
         format!("GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: halo-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n", check.path);
     stream.write_all(request.as_bytes()).await.map_err(|e| format!("HTTP: sending the request: {e}"))?;
-    let status = read_status(&mut stream).await?;
+    let status = read_status(stream).await?;
     if status == check.expect_status { Ok(()) } else { Err(format!("HTTP {status}").into()) }
 }
 

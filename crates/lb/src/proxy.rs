@@ -63,6 +63,17 @@ pub enum Ended {
     Error,
 }
 
+/// What a relay did: how it ended and the bytes it moved each way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// How it ended.
+    pub ended: Ended,
+    /// Client to server.
+    pub up: u64,
+    /// Server to client.
+    pub down: u64,
+}
+
 /// Relays until both directions are done, one fails, or nothing moves for `idle`. Bytes are
 /// added to `upstream` (client to server) and `downstream` as they pass.
 pub async fn relay(
@@ -72,12 +83,15 @@ pub async fn relay(
     upstream: &AtomicU64,
     downstream: &AtomicU64,
     mode: Mode,
-) -> Ended {
+) -> Relayed {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let activity = Activity { start, last: &last };
-    let both =
-        async { tokio::try_join!(pump(&client, &server, upstream, &activity, mode), pump(&server, &client, downstream, &activity, mode)) };
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (up_count, down_count) = (Count { shared: upstream, own: &up }, Count { shared: downstream, own: &down });
+    let both = async {
+        tokio::try_join!(pump(&client, &server, &up_count, &activity, mode), pump(&server, &client, &down_count, &activity, mode))
+    };
     let watchdog = async {
         loop {
             let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
@@ -87,9 +101,23 @@ pub async fn relay(
             tokio::time::sleep(idle - quiet).await;
         }
     };
-    tokio::select! {
+    let ended = tokio::select! {
         result = both => if result.is_ok() { Ended::Closed } else { Ended::Error },
         () = watchdog => Ended::Idle,
+    };
+    Relayed { ended, up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed) }
+}
+
+/// Bytes of one direction: the server's counter (shared, live) and this connection's own.
+struct Count<'a> {
+    shared: &'a AtomicU64,
+    own: &'a AtomicU64,
+}
+
+impl Count<'_> {
+    fn add(&self, bytes: usize) {
+        self.shared.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.own.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -105,7 +133,7 @@ impl Activity<'_> {
     }
 }
 
-async fn pump(from: &TcpStream, to: &TcpStream, counter: &AtomicU64, activity: &Activity<'_>, mode: Mode) -> io::Result<()> {
+async fn pump(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>, mode: Mode) -> io::Result<()> {
     if mode == Mode::Splice {
         match pump_splice(from, to, counter, activity).await {
             Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => tracing::debug!("splice refused; copying"),
@@ -123,7 +151,7 @@ fn pass_fin(to: &TcpStream) -> io::Result<()> {
     }
 }
 
-async fn pump_splice(from: &TcpStream, to: &TcpStream, counter: &AtomicU64, activity: &Activity<'_>) -> io::Result<()> {
+async fn pump_splice(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>) -> io::Result<()> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     loop {
         from.readable().await?;
@@ -139,7 +167,7 @@ async fn pump_splice(from: &TcpStream, to: &TcpStream, counter: &AtomicU64, acti
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             };
-            counter.fetch_add(in_pipe as u64, Ordering::Relaxed);
+            counter.add(in_pipe);
             activity.touch();
             while in_pipe > 0 {
                 to.writable().await?;
@@ -154,7 +182,7 @@ async fn pump_splice(from: &TcpStream, to: &TcpStream, counter: &AtomicU64, acti
     }
 }
 
-async fn pump_copy(from: &TcpStream, to: &TcpStream, counter: &AtomicU64, activity: &Activity<'_>) -> io::Result<()> {
+async fn pump_copy(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>) -> io::Result<()> {
     loop {
         from.readable().await?;
         let mut buf = vec![0u8; CHUNK];
@@ -165,7 +193,7 @@ async fn pump_copy(from: &TcpStream, to: &TcpStream, counter: &AtomicU64, activi
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             };
-            counter.fetch_add(n as u64, Ordering::Relaxed);
+            counter.add(n);
             activity.touch();
             let mut written = 0;
             while written < n {

@@ -1,175 +1,30 @@
-//! The balancer at run time: listeners with a connection cap and a bounded wait, server choice,
-//! connect with retries and redispatch, one health-check task per server, counters, and a
-//! drain on shutdown. Shared state is atomics and short mutexes; the hot path never waits on a
+//! The balancer at run time: frontends with a connection cap and a bounded wait, backends with
+//! server choice, connect with retries and redispatch, one health-check task per server (and
+//! one resolver task per server given by name), counters, and a drain on shutdown. Shared state is atomics and short mutexes; the hot path never waits on a
 //! health check.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use halo_config::{Backend, CheckKind, Frontend, Server};
+use halo_config::{Backend, CheckKind, Frontend};
 use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsConnector;
 
 use crate::LbError;
-use crate::health::Health;
+use crate::connlog::{ConnectionLog, Outcome, Record};
 use crate::probe::{Failure, probe, short};
 use crate::proxy::{Ended, Mode, relay};
 use crate::select::{Candidate, pick};
+pub use crate::server::{CHECK_LATENCY_BUCKETS, ServerRuntime, ServerStats};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not take the data path down with it: the state stays usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Counters of one server.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Connections open now.
-    pub current: AtomicU64,
-    /// Connections served.
-    pub total: AtomicU64,
-    /// Bytes client to server.
-    pub bytes_up: AtomicU64,
-    /// Bytes server to client.
-    pub bytes_down: AtomicU64,
-    /// Failed or timed-out connects.
-    pub connect_errors: AtomicU64,
-    /// Connects and checks that failed for halo's own reasons (descriptors, ports): not counted
-    /// against the server.
-    pub local_errors: AtomicU64,
-    /// Connect attempts repeated on this server.
-    pub retries: AtomicU64,
-    /// Clients sent elsewhere after this server failed them.
-    pub redispatches: AtomicU64,
-    /// Health flips.
-    pub flips: AtomicU64,
-    /// Latency of the last passing check, microseconds.
-    pub check_latency_us: AtomicU64,
-    /// Passing checks by latency: counts per bucket of [`CHECK_LATENCY_BUCKETS`] (cumulative
-    /// counts are made when exposed), the last one for slower checks.
-    pub check_latency_buckets: [AtomicU64; CHECK_LATENCY_BUCKETS.len() + 1],
-    /// Sum of passing check latencies, microseconds.
-    pub check_latency_sum_us: AtomicU64,
-}
-
-/// Upper bounds of the check-latency histogram, seconds.
-pub const CHECK_LATENCY_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
-
-impl ServerStats {
-    fn record_check_latency(&self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        let bucket = CHECK_LATENCY_BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(CHECK_LATENCY_BUCKETS.len());
-        self.check_latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.check_latency_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
-        self.check_latency_us.store(latency.as_micros() as u64, Ordering::Relaxed);
-    }
-}
-
-/// One server at run time.
-#[derive(Debug)]
-pub struct ServerRuntime {
-    /// Its configuration.
-    pub config: Server,
-    /// Read by the data path on every choice; written on health flips only.
-    healthy: AtomicBool,
-    /// Rise/fall state, fed by probes and by failed connects.
-    health: Mutex<Health>,
-    /// Why the last check failed (or "ok").
-    reason: Mutex<String>,
-    /// Counters.
-    pub stats: ServerStats,
-    /// Set when a reload removes the server: its connections get `drain_timeout` to finish.
-    retired: watch::Sender<bool>,
-    /// Wakes the server's check loop for a check now (a failed connect on the data path).
-    check_now: tokio::sync::Notify,
-    /// When a local error was last logged (at most one line a minute per server).
-    local_logged: Mutex<Option<Instant>>,
-}
-
-impl ServerRuntime {
-    fn new(config: &Server, check: &halo_config::HealthCheck) -> Self {
-        Self {
-            config: config.clone(),
-            healthy: AtomicBool::new(false),
-            health: Mutex::new(Health::new(check.fall, check.rise, check.interval, check.fast_interval)),
-            reason: Mutex::new("not checked yet".to_string()),
-            stats: ServerStats::default(),
-            retired: watch::Sender::new(false),
-            check_now: tokio::sync::Notify::new(),
-            local_logged: Mutex::new(None),
-        }
-    }
-
-    /// Removes the server from service: open connections drain.
-    pub(crate) fn retire(&self) {
-        self.retired.send_replace(true);
-    }
-
-    /// Whether it takes traffic.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// The reason of the last result.
-    pub fn reason(&self) -> String {
-        lock(&self.reason).clone()
-    }
-
-    /// Feeds a check's result; logs one line when the server flips, and the first decided state
-    /// (a server DOWN from the start never flips). A local failure is counted and logged, never
-    /// fed to the health.
-    fn record(&self, backend: &str, result: Result<(), Failure>) {
-        if let Err(failure) = &result
-            && failure.local
-        {
-            self.local_failure(backend, &failure.reason);
-            return;
-        }
-        let ok = result.is_ok();
-        let (was_decided, flipped, decided) = {
-            let mut health = lock(&self.health);
-            let was_decided = health.is_decided();
-            let flipped = health.record(ok);
-            (was_decided, flipped, health.is_decided())
-        };
-        let reason = result.err().map_or_else(|| "check passed".to_string(), |f| f.reason);
-        *lock(&self.reason) = if ok { "ok".to_string() } else { reason.clone() };
-        if let Some(up) = flipped {
-            self.healthy.store(up, Ordering::Relaxed);
-            self.stats.flips.fetch_add(1, Ordering::Relaxed);
-            if up {
-                tracing::info!(backend, server = %self.config.name, address = %self.config.address, %reason, "server UP");
-            } else {
-                tracing::warn!(backend, server = %self.config.name, address = %self.config.address, %reason, "server DOWN");
-            }
-        } else if decided && !was_decided {
-            tracing::warn!(backend, server = %self.config.name, address = %self.config.address, %reason, "server DOWN (since the start)");
-        }
-    }
-
-    /// Counts (and logs, rate-limited) a failure that is halo's own.
-    fn local_failure(&self, backend: &str, reason: &str) {
-        self.stats.local_errors.fetch_add(1, Ordering::Relaxed);
-        let mut logged = lock(&self.local_logged);
-        if logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-            *logged = Some(Instant::now());
-            tracing::warn!(backend, server = %self.config.name, %reason, "local error (not the server's): not counted against it");
-        }
-    }
-
-    /// A client's connect failed: the server's check runs now (haproxy's `on-error fastinter`),
-    /// and the check decides its health, so that one client's retries alone never mark it down.
-    fn connect_failed(&self, backend: &str, failure: &Failure) {
-        if failure.local {
-            self.local_failure(backend, &failure.reason);
-            return;
-        }
-        self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-        self.check_now.notify_one();
-    }
 }
 
 /// One backend at run time.
@@ -189,8 +44,8 @@ impl BackendRuntime {
     /// `previous` that have the same name and address.
     pub(crate) fn new(config: &Backend, previous: Option<&BackendRuntime>) -> Result<Self, LbError> {
         let tls = match config.health.kind {
-            CheckKind::Tcp => None,
-            _ => Some(TlsConnector::from(
+            CheckKind::None | CheckKind::Tcp | CheckKind::Http => None,
+            CheckKind::Tls | CheckKind::Https => Some(TlsConnector::from(
                 crate::tls::client_config(&config.health).map_err(|e| LbError::Tls { backend: config.name.clone(), source: e })?,
             )),
         };
@@ -202,10 +57,10 @@ impl BackendRuntime {
                 match kept {
                     Some(old) if old.config == *s => Arc::clone(old),
                     Some(old) => {
-                        // Same server, new weight or flags: keep its health, take the new settings.
+                        // Same server, new weight, flags or check: keep its health and
+                        // resolved address, take the new settings.
                         let server = ServerRuntime::new(s, &config.health);
-                        *lock(&server.health) = lock(&old.health).clone();
-                        server.healthy.store(old.is_healthy(), Ordering::Relaxed);
+                        server.inherit(old);
                         Arc::new(server)
                     }
                     None => Arc::new(ServerRuntime::new(s, &config.health)),
@@ -236,7 +91,7 @@ impl BackendRuntime {
     fn choose(&self, exclude: &[usize]) -> Option<usize> {
         let mut candidates = lock(&self.selection);
         for (candidate, server) in candidates.iter_mut().zip(&self.servers) {
-            candidate.healthy = server.is_healthy();
+            candidate.healthy = server.is_healthy() && server.address().is_some();
             candidate.active = server.stats.current.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
         }
         pick(self.config.balance, &mut candidates, exclude)
@@ -248,16 +103,20 @@ impl BackendRuntime {
     /// `redispatch`). Either makes the server's check run soon. A local error goes to the next
     /// server (local ports run out per destination), except running out of descriptors, which
     /// no other server would escape: that ends the attempt.
-    async fn connect(&self) -> Option<(Arc<ServerRuntime>, TcpStream)> {
+    async fn connect(&self) -> Option<(Arc<ServerRuntime>, SocketAddr, TcpStream)> {
         let mut tried = Vec::new();
         while let Some(index) = self.choose(&tried) {
             let server = &self.servers[index];
+            let Some(address) = server.address() else {
+                tried.push(index);
+                continue;
+            };
             for attempt in 0..=self.config.retries {
                 if attempt > 0 {
                     server.stats.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(server.config.address)).await {
-                    Ok(Ok(stream)) => return Some((Arc::clone(server), stream)),
+                match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(address)).await {
+                    Ok(Ok(stream)) => return Some((Arc::clone(server), address, stream)),
                     Ok(Err(e)) => {
                         let failure = Failure::of_connect(&e);
                         server.connect_failed(&self.config.name, &failure);
@@ -285,15 +144,31 @@ impl BackendRuntime {
         None
     }
 
+    /// Probes one server for as long as the backend lives: at its health's interval, sooner
+    /// when a client's connect failed. A server that is never probed (`kind = "none"`) has no
+    /// loop; a server whose name has not resolved is reported DOWN with the DNS reason.
     pub(crate) async fn check_loop(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>) {
         let server = Arc::clone(&self.servers[index]);
-        if server.config.disabled {
+        if server.config.disabled || self.config.health.kind == CheckKind::None {
             return;
         }
         let mut replaced = self.stop_checks.subscribe();
+        let mut address_changes = server.address_watch();
         loop {
             let started = tokio::time::Instant::now();
-            let result = probe(&self.config.health, self.tls.as_ref(), server.config.address).await;
+            let Some(address) = server.address() else {
+                // Not resolved yet: a failed lookup counts as a failed check; else wait for one.
+                if let Some(error) = server.dns_error() {
+                    server.record(&self.config.name, Err(Failure::from(error)));
+                }
+                tokio::select! {
+                    _ = address_changes.changed() => continue,
+                    _ = shutdown.changed() => return,
+                    _ = replaced.changed() => return,
+                }
+            };
+            let name = server.config.address.host_name();
+            let result = probe(&self.config.health, self.tls.as_ref(), address, name).await;
             if let Ok(latency) = &result {
                 server.stats.record_check_latency(*latency);
             }
@@ -311,6 +186,26 @@ impl BackendRuntime {
                         _ = replaced.changed() => return,
                     }
                 }
+                _ = shutdown.changed() => return,
+                _ = replaced.changed() => return,
+            }
+        }
+    }
+
+    /// Resolves a server given by name at start and every `resolve_interval` while the backend
+    /// lives; nothing for a server given by address.
+    pub(crate) async fn resolve_loop(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>) {
+        let server = Arc::clone(&self.servers[index]);
+        let Some(host) = server.config.address.host_name().map(str::to_string) else {
+            return;
+        };
+        let port = server.config.address.port();
+        let mut replaced = self.stop_checks.subscribe();
+        loop {
+            let result = crate::resolve::resolve(&host, port, self.config.resolve_prefer).await;
+            server.resolved(&self.config.name, result);
+            tokio::select! {
+                () = tokio::time::sleep(self.config.resolve_interval) => {}
                 _ = shutdown.changed() => return,
                 _ = replaced.changed() => return,
             }
@@ -343,11 +238,14 @@ pub struct FrontendRuntime {
     listening: AtomicU64,
     /// Counters.
     pub stats: FrontendStats,
+    /// The connection log (shared by all frontends).
+    log: Arc<ConnectionLog>,
 }
 
 impl FrontendRuntime {
-    pub(crate) fn new(config: &Frontend, backend: Arc<BackendRuntime>) -> Self {
+    pub(crate) fn new(config: &Frontend, backend: Arc<BackendRuntime>, log: Arc<ConnectionLog>) -> Self {
         Self {
+            log,
             name: config.name.clone(),
             settings: RwLock::new(config.clone()),
             backend: RwLock::new(backend),
@@ -396,30 +294,42 @@ impl FrontendRuntime {
         self.listening.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) async fn serve(self: Arc<Self>, client: TcpStream) {
+    pub(crate) async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        let accepted = Instant::now();
+        let backend = self.backend();
         let queue_timeout = self.settings().queue_timeout;
         let slot = match tokio::time::timeout(queue_timeout, Arc::clone(&self.slots).acquire_owned()).await {
             Ok(Ok(slot)) => slot,
             _ => {
                 self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                self.log_refused(&backend, peer, accepted, accepted.elapsed(), Outcome::QueueTimeout);
                 return;
             }
         };
-        let backend = self.backend();
-        let Some((server, upstream)) = backend.connect().await else {
+        let queued = accepted.elapsed();
+        let Some((server, address, mut upstream)) = backend.connect().await else {
             // Closed at once: the client sees a reset, not a hang.
             self.stats.no_server.fetch_add(1, Ordering::Relaxed);
+            self.log_refused(&backend, peer, accepted, queued, Outcome::NoServer);
             return;
         };
+        let connecting = accepted.elapsed() - queued;
         keepalive(&client);
         keepalive(&upstream);
+        if let Some(version) = backend.config.send_proxy {
+            let header = crate::proxy_protocol::header(version, peer, client.local_addr().ok());
+            if let Err(e) = upstream.write_all(&header).await {
+                tracing::debug!(frontend = %self.name, server = %server.config.name, error = %e, "PROXY header not sent");
+                return;
+            }
+        }
         server.stats.current.fetch_add(1, Ordering::Relaxed);
         server.stats.total.fetch_add(1, Ordering::Relaxed);
         let mut retired = server.retired.subscribe();
         let drain = backend.config.drain_timeout;
         let relaying = relay(client, upstream, backend.config.idle_timeout, &server.stats.bytes_up, &server.stats.bytes_down, Mode::Splice);
-        let ended = tokio::select! {
-            ended = relaying => Some(ended),
+        let relayed = tokio::select! {
+            relayed = relaying => Some(relayed),
             () = async {
                 if retired.wait_for(|r| *r).await.is_ok() {
                     tokio::time::sleep(drain).await;
@@ -429,12 +339,58 @@ impl FrontendRuntime {
             } => None,
         };
         server.stats.current.fetch_sub(1, Ordering::Relaxed);
-        match ended {
-            Some(Ended::Idle) => tracing::debug!(frontend = %self.name, server = %server.config.name, "closed after the idle timeout"),
-            None => tracing::debug!(frontend = %self.name, server = %server.config.name, "closed: removed server's drain timeout"),
+        let (outcome, up, down) = match &relayed {
+            Some(r) => (
+                match r.ended {
+                    Ended::Closed => Outcome::Closed,
+                    Ended::Idle => Outcome::Idle,
+                    Ended::Error => Outcome::Error,
+                },
+                r.up,
+                r.down,
+            ),
+            None => (Outcome::Drained, 0, 0),
+        };
+        match outcome {
+            Outcome::Idle => tracing::debug!(frontend = %self.name, server = %server.config.name, "closed after the idle timeout"),
+            Outcome::Drained => {
+                tracing::debug!(frontend = %self.name, server = %server.config.name, "closed: removed server's drain timeout")
+            }
             _ => {}
         }
         drop(slot);
+        if self.log.enabled() {
+            self.log.write(&Record {
+                client: peer,
+                frontend: &self.name,
+                backend: &backend.config.name,
+                server: Some((&server.config.name, address)),
+                queued,
+                connecting,
+                total: accepted.elapsed(),
+                bytes_up: up,
+                bytes_down: down,
+                outcome,
+            });
+        }
+    }
+
+    /// The connection-log line of a connection no server took.
+    fn log_refused(&self, backend: &BackendRuntime, peer: SocketAddr, accepted: Instant, queued: Duration, outcome: Outcome) {
+        if self.log.enabled() {
+            self.log.write(&Record {
+                client: peer,
+                frontend: &self.name,
+                backend: &backend.config.name,
+                server: None,
+                queued,
+                connecting: accepted.elapsed().saturating_sub(queued),
+                total: accepted.elapsed(),
+                bytes_up: 0,
+                bytes_down: 0,
+                outcome,
+            });
+        }
     }
 }
 

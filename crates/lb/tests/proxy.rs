@@ -57,7 +57,10 @@ async fn both_ways(mode: Mode) {
     let (at_client, at_server) = (client_side.await.expect("client"), server_side.await.expect("server"));
     assert!(at_server == to_server, "{mode:?}: server got other bytes");
     assert!(at_client == to_client, "{mode:?}: client got other bytes");
-    assert_eq!(relay.await.expect("relay"), Ended::Closed);
+    let relayed = relay.await.expect("relay");
+    assert_eq!(relayed.ended, Ended::Closed);
+    // The connection's own counts match the shared counters it added to.
+    assert_eq!((relayed.up, relayed.down), (LEN as u64, LEN as u64));
     assert_eq!(up.load(std::sync::atomic::Ordering::Relaxed), LEN as u64);
     assert_eq!(down.load(std::sync::atomic::Ordering::Relaxed), LEN as u64);
 }
@@ -85,7 +88,7 @@ async fn idle_connections_are_closed_after_the_timeout() {
             server.read_exact(&mut four).await.expect("read");
         };
         let (ended, ()) = tokio::join!(relaying, traffic);
-        assert_eq!(ended, Ended::Idle, "{mode:?}");
+        assert_eq!(ended.ended, Ended::Idle, "{mode:?}");
         assert!(started.elapsed() >= Duration::from_millis(300), "{mode:?}: {:?}", started.elapsed());
         let mut rest = Vec::new();
         assert_eq!(client.read_to_end(&mut rest).await.map(|_| rest.len()).unwrap_or(0), 0, "the client is closed");
@@ -106,7 +109,7 @@ async fn a_reset_ends_both_sides() {
         )
         .await
         .expect("no hang");
-        assert_eq!(ended, Ended::Error, "{mode:?}");
+        assert_eq!(ended.ended, Ended::Error, "{mode:?}");
         // The server side is closed too (EOF or reset, either is fine), not left hanging.
         let mut rest = Vec::new();
         let outcome = tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut rest)).await;

@@ -26,7 +26,7 @@ async fn echo(stream: &mut TcpStream, byte: u8) -> std::io::Result<()> {
 }
 
 fn server(name: &str, address: SocketAddr) -> Server {
-    Server { name: name.to_string(), address, weight: 1, backup: false, disabled: false }
+    Server { name: name.to_string(), address: address.into(), weight: 1, backup: false, disabled: false }
 }
 
 #[tokio::test]

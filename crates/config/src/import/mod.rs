@@ -112,9 +112,10 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
     let mut header = vec!["Imported by `halo import` from:".to_string()];
     if let Some(src) = inputs.haproxy {
         header.push(format!("  {} (frontends, backends, health checks)", src.file));
-        let (frontends, backends) = haproxy::import(src, &mut sink);
-        config.frontends = frontends;
-        config.backends = backends;
+        let imported = haproxy::import(src, &mut sink);
+        config.frontends = imported.frontends;
+        config.backends = imported.backends;
+        config.log.connections = imported.connection_log;
     }
     let script = inputs.check_script.map(|src| check_script::analyse(src, &mut sink));
     if let Some(src) = inputs.keepalived {
@@ -130,6 +131,8 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         check_script::compare(script, src, &config, &mut sink);
     }
     header.push("Review the warnings `halo import` printed, then run `halo check -c` on this file.".to_string());
+    let later = sink.notes.remove("header").unwrap_or_default();
+    header.extend(later);
     sink.notes.insert("header".to_string(), header);
     // Group by file in the order the files were read, then by line.
     let mut files: Vec<String> = Vec::new();

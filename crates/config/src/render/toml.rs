@@ -64,7 +64,11 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
     if config.log != Log::default() {
         let level = format!("{:?}", config.log.level).to_lowercase();
         let format = format!("{:?}", config.log.format).to_lowercase();
-        line(&mut out, format_args!("[log]\nlevel = {}\nformat = {}\n", quote(&level), quote(&format)));
+        line(&mut out, format_args!("[log]\nlevel = {}\nformat = {}", quote(&level), quote(&format)));
+        if config.log.connections {
+            line(&mut out, format_args!("connections = true"));
+        }
+        out.push('\n');
     }
     for v in &config.vrrp {
         vrrp(&mut out, v, notes);
@@ -178,17 +182,53 @@ fn backend(out: &mut String, b: &Backend, notes: &Notes) {
     if b.drain_timeout != d::DRAIN_TIMEOUT {
         line(out, format_args!("drain_timeout = {}", dur(b.drain_timeout)));
     }
-    let h = &b.health;
+    if b.servers.iter().any(|s| s.address.host_name().is_some()) {
+        let prefer = match b.resolve_prefer {
+            AddressFamily::Ipv4 => "ipv4",
+            AddressFamily::Ipv6 => "ipv6",
+        };
+        line(out, format_args!("resolve_interval = {}\nresolve_prefer = \"{prefer}\"", dur(b.resolve_interval)));
+    }
+    if let Some(version) = b.send_proxy {
+        let version = match version {
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        };
+        line(out, format_args!("send_proxy = \"{version}\""));
+    }
+    health(out, &b.health);
+    for s in &b.servers {
+        line(out, format_args!("\n[[backend.server]]\nname = {}\naddress = {}", quote(&s.name), quote(&s.address.to_string())));
+        if s.weight != d::SERVER_WEIGHT {
+            line(out, format_args!("weight = {}", s.weight));
+        }
+        if s.backup {
+            line(out, format_args!("backup = true"));
+        }
+        if s.disabled {
+            line(out, format_args!("disabled = true"));
+        }
+    }
+    out.push('\n');
+}
+
+fn health(out: &mut String, h: &HealthCheck) {
     let kind = match h.kind {
+        CheckKind::None => "none",
         CheckKind::Tcp => "tcp",
+        CheckKind::Http => "http",
         CheckKind::Tls => "tls",
         CheckKind::Https => "https",
     };
     line(out, format_args!("\n[backend.health]\nkind = \"{kind}\""));
-    if h.kind == CheckKind::Https {
+    if h.kind == CheckKind::None {
+        line(out, format_args!("# no probe: every enabled server takes traffic, as haproxy's servers without `check`"));
+        return;
+    }
+    if matches!(h.kind, CheckKind::Http | CheckKind::Https) {
         line(out, format_args!("path = {}\nexpect_status = {}", quote(&h.path), h.expect_status));
     }
-    if h.kind != CheckKind::Tcp {
+    if matches!(h.kind, CheckKind::Tls | CheckKind::Https) {
         if let TlsVerify::Ca { ca_file, server_name } = &h.verify {
             line(out, format_args!("ca_file = {}", quote(&ca_file.display().to_string())));
             if let Some(name) = server_name {
@@ -208,17 +248,4 @@ fn backend(out: &mut String, b: &Backend, notes: &Notes) {
     }
     line(out, format_args!("interval = {}\nfast_interval = {}\ntimeout = {}", dur(h.interval), dur(h.fast_interval), dur(h.timeout)));
     line(out, format_args!("fall = {}\nrise = {}", h.fall, h.rise));
-    for s in &b.servers {
-        line(out, format_args!("\n[[backend.server]]\nname = {}\naddress = {}", quote(&s.name), quote(&s.address.to_string())));
-        if s.weight != d::SERVER_WEIGHT {
-            line(out, format_args!("weight = {}", s.weight));
-        }
-        if s.backup {
-            line(out, format_args!("backup = true"));
-        }
-        if s.disabled {
-            line(out, format_args!("disabled = true"));
-        }
-    }
-    out.push('\n');
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::{binds_conflict, choice, count, count_or, duration_or, positive_duration_or, socket_addr, unique_names};
 use crate::defaults as d;
 use crate::diag::{Hint, Report};
-use crate::model::{Backend, Balance, CheckKind, ClientCert, Frontend, HealthCheck, Server, TlsVerify};
+use crate::model::{
+    AddressFamily, Backend, Balance, CheckKind, ClientCert, Frontend, HealthCheck, ProxyProtocol, Server, ServerAddress, TlsVerify,
+};
 use crate::raw::{RawBackend, RawFrontend, RawHealth, RawServer, RawVrrp};
 
 /// Below this, an idle timeout cuts API streams (watches, logs -f, exec) in normal use.
@@ -85,11 +87,13 @@ fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
         None => Some(Balance::default()),
     };
     if b.server.get_ref().is_empty() {
-        report.error(b.server.span(), format!("backend `{}` has no servers", b.name.get_ref())).hint("add [[backend.server]] tables");
+        report
+            .warning(b.name.span(), format!("backend `{}` has no servers: its frontends refuse every connection", b.name.get_ref()))
+            .hint("add [[backend.server]] tables (a template that a tool fills later may leave it empty)");
     }
     unique_names(report, "server", b.server.get_ref().iter().map(|s| &s.get_ref().name));
     let mut servers = Some(Vec::new());
-    let mut addresses: Vec<SocketAddr> = Vec::new();
+    let mut addresses: Vec<ServerAddress> = Vec::new();
     for s in b.server.get_ref() {
         let parsed = server(report, s.get_ref());
         if let Some(server) = &parsed {
@@ -99,7 +103,7 @@ fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
                     format!("server address {} is listed twice in backend `{}`", server.address, b.name.get_ref()),
                 );
             }
-            addresses.push(server.address);
+            addresses.push(server.address.clone());
         }
         servers = servers.zip(parsed).map(|(mut v, s)| {
             v.push(s);
@@ -126,6 +130,15 @@ fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
             )
             .hint("API streams stay silent for minutes; use \"1h\" (the default) unless this backend is not an API server");
     }
+    let resolve_interval = positive_duration_or(report, &b.resolve_interval, "resolve_interval", d::RESOLVE_INTERVAL);
+    let resolve_prefer = match &b.resolve_prefer {
+        Some(t) => choice(report, t, "resolve_prefer", &[("ipv4", AddressFamily::Ipv4), ("ipv6", AddressFamily::Ipv6)]),
+        None => Some(AddressFamily::default()),
+    };
+    let send_proxy = match &b.send_proxy {
+        Some(t) => choice(report, t, "send_proxy", &[("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)]).map(Some),
+        None => Some(None),
+    };
     Some(Backend {
         name: b.name.get_ref().clone(),
         balance: balance?,
@@ -136,11 +149,14 @@ fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
         connect_timeout: positive_duration_or(report, &b.connect_timeout, "connect_timeout", d::CONNECT_TIMEOUT)?,
         idle_timeout: idle_timeout?,
         drain_timeout: duration_or(report, &b.drain_timeout, "drain_timeout", d::DRAIN_TIMEOUT)?,
+        resolve_interval: resolve_interval?,
+        resolve_prefer: resolve_prefer?,
+        send_proxy: send_proxy?,
     })
 }
 
 fn server(report: &mut Report<'_>, s: &RawServer) -> Option<Server> {
-    let address = socket_addr(report, &s.address, "server address");
+    let address = server_address(report, &s.address);
     let weight = match &s.weight {
         Some(w) if *w.get_ref() == 0 => {
             report.error(w.span(), "server weight 0").hint("weights are 1..=256; to take a server out of rotation set `disabled = true`");
@@ -156,6 +172,49 @@ fn server(report: &mut Report<'_>, s: &RawServer) -> Option<Server> {
         backup: s.backup.as_ref().is_some_and(|f| *f.get_ref()),
         disabled: s.disabled.as_ref().is_some_and(|f| *f.get_ref()),
     })
+}
+
+/// `ip:port`, or `name:port` with a valid DNS name (RFC 1123 labels; a trailing dot allowed).
+fn server_address(report: &mut Report<'_>, text: &crate::raw::Text) -> Option<ServerAddress> {
+    let s = text.get_ref();
+    let looks_like_name = s.rsplit_once(':').is_some_and(|(host, _)| {
+        !host.contains(':')
+            && !host.starts_with('[')
+            && host.parse::<std::net::IpAddr>().is_err()
+            && host.chars().any(|c| c.is_ascii_alphabetic())
+    });
+    if !looks_like_name {
+        return socket_addr(report, text, "server address").map(ServerAddress::Ip);
+    }
+    let (host, port) = s.rsplit_once(':').unwrap_or((s, ""));
+    let port = match port.parse::<u16>() {
+        Ok(0) | Err(_) => {
+            report.error(text.span(), format!("server address: `{port}` in `{s}` is not a port")).hint("like \"master1:6443\"");
+            return None;
+        }
+        Ok(port) => port,
+    };
+    if !is_host_name(host) {
+        report
+            .error(text.span(), format!("server address: `{host}` is neither an IP address nor a host name"))
+            .hint("a host name is letters, digits, `-` and `.` (\"master1\", \"cp0.example.com\"); an address is \"10.0.0.1:6443\"");
+        return None;
+    }
+    Some(ServerAddress::Name { host: host.to_string(), port })
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 1..=63
+/// bytes each, 253 in all; one trailing dot allowed.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 impl HealthCheck {
@@ -178,15 +237,28 @@ impl HealthCheck {
 
 fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
     let kind = match &h.kind {
-        Some(t) => choice(report, t, "health.kind", &[("tcp", CheckKind::Tcp), ("tls", CheckKind::Tls), ("https", CheckKind::Https)]),
+        Some(t) => choice(
+            report,
+            t,
+            "health.kind",
+            &[
+                ("none", CheckKind::None),
+                ("tcp", CheckKind::Tcp),
+                ("http", CheckKind::Http),
+                ("tls", CheckKind::Tls),
+                ("https", CheckKind::Https),
+            ],
+        ),
         None => Some(CheckKind::Https),
     };
     if let Some(kind) = kind {
         let span = |v: &Option<toml::Spanned<String>>| v.as_ref().map(|t| t.span());
         let http_only = [(span(&h.path), "path"), (h.expect_status.as_ref().map(|s| s.span()), "expect_status")];
         for (at, key) in http_only {
-            if let (Some(at), true) = (at, kind != CheckKind::Https) {
-                report.error(at, format!("health.{key} is used only by `https` checks")).hint("set kind = \"https\" or remove the key");
+            if let (Some(at), false) = (at, matches!(kind, CheckKind::Http | CheckKind::Https)) {
+                report
+                    .error(at, format!("health.{key} is used only by `http` and `https` checks"))
+                    .hint("set kind = \"http\" or \"https\", or remove the key");
             }
         }
         let tls_only = [
@@ -196,7 +268,7 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
             (span(&h.client_key), "client_key"),
         ];
         for (at, key) in tls_only {
-            if let (Some(at), CheckKind::Tcp) = (at, kind) {
+            if let (Some(at), false) = (at, matches!(kind, CheckKind::Tls | CheckKind::Https)) {
                 report
                     .error(at, format!("health.{key} is used only by `tls` and `https` checks"))
                     .hint("set kind = \"tls\" or \"https\", or remove the key");

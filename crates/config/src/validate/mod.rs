@@ -94,7 +94,11 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
         choice(report, l, "log.level", &[("error", Error), ("warn", Warn), ("info", Info), ("debug", Debug), ("trace", Trace)])
     });
     let format = raw.format.as_ref().and_then(|f| choice(report, f, "log.format", &[("text", LogFormat::Text), ("json", LogFormat::Json)]));
-    Log { level: level.unwrap_or_default(), format: format.unwrap_or_default() }
+    Log {
+        level: level.unwrap_or_default(),
+        format: format.unwrap_or_default(),
+        connections: raw.connections.as_ref().is_some_and(|c| *c.get_ref()),
+    }
 }
 
 /// A duration string ("2s", "100ms", "1h 30m").

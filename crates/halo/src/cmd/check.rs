@@ -16,8 +16,35 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     if let Err(e) = crate::daemon::exec::check_script_user(loaded.config.node.script_user.as_deref()) {
         eprintln!("{}: warning: {e:#} (halo run will refuse to start)", path.display());
     }
-    print!("{}", summary(path, &loaded.config, loaded.warnings.len()));
+    let unresolved = unresolved_names(&loaded.config);
+    for (backend, server, reason) in &unresolved {
+        eprintln!(
+            "{}: warning: backend `{backend}` server `{server}`: {reason}: `halo run` starts it DOWN until the name resolves",
+            path.display()
+        );
+    }
+    print!("{}", summary(path, &loaded.config, loaded.warnings.len() + unresolved.len()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Servers given by a name the system resolver cannot turn into an address here and now:
+/// (backend, server, reason). The file may be checked on another host than the one it is for,
+/// so this is a warning.
+fn unresolved_names(config: &Config) -> Vec<(String, String, String)> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for b in &config.backends {
+        for s in &b.servers {
+            let Some(host) = s.address.host_name() else { continue };
+            let reason = match (host, s.address.port()).to_socket_addrs() {
+                Ok(records) if records.len() > 0 => continue,
+                Ok(_) => format!("DNS: {host}: no address"),
+                Err(e) => format!("DNS: {host}: {e}"),
+            };
+            out.push((b.name.clone(), s.name.clone(), reason));
+        }
+    }
+    out
 }
 
 /// A few lines saying what `halo run` would start.
@@ -65,18 +92,23 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
     }
     for b in &config.backends {
         let check = match b.health.kind {
+            CheckKind::None => "no check".to_string(),
             CheckKind::Tcp => "tcp connect".to_string(),
+            CheckKind::Http => format!("http GET {} expecting {}", b.health.path, b.health.expect_status),
             CheckKind::Tls => "TLS handshake".to_string(),
             CheckKind::Https => format!("https GET {} expecting {}", b.health.path, b.health.expect_status),
         };
         let verify = match (&b.health.kind, &b.health.verify) {
-            (CheckKind::Tcp, _) => "",
+            (CheckKind::None | CheckKind::Tcp | CheckKind::Http, _) => "",
             (_, TlsVerify::None) => ", certificate not verified",
             (_, TlsVerify::Ca { .. }) => ", certificate verified",
         };
         let balance = format!("{:?}", b.balance).to_lowercase();
-        let every = humantime::format_duration(b.health.interval);
-        lines.push(format!("  backend {}: {balance} over {} server(s), {check}{verify} every {every}", b.name, b.servers.len()));
+        let every = match b.health.kind {
+            CheckKind::None => String::new(),
+            _ => format!(" every {}", humantime::format_duration(b.health.interval)),
+        };
+        lines.push(format!("  backend {}: {balance} over {} server(s), {check}{verify}{every}", b.name, b.servers.len()));
     }
     lines.iter().map(|l| format!("{l}\n")).collect()
 }

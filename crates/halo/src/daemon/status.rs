@@ -101,7 +101,12 @@ impl Shared {
 #[derive(Serialize)]
 pub(super) struct ServerJson {
     pub(super) name: String,
+    /// As configured: `ip:port` or `name:port`.
     pub(super) address: String,
+    /// The address connections go to now (what a name resolved to); none before it resolves.
+    pub(super) resolved: Option<String>,
+    /// Why the name did not resolve the last time, while it does not.
+    pub(super) dns_error: Option<String>,
     pub(super) healthy: bool,
     pub(super) reason: String,
     pub(super) connections: u64,
@@ -161,6 +166,8 @@ pub(super) fn snapshot(shared: &Shared) -> StatusJson {
                     .map(|s| ServerJson {
                         name: s.config.name.clone(),
                         address: s.config.address.to_string(),
+                        resolved: s.address().map(|a| a.to_string()),
+                        dns_error: s.dns_error(),
                         healthy: s.is_healthy(),
                         reason: s.reason(),
                         connections: load(&s.stats.current),

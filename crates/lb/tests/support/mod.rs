@@ -235,7 +235,7 @@ pub fn config(servers: &[(&str, SocketAddr, u32)], balance: Balance, check: Heal
             balance,
             servers: servers
                 .iter()
-                .map(|(n, a, w)| Server { name: n.to_string(), address: *a, weight: *w, backup: false, disabled: false })
+                .map(|(n, a, w)| Server { name: n.to_string(), address: (*a).into(), weight: *w, backup: false, disabled: false })
                 .collect(),
             health: check,
             retries: 1,
@@ -243,6 +243,9 @@ pub fn config(servers: &[(&str, SocketAddr, u32)], balance: Balance, check: Heal
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(5),
+            resolve_interval: halo_config::defaults::RESOLVE_INTERVAL,
+            resolve_prefer: halo_config::AddressFamily::Ipv4,
+            send_proxy: None,
         }],
     }
 }

@@ -10,13 +10,21 @@ use self::parse::{At, CheckOption, Line, Proxy, bind, directive, number_at};
 use super::lines::words;
 use super::{Sink, Source};
 use crate::defaults as d;
-use crate::model::{Backend, Balance, CheckKind, ClientCert, Frontend, HealthCheck, Server, TlsVerify};
+use crate::model::{AddressFamily, Backend, Balance, CheckKind, ClientCert, Frontend, HealthCheck, Server, ServerAddress, TlsVerify};
+
+/// What haproxy.cfg gives halo.
+#[derive(Debug, Default)]
+pub(super) struct Imported {
+    pub frontends: Vec<Frontend>,
+    pub backends: Vec<Backend>,
+    /// `option tcplog` was in effect for an imported frontend: halo's connection log.
+    pub connection_log: bool,
+}
 
 /// Directives that only matter for logging or HTTP mode: noted once, never errors.
 const NOTED: &[&str] = &[
     "log",
     "option httplog",
-    "option tcplog",
     "option dontlognull",
     "option http-server-close",
     "option forwardfor",
@@ -49,6 +57,9 @@ const NOTED: &[&str] = &[
     "errorfile",
 ];
 
+/// The Kubernetes API server's port: always TLS.
+const API_SERVER_PORT: u16 = 6443;
+
 /// Sections that hold proxies or process settings: each one ends the section before it.
 const PROXY_SECTIONS: &[&str] = &["global", "defaults", "frontend", "backend", "listen"];
 
@@ -56,8 +67,9 @@ const PROXY_SECTIONS: &[&str] = &["global", "defaults", "frontend", "backend", "
 const FOREIGN_SECTIONS: &[&str] = &["userlist", "peers", "resolvers", "mailers", "program", "http-errors", "ring", "cache"];
 
 /// Reads haproxy.cfg line by line, section by section; the frontends and backends it defines.
-pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Backend>) {
+pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> Imported {
     let mut reader = Reader::new(src);
+    reader.status_pages = status_pages(src.text);
     for (index, raw_line) in src.text.lines().enumerate() {
         let number = index + 1;
         let Some(ws) = words(raw_line, &['#']) else {
@@ -72,6 +84,32 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> (Vec<Frontend>, Vec<Ba
     reader.close_section(sink);
     reader.report_noted(sink);
     reader.link_frontends(sink)
+}
+
+/// The lines of the proxy sections that serve haproxy's own pages (`stats enable`, `stats uri`,
+/// `monitor-uri`, the prometheus exporter): halo answers those questions on its status endpoint.
+fn status_pages(text: &str) -> Vec<usize> {
+    let mut pages = Vec::new();
+    let mut section: Option<usize> = None;
+    for (index, raw_line) in text.lines().enumerate() {
+        let Some(ws) = words(raw_line, &['#']) else {
+            continue;
+        };
+        let first = ws.first().map_or("", String::as_str);
+        if PROXY_SECTIONS.contains(&first) || FOREIGN_SECTIONS.contains(&first) {
+            section = ["frontend", "listen", "backend"].contains(&first).then_some(index + 1);
+            continue;
+        }
+        let serves_page = first == "stats" && ws.get(1).is_some_and(|w| w != "socket" && w != "timeout")
+            || first == "monitor-uri"
+            || ws.iter().any(|w| w == "prometheus-exporter");
+        if let (true, Some(start)) = (serves_page, section)
+            && !pages.contains(&start)
+        {
+            pages.push(start);
+        }
+    }
+    pages
 }
 
 /// The section being read: its keyword (`global`, `frontend`, ...), its name and its line.
@@ -100,6 +138,10 @@ struct Reader<'a> {
     global_maxconn: At<u32>,
     /// Inside a section halo skips.
     skipping: bool,
+    /// Header lines of the sections that serve haproxy's status pages.
+    status_pages: Vec<usize>,
+    /// `option tcplog` in effect for an imported frontend.
+    tcplog: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -115,6 +157,8 @@ impl<'a> Reader<'a> {
             noted: Vec::new(),
             global_maxconn: None,
             skipping: false,
+            status_pages: Vec::new(),
+            tcplog: false,
         }
     }
 
@@ -149,6 +193,16 @@ impl<'a> Reader<'a> {
         let name = line.word(1).to_string();
         if name.is_empty() {
             sink.error(self.src.file, number, format!("`{keyword}` without a name"), "");
+        }
+        if self.status_pages.contains(&number) {
+            let why = "halo serves its state on its own endpoint: /status (JSON) and /metrics (Prometheus), see [status]";
+            if sink.strict {
+                sink.error(self.src.file, number, format!("`{keyword} {name}` serves haproxy's status page; halo has no such page"), why);
+            } else {
+                sink.warn(self.src.file, number, format!("`{keyword} {name}` serves haproxy's status page: skipped"), why);
+            }
+            self.skipping = true;
+            return;
         }
         self.current = Some(Section { kind: keyword.to_string(), name, line: number });
         if keyword == "listen" && line.words.len() > 2 {
@@ -208,7 +262,9 @@ impl<'a> Reader<'a> {
             return;
         };
         if kind == "frontend" || kind == "listen" {
-            self.frontends.push((frontend(self.src, &name, line, &self.proxy, sink, self.global_maxconn), line));
+            let imported = frontend(self.src, &name, line, &self.proxy, sink, self.global_maxconn);
+            self.tcplog |= imported.is_some() && self.proxy.tcplog.is_some_and(|(on, _)| on);
+            self.frontends.push((imported, line));
         }
         if kind == "backend" || kind == "listen" {
             if let Some((queue, _)) = self.proxy.timeout("queue") {
@@ -236,8 +292,8 @@ impl<'a> Reader<'a> {
 
     /// The imported frontends and backends: each frontend takes its backend's `timeout queue`,
     /// and a frontend whose backend is not defined is an error.
-    fn link_frontends(self, sink: &mut Sink) -> (Vec<Frontend>, Vec<Backend>) {
-        let Self { src, frontends, backends, backend_queue, .. } = self;
+    fn link_frontends(self, sink: &mut Sink) -> Imported {
+        let Self { src, frontends, backends, backend_queue, tcplog, .. } = self;
         let frontends = frontends
             .into_iter()
             .filter_map(|(f, line)| {
@@ -252,7 +308,10 @@ impl<'a> Reader<'a> {
                 Some(f)
             })
             .collect();
-        (frontends, backends)
+        if tcplog {
+            sink.note("header", "`option tcplog` became [log] connections: one line per connection when it ends.");
+        }
+        Imported { frontends, backends, connection_log: tcplog }
     }
 }
 
@@ -262,14 +321,33 @@ fn frontend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink
         sink.error(src.file, line, format!("frontend `{name}` has no bind"), "");
         return None;
     }
-    let backend = match &p.default_backend {
-        Some((b, _)) => b.clone(),
-        None if !p.servers.is_empty() => name.to_string(), // a listen section
-        None => {
+    let backend = match (&p.default_backend, p.conditional_backends.first()) {
+        (Some((b, _)), _) => b.clone(),
+        (None, _) if !p.servers.is_empty() => name.to_string(), // a listen section
+        (None, Some((b, at))) => {
+            sink.warn(
+                src.file,
+                *at,
+                format!("frontend `{name}` has only conditional `use_backend` rules: every connection goes to `{b}`, the first"),
+                "halo balances TCP without content rules; set default_backend to choose another",
+            );
+            b.clone()
+        }
+        (None, None) => {
             sink.error(src.file, line, format!("frontend `{name}` has no default_backend"), "");
             return None;
         }
     };
+    for (other, at) in &p.conditional_backends {
+        if p.default_backend.is_some() || p.conditional_backends.first().is_some_and(|(first, _)| first != other) {
+            sink.warn(
+                src.file,
+                *at,
+                format!("frontend `{name}`: the conditional `use_backend {other}` is not imported: every connection goes to `{backend}`"),
+                "halo balances TCP without content rules",
+            );
+        }
+    }
     let maxconn = p.maxconn.or(global_maxconn).map_or(d::MAX_CONNECTIONS, |(m, _)| m.clamp(1, 1_000_000));
     Some(Frontend {
         name: name.to_string(),
@@ -296,8 +374,12 @@ fn tcp_mode(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) {
 fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink) -> Option<Backend> {
     tcp_mode(src, name, p, sink);
     if p.servers.is_empty() {
-        sink.error(src.file, line, format!("backend `{name}` has no server"), "");
-        return None;
+        sink.warn(
+            src.file,
+            line,
+            format!("backend `{name}` has no server: its frontends will refuse every connection"),
+            "imported as it is (a template a tool fills later); add servers before it takes traffic",
+        );
     }
     let servers = p
         .servers
@@ -307,9 +389,10 @@ fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink)
             if let Some((0, l)) = s.weight {
                 sink.warn(src.file, l, format!("server `{server_name}` has weight 0"), "imported as `disabled = true`");
             }
+            server_options(src, server_name, address, s, sink);
             Server {
                 name: server_name.clone(),
-                address: *address,
+                address: address.clone(),
                 weight: weight.clamp(1, 256),
                 backup: s.backup,
                 disabled: s.disabled || weight == 0,
@@ -322,7 +405,7 @@ fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink)
     let retries = retries(name, p, redispatch, sink);
     Some(Backend {
         name: name.to_string(),
-        balance: p.balance.map_or(Balance::RoundRobin, |(b, _)| b),
+        balance: balance(src, name, p, sink),
         servers,
         health,
         retries,
@@ -330,7 +413,107 @@ fn backend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink)
         connect_timeout: p.timeout("connect").map_or(d::CONNECT_TIMEOUT, |(t, _)| t),
         idle_timeout: idle,
         drain_timeout: d::DRAIN_TIMEOUT,
+        resolve_interval: d::RESOLVE_INTERVAL,
+        resolve_prefer: resolve_prefer(src, name, p, sink),
+        send_proxy: send_proxy(src, name, p, sink),
     })
+}
+
+/// `balance`: halo's three, and `source` (client-address affinity), which halo does not have.
+fn balance(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> Balance {
+    match &p.balance {
+        Some((parse::Balancing::Known(b), _)) => *b,
+        Some((parse::Balancing::Other(algo), at)) => {
+            sink.warn(
+                src.file,
+                *at,
+                format!("backend `{name}`: `balance {algo}` has no halo equivalent; roundrobin is used"),
+                "halo balances roundrobin, leastconn or first; a client's connections may reach different servers (the API server keeps no session state per connection)",
+            );
+            Balance::RoundRobin
+        }
+        None => Balance::RoundRobin,
+    }
+}
+
+/// Per-server resolution and connection options: what halo maps, and what it says about the rest.
+fn server_options(src: Source<'_>, server: &str, address: &ServerAddress, s: &parse::ServerParams, sink: &mut Sink) {
+    if let Some((resolvers, at)) = &s.resolvers {
+        sink.warn(
+            src.file,
+            *at,
+            format!("server `{server}`: `resolvers {resolvers}` is not imported; halo asks the system resolver (getaddrinfo: /etc/hosts, nsswitch, resolv.conf)"),
+            "the nameservers of the resolvers section are not used; put them in /etc/resolv.conf if the system does not use them already",
+        );
+    }
+    if let Some((init, at)) = &s.init_addr {
+        let known = init.split(',').all(|m| ["last", "libc", "none"].contains(&m));
+        if !known {
+            sink.warn(
+                src.file,
+                *at,
+                format!("server `{server}`: `init-addr {init}`: halo resolves at start through the system resolver and starts the server DOWN if that fails"),
+                "as `init-addr last,libc,none`: halo keeps no state file of last addresses",
+            );
+        }
+    }
+    if address.host_name().is_none() && (s.resolvers.is_some() || s.resolve_prefer.is_some()) {
+        sink.warn(
+            src.file,
+            s.resolvers.as_ref().or(s.init_addr.as_ref()).map_or(0, |r| r.1),
+            format!("server `{server}` has an IP address: the resolution options do nothing"),
+            "",
+        );
+    }
+    if let Some((maxconn, at)) = s.maxconn {
+        sink.unmapped(
+            src.file,
+            at,
+            &format!("server `{server}` maxconn {maxconn}"),
+            "halo caps connections per frontend (`max_connections`), not per server",
+        );
+    }
+}
+
+/// `resolve-prefer` of the backend's servers (one value for the backend in halo).
+fn resolve_prefer(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> AddressFamily {
+    let named = p.servers.iter().filter(|(_, a, _, _)| a.host_name().is_some());
+    let mut chosen: Option<(AddressFamily, usize)> = None;
+    for (_, _, s, line) in named {
+        let family = s.resolve_prefer.map_or(AddressFamily::Ipv6, |(f, _)| f); // haproxy's default
+        match chosen {
+            None => chosen = Some((family, *line)),
+            Some((first, _)) if first != family => sink.warn(
+                src.file,
+                *line,
+                format!("backend `{name}`: servers prefer different address families; the first server's is used"),
+                "halo has one `resolve_prefer` per backend",
+            ),
+            Some(_) => {}
+        }
+    }
+    if chosen.is_some_and(|(f, _)| f == AddressFamily::Ipv6) && p.servers.iter().all(|(_, _, s, _)| s.resolve_prefer.is_none()) {
+        sink.note(format!("backend {name}"), "resolve_prefer = \"ipv6\" keeps haproxy's default; halo's own is ipv4.".to_string());
+    }
+    chosen.map_or(AddressFamily::default(), |(f, _)| f)
+}
+
+/// `send-proxy` / `send-proxy-v2`: one setting per backend in halo.
+fn send_proxy(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> Option<crate::model::ProxyProtocol> {
+    let first = p.servers.first().and_then(|(_, _, s, _)| s.send_proxy.map(|(v, _)| v));
+    for (server, _, s, line) in &p.servers {
+        if s.send_proxy.map(|(v, _)| v) != first {
+            sink.warn(
+                src.file,
+                *line,
+                format!(
+                    "backend `{name}`: server `{server}` sends the PROXY header unlike the first server; the first server's setting is used"
+                ),
+                "halo has one `send_proxy` per backend",
+            );
+        }
+    }
+    first
 }
 
 /// haproxy's `retries N` counts every new attempt, and with `option redispatch` the last one goes
@@ -380,13 +563,18 @@ fn idle_timeout(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> Dura
 fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthCheck {
     let item = format!("backend {name}");
     let first = p.servers.first().map(|(_, _, s, _)| s.clone()).unwrap_or_default();
+    let checked = p.servers.iter().filter(|(_, _, s, _)| s.check).count();
+    if checked == 0 && !p.servers.is_empty() {
+        sink.note(item, "No server had `check`: haproxy never probed them; kind = \"none\" keeps that.".to_string());
+        return HealthCheck { kind: CheckKind::None, ..HealthCheck::default_https() };
+    }
     for (server_name, _, s, l) in &p.servers {
         if !s.check {
             sink.warn(
                 src.file,
                 *l,
                 format!("server `{server_name}` has no `check`: haproxy sent it traffic without ever checking it"),
-                "halo checks every server",
+                "halo checks all servers of a backend alike when any of them has `check`",
             );
         }
         if s.ca_file.as_ref().map(|c| &c.0) != first.ca_file.as_ref().map(|c| &c.0) || s.inter.map(|i| i.0) != first.inter.map(|i| i.0) {
@@ -423,12 +611,12 @@ fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthChec
                 CheckKind::Tls
             }
         }
-        Some((CheckOption::HttpChk { .. }, l)) => {
-            if !tls {
-                sink.warn(src.file, *l, format!("backend `{name}`: httpchk without check-ssl sends plain HTTP to a TLS port; the API server answers 400 and every check fails"), "halo runs the check over TLS");
-            }
+        Some((CheckOption::HttpChk { .. }, _)) if tls => CheckKind::Https,
+        Some((CheckOption::HttpChk { .. }, l)) if p.servers.iter().all(|(_, a, _, _)| a.port() == API_SERVER_PORT) => {
+            sink.warn(src.file, *l, format!("backend `{name}`: httpchk without check-ssl sends plain HTTP to the API server's TLS port; it answers 400 and every check fails"), "halo runs the check over TLS (kind = \"https\")");
             CheckKind::Https
         }
+        Some((CheckOption::HttpChk { .. }, _)) => CheckKind::Http,
         Some((CheckOption::TcpCheck, _)) | None if tls => CheckKind::Tls,
         Some((CheckOption::TcpCheck, _)) | None => CheckKind::Tcp,
     };
@@ -452,7 +640,7 @@ fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthChec
     let interval = first.inter.map_or(d::CHECK_INTERVAL, |i| i.0);
     HealthCheck {
         kind,
-        path: if kind == CheckKind::Https { path } else { d::CHECK_PATH.to_string() },
+        path: if matches!(kind, CheckKind::Http | CheckKind::Https) { path } else { d::CHECK_PATH.to_string() },
         expect_status: p.expect_status.map_or(d::CHECK_STATUS, |(s, _)| s),
         verify,
         client_cert: first.crt.map(|(c, _)| ClientCert { cert_file: c.clone().into(), key_file: c.into() }),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::super::lines::haproxy_time;
 use super::super::{Sink, Source};
-use crate::model::Balance;
+use crate::model::{AddressFamily, Balance, ServerAddress};
 
 /// One directive line.
 #[derive(Debug, Clone)]
@@ -32,6 +32,13 @@ pub(super) enum CheckOption {
     TcpCheck,
 }
 
+/// A `balance` algorithm: one halo has, or another (mapped with a warning).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Balancing {
+    Known(Balance),
+    Other(String),
+}
+
 /// Server keywords as haproxy reads them (from `default-server` or `server`).
 #[derive(Debug, Clone, Default)]
 pub(super) struct ServerParams {
@@ -48,13 +55,18 @@ pub(super) struct ServerParams {
     pub(super) weight: At<u32>,
     pub(super) backup: bool,
     pub(super) disabled: bool,
+    pub(super) resolve_prefer: At<AddressFamily>,
+    pub(super) init_addr: At<String>,
+    pub(super) resolvers: At<String>,
+    pub(super) maxconn: At<u32>,
+    pub(super) send_proxy: At<crate::model::ProxyProtocol>,
 }
 
 /// What a proxy section (or a `defaults` section) accumulates.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Proxy {
     pub(super) mode: At<String>,
-    pub(super) balance: At<Balance>,
+    pub(super) balance: At<Balancing>,
     pub(super) timeouts: Vec<(String, Duration, usize)>,
     pub(super) retries: At<u32>,
     pub(super) redispatch: At<bool>,
@@ -65,8 +77,12 @@ pub(super) struct Proxy {
     pub(super) connect_ssl: At<()>,
     pub(super) default_server: ServerParams,
     pub(super) default_backend: At<String>,
+    /// `use_backend NAME if|unless ...`, in order.
+    pub(super) conditional_backends: Vec<(String, usize)>,
+    /// `option tcplog` in effect.
+    pub(super) tcplog: At<bool>,
     pub(super) binds: Vec<(SocketAddr, usize)>,
-    pub(super) servers: Vec<(String, SocketAddr, ServerParams, usize)>,
+    pub(super) servers: Vec<(String, ServerAddress, ServerParams, usize)>,
 }
 
 impl Proxy {
@@ -99,18 +115,10 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
         ("mode", mode) => p.mode = Some((mode.to_string(), n)),
         ("balance", algo) => {
             let balance = match algo {
-                "roundrobin" | "static-rr" => Balance::RoundRobin,
-                "leastconn" => Balance::LeastConn,
-                "first" => Balance::First,
-                other => {
-                    sink.unmapped(
-                        src.file,
-                        n,
-                        &format!("balance {other}"),
-                        "halo balances roundrobin, leastconn or first; roundrobin is used",
-                    );
-                    Balance::RoundRobin
-                }
+                "roundrobin" | "static-rr" => Balancing::Known(Balance::RoundRobin),
+                "leastconn" => Balancing::Known(Balance::LeastConn),
+                "first" => Balancing::Known(Balance::First),
+                _ => Balancing::Other(line.words[1..].join(" ")),
             };
             p.balance = Some((balance, n));
         }
@@ -164,6 +172,10 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
         }
         ("default_backend", name) => p.default_backend = Some((name.to_string(), n)),
         ("use_backend", name) if line.words.len() == 2 => p.default_backend = Some((name.to_string(), n)),
+        ("use_backend", name) => p.conditional_backends.push((name.to_string(), n)),
+        ("option", "tcplog") => p.tcplog = Some((true, n)),
+        ("no", "option") if line.word(2) == "tcplog" => p.tcplog = Some((false, n)),
+        ("server-template", _) if !in_defaults => server_template(src, line, p, sink),
         ("bind", _) if !in_defaults => bind(src, line, 1, p, sink),
         ("server", _) if !in_defaults => server(src, line, p, sink),
         (keyword, _) => sink.unmapped(src.file, n, &line.words.join(" "), &format!("halo does not know `{keyword}` in this place")),
@@ -214,18 +226,54 @@ fn haproxy_address(s: &str, wildcard_ok: bool) -> Option<SocketAddr> {
 
 fn server(src: Source<'_>, line: &Line, p: &mut Proxy, sink: &mut Sink) {
     let (name, address) = (line.word(1), line.word(2));
-    let Some(addr) = haproxy_address(address, false) else {
-        let hint = if address.parse::<IpAddr>().is_ok() {
-            "give the port: halo does not take it from the frontend"
-        } else {
-            "halo needs an IP:port; it does not resolve names, so DNS cannot take the endpoint down"
-        };
-        sink.error(src.file, line.number, format!("server `{name}`: cannot use address `{address}`"), hint);
+    let Some(addr) = server_address(src, line, address, sink) else {
         return;
     };
     let mut params = p.default_server.clone();
     server_params(src, line, 3, &mut params, sink);
     p.servers.push((name.to_string(), addr, params, line.number));
+}
+
+/// `server-template PREFIX NUM|LOW-HIGH NAME:PORT [params]`: haproxy fills the slots with the
+/// records a name resolves to. halo resolves a name to one address, so the template becomes one
+/// server, with a warning.
+fn server_template(src: Source<'_>, line: &Line, p: &mut Proxy, sink: &mut Sink) {
+    let (prefix, count, address) = (line.word(1), line.word(2), line.word(3));
+    let Some(addr) = server_address(src, line, address, sink) else {
+        return;
+    };
+    sink.warn(
+        src.file,
+        line.number,
+        format!("server-template `{prefix}` ({count} slots) is imported as one server `{prefix}` with the address {addr}"),
+        "halo resolves a name to one address (the first of the preferred family); list one server per master to balance over several",
+    );
+    let mut params = p.default_server.clone();
+    server_params(src, line, 4, &mut params, sink);
+    p.servers.push((prefix.to_string(), addr, params, line.number));
+}
+
+/// A server's address: `IP:PORT`, or `NAME:PORT`, which halo resolves at run time.
+fn server_address(src: Source<'_>, line: &Line, address: &str, sink: &mut Sink) -> Option<ServerAddress> {
+    if let Some(addr) = haproxy_address(address, false) {
+        return Some(ServerAddress::Ip(addr));
+    }
+    let name = line.word(1);
+    let bare = address.strip_prefix("ipv4@").or_else(|| address.strip_prefix("ipv6@")).unwrap_or(address);
+    match bare.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) && host.parse::<IpAddr>().is_err() => {
+            Some(ServerAddress::Name { host: host.trim_end_matches('.').to_string(), port: port.parse().unwrap_or_default() })
+        }
+        _ => {
+            let hint = if bare.parse::<IpAddr>().is_ok() || !bare.contains(':') {
+                "give the port: halo does not take it from the frontend"
+            } else {
+                "halo takes IP:PORT or NAME:PORT"
+            };
+            sink.error(src.file, line.number, format!("server `{name}`: cannot use address `{address}`"), hint);
+            None
+        }
+    }
 }
 
 fn server_params(src: Source<'_>, line: &Line, first: usize, s: &mut ServerParams, sink: &mut Sink) {
@@ -255,8 +303,19 @@ fn server_params(src: Source<'_>, line: &Line, first: usize, s: &mut ServerParam
                 takes_value = false;
                 sink.unmapped(src.file, n, "server option ssl", "halo does not re-encrypt: clients talk TLS to the API server end to end");
             }
-            "downinter" | "maxconn" | "slowstart" | "port" | "addr" | "agent-check" | "observe" | "on-error" | "resolvers"
-            | "init-addr" => {
+            "resolve-prefer" => match value.as_str() {
+                "ipv4" => s.resolve_prefer = Some((AddressFamily::Ipv4, n)),
+                "ipv6" => s.resolve_prefer = Some((AddressFamily::Ipv6, n)),
+                other => sink.error(src.file, n, format!("resolve-prefer `{other}`"), "ipv4 or ipv6"),
+            },
+            "init-addr" => s.init_addr = Some((value.clone(), n)),
+            "resolvers" => s.resolvers = Some((value.clone(), n)),
+            "maxconn" => s.maxconn = count_value(src, n, word, &value, sink),
+            "send-proxy" => (s.send_proxy, takes_value) = (Some((crate::model::ProxyProtocol::V1, n)), false),
+            "send-proxy-v2" => (s.send_proxy, takes_value) = (Some((crate::model::ProxyProtocol::V2, n)), false),
+            "no-send-proxy" | "no-send-proxy-v2" => (s.send_proxy, takes_value) = (None, false),
+            "downinter" | "slowstart" | "port" | "addr" | "observe" | "on-error" | "hold" | "agent-inter" | "agent-port"
+            | "error-limit" | "id" | "cookie" | "minconn" | "maxqueue" | "pool-max-conn" => {
                 sink.unmapped(src.file, n, &format!("server option {word} {value}"), "");
             }
             other => {

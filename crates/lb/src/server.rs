@@ -1,0 +1,263 @@
+//! One server at run time: its address (fixed, or resolved from its name), its health fed by
+//! checks, and its counters.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use halo_config::{CheckKind, Server};
+use tokio::sync::watch;
+
+use crate::health::Health;
+use crate::probe::Failure;
+use crate::runtime::lock;
+
+/// Counters of one server.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub current: AtomicU64,
+    /// Connections served.
+    pub total: AtomicU64,
+    /// Bytes client to server.
+    pub bytes_up: AtomicU64,
+    /// Bytes server to client.
+    pub bytes_down: AtomicU64,
+    /// Failed or timed-out connects.
+    pub connect_errors: AtomicU64,
+    /// Connects and checks that failed for halo's own reasons (descriptors, ports): not counted
+    /// against the server.
+    pub local_errors: AtomicU64,
+    /// Connect attempts repeated on this server.
+    pub retries: AtomicU64,
+    /// Clients sent elsewhere after this server failed them.
+    pub redispatches: AtomicU64,
+    /// Health flips.
+    pub flips: AtomicU64,
+    /// Latency of the last passing check, microseconds.
+    pub check_latency_us: AtomicU64,
+    /// Passing checks by latency: counts per bucket of [`CHECK_LATENCY_BUCKETS`] (cumulative
+    /// counts are made when exposed), the last one for slower checks.
+    pub check_latency_buckets: [AtomicU64; CHECK_LATENCY_BUCKETS.len() + 1],
+    /// Sum of passing check latencies, microseconds.
+    pub check_latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds of the check-latency histogram, seconds.
+pub const CHECK_LATENCY_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+impl ServerStats {
+    pub(crate) fn record_check_latency(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let bucket = CHECK_LATENCY_BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(CHECK_LATENCY_BUCKETS.len());
+        self.check_latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.check_latency_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        self.check_latency_us.store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One server at run time.
+#[derive(Debug)]
+pub struct ServerRuntime {
+    /// Its configuration.
+    pub config: Server,
+    /// The address connections and checks go to: the configured one, or the last one its name
+    /// resolved to (`None` until a name first resolves).
+    address: watch::Sender<Option<SocketAddr>>,
+    /// Why the name did not resolve the last time it was asked (cleared when it does).
+    dns_error: Mutex<Option<String>>,
+    /// Read by the data path on every choice; written on health flips only.
+    pub(crate) healthy: AtomicBool,
+    /// Rise/fall state, fed by probes and by failed connects.
+    pub(crate) health: Mutex<Health>,
+    /// Why the last check failed (or "ok").
+    reason: Mutex<String>,
+    /// Counters.
+    pub stats: ServerStats,
+    /// Set when a reload removes the server: its connections get `drain_timeout` to finish.
+    pub(crate) retired: watch::Sender<bool>,
+    /// Wakes the server's check loop for a check now (a failed connect on the data path).
+    pub(crate) check_now: tokio::sync::Notify,
+    /// Never probed (`kind = "none"`): up whenever its address is known.
+    unchecked: bool,
+    /// When a local error was last logged (at most one line a minute per server).
+    local_logged: Mutex<Option<Instant>>,
+}
+
+impl ServerRuntime {
+    pub(crate) fn new(config: &Server, check: &halo_config::HealthCheck) -> Self {
+        let address = config.address.ip();
+        let unchecked = check.kind == CheckKind::None;
+        let reason = match (unchecked, address) {
+            (_, None) => "name not resolved yet",
+            (true, Some(_)) => "not checked (kind = none)",
+            (false, Some(_)) => "not checked yet",
+        };
+        Self {
+            config: config.clone(),
+            address: watch::Sender::new(address),
+            dns_error: Mutex::new(None),
+            healthy: AtomicBool::new(unchecked && address.is_some()),
+            health: Mutex::new(Health::new(check.fall, check.rise, check.interval, check.fast_interval)),
+            reason: Mutex::new(reason.to_string()),
+            unchecked,
+            stats: ServerStats::default(),
+            retired: watch::Sender::new(false),
+            check_now: tokio::sync::Notify::new(),
+            local_logged: Mutex::new(None),
+        }
+    }
+
+    /// Takes over the state of the same server before a reload changed its settings: health,
+    /// the address its name resolved to, the DNS state. A server that is no longer checked is
+    /// up (if its address is known); one that now is checked keeps its last known health.
+    pub(crate) fn inherit(&self, old: &ServerRuntime) {
+        *lock(&self.health) = lock(&old.health).clone();
+        *lock(&self.dns_error) = old.dns_error();
+        self.address.send_replace(old.address());
+        let healthy = if self.unchecked { self.address().is_some() } else { old.is_healthy() && !old.unchecked };
+        self.healthy.store(healthy, Ordering::Relaxed);
+        *lock(&self.reason) = old.reason();
+    }
+
+    /// Removes the server from service: open connections drain.
+    pub(crate) fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    /// Whether it takes traffic.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The address connections go to now; `None` while its name has never resolved.
+    pub fn address(&self) -> Option<SocketAddr> {
+        *self.address.borrow()
+    }
+
+    /// Waits until the address or the name's resolution changes.
+    pub(crate) fn address_watch(&self) -> watch::Receiver<Option<SocketAddr>> {
+        self.address.subscribe()
+    }
+
+    /// Why its name does not resolve, when it does not.
+    pub fn dns_error(&self) -> Option<String> {
+        lock(&self.dns_error).clone()
+    }
+
+    /// The result of resolving its name. A new address is used by new connections and checks
+    /// at once (open connections keep theirs) and makes the check run now. A failure keeps the
+    /// last address: a DNS outage never takes a server down; a name that never resolved keeps
+    /// the server DOWN with the reason. One line per change, none per repeated result.
+    pub(crate) fn resolved(&self, backend: &str, result: Result<SocketAddr, String>) {
+        let server = &self.config.name;
+        let name = self.config.address.host_name().unwrap_or_default();
+        match result {
+            Ok(address) => {
+                if let Some(error) = lock(&self.dns_error).take() {
+                    tracing::info!(backend, server, name, %address, was = %error, "server name resolves again");
+                }
+                let previous = self.address.send_replace(Some(address));
+                match previous {
+                    Some(old) if old == address => {}
+                    Some(old) => {
+                        tracing::info!(backend, server, name, from = %old, to = %address, "server address changed: new connections go to the new one");
+                        self.check_now.notify_one();
+                    }
+                    None => {
+                        tracing::info!(backend, server, name, %address, "server name resolved");
+                        if self.unchecked {
+                            self.healthy.store(true, Ordering::Relaxed);
+                            *lock(&self.reason) = "not checked (kind = none)".to_string();
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                let mut last = lock(&self.dns_error);
+                if last.as_deref() != Some(error.as_str()) {
+                    match self.address() {
+                        Some(kept) => {
+                            tracing::warn!(backend, server, %error, %kept, "server name does not resolve: keeping its last address")
+                        }
+                        None => {
+                            tracing::warn!(backend, server, %error, "server name does not resolve: server DOWN until it does");
+                            *lock(&self.reason) = error.clone();
+                        }
+                    }
+                }
+                *last = Some(error);
+                drop(last);
+                // Wakes a check loop waiting for the first resolution, so that it reports it.
+                self.address.send_modify(|_| {});
+            }
+        }
+    }
+
+    /// The reason of the last result.
+    pub fn reason(&self) -> String {
+        lock(&self.reason).clone()
+    }
+
+    /// Feeds a check's result; logs one line when the server flips, and the first decided state
+    /// (a server DOWN from the start never flips). A local failure is counted and logged, never
+    /// fed to the health.
+    pub(crate) fn record(&self, backend: &str, result: Result<(), Failure>) {
+        if let Err(failure) = &result
+            && failure.local
+        {
+            self.local_failure(backend, &failure.reason);
+            return;
+        }
+        let ok = result.is_ok();
+        let (was_decided, flipped, decided) = {
+            let mut health = lock(&self.health);
+            let was_decided = health.is_decided();
+            let flipped = health.record(ok);
+            (was_decided, flipped, health.is_decided())
+        };
+        let reason = result.err().map_or_else(|| "check passed".to_string(), |f| f.reason);
+        *lock(&self.reason) = if ok { "ok".to_string() } else { reason.clone() };
+        if let Some(up) = flipped {
+            self.healthy.store(up, Ordering::Relaxed);
+            self.stats.flips.fetch_add(1, Ordering::Relaxed);
+            if up {
+                tracing::info!(backend, server = %self.config.name, address = %self.display_address(), %reason, "server UP");
+            } else {
+                tracing::warn!(backend, server = %self.config.name, address = %self.display_address(), %reason, "server DOWN");
+            }
+        } else if decided && !was_decided {
+            tracing::warn!(backend, server = %self.config.name, address = %self.display_address(), %reason, "server DOWN (since the start)");
+        }
+    }
+
+    /// The address for logs: the name and what it resolved to.
+    fn display_address(&self) -> String {
+        match (self.config.address.host_name(), self.address()) {
+            (Some(name), Some(address)) => format!("{name} ({address})"),
+            _ => self.config.address.to_string(),
+        }
+    }
+
+    /// Counts (and logs, rate-limited) a failure that is halo's own.
+    fn local_failure(&self, backend: &str, reason: &str) {
+        self.stats.local_errors.fetch_add(1, Ordering::Relaxed);
+        let mut logged = lock(&self.local_logged);
+        if logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            *logged = Some(Instant::now());
+            tracing::warn!(backend, server = %self.config.name, %reason, "local error (not the server's): not counted against it");
+        }
+    }
+
+    /// A client's connect failed: the server's check runs now (haproxy's `on-error fastinter`),
+    /// and the check decides its health, so that one client's retries alone never mark it down.
+    pub(crate) fn connect_failed(&self, backend: &str, failure: &Failure) {
+        if failure.local {
+            self.local_failure(backend, &failure.reason);
+            return;
+        }
+        self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+        self.check_now.notify_one();
+    }
+}
