@@ -1,0 +1,162 @@
+//! The connection log (`[log] connections = true`, haproxy's `option tcplog`) of the real
+//! binary on loopback: one JSON line per connection with the client, the server, the bytes each
+//! way and how it ended; a refused connection says so; a flood is cut at the rate limit and the
+//! loss is counted in a line of its own.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Halo(Child);
+
+impl Drop for Halo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+}
+
+/// A server that reads 5 bytes, answers 11, and closes.
+fn server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 5];
+                if stream.read_exact(&mut buf).is_ok() {
+                    let _ = stream.write_all(b"hello world");
+                }
+            });
+        }
+    });
+    address
+}
+
+fn start(dir: &std::path::Path, servers: &[SocketAddr]) -> (Halo, SocketAddr, std::path::PathBuf) {
+    let port = free_port();
+    let mut text = format!(
+        "[status]\nlisten = \"127.0.0.1:{}\"\n\n[log]\nformat = \"json\"\nconnections = true\n\n\
+         [[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"api\"\n\n\
+         [[backend]]\nname = \"api\"\nretries = 0\nredispatch = false\n[backend.health]\nkind = \"none\"\n",
+        free_port()
+    );
+    for (i, s) in servers.iter().enumerate() {
+        text.push_str(&format!("\n[[backend.server]]\nname = \"s{i}\"\naddress = \"{s}\"\n"));
+    }
+    let file = dir.join("halo.toml");
+    std::fs::write(&file, text).expect("config");
+    let log = dir.join("halo.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &file.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn halo");
+    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    // Waits for the daemon's word, not with a connection (that would be logged too).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("halo running") {
+        assert!(Instant::now() < deadline, "halo never started: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Halo(child), front, log)
+}
+
+/// The JSON lines of the connection log.
+fn connection_lines(log: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "connection" && v["fields"]["message"] == "connection")
+        .collect()
+}
+
+fn exchange(front: SocketAddr) -> (u16, Vec<u8>) {
+    let mut client = TcpStream::connect(front).expect("connect");
+    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let port = client.local_addr().expect("local").port();
+    client.write_all(b"hello").expect("write");
+    let mut answer = Vec::new();
+    let _ = client.read_to_end(&mut answer);
+    (port, answer)
+}
+
+#[test]
+fn each_connection_is_one_line_with_client_server_bytes_and_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = server();
+    let (_halo, front, log) = start(dir.path(), &[backend]);
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let (port, answer) = exchange(front);
+        assert_eq!(answer, b"hello world");
+        ports.push(port);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connection_lines(&log).len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = connection_lines(&log);
+    assert_eq!(lines.len(), 3, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    for (line, port) in lines.iter().zip(&ports) {
+        let f = &line["fields"];
+        assert_eq!(f["client"], format!("127.0.0.1:{port}"), "{line}");
+        assert_eq!(f["frontend"], "api");
+        assert_eq!(f["server"], "s0");
+        assert_eq!(f["server_address"], backend.to_string());
+        assert_eq!(f["bytes_up"], 5);
+        assert_eq!(f["bytes_down"], 11);
+        assert_eq!(f["ended"], "closed");
+        assert!(f["duration_ms"].as_u64().is_some() && f["connect_ms"].as_u64().is_some(), "{line}");
+    }
+}
+
+#[test]
+fn a_refused_connection_and_a_flood_are_logged_within_the_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A server address nothing listens on: every connection is refused by the balancer.
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (_halo, front, log) = start(dir.path(), &[dead]);
+    let _ = exchange(front);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connection_lines(&log).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = connection_lines(&log);
+    assert_eq!(first.len(), 1, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(first[0]["fields"]["ended"], "no_server");
+    assert_eq!(first[0]["fields"]["server"], "-");
+    // 2 500 refused connections as fast as they go (bounded in count and time): more than one
+    // second's worth of lines.
+    let started = Instant::now();
+    let mut made = 0;
+    while made < 2500 && started.elapsed() < Duration::from_secs(20) {
+        if let Ok(mut c) = TcpStream::connect(front) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+        }
+        made += 1;
+    }
+    // The next second's first line reports the loss; one more connection makes sure one comes.
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = exchange(front);
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let written = connection_lines(&log).len();
+    let elapsed_seconds = started.elapsed().as_secs() + 2;
+    assert!(written as u64 <= 1000 * elapsed_seconds + 2, "{written} lines in {elapsed_seconds}s");
+    if started.elapsed() < Duration::from_secs(2) || written < made {
+        assert!(text.contains("connection lines over the rate limit were not written"), "{written} of {made} written");
+    }
+}

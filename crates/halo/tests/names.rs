@@ -1,0 +1,222 @@
+//! Servers given by name, resolved at run time through the system resolver, in a network
+//! namespace whose `/etc/hosts` (and `nsswitch.conf`: files only, so no lookup ever leaves)
+//! is a file the test rewrites: a name that moves while a long connection stays up, a name that
+//! stops resolving, a name that never resolved at start. Servers and clients are sockets of
+//! this process made inside the namespace (a thread that entered it); halo runs inside it.
+
+mod lan;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lan::{Daemon, Netns, can_run, run_ok, wait_for};
+
+/// Runs `f` on a thread that entered the namespace `ns`: sockets it makes belong to `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread in namespace")
+}
+
+/// A server inside `ns` on `address`: greets each connection with its name, then echoes.
+struct Server {
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(ns: &str, address: &str, name: &'static str) -> Self {
+        let address: SocketAddr = address.parse().expect("address");
+        let listener = in_ns(ns, move || TcpListener::bind(address).expect("bind in namespace"));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        std::thread::spawn(move || {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                            let _ = writeln!(stream, "{name}");
+                            let mut buf = [0u8; 64];
+                            while let Ok(n) = stream.read(&mut buf) {
+                                if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A connection through halo's frontend, made inside `ns`, and the greeting it got.
+fn connect(ns: &str) -> Option<(TcpStream, String)> {
+    let stream = in_ns(ns, || TcpStream::connect_timeout(&"127.0.0.1:8443".parse().expect("address"), Duration::from_secs(1))).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut greeting = String::new();
+    BufReader::new(stream.try_clone().ok()?).read_line(&mut greeting).ok()?;
+    Some((stream, greeting.trim().to_string())).filter(|(_, g)| !g.is_empty())
+}
+
+/// The greeting a new connection gets, `None` when none came.
+fn greeting(ns: &str) -> Option<String> {
+    connect(ns).map(|(_, g)| g)
+}
+
+/// A namespace with two server addresses on its loopback, a hosts file, and halo's config.
+struct Setup {
+    ns: Netns,
+    dir: tempfile::TempDir,
+    hosts: PathBuf,
+    nsswitch: PathBuf,
+    _servers: Vec<Server>,
+}
+
+impl Setup {
+    fn new(hosts: &str) -> Self {
+        let ns = Netns::new();
+        for address in ["10.99.0.1/32", "10.99.0.2/32"] {
+            run_ok("ip", &["-n", &ns.name, "addr", "add", address, "dev", "lo"]);
+        }
+        let servers = vec![Server::start(&ns.name, "10.99.0.1:6443", "one"), Server::start(&ns.name, "10.99.0.2:6443", "two")];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (hosts_file, nsswitch) = (dir.path().join("hosts"), dir.path().join("nsswitch.conf"));
+        std::fs::write(&nsswitch, "hosts: files\n").expect("nsswitch");
+        let setup = Self { ns, dir, hosts: hosts_file, nsswitch, _servers: servers };
+        setup.set_hosts(hosts);
+        setup
+    }
+
+    /// Rewrites the hosts file in place (the bind mount follows the inode).
+    fn set_hosts(&self, text: &str) {
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&self.hosts).expect("hosts");
+        file.write_all(format!("127.0.0.1 localhost\n{text}").as_bytes()).expect("hosts");
+    }
+
+    fn config(&self, servers: &str) -> PathBuf {
+        let text = format!(
+            "[status]\nlisten = \"127.0.0.1:9470\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:8443\"]\nbackend = \"api\"\n\n\
+             [[backend]]\nname = \"api\"\nresolve_interval = \"300ms\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\n\
+             fast_interval = \"100ms\"\nfall = 2\nrise = 1\n{servers}"
+        );
+        let file = self.dir.path().join("halo.toml");
+        std::fs::write(&file, text).expect("config");
+        file
+    }
+
+    /// `halo ARGS` inside the namespace, with the hosts and nsswitch files bind-mounted in a
+    /// private mount namespace.
+    fn halo_command(&self, args: &str) -> String {
+        format!(
+            "mount --bind {} /etc/hosts && mount --bind {} /etc/nsswitch.conf && exec {} {args}",
+            self.hosts.display(),
+            self.nsswitch.display(),
+            env!("CARGO_BIN_EXE_halo")
+        )
+    }
+
+    fn run(&self, config: &Path) -> Daemon {
+        let script = self.halo_command(&format!("run -c {}", config.display()));
+        let log = self.dir.path().join("halo.log");
+        Daemon::start(&self.ns.name, "unshare", &["--mount", "--propagation", "private", "sh", "-c", &script], log, Vec::new())
+    }
+}
+
+fn server(name: &str, address: &str) -> String {
+    format!("\n[[backend.server]]\nname = \"{name}\"\naddress = \"{address}\"\n")
+}
+
+#[test]
+fn a_name_that_moves_takes_new_connections_along_and_leaves_open_ones_alone() {
+    if !can_run("a_name_that_moves_takes_new_connections_along_and_leaves_open_ones_alone", true, &["ip", "unshare"]) {
+        return;
+    }
+    let setup = Setup::new("10.99.0.1 master1\n");
+    let daemon = setup.run(&setup.config(&server("m1", "master1:6443")));
+    let ns = setup.ns.name.clone();
+    let first = wait_for(Duration::from_secs(10), || greeting(&ns).as_deref() == Some("one"));
+    assert!(first.is_some(), "never served through master1: {}", daemon.log());
+    let (mut long, greeted) = connect(&ns).expect("a long connection");
+    assert_eq!(greeted, "one");
+
+    setup.set_hosts("10.99.0.2 master1\n");
+    let moved = wait_for(Duration::from_secs(10), || greeting(&ns).as_deref() == Some("two"));
+    assert!(moved.is_some(), "new connections never reached the new address: {}", daemon.log());
+    // The connection opened before the move still talks to the old address.
+    long.write_all(b"still here").expect("write on the long connection");
+    let mut echo = [0u8; 10];
+    long.read_exact(&mut echo).expect("echo on the long connection");
+    assert_eq!(&echo, b"still here");
+    let log = daemon.log();
+    assert_eq!(log.matches("server address changed").count(), 1, "{log}");
+}
+
+#[test]
+fn a_name_that_stops_resolving_keeps_its_last_address() {
+    if !can_run("a_name_that_stops_resolving_keeps_its_last_address", true, &["ip", "unshare"]) {
+        return;
+    }
+    let setup = Setup::new("10.99.0.1 master1\n");
+    let daemon = setup.run(&setup.config(&server("m1", "master1:6443")));
+    let ns = setup.ns.name.clone();
+    assert!(wait_for(Duration::from_secs(10), || greeting(&ns).as_deref() == Some("one")).is_some(), "{}", daemon.log());
+    setup.set_hosts("");
+    let noticed = wait_for(Duration::from_secs(10), || daemon.log().contains("does not resolve: keeping its last address"));
+    assert!(noticed.is_some(), "{}", daemon.log());
+    // Several resolve intervals later, new connections still reach the last address.
+    std::thread::sleep(Duration::from_millis(1000));
+    for _ in 0..5 {
+        assert_eq!(greeting(&ns).as_deref(), Some("one"), "{}", daemon.log());
+    }
+    let log = daemon.log();
+    assert_eq!(log.matches("does not resolve").count(), 1, "one line, not one per lookup: {log}");
+    assert!(!log.contains("server DOWN"), "{log}");
+}
+
+#[test]
+fn a_name_that_never_resolved_is_down_with_the_reason_until_it_resolves() {
+    if !can_run("a_name_that_never_resolved_is_down_with_the_reason_until_it_resolves", true, &["ip", "unshare"]) {
+        return;
+    }
+    let setup = Setup::new("10.99.0.1 master1\n");
+    let config = setup.config(&(server("m1", "master1:6443") + &server("ghost", "ghost:6443")));
+    // `halo check` warns (and passes): the name may resolve on the host the file is for.
+    let script = setup.halo_command(&format!("check -c {}", config.display()));
+    let out = setup.ns.sh(&script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("server `ghost`: DNS: ghost"), "{stderr}");
+
+    let daemon = setup.run(&config);
+    let ns = setup.ns.name.clone();
+    let down = wait_for(Duration::from_secs(10), || daemon.log().contains("server name does not resolve: server DOWN until it does"));
+    assert!(down.is_some(), "{}", daemon.log());
+    // The daemon serves through the server that resolves.
+    for _ in 0..4 {
+        assert_eq!(greeting(&ns).as_deref(), Some("one"), "{}", daemon.log());
+    }
+    setup.set_hosts("10.99.0.1 master1\n10.99.0.2 ghost\n");
+    let joined = wait_for(Duration::from_secs(10), || greeting(&ns).as_deref() == Some("two"));
+    assert!(joined.is_some(), "ghost never took traffic after it resolved: {}", daemon.log());
+    assert!(daemon.log().contains("server name resolves again"), "{}", daemon.log());
+}
