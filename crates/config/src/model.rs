@@ -136,6 +136,10 @@ pub struct VrrpInstance {
     pub initial_state: InitialState,
     /// The floating addresses, all of one family, with their prefix lengths.
     pub virtual_addresses: Vec<IpNet>,
+    /// Addresses held with the virtual addresses while master but not listed in adverts
+    /// (keepalived's `virtual_ipaddress_excluded`), of either family; for peers that compare
+    /// address lists, and for more addresses than an advert carries.
+    pub excluded_addresses: Vec<IpNet>,
     /// Version 2 PASS password (clear text on the wire); `None` for no authentication.
     pub auth_password: Option<String>,
     /// Unicast mode: this router's source address; `None` uses the interface's primary address.

@@ -74,6 +74,8 @@ pub struct RawVrrp {
     pub initial_state: Option<Text>,
     /// Addresses with optional prefix.
     pub virtual_addresses: Spanned<Vec<Text>>,
+    /// Held, not advertised.
+    pub excluded_addresses: Option<Vec<Text>>,
     /// v2 PASS password.
     pub auth_password: Option<Text>,
     /// Unicast source address.

@@ -214,6 +214,7 @@ fn instance(d: &mut Draw, index: usize, trackers: &[String]) -> VrrpInstance {
         preempt_delay: d.ms(0, 60_000),
         initial_state: if d.flag() { InitialState::Master } else { InitialState::Backup },
         virtual_addresses: vips,
+        excluded_addresses: Vec::new(),
         auth_password: (version == Version::V2 && d.flag()).then(|| d.word("pw").chars().take(8).collect()),
         unicast_source: (unicast && d.flag()).then(|| address(d)),
         unicast_peers,

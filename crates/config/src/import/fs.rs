@@ -36,4 +36,20 @@ impl Resolver for FsResolver {
         }
         Ok(files)
     }
+
+    /// Searches systemd's default PATH for services (keepalived's environment under systemd).
+    fn which(&self, program: &str) -> Option<String> {
+        if program.contains('/') || program.is_empty() {
+            return None;
+        }
+        SERVICE_PATH.iter().map(|dir| Path::new(dir).join(program)).find(|p| is_executable(p)).map(|p| p.display().to_string())
+    }
+}
+
+/// systemd's default PATH for services.
+const SERVICE_PATH: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -8,6 +8,12 @@ use std::time::Duration;
 pub trait Resolver {
     /// Resolves one include pattern written in `from`.
     fn include(&self, from: &str, pattern: &str) -> Result<Vec<(String, String)>, String>;
+
+    /// The full path of a program named without one, found as keepalived finds it (PATH);
+    /// `None` when there is none.
+    fn which(&self, _program: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A resolver that refuses every include (for text imported from memory).

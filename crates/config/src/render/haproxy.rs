@@ -11,7 +11,9 @@ pub fn haproxy(config: &Config) -> Rendered {
     line(&mut out, format_args!("# haproxy.cfg rendered by `halo render haproxy`; edit halo.toml, not this file."));
     let maxconn: u64 = config.frontends.iter().map(|f| u64::from(f.max_connections)).sum::<u64>().max(1);
     line(&mut out, format_args!("global\n    log /dev/log local0\n    maxconn {maxconn}\n"));
-    line(&mut out, format_args!("defaults\n    mode tcp\n    log global\n    option tcplog\n    option dontlognull\n"));
+    // halo's connection log is haproxy's `option tcplog`.
+    let tcplog = if config.log.connections { "    option tcplog\n" } else { "" };
+    line(&mut out, format_args!("defaults\n    mode tcp\n    log global\n{tcplog}    option dontlognull\n"));
     for f in &config.frontends {
         let idle = config.backend(&f.backend).map(|b| b.idle_timeout);
         line(&mut out, format_args!("frontend {}", f.name));

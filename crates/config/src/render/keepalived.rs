@@ -110,6 +110,13 @@ fn virtual_addresses(out: &mut String, v: &VrrpInstance) {
         line(out, format_args!("        {a}"));
     }
     line(out, format_args!("    }}"));
+    if !v.excluded_addresses.is_empty() {
+        line(out, format_args!("    virtual_ipaddress_excluded {{"));
+        for a in &v.excluded_addresses {
+            line(out, format_args!("        {a}"));
+        }
+        line(out, format_args!("    }}"));
+    }
 }
 
 /// Unicast source and peers, and the checksum mode (keepalived offers the v2-style one only in

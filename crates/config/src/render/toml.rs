@@ -103,6 +103,9 @@ fn vrrp(out: &mut String, v: &VrrpInstance, notes: &Notes) {
         line(out, format_args!("initial_state = \"master\""));
     }
     line(out, format_args!("virtual_addresses = {}", list(&v.virtual_addresses)));
+    if !v.excluded_addresses.is_empty() {
+        line(out, format_args!("excluded_addresses = {}", list(&v.excluded_addresses)));
+    }
     if let Some(password) = &v.auth_password {
         line(out, format_args!("auth_password = {}", quote(password)));
     }

@@ -49,7 +49,8 @@ pub(super) fn instances(
                     .hint("each virtual router on an interface needs its own id (per address family)");
             }
             seen.push((key.0, key.1, key.2, &v.name));
-            for (net, text) in i.virtual_addresses.iter().zip(v.virtual_addresses.get_ref()) {
+            let excluded = i.excluded_addresses.iter().zip(v.excluded_addresses.iter().flatten());
+            for (net, text) in i.virtual_addresses.iter().zip(v.virtual_addresses.get_ref()).chain(excluded) {
                 if let Some((_, owner)) = vips_seen.iter().find(|(a, _)| *a == net.addr()) {
                     report
                         .error(text.span(), format!("virtual address {} is also carried by vrrp `{owner}`", net.addr()))
@@ -90,6 +91,7 @@ fn instance(report: &mut Report<'_>, v: &RawVrrp, default_interface: Option<&str
     };
     let advert_interval = advert_interval(report, v, version);
     let addresses = virtual_addresses(report, v, version);
+    let excluded = v.excluded_addresses.iter().flatten().map(|t| virtual_address(report, t)).collect::<Option<Vec<IpNet>>>();
     let family_v4 = addresses.as_ref().and_then(|a| a.first()).map(|a| matches!(a, IpNet::V4(_)));
     let auth_password = auth(report, v, version);
     let checksum = match &v.checksum {
@@ -132,6 +134,7 @@ fn instance(report: &mut Report<'_>, v: &RawVrrp, default_interface: Option<&str
         preempt_delay: preempt_delay?,
         initial_state: initial_state?,
         virtual_addresses: addresses?,
+        excluded_addresses: excluded?,
         auth_password: auth_password?,
         unicast_source: unicast_source?,
         unicast_peers: unicast_peers?,

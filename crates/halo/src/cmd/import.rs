@@ -52,16 +52,24 @@ pub fn run(inputs: &Inputs) -> anyhow::Result<ExitCode> {
     let text = halo_config::render::halo_toml(&imported.config, &imported.notes);
     // The output must pass the loader the daemon runs; if it does not, that is halo's bug or an
     // input inconsistency the importer did not catch: refuse rather than write it.
-    if let Err(e) = halo_config::load_str("imported halo.toml", &text) {
-        if let halo_config::LoadError::Invalid(diagnostics) = &e {
-            crate::files::print_diagnostics(diagnostics);
+    let shown = inputs.output.as_ref().map_or_else(|| "imported halo.toml".to_string(), |p| p.display().to_string());
+    let validation_warnings = match halo_config::load_str(&shown, &text) {
+        // What `halo check` will say of the result, said now.
+        Ok(loaded) => {
+            crate::files::print_diagnostics(&loaded.warnings);
+            loaded.warnings.len()
         }
-        eprintln!("halo import: the generated configuration does not validate; nothing was written");
-        return Ok(ExitCode::from(crate::files::EXIT_INVALID));
-    }
+        Err(e) => {
+            if let halo_config::LoadError::Invalid(diagnostics) = &e {
+                crate::files::print_diagnostics(diagnostics);
+            }
+            eprintln!("halo import: the generated configuration does not validate; nothing was written");
+            return Ok(ExitCode::from(crate::files::EXIT_INVALID));
+        }
+    };
     crate::files::write_output(inputs.output.as_deref(), &text)?;
     if let Some(path) = &inputs.output {
-        let warnings = imported.diagnostics.len();
+        let warnings = imported.diagnostics.len() + validation_warnings;
         eprintln!("halo import: wrote {} ({warnings} warning(s)); next: halo check -c {}", path.display(), path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -7,17 +7,26 @@ use std::time::Duration;
 use halo_vrrp::{AdvertInterval, Priority, Version, Vrid};
 
 use super::parse::Node;
-use super::{Globals, argv, integer, seconds};
+use super::{Globals, KeepalivedImport, argv, integer, seconds};
 use crate::import::Sink;
+use crate::import::lines::Resolver;
 use crate::model::{ChecksumMode, Gratuitous, InitialState, Notify, Tracker, TrackerKind, VrrpInstance};
 use crate::validate::parse_virtual_address;
 
-pub(super) fn vrrp_instance(node: &Node, g: &Globals, trackers: &mut Vec<Tracker>, sink: &mut Sink) -> Option<VrrpInstance> {
+pub(super) fn vrrp_instance(
+    node: &Node,
+    g: &Globals,
+    out: &mut KeepalivedImport,
+    resolver: &dyn Resolver,
+    sink: &mut Sink,
+) -> Option<VrrpInstance> {
     let name = node.arg(1).to_string();
     let mut i = Partial { version: g.version, gratuitous: g.gratuitous.clone(), priority: 100, ..Partial::default() };
+    let mut context = Context { trackers: &mut out.trackers, disabled: &out.disabled_scripts, resolver };
     for c in node.children() {
-        instance_directive(&name, c, &mut i, trackers, sink);
+        instance_directive(&name, c, &mut i, &mut context, sink);
     }
+    address_families(&name, node, &mut i, sink);
     let version = Version::new(i.version).map_err(|e| sink.error(&node.file, node.line, e.to_string(), "")).ok()?;
     let Some(vrid) = i.vrid else {
         sink.error(&node.file, node.line, format!("vrrp_instance `{name}` has no virtual_router_id"), "");
@@ -37,8 +46,13 @@ pub(super) fn vrrp_instance(node: &Node, g: &Globals, trackers: &mut Vec<Tracker
         return None;
     }
     if i.auth.is_some() && version == Version::V3 {
-        sink.error(&node.file, node.line, "authentication with VRRP version 3 (keepalived ignores it)", "");
-        return None;
+        sink.warn(
+            &node.file,
+            node.line,
+            format!("vrrp_instance `{name}`: authentication with VRRP version 3 is ignored by keepalived, and not imported"),
+            "VRRPv3 has no authentication (RFC 5798 §9)",
+        );
+        i.auth = None;
     }
     Some(VrrpInstance {
         name,
@@ -51,6 +65,7 @@ pub(super) fn vrrp_instance(node: &Node, g: &Globals, trackers: &mut Vec<Tracker
         preempt_delay: i.preempt_delay,
         initial_state: i.state,
         virtual_addresses: i.addresses,
+        excluded_addresses: i.excluded,
         auth_password: i.auth,
         unicast_source: i.unicast_source,
         unicast_peers: i.unicast_peers,
@@ -76,6 +91,9 @@ struct Partial {
     preempt_delay: Duration,
     state: InitialState,
     addresses: Vec<ipnet::IpNet>,
+    /// Lines of the virtual addresses, in the same order.
+    address_lines: Vec<usize>,
+    excluded: Vec<ipnet::IpNet>,
     auth: Option<String>,
     unicast_source: Option<IpAddr>,
     unicast_peers: Vec<IpAddr>,
@@ -100,6 +118,8 @@ impl Default for Partial {
             preempt_delay: Duration::ZERO,
             state: InitialState::Backup,
             addresses: Vec::new(),
+            address_lines: Vec::new(),
+            excluded: Vec::new(),
             auth: None,
             unicast_source: None,
             unicast_peers: Vec::new(),
@@ -113,7 +133,15 @@ impl Default for Partial {
     }
 }
 
-fn instance_directive(name: &str, c: &Node, i: &mut Partial, trackers: &mut Vec<Tracker>, sink: &mut Sink) {
+/// What an instance's directives read and extend besides the instance.
+struct Context<'a> {
+    trackers: &'a mut Vec<Tracker>,
+    /// Scripts keepalived disables: tracking them is skipped.
+    disabled: &'a [String],
+    resolver: &'a dyn Resolver,
+}
+
+fn instance_directive(name: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_>, sink: &mut Sink) {
     let (file, line) = (c.file.as_str(), c.line);
     match c.keyword() {
         "state" => match c.arg(1) {
@@ -134,6 +162,14 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, trackers: &mut Vec<
         "preempt_delay" => i.preempt_delay = seconds(c, 1, sink).unwrap_or_default(),
         "authentication" => authentication(c, i, sink),
         "virtual_ipaddress" => virtual_ipaddress(c, i, sink),
+        "virtual_ipaddress_excluded" => {
+            for a in c.children() {
+                match parse_virtual_address(a.keyword()) {
+                    Some(net) => i.excluded.push(net),
+                    None => sink.error(&a.file, a.line, format!("`{}` is not an address", a.keyword()), ""),
+                }
+            }
+        }
         "unicast_src_ip" => i.unicast_source = address(c, c.arg(1), sink),
         "unicast_peer" => {
             for p in c.children() {
@@ -143,18 +179,24 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, trackers: &mut Vec<
                 i.unicast_peers.extend(address(p, p.keyword(), sink));
             }
         }
-        "track_script" => track_script(name, c, i, trackers, sink),
-        "track_interface" => track_interface(c, i, trackers, sink),
+        "mcast_src_ip" => sink.warn(
+            file,
+            line,
+            format!("`mcast_src_ip {}` is not imported: halo sends multicast adverts from the interface's primary address", c.arg(1)),
+            "peers accept adverts from any source on the segment; the address matters only for unicast (unicast_src_ip)",
+        ),
+        "track_script" => track_script(name, c, i, cx, sink),
+        "track_interface" => track_interface(c, i, cx.trackers, sink),
         "track_file" => {
             for t in c.children() {
                 i.track.push(t.keyword().to_string());
             }
         }
-        "notify_master" => i.notify.master = argv(c, 1, sink),
-        "notify_backup" => i.notify.backup = argv(c, 1, sink),
-        "notify_fault" => i.notify.fault = argv(c, 1, sink),
-        "notify_stop" => i.notify.stop = argv(c, 1, sink),
-        "notify" => i.notify.change = argv(c, 1, sink),
+        "notify_master" => i.notify.master = argv(c, 1, cx.resolver, sink),
+        "notify_backup" => i.notify.backup = argv(c, 1, cx.resolver, sink),
+        "notify_fault" => i.notify.fault = argv(c, 1, cx.resolver, sink),
+        "notify_stop" => i.notify.stop = argv(c, 1, cx.resolver, sink),
+        "notify" => i.notify.change = argv(c, 1, cx.resolver, sink),
         "garp_master_delay" => i.gratuitous.delay = seconds(c, 1, sink).unwrap_or(i.gratuitous.delay),
         "garp_master_repeat" => i.gratuitous.repeat = integer(c, 1, sink).map_or(i.gratuitous.repeat, |r| r.clamp(1, 100) as u32),
         "garp_master_refresh" => i.gratuitous.refresh = seconds(c, 1, sink).filter(|d| !d.is_zero()),
@@ -173,7 +215,20 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, trackers: &mut Vec<
     }
 }
 
+/// An address; keepalived also takes one written with a prefix (`192.168.0.91/24`), whose
+/// prefix means nothing there: dropped with a warning.
 fn address(node: &Node, text: &str, sink: &mut Sink) -> Option<IpAddr> {
+    if let Some((bare, prefix)) = text.split_once('/')
+        && let Ok(addr) = bare.parse::<IpAddr>()
+    {
+        sink.warn(
+            &node.file,
+            node.line,
+            format!("`{text}`: the prefix /{prefix} of a unicast address means nothing; imported as {addr}"),
+            "",
+        );
+        return Some(addr);
+    }
     let value = text.parse().ok();
     if value.is_none() {
         sink.error(&node.file, node.line, format!("`{text}` is not an IP address"), "");
@@ -186,7 +241,7 @@ fn authentication(c: &Node, i: &mut Partial, sink: &mut Sink) {
     for a in c.children() {
         match a.keyword() {
             "auth_type" => kind = Some((a.arg(1).to_string(), a.line)),
-            "auth_pass" => i.auth = Some(a.arg(1).chars().take(8).collect()),
+            "auth_pass" => i.auth = Some(auth_pass(a, sink)),
             other => sink.unmapped(&a.file, a.line, other, ""),
         }
     }
@@ -215,7 +270,10 @@ fn virtual_ipaddress(c: &Node, i: &mut Partial, sink: &mut Sink) {
     for a in c.children() {
         let net = parse_virtual_address(a.keyword());
         match net {
-            Some(net) => i.addresses.push(net),
+            Some(net) => {
+                i.addresses.push(net);
+                i.address_lines.push(a.line);
+            }
             None => sink.error(&a.file, a.line, format!("`{}` is not an address", a.keyword()), ""),
         }
         // The broadcast address halo (and the kernel) derive from the prefix.
@@ -240,9 +298,14 @@ fn virtual_ipaddress(c: &Node, i: &mut Partial, sink: &mut Sink) {
     }
 }
 
-fn track_script(instance: &str, c: &Node, i: &mut Partial, trackers: &mut [Tracker], sink: &mut Sink) {
+fn track_script(instance: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_>, sink: &mut Sink) {
+    let trackers = &mut *cx.trackers;
     for t in c.children() {
         let name = t.keyword();
+        if cx.disabled.iter().any(|d| d == name) {
+            sink.warn(&t.file, t.line, format!("vrrp_instance `{instance}` tracks `{name}`, which keepalived disables: not tracked"), "");
+            continue;
+        }
         i.track.push(name.to_string());
         if t.arg(1) == "weight" {
             let weight = integer(t, 2, sink).filter(|w| *w != 0).map(|w| w.clamp(-254, 254) as i32);
@@ -284,5 +347,62 @@ fn track_interface(c: &Node, i: &mut Partial, trackers: &mut Vec<Tracker>, sink:
             trackers.push(Tracker { name: name.clone(), weight, fall: 1, rise: 1, kind: TrackerKind::Interface { interface } });
         }
         i.track.push(name);
+    }
+}
+
+/// keepalived sends the first 8 bytes of `auth_pass` (any bytes, UTF-8 included) and ignores the
+/// rest: halo keeps the same bytes so that the two interoperate. A cut inside a multi-byte
+/// character cannot be a text value: the cut then falls before that character, with a warning.
+fn auth_pass(a: &Node, sink: &mut Sink) -> String {
+    let pass = a.arg(1);
+    if pass.len() <= 8 {
+        return pass.to_string();
+    }
+    let mut end = 8;
+    while !pass.is_char_boundary(end) {
+        end -= 1;
+    }
+    let kept = &pass[..end];
+    if end == 8 {
+        sink.warn(&a.file, a.line, format!("auth_pass is {} bytes: keepalived sends the first 8, and so does halo", pass.len()), "");
+    } else {
+        sink.warn(
+            &a.file,
+            a.line,
+            format!("auth_pass is {} bytes and its 8th byte is inside a character: halo keeps {end} bytes, keepalived sends 8", pass.len()),
+            "peers compare the bytes: choose a password of at most 8 bytes (ASCII) on every router",
+        );
+    }
+    kept.to_string()
+}
+
+/// One family per instance: the addresses of the other family than the first are held but not
+/// advertised (`excluded_addresses`); IPv6 addresses need VRRPv3, so a version 2 instance with
+/// IPv6 addresses runs as version 3, as keepalived runs it.
+fn address_families(name: &str, node: &Node, i: &mut Partial, sink: &mut Sink) {
+    let Some(first) = i.addresses.first().copied() else { return };
+    let mut kept = Vec::new();
+    for (net, line) in i.addresses.drain(..).zip(i.address_lines.iter().copied().chain(std::iter::repeat(node.line))) {
+        if net.addr().is_ipv4() == first.addr().is_ipv4() {
+            kept.push(net);
+        } else {
+            sink.warn(
+                &node.file,
+                line,
+                format!("vrrp_instance `{name}`: {net} is not of the family of its first address: held with the others but not advertised"),
+                "imported into excluded_addresses; a second instance for that family advertises it",
+            );
+            i.excluded.push(net);
+        }
+    }
+    i.addresses = kept;
+    if first.addr().is_ipv6() && i.version == 2 {
+        sink.warn(
+            &node.file,
+            node.line,
+            format!("vrrp_instance `{name}` has IPv6 addresses: VRRPv2 carries IPv4 only, so it runs as version 3"),
+            "keepalived runs such an instance as version 3 too",
+        );
+        i.version = 3;
     }
 }

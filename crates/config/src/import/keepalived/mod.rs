@@ -2,6 +2,7 @@
 //! (`parse`), then global_defs, vrrp_script and track_file blocks are mapped here and each
 //! vrrp_instance in `instance`.
 
+mod command;
 mod instance;
 mod parse;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use self::instance::vrrp_instance;
 use self::parse::Node;
 use super::check_script::ScriptFacts;
-use super::lines::{Resolver, keepalived_seconds, words};
+use super::lines::{Resolver, keepalived_seconds};
 use super::{Sink, Source};
 use crate::defaults as d;
 use crate::model::{Frontend, Gratuitous, Tracker, TrackerKind, VrrpInstance};
@@ -23,6 +24,8 @@ pub(super) struct KeepalivedImport {
     pub script_user: Option<String>,
     pub instances: Vec<VrrpInstance>,
     pub trackers: Vec<Tracker>,
+    /// Scripts keepalived would disable (their program is not found): instances skip them.
+    pub disabled_scripts: Vec<String>,
 }
 
 /// Global defaults that instances inherit.
@@ -49,7 +52,11 @@ pub(super) fn import(
     for node in &nodes {
         match node.keyword() {
             "global_defs" | "vrrp_instance" => {}
-            "vrrp_script" => out.trackers.extend(vrrp_script(node, script, frontends, sink)),
+            "vrrp_script" => match vrrp_script(node, script, frontends, resolver, sink) {
+                Script::Tracker(t) => out.trackers.push(t),
+                Script::Disabled(name) => out.disabled_scripts.push(name),
+                Script::Invalid => {}
+            },
             "vrrp_track_file" | "track_file" => out.trackers.extend(track_file(node, sink)),
             "vrrp_sync_group" => {
                 sink.unmapped(&node.file, node.line, "vrrp_sync_group", "halo has no sync groups: each instance fails over on its own")
@@ -58,7 +65,7 @@ pub(super) fn import(
         }
     }
     for node in nodes.iter().filter(|n| n.keyword() == "vrrp_instance") {
-        if let Some(instance) = vrrp_instance(node, &globals, &mut out.trackers, sink) {
+        if let Some(instance) = vrrp_instance(node, &globals, &mut out, resolver, sink) {
             out.instances.push(instance);
         }
     }
@@ -106,53 +113,93 @@ fn integer(node: &Node, i: usize, sink: &mut Sink) -> Option<i64> {
     value
 }
 
-/// keepalived script strings are split like a shell would (quotes, escapes), then run directly.
-fn argv(node: &Node, i: usize, sink: &mut Sink) -> Option<Vec<String>> {
-    let text = node.words.get(i..).map(|w| w.join(" ")).unwrap_or_default();
-    let Some(argv) = words(&text, &[]).filter(|a| !a.is_empty()) else {
-        sink.error(&node.file, node.line, format!("`{}` needs a command", node.keyword()), "");
-        return None;
-    };
-    if !argv[0].starts_with('/') {
-        sink.error(
-            &node.file,
-            node.line,
-            format!("`{}` runs `{}`, not an absolute path", node.keyword(), argv[0]),
-            "halo runs commands without a shell or PATH search: write the program's full path",
-        );
-        return None;
+/// A command of a `notify*` line: its argument vector, or `None` (with a warning) when keepalived
+/// would not find the program, or when it only asks whether haproxy is alive (no hook does).
+fn argv(node: &Node, i: usize, resolver: &dyn Resolver, sink: &mut Sink) -> Option<Vec<String>> {
+    match command::read(node, i, resolver, false, sink)? {
+        command::Command::Run(argv) => Some(argv),
+        command::Command::BalancerAlive(_) => None,
+        command::Command::NotFound(program) => {
+            sink.warn(
+                &node.file,
+                node.line,
+                format!("`{}` runs `{program}`, which is not found in PATH: keepalived would fail to run it; not imported", node.keyword()),
+                "write the program's full path",
+            );
+            None
+        }
     }
-    Some(argv)
 }
 
-fn vrrp_script(node: &Node, script: Option<&ScriptFacts>, frontends: &[Frontend], sink: &mut Sink) -> Option<Tracker> {
-    let name = node.arg(1).to_string();
-    let (mut command, mut interval, mut timeout, mut weight, mut fall, mut rise) = (None, Duration::from_secs(1), None, None, 1u32, 1u32);
-    let mut timing_line = node.line;
+/// What a `vrrp_script` block becomes.
+enum Script {
+    Tracker(Tracker),
+    /// keepalived disables a script whose program it cannot find: the name, for the instances.
+    Disabled(String),
+    Invalid,
+}
+
+/// The settings of a `vrrp_script` block.
+struct ScriptSettings {
+    command: Option<command::Command>,
+    interval: Duration,
+    timeout: Option<Duration>,
+    weight: Option<i64>,
+    fall: u32,
+    rise: u32,
+    timing_line: usize,
+}
+
+fn script_settings(node: &Node, resolver: &dyn Resolver, balancer_known: bool, sink: &mut Sink) -> Option<ScriptSettings> {
+    let mut s = ScriptSettings {
+        command: None,
+        interval: Duration::from_secs(1),
+        timeout: None,
+        weight: None,
+        fall: 1,
+        rise: 1,
+        timing_line: node.line,
+    };
+    let mut valid = true;
     for c in node.children() {
         match c.keyword() {
-            "script" => command = argv(c, 1, sink),
-            "interval" => (interval, timing_line) = (seconds(c, 1, sink).unwrap_or(interval), c.line),
-            "timeout" => timeout = seconds(c, 1, sink),
+            "script" => s.command = command::read(c, 1, resolver, balancer_known, sink),
+            "interval" => (s.interval, s.timing_line) = (seconds(c, 1, sink).unwrap_or(s.interval), c.line),
+            "timeout" => s.timeout = seconds(c, 1, sink),
             "weight" => {
-                weight = integer(c, 1, sink).filter(|w| *w != 0);
+                s.weight = integer(c, 1, sink).filter(|w| *w != 0);
                 if c.arg(2) == "reverse" {
-                    sink.unmapped(&c.file, c.line, "weight ... reverse", "");
+                    sink.error(
+                        &c.file,
+                        c.line,
+                        "`weight ... reverse` (priority that moves the other way when the script fails) has no halo equivalent",
+                        "halo lowers priority on failure (negative weight) or raises it on success (positive weight)",
+                    );
+                    valid = false;
                 }
             }
-            "fall" => (fall, timing_line) = (integer(c, 1, sink).map_or(1, |f| f.clamp(1, 999) as u32), c.line),
-            "rise" => rise = integer(c, 1, sink).map_or(1, |r| r.clamp(1, 999) as u32),
-            "user" => sink.warn(&c.file, c.line, "`user` is not imported: halo runs trackers as itself", ""),
+            "fall" => (s.fall, s.timing_line) = (integer(c, 1, sink).map_or(1, |f| f.clamp(1, 999) as u32), c.line),
+            "rise" => s.rise = integer(c, 1, sink).map_or(1, |r| r.clamp(1, 999) as u32),
+            "user" => sink.warn(&c.file, c.line, "`user` is not imported: halo runs trackers as `node.script_user` (or root)", ""),
+            "init_fail" => {}
             other => sink.unmapped(&c.file, c.line, other, ""),
         }
     }
-    let command = command?;
-    let weight = weight.map(|w| w.clamp(-254, 254) as i32);
+    valid.then_some(s)
+}
+
+fn vrrp_script(node: &Node, script: Option<&ScriptFacts>, frontends: &[Frontend], resolver: &dyn Resolver, sink: &mut Sink) -> Script {
+    let name = node.arg(1).to_string();
+    let Some(s) = script_settings(node, resolver, !frontends.is_empty(), sink) else {
+        return Script::Invalid;
+    };
+    let (interval, fall, rise) = (s.interval, s.fall, s.rise);
+    let weight = s.weight.map(|w| w.clamp(-254, 254) as i32);
     let detection = interval * fall;
     if detection >= Duration::from_secs(5) {
         sink.warn(
             &node.file,
-            timing_line,
+            s.timing_line,
             format!(
                 "vrrp_script `{name}`: interval {} × fall {fall} = {}: a dead balancer keeps the VIP that long",
                 humantime::format_duration(interval),
@@ -161,48 +208,71 @@ fn vrrp_script(node: &Node, script: Option<&ScriptFacts>, frontends: &[Frontend]
             "halo's built-in balancer tracker defaults to 200ms × 2",
         );
     }
-    let is_balancer = script.is_some_and(|s| std::path::Path::new(&command[0]).file_name() == Some(std::ffi::OsStr::new(&s.file_name)));
-    let kind = if is_balancer {
-        let frontend = script.and_then(|s| s.frontend_for(frontends)).or_else(|| frontends.first().map(|f| f.name.clone()));
-        match frontend {
-            Some(frontend) => {
-                sink.note(
-                    format!("tracker {name}"),
-                    format!(
-                        "Replaces {}: the built-in balancer tracker checks the local frontend directly (no curl, no shell).",
-                        command[0]
-                    ),
-                );
-                if detection >= Duration::from_secs(5) {
-                    sink.note(
-                        format!("tracker {name}"),
-                        "interval/fall/rise are the script's; delete them for halo's defaults (200ms × 2).".to_string(),
-                    );
-                }
-                TrackerKind::Balancer { frontend, min_healthy: d::MIN_HEALTHY, interval }
-            }
-            None => {
+    let command = match s.command {
+        None => {
+            sink.error(&node.file, node.line, format!("vrrp_script `{name}` has no `script`"), "");
+            return Script::Invalid;
+        }
+        Some(command::Command::NotFound(program)) => {
+            sink.warn(
+                &node.file,
+                node.line,
+                format!(
+                    "vrrp_script `{name}` runs `{program}`, which is not in PATH: keepalived disables such a script, and it is not imported"
+                ),
+                "install the program or write its full path; the instances that track it are imported without it",
+            );
+            return Script::Disabled(name);
+        }
+        Some(command::Command::BalancerAlive(words)) => {
+            let frontend = frontends.first().map(|f| f.name.clone()).unwrap_or_default();
+            balancer_note(&name, &words.join(" "), detection, sink);
+            let kind = TrackerKind::Balancer { frontend, min_healthy: d::MIN_HEALTHY, interval };
+            return Script::Tracker(Tracker { name, weight, fall, rise, kind });
+        }
+        Some(command::Command::Run(argv)) => argv,
+    };
+    let timeout = s.timeout.unwrap_or(interval);
+    let facts = script.filter(|s| std::path::Path::new(&command[0]).file_name() == Some(std::ffi::OsStr::new(&s.file_name)));
+    let kind = match facts.and_then(|s| s.frontend_for(frontends)).or_else(|| facts.and(frontends.first().map(|f| f.name.clone()))) {
+        Some(frontend) => {
+            balancer_note(&name, &command[0], detection, sink);
+            TrackerKind::Balancer { frontend, min_healthy: d::MIN_HEALTHY, interval }
+        }
+        None => {
+            if facts.is_some() {
                 sink.warn(
                     &node.file,
                     node.line,
                     format!("vrrp_script `{name}` is the check script, but no haproxy frontend was imported for it to track"),
                     "pass --haproxy too; imported as a script tracker",
                 );
-                TrackerKind::Script { command, interval, timeout: timeout.unwrap_or(interval) }
+            } else if command[0].contains("check_apiserver") || command[0].contains("check_haproxy") {
+                sink.warn(
+                    &node.file,
+                    node.line,
+                    format!("vrrp_script `{name}` looks like the balancer check script; imported as a script tracker that runs it"),
+                    "pass it with --check-script (and --haproxy) to replace it by halo's built-in balancer tracker",
+                );
             }
+            TrackerKind::Script { command, interval, timeout }
         }
-    } else {
-        if script.is_none() && command[0].contains("check_apiserver") {
-            sink.warn(
-                &node.file,
-                node.line,
-                format!("vrrp_script `{name}` looks like the balancer check script"),
-                "pass it with --check-script to replace it by halo's built-in balancer tracker",
-            );
-        }
-        TrackerKind::Script { command, interval, timeout: timeout.unwrap_or(interval) }
     };
-    Some(Tracker { name, weight, fall, rise, kind })
+    Script::Tracker(Tracker { name, weight, fall, rise, kind })
+}
+
+/// The comment above a tracker that replaced a check of the local balancer.
+fn balancer_note(name: &str, what: &str, detection: Duration, sink: &mut Sink) {
+    sink.note(
+        format!("tracker {name}"),
+        format!("Replaces `{what}`: it asked whether the local balancer is alive, which the built-in balancer tracker checks directly (no process, no shell)."),
+    );
+    if detection >= Duration::from_secs(5) {
+        sink.note(
+            format!("tracker {name}"),
+            "interval/fall/rise are the script's; delete them for halo's defaults (200ms × 2).".to_string(),
+        );
+    }
 }
 
 fn track_file(node: &Node, sink: &mut Sink) -> Option<Tracker> {

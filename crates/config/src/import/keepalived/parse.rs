@@ -62,8 +62,9 @@ fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, budge
             return;
         }
         for w in ws {
-            // Braces may touch words: `unicast_peer {10.0.0.2}`.
-            let mut rest = w.as_str();
+            // Braces may touch words: `unicast_peer {10.0.0.2}`. A trailing `;` (`auth_type
+            // PASS;`), which keepalived tolerates, is dropped.
+            let mut rest = w.trim_end_matches(';');
             while !rest.is_empty() {
                 let cut = rest.find(['{', '}']).unwrap_or(rest.len());
                 if cut > 0 {

@@ -30,7 +30,10 @@ pub(super) struct Io {
     pub(super) netlink: Netlink,
     pub(super) source: IpAddr,
     pub(super) destinations: Vec<IpAddr>,
+    /// The virtual addresses: held while master and listed in adverts.
     pub(super) addresses: Vec<(IpAddr, u8)>,
+    /// Held while master, never advertised (`excluded_addresses`).
+    pub(super) excluded: Vec<(IpAddr, u8)>,
     pub(super) checksum: halo_vrrp::ChecksumMode,
     pub(super) repeat: u32,
     pub(super) guard: Option<Arc<crate::daemon::guard::Guard>>,
@@ -88,6 +91,7 @@ pub(super) async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option
         source,
         destinations,
         addresses,
+        excluded: held_only(config),
         checksum: config.checksum,
         repeat: config.gratuitous.repeat,
         guard,
@@ -153,7 +157,7 @@ async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, unicast: bo
 
 /// Adds (or refreshes) every VIP with its short lifetime, and tells the guard.
 pub(super) async fn refresh(io: &Io) {
-    for (address, prefix) in &io.addresses {
+    for (address, prefix) in io.held() {
         match io.netlink.add_address(io.link.index, *address, *prefix, Some(VIP_LIFETIME)).await {
             Ok(()) => {
                 if let Some(guard) = &io.guard {
@@ -167,6 +171,17 @@ pub(super) async fn refresh(io: &Io) {
 
 impl Io {
     /// Removes a VIP from the interface and tells the guard; whether it was there.
+    /// Every address held while master: the advertised ones, then the excluded ones.
+    pub(super) fn held(&self) -> impl Iterator<Item = &(IpAddr, u8)> {
+        self.addresses.iter().chain(&self.excluded)
+    }
+
+    /// The held addresses a gratuitous ARP / unsolicited NA announces: those of the instance's
+    /// family (the announcer speaks one).
+    pub(super) fn announced(&self) -> Vec<IpAddr> {
+        self.held().map(|(a, _)| *a).filter(|a| a.is_ipv4() == self.source.is_ipv4()).collect()
+    }
+
     pub(super) async fn remove_vip(&self, address: IpAddr) -> halo_hostnet::Result<bool> {
         let removed = self.netlink.remove_address(self.link.index, address).await?;
         if let Some(guard) = &self.guard {
@@ -174,4 +189,9 @@ impl Io {
         }
         Ok(removed)
     }
+}
+
+/// The excluded addresses of an instance, as held.
+pub(super) fn held_only(config: &VrrpInstance) -> Vec<(IpAddr, u8)> {
+    config.excluded_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect()
 }

@@ -129,7 +129,7 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
 /// A previous halo killed while master may have left addresses behind: we start as backup, so
 /// none of ours belongs on the interface yet.
 async fn remove_leftovers(io: &Io) -> anyhow::Result<()> {
-    for (address, _) in &io.addresses {
+    for (address, _) in io.held() {
         if io.remove_vip(*address).await? {
             tracing::warn!(%address, "removed a virtual address left by an earlier run");
         }
@@ -334,14 +334,14 @@ async fn perform(
             if let Some(guard) = &io.guard {
                 guard.disarm(&guard_key(io, router));
             }
-            for (address, _) in &io.addresses {
+            for (address, _) in io.held() {
                 if let Err(e) = io.remove_vip(*address).await {
                     tracing::error!(%address, error = %e, "could not remove a virtual address");
                 }
             }
         }
         Action::SendGratuitous => {
-            let plain: Vec<IpAddr> = io.addresses.iter().map(|(a, _)| *a).collect();
+            let plain = io.announced();
             for _ in 0..io.repeat {
                 if let Err(e) = io.announcer.announce(&plain) {
                     tracing::warn!(error = %e, "gratuitous announcement failed");
@@ -385,9 +385,13 @@ async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow:
         anyhow::bail!("virtual router {} cannot change its wire identity in place", rejected.vrid);
     }
     let addresses: Vec<(IpAddr, u8)> = new.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
-    let removed: Vec<IpAddr> = io.addresses.iter().filter(|a| !addresses.contains(a)).map(|(a, _)| *a).collect();
-    let added: Vec<IpAddr> = addresses.iter().filter(|a| !io.addresses.contains(a)).map(|(a, _)| *a).collect();
+    let excluded = io::held_only(new);
+    let wanted: Vec<&(IpAddr, u8)> = addresses.iter().chain(&excluded).collect();
+    let removed: Vec<IpAddr> = io.held().filter(|a| !wanted.contains(a)).map(|(a, _)| *a).collect();
+    let added: Vec<IpAddr> =
+        wanted.iter().filter(|a| !io.held().any(|h| h == **a)).map(|(a, _)| *a).filter(|a| a.is_ipv4() == io.source.is_ipv4()).collect();
     io.addresses = addresses;
+    io.excluded = excluded;
     io.repeat = new.gratuitous.repeat;
     if router.state() == State::Master {
         arm_guard(io, router);

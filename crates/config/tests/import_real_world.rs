@@ -1,0 +1,250 @@
+//! `halo import` on the forms real clusters' files hold (one behaviour a test): servers by
+//! name, stats pages, templates without servers, conditional backends, unchecked servers,
+//! plain-HTTP checks, PROXY headers, tcplog; keepalived's liveness scripts, PATH commands, shell
+//! syntax, prefixed unicast addresses, long passwords, IPv6 in version 2, excluded addresses,
+//! trailing semicolons. Each imported file must also pass the daemon's loader.
+
+use halo_config::import::{Imported, Inputs, Resolver, Source, import};
+use halo_config::{AddressFamily, CheckKind, ProxyProtocol, ServerAddress, TrackerKind};
+
+/// Finds `killall`, `pgrep` and `mytool` in /usr/bin, nothing else.
+struct FakePath;
+
+impl Resolver for FakePath {
+    fn include(&self, _from: &str, pattern: &str) -> Result<Vec<(String, String)>, String> {
+        Err(format!("no includes here ({pattern})"))
+    }
+    fn which(&self, program: &str) -> Option<String> {
+        ["killall", "pgrep", "mytool"].contains(&program).then(|| format!("/usr/bin/{program}"))
+    }
+}
+
+fn haproxy(text: &str) -> Imported {
+    checked(import(&Inputs { haproxy: Some(Source { file: "h", text }), ..Inputs::default() }, &FakePath))
+}
+
+fn keepalived(text: &str, haproxy: Option<&str>) -> Imported {
+    let inputs = Inputs {
+        keepalived: Some(Source { file: "k", text }),
+        haproxy: haproxy.map(|text| Source { file: "h", text }),
+        ..Inputs::default()
+    };
+    checked(import(&inputs, &FakePath))
+}
+
+/// The import has no error and its rendering passes the loader.
+fn checked(imported: Imported) -> Imported {
+    assert!(!imported.has_errors(), "{}", all(&imported).join("\n"));
+    let text = halo_config::render::halo_toml(&imported.config, &imported.notes);
+    if let Err(e) = halo_config::load_str("out.toml", &text) {
+        panic!("the import does not load: {e:?}\n{text}");
+    }
+    imported
+}
+
+fn all(imported: &Imported) -> Vec<String> {
+    imported.diagnostics.iter().map(|d| d.to_string().lines().next().unwrap_or("").to_string()).collect()
+}
+
+fn has(imported: &Imported, start: &str) -> bool {
+    all(imported).iter().any(|d| d.starts_with(start))
+}
+
+const API: &str = "frontend api\n    bind *:8443\n    mode tcp\n    default_backend masters\n";
+
+#[test]
+fn servers_by_name_keep_their_name_and_the_resolution_options_map() {
+    let text = format!(
+        "{API}\nresolvers mydns\n    nameserver dns1 10.0.0.53:53\n\nbackend masters\n    mode tcp\n    \
+         server master1 master1:6443 check resolvers mydns init-addr last,libc,none resolve-prefer ipv4\n    \
+         server master2 cp1.example.com:6443 check resolvers mydns init-addr last,libc,none resolve-prefer ipv4\n"
+    );
+    let imported = haproxy(&text);
+    let b = &imported.config.backends[0];
+    assert_eq!(b.servers[0].address, ServerAddress::Name { host: "master1".into(), port: 6443 });
+    assert_eq!(b.servers[1].address.host_name(), Some("cp1.example.com"));
+    assert_eq!(b.resolve_prefer, AddressFamily::Ipv4);
+    assert!(has(&imported, "h:11: warning: server `master1`: `resolvers mydns` is not imported"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn haproxys_default_family_is_kept_when_no_server_says() {
+    let imported = haproxy(&format!("{API}\nbackend masters\n    server m1 master1:6443 check\n"));
+    assert_eq!(imported.config.backends[0].resolve_prefer, AddressFamily::Ipv6);
+}
+
+#[test]
+fn a_server_template_becomes_one_server_with_a_warning() {
+    let imported = haproxy(&format!("{API}\nbackend masters\n    server-template cp 3 masters.example.com:6443 check\n"));
+    assert_eq!(imported.config.backends[0].servers.len(), 1);
+    assert_eq!(imported.config.backends[0].servers[0].name, "cp");
+    assert!(has(&imported, "h:7: warning: server-template `cp` (3 slots) is imported as one server"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn a_stats_page_is_skipped_with_one_warning_and_strict_refuses_it() {
+    let text = format!(
+        "listen stats\n    bind *:9000\n    mode http\n    stats enable\n    stats uri /stats\n    stats refresh 10s\n\n\
+         frontend metrics\n    bind *:8405\n    mode http\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n\n\
+         {API}\nbackend masters\n    server m1 10.0.0.1:6443 check\n"
+    );
+    let imported = haproxy(&text);
+    assert_eq!(imported.config.frontends.len(), 1);
+    assert_eq!(imported.config.frontends[0].name, "api");
+    let warnings = all(&imported);
+    assert!(has(&imported, "h:1: warning: `listen stats` serves haproxy's status page: skipped"), "{warnings:#?}");
+    assert!(has(&imported, "h:8: warning: `frontend metrics` serves haproxy's status page: skipped"), "{warnings:#?}");
+    assert!(!warnings.iter().any(|w| w.contains("stats uri") || w.contains("http-request")), "one warning per page: {warnings:#?}");
+    let strict = import(&Inputs { haproxy: Some(Source { file: "h", text: &text }), strict: true, ..Inputs::default() }, &FakePath);
+    assert!(strict.has_errors());
+}
+
+#[test]
+fn a_backend_without_servers_imports_with_a_warning() {
+    let imported = haproxy(&format!("{API}\nbackend masters\n    mode tcp\n    balance roundrobin\n"));
+    assert!(imported.config.backends[0].servers.is_empty());
+    assert!(has(&imported, "h:6: warning: backend `masters` has no server"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn use_backend_without_a_condition_is_the_default_and_with_one_the_first_wins() {
+    let plain = haproxy("frontend api\n    bind *:8443\n    use_backend masters\nbackend masters\n    server m1 10.0.0.1:6443 check\n");
+    assert_eq!(plain.config.frontends[0].backend, "masters");
+    let conditional = haproxy(
+        "frontend api\n    bind *:8443\n    use_backend a if { src 10.0.0.0/8 }\n    use_backend b if { src 192.168.0.0/16 }\n\
+         backend a\n    server m1 10.0.0.1:6443 check\nbackend b\n    server m2 10.0.0.2:6443 check\n",
+    );
+    assert_eq!(conditional.config.frontends[0].backend, "a");
+    assert!(has(&conditional, "h:3: warning: frontend `api` has only conditional `use_backend` rules"), "{:#?}", all(&conditional));
+    assert!(has(&conditional, "h:4: warning: frontend `api`: the conditional `use_backend b` is not imported"), "{:#?}", all(&conditional));
+}
+
+#[test]
+fn servers_without_check_are_never_probed() {
+    let imported = haproxy(&format!("{API}\nbackend masters\n    server m1 10.0.0.1:6443\n    server m2 10.0.0.2:6443\n"));
+    assert_eq!(imported.config.backends[0].health.kind, CheckKind::None);
+}
+
+#[test]
+fn httpchk_without_check_ssl_is_plain_http_except_on_the_api_servers_tls_port() {
+    let plain = haproxy(&format!(
+        "{API}\nbackend masters\n    option httpchk GET /health\n    http-check expect status 204\n    server m1 10.0.0.1:8080 check\n"
+    ));
+    let h = &plain.config.backends[0].health;
+    assert_eq!((h.kind, h.path.as_str(), h.expect_status), (CheckKind::Http, "/health", 204));
+    let api = haproxy(&format!("{API}\nbackend masters\n    option httpchk GET /healthz\n    server m1 10.0.0.1:6443 check\n"));
+    assert_eq!(api.config.backends[0].health.kind, CheckKind::Https);
+}
+
+#[test]
+fn balance_source_maxconn_and_send_proxy() {
+    let imported = haproxy(&format!(
+        "{API}\nbackend masters\n    balance source\n    default-server check send-proxy-v2 maxconn 200\n    \
+         server m1 10.0.0.1:443\n    server m2 10.0.0.2:443\n"
+    ));
+    let b = &imported.config.backends[0];
+    assert_eq!(b.send_proxy, Some(ProxyProtocol::V2));
+    assert_eq!(b.balance, halo_config::Balance::RoundRobin);
+    assert!(has(&imported, "h:7: warning: backend `masters`: `balance source` has no halo equivalent"), "{:#?}", all(&imported));
+    assert!(has(&imported, "h:8: warning: `server `m1` maxconn 200` has no halo equivalent"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn option_tcplog_turns_the_connection_log_on() {
+    let imported = haproxy(&format!(
+        "defaults\n    mode tcp\n    log global\n    option tcplog\n{API}\nbackend masters\n    server m1 10.0.0.1:6443 check\n"
+    ));
+    assert!(imported.config.log.connections);
+    let quiet = haproxy(&format!("{API}\nbackend masters\n    server m1 10.0.0.1:6443 check\n"));
+    assert!(!quiet.config.log.connections);
+}
+
+const INSTANCE: &str = "vrrp_instance VI_1 {\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority 100\n";
+const BACKEND: &str = "frontend api\n    bind *:8443\n    default_backend masters\nbackend masters\n    server m1 10.0.0.1:6443 check\n";
+
+#[test]
+fn liveness_scripts_of_haproxy_become_the_balancer_tracker() {
+    for script in [
+        "killall -0 haproxy",
+        "/usr/bin/pidof haproxy",
+        "pgrep -x haproxy",
+        "systemctl is-active --quiet haproxy",
+        "curl -sfk https://localhost:8443/healthz",
+    ] {
+        let text = format!(
+            "vrrp_script chk {{\n  script \"{script}\"\n  interval 2\n  weight -20\n}}\n{INSTANCE}  virtual_ipaddress {{\n    10.0.0.100\n  }}\n  track_script {{\n    chk\n  }}\n}}\n"
+        );
+        let imported = keepalived(&text, Some(BACKEND));
+        let tracker = &imported.config.trackers[0];
+        assert!(matches!(&tracker.kind, TrackerKind::Balancer { frontend, .. } if frontend == "api"), "{script}: {tracker:?}");
+        assert_eq!(tracker.weight, Some(-20));
+        assert!(imported.notes.get("tracker chk").is_some_and(|n| n[0].contains(script)), "{:?}", imported.notes);
+    }
+}
+
+#[test]
+fn commands_without_a_path_are_found_through_path_or_disabled_like_keepalived() {
+    let text = format!(
+        "vrrp_script found {{\n  script \"mytool --check\"\n}}\nvrrp_script missing {{\n  script \"nosuchtool\"\n}}\n\
+         {INSTANCE}  virtual_ipaddress {{\n    10.0.0.100\n  }}\n  track_script {{\n    found\n    missing\n  }}\n  notify_master \"nosuchhook\"\n}}\n"
+    );
+    let imported = keepalived(&text, None);
+    assert_eq!(imported.config.trackers.len(), 1);
+    assert!(matches!(&imported.config.trackers[0].kind, TrackerKind::Script { command, .. } if command[0] == "/usr/bin/mytool"));
+    assert_eq!(imported.config.vrrp[0].track, ["found"]);
+    assert!(imported.config.vrrp[0].notify.master.is_none());
+    assert!(
+        has(&imported, "k:2: warning: `script` runs `mytool` found through PATH: imported as /usr/bin/mytool"),
+        "{:#?}",
+        all(&imported)
+    );
+    assert!(has(&imported, "k:4: warning: vrrp_script `missing` runs `nosuchtool`, which is not in PATH"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn shell_syntax_in_a_script_is_pointed_out_and_passed_as_arguments() {
+    let text = format!(
+        "vrrp_script chk {{\n  script \"/usr/bin/test -f /tmp/x || exit 1\"\n}}\n{INSTANCE}  virtual_ipaddress {{\n    10.0.0.100\n  }}\n  track_script {{\n    chk\n  }}\n}}\n"
+    );
+    let imported = keepalived(&text, None);
+    assert!(matches!(&imported.config.trackers[0].kind, TrackerKind::Script { command, .. } if command.contains(&"||".to_string())));
+    assert!(has(&imported, "k:2: warning: `script` contains the shell syntax `||`"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn unicast_addresses_with_a_prefix_long_passwords_and_semicolons() {
+    let text = format!(
+        "{INSTANCE}  authentication {{\n    auth_type PASS;\n    auth_pass kubernetes-ha\n  }}\n  unicast_src_ip 192.168.0.91/24\n  unicast_peer {{\n    192.168.0.92/24\n  }}\n  virtual_ipaddress {{\n    192.168.0.100/24\n  }}\n}}\n"
+    );
+    let imported = keepalived(&text, None);
+    let v = &imported.config.vrrp[0];
+    assert_eq!(v.auth_password.as_deref(), Some("kubernet"));
+    assert_eq!(v.unicast_source, Some("192.168.0.91".parse().expect("address")));
+    assert_eq!(v.unicast_peers, ["192.168.0.92".parse::<std::net::IpAddr>().expect("address")]);
+    assert!(has(&imported, "k:8: warning: auth_pass is 13 bytes: keepalived sends the first 8"), "{:#?}", all(&imported));
+    assert!(has(&imported, "k:10: warning: `192.168.0.91/24`: the prefix /24"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn ipv6_in_version_2_runs_as_version_3_and_excluded_addresses_are_held_unadvertised() {
+    let text = format!(
+        "{INSTANCE}  version 2\n  virtual_ipaddress {{\n    fd00::100/64\n    10.0.0.100/24\n  }}\n  virtual_ipaddress_excluded {{\n    fd00::200/64\n  }}\n}}\n"
+    );
+    let imported = keepalived(&text, None);
+    let v = &imported.config.vrrp[0];
+    assert_eq!(v.version, halo_vrrp::Version::V3);
+    assert_eq!(v.virtual_addresses.len(), 1);
+    let mut excluded: Vec<String> = v.excluded_addresses.iter().map(ToString::to_string).collect();
+    excluded.sort();
+    assert_eq!(excluded, ["10.0.0.100/24", "fd00::200/64"]);
+    assert!(has(&imported, "k:1: warning: vrrp_instance `VI_1` has IPv6 addresses"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn weight_reverse_is_refused_with_its_reason() {
+    let text = format!(
+        "vrrp_script chk {{\n  script \"/bin/true\"\n  weight 10 reverse\n}}\n{INSTANCE}  virtual_ipaddress {{\n    10.0.0.100\n  }}\n}}\n"
+    );
+    let imported = import(&Inputs { keepalived: Some(Source { file: "k", text: &text }), ..Inputs::default() }, &FakePath);
+    assert!(has(&imported, "k:3: error: `weight ... reverse`"), "{:#?}", all(&imported));
+}
