@@ -34,6 +34,7 @@ fn golden(dir: &str, haproxy: &str, keepalived: &str, script: &str) -> halo_conf
         keepalived: Some(Source { file: &names[1], text: &texts[1] }),
         check_script: Some(Source { file: &names[2], text: &texts[2] }),
         strict: false,
+        config_id: None,
     };
     let imported = import(&inputs, &FsResolver { root: repo() });
     let warnings: String = imported.diagnostics.iter().map(|d| format!("{d}\n")).collect();

@@ -212,9 +212,9 @@ fn shell_syntax_in_a_script_is_pointed_out_and_passed_as_arguments() {
 }
 
 #[test]
-fn unicast_addresses_with_a_prefix_long_passwords_and_semicolons() {
+fn unicast_addresses_with_a_prefix_and_long_passwords() {
     let text = format!(
-        "{INSTANCE}  authentication {{\n    auth_type PASS;\n    auth_pass kubernetes-ha\n  }}\n  unicast_src_ip 192.168.0.91/24\n  unicast_peer {{\n    192.168.0.92/24\n  }}\n  virtual_ipaddress {{\n    192.168.0.100/24\n  }}\n}}\n"
+        "{INSTANCE}  authentication {{\n    auth_type PASS\n    auth_pass kubernetes-ha\n  }}\n  unicast_src_ip 192.168.0.91/24\n  unicast_peer {{\n    192.168.0.92/24\n  }}\n  virtual_ipaddress {{\n    192.168.0.100/24\n  }}\n}}\n"
     );
     let imported = keepalived(&text, None);
     let v = &imported.config.vrrp[0];
@@ -228,7 +228,7 @@ fn unicast_addresses_with_a_prefix_long_passwords_and_semicolons() {
 #[test]
 fn ipv6_in_version_2_runs_as_version_3_and_excluded_addresses_are_held_unadvertised() {
     let text = format!(
-        "{INSTANCE}  version 2\n  virtual_ipaddress {{\n    fd00::100/64\n    10.0.0.100/24\n  }}\n  virtual_ipaddress_excluded {{\n    fd00::200/64\n  }}\n}}\n"
+        "{INSTANCE}  version 2\n  virtual_ipaddress {{\n    fd00::100/64\n  }}\n  virtual_ipaddress_excluded {{\n    fd00::200/64\n    10.0.0.100/24\n  }}\n}}\n"
     );
     let imported = keepalived(&text, None);
     let v = &imported.config.vrrp[0];
@@ -236,6 +236,9 @@ fn ipv6_in_version_2_runs_as_version_3_and_excluded_addresses_are_held_unadverti
     assert_eq!(v.virtual_addresses.len(), 1);
     let mut excluded: Vec<String> = v.excluded_addresses.iter().map(ToString::to_string).collect();
     excluded.sort();
+    let mixed = format!("{INSTANCE}  virtual_ipaddress {{\n    10.0.0.100/24\n    fd00::100/64\n  }}\n}}\n");
+    let refused = import(&Inputs { keepalived: Some(Source { file: "k", text: &mixed }), ..Inputs::default() }, &FakePath);
+    assert!(has(&refused, "k:8: error: vrrp_instance `VI_1`: fd00::100/64 is not of the family"), "{:#?}", all(&refused));
     assert_eq!(excluded, ["10.0.0.100/24", "fd00::200/64"]);
     assert!(has(&imported, "k:1: warning: vrrp_instance `VI_1` has IPv6 addresses"), "{:#?}", all(&imported));
 }
@@ -247,4 +250,57 @@ fn weight_reverse_is_refused_with_its_reason() {
     );
     let imported = import(&Inputs { keepalived: Some(Source { file: "k", text: &text }), ..Inputs::default() }, &FakePath);
     assert!(has(&imported, "k:3: error: `weight ... reverse`"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn a_trailing_semicolon_is_refused_as_keepalived_refuses_it() {
+    let text = format!(
+        "{INSTANCE}  authentication {{\n    auth_type PASS;\n    auth_pass 42\n  }}\n  virtual_ipaddress {{\n    10.0.0.100\n  }}\n}}\n"
+    );
+    let imported = import(&Inputs { keepalived: Some(Source { file: "k", text: &text }), ..Inputs::default() }, &FakePath);
+    assert!(has(&imported, "k:7: error: `PASS;`: keepalived reads the `;` as part of the word"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn comments_start_inside_words_and_quoted_braces_stay_in_the_command() {
+    let text = format!(
+        "vrrp_script chk {{\n  script \"/usr/bin/curl -s -o /dev/null -w %{{http_code}} http://10.0.0.1:6443/\"\n}}\n\
+         {INSTANCE}  authentication {{\n    auth_type PASS\n    auth_pass P@##D32!\n  }}\n  virtual_ipaddress {{\n    10.0.0.100\n  }}\n  track_script {{\n    chk\n  }}\n}}\n"
+    );
+    let imported = keepalived(&text, None);
+    assert_eq!(imported.config.vrrp[0].auth_password.as_deref(), Some("P@"));
+    let TrackerKind::Script { command, .. } = &imported.config.trackers[0].kind else { panic!("a script tracker") };
+    assert!(command.contains(&"%{http_code}".to_string()), "{command:?}");
+}
+
+#[test]
+fn host_conditional_lines_apply_to_the_config_id() {
+    let text = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  @lb1 priority 150\n  @^lb1 priority 100\n  virtual_ipaddress {\n    10.0.0.100\n  }\n}\n";
+    let on =
+        |id: Option<&str>| import(&Inputs { keepalived: Some(Source { file: "k", text }), config_id: id, ..Inputs::default() }, &FakePath);
+    assert_eq!(on(Some("lb1")).config.vrrp[0].priority.get(), 150);
+    assert_eq!(on(Some("lb2")).config.vrrp[0].priority.get(), 100);
+    let unknown = on(None);
+    assert_eq!(unknown.config.vrrp[0].priority.get(), 100);
+    assert!(has(&unknown, "k:4: warning: a line for host `lb1` only"), "{:#?}", all(&unknown));
+}
+
+#[test]
+fn haproxy_refuses_conflict_markers_and_twice_named_servers_and_so_does_the_import() {
+    let text = format!(
+        "{API}\nbackend masters\n<<<<<<< HEAD\n    server m1 10.0.0.1:6443 check\n=======\n    server m1 10.0.0.2:6443 check\n>>>>>>> branch\n"
+    );
+    let imported = import(&Inputs { haproxy: Some(Source { file: "h", text: &text }), ..Inputs::default() }, &FakePath);
+    assert!(has(&imported, "h:7: error: a merge conflict marker"), "{:#?}", all(&imported));
+    assert!(has(&imported, "h:10: error: server `m1` is defined twice (line 8)"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn a_bind_covered_by_a_wildcard_is_dropped_and_a_trailing_semicolon_ignored() {
+    let imported = haproxy(
+        "frontend api\n    bind *:8443\n    bind 127.0.0.1:8443\n    bind :::8443;\n    default_backend masters\nbackend masters\n    server m1 10.0.0.1:6443 check\n",
+    );
+    let binds: Vec<String> = imported.config.frontends[0].binds.iter().map(ToString::to_string).collect();
+    assert_eq!(binds, ["0.0.0.0:8443", "[::]:8443"]);
+    assert!(has(&imported, "h:1: warning: frontend `api`: bind 127.0.0.1:8443 is covered by 0.0.0.0:8443"), "{:#?}", all(&imported));
 }

@@ -179,6 +179,7 @@ fn trackers(d: &mut Draw, frontends: &[Frontend], instance_interfaces: &[String]
 }
 
 fn instance(d: &mut Draw, index: usize, trackers: &[String]) -> VrrpInstance {
+    let preempt = d.flag();
     let version = if d.flag() { Version::V3 } else { Version::V2 };
     let advert = match version {
         Version::V2 => d.secs(1, 255),
@@ -210,9 +211,10 @@ fn instance(d: &mut Draw, index: usize, trackers: &[String]) -> VrrpInstance {
         priority: Priority::new(i64::from(d.range(1, 255))).expect("priority"),
         version,
         advert_interval: AdvertInterval::new(version, advert).expect("interval"),
-        preempt: d.flag(),
+        preempt,
         preempt_delay: d.ms(0, 60_000),
-        initial_state: if d.flag() { InitialState::Master } else { InitialState::Backup },
+        // keepalived clears nopreempt next to state MASTER: not a shape the classic files carry.
+        initial_state: if preempt && d.flag() { InitialState::Master } else { InitialState::Backup },
         virtual_addresses: vips,
         excluded_addresses: Vec::new(),
         auth_password: (version == Version::V2 && d.flag()).then(|| d.word("pw").chars().take(8).collect()),
@@ -290,6 +292,7 @@ fn reimport(config: &Config) -> (Config, Vec<Diagnostic>) {
             keepalived: Some(Source { file: "keepalived.conf", text: &keepalived.text }),
             check_script: Some(Source { file: "check_apiserver.sh", text: &script.text }),
             strict: true,
+            config_id: None,
         },
         &(),
     );

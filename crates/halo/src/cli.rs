@@ -82,6 +82,10 @@ pub enum Command {
         /// Treat every directive that cannot be mapped as an error.
         #[arg(long)]
         strict: bool,
+        /// The host keepalived's `@host` lines are read for (keepalived's -i); the short host
+        /// name by default.
+        #[arg(long, value_name = "HOST")]
+        config_id: Option<String>,
     },
     /// Emit a classic artefact from a halo.toml, for hosts that keep the classic stack.
     Render {

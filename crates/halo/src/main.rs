@@ -60,8 +60,8 @@ fn main() -> ExitCode {
         cli::Command::Reload { config, pid_file } => cmd::reload::run(&config, &pid_file),
         cli::Command::Check { config } => cmd::check::run(&config),
         cli::Command::Status { config, json, watch } => cmd::status::run(&config, json, watch),
-        cli::Command::Import { haproxy, keepalived, check_script, output, strict } => {
-            cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict })
+        cli::Command::Import { haproxy, keepalived, check_script, output, strict, config_id } => {
+            cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict, config_id })
         }
         cli::Command::Render { artefact, config, output, format, interface } => {
             cmd::render::run(artefact, &config, output.as_deref(), format, interface.as_deref())

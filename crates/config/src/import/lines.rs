@@ -24,12 +24,20 @@ impl Resolver for () {
 }
 
 /// Splits a line into words: whitespace separates, double or single quotes group, a backslash
-/// escapes the next character, and `comment` starts a comment outside quotes. Returns `None` on
-/// an unterminated quote.
+/// escapes the next character, and `comment` starts a comment outside quotes at the start of a
+/// word (haproxy). Returns `None` on an unterminated quote.
 pub fn words(line: &str, comment: &[char]) -> Option<Vec<String>> {
+    marked_words(line, comment, false).map(|ws| ws.into_iter().map(|(w, _)| w).collect())
+}
+
+/// Like [`words`], each word saying whether any of it was quoted; with `anywhere`, a comment
+/// character starts a comment in the middle of a word too (keepalived: `auth_pass ab#cd` is
+/// `ab`).
+pub fn marked_words(line: &str, comment: &[char], anywhere: bool) -> Option<Vec<(String, bool)>> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut in_word = false;
+    let mut quoted = false;
     let mut quote: Option<char> = None;
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -45,12 +53,14 @@ pub fn words(line: &str, comment: &[char]) -> Option<Vec<String>> {
             (None, '"' | '\'') => {
                 quote = Some(c);
                 in_word = true;
+                quoted = true;
             }
-            (None, c) if comment.contains(&c) && !in_word => break,
+            (None, c) if comment.contains(&c) && (anywhere || !in_word) => break,
             (None, c) if c.is_whitespace() => {
                 if in_word {
-                    out.push(std::mem::take(&mut current));
+                    out.push((std::mem::take(&mut current), quoted));
                     in_word = false;
+                    quoted = false;
                 }
             }
             (None, c) => {
@@ -63,7 +73,7 @@ pub fn words(line: &str, comment: &[char]) -> Option<Vec<String>> {
         return None;
     }
     if in_word {
-        out.push(current);
+        out.push((current, quoted));
     }
     Some(out)
 }
@@ -117,6 +127,8 @@ mod tests {
         assert_eq!(words("a\\ b 'c d'", &['#']), Some(vec!["a b".into(), "c d".into()]));
         assert_eq!(words("x#y", &['#']), Some(vec!["x#y".into()]));
         assert_eq!(words("\"open", &['#']), None);
+        assert_eq!(marked_words("auth_pass P@##D32!", &['#', '!'], true), Some(vec![("auth_pass".into(), false), ("P@".into(), false)]));
+        assert_eq!(marked_words("script \"a {b}\"", &['#'], true), Some(vec![("script".into(), false), ("a {b}".into(), true)]));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Inputs<'a> {
     pub check_script: Option<Source<'a>>,
     /// Unmappable directives are errors, not warnings.
     pub strict: bool,
+    /// keepalived's config id (its `-i`, the short host name by default): decides the lines
+    /// written `@host ...`.
+    pub config_id: Option<&'a str>,
 }
 
 /// Comments to write above items of the generated halo.toml, keyed by item (`"vrrp VI_1"`,
@@ -120,7 +123,7 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
     let script = inputs.check_script.map(|src| check_script::analyse(src, &mut sink));
     if let Some(src) = inputs.keepalived {
         header.push(format!("  {} (VRRP instances, trackers)", src.file));
-        let imported = keepalived::import(src, resolver, script.as_ref(), &config.frontends, &mut sink);
+        let imported = keepalived::import(src, resolver, script.as_ref(), &config.frontends, inputs.config_id, &mut sink);
         config.node.name = imported.router_id;
         config.node.script_user = imported.script_user;
         config.vrrp = imported.instances;

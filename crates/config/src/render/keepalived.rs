@@ -76,7 +76,7 @@ fn tracker(out: &mut String, t: &Tracker, losses: &mut Vec<String>) {
 
 /// One `vrrp_instance` block.
 fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Vec<String>) {
-    router(out, v);
+    router(out, v, losses);
     virtual_addresses(out, v);
     unicast(out, v, losses);
     tracking(out, v, config, losses);
@@ -87,8 +87,13 @@ fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Ve
 
 /// The instance header and the router's own settings: state, id, priority, timing, preemption,
 /// accept mode and authentication.
-fn router(out: &mut String, v: &VrrpInstance) {
-    let state = if v.initial_state == InitialState::Master { "MASTER" } else { "BACKUP" };
+fn router(out: &mut String, v: &VrrpInstance, losses: &mut Vec<String>) {
+    // keepalived clears `nopreempt` next to `state MASTER`: such an instance is written BACKUP.
+    let master = v.initial_state == InitialState::Master && v.preempt;
+    if v.initial_state == InitialState::Master && !v.preempt {
+        losses.push(format!("vrrp {}: keepalived ignores nopreempt with state MASTER: written as state BACKUP", v.name));
+    }
+    let state = if master { "MASTER" } else { "BACKUP" };
     line(out, format_args!("vrrp_instance {} {{\n    state {state}\n    interface {}", v.name, v.interface));
     line(out, format_args!("    virtual_router_id {}\n    priority {}\n    version {}", v.virtual_router_id, v.priority, v.version));
     line(out, format_args!("    advert_int {}", keepalived_seconds(v.advert_interval.as_duration())));

@@ -19,6 +19,8 @@ pub struct Inputs {
     pub output: Option<PathBuf>,
     /// Unmappable directives are errors.
     pub strict: bool,
+    /// keepalived's config id for `@host` lines; the short host name when unset.
+    pub config_id: Option<String>,
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -35,12 +37,18 @@ pub fn run(inputs: &Inputs) -> anyhow::Result<ExitCode> {
     fn source(t: &Option<(String, String)>) -> Option<Source<'_>> {
         t.as_ref().map(|(file, text)| Source { file, text })
     }
+    // keepalived's default config id: the host name up to its first dot.
+    let config_id = inputs.config_id.clone().unwrap_or_else(|| {
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        host.split('.').next().unwrap_or_default().to_string()
+    });
     let imported = import::import(
         &import::Inputs {
             haproxy: source(&haproxy),
             keepalived: source(&keepalived),
             check_script: source(&script),
             strict: inputs.strict,
+            config_id: Some(config_id.as_str()),
         },
         &FsResolver { root: PathBuf::from(".") },
     );

@@ -395,7 +395,13 @@ fn keepalived_vrids(pid: u32) -> Vec<(String, u8)> {
     use halo_config::import;
     let file = path.display().to_string();
     let imported = import::import(
-        &import::Inputs { haproxy: None, keepalived: Some(import::Source { file: &file, text: &text }), check_script: None, strict: false },
+        &import::Inputs {
+            haproxy: None,
+            keepalived: Some(import::Source { file: &file, text: &text }),
+            check_script: None,
+            config_id: None,
+            strict: false,
+        },
         &import::FsResolver { root: path.parent().map_or_else(|| std::path::PathBuf::from("/"), std::path::Path::to_path_buf) },
     );
     imported.config.vrrp.iter().map(|v| (v.interface.clone(), v.virtual_router_id.get())).collect()

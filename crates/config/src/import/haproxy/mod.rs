@@ -42,7 +42,6 @@ const NOTED: &[&str] = &[
     "pidfile",
     "stats",
     "nbthread",
-    "nbproc",
     "master-worker",
     "ssl-default-bind-ciphers",
     "ssl-default-bind-options",
@@ -76,6 +75,9 @@ pub(super) fn import(src: Source<'_>, sink: &mut Sink) -> Imported {
             sink.error(src.file, number, "unterminated quote", "close the quote or escape it with a backslash");
             continue;
         };
+        // haproxy ignores a `;` ending a word (`bind :::6443;`, written by some templates).
+        let ws: Vec<String> =
+            ws.into_iter().map(|w| w.strip_suffix(';').map_or_else(|| w.clone(), str::to_string)).filter(|w| !w.is_empty()).collect();
         if ws.is_empty() {
             continue;
         }
@@ -140,6 +142,8 @@ struct Reader<'a> {
     skipping: bool,
     /// Header lines of the sections that serve haproxy's status pages.
     status_pages: Vec<usize>,
+    /// Names of the sections skipped as status pages.
+    skipped_pages: Vec<String>,
     /// `option tcplog` in effect for an imported frontend.
     tcplog: bool,
 }
@@ -158,6 +162,7 @@ impl<'a> Reader<'a> {
             global_maxconn: None,
             skipping: false,
             status_pages: Vec::new(),
+            skipped_pages: Vec::new(),
             tcplog: false,
         }
     }
@@ -165,6 +170,10 @@ impl<'a> Reader<'a> {
     /// One non-empty line: a section header, or a directive of the current section.
     fn read(&mut self, line: Line, sink: &mut Sink) {
         let keyword = line.word(0);
+        if ["<<<<<<<", "=======", ">>>>>>>"].iter().any(|m| keyword.starts_with(m)) {
+            sink.error(self.src.file, line.number, "a merge conflict marker: haproxy refuses the file", "resolve the conflict first");
+            return;
+        }
         if PROXY_SECTIONS.contains(&keyword) {
             self.open_section(&line, sink);
         } else if FOREIGN_SECTIONS.contains(&keyword) {
@@ -202,6 +211,7 @@ impl<'a> Reader<'a> {
                 sink.warn(self.src.file, number, format!("`{keyword} {name}` serves haproxy's status page: skipped"), why);
             }
             self.skipping = true;
+            self.skipped_pages.push(name);
             return;
         }
         self.current = Some(Section { kind: keyword.to_string(), name, line: number });
@@ -249,7 +259,15 @@ impl<'a> Reader<'a> {
     /// A directive of `global`: only `maxconn` means something to halo.
     fn global_directive(&mut self, line: &Line, sink: &mut Sink) {
         let keyword = line.word(0);
-        if keyword == "maxconn" {
+        if keyword == "nbproc" {
+            // haproxy 2.5 and later refuse it too.
+            sink.error(
+                self.src.file,
+                line.number,
+                "`nbproc` was removed from haproxy (2.5); haproxy refuses this file",
+                "delete the line (threads replaced processes)",
+            );
+        } else if keyword == "maxconn" {
             self.global_maxconn = number_at(self.src, line, 1, sink).map(|n| (n, line.number));
         } else {
             sink.unmapped(self.src.file, line.number, keyword, "a process setting halo does not have");
@@ -293,11 +311,20 @@ impl<'a> Reader<'a> {
     /// The imported frontends and backends: each frontend takes its backend's `timeout queue`,
     /// and a frontend whose backend is not defined is an error.
     fn link_frontends(self, sink: &mut Sink) -> Imported {
-        let Self { src, frontends, backends, backend_queue, tcplog, .. } = self;
-        let frontends = frontends
+        let Self { src, frontends, backends, backend_queue, tcplog, skipped_pages, .. } = self;
+        let mut frontends: Vec<(Frontend, usize)> = frontends
             .into_iter()
             .filter_map(|(f, line)| {
                 let mut f = f?;
+                if skipped_pages.contains(&f.backend) {
+                    sink.warn(
+                        src.file,
+                        line,
+                        format!("frontend `{}` sends to `{}`, a status page that was skipped: skipped too", f.name, f.backend),
+                        "halo serves its state on its own endpoint: /status and /metrics",
+                    );
+                    return None;
+                }
                 // haproxy keeps `timeout queue` on the backend side; halo keeps it on the frontend.
                 if let Some((_, queue)) = backend_queue.iter().find(|(name, _)| *name == f.backend) {
                     f.queue_timeout = *queue;
@@ -305,13 +332,36 @@ impl<'a> Reader<'a> {
                 if !backends.iter().any(|b| b.name == f.backend) {
                     sink.error(src.file, line, format!("frontend `{}` uses backend `{}`, which is not defined", f.name, f.backend), "");
                 }
-                Some(f)
+                Some((f, line))
             })
             .collect();
         if tcplog {
             sink.note("header", "`option tcplog` became [log] connections: one line per connection when it ends.");
         }
-        Imported { frontends, backends, connection_log: tcplog }
+        covered_binds(src, &mut frontends, sink);
+        Imported { frontends: frontends.into_iter().map(|(f, _)| f).collect(), backends, connection_log: tcplog }
+    }
+}
+
+/// haproxy binds `*:p` and `127.0.0.1:p` at once (SO_REUSEPORT); the kernel refuses halo that,
+/// and the wildcard accepts the specific address's connections anyway: a bind covered by a
+/// wildcard of its family and port is dropped, with a warning.
+fn covered_binds(src: Source<'_>, frontends: &mut [(Frontend, usize)], sink: &mut Sink) {
+    let wildcards: Vec<(std::net::SocketAddr, String)> =
+        frontends.iter().flat_map(|(f, _)| f.binds.iter().filter(|b| b.ip().is_unspecified()).map(move |b| (*b, f.name.clone()))).collect();
+    for (f, line) in frontends.iter_mut() {
+        f.binds.retain(|b| {
+            let cover = wildcards.iter().find(|(w, _)| !b.ip().is_unspecified() && w.port() == b.port() && w.is_ipv4() == b.is_ipv4());
+            if let Some((wildcard, owner)) = cover {
+                sink.warn(
+                    src.file,
+                    *line,
+                    format!("frontend `{}`: bind {b} is covered by {wildcard} (frontend `{owner}`): dropped", f.name),
+                    "the wildcard listener accepts connections to that address too",
+                );
+            }
+            cover.is_none()
+        });
     }
 }
 
@@ -503,12 +553,14 @@ fn send_proxy(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> Option
     let first = p.servers.first().and_then(|(_, _, s, _)| s.send_proxy.map(|(v, _)| v));
     for (server, _, s, line) in &p.servers {
         if s.send_proxy.map(|(v, _)| v) != first {
+            let (written, kept) = match first {
+                Some(v) => ("without the PROXY header", format!("send_proxy = \"{}\"", format!("{v:?}").to_lowercase())),
+                None => ("with the PROXY header", "no PROXY header".to_string()),
+            };
             sink.warn(
                 src.file,
                 *line,
-                format!(
-                    "backend `{name}`: server `{server}` sends the PROXY header unlike the first server; the first server's setting is used"
-                ),
+                format!("backend `{name}`: server `{server}` is written {written}, unlike the first server: imported with the first server's setting ({kept})"),
                 "halo has one `send_proxy` per backend",
             );
         }

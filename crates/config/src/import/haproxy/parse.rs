@@ -176,6 +176,12 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
         ("option", "tcplog") => p.tcplog = Some((true, n)),
         ("no", "option") if line.word(2) == "tcplog" => p.tcplog = Some((false, n)),
         ("server-template", _) if !in_defaults => server_template(src, line, p, sink),
+        ("tcp-request" | "tcp-response", _) if line.words.iter().any(|w| w == "reject") => sink.warn(
+            src.file,
+            n,
+            format!("`{}` is not imported: halo accepts every client this rule rejected", line.words.join(" ")),
+            "halo has no client access rules: restrict who reaches the frontend with a firewall (nftables) or bind it to an internal address",
+        ),
         ("bind", _) if !in_defaults => bind(src, line, 1, p, sink),
         ("server", _) if !in_defaults => server(src, line, p, sink),
         (keyword, _) => sink.unmapped(src.file, n, &line.words.join(" "), &format!("halo does not know `{keyword}` in this place")),
@@ -229,6 +235,15 @@ fn server(src: Source<'_>, line: &Line, p: &mut Proxy, sink: &mut Sink) {
     let Some(addr) = server_address(src, line, address, sink) else {
         return;
     };
+    if let Some((_, _, _, first)) = p.servers.iter().find(|(n, _, _, _)| n == name) {
+        sink.error(
+            src.file,
+            line.number,
+            format!("server `{name}` is defined twice (line {first}): haproxy refuses the file"),
+            "give each server its own name",
+        );
+        return;
+    }
     let mut params = p.default_server.clone();
     server_params(src, line, 3, &mut params, sink);
     p.servers.push((name.to_string(), addr, params, line.number));

@@ -41,6 +41,7 @@ pub(super) fn vrrp_instance(
         .map_err(|e| sink.error(&node.file, i.advert_line.unwrap_or(node.line), e.to_string(), ""))
         .ok()?;
     let priority = Priority::new(i.priority).map_err(|e| sink.error(&node.file, node.line, e.to_string(), "")).ok()?;
+    run_time_corrections(&name, node, &mut i, &out.trackers, sink);
     if i.addresses.is_empty() {
         sink.error(&node.file, node.line, format!("vrrp_instance `{name}` has no virtual_ipaddress"), "");
         return None;
@@ -376,26 +377,20 @@ fn auth_pass(a: &Node, sink: &mut Sink) -> String {
     kept.to_string()
 }
 
-/// One family per instance: the addresses of the other family than the first are held but not
-/// advertised (`excluded_addresses`); IPv6 addresses need VRRPv3, so a version 2 instance with
-/// IPv6 addresses runs as version 3, as keepalived runs it.
+/// One family per instance, as keepalived requires; IPv6 addresses need VRRPv3, so a version 2
+/// instance with IPv6 addresses runs as version 3, as keepalived runs it.
 fn address_families(name: &str, node: &Node, i: &mut Partial, sink: &mut Sink) {
     let Some(first) = i.addresses.first().copied() else { return };
-    let mut kept = Vec::new();
-    for (net, line) in i.addresses.drain(..).zip(i.address_lines.iter().copied().chain(std::iter::repeat(node.line))) {
-        if net.addr().is_ipv4() == first.addr().is_ipv4() {
-            kept.push(net);
-        } else {
-            sink.warn(
+    for (net, line) in i.addresses.iter().zip(i.address_lines.iter().copied().chain(std::iter::repeat(node.line))) {
+        if net.addr().is_ipv4() != first.addr().is_ipv4() {
+            sink.error(
                 &node.file,
                 line,
-                format!("vrrp_instance `{name}`: {net} is not of the family of its first address: held with the others but not advertised"),
-                "imported into excluded_addresses; a second instance for that family advertises it",
+                format!("vrrp_instance `{name}`: {net} is not of the family of its first address (keepalived refuses it, and ignores it when it runs)"),
+                "put it in virtual_ipaddress_excluded (held, not advertised), or in a second instance for that family",
             );
-            i.excluded.push(net);
         }
     }
-    i.addresses = kept;
     if first.addr().is_ipv6() && i.version == 2 {
         sink.warn(
             &node.file,
@@ -404,5 +399,36 @@ fn address_families(name: &str, node: &Node, i: &mut Partial, sink: &mut Sink) {
             "keepalived runs such an instance as version 3 too",
         );
         i.version = 3;
+    }
+}
+
+/// What keepalived changes when it runs a file whose `--config-test` complains: `nopreempt`
+/// with `state MASTER` still preempts, and an address owner (priority 255) ignores tracker
+/// weights. halo imports what keepalived runs, and says so.
+fn run_time_corrections(name: &str, node: &Node, i: &mut Partial, trackers: &[Tracker], sink: &mut Sink) {
+    if !i.preempt && i.state == InitialState::Master {
+        sink.warn(
+            &node.file,
+            node.line,
+            format!("vrrp_instance `{name}`: `nopreempt` with `state MASTER`: keepalived ignores nopreempt then (its config test says so); imported with preemption"),
+            "for a node that never takes the VIP back, write `state BACKUP` with `nopreempt` on every node",
+        );
+        i.preempt = true;
+    }
+    if i.priority == 255 {
+        let weighted: Vec<String> =
+            i.track.iter().filter(|t| trackers.iter().any(|tr| &tr.name == *t && tr.weight.is_some())).cloned().collect();
+        if !weighted.is_empty() {
+            sink.warn(
+                &node.file,
+                node.line,
+                format!(
+                    "vrrp_instance `{name}` has priority 255 (address owner): keepalived ignores the weights of {}; not tracked",
+                    weighted.join(", ")
+                ),
+                "give it a priority below 255 for the trackers to move the VIP",
+            );
+            i.track.retain(|t| !weighted.contains(t));
+        }
     }
 }

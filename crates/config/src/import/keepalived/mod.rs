@@ -40,9 +40,10 @@ pub(super) fn import(
     resolver: &dyn Resolver,
     script: Option<&ScriptFacts>,
     frontends: &[Frontend],
+    config_id: Option<&str>,
     sink: &mut Sink,
 ) -> KeepalivedImport {
-    let nodes = parse::read(src, resolver, sink);
+    let nodes = parse::read(src, resolver, config_id, sink);
     let mut out = KeepalivedImport::default();
     // keepalived's default protocol version is 2; halo's is 3, so the import says 2 explicitly.
     let mut globals = Globals { version: 2, gratuitous: Gratuitous::default() };
@@ -82,6 +83,16 @@ fn global_defs(node: &Node, out: &mut KeepalivedImport, g: &mut Globals, sink: &
             "vrrp_garp_master_repeat" => g.gratuitous.repeat = c.arg(1).parse().unwrap_or(g.gratuitous.repeat),
             "vrrp_garp_master_refresh" => g.gratuitous.refresh = seconds(c, 1, sink).filter(|d| !d.is_zero()),
             "vrrp_garp_master_refresh_repeat" => g.gratuitous.refresh_repeat = c.arg(1).parse().unwrap_or(1),
+            "vrrp_garp_interval" | "vrrp_gna_interval" => match seconds(c, 1, sink) {
+                Some(d) if d.is_zero() => sink.error(
+                    &c.file,
+                    c.line,
+                    format!("`{}` 0: keepalived refuses it", c.keyword()),
+                    "a pause between packets, at least 0.000001 (seconds)",
+                ),
+                Some(_) => sink.unmapped(&c.file, c.line, c.keyword(), "halo sends the packets of a burst back to back"),
+                None => {}
+            },
             // halo always refuses scripts that others could modify (as enable_script_security).
             "enable_script_security" => {}
             "script_user" if c.arg(1).is_empty() => sink.warn(&c.file, c.line, "`script_user` without a user: scripts run as root", ""),

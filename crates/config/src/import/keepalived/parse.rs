@@ -1,7 +1,7 @@
 //! Reading keepalived.conf into a tree of blocks (`keyword args { children }`), with `include`
 //! expanded in place and every statement keeping its file and line.
 
-use super::super::lines::{Resolver, words};
+use super::super::lines::{Resolver, marked_words};
 use super::super::{Sink, Source};
 
 /// Includes nest at most this deep (keepalived's own limit is similar); deeper is a loop.
@@ -11,10 +11,13 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 const MAX_INCLUDED_FILES: usize = 1000;
 const MAX_TOKENS: usize = 1_000_000;
 
-/// What is left of the total bound while reading.
+/// What is left of the total bound while reading, and whose file it is read for.
 struct Budget {
     files: usize,
     exceeded: bool,
+    /// keepalived's config id (`-i`, the host name by default): lines written `@id ...` apply
+    /// only on that host, `@^id ...` everywhere else.
+    config_id: Option<String>,
 }
 
 /// One statement and, for a block, its children.
@@ -50,21 +53,41 @@ struct Token {
 fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, budget: &mut Budget, sink: &mut Sink, out: &mut Vec<Token>) {
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
-        let Some(ws) = words(raw, &['#', '!']) else {
+        let Some(mut ws) = marked_words(raw, &['#', '!'], true) else {
             sink.error(file, line, "unterminated quote", "");
             continue;
         };
-        if ws.first().is_some_and(|w| w == "include") {
-            include(file, line, ws.get(1).map_or("", String::as_str), resolver, depth, budget, sink, out);
+        if let Some(host) = ws.first().and_then(|(w, _)| w.strip_prefix('@')).map(str::to_string) {
+            if !applies_here(&host, budget.config_id.as_deref(), file, line, sink) {
+                continue;
+            }
+            ws.remove(0);
+        }
+        if ws.first().is_some_and(|(w, _)| w == "include") {
+            include(file, line, ws.get(1).map_or("", |(w, _)| w.as_str()), resolver, depth, budget, sink, out);
             continue;
         }
         if budget.exceeded {
             return;
         }
-        for w in ws {
-            // Braces may touch words: `unicast_peer {10.0.0.2}`. A trailing `;` (`auth_type
-            // PASS;`), which keepalived tolerates, is dropped.
-            let mut rest = w.trim_end_matches(';');
+        for (w, quoted) in ws {
+            if quoted {
+                // A quoted word is one word, braces and all (`"curl -w %{http_code}"`).
+                out.push(Token { file: file.to_string(), line, text: w, brace: false });
+                continue;
+            }
+            // keepalived keeps a `;` as part of the word: `auth_type PASS;` is the unknown type
+            // `PASS;` there (its config test fails), so halo refuses rather than guess.
+            if w.len() > 1 && w.ends_with(';') {
+                sink.error(
+                    file,
+                    line,
+                    format!("`{w}`: keepalived reads the `;` as part of the word and refuses it"),
+                    "keepalived.conf has no statement separator: remove the `;`",
+                );
+            }
+            // Braces may touch words: `unicast_peer {10.0.0.2}`.
+            let mut rest = w.as_str();
             while !rest.is_empty() {
                 let cut = rest.find(['{', '}']).unwrap_or(rest.len());
                 if cut > 0 {
@@ -77,6 +100,28 @@ fn tokenize(file: &str, text: &str, resolver: &dyn Resolver, depth: usize, budge
                     rest = "";
                 }
             }
+        }
+    }
+}
+
+/// Whether a line written `@host ...` (or `@^host ...`) applies to the host the file is read
+/// for. With no config id known, `@host` lines are left out and `@^host` lines kept (this host
+/// is taken to be none of those named), with a warning.
+fn applies_here(condition: &str, config_id: Option<&str>, file: &str, line: usize, sink: &mut Sink) -> bool {
+    let (negated, host) = match condition.strip_prefix('^') {
+        Some(host) => (true, host),
+        None => (false, condition),
+    };
+    match config_id {
+        Some(id) => (id == host) != negated,
+        None => {
+            sink.warn(
+                file,
+                line,
+                format!("a line for host `{host}` only: imported as for another host"),
+                "pass --config-id HOST (keepalived's -i) to import the file for that host",
+            );
+            negated
         }
     }
 }
@@ -165,9 +210,9 @@ fn tree(tokens: &[Token], pos: &mut usize, depth: usize, sink: &mut Sink) -> Vec
 }
 
 /// Reads a file (and what it includes) into its top-level statements.
-pub(super) fn read(src: Source<'_>, resolver: &dyn Resolver, sink: &mut Sink) -> Vec<Node> {
+pub(super) fn read(src: Source<'_>, resolver: &dyn Resolver, config_id: Option<&str>, sink: &mut Sink) -> Vec<Node> {
     let mut tokens = Vec::new();
-    let mut budget = Budget { files: MAX_INCLUDED_FILES, exceeded: false };
+    let mut budget = Budget { files: MAX_INCLUDED_FILES, exceeded: false, config_id: config_id.map(str::to_string) };
     tokenize(src.file, src.text, resolver, 0, &mut budget, sink, &mut tokens);
     let mut pos = 0;
     tree(&tokens, &mut pos, 0, sink)
