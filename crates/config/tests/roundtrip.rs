@@ -208,7 +208,8 @@ fn instance(d: &mut Draw, index: usize, trackers: &[String]) -> VrrpInstance {
         name: format!("VI_{index}"),
         interface: format!("eth{index}"),
         virtual_router_id: Vrid::new(i64::from(d.range(1, 255))).expect("vrid"),
-        priority: Priority::new(i64::from(d.range(1, 255))).expect("priority"),
+        // keepalived ignores tracker weights of an address owner (255): not generated.
+        priority: Priority::new(i64::from(d.range(1, 254))).expect("priority"),
         version,
         advert_interval: AdvertInterval::new(version, advert).expect("interval"),
         preempt,

@@ -77,6 +77,10 @@ fn tracker(out: &mut String, t: &Tracker, losses: &mut Vec<String>) {
 /// One `vrrp_instance` block.
 fn instance(out: &mut String, v: &VrrpInstance, config: &Config, losses: &mut Vec<String>) {
     router(out, v, losses);
+    let weighted = v.track.iter().any(|t| config.tracker(t).is_some_and(|t| t.weight.is_some()));
+    if v.priority.get() == 255 && weighted {
+        losses.push(format!("vrrp {}: keepalived ignores tracker weights of an address owner (priority 255)", v.name));
+    }
     virtual_addresses(out, v);
     unicast(out, v, losses);
     tracking(out, v, config, losses);
