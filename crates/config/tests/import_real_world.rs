@@ -304,3 +304,39 @@ fn a_bind_covered_by_a_wildcard_is_dropped_and_a_trailing_semicolon_ignored() {
     assert_eq!(binds, ["0.0.0.0:8443", "[::]:8443"]);
     assert!(has(&imported, "h:1: warning: frontend `api`: bind 127.0.0.1:8443 is covered by 0.0.0.0:8443"), "{:#?}", all(&imported));
 }
+
+#[test]
+fn an_lvs_virtual_server_becomes_a_frontend_and_backend() {
+    let text = format!(
+        "{INSTANCE}  virtual_ipaddress {{\n    10.0.0.100\n  }}\n}}\n\
+         virtual_server 10.0.0.100 6443 {{\n  delay_loop 2\n  lb_algo wlc\n  lb_kind DR\n  persistence_timeout 50\n  protocol TCP\n\
+         \x20 sorry_server 10.0.0.9 6443\n\
+         \x20 real_server 10.0.0.11 6443 {{\n    weight 2\n    SSL_GET {{\n      url {{\n        path /readyz\n        status_code 200\n      }}\n      connect_timeout 1\n      retry 3\n    }}\n  }}\n\
+         \x20 real_server 10.0.0.12 6443 {{\n    weight 1\n  }}\n}}\n"
+    );
+    let imported = keepalived(&text, None);
+    let (f, b) = (&imported.config.frontends[0], &imported.config.backends[0]);
+    assert_eq!(f.binds, ["10.0.0.100:6443".parse::<std::net::SocketAddr>().expect("address")]);
+    assert_eq!(f.backend, b.name);
+    assert_eq!(b.balance, halo_config::Balance::LeastConn);
+    assert_eq!((b.health.kind, b.health.path.as_str(), b.health.fall), (CheckKind::Https, "/readyz", 3));
+    assert_eq!(b.health.interval, std::time::Duration::from_secs(2));
+    let servers: Vec<(String, u32, bool)> = b.servers.iter().map(|s| (s.address.to_string(), s.weight, s.backup)).collect();
+    assert_eq!(
+        servers,
+        [("10.0.0.9:6443".to_string(), 1, true), ("10.0.0.11:6443".to_string(), 2, false), ("10.0.0.12:6443".to_string(), 1, false)]
+    );
+    assert!(has(&imported, "k:13: warning: lb_kind DR: halo proxies the connection"), "{:#?}", all(&imported));
+    assert!(has(&imported, "k:14: warning: `persistence_timeout` is not imported"), "{:#?}", all(&imported));
+}
+
+#[test]
+fn a_process_check_of_haproxy_becomes_the_balancer_tracker() {
+    let text = format!(
+        "vrrp_track_process chk_haproxy {{\n  process haproxy\n  weight -60\n  delay 3\n}}\n{INSTANCE}  virtual_ipaddress {{\n    10.0.0.100\n  }}\n  track_process {{\n    chk_haproxy\n  }}\n}}\n"
+    );
+    let imported = keepalived(&text, Some(BACKEND));
+    assert!(matches!(imported.config.trackers[0].kind, TrackerKind::Balancer { .. }));
+    assert_eq!(imported.config.trackers[0].weight, Some(-60));
+    assert_eq!(imported.config.vrrp[0].track, ["chk_haproxy"]);
+}

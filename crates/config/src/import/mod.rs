@@ -128,6 +128,8 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         config.node.script_user = imported.script_user;
         config.vrrp = imported.instances;
         config.trackers = imported.trackers;
+        config.frontends.extend(imported.frontends);
+        config.backends.extend(imported.backends);
     }
     if let (Some(script), Some(src)) = (&script, inputs.check_script) {
         header.push(format!("  {} (replaced by the built-in balancer tracker)", src.file));

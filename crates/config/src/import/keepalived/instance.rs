@@ -188,6 +188,20 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_
         ),
         "track_script" => track_script(name, c, i, cx, sink),
         "track_interface" => track_interface(c, i, cx.trackers, sink),
+        "track_process" => {
+            for t in c.children() {
+                if cx.trackers.iter().any(|tr| tr.name == t.keyword()) {
+                    i.track.push(t.keyword().to_string());
+                } else {
+                    sink.warn(
+                        &t.file,
+                        t.line,
+                        format!("vrrp_instance `{name}` tracks the process check `{}`, which is not imported: not tracked", t.keyword()),
+                        "",
+                    );
+                }
+            }
+        }
         "track_file" => {
             for t in c.children() {
                 i.track.push(t.keyword().to_string());

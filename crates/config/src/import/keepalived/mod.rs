@@ -5,6 +5,7 @@
 mod command;
 mod instance;
 mod parse;
+mod virtual_server;
 
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub(super) struct KeepalivedImport {
     pub trackers: Vec<Tracker>,
     /// Scripts keepalived would disable (their program is not found): instances skip them.
     pub disabled_scripts: Vec<String>,
+    /// LVS virtual servers, as frontends and backends.
+    pub frontends: Vec<Frontend>,
+    /// Their real servers.
+    pub backends: Vec<crate::model::Backend>,
 }
 
 /// Global defaults that instances inherit.
@@ -59,6 +64,13 @@ pub(super) fn import(
                 Script::Invalid => {}
             },
             "vrrp_track_file" | "track_file" => out.trackers.extend(track_file(node, sink)),
+            "vrrp_track_process" => out.trackers.extend(track_process(node, frontends, sink)),
+            "virtual_server" => {
+                if let Some((frontend, backend)) = virtual_server::virtual_server(node, sink) {
+                    out.frontends.push(frontend);
+                    out.backends.push(backend);
+                }
+            }
             "vrrp_sync_group" => {
                 sink.unmapped(&node.file, node.line, "vrrp_sync_group", "halo has no sync groups: each instance fails over on its own")
             }
@@ -283,6 +295,39 @@ fn balancer_note(name: &str, what: &str, detection: Duration, sink: &mut Sink) {
             format!("tracker {name}"),
             "interval/fall/rise are the script's; delete them for halo's defaults (200ms × 2).".to_string(),
         );
+    }
+}
+
+/// `vrrp_track_process NAME { process haproxy; weight W }`: whether haproxy runs, which is
+/// whether the local balancer is alive: the built-in balancer tracker, when there is one to
+/// track. Any other process has no halo equivalent.
+fn track_process(node: &Node, frontends: &[Frontend], sink: &mut Sink) -> Option<Tracker> {
+    let name = node.arg(1).to_string();
+    let (mut process, mut weight) = (None, None);
+    for c in node.children() {
+        match c.keyword() {
+            "process" => process = Some(c.arg(1).to_string()),
+            "weight" => weight = integer(c, 1, sink).filter(|w| *w != 0).map(|w| w.clamp(-254, 254) as i32),
+            "delay" | "quorum" | "quorum_max" | "fork_delay" | "terminate_delay" | "full_command" | "param_match" => {}
+            other => sink.unmapped(&c.file, c.line, other, ""),
+        }
+    }
+    let frontend = frontends.first().map(|f| f.name.clone());
+    match (process.as_deref(), frontend) {
+        (Some("haproxy"), Some(frontend)) => {
+            balancer_note(&name, "process haproxy", Duration::ZERO, sink);
+            let kind = TrackerKind::Balancer { frontend, min_healthy: d::MIN_HEALTHY, interval: d::BALANCER_TRACKER_INTERVAL };
+            Some(Tracker { name, weight, fall: d::TRACKER_FALL, rise: d::TRACKER_RISE, kind })
+        }
+        _ => {
+            sink.unmapped(
+                &node.file,
+                node.line,
+                &format!("vrrp_track_process {name}"),
+                "halo tracks the local balancer itself (with --haproxy), not processes by name",
+            );
+            None
+        }
     }
 }
 
