@@ -6,6 +6,8 @@
 #                 and p99 latency), new TCP connection per request ("Connection: close"), with
 #                 the proxy's CPU time (user + sys from /proc) per 10 000 of them
 #   kept-alive  - the same on kept-alive connections (small requests, no new connection)
+# Each proxy also runs with its per-connection log on (halo `[log] connections = true` to a
+# file, haproxy `option tcplog` to stdout, also a file): what the log costs.
 # Prints a markdown table of medians over TRIALS (default 5). Installs iperf3 and wrk if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,16 +63,20 @@ name = "nginx"
 address = "127.0.0.1:28080"
 TOML
 
-haproxy_cfg() { # splice: yes|no
+sed 's/^level = "warn"$/level = "info"\nconnections = true/' "$WORK/halo.toml" > "$WORK/halo-log.toml"
+
+haproxy_cfg() { # splice: yes|no, log: yes|no
   cat <<CFG
 global
     maxconn 4000
+$( [ "${2:-no}" = yes ] && echo "    log stdout format raw local0" )
 defaults
     mode tcp
     timeout connect 5s
     timeout client 1h
     timeout server 1h
 $( [ "$1" = yes ] && echo "    option splice-auto" )
+$( [ "${2:-no}" = yes ] && printf '    log global\n    option tcplog\n' )
 frontend iperf
     bind 127.0.0.1:15201
     default_backend iperf
@@ -85,10 +91,13 @@ CFG
 }
 haproxy_cfg no > "$WORK/haproxy.cfg"
 haproxy_cfg yes > "$WORK/haproxy-splice.cfg"
+haproxy_cfg no yes > "$WORK/haproxy-log.cfg"
 
 start_proxy() { # name -> PROXY_PID
   case $1 in
     halo) "$HALO" run -c "$WORK/halo.toml" --pid-file "$WORK/halo.pid" 2>>"$WORK/halo.log" & PROXY_PID=$! ;;
+    halo-log) "$HALO" run -c "$WORK/halo-log.toml" --pid-file "$WORK/halo.pid" 2>"$WORK/halo-connections.log" & PROXY_PID=$! ;;
+    haproxy-log) haproxy -db -f "$WORK/haproxy-log.cfg" >"$WORK/haproxy-connections.log" 2>&1 & PROXY_PID=$! ;;
     haproxy) haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 & PROXY_PID=$! ;;
     haproxy-splice) haproxy -db -f "$WORK/haproxy-splice.cfg" >>"$WORK/haproxy.log" 2>&1 & PROXY_PID=$! ;;
   esac
@@ -101,7 +110,7 @@ start_proxy() { # name -> PROXY_PID
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 declare -A GBPS RPS P99 CPU KEPT
-PROXIES="halo haproxy haproxy-splice"
+PROXIES="halo halo-log haproxy haproxy-log haproxy-splice"
 for proxy in $PROXIES; do
   : > "$WORK/$proxy.gbps"; : > "$WORK/$proxy.rps"; : > "$WORK/$proxy.p99"; : > "$WORK/$proxy.cpu"; : > "$WORK/$proxy.kept"
 done
@@ -128,10 +137,12 @@ for proxy in $PROXIES; do
   GBPS[$proxy]=$(median < "$WORK/$proxy.gbps"); RPS[$proxy]=$(median < "$WORK/$proxy.rps"); P99[$proxy]=$(median < "$WORK/$proxy.p99")
   CPU[$proxy]=$(median < "$WORK/$proxy.cpu"); KEPT[$proxy]=$(median < "$WORK/$proxy.kept")
 done
-echo "| median of $TRIALS | halo (splice) | haproxy 2.6 | haproxy 2.6 splice-auto |"
-echo "|---|---|---|---|"
-echo "| iperf3, one stream, Gbit/s | ${GBPS[halo]} | ${GBPS[haproxy]} | ${GBPS[haproxy-splice]} |"
-echo "| wrk, new connection per request, req/s | ${RPS[halo]} | ${RPS[haproxy]} | ${RPS[haproxy-splice]} |"
-echo "| wrk p99 latency, ms | ${P99[halo]} | ${P99[haproxy]} | ${P99[haproxy-splice]} |"
-echo "| proxy CPU time per 10 000 new connections, s | ${CPU[halo]} | ${CPU[haproxy]} | ${CPU[haproxy-splice]} |"
-echo "| wrk, kept-alive connections, req/s | ${KEPT[halo]} | ${KEPT[haproxy]} | ${KEPT[haproxy-splice]} |"
+echo "| median of $TRIALS | halo (splice) | halo, connection log | haproxy 2.6 | haproxy 2.6 tcplog | haproxy 2.6 splice-auto |"
+echo "|---|---|---|---|---|---|"
+row() { echo "| $1 | $2 | $3 | $4 | $5 | $6 |"; }
+row "iperf3, one stream, Gbit/s" "${GBPS[halo]}" "${GBPS[halo-log]}" "${GBPS[haproxy]}" "${GBPS[haproxy-log]}" "${GBPS[haproxy-splice]}"
+row "wrk, new connection per request, req/s" "${RPS[halo]}" "${RPS[halo-log]}" "${RPS[haproxy]}" "${RPS[haproxy-log]}" "${RPS[haproxy-splice]}"
+row "wrk p99 latency, ms" "${P99[halo]}" "${P99[halo-log]}" "${P99[haproxy]}" "${P99[haproxy-log]}" "${P99[haproxy-splice]}"
+row "proxy CPU time per 10 000 new connections, s" "${CPU[halo]}" "${CPU[halo-log]}" "${CPU[haproxy]}" "${CPU[haproxy-log]}" "${CPU[haproxy-splice]}"
+row "wrk, kept-alive connections, req/s" "${KEPT[halo]}" "${KEPT[halo-log]}" "${KEPT[haproxy]}" "${KEPT[haproxy-log]}" "${KEPT[haproxy-splice]}"
+echo "connection log lines written in the last halo-log trial: $(grep -c '"connection"\|connection client=' "$WORK/halo-connections.log" || true)" >&2

@@ -119,12 +119,12 @@ fn import_seed_then_check_it() {
 fn import_with_errors_writes_nothing_and_keeps_the_old_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broken = dir.path().join("haproxy.cfg");
-    std::fs::write(&broken, "backend b\n    server m1 master01:6443 check\n").expect("write");
+    std::fs::write(&broken, "backend b\n    server m1 master01:0 check\n").expect("write");
     let output = dir.path().join("halo.toml");
     std::fs::write(&output, "previous content\n").expect("write");
     let out = halo(&["import", "--haproxy", &broken.to_string_lossy(), "-o", &output.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains(":2: error: server `m1`: cannot use address `master01:6443`"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(":2: error: server `m1`: cannot use address `master01:0`"), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&output).expect("read"), "previous content\n");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
     assert_eq!(leftovers.len(), 2, "no temporary file is left behind");

@@ -571,3 +571,34 @@ fn a_killed_node_leaves_no_virtual_mac_interface() {
     assert!(wait_for(GENEROUS, || !link_exists()).is_some(), "vrrp.51 stayed after the SIGKILL:\n{}", halo.log());
     assert!(wait_for(GENEROUS, || halo.log().contains("removed halo's virtual-MAC interface vrrp.51")).is_some(), "{}", halo.log());
 }
+
+/// keepalived's `virtual_ipaddress_excluded`: held with the virtual addresses while master, of
+/// either family, never listed in adverts; they move with the master and go when it stops.
+#[test]
+fn excluded_addresses_are_held_by_the_master_and_never_advertised() {
+    if skip("excluded_addresses_are_held_by_the_master_and_never_advertised") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let extra = "excluded_addresses = [\"192.0.2.201/24\", \"2001:db8::201/64\"]";
+    let high = Daemon::halo(&lan, 0, "high", &instance("VI_1", "eth0", 51, 150, "192.0.2.100/24", extra));
+    let low = Daemon::halo(&lan, 1, "low", &instance("VI_1", "eth0", 51, 100, "192.0.2.100/24", extra));
+    let logs = || format!("{}\n---\n{}", high.log(), low.log());
+    for address in ["192.0.2.100", "192.0.2.201", "2001:db8::201"] {
+        assert!(wait_for(GENEROUS, || lan.holds(0, address)).is_some(), "{address} never came up:\n{}", logs());
+    }
+    // The master's adverts list the virtual address alone.
+    let rows = lan.capture("ip proto 112 and src host 192.0.2.11", 3, &["vrrp.ip_addr", "vrrp.addr_count"], &[]);
+    let adverts: Vec<&str> = rows.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(adverts.len(), 3, "{rows}");
+    for advert in adverts {
+        assert_eq!(advert, "192.0.2.100\t1", "{rows}");
+    }
+    assert!(!lan.holds(1, "192.0.2.201") && !lan.holds(1, "2001:db8::201"), "the backup holds them too:\n{}", logs());
+    let high_log = high.log();
+    assert_eq!(high.stop(), Some(0), "{high_log}");
+    for address in ["192.0.2.201", "2001:db8::201"] {
+        assert!(!lan.holds(0, address), "{address} stayed after a clean stop");
+        assert!(wait_for(GENEROUS, || lan.holds(1, address)).is_some(), "{address} did not move:\n{}", low.log());
+    }
+}
