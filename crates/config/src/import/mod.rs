@@ -109,6 +109,7 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         log: Log::default(),
         vrrp: Vec::new(),
         trackers: Vec::new(),
+        sync_groups: Vec::new(),
         frontends: Vec::new(),
         backends: Vec::new(),
     };
