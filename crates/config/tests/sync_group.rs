@@ -1,7 +1,10 @@
 //! `[[sync_group]]` in halo.toml: a valid group loads into the model; each mistake (unknown or
 //! shared instance, empty group, duplicate name, unknown tracker, weights that could not work,
-//! owners mixed with others) is an error at its line:column, all reported at once.
+//! owners mixed with others) is an error at its line:column, all reported at once. And
+//! keepalived's `vrrp_sync_group` imported as keepalived runs it, and rendered back.
 
+use halo_config::import::{Inputs, Source, import};
+use halo_config::render::halo_toml;
 use halo_config::{Diagnostic, LoadError, load_str};
 
 /// The first line (place and message) of every problem.
@@ -122,3 +125,105 @@ fn a_tracker_used_only_by_a_group_is_not_unused() {
     assert_eq!(got, ["t.toml:22:8: warning: tracker `plain` is not tracked by any vrrp instance"], "{got:#?}");
 }
 
+const KEEPALIVED: &str = r#"
+vrrp_script chk_a {
+    script "/usr/local/bin/chk_a"
+    weight -30
+}
+vrrp_script chk_b {
+    script "/usr/local/bin/chk_b"
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 1
+    priority 150
+    virtual_ipaddress { 192.0.2.101/24 }
+    track_script { chk_a }
+}
+vrrp_instance VI_2 {
+    interface eth1
+    virtual_router_id 2
+    priority 150
+    virtual_ipaddress { 10.1.0.102/24 }
+    track_script { chk_b }
+}
+vrrp_instance VI_3 {
+    interface eth0
+    virtual_router_id 3
+    priority 150
+    virtual_ipaddress { 192.0.2.103/24 }
+    track_script { chk_a }
+}
+vrrp_sync_group G1 {
+    group {
+        VI_1
+        VI_2
+        VI_9
+    }
+    track_script { chk_b weight -20 }
+    track_interface { eth3 }
+    notify_master "/usr/local/bin/group master"
+    notify /usr/local/bin/group-event
+    smtp_alert
+}
+vrrp_sync_group G2 {
+    group { VI_3 VI_1 }
+    sync_group_tracking_weight
+}
+"#;
+
+fn imported() -> halo_config::import::Imported {
+    let inputs = Inputs { keepalived: Some(Source { file: "k", text: KEEPALIVED }), ..Inputs::default() };
+    import(&inputs, &())
+}
+
+#[test]
+fn keepalived_sync_groups_import_as_keepalived_runs_them() {
+    let imported = imported();
+    let warnings: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string().lines().next().unwrap_or("").to_string()).collect();
+    assert!(!imported.has_errors(), "{warnings:#?}");
+    let c = &imported.config;
+    let g1 = &c.sync_groups[0];
+    assert_eq!(g1.instances, ["VI_1", "VI_2"], "VI_9 is unknown");
+    assert_eq!(g1.track, ["chk_b", "link-eth3"]);
+    assert_eq!(g1.notify.master.as_deref(), Some(&["/usr/local/bin/group".to_string(), "master".to_string()][..]));
+    assert_eq!(g1.notify.change.as_deref(), Some(&["/usr/local/bin/group-event".to_string()][..]));
+    assert!(!g1.tracking_weight);
+    let g2 = &c.sync_groups[1];
+    assert_eq!((g2.instances.clone(), g2.tracking_weight), (vec!["VI_3".to_string()], true), "VI_1 is in G1 already");
+    // keepalived drops the weighted chk_a of VI_1 (a G1 member without tracking weight); VI_3
+    // (in G2, with sync_group_tracking_weight) keeps it with its weight.
+    let track = |name: &str| c.vrrp.iter().find(|v| v.name == name).map(|v| v.track.clone()).unwrap_or_default();
+    assert_eq!(track("VI_1"), Vec::<String>::new());
+    assert_eq!(track("VI_2"), ["chk_b-fault"]);
+    assert_eq!(track("VI_3"), ["chk_a"]);
+    assert_eq!(c.tracker("chk_a").and_then(|t| t.weight), Some(-30));
+    // VI_2's own chk_b is unweighted in keepalived; G1's track of it carries weight -20: halo
+    // keeps one weight per tracker, so VI_2 gets an unweighted copy.
+    assert_eq!(c.tracker("chk_b").and_then(|t| t.weight), Some(-20));
+    let expected = [
+        "k:14: warning: vrrp_instance `VI_1` is in vrrp_sync_group `G1`: keepalived ignores its weighted `chk_a`, and so does the import",
+        "k:21: warning: keepalived makes `chk_b` unweighted for sync group member `VI_2`: its failure puts the group into FAULT; imported as `chk_b-fault` without weight",
+        "k:34: warning: vrrp_sync_group `G1` lists `VI_9`, which is not an imported vrrp_instance",
+        "k:36: warning: vrrp_sync_group `G1` overrides the weight of `chk_b`",
+        "k:40: warning: `smtp_alert` has no halo equivalent and is not imported",
+        "k:43: warning: vrrp_instance `VI_1` is in vrrp_sync_group `G1` already",
+    ];
+    for e in expected {
+        assert!(warnings.iter().any(|w| w == e), "missing {e}\nin {warnings:#?}");
+    }
+    let text = halo_toml(c, &imported.notes);
+    let loaded = load_str("imported", &text).unwrap_or_else(|e| panic!("halo check refuses the import: {e:?}\n{text}"));
+    assert_eq!(&loaded.config, c, "what is written is what was imported:\n{text}");
+}
+
+#[test]
+fn sync_groups_render_back_to_keepalived() {
+    let imported = imported();
+    let rendered = halo_config::render::keepalived(&imported.config);
+    let text = &rendered.text;
+    let g1 = "vrrp_sync_group G1 {\n    group {\n        VI_1\n        VI_2\n    }\n    track_script {\n        chk_b\n    }\n    track_interface {\n        eth3\n    }\n    notify_master \"/usr/local/bin/group master\"\n    notify /usr/local/bin/group-event\n}\n";
+    assert!(text.contains(g1), "{text}");
+    assert!(text.contains("vrrp_sync_group G2 {\n    group {\n        VI_3\n    }\n    sync_group_tracking_weight\n}\n"), "{text}");
+    assert!(rendered.losses.is_empty(), "{:?}", rendered.losses);
+}
