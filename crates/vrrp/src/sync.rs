@@ -89,6 +89,20 @@ impl SyncGroup {
         self.members.get(member)
     }
 
+    /// Puts a member's router in place of the one it had (a driver builds it once it knows its
+    /// interface's address); refused (`false`) once that member has started.
+    pub fn join(&mut self, member: usize, now: Instant, mut router: Router) -> bool {
+        match self.members.get_mut(member) {
+            Some(slot) if slot.state() == State::Initialize => {
+                router.join_group();
+                router.set_group_fault(now, slot.group_faulted());
+                *slot = router;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Starts a member.
     pub fn start(&mut self, member: usize, now: Instant) {
         if let Some(router) = self.members.get_mut(member) {

@@ -550,3 +550,24 @@ fn stopping_a_grouped_host_hands_every_router_over_and_stops_the_group() {
     let a: Vec<State> = sim.group_changes.iter().filter(|c| c.1 == "a").map(|c| c.3).collect();
     assert_eq!(a.last(), Some(&Initialize), "{:?}", sim.group_changes);
 }
+
+#[test]
+fn a_member_joins_with_its_own_router_until_it_starts_and_finds_the_group_as_it_is() {
+    let now = Instant::now();
+    let placeholder = |vrid| Router::new(config(vrid, 100), IpAddr::from([0, 0, 0, 0]));
+    let mut group = SyncGroup::new(vec![placeholder(1), placeholder(2)]);
+    assert!(group.join(0, now, Router::new(config(1, 150), address(0))));
+    group.start(0, now);
+    group.set_fault(0, now, true);
+    assert_eq!(group.state(), Fault);
+    // The second member's driver comes later: its router joins and starts held in FAULT.
+    assert!(group.join(1, now, Router::new(config(2, 150), address(0))));
+    group.start(1, now);
+    assert_eq!(group.router(1).map(Router::state), Some(Fault));
+    assert!(!group.join(1, now, Router::new(config(2, 99), address(0))), "a started member keeps its router");
+    group.set_fault(0, now, false);
+    assert_eq!(
+        (group.state(), group.router(0).map(Router::state), group.router(1).map(Router::state)),
+        (Backup, Some(Backup), Some(Backup))
+    );
+}

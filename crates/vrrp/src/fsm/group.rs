@@ -24,6 +24,11 @@ impl Router {
         self.grouped = true;
     }
 
+    /// Whether its group holds it in FAULT.
+    pub(crate) fn group_faulted(&self) -> bool {
+        self.group_fault
+    }
+
     /// Holds the router in FAULT for its group (or releases it); whether anything changed.
     pub(crate) fn set_group_fault(&mut self, now: Instant, on: bool) -> bool {
         if self.group_fault == on {
