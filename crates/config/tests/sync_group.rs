@@ -3,6 +3,8 @@
 //! owners mixed with others) is an error at its line:column, all reported at once. And
 //! keepalived's `vrrp_sync_group` imported as keepalived runs it, and rendered back.
 
+mod common;
+
 use halo_config::import::{Inputs, Source, import};
 use halo_config::render::halo_toml;
 use halo_config::{Diagnostic, LoadError, load_str};
@@ -166,8 +168,14 @@ vrrp_sync_group G1 {
     notify /usr/local/bin/group-event
     smtp_alert
 }
+vrrp_instance VI_4 {
+    interface eth1
+    virtual_router_id 4
+    priority 150
+    virtual_ipaddress { 10.1.0.104/24 }
+}
 vrrp_sync_group G2 {
-    group { VI_3 VI_1 }
+    group { VI_3 VI_1 VI_4 }
     sync_group_tracking_weight
 }
 "#;
@@ -190,7 +198,7 @@ fn keepalived_sync_groups_import_as_keepalived_runs_them() {
     assert_eq!(g1.notify.change.as_deref(), Some(&["/usr/local/bin/group-event".to_string()][..]));
     assert!(!g1.tracking_weight);
     let g2 = &c.sync_groups[1];
-    assert_eq!((g2.instances.clone(), g2.tracking_weight), (vec!["VI_3".to_string()], true), "VI_1 is in G1 already");
+    assert_eq!((g2.instances.clone(), g2.tracking_weight), (vec!["VI_3".to_string(), "VI_4".to_string()], true), "VI_1 is in G1 already");
     // keepalived drops the weighted chk_a of VI_1 (a G1 member without tracking weight); VI_3
     // (in G2, with sync_group_tracking_weight) keeps it with its weight.
     let track = |name: &str| c.vrrp.iter().find(|v| v.name == name).map(|v| v.track.clone()).unwrap_or_default();
@@ -207,7 +215,7 @@ fn keepalived_sync_groups_import_as_keepalived_runs_them() {
         "k:34: warning: vrrp_sync_group `G1` lists `VI_9`, which is not an imported vrrp_instance",
         "k:36: warning: vrrp_sync_group `G1` overrides the weight of `chk_b`",
         "k:40: warning: `smtp_alert` has no halo equivalent and is not imported",
-        "k:43: warning: vrrp_instance `VI_1` is in vrrp_sync_group `G1` already",
+        "k:49: warning: vrrp_instance `VI_1` is in vrrp_sync_group `G1` already",
     ];
     for e in expected {
         assert!(warnings.iter().any(|w| w == e), "missing {e}\nin {warnings:#?}");
@@ -224,6 +232,42 @@ fn sync_groups_render_back_to_keepalived() {
     let text = &rendered.text;
     let g1 = "vrrp_sync_group G1 {\n    group {\n        VI_1\n        VI_2\n    }\n    track_script {\n        chk_b\n    }\n    track_interface {\n        eth3\n    }\n    notify_master \"/usr/local/bin/group master\"\n    notify /usr/local/bin/group-event\n}\n";
     assert!(text.contains(g1), "{text}");
-    assert!(text.contains("vrrp_sync_group G2 {\n    group {\n        VI_3\n    }\n    sync_group_tracking_weight\n}\n"), "{text}");
+    assert!(
+        text.contains("vrrp_sync_group G2 {\n    group {\n        VI_3\n        VI_4\n    }\n    sync_group_tracking_weight\n}\n"),
+        "{text}"
+    );
     assert!(rendered.losses.is_empty(), "{:?}", rendered.losses);
+    // keepalived refuses a group of one: it is left out, and said so.
+    let one = format!("{}[[sync_group]]\nname = \"G\"\ninstances = [\"VI_1\"]\n", instance("VI_1", 1, 150, ""));
+    let rendered = halo_config::render::keepalived(&load_str("t.toml", &one).expect("loads").config);
+    assert!(!rendered.text.contains("vrrp_sync_group"), "{}", rendered.text);
+    assert_eq!(rendered.losses, ["sync_group G: a group of one is a configuration error for keepalived; VI_1 runs alone"]);
+}
+
+#[test]
+fn rendered_sync_groups_pass_keepalived_config_test() {
+    if !common::can_run("rendered_sync_groups_pass_keepalived_config_test", true, &["keepalived", "ip", "unshare"]) {
+        return;
+    }
+    let config = imported().config;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("keepalived.conf");
+    std::fs::write(&conf, halo_config::render::keepalived(&config).text).expect("conf");
+    let ns = common::Netns::new();
+    for interface in ["eth0", "eth1", "eth3"] {
+        ns.add_interface(interface);
+    }
+    // The scripts and hooks keepalived checks exist, root's, in a /usr/local/bin of our own.
+    let mut setup = "mount -t tmpfs none /usr/local/bin".to_string();
+    for program in ["chk_a", "chk_b", "group", "group-event"] {
+        setup.push_str(&format!(" && printf '#!/bin/sh\\n' > /usr/local/bin/{program} && chmod 755 /usr/local/bin/{program}"));
+    }
+    let out = ns.sh(&format!("{setup} && keepalived --config-test -f {conf:?}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "keepalived --config-test exit {:?}:\n{stderr}\n{}",
+        out.status.code(),
+        halo_config::render::keepalived(&config).text
+    );
 }

@@ -1,6 +1,7 @@
 //! `[[sync_group]]` written out: as halo.toml (the importer's output, the round trip) and as
 //! keepalived's `vrrp_sync_group` (members, the group's trackers by keepalived's kinds,
-//! `sync_group_tracking_weight`, the group's notify hooks).
+//! `sync_group_tracking_weight`, the group's notify hooks; a group of one is left out, since
+//! keepalived refuses it).
 
 use super::keepalived::{block, command, word};
 use super::line;
@@ -33,6 +34,15 @@ pub(super) fn toml(out: &mut String, g: &SyncGroup, notes: &Notes) {
 
 /// One `vrrp_sync_group` block.
 pub(super) fn keepalived(out: &mut String, g: &SyncGroup, config: &Config, losses: &mut Vec<String>) {
+    if let [only] = g.instances.as_slice() {
+        // keepalived --config-test fails on it ("only 1 virtual router(s)").
+        let mut loss = format!("sync_group {}: a group of one is a configuration error for keepalived; {only} runs alone", g.name);
+        if !g.track.is_empty() || g.notify != Notify::default() {
+            loss.push_str(", without the group's trackers and hooks");
+        }
+        losses.push(loss);
+        return;
+    }
     line(out, format_args!("vrrp_sync_group {} {{", word(&g.name)));
     block(out, "group", g.instances.iter().map(|i| word(i)));
     let tracked: Vec<&Tracker> = g.track.iter().filter_map(|n| config.tracker(n)).collect();
