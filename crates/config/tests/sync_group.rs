@@ -271,3 +271,26 @@ fn rendered_sync_groups_pass_keepalived_config_test() {
         halo_config::render::keepalived(&config).text
     );
 }
+
+#[test]
+fn a_members_weighted_process_check_keeps_its_weight_as_in_keepalived() {
+    let haproxy = "frontend api\n    bind 0.0.0.0:8443\n    mode tcp\n    default_backend api\nbackend api\n    mode tcp\n    server m1 10.0.0.1:6443 check\n";
+    let keepalived = "vrrp_track_process chk_haproxy {\n    process haproxy\n    weight -20\n}\n\
+        vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 1\n    priority 150\n    virtual_ipaddress { 192.0.2.101/24 }\n    track_process { chk_haproxy }\n}\n\
+        vrrp_instance VI_2 {\n    interface eth1\n    virtual_router_id 2\n    priority 150\n    virtual_ipaddress { 10.1.0.102/24 }\n}\n\
+        vrrp_sync_group G1 {\n    group { VI_1 VI_2 }\n}\n";
+    let inputs = Inputs {
+        haproxy: Some(Source { file: "h", text: haproxy }),
+        keepalived: Some(Source { file: "k", text: keepalived }),
+        ..Inputs::default()
+    };
+    let imported = import(&inputs, &());
+    let warnings: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(!imported.has_errors(), "{warnings:#?}");
+    let c = &imported.config;
+    assert_eq!(c.vrrp[0].track, ["chk_haproxy"]);
+    assert_eq!(c.tracker("chk_haproxy").and_then(|t| t.weight), Some(-20));
+    assert!(c.sync_groups[0].tracking_weight, "keepalived keeps a process check's weight in a group");
+    assert!(warnings.iter().any(|w| w.contains("keepalived keeps the weight of the process check `chk_haproxy`")), "{warnings:#?}");
+    load_str("imported", &halo_toml(c, &imported.notes)).expect("halo check accepts the import");
+}
