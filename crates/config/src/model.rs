@@ -25,6 +25,8 @@ pub struct Config {
     pub frontends: Vec<Frontend>,
     /// Server pools the frontends send connections to.
     pub backends: Vec<Backend>,
+    /// VRRP instances that change state together.
+    pub sync_groups: Vec<SyncGroup>,
 }
 
 /// This host's identity.
@@ -504,5 +506,36 @@ impl Config {
     /// The tracker of that name.
     pub fn tracker(&self, name: &str) -> Option<&Tracker> {
         self.trackers.iter().find(|t| t.name == name)
+    }
+}
+
+/// A sync group (keepalived's `vrrp_sync_group`): VRRP instances of this host that change state
+/// together. One member in FAULT takes every member to FAULT until none has a fault of its own;
+/// the members become master only when every one of them may (none accepts a live master), and
+/// all at once; one losing mastership to a higher priority takes the others to backup. The
+/// rules and their keepalived sources are in `halo_vrrp::sync`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncGroup {
+    /// Name in logs, status and the group's notify hooks.
+    pub name: String,
+    /// The member instances, by name; each instance belongs to one group at most.
+    pub instances: Vec<String>,
+    /// Trackers applied to every member, weights included (keepalived's `track_script`,
+    /// `track_interface` and `track_file` of a sync group).
+    pub track: Vec<String>,
+    /// Whether the members' own weighted trackers are allowed (keepalived's
+    /// `sync_group_tracking_weight`). Off, a weighted tracker in a member's `track` is refused:
+    /// a weight moving one member alone cannot move the group (the peer's group still sees a
+    /// live master on the other members), so the priorities would drift apart for nothing.
+    pub tracking_weight: bool,
+    /// Commands run when the group changes state: `master`, `backup`, `fault`, `stop`, and
+    /// `change` with keepalived's `GROUP <name> <state> 0` appended.
+    pub notify: Notify,
+}
+
+impl Config {
+    /// The sync group an instance belongs to, if any.
+    pub fn sync_group_of(&self, instance: &str) -> Option<&SyncGroup> {
+        self.sync_groups.iter().find(|g| g.instances.iter().any(|i| i == instance))
     }
 }

@@ -273,4 +273,22 @@ pub struct RawConfig {
     pub frontend: Vec<RawFrontend>,
     /// `[[backend]]`
     pub backend: Vec<RawBackend>,
+    /// `[[sync_group]]`
+    pub sync_group: Vec<RawSyncGroup>,
+}
+
+/// `[[sync_group]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncGroup {
+    /// Group name.
+    pub name: Text,
+    /// Member instance names.
+    pub instances: Spanned<Vec<Text>>,
+    /// Trackers applied to every member.
+    pub track: Option<Vec<Text>>,
+    /// Allow the members' own weighted trackers.
+    pub tracking_weight: Option<Flag>,
+    /// `[sync_group.notify]`
+    pub notify: Option<RawNotify>,
 }

@@ -277,6 +277,7 @@ fn classic_config(numbers: Vec<u32>) -> Config {
         trackers,
         frontends,
         backends,
+        sync_groups: Vec::new(),
     }
 }
 

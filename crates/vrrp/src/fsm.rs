@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::packet::{Advertisement, Auth};
 use crate::types::{AdvertInterval, Priority, Version, Vrid};
 
+mod group;
+
 /// What the router is configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterConfig {
@@ -52,6 +54,18 @@ impl RouterConfig {
     /// The part of the configuration peers see and check.
     pub fn wire_identity(&self) -> WireIdentity {
         WireIdentity { vrid: self.vrid, version: self.version, advert_interval: self.advert_interval, auth: self.auth }
+    }
+
+    /// The advert a router of this configuration sends with `priority`.
+    pub fn advertisement(&self, priority: u8, addresses: Vec<IpAddr>) -> Advertisement {
+        Advertisement {
+            version: self.version,
+            vrid: self.vrid,
+            priority,
+            interval_cs: self.advert_interval.centiseconds(),
+            addresses,
+            auth: self.auth,
+        }
     }
 }
 
@@ -105,6 +119,8 @@ pub enum Reason {
     Fault,
     /// The fault cleared.
     Recovered,
+    /// Its sync group moved it, following another member (see [`crate::sync`]).
+    Group,
 }
 
 /// What the driver must do.
@@ -186,6 +202,13 @@ pub struct Router {
     gratuitous_at: Option<Instant>,
     /// Preemption is allowed from this time on.
     preempt_after: Option<Instant>,
+    /// A member of a sync group: it never becomes master on its own, its group decides.
+    grouped: bool,
+    /// Backup whose master-down timer ran out with no acceptable advert since (keepalived's
+    /// `wantstate` MASTER): what a group waits for in every member before it takes over.
+    wants_master: bool,
+    /// Held in FAULT because another member of its sync group is faulted.
+    group_fault: bool,
     actions: VecDeque<Action>,
 }
 
@@ -204,6 +227,9 @@ impl Router {
             advert_at: None,
             gratuitous_at: None,
             preempt_after: None,
+            grouped: false,
+            wants_master: false,
+            group_fault: false,
             actions: VecDeque::new(),
         }
     }
@@ -264,10 +290,10 @@ impl Router {
             return;
         }
         self.preempt_after = Some(now + self.config.preempt_delay);
-        if self.faulted {
-            self.transition(State::Fault, Reason::Fault);
+        if self.faulted || self.group_fault {
+            self.transition(State::Fault, if self.faulted { Reason::Fault } else { Reason::Group });
         } else if self.config.priority == Priority::OWNER {
-            self.become_master(now, Reason::Owner);
+            self.claim_mastership(now, Reason::Owner);
         } else {
             let wait = if self.config.eager_start { self.master_adver_interval() + self.skew_time() } else { self.master_down_interval() };
             self.become_backup(now, wait, Reason::Start);
@@ -312,27 +338,34 @@ impl Router {
         }
     }
 
-    /// Enters or leaves FAULT.
+    /// Enters or leaves FAULT (this router's own fault: a tracker without weight, its link).
     pub fn set_fault(&mut self, now: Instant, faulted: bool) {
         if self.faulted == faulted {
             return;
         }
         self.faulted = faulted;
+        let reason = if faulted { Reason::Fault } else { Reason::Recovered };
+        self.apply_fault(now, reason);
+    }
+
+    /// Follows the combined fault (own or the group's) into or out of FAULT.
+    fn apply_fault(&mut self, now: Instant, reason: Reason) {
+        let faulted = self.faulted || self.group_fault;
         match (faulted, self.state) {
             (true, State::Master) => {
                 self.actions.push_back(Action::SendAdvert { priority: 0 });
                 self.actions.push_back(Action::RemoveAddresses);
                 self.clear_timers();
-                self.transition(State::Fault, Reason::Fault);
+                self.transition(State::Fault, reason);
             }
             (true, State::Backup) => {
                 self.clear_timers();
-                self.transition(State::Fault, Reason::Fault);
+                self.transition(State::Fault, reason);
             }
-            (false, State::Fault) if self.config.priority == Priority::OWNER => self.become_master(now, Reason::Recovered),
+            (false, State::Fault) if self.config.priority == Priority::OWNER => self.claim_mastership(now, reason),
             (false, State::Fault) => {
                 let wait = self.master_down_interval();
-                self.become_backup(now, wait, Reason::Recovered);
+                self.become_backup(now, wait, reason);
             }
             _ => {}
         }
@@ -375,6 +408,9 @@ impl Router {
         }
         let may_preempt = self.config.preempt && self.preempt_after.is_none_or(|t| now >= t);
         if !may_preempt || advert.priority >= self.effective_priority() {
+            // A master this router accepts: it no longer wants mastership (keepalived,
+            // vrrp_state_backup: "we want to be in BACKUP state").
+            self.wants_master = false;
             if self.config.version == Version::V3 {
                 self.master_adver_interval_cs = advert.interval_cs;
             }
@@ -407,7 +443,7 @@ impl Router {
     /// Fires whatever timers are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.master_down_at.is_some_and(|t| t <= now) && self.state == State::Backup {
-            self.become_master(now, Reason::MasterDown);
+            self.claim_mastership(now, Reason::MasterDown);
         }
         if self.state != State::Master {
             return;
@@ -422,8 +458,26 @@ impl Router {
         }
     }
 
+    /// Becomes master, or, in a sync group, wants to: keepalived's vrrp_sync_can_goto_master
+    /// keeps a member backup (its master-down timer re-armed) until every member wants it.
+    fn claim_mastership(&mut self, now: Instant, reason: Reason) {
+        if !self.grouped {
+            self.become_master(now, reason);
+            return;
+        }
+        let wait = self.master_down_interval();
+        if self.state == State::Backup {
+            self.master_down_at = Some(now + wait);
+        } else {
+            let reason = if reason == Reason::Owner { Reason::Start } else { reason };
+            self.become_backup(now, wait, reason);
+        }
+        self.wants_master = true;
+    }
+
     fn become_master(&mut self, now: Instant, reason: Reason) {
         self.clear_timers();
+        self.wants_master = false;
         self.master_adver_interval_cs = self.config.advert_interval.centiseconds();
         self.actions.push_back(Action::SendAdvert { priority: self.effective_priority() });
         self.actions.push_back(Action::AddAddresses);
@@ -435,6 +489,7 @@ impl Router {
 
     fn become_backup(&mut self, now: Instant, wait: Duration, reason: Reason) {
         self.clear_timers();
+        self.wants_master = false;
         self.master_down_at = Some(now + wait);
         self.transition(State::Backup, reason);
     }
@@ -456,13 +511,6 @@ impl Router {
 
     /// The advert this router sends with `priority`.
     pub fn advertisement(&self, priority: u8, addresses: Vec<IpAddr>) -> Advertisement {
-        Advertisement {
-            version: self.config.version,
-            vrid: self.config.vrid,
-            priority,
-            interval_cs: self.config.advert_interval.centiseconds(),
-            addresses,
-            auth: self.config.auth,
-        }
+        self.config.advertisement(priority, addresses)
     }
 }

@@ -109,6 +109,7 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         log: Log::default(),
         vrrp: Vec::new(),
         trackers: Vec::new(),
+        sync_groups: Vec::new(),
         frontends: Vec::new(),
         backends: Vec::new(),
     };
@@ -130,6 +131,7 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         config.trackers = imported.trackers;
         config.frontends.extend(imported.frontends);
         config.backends.extend(imported.backends);
+        config.sync_groups = imported.sync_groups;
     }
     if let (Some(script), Some(src)) = (&script, inputs.check_script) {
         header.push(format!("  {} (replaced by the built-in balancer tracker)", src.file));

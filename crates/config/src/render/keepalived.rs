@@ -6,7 +6,7 @@ use super::{Rendered, ceil_secs, keepalived_seconds, line};
 use crate::model::{ChecksumMode, Config, InitialState, Tracker, TrackerKind, VrrpInstance};
 
 /// Quotes a word for keepalived when it holds spaces or quotes.
-fn word(s: &str) -> String {
+pub(super) fn word(s: &str) -> String {
     if s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\' || c == '#' || c == '!') {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
@@ -14,7 +14,7 @@ fn word(s: &str) -> String {
     }
 }
 
-fn command(argv: &[String]) -> String {
+pub(super) fn command(argv: &[String]) -> String {
     let joined: Vec<String> = argv.iter().map(|a| word(a)).collect();
     let text = joined.join(" ");
     if argv.len() > 1 { format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")) } else { text }
@@ -36,6 +36,9 @@ pub fn keepalived(config: &Config) -> Rendered {
     }
     for v in &config.vrrp {
         instance(&mut out, v, config, &mut losses);
+    }
+    for g in &config.sync_groups {
+        super::sync_group::keepalived(&mut out, g, config, &mut losses);
     }
     Rendered { text: out, losses }
 }
@@ -213,7 +216,7 @@ fn notify(out: &mut String, v: &VrrpInstance, losses: &mut Vec<String>) {
     }
 }
 
-fn block(out: &mut String, name: &str, items: impl Iterator<Item = String>) {
+pub(super) fn block(out: &mut String, name: &str, items: impl Iterator<Item = String>) {
     let items: Vec<String> = items.collect();
     if items.is_empty() {
         return;

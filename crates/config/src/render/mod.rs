@@ -5,6 +5,7 @@ mod check_script;
 mod haproxy;
 mod keepalived;
 mod network;
+mod sync_group;
 mod sysctl;
 mod systemd;
 mod toml;

@@ -9,20 +9,20 @@ use crate::defaults as d;
 use crate::import::Notes;
 use crate::model::*;
 
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     ::toml::Value::String(s.to_string()).to_string()
 }
 
-fn list<T: Display>(items: &[T]) -> String {
+pub(super) fn list<T: Display>(items: &[T]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
     format!("[{}]", quoted.join(", "))
 }
 
-fn dur(d: Duration) -> String {
+pub(super) fn dur(d: Duration) -> String {
     quote(&humantime::format_duration(d).to_string())
 }
 
-fn comments(out: &mut String, notes: &Notes, item: &str) {
+pub(super) fn comments(out: &mut String, notes: &Notes, item: &str) {
     for note in notes.get(item).into_iter().flatten() {
         line(out, format_args!("# {note}"));
     }
@@ -75,6 +75,9 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
     }
     for t in &config.trackers {
         tracker(&mut out, t, notes);
+    }
+    for g in &config.sync_groups {
+        super::sync_group::toml(&mut out, g, notes);
     }
     for f in &config.frontends {
         comments(&mut out, notes, &format!("frontend {}", f.name));

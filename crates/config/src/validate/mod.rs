@@ -2,6 +2,7 @@
 //! and a hint, errors apart from warnings. Never falls back to a default for a bad value.
 
 mod lb;
+mod sync_group;
 mod vrrp;
 
 pub(crate) use vrrp::parse_virtual_address;
@@ -32,7 +33,8 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
     if let Some(frontends) = &frontends {
         status_port_is_free(report, &raw.status, status.listen, frontends);
     }
-    vrrp::unused_trackers(report, &raw.tracker, &raw.vrrp);
+    let sync_groups = sync_group::sync_groups(report, &raw.sync_group, &raw.vrrp, &raw.tracker);
+    vrrp::unused_trackers(report, &raw.tracker, &raw.vrrp, &sync_group::tracker_names(&raw.sync_group));
     if raw.vrrp.is_empty() && raw.frontend.is_empty() && !report.has_errors() {
         report
             .push(crate::diag::Severity::Error, None, "nothing to run: no [[vrrp]] instance and no [[frontend]]")
@@ -41,7 +43,16 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
     if report.has_errors() {
         return None;
     }
-    Some(Config { node, status, log, vrrp: instances?, trackers: trackers?, frontends: frontends?, backends: backends? })
+    Some(Config {
+        node,
+        status,
+        log,
+        vrrp: instances?,
+        trackers: trackers?,
+        frontends: frontends?,
+        backends: backends?,
+        sync_groups: sync_groups?,
+    })
 }
 
 fn status(report: &mut Report<'_>, raw: &crate::raw::RawStatus) -> Status {

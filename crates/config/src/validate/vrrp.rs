@@ -280,7 +280,7 @@ fn gratuitous(report: &mut Report<'_>, raw: Option<&RawGratuitous>) -> Option<Gr
     })
 }
 
-fn notify(report: &mut Report<'_>, raw: Option<&RawNotify>) -> Option<Notify> {
+pub(super) fn notify(report: &mut Report<'_>, raw: Option<&RawNotify>) -> Option<Notify> {
     let default = Notify::default();
     let Some(n) = raw else { return Some(default) };
     let mut hook = |argv: &Option<toml::Spanned<Vec<Text>>>, key: &str| match argv {
@@ -450,9 +450,11 @@ fn script(report: &mut Report<'_>, t: &RawTracker) -> Option<TrackerKind> {
     Some(TrackerKind::Script { command: command?, interval: interval?, timeout: timeout? })
 }
 
-pub(super) fn unused_trackers(report: &mut Report<'_>, trackers: &[RawTracker], vrrp: &[RawVrrp]) {
+/// Trackers no instance tracks (`also_tracked`: names tracked elsewhere, by sync groups).
+pub(super) fn unused_trackers(report: &mut Report<'_>, trackers: &[RawTracker], vrrp: &[RawVrrp], also_tracked: &[&str]) {
     for t in trackers {
-        let used = vrrp.iter().flat_map(|v| v.track.iter().flatten()).any(|n| n.get_ref() == t.name.get_ref());
+        let used = vrrp.iter().flat_map(|v| v.track.iter().flatten()).any(|n| n.get_ref() == t.name.get_ref())
+            || also_tracked.contains(&t.name.get_ref().as_str());
         if !used {
             report
                 .warning(t.name.span(), format!("tracker `{}` is not tracked by any vrrp instance", t.name.get_ref()))

@@ -68,6 +68,10 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
         }
         lines.push(line);
     }
+    for g in &config.sync_groups {
+        let tracking = if g.track.is_empty() { String::new() } else { format!(", tracking {}", g.track.join(" ")) };
+        lines.push(format!("  sync group {}: {} change state together{tracking}", g.name, g.instances.join(" ")));
+    }
     for t in &config.trackers {
         let what = match &t.kind {
             TrackerKind::Balancer { frontend, min_healthy, .. } => {

@@ -59,10 +59,22 @@ fn table(status: &serde_json::Value, colour: bool) -> String {
                 i["adverts_sent"],
                 i["adverts_received"]
             ));
+            if let Some(group) = i["sync_group"].as_str() {
+                lines.push(format!("  in sync group {group}"));
+            }
             if let Some(hook) = i["last_hook"].as_str().filter(|h| !h.is_empty()) {
                 lines.push(format!("  last notify hook: {hook} ({} failed so far)", i["hook_failures"]));
             }
         }
+    }
+    for (name, g) in status["sync_groups"].as_object().into_iter().flatten() {
+        let members: Vec<String> = g["instances"].as_array().into_iter().flatten().map(text).collect();
+        lines.push(format!(
+            "sync group {name:<6} {} members {}  last change: {}",
+            paint(&text(&g["state"]), 7, colour),
+            members.join(", "),
+            text(&g["last_change"])
+        ));
     }
     for f in status["frontends"].as_array().into_iter().flatten() {
         let listening = if f["listening"].as_bool() == Some(true) { "listening" } else { "NOT LISTENING" };

@@ -1,14 +1,17 @@
 //! The running VRRP instances: started, updated in place or restarted on a reload, stopped
-//! cleanly; an instance that ends on its own is reported to the run loop.
+//! cleanly; an instance that ends on its own is reported to the run loop. Members of a sync
+//! group share their group; a reload that changes a group, or restarts one of its members,
+//! restarts all of them with a new group (the group's state is one for all members).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use halo_config::{Tracker, VrrpInstance};
+use halo_config::{Config, Tracker, VrrpInstance};
 use halo_hostnet::netlink::Netlink;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use super::sync_group::Group;
 use super::tracker::TrackerSet;
 
 /// An instance task that ended: which start of which instance, and how.
@@ -42,6 +45,8 @@ pub struct Instances {
     /// The generation the next start gets.
     pub next_generation: u64,
     pub guard: Option<Arc<super::guard::Guard>>,
+    /// The sync groups, by name: their members start into them.
+    pub groups: BTreeMap<String, Arc<Group>>,
 }
 
 impl Instances {
@@ -50,6 +55,7 @@ impl Instances {
         let (stop, stopped) = watch::channel(false);
         let (updates, receiver) = watch::channel((instance.clone(), trackers.to_vec()));
         let span = tracing::info_span!("vrrp", instance = %instance.name, vrid = instance.virtual_router_id.get());
+        let group = self.groups.values().find_map(|g| g.member(&instance.name).map(|index| (Arc::clone(g), index)));
         let driver = super::vrrp_driver::run(super::vrrp_driver::Instance {
             config: instance.clone(),
             trackers: trackers.to_vec(),
@@ -60,6 +66,7 @@ impl Instances {
             links: self.links.clone(),
             status: Arc::clone(&self.status),
             guard: self.guard.clone(),
+            group,
         });
         let (exits, name, status) = (self.exits.clone(), instance.name.clone(), Arc::clone(&self.status));
         let generation = self.next_generation;
@@ -107,6 +114,19 @@ impl Instances {
         }
     }
 
+    /// After a reload stopped what it restarts: a new group for every group of `new` none of
+    /// whose members runs any more (new, changed, or restarted), the others kept.
+    pub fn regroup(&mut self, new: &Config) {
+        self.groups.retain(|name, _| new.sync_groups.iter().any(|g| &g.name == name));
+        for group in &new.sync_groups {
+            if !group.instances.iter().any(|i| self.running.contains_key(i)) {
+                let members: Vec<VrrpInstance> =
+                    group.instances.iter().filter_map(|n| new.vrrp.iter().find(|v| &v.name == n).cloned()).collect();
+                self.groups.insert(group.name.clone(), Group::new(group.clone(), &members, &self.status));
+            }
+        }
+    }
+
     /// Stops every instance, masters first handing over.
     pub async fn stop_all(&mut self) {
         let names: Vec<String> = self.running.keys().cloned().collect();
@@ -131,6 +151,41 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// The running instances a reload from `current` to `new` restarts: those removed or changed on
+/// the wire ([`needs_restart`]), the members (before and after) of every sync group that
+/// changed, and, with any of those, every member of its group.
+pub fn restarts(current: &Config, new: &Config) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = current
+        .vrrp
+        .iter()
+        .filter(|old| new.vrrp.iter().find(|n| n.name == old.name).is_none_or(|n| needs_restart(old, n)))
+        .map(|old| old.name.clone())
+        .collect();
+    let group_names: BTreeSet<&String> = current.sync_groups.iter().chain(&new.sync_groups).map(|g| &g.name).collect();
+    for name in group_names {
+        let (before, after) = (current.sync_groups.iter().find(|g| &g.name == name), new.sync_groups.iter().find(|g| &g.name == name));
+        if before != after {
+            names.extend(before.into_iter().chain(after).flat_map(|g| g.instances.iter().cloned()));
+        }
+    }
+    // A restarted member takes its whole group along (closed under membership, both sides).
+    loop {
+        let more: BTreeSet<String> = names
+            .iter()
+            .flat_map(|n| [current.sync_group_of(n), new.sync_group_of(n)])
+            .flatten()
+            .flat_map(|g| g.instances.iter().cloned())
+            .filter(|m| !names.contains(m))
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        names.extend(more);
+    }
+    names.retain(|n| current.vrrp.iter().any(|v| &v.name == n));
+    names
+}
+
 /// Whether a changed instance must be restarted (what identifies it on the wire or where it
 /// runs) rather than updated in place.
 pub fn needs_restart(old: &VrrpInstance, new: &VrrpInstance) -> bool {
@@ -140,4 +195,46 @@ pub fn needs_restart(old: &VrrpInstance, new: &VrrpInstance) -> bool {
         (i.interface.clone(), i.unicast_source, i.unicast_peers.clone(), i.checksum, i.virtual_mac, i.accept, family)
     };
     identity(old) != identity(new) || placement(old) != placement(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(groups: &str, vi_2_vrid: u8, vi_1_priority: u8) -> Config {
+        let instance = |name: &str, vrid: u8, priority: u8| {
+            format!(
+                "[[vrrp]]\nname = \"{name}\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\npriority = {priority}\nvirtual_addresses = [\"10.0.0.{vrid}/24\"]\n\n"
+            )
+        };
+        let text =
+            format!("{}{}{}{groups}", instance("VI_1", 1, vi_1_priority), instance("VI_2", vi_2_vrid, 100), instance("VI_3", 3, 100));
+        halo_config::load_str("t.toml", &text).expect("valid").config
+    }
+
+    const G12: &str = "[[sync_group]]\nname = \"G\"\ninstances = [\"VI_1\", \"VI_2\"]\n";
+
+    fn names(set: BTreeSet<String>) -> Vec<String> {
+        set.into_iter().collect()
+    }
+
+    #[test]
+    fn a_live_change_of_a_member_restarts_nothing() {
+        assert!(restarts(&config(G12, 2, 100), &config(G12, 2, 150)).is_empty());
+    }
+
+    #[test]
+    fn a_member_changed_on_the_wire_restarts_its_whole_group_only() {
+        assert_eq!(names(restarts(&config(G12, 2, 100), &config(G12, 22, 100))), ["VI_1", "VI_2"]);
+    }
+
+    #[test]
+    fn a_changed_group_restarts_its_members_before_and_after() {
+        let g13 = "[[sync_group]]\nname = \"G\"\ninstances = [\"VI_1\", \"VI_3\"]\n";
+        assert_eq!(names(restarts(&config(G12, 2, 100), &config(g13, 2, 100))), ["VI_1", "VI_2", "VI_3"]);
+        assert_eq!(names(restarts(&config("", 2, 100), &config(G12, 2, 100))), ["VI_1", "VI_2"], "a new group");
+        assert_eq!(names(restarts(&config(G12, 2, 100), &config("", 2, 100))), ["VI_1", "VI_2"], "a removed group");
+        let hooked = format!("{G12}\n[sync_group.notify]\nmaster = [\"/bin/true\"]\n");
+        assert_eq!(names(restarts(&config(G12, 2, 100), &config(&hooked, 2, 100))), ["VI_1", "VI_2"], "new hooks");
+    }
 }

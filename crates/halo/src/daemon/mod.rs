@@ -5,7 +5,8 @@
 //! drain up to the drain timeout, and halo exits 0.
 //!
 //! The parts: `vrrp_driver` (one task per instance, driving `halo_vrrp`'s state machine),
-//! `instances` (the set of them across reloads), `tracker` (health inputs that move priority),
+//! `sync_group` (instances that change state together), `instances` (the set of them across
+//! reloads), `tracker` (health inputs that move priority),
 //! `notify` and `exec` (hooks and scripts), `status` and `metrics` (the endpoint), `guard` (the process that
 //! removes the VIPs if this one dies), `process` (pid file, logging, systemd).
 
@@ -16,6 +17,7 @@ mod metrics;
 pub mod notify;
 pub mod process;
 pub mod status;
+pub mod sync_group;
 pub mod tracker;
 pub mod vrrp_driver;
 
@@ -28,7 +30,7 @@ use halo_config::Config;
 use halo_hostnet::netlink::Netlink;
 use tokio::sync::{mpsc, watch};
 
-use instances::{Instances, needs_restart};
+use instances::{Instances, restarts};
 use process::{PidFile, monotonic_usec, sd_notify};
 use tracker::TrackerSet;
 
@@ -69,8 +71,17 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let (exits, mut exited) = mpsc::unbounded_channel();
     // The guard removes the VIPs held if this process is killed (a reload may add instances).
     let guard = guard::Guard::start().map(Arc::new);
-    let mut instances =
-        Instances { running: BTreeMap::new(), netlink, links, status: Arc::clone(&status), exits, guard, next_generation: 0 };
+    let mut instances = Instances {
+        running: BTreeMap::new(),
+        netlink,
+        links,
+        status: Arc::clone(&status),
+        exits,
+        guard,
+        next_generation: 0,
+        groups: BTreeMap::new(),
+    };
+    instances.regroup(&config);
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
@@ -158,13 +169,12 @@ async fn reload(
     if let Err(e) = trackers.reload(&new.trackers, &balancer.frontends) {
         tracing::error!(error = %e, "trackers not reloaded");
     }
-    for old in &current.vrrp {
-        let kept = new.vrrp.iter().find(|n| n.name == old.name);
-        if kept.is_none_or(|n| needs_restart(old, n)) {
-            tracing::warn!(instance = %old.name, "instance removed or changed on the wire: restarting it (a master hands over)");
-            instances.stop(&old.name).await;
-        }
+    let restart = restarts(current, &new);
+    for old in current.vrrp.iter().filter(|o| restart.contains(&o.name)) {
+        tracing::warn!(instance = %old.name, "instance removed, changed on the wire or in a changed sync group: restarting it (a master hands over)");
+        instances.stop(&old.name).await;
     }
+    instances.regroup(&new);
     for instance in &new.vrrp {
         match instances.running.get(&instance.name) {
             Some(running) if running.config != *instance || current.trackers != new.trackers => {

@@ -44,6 +44,25 @@ pub struct InstanceStatus {
     pub hook_failures: u64,
     /// The last notify hook: what ran, for which state, how it ended, when (empty: none yet).
     pub last_hook: String,
+    /// The sync group the instance belongs to, if any.
+    pub sync_group: Option<String>,
+}
+
+/// What one sync group publishes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupStatus {
+    /// INIT, BACKUP, MASTER or FAULT: the state its members share.
+    pub state: String,
+    /// Its member instances.
+    pub instances: Vec<String>,
+    /// The member whose event last moved the group ("start" before any).
+    pub last_change: String,
+    /// Time of the last change (seconds since the Unix epoch).
+    pub last_change_unix: u64,
+    /// The group's notify hooks that failed.
+    pub hook_failures: u64,
+    /// The group's last notify hook (empty: none yet).
+    pub last_hook: String,
 }
 
 /// Everything the endpoint reads, shared with the daemon.
@@ -53,6 +72,8 @@ pub struct Shared {
     pub frontends: RwLock<Vec<Arc<FrontendRuntime>>>,
     /// VRRP instances by name.
     pub vrrp: Mutex<BTreeMap<String, InstanceStatus>>,
+    /// Sync groups by name.
+    pub sync_groups: Mutex<BTreeMap<String, GroupStatus>>,
     /// Set when a part of the daemon failed: /healthz answers 503 with it until halo exits.
     failure: Mutex<Option<String>>,
     /// The outcome of the last reload, for `halo reload` to confirm.
@@ -90,6 +111,16 @@ impl Shared {
     /// Forgets an instance (stopped or removed by a reload).
     pub fn remove_instance(&self, name: &str) {
         self.vrrp.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+    }
+
+    /// Publishes a sync group's state.
+    pub fn set_group(&self, name: &str, status: GroupStatus) {
+        self.sync_groups.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), status);
+    }
+
+    /// Forgets a sync group (stopped, or restarted by a reload).
+    pub fn remove_group(&self, name: &str) {
+        self.sync_groups.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
     }
 
     /// Points at the balancer's current frontends and backends.
@@ -141,6 +172,7 @@ pub(super) struct StatusJson {
     /// The daemon's process id (`halo reload` checks it is asking the daemon it signalled).
     pub(super) pid: u32,
     pub(super) vrrp: BTreeMap<String, InstanceStatus>,
+    pub(super) sync_groups: BTreeMap<String, GroupStatus>,
     pub(super) frontends: Vec<FrontendJson>,
     pub(super) last_reload: Option<ReloadJson>,
 }
@@ -203,6 +235,7 @@ pub(super) fn snapshot(shared: &Shared) -> StatusJson {
     StatusJson {
         pid: std::process::id(),
         vrrp: shared.vrrp.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        sync_groups: shared.sync_groups.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         frontends,
         last_reload: shared.reload.lock().unwrap_or_else(PoisonError::into_inner).clone(),
     }

@@ -223,6 +223,7 @@ pub fn config(servers: &[(&str, SocketAddr, u32)], balance: Balance, check: Heal
         log: Log::default(),
         vrrp: Vec::new(),
         trackers: Vec::new(),
+        sync_groups: Vec::new(),
         frontends: vec![Frontend {
             name: "api".to_string(),
             binds: vec![SocketAddr::from(([127, 0, 0, 1], port))],

@@ -5,6 +5,7 @@
 mod command;
 mod instance;
 mod parse;
+mod sync_group;
 mod virtual_server;
 
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::check_script::ScriptFacts;
 use super::lines::{Resolver, keepalived_seconds};
 use super::{Sink, Source};
 use crate::defaults as d;
-use crate::model::{Frontend, Gratuitous, Tracker, TrackerKind, VrrpInstance};
+use crate::model::{Frontend, Gratuitous, SyncGroup, Tracker, TrackerKind, VrrpInstance};
 
 /// What the keepalived side contributes to the config.
 #[derive(Debug, Default)]
@@ -31,6 +32,8 @@ pub(super) struct KeepalivedImport {
     pub frontends: Vec<Frontend>,
     /// Their real servers.
     pub backends: Vec<crate::model::Backend>,
+    /// `vrrp_sync_group`s.
+    pub sync_groups: Vec<SyncGroup>,
 }
 
 /// Global defaults that instances inherit.
@@ -57,7 +60,7 @@ pub(super) fn import(
     }
     for node in &nodes {
         match node.keyword() {
-            "global_defs" | "vrrp_instance" => {}
+            "global_defs" | "vrrp_instance" | "vrrp_sync_group" => {}
             "vrrp_script" => match vrrp_script(node, script, frontends, resolver, sink) {
                 Script::Tracker(t) => out.trackers.push(t),
                 Script::Disabled(name) => out.disabled_scripts.push(name),
@@ -71,9 +74,6 @@ pub(super) fn import(
                     out.backends.push(backend);
                 }
             }
-            "vrrp_sync_group" => {
-                sink.unmapped(&node.file, node.line, "vrrp_sync_group", "halo has no sync groups: each instance fails over on its own")
-            }
             other => sink.unmapped(&node.file, node.line, other, ""),
         }
     }
@@ -82,6 +82,7 @@ pub(super) fn import(
             out.instances.push(instance);
         }
     }
+    out.sync_groups = sync_group::sync_groups(&nodes, &mut out.instances, &mut out.trackers, resolver, sink);
     mastership_warnings(&out, &nodes, sink);
     out
 }

@@ -18,10 +18,14 @@ use tokio::sync::watch;
 use super::tracker::{Verdict, fold};
 
 mod io;
+mod machine;
 mod receive;
 
 use io::{Io, open, refresh, remove_virtual_mac};
+use machine::Machine;
 use receive::receive;
+
+use super::sync_group::Group;
 
 /// Lifetime of a VIP in the kernel: it is deleted this long after the last refresh.
 pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
@@ -52,6 +56,8 @@ pub struct Instance {
     pub status: Arc<super::status::Shared>,
     /// Told which VIPs are held, to remove them if halo is killed.
     pub guard: Option<Arc<super::guard::Guard>>,
+    /// The sync group the instance is a member of, and its index there.
+    pub group: Option<(Arc<Group>, usize)>,
 }
 
 /// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
@@ -75,7 +81,7 @@ impl Counters {
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard } = instance;
+    let Instance { config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard, group } = instance;
     let io = open(&config, &netlink, guard).await?;
     if let Err(e) = remove_leftovers(&io).await {
         if let Some((vmac, _)) = &io.vmac {
@@ -83,9 +89,9 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
         }
         return Err(e);
     }
-    settle(&config, &mut verdicts).await;
+    settle(&tracked(&config, group.as_ref().map(|(g, _)| g.as_ref())), &mut verdicts).await;
     let current = verdicts.borrow().clone();
-    let mut driver = Driver::start(config, trackers, io, status, &current);
+    let mut driver = Driver::start(config, trackers, io, status, &current, group);
     // A fault the tests inject to prove that a failing instance brings the daemon down loudly.
     if std::env::var_os("HALO_TEST_PANIC_INSTANCE").is_some_and(|name| name == driver.config.name.as_str()) {
         panic!("injected by HALO_TEST_PANIC_INSTANCE");
@@ -101,13 +107,15 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
         };
         tokio::select! {
             received = driver.io.receiver.recv() => match received {
-                Ok(packet) => receive(&mut driver.router, &driver.io, &driver.config, packet, &mut driver.counters),
+                Ok(packet) => receive(&mut driver.machine, &driver.io, &driver.config, packet, &mut driver.counters),
                 Err(e) => tracing::warn!(error = %e, "receive failed"),
             },
+            // The group moved this member: its actions are carried out at the top of the loop.
+            () = driver.machine.kicked() => {}
             () = sleep => driver.on_timeout().await,
             Ok(()) = verdicts.changed() => {
                 driver.apply_trackers(&verdicts.borrow());
-                tracing::info!(priority = driver.router.effective_priority(), fault = driver.tracker_fault, "trackers changed");
+                tracing::info!(priority = driver.machine.effective_priority(), fault = driver.tracker_fault, "trackers changed");
             }
             Ok(()) = links.changed() => {
                 let up = links.borrow_and_update().get(&driver.io.link.name).copied().unwrap_or(false);
@@ -137,12 +145,23 @@ async fn remove_leftovers(io: &Io) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for the first result of every tracker the instance lists: an instance that started
+/// The trackers an instance folds: its own, then its sync group's.
+fn tracked(config: &VrrpInstance, group: Option<&Group>) -> Vec<String> {
+    let mut names = config.track.clone();
+    for name in group.iter().flat_map(|g| &g.config.track) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// Waits for the first result of every tracker the instance folds: an instance that started
 /// before its trackers know anything would claim (or give away) the VIP on a guess. Bounded: a
 /// tracker that never settles is logged.
-async fn settle(config: &VrrpInstance, verdicts: &mut watch::Receiver<BTreeMap<String, Verdict>>) {
+async fn settle(names: &[String], verdicts: &mut watch::Receiver<BTreeMap<String, Verdict>>) {
     let settle = async {
-        let tracked = |all: &BTreeMap<String, Verdict>| config.track.iter().all(|t| all.get(t).is_none_or(|v| v.settled));
+        let tracked = |all: &BTreeMap<String, Verdict>| names.iter().all(|t| all.get(t).is_none_or(|v| v.settled));
         while !tracked(&verdicts.borrow_and_update()) {
             if verdicts.changed().await.is_err() {
                 return;
@@ -156,7 +175,8 @@ async fn settle(config: &VrrpInstance, verdicts: &mut watch::Receiver<BTreeMap<S
 
 /// One running instance: the state machine, its I/O and what it has seen.
 struct Driver {
-    router: Router,
+    /// Its router, alone or in its sync group.
+    machine: Machine,
     io: Io,
     config: VrrpInstance,
     trackers: Vec<Tracker>,
@@ -181,11 +201,16 @@ impl Driver {
         io: Io,
         status: Arc<super::status::Shared>,
         verdicts: &BTreeMap<String, Verdict>,
+        group: Option<(Arc<Group>, usize)>,
     ) -> Self {
         let router = Router::new(router_config(&config), io.source);
+        let machine = match group {
+            Some((group, index)) => Machine::member(group, index, router),
+            None => Machine::Alone(router),
+        };
         let link_up = io.link.up;
         let mut driver = Self {
-            router,
+            machine,
             io,
             config,
             trackers,
@@ -198,74 +223,93 @@ impl Driver {
             status,
         };
         driver.apply_trackers(verdicts);
-        driver.router.start(Instant::now());
-        tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.router.effective_priority(), "started");
+        driver.machine.start(Instant::now());
+        let group = driver.machine.group().map(|g| g.config.name.clone());
+        tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, "started");
         driver
     }
 
-    /// Carries out what the state machine asked for, then publishes the state.
+    /// Carries out what the state machine asked for (and announces its group's changes), then
+    /// publishes the state.
     async fn carry_out_actions(&mut self) {
-        while let Some(action) = self.router.poll_action() {
+        let wire = router_config(&self.config);
+        for action in self.machine.take_actions() {
             if let Action::StateChanged { reason, .. } = &action {
                 self.last_change = (format!("{reason:?}"), unix_now());
             }
-            let hooks = perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            let hooks = perform(&self.io, &wire, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
             self.hooks.retain(|h| !h.is_finished());
             self.hooks.extend(hooks);
         }
-        publish(&self.status, &self.config, &self.io, &self.router, &self.counters, &self.last_change);
+        self.announce_group_changes();
+        publish(&self.status, &self.config, &self.io, &self.machine, &self.counters, &self.last_change);
+    }
+
+    /// Logs the group changes this member's events caused and starts the group's hooks.
+    fn announce_group_changes(&mut self) {
+        let changes = self.machine.take_changes();
+        if let Some(group) = self.machine.group() {
+            for change in changes {
+                let hooks = group.announce(change, &self.status);
+                self.hooks.extend(hooks);
+            }
+        }
     }
 
     /// The next time something is due: a protocol timer or the VIP refresh.
     fn deadline(&self) -> Option<Instant> {
-        [self.router.poll_timeout(), self.refresh_at].into_iter().flatten().min()
+        [self.machine.poll_timeout(), self.refresh_at].into_iter().flatten().min()
     }
 
     async fn on_timeout(&mut self) {
         let now = Instant::now();
-        self.router.handle_timeout(now);
-        if self.refresh_at.is_some_and(|t| t <= now) && self.router.state() == State::Master {
+        self.machine.handle_timeout(now);
+        if self.refresh_at.is_some_and(|t| t <= now) && self.machine.state() == State::Master {
             refresh(&self.io).await;
             self.refresh_at = Some(now + VIP_REFRESH);
         }
     }
 
-    /// Folds the listed trackers' verdicts into the priority and the fault.
+    /// Folds the verdicts of the trackers listed (by the instance and its group) into the
+    /// priority and the fault.
     fn apply_trackers(&mut self, verdicts: &BTreeMap<String, Verdict>) {
-        let (adjustment, fault) = fold(&self.trackers, &self.config.track, verdicts);
+        let names = tracked(&self.config, self.machine.group().map(Arc::as_ref));
+        let (adjustment, fault) = fold(&self.trackers, &names, verdicts);
         self.tracker_fault = fault;
         let now = Instant::now();
-        self.router.set_adjustment(now, adjustment);
-        self.router.set_fault(now, self.tracker_fault || !self.link_up);
+        self.machine.set_adjustment(now, adjustment);
+        self.machine.set_fault(now, self.tracker_fault || !self.link_up);
     }
 
     fn on_link(&mut self, up: bool) {
         if up != self.link_up {
             self.link_up = up;
             tracing::info!(interface = %self.io.link.name, up, "interface changed");
-            self.router.set_fault(Instant::now(), self.tracker_fault || !self.link_up);
+            self.machine.set_fault(Instant::now(), self.tracker_fault || !self.link_up);
         }
     }
 
     async fn on_update(&mut self, new: VrrpInstance, trackers: Vec<Tracker>, verdicts: &BTreeMap<String, Verdict>) {
-        if let Err(e) = update(&mut self.router, &mut self.io, &new).await {
+        if let Err(e) = update(&mut self.machine, &mut self.io, &new).await {
             tracing::error!(error = %e, "reload not applied to this instance");
             return;
         }
         self.config = new;
         self.trackers = trackers;
         self.apply_trackers(verdicts);
-        tracing::info!(priority = self.router.effective_priority(), "reloaded");
+        tracing::info!(priority = self.machine.effective_priority(), "reloaded");
     }
 
     /// Stops cleanly: a master announces priority 0 and removes its VIPs; the virtual-MAC
     /// interface goes.
     async fn stop(&mut self) {
-        self.router.shutdown(Instant::now());
-        while let Some(action) = self.router.poll_action() {
-            let hooks = perform(&self.io, &self.router, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+        self.machine.shutdown(Instant::now());
+        let wire = router_config(&self.config);
+        for action in self.machine.take_actions() {
+            let hooks = perform(&self.io, &wire, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
             self.hooks.extend(hooks);
         }
+        self.announce_group_changes();
         // Hooks still running (the stop and change hooks of this stop among them) finish, each
         // within its timeout, before the instance (and then halo) ends; all together within
         // HOOKS_AT_STOP, so that a stop (or a reload restarting the instance) never waits longer.
@@ -308,7 +352,7 @@ pub fn router_config(config: &VrrpInstance) -> RouterConfig {
 /// Carries out one action; the notify hooks it started, if any.
 async fn perform(
     io: &Io,
-    router: &Router,
+    wire: &RouterConfig,
     config: &VrrpInstance,
     action: Action,
     refresh_at: &mut Option<Instant>,
@@ -316,7 +360,7 @@ async fn perform(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     match action {
         Action::SendAdvert { priority } => {
-            for (destination, encoded) in adverts(io, router, priority) {
+            for (destination, encoded) in adverts(io, wire, priority) {
                 let sent = encoded.and_then(|bytes| Ok(io.sender.as_ref().unwrap_or(&io.receiver).send(&bytes, io.source, destination)?));
                 match sent {
                     Ok(()) => counters.sent += 1,
@@ -327,12 +371,12 @@ async fn perform(
         Action::AddAddresses => {
             refresh(io).await;
             *refresh_at = Some(Instant::now() + VIP_REFRESH);
-            arm_guard(io, router);
+            arm_guard(io, wire);
         }
         Action::RemoveAddresses => {
             *refresh_at = None;
             if let Some(guard) = &io.guard {
-                guard.disarm(&guard_key(io, router));
+                guard.disarm(&guard_key(io, wire));
             }
             for (address, _) in io.held() {
                 if let Err(e) = io.remove_vip(*address).await {
@@ -359,29 +403,30 @@ async fn perform(
 
 /// The advert of `priority` for each destination (the v3 checksum covers the destination
 /// address: encoded per destination).
-fn adverts(io: &Io, router: &Router, priority: u8) -> Vec<(IpAddr, anyhow::Result<Vec<u8>>)> {
-    let advert = router.advertisement(priority, io.addresses.iter().map(|(a, _)| *a).collect());
+fn adverts(io: &Io, wire: &RouterConfig, priority: u8) -> Vec<(IpAddr, anyhow::Result<Vec<u8>>)> {
+    let advert = wire.advertisement(priority, io.addresses.iter().map(|(a, _)| *a).collect());
     io.destinations.iter().map(|d| (*d, packet::encode(&advert, io.source, *d, io.checksum).map_err(anyhow::Error::from))).collect()
 }
 
 /// How the guard knows this instance: link, VRID and family.
-fn guard_key(io: &Io, router: &Router) -> String {
-    format!("{}-{}-{}", io.link.index, router.config().vrid.get(), if io.source.is_ipv4() { 4 } else { 6 })
+fn guard_key(io: &Io, wire: &RouterConfig) -> String {
+    format!("{}-{}-{}", io.link.index, wire.vrid.get(), if io.source.is_ipv4() { 4 } else { 6 })
 }
 
 /// A master tells the guard the priority-0 adverts of a clean stop (RFC 5798 §6.4.3), for it to
 /// send if halo dies without sending them: peers then take over after their skew time instead of
 /// a whole Master_Down_Interval.
-fn arm_guard(io: &Io, router: &Router) {
+fn arm_guard(io: &Io, wire: &RouterConfig) {
     let Some(guard) = &io.guard else { return };
-    let shutdown: Vec<(IpAddr, Vec<u8>)> = adverts(io, router, 0).into_iter().filter_map(|(d, bytes)| Some((d, bytes.ok()?))).collect();
-    guard.arm(&guard_key(io, router), &io.link.name, io.source, &shutdown);
+    let shutdown: Vec<(IpAddr, Vec<u8>)> = adverts(io, wire, 0).into_iter().filter_map(|(d, bytes)| Some((d, bytes.ok()?))).collect();
+    guard.arm(&guard_key(io, wire), &io.link.name, io.source, &shutdown);
 }
 
 /// Applies a reloaded configuration in place: new base priority and preemption, and the
 /// address list (a master adds the new VIPs, announces them, and removes the dropped ones).
-async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow::Result<()> {
-    if let Err(rejected) = router.reconfigure(Instant::now(), router_config(new)) {
+async fn update(machine: &mut Machine, io: &mut Io, new: &VrrpInstance) -> anyhow::Result<()> {
+    let wire = router_config(new);
+    if let Err(rejected) = machine.reconfigure(Instant::now(), wire.clone()) {
         anyhow::bail!("virtual router {} cannot change its wire identity in place", rejected.vrid);
     }
     let addresses: Vec<(IpAddr, u8)> = new.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
@@ -393,8 +438,8 @@ async fn update(router: &mut Router, io: &mut Io, new: &VrrpInstance) -> anyhow:
     io.addresses = addresses;
     io.excluded = excluded;
     io.repeat = new.gratuitous.repeat;
-    if router.state() == State::Master {
-        arm_guard(io, router);
+    if machine.state() == State::Master {
+        arm_guard(io, &wire);
         for address in &removed {
             io.remove_vip(*address).await?;
         }
@@ -415,15 +460,15 @@ fn publish(
     status: &super::status::Shared,
     config: &VrrpInstance,
     io: &Io,
-    router: &Router,
+    machine: &Machine,
     counters: &Counters,
     last_change: &(String, u64),
 ) {
     status.set_instance(
         &config.name,
         super::status::InstanceStatus {
-            state: router.state().to_string(),
-            priority: router.effective_priority(),
+            state: machine.state().to_string(),
+            priority: machine.effective_priority(),
             interface: io.link.name.clone(),
             vrid: config.virtual_router_id.get(),
             last_change: last_change.0.clone(),
@@ -434,6 +479,7 @@ fn publish(
             dropped: counters.dropped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             hook_failures: counters.hooks.failures.load(Ordering::Relaxed),
             last_hook: counters.hooks.last(),
+            sync_group: machine.group().map(|g| g.config.name.clone()),
         },
     );
 }

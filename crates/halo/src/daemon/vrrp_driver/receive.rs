@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 
 use halo_config::VrrpInstance;
 use halo_hostnet::vrrp_socket::Received;
-use halo_vrrp::fsm::{Ignored, Router};
+use halo_vrrp::fsm::Ignored;
 use halo_vrrp::packet;
 
 use super::Counters;
 use super::io::Io;
+use super::machine::Machine;
 
 /// At most one log line per this period for adverts with another address list.
 const MISMATCH_LOG_PERIOD: Duration = Duration::from_secs(60);
 
-pub(super) fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packet: Received, counters: &mut Counters) {
+pub(super) fn receive(machine: &mut Machine, io: &Io, config: &VrrpInstance, packet: Received, counters: &mut Counters) {
     // RFC 5798 §7.1: an advert that crossed a router is not from our LAN.
     if packet.ttl != packet::TTL {
         tracing::debug!(source = %packet.source, ttl = packet.ttl, "dropped: TTL is not 255");
@@ -54,7 +55,7 @@ pub(super) fn receive(router: &mut Router, io: &Io, config: &VrrpInstance, packe
         note_address_mismatch(io, &advert, packet.source, now, counters);
         return;
     }
-    let outcome = router.handle_advert(now, packet.source, &advert);
+    let outcome = machine.handle_advert(now, packet.source, &advert);
     // Only an advert this router accepts counts as received: of its version, authenticated,
     // with its interval (a valid advert ignored for its priority is still received).
     if matches!(outcome, Ok(()) | Err(Ignored::LowerPriority | Ignored::NotListening)) {
