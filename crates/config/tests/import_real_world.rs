@@ -340,3 +340,33 @@ fn a_process_check_of_haproxy_becomes_the_balancer_tracker() {
     assert_eq!(imported.config.trackers[0].weight, Some(-60));
     assert_eq!(imported.config.vrrp[0].track, ["chk_haproxy"]);
 }
+
+#[test]
+fn an_ipv6_wildcard_bind_takes_ipv4_clients_too_unless_v6only() {
+    let both = haproxy("frontend api\n    bind :::8443\n    default_backend masters\nbackend masters\n    server m1 10.0.0.1:6443 check\n");
+    let binds: Vec<String> = both.config.frontends[0].binds.iter().map(ToString::to_string).collect();
+    assert_eq!(binds, ["[::]:8443", "0.0.0.0:8443"]);
+    let v6 =
+        haproxy("frontend api\n    bind :::8443 v6only\n    default_backend masters\nbackend masters\n    server m1 10.0.0.1:6443 check\n");
+    assert_eq!(v6.config.frontends[0].binds.len(), 1);
+}
+
+#[test]
+fn lvs_current_keyword_names_and_a_long_retry_delay_import() {
+    let text = format!(
+        "{INSTANCE}  virtual_ipaddress {{\n    10.0.0.100\n  }}\n}}\n\
+         virtual_server 10.0.0.100 6443 {{\n  lvs_sched lc\n  lvs_method NAT\n  protocol TCP\n\
+         \x20 real_server 10.0.0.11 6443 {{\n    TCP_CHECK {{\n      connect_timeout 1\n      delay_before_retry 5\n    }}\n  }}\n}}\n"
+    );
+    let imported = keepalived(&text, None);
+    let b = &imported.config.backends[0];
+    assert_eq!(b.balance, halo_config::Balance::LeastConn);
+    assert!(b.health.fast_interval <= b.health.interval, "{:?}", b.health);
+    assert!(
+        has(&imported, "k:12: warning: lb_kind NAT")
+            || has(&imported, "k:12: warning: lvs_method NAT")
+            || all(&imported).iter().any(|w| w.contains("NAT")),
+        "{:#?}",
+        all(&imported)
+    );
+}

@@ -354,3 +354,10 @@ address = "master1:http"
         assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in:\n{}", got.join("\n"));
     }
 }
+
+#[test]
+fn a_connection_log_below_the_log_level_is_warned_about() {
+    let text = format!("[log]\nlevel = \"warn\"\nconnections = true\n{MINIMAL_LB}");
+    let got = heads(&text);
+    assert!(got.iter().any(|g| g.starts_with("t.toml:3:15: warning: log.connections")), "{got:#?}");
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Where `halo run` writes its process id unless told otherwise.
-pub const DEFAULT_PID_FILE: &str = "/run/halo.pid";
+pub const DEFAULT_PID_FILE: &str = "/run/halo/halo.pid";
 
 /// halo: one highly available endpoint for a multi-master Kubernetes control plane.
 ///

@@ -105,6 +105,13 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
         choice(report, l, "log.level", &[("error", Error), ("warn", Warn), ("info", Info), ("debug", Debug), ("trace", Trace)])
     });
     let format = raw.format.as_ref().and_then(|f| choice(report, f, "log.format", &[("text", LogFormat::Text), ("json", LogFormat::Json)]));
+    if let (Some(on), Some(Error | Warn)) = (&raw.connections, level)
+        && *on.get_ref()
+    {
+        report
+            .warning(on.span(), "log.connections: connection lines are written at level info, which log.level leaves out")
+            .hint("set level = \"info\" to see them");
+    }
     Log {
         level: level.unwrap_or_default(),
         format: format.unwrap_or_default(),
@@ -236,7 +243,7 @@ pub(crate) fn socket_addr(report: &mut Report<'_>, text: &Text, key: &str) -> Op
         Err(_) => {
             report
                 .error(text.span(), format!("{key}: `{s}` is not an `ip:port` address"))
-                .hint("write \"10.0.0.1:6443\" or \"[fd00::1]:6443\"; halo does not resolve names, so DNS cannot take the endpoint down");
+                .hint("write \"10.0.0.1:6443\" or \"[fd00::1]:6443\"");
             None
         }
     }

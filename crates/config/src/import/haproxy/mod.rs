@@ -510,7 +510,7 @@ fn server_options(src: Source<'_>, server: &str, address: &ServerAddress, s: &pa
     if address.host_name().is_none() && (s.resolvers.is_some() || s.resolve_prefer.is_some()) {
         sink.warn(
             src.file,
-            s.resolvers.as_ref().or(s.init_addr.as_ref()).map_or(0, |r| r.1),
+            s.resolvers.as_ref().map(|r| r.1).or(s.resolve_prefer.map(|r| r.1)).unwrap_or_default(),
             format!("server `{server}` has an IP address: the resolution options do nothing"),
             "",
         );

@@ -190,8 +190,22 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
 
 /// `bind ADDR[,ADDR...] [options]`
 pub(super) fn bind(src: Source<'_>, line: &Line, first: usize, p: &mut Proxy, sink: &mut Sink) {
+    let v6only = line.words.iter().any(|w| w == "v6only");
     for address in line.word(first).split(',') {
         match haproxy_address(address, true) {
+            // haproxy's `:::P` takes IPv4 clients too (unless v6only); halo's IPv6 listeners are
+            // IPv6-only, so IPv4's wildcard is bound beside it.
+            Some(addr) if addr.is_ipv6() && addr.ip().is_unspecified() && !v6only => {
+                p.binds.push((addr, line.number));
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                if !p.binds.iter().any(|(b, _)| *b == v4) {
+                    sink.note(
+                        "header",
+                        format!("`bind {address}` takes IPv4 clients too: imported as [::]:{0} and 0.0.0.0:{0}.", addr.port()),
+                    );
+                    p.binds.push((v4, line.number));
+                }
+            }
             Some(addr) => p.binds.push((addr, line.number)),
             None => sink.error(
                 src.file,
@@ -204,6 +218,15 @@ pub(super) fn bind(src: Source<'_>, line: &Line, first: usize, p: &mut Proxy, si
     for option in line.words.get(first + 1..).unwrap_or_default() {
         match option.as_str() {
             "v6only" | "v4v6" | "transparent" => {}
+            // `interface eth0`: the option and its value, one warning.
+            "interface" => {}
+            other if line.words.get(first + 1..).unwrap_or_default().windows(2).any(|w| w[0] == "interface" && w[1] == *other) => sink
+                .unmapped(
+                    src.file,
+                    line.number,
+                    &format!("bind option interface {other}"),
+                    "halo binds the address on every interface that has it",
+                ),
             other => sink.unmapped(
                 src.file,
                 line.number,

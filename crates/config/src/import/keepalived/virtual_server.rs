@@ -34,8 +34,8 @@ pub(super) fn virtual_server(node: &Node, sink: &mut Sink) -> Option<(Frontend, 
     for c in node.children() {
         match c.keyword() {
             "delay_loop" => interval = seconds(c, 1, sink),
-            "lb_algo" => backend.balance = balance(c, sink),
-            "lb_kind" => sink.warn(
+            "lb_algo" | "lvs_sched" => backend.balance = balance(c, sink),
+            "lb_kind" | "lvs_method" => sink.warn(
                 &c.file,
                 c.line,
                 format!("lb_kind {}: halo proxies the connection, so the servers see the balancer's address, not the client's", c.arg(1)),
@@ -64,8 +64,8 @@ pub(super) fn virtual_server(node: &Node, sink: &mut Sink) -> Option<(Frontend, 
     }
     if let Some(interval) = interval {
         backend.health.interval = interval;
-        backend.health.fast_interval = backend.health.fast_interval.min(interval);
     }
+    backend.health.fast_interval = backend.health.fast_interval.min(backend.health.interval);
     if backend.health.timeout > backend.health.interval {
         backend.health.timeout = backend.health.interval;
     }
