@@ -58,7 +58,7 @@ pub fn load_str(file: &str, text: &str) -> Result<Loaded, LoadError> {
     }
 }
 
-const SECTIONS: &str = "node, status, log, vrrp, tracker, frontend, backend, sync_group";
+const SECTIONS: &str = "node, status, log, vrrp, tracker, frontend, backend, sync_group, announce, bgp";
 
 /// TOML syntax and types. `None` when the syntax is broken (later errors would be noise).
 fn parse(report: &mut Report<'_>, text: &str) -> Option<RawConfig> {
@@ -81,6 +81,8 @@ fn parse(report: &mut Report<'_>, text: &str) -> Option<RawConfig> {
             "frontend" => raw.frontend = array_section(report, "frontend", value),
             "backend" => raw.backend = array_section(report, "backend", value),
             "sync_group" => raw.sync_group = array_section(report, "sync_group", value),
+            "announce" => raw.announce = array_section(report, "announce", value),
+            "bgp" => raw.bgp = section(report, value),
             other => {
                 report.error(key_span, format!("unknown section `{other}`")).hint(format!("the sections are {SECTIONS}"));
             }

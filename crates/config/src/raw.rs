@@ -275,6 +275,10 @@ pub struct RawConfig {
     pub backend: Vec<RawBackend>,
     /// `[[sync_group]]`
     pub sync_group: Vec<RawSyncGroup>,
+    /// `[[announce]]`
+    pub announce: Vec<RawAnnounce>,
+    /// `[bgp]`
+    pub bgp: Option<Spanned<RawBgp>>,
 }
 
 /// `[[sync_group]]`
@@ -291,4 +295,43 @@ pub struct RawSyncGroup {
     pub tracking_weight: Option<Flag>,
     /// `[sync_group.notify]`
     pub notify: Option<RawNotify>,
+}
+
+/// `[[announce]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnnounce {
+    /// Name.
+    pub name: Text,
+    /// Host route.
+    pub address: Text,
+    /// Interface; `lo` when absent.
+    pub interface: Option<Text>,
+    /// Tracker names.
+    pub track: Option<Vec<Text>>,
+}
+
+/// `[bgp]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBgp {
+    /// Local AS.
+    pub asn: Int,
+    /// Router id.
+    pub router_id: Option<Text>,
+    /// `[[bgp.neighbor]]`
+    #[serde(default)]
+    pub neighbor: Vec<RawBgpNeighbor>,
+}
+
+/// `[[bgp.neighbor]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBgpNeighbor {
+    /// Address.
+    pub address: Text,
+    /// Remote AS.
+    pub asn: Int,
+    /// BFD on the session.
+    pub bfd: Option<Flag>,
 }

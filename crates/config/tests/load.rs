@@ -361,3 +361,29 @@ fn a_connection_log_below_the_log_level_is_warned_about() {
     let got = heads(&text);
     assert!(got.iter().any(|g| g.starts_with("t.toml:3:15: warning: log.connections")), "{got:#?}");
 }
+
+#[test]
+fn announcements_and_bgp_load_and_their_mistakes_are_placed() {
+    let good = "[[tracker]]\nname = \"lb\"\nkind = \"interface\"\ninterface = \"eth1\"\n\n[[announce]]\nname = \"api\"\naddress = \"10.0.0.100/32\"\ntrack = [\"lb\"]\n\n\
+                [bgp]\nasn = 65001\nrouter_id = \"172.31.1.11\"\n[[bgp.neighbor]]\naddress = \"172.31.1.1\"\nasn = 65000\n";
+    let loaded = load_str("t.toml", good).expect("loads");
+    let a = &loaded.config.announce[0];
+    assert_eq!((a.name.as_str(), a.address.to_string().as_str(), a.interface.as_str()), ("api", "10.0.0.100/32", "lo"));
+    let bgp = loaded.config.bgp.as_ref().expect("bgp");
+    assert_eq!((bgp.asn, bgp.neighbors[0].asn, bgp.neighbors[0].bfd), (65001, 65000, true));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+
+    let bad = "[[vrrp]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = 1\npriority = 100\nvirtual_addresses = [\"10.0.0.100/24\"]\n\n\
+               [[announce]]\nname = \"a\"\naddress = \"10.0.0.100\"\ntrack = [\"nope\"]\n\n[[announce]]\nname = \"b\"\naddress = \"10.0.1.0/24\"\n\n\
+               [bgp]\nasn = 0\n[[bgp.neighbor]]\naddress = \"router\"\nasn = 65000\n";
+    let got = heads(bad);
+    for e in [
+        "t.toml:10:11: error: 10.0.0.100 is announced and also a virtual address of vrrp `v`",
+        "t.toml:11:10: error: announce `a` tracks unknown tracker `nope`",
+        "t.toml:15:11: error: announce address 10.0.1.0/24 is not a host route",
+        "t.toml:18:7: error: bgp.asn must be 1..=4294967294, got 0",
+        "t.toml:20:11: error: bgp.neighbor address `router` is not an IP address",
+    ] {
+        assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in:\n{}", got.join("\n"));
+    }
+}

@@ -278,6 +278,8 @@ fn classic_config(numbers: Vec<u32>) -> Config {
         frontends,
         backends,
         sync_groups: Vec::new(),
+        announce: Vec::new(),
+        bgp: None,
     }
 }
 

@@ -305,4 +305,6 @@ pub enum Artefact {
     StaticPod,
     /// The bridge as persistent network configuration (needs --format), from this host's NIC.
     Network,
+    /// FRR's configuration for the addresses announced by BGP ([[announce]], [bgp]).
+    Frr,
 }

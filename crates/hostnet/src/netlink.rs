@@ -150,6 +150,28 @@ impl Netlink {
         request.execute().await.map_err(nl(format!("adding {address}/{prefix} to interface {index}")))
     }
 
+    /// Makes the host accept packets for `address` on interface `index` without the address
+    /// being assigned: a `local` route in the kernel's local table (protocol
+    /// [`HALO_ROUTE_PROTOCOL`]). Announcing an address by BGP is then adding and removing the
+    /// address itself, while established connections keep being delivered. Already present is
+    /// not an error.
+    pub async fn add_local_route(&self, index: u32, address: IpAddr) -> Result<()> {
+        let message = local_route(index, address);
+        match self.handle.route().add(message).replace().execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(nl(format!("adding a local route for {address}"))(e)),
+        }
+    }
+
+    /// Removes the local route [`Netlink::add_local_route`] added; absent is not an error.
+    pub async fn remove_local_route(&self, index: u32, address: IpAddr) -> Result<()> {
+        match self.handle.route().del(local_route(index, address)).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ESRCH => Ok(()),
+            Err(e) => Err(nl(format!("removing the local route for {address}"))(e)),
+        }
+    }
+
     /// Removes an address; absent is not an error.
     pub async fn remove_address(&self, index: u32, address: IpAddr) -> Result<bool> {
         let what = format!("removing {address} from interface {index}");
@@ -162,6 +184,28 @@ impl Netlink {
         }
         Ok(removed)
     }
+}
+
+/// The routing protocol number of halo's routes (unassigned in iproute2's list): tells them
+/// apart from the kernel's own local routes, which come and go with addresses.
+pub const HALO_ROUTE_PROTOCOL: u8 = 250;
+
+fn local_route(index: u32, address: IpAddr) -> netlink_packet_route::route::RouteMessage {
+    use netlink_packet_route::route::{RouteProtocol, RouteScope, RouteType};
+    // A host prefix of the address's own family: the builder cannot refuse it.
+    let prefix = if address.is_ipv4() { 32 } else { 128 };
+    let builder = rtnetlink::RouteMessageBuilder::<IpAddr>::new();
+    let builder = match builder.destination_prefix(address, prefix) {
+        Ok(b) => b,
+        Err(_) => rtnetlink::RouteMessageBuilder::<IpAddr>::new(),
+    };
+    builder
+        .output_interface(index)
+        .table_id(255)
+        .protocol(RouteProtocol::Other(HALO_ROUTE_PROTOCOL))
+        .scope(RouteScope::Host)
+        .kind(RouteType::Local)
+        .build()
 }
 
 /// Link state of every interface by name, kept current from the kernel's link notifications

@@ -110,6 +110,8 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         vrrp: Vec::new(),
         trackers: Vec::new(),
         sync_groups: Vec::new(),
+        announce: Vec::new(),
+        bgp: None,
         frontends: Vec::new(),
         backends: Vec::new(),
     };

@@ -2,6 +2,7 @@
 //! stack's artefacts for hosts that keep haproxy and keepalived (corrected, not copied).
 
 mod check_script;
+mod frr;
 mod haproxy;
 mod keepalived;
 mod network;
@@ -13,6 +14,7 @@ mod toml;
 use std::time::Duration;
 
 pub use check_script::{CHECK_SCRIPT_PATH, check_script};
+pub use frr::frr;
 pub use haproxy::haproxy;
 pub use keepalived::keepalived;
 pub use network::{NetworkFacts, NetworkFile, NetworkFormat, mac_text, network};

@@ -88,6 +88,23 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
     for b in &config.backends {
         backend(&mut out, b, notes);
     }
+    for a in &config.announce {
+        line(&mut out, format_args!("[[announce]]\nname = {}\naddress = {}", quote(&a.name), quote(&a.address.to_string())));
+        line(&mut out, format_args!("interface = {}\ntrack = {}\n", quote(&a.interface), list(&a.track)));
+    }
+    if let Some(bgp) = &config.bgp {
+        line(&mut out, format_args!("[bgp]\nasn = {}", bgp.asn));
+        if let Some(id) = bgp.router_id {
+            line(&mut out, format_args!("router_id = {}", quote(&id.to_string())));
+        }
+        for n in &bgp.neighbors {
+            line(
+                &mut out,
+                format_args!("\n[[bgp.neighbor]]\naddress = {}\nasn = {}\nbfd = {}", quote(&n.address.to_string()), n.asn, n.bfd),
+            );
+        }
+        out.push('\n');
+    }
     out
 }
 

@@ -1,6 +1,7 @@
 //! Validation: raw structs -> typed [`Config`], reporting every problem at once with its place
 //! and a hint, errors apart from warnings. Never falls back to a default for a bad value.
 
+mod announce;
 mod lb;
 mod sync_group;
 mod vrrp;
@@ -34,11 +35,15 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         status_port_is_free(report, &raw.status, status.listen, frontends);
     }
     let sync_groups = sync_group::sync_groups(report, &raw.sync_group, &raw.vrrp, &raw.tracker);
-    vrrp::unused_trackers(report, &raw.tracker, &raw.vrrp, &sync_group::tracker_names(&raw.sync_group));
-    if raw.vrrp.is_empty() && raw.frontend.is_empty() && !report.has_errors() {
+    let announce = announce::announcements(report, &raw.announce, &raw.vrrp, &raw.tracker);
+    let bgp = announce::bgp(report, raw.bgp.as_ref(), &raw.announce);
+    let mut also_tracked = sync_group::tracker_names(&raw.sync_group);
+    also_tracked.extend(raw.announce.iter().flat_map(|a| a.track.iter().flatten()).map(|t| t.get_ref().as_str()));
+    vrrp::unused_trackers(report, &raw.tracker, &raw.vrrp, &also_tracked);
+    if raw.vrrp.is_empty() && raw.frontend.is_empty() && raw.announce.is_empty() && !report.has_errors() {
         report
-            .push(crate::diag::Severity::Error, None, "nothing to run: no [[vrrp]] instance and no [[frontend]]")
-            .hint("add a [[frontend]] with its [[backend]], a [[vrrp]] instance, or both");
+            .push(crate::diag::Severity::Error, None, "nothing to run: no [[vrrp]] instance, no [[announce]] and no [[frontend]]")
+            .hint("add a [[frontend]] with its [[backend]], a [[vrrp]] instance or an [[announce]], or both");
     }
     if report.has_errors() {
         return None;
@@ -52,6 +57,8 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         frontends: frontends?,
         backends: backends?,
         sync_groups: sync_groups?,
+        announce: announce?,
+        bgp: bgp?,
     })
 }
 

@@ -26,6 +26,7 @@ pub fn run(
         Artefact::Sysctl => render::sysctl(&loaded.config),
         Artefact::Systemd => render::systemd(&loaded.config),
         Artefact::StaticPod => render::static_pod(&loaded.config),
+        Artefact::Frr => render::frr(&loaded.config),
         Artefact::Network => {
             let Some(format) = format else {
                 eprintln!("halo render network: --format etcnet|networkd|nm is required");

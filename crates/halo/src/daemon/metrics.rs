@@ -146,6 +146,17 @@ pub(super) fn metrics(shared: &Shared) -> String {
         .collect();
     table(&mut out, SERVER_METRICS, &servers);
     check_latency_histogram(&mut out, &servers);
+    let announced = status
+        .announce
+        .iter()
+        .map(|(name, a)| (format!("announce=\"{}\",address=\"{}\"", label(name), label(&a.address)), f64::from(u8::from(a.announced))));
+    family(
+        &mut out,
+        "halo_announce_announced",
+        "gauge",
+        "1 while the address is announced by BGP (held for FRR to redistribute).",
+        announced,
+    );
     out
 }
 

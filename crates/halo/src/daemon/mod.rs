@@ -10,6 +10,7 @@
 //! `notify` and `exec` (hooks and scripts), `status` and `metrics` (the endpoint), `guard` (the process that
 //! removes the VIPs if this one dies), `process` (pid file, logging, systemd).
 
+pub mod announce;
 pub mod exec;
 pub mod guard;
 mod instances;
@@ -85,7 +86,20 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
-    tracing::info!(instances = config.vrrp.len(), frontends = config.frontends.len(), trackers = config.trackers.len(), "halo running");
+    let mut announcers = announce::Announcers::start(
+        &config.announce,
+        instances.netlink.clone(),
+        instances.guard.clone(),
+        Arc::clone(&status),
+        &trackers.verdicts(),
+    );
+    tracing::info!(
+        instances = config.vrrp.len(),
+        announce = config.announce.len(),
+        frontends = config.frontends.len(),
+        trackers = config.trackers.len(),
+        "halo running"
+    );
     sd_notify("READY=1");
     let outcome = loop {
         tokio::select! {
@@ -95,6 +109,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
                 sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 match reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
                     Ok(new) => {
+                        announcers.reload(&new.announce, &trackers.verdicts()).await;
                         config = new;
                         status.set_balancer(&balancer);
                         status.set_reload(true, "applied".to_string());
@@ -118,12 +133,18 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     // Whatever ended us: VIPs first (peers take over), then stop accepting and drain.
     sd_notify("STOPPING=1");
     instances.stop_all().await;
+    if announcers.withdraw_all().await {
+        // The routers learn of the withdrawals and send new connections elsewhere; until then
+        // they may still send some here.
+        tokio::time::sleep(announce::WITHDRAW_SETTLE).await;
+    }
     stop_balancer.send_replace(true);
     let drain = config.backends.iter().map(|b| b.drain_timeout).max().unwrap_or_default();
     let left = balancer.drain(drain).await;
     if left > 0 {
         tracing::warn!(connections = left, "drain timeout: closing connections still open");
     }
+    announcers.remove_routes().await;
     if let Some(socket) = &config.status.socket
         && let Err(e) = std::fs::remove_file(socket)
     {

@@ -74,6 +74,8 @@ pub struct Shared {
     pub vrrp: Mutex<BTreeMap<String, InstanceStatus>>,
     /// Sync groups by name.
     pub sync_groups: Mutex<BTreeMap<String, GroupStatus>>,
+    /// BGP announcements by name.
+    pub announce: Mutex<BTreeMap<String, super::announce::AnnounceStatus>>,
     /// Set when a part of the daemon failed: /healthz answers 503 with it until halo exits.
     failure: Mutex<Option<String>>,
     /// The outcome of the last reload, for `halo reload` to confirm.
@@ -173,6 +175,7 @@ pub(super) struct StatusJson {
     pub(super) pid: u32,
     pub(super) vrrp: BTreeMap<String, InstanceStatus>,
     pub(super) sync_groups: BTreeMap<String, GroupStatus>,
+    pub(super) announce: BTreeMap<String, super::announce::AnnounceStatus>,
     pub(super) frontends: Vec<FrontendJson>,
     pub(super) last_reload: Option<ReloadJson>,
 }
@@ -236,6 +239,7 @@ pub(super) fn snapshot(shared: &Shared) -> StatusJson {
         pid: std::process::id(),
         vrrp: shared.vrrp.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         sync_groups: shared.sync_groups.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        announce: shared.announce.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         frontends,
         last_reload: shared.reload.lock().unwrap_or_else(PoisonError::into_inner).clone(),
     }

@@ -224,6 +224,8 @@ pub fn config(servers: &[(&str, SocketAddr, u32)], balance: Balance, check: Heal
         vrrp: Vec::new(),
         trackers: Vec::new(),
         sync_groups: Vec::new(),
+        announce: Vec::new(),
+        bgp: None,
         frontends: vec![Frontend {
             name: "api".to_string(),
             binds: vec![SocketAddr::from(([127, 0, 0, 1], port))],
