@@ -34,10 +34,10 @@ pub(super) fn announcements(
             }
         }
         let interface = a.interface.as_ref().map_or("lo".to_string(), |i| i.get_ref().clone());
-        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
-            if let Some(i) = &a.interface {
-                report.error(i.span(), format!("`{interface}` is not an interface name"));
-            }
+        if let Some(i) = &a.interface
+            && (interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']))
+        {
+            report.error(i.span(), format!("`{interface}` is not an interface name"));
         }
         let track = a.track.iter().flatten().map(|t| t.get_ref().clone()).collect();
         out = out.zip(address).map(|(mut v, address)| {
