@@ -199,9 +199,9 @@ where
 pub fn paint(word: &str, width: usize, colour: bool) -> String {
     let padded = format!("{word:<width$}");
     let code = match word {
-        "MASTER" | "UP" | "listening" | "yes" => "32",
+        "MASTER" | "UP" | "listening" | "yes" | "ANNOUNCED" => "32",
         "FAULT" | "DOWN" | "NOT LISTENING" | "stopped" => "31",
-        "BACKUP" | "INIT" => "33",
+        "BACKUP" | "INIT" | "WITHDRAWN" => "33",
         _ => return padded,
     };
     if colour { format!("\x1b[{code}m{padded}\x1b[0m") } else { padded }

@@ -217,6 +217,9 @@ pub enum HostAction {
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
+        /// FRR's vty socket directory, when FRR runs with one elsewhere than its default.
+        #[arg(long, value_name = "DIR")]
+        frr_vty_socket: Option<PathBuf>,
     },
     /// Prepare the host: sysctls (now and in /etc/sysctl.d/99-halo.conf) and the bridge with the
     /// NIC's addresses, routes and MAC. Idempotent; rolled back exactly if a step fails.

@@ -84,6 +84,15 @@ pub fn summary(path: &Path, config: &Config, warnings: usize) -> String {
         let effect = t.weight.map_or("fault when failing".to_string(), |w| format!("weight {w:+}"));
         lines.push(format!("  tracker {}: {what}, {effect}", t.name));
     }
+    for a in &config.announce {
+        let track = if a.track.is_empty() { "always (no trackers)".to_string() } else { format!("while {} pass", a.track.join(", ")) };
+        lines.push(format!("  announce {}: {} on {} by BGP (FRR), {track}", a.name, a.address, a.interface));
+    }
+    if let Some(bgp) = &config.bgp {
+        let neighbors: Vec<String> =
+            bgp.neighbors.iter().map(|n| format!("{} (AS {}{})", n.address, n.asn, if n.bfd { ", BFD" } else { "" })).collect();
+        lines.push(format!("  bgp: AS {} to {} (halo render frr writes FRR's configuration)", bgp.asn, neighbors.join(", ")));
+    }
     for f in &config.frontends {
         let binds: Vec<String> = f.binds.iter().map(ToString::to_string).collect();
         lines.push(format!(

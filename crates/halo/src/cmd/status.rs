@@ -76,6 +76,10 @@ fn table(status: &serde_json::Value, colour: bool) -> String {
             text(&g["last_change"])
         ));
     }
+    for (name, a) in status["announce"].as_object().into_iter().flatten() {
+        let state = if a["announced"].as_bool() == Some(true) { "ANNOUNCED" } else { "WITHDRAWN" };
+        lines.push(format!("announce {name:<6} {} {}  {}", paint(state, 9, colour), text(&a["address"]), text(&a["reason"])));
+    }
     for f in status["frontends"].as_array().into_iter().flatten() {
         let listening = if f["listening"].as_bool() == Some(true) { "listening" } else { "NOT LISTENING" };
         lines.push(format!(

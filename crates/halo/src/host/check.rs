@@ -59,10 +59,17 @@ pub async fn run(
     interface: Option<&str>,
     bridge: Option<&str>,
     json: bool,
+    frr_vty_socket: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let netlink = Netlink::open()?;
     let snapshot = netlink.snapshot().await?;
     let mut report = Report::default();
+    if let Some(config) = config {
+        let held: Vec<IpAddr> = snapshot.addresses.iter().map(|a| a.address).collect();
+        for (check, status, found, fix) in super::frr::checks(config, &held, frr_vty_socket) {
+            report.add(check, status, found, fix);
+        }
+    }
     match resolve(&snapshot, interface, bridge, config) {
         Ok(target) => {
             bridge_checks(&mut report, &snapshot, &target);

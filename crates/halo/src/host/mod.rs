@@ -6,6 +6,7 @@
 //! bridge's port once bridged).
 
 mod check;
+mod frr;
 mod plan;
 mod sysctl;
 
@@ -73,7 +74,9 @@ pub fn run(action: HostAction) -> anyhow::Result<ExitCode> {
     };
     let (interface, bridge) = (target.interface.as_deref(), target.bridge.as_deref());
     match &action {
-        HostAction::Check { target, json } => runtime()?.block_on(check::run(target.role, config.as_ref(), interface, bridge, *json)),
+        HostAction::Check { target, json, frr_vty_socket } => {
+            runtime()?.block_on(check::run(target.role, config.as_ref(), interface, bridge, *json, frr_vty_socket.as_deref()))
+        }
         HostAction::Apply { target, dry_run, persist, root } => {
             let options = plan::Options {
                 role: target.role,
