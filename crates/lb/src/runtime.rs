@@ -80,7 +80,7 @@ impl BackendRuntime {
     /// Whether every enabled server's health is decided (UP, or DOWN after `fall` failures):
     /// until then the health of the backend is unknown, not bad.
     pub fn checked(&self) -> bool {
-        self.servers.iter().filter(|s| !s.config.disabled).all(|s| lock(&s.health).is_decided())
+        self.servers.iter().filter(|s| !s.config.disabled).all(|s| s.is_decided())
     }
 
     /// Healthy servers that take traffic.

@@ -121,6 +121,12 @@ impl ServerRuntime {
         *lock(&self.reason) = old.reason();
     }
 
+    /// Whether its state is known: for a checked server, UP or DOWN after `fall` failures; for
+    /// an unchecked one, as soon as its address is known or its name failed to resolve.
+    pub(crate) fn is_decided(&self) -> bool {
+        if self.unchecked { self.address().is_some() || self.dns_error().is_some() } else { lock(&self.health).is_decided() }
+    }
+
     /// Removes the server from service: open connections drain.
     pub(crate) fn retire(&self) {
         self.retired.send_replace(true);

@@ -214,3 +214,16 @@ async fn binds_that_move_between_frontends_are_served_throughout() {
     client.await.expect("client");
     assert_eq!(failures.load(Ordering::Relaxed), 0, "of {} connections through the reloads", attempts.load(Ordering::Relaxed));
 }
+
+#[tokio::test]
+async fn a_backend_without_checks_is_checked_as_soon_as_its_addresses_are_known() {
+    // The balancer tracker waits for `checked()` before it settles; a kind = none backend has no
+    // check to wait for, so it must count as checked, or the tracker never settles (VRRP starts
+    // on a guess after its settle timeout and the tracker never reports anything).
+    let (e1, _t1) = echo_server().await;
+    let config = config(&[("e1", e1, 1)], Balance::RoundRobin, health(CheckKind::None));
+    let (_stop, stopped) = watch::channel(false);
+    let balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(balancer.backends[0].checked(), "a backend with kind = none never counts as checked");
+}
