@@ -78,6 +78,22 @@ impl Health {
         Self { verdict: Hysteresis::new(fall, rise, false), interval, fast_interval, initial: true, decided: false, start_failures: 0 }
     }
 
+    /// The same state under the thresholds and intervals of a changed check (a reload): the
+    /// verdict, the streak and whether it is decided are kept.
+    pub fn retuned(&self, fall: u32, rise: u32, interval: Duration, fast_interval: Duration) -> Self {
+        let mut verdict = Hysteresis::new(fall, rise, self.verdict.passing);
+        verdict.streak = self.verdict.streak;
+        Self { verdict, interval, fast_interval, ..self.clone() }
+    }
+
+    /// A server known to be UP (it served unchecked until a reload gave its backend checks):
+    /// decided, and DOWN only after `fall` failures, as any server that passed.
+    pub fn up(fall: u32, rise: u32, interval: Duration, fast_interval: Duration) -> Self {
+        let mut health = Self::new(fall, rise, interval, fast_interval);
+        health.record(true);
+        health
+    }
+
     /// Whether the state is known, not just assumed: the server passed (UP), or failed `fall`
     /// checks in a row (DOWN). A server still coming up at start is not decided yet, so whoever
     /// waits for it (the balancer tracker, before VRRP elects) does not take "starting" for "down".
@@ -164,6 +180,20 @@ mod tests {
         let mut up = health();
         up.record(true);
         assert!(up.is_decided());
+    }
+
+    #[test]
+    fn retuned_keeps_the_state_and_takes_the_new_thresholds() {
+        let mut h = health();
+        h.record(true);
+        h.record(false);
+        let mut retuned = h.retuned(2, 2, Duration::from_secs(5), Duration::from_secs(1));
+        assert!(retuned.is_up() && retuned.is_decided());
+        assert_eq!(retuned.next_interval(), Duration::from_secs(1), "in doubt: the new fast interval");
+        assert_eq!(retuned.record(false), Some(false), "the kept failure and this one make the new fall of 2");
+        let mut up = Health::up(1, 1, Duration::from_secs(2), Duration::from_millis(500));
+        assert!(up.is_up() && up.is_decided());
+        assert_eq!(up.record(false), Some(false));
     }
 
     #[test]

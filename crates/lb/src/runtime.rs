@@ -54,13 +54,16 @@ impl BackendRuntime {
             .iter()
             .map(|s| {
                 let kept = previous.and_then(|p| p.servers.iter().find(|o| o.config.name == s.name && o.config.address == s.address));
+                // The runtime holds the check's kind and thresholds: kept whole only when they
+                // are unchanged too.
+                let same_check = previous.is_some_and(|p| same_server_check(&p.config.health, &config.health));
                 match kept {
-                    Some(old) if old.config == *s => Arc::clone(old),
+                    Some(old) if old.config == *s && same_check => Arc::clone(old),
                     Some(old) => {
                         // Same server, new weight, flags or check: keep its health and
                         // resolved address, take the new settings.
                         let server = ServerRuntime::new(s, &config.health);
-                        server.inherit(old);
+                        server.inherit(old, &config.health);
                         Arc::new(server)
                     }
                     None => Arc::new(ServerRuntime::new(s, &config.health)),
@@ -211,6 +214,13 @@ impl BackendRuntime {
             }
         }
     }
+}
+
+/// Whether two checks leave a server's run-time state as it is: whether it is probed at all,
+/// its thresholds and intervals.
+fn same_server_check(a: &halo_config::HealthCheck, b: &halo_config::HealthCheck) -> bool {
+    (a.kind == CheckKind::None) == (b.kind == CheckKind::None)
+        && (a.fall, a.rise, a.interval, a.fast_interval) == (b.fall, b.rise, b.interval, b.fast_interval)
 }
 
 /// Counters of one frontend.

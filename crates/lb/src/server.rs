@@ -109,16 +109,26 @@ impl ServerRuntime {
         }
     }
 
-    /// Takes over the state of the same server before a reload changed its settings: health,
-    /// the address its name resolved to, the DNS state. A server that is no longer checked is
-    /// up (if its address is known); one that now is checked keeps its last known health.
-    pub(crate) fn inherit(&self, old: &ServerRuntime) {
-        *lock(&self.health) = lock(&old.health).clone();
+    /// Takes over the state of the same server before a reload changed its settings or its
+    /// backend's check (`check`, the new one): the address its name resolved to, the DNS state,
+    /// and its health under the new thresholds. A server that is no longer checked is up (if its
+    /// address is known); one that now is checked keeps its last known health: one that served
+    /// unchecked stays in service until its checks fail `fall` times.
+    pub(crate) fn inherit(&self, old: &ServerRuntime, check: &halo_config::HealthCheck) {
         *lock(&self.dns_error) = old.dns_error();
         self.address.send_replace(old.address());
-        let healthy = if self.unchecked { self.address().is_some() } else { old.is_healthy() && !old.unchecked };
+        let (fall, rise, interval, fast) = (check.fall, check.rise, check.interval, check.fast_interval);
+        let (healthy, health) = if self.unchecked {
+            (self.address().is_some(), Health::new(fall, rise, interval, fast))
+        } else if old.unchecked {
+            let up = old.is_healthy();
+            (up, if up { Health::up(fall, rise, interval, fast) } else { Health::new(fall, rise, interval, fast) })
+        } else {
+            (old.is_healthy(), lock(&old.health).retuned(fall, rise, interval, fast))
+        };
+        *lock(&self.health) = health;
         self.healthy.store(healthy, Ordering::Relaxed);
-        *lock(&self.reason) = old.reason();
+        *lock(&self.reason) = if self.unchecked && healthy { "not checked (kind = none)".to_string() } else { old.reason() };
     }
 
     /// Whether its state is known: for a checked server, UP or DOWN after `fall` failures; for

@@ -215,6 +215,84 @@ async fn binds_that_move_between_frontends_are_served_throughout() {
     assert_eq!(failures.load(Ordering::Relaxed), 0, "of {} connections through the reloads", attempts.load(Ordering::Relaxed));
 }
 
+/// A port nothing listens on: connects to it are refused.
+fn dead_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+}
+
+#[tokio::test]
+async fn a_reload_to_kind_none_puts_a_server_down_by_checks_back_in_service() {
+    // `kind = "none"` means every enabled server takes traffic. A server the old checks had put
+    // DOWN, and that stays in the new config unchanged, must not stay DOWN for ever with no check
+    // left to bring it back.
+    let dead = dead_port();
+    let mut config = config(&[("dead", dead, 1)], Balance::RoundRobin, health(CheckKind::Tcp));
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    for _ in 0..200 {
+        if balancer.backends[0].checked() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(balancer.backends[0].healthy_servers(), 0, "the dead server is DOWN under tcp checks");
+    config.backends[0].health.kind = CheckKind::None;
+    balancer.reload(&config).expect("reload");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = &balancer.backends[0].servers[0];
+    assert!(server.is_healthy(), "kind = none after a reload: the server takes traffic ({})", server.reason());
+}
+
+#[tokio::test]
+async fn a_reload_from_kind_none_to_checks_takes_a_dead_server_out() {
+    // The other way: a server that was never checked (UP because kind = none) must be checked
+    // once the backend has checks, and go DOWN when they fail.
+    let dead = dead_port();
+    let mut config = config(&[("dead", dead, 1)], Balance::RoundRobin, health(CheckKind::None));
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    assert_eq!(balancer.backends[0].healthy_servers(), 1, "kind = none: up without a check");
+    config.backends[0].health.kind = CheckKind::Tcp;
+    balancer.reload(&config).expect("reload");
+    let mut down = false;
+    for _ in 0..300 {
+        if balancer.backends[0].healthy_servers() == 0 {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let server = &balancer.backends[0].servers[0];
+    assert!(down, "failing tcp checks after the reload never took the server out ({})", server.reason());
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_fall_applies_it_to_servers_that_stay() {
+    // A server whose own settings are unchanged keeps its runtime across a reload; the backend's
+    // new check thresholds must still reach it. Here fall goes from 1000 (never DOWN in this
+    // test) to 2: a server that stops answering must then go DOWN within a few checks.
+    let (e1, task) = echo_server().await;
+    let mut check = health(CheckKind::Tcp);
+    check.fall = 1000;
+    let mut config = config(&[("e1", e1, 1)], Balance::RoundRobin, check);
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    until_healthy(&balancer, 1).await;
+    config.backends[0].health.fall = 2;
+    balancer.reload(&config).expect("reload");
+    task.abort();
+    let _ = task.await;
+    let mut down = false;
+    for _ in 0..300 {
+        if balancer.backends[0].healthy_servers() == 0 {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(down, "fall = 2 after the reload, yet the dead server stayed UP ({})", balancer.backends[0].servers[0].reason());
+}
+
 #[tokio::test]
 async fn a_backend_without_checks_is_checked_as_soon_as_its_addresses_are_known() {
     // The balancer tracker waits for `checked()` before it settles; a kind = none backend has no
