@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use halo_config::{CheckKind, HealthCheck, TlsVerify};
+use halo_config::{CheckKind, HealthCheck, ProxyProtocol, TlsVerify};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -92,17 +92,37 @@ pub fn out_of_descriptors(e: &std::io::Error) -> bool {
 
 /// Probes `address` once; `Ok(latency)` or why not. `name` is the server's host name when it is
 /// given by name: the TLS name verified (unless `server_name` is set) and the HTTP `Host`.
-pub async fn probe(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr, name: Option<&str>) -> Result<Duration, Failure> {
+/// With `send_proxy` (the backend's), the probe starts with a PROXY header as client traffic
+/// does, as haproxy's checks of a `send-proxy` server do: a server that requires the header
+/// would refuse a probe without it.
+pub async fn probe(
+    check: &HealthCheck,
+    tls: Option<&TlsConnector>,
+    address: SocketAddr,
+    name: Option<&str>,
+    send_proxy: Option<ProxyProtocol>,
+) -> Result<Duration, Failure> {
     let started = Instant::now();
-    match tokio::time::timeout(check.timeout, probe_inner(check, tls, address, name)).await {
+    match tokio::time::timeout(check.timeout, probe_inner(check, tls, address, name, send_proxy)).await {
         Ok(Ok(())) => Ok(started.elapsed()),
         Ok(Err(failure)) => Err(failure),
         Err(_) => Err(format!("timeout after {}", short(check.timeout)).into()),
     }
 }
 
-async fn probe_inner(check: &HealthCheck, tls: Option<&TlsConnector>, address: SocketAddr, name: Option<&str>) -> Result<(), Failure> {
+async fn probe_inner(
+    check: &HealthCheck,
+    tls: Option<&TlsConnector>,
+    address: SocketAddr,
+    name: Option<&str>,
+    send_proxy: Option<ProxyProtocol>,
+) -> Result<(), Failure> {
     let mut stream = TcpStream::connect(address).await.map_err(|e| Failure::of_connect(&e))?;
+    if let (Some(version), Ok(local)) = (send_proxy, stream.local_addr()) {
+        // The probe's own connection, halo as the client.
+        let header = crate::proxy_protocol::header(version, local, Some(address));
+        stream.write_all(&header).await.map_err(|e| format!("PROXY header: {e}"))?;
+    }
     let host = match (name, address) {
         (Some(name), _) => name.to_string(),
         (None, SocketAddr::V4(v4)) => v4.ip().to_string(),

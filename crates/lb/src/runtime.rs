@@ -171,7 +171,7 @@ impl BackendRuntime {
                 }
             };
             let name = server.config.address.host_name();
-            let result = probe(&self.config.health, self.tls.as_ref(), address, name).await;
+            let result = probe(&self.config.health, self.tls.as_ref(), address, name, self.config.send_proxy).await;
             if let Ok(latency) = &result {
                 server.stats.record_check_latency(*latency);
             }

@@ -162,3 +162,40 @@ async fn a_backend_without_servers_refuses_at_once() {
     let frontend = balancer.frontend("api").expect("frontend");
     assert_eq!(frontend.stats.no_server.load(Ordering::Relaxed), 1);
 }
+
+/// A plain HTTP server behind the PROXY protocol (nginx's `listen ... proxy_protocol`): a
+/// connection that does not start with a PROXY header is closed without an answer.
+async fn http_server_requiring_proxy() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await.ok().and_then(Result::ok).unwrap_or(0);
+                let v1 = buf[..n].starts_with(b"PROXY ");
+                let v2 = buf[..n].starts_with(b"\r\n\r\n\0\r\nQUIT\n");
+                if v1 || v2 {
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _written = stream.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn checks_of_a_backend_with_send_proxy_send_the_header_too() {
+    // haproxy sends the PROXY header on health checks of a `send-proxy` server (unless the check
+    // goes to another port or address): a server that requires it would fail every check
+    // otherwise, and an imported `send-proxy` + `option httpchk` backend would be all DOWN.
+    for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
+        let server = http_server_requiring_proxy().await;
+        let mut config = config(&[("ingress", server, 1)], Balance::RoundRobin, health(CheckKind::Http));
+        config.backends[0].send_proxy = Some(version);
+        let (_stop, stopped) = watch::channel(false);
+        let balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+        until_healthy(&balancer, 1).await;
+    }
+}
