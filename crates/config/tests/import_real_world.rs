@@ -370,3 +370,14 @@ fn lvs_current_keyword_names_and_a_long_retry_delay_import() {
         all(&imported)
     );
 }
+
+#[test]
+fn a_listen_section_without_servers_imports_as_an_empty_backend() {
+    // haproxy -c accepts a `listen` with a bind and no server (a template a tool fills later);
+    // it serves as its own backend, empty: the same as a frontend pointing at an empty backend.
+    let imported = haproxy("defaults\n    mode tcp\nlisten kube-api\n    bind *:6443\n");
+    assert_eq!(imported.config.frontends.len(), 1);
+    assert_eq!(imported.config.frontends[0].backend, "kube-api");
+    assert!(imported.config.backends[0].servers.is_empty());
+    assert!(has(&imported, "h:3: warning: backend `kube-api` has no server"), "{:?}", all(&imported));
+}

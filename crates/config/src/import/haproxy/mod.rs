@@ -280,7 +280,7 @@ impl<'a> Reader<'a> {
             return;
         };
         if kind == "frontend" || kind == "listen" {
-            let imported = frontend(self.src, &name, line, &self.proxy, sink, self.global_maxconn);
+            let imported = frontend(self.src, (&name, kind == "listen"), line, &self.proxy, sink, self.global_maxconn);
             self.tcplog |= imported.is_some() && self.proxy.tcplog.is_some_and(|(on, _)| on);
             self.frontends.push((imported, line));
         }
@@ -365,7 +365,16 @@ fn covered_binds(src: Source<'_>, frontends: &mut [(Frontend, usize)], sink: &mu
     }
 }
 
-fn frontend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink, global_maxconn: At<u32>) -> Option<Frontend> {
+/// A frontend from a `frontend` section, or from a `listen` one (`listen` set), which is its own
+/// backend when it names no other, servers or not.
+fn frontend(
+    src: Source<'_>,
+    (name, listen): (&str, bool),
+    line: usize,
+    p: &Proxy,
+    sink: &mut Sink,
+    global_maxconn: At<u32>,
+) -> Option<Frontend> {
     tcp_mode(src, name, p, sink);
     if p.binds.is_empty() {
         sink.error(src.file, line, format!("frontend `{name}` has no bind"), "");
@@ -373,7 +382,7 @@ fn frontend(src: Source<'_>, name: &str, line: usize, p: &Proxy, sink: &mut Sink
     }
     let backend = match (&p.default_backend, p.conditional_backends.first()) {
         (Some((b, _)), _) => b.clone(),
-        (None, _) if !p.servers.is_empty() => name.to_string(), // a listen section
+        (None, _) if listen || !p.servers.is_empty() => name.to_string(),
         (None, Some((b, at))) => {
             sink.warn(
                 src.file,
