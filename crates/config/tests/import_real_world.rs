@@ -381,3 +381,18 @@ fn a_listen_section_without_servers_imports_as_an_empty_backend() {
     assert!(imported.config.backends[0].servers.is_empty());
     assert!(has(&imported, "h:3: warning: backend `kube-api` has no server"), "{:?}", all(&imported));
 }
+
+#[test]
+fn the_check_settings_come_from_a_checked_server() {
+    // The first server has no `check` (haproxy never probes it); the checked one probes over
+    // TLS. The backend's one check must be the checked server's (https), not the unchecked
+    // server's absence of settings (plain http, which the TLS server answers with 400).
+    let text = format!(
+        "{API}\nbackend masters\n    mode tcp\n    option httpchk GET /readyz\n    \
+         server spare 10.0.0.1:8444\n    server m1 10.0.0.2:8444 check check-ssl verify none fall 5 rise 4\n"
+    );
+    let imported = haproxy(&text);
+    let health = &imported.config.backends[0].health;
+    assert_eq!(health.kind, CheckKind::Https, "{:?}", all(&imported));
+    assert_eq!((health.fall, health.rise), (5, 4));
+}

@@ -621,9 +621,24 @@ fn idle_timeout(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> Dura
     idle
 }
 
+/// What of a server's options shapes its check, for comparing servers.
+#[allow(clippy::type_complexity)]
+fn check_settings(s: &parse::ServerParams) -> (bool, [Option<&str>; 4], [Option<Duration>; 2], [Option<u32>; 2]) {
+    fn value(v: &At<String>) -> Option<&str> {
+        v.as_ref().map(|(v, _)| v.as_str())
+    }
+    (
+        s.check_ssl.is_some(),
+        [value(&s.verify), value(&s.ca_file), value(&s.crt), value(&s.sni)],
+        [s.inter.map(|v| v.0), s.fastinter.map(|v| v.0)],
+        [s.fall.map(|v| v.0), s.rise.map(|v| v.0)],
+    )
+}
+
 fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthCheck {
     let item = format!("backend {name}");
-    let first = p.servers.first().map(|(_, _, s, _)| s.clone()).unwrap_or_default();
+    // The settings of the first server haproxy checks: an unchecked one has none to give.
+    let first = p.servers.iter().find(|(_, _, s, _)| s.check).map(|(_, _, s, _)| s.clone()).unwrap_or_default();
     let checked = p.servers.iter().filter(|(_, _, s, _)| s.check).count();
     if checked == 0 && !p.servers.is_empty() {
         sink.note(item, "No server had `check`: haproxy never probed them; kind = \"none\" keeps that.".to_string());
@@ -637,13 +652,12 @@ fn health(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) -> HealthChec
                 format!("server `{server_name}` has no `check`: haproxy sent it traffic without ever checking it"),
                 "halo checks all servers of a backend alike when any of them has `check`",
             );
-        }
-        if s.ca_file.as_ref().map(|c| &c.0) != first.ca_file.as_ref().map(|c| &c.0) || s.inter.map(|i| i.0) != first.inter.map(|i| i.0) {
+        } else if check_settings(s) != check_settings(&first) {
             sink.warn(
                 src.file,
                 *l,
-                format!("server `{server_name}` has check settings unlike the first server's"),
-                "halo checks all servers of a backend alike; the first server's settings are used",
+                format!("server `{server_name}` has check settings unlike the first checked server's"),
+                "halo checks all servers of a backend alike; the first checked server's settings are used",
             );
         }
     }
