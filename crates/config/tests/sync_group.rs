@@ -294,3 +294,27 @@ fn a_members_weighted_process_check_keeps_its_weight_as_in_keepalived() {
     assert!(warnings.iter().any(|w| w.contains("keepalived keeps the weight of the process check `chk_haproxy`")), "{warnings:#?}");
     load_str("imported", &halo_toml(c, &imported.notes)).expect("halo check accepts the import");
 }
+
+#[test]
+fn a_members_dropped_weight_override_changes_no_other_instance() {
+    // keepalived ignores the weighted `chk weight -60` of VI_1 (a member of a group without
+    // sync_group_tracking_weight) altogether. VI_3, in no group, tracks chk unweighted (the
+    // script's weight is 0): a failure puts VI_3 into FAULT. The dropped override must not
+    // become chk's weight, which would turn VI_3's FAULT into a priority drop of 60; and the
+    // import must not say that VI_1 "overrides the weight" of a line it drops.
+    let keepalived = "vrrp_script chk {\n    script \"/usr/local/bin/chk\"\n}\n\
+        vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 1\n    priority 150\n    virtual_ipaddress { 192.0.2.101/24 }\n    track_script {\n        chk weight -60\n    }\n}\n\
+        vrrp_instance VI_2 {\n    interface eth1\n    virtual_router_id 2\n    priority 150\n    virtual_ipaddress { 10.1.0.102/24 }\n}\n\
+        vrrp_instance VI_3 {\n    interface eth2\n    virtual_router_id 3\n    priority 150\n    virtual_ipaddress { 10.2.0.103/24 }\n    track_script { chk }\n}\n\
+        vrrp_sync_group G1 {\n    group { VI_1 VI_2 }\n}\n";
+    let inputs = Inputs { keepalived: Some(Source { file: "k", text: keepalived }), ..Inputs::default() };
+    let imported = import(&inputs, &());
+    let warnings: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string().lines().next().unwrap_or("").to_string()).collect();
+    assert!(!imported.has_errors(), "{warnings:#?}");
+    let c = &imported.config;
+    assert_eq!(c.vrrp[0].track, Vec::<String>::new(), "VI_1's weighted chk is dropped, as keepalived drops it");
+    assert_eq!(c.vrrp[2].track, ["chk"]);
+    assert_eq!(c.tracker("chk").and_then(|t| t.weight), None, "VI_3's chk stays unweighted (FAULT on failure): {warnings:#?}");
+    assert!(!warnings.iter().any(|w| w.contains("overrides the weight")), "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.contains("keepalived ignores its weighted `chk`")), "{warnings:#?}");
+}

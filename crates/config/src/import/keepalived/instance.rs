@@ -17,12 +17,12 @@ pub(super) fn vrrp_instance(
     node: &Node,
     g: &Globals,
     out: &mut KeepalivedImport,
-    resolver: &dyn Resolver,
+    (resolver, drops_weights): (&dyn Resolver, bool),
     sink: &mut Sink,
 ) -> Option<VrrpInstance> {
     let name = node.arg(1).to_string();
     let mut i = Partial { version: g.version, gratuitous: g.gratuitous.clone(), priority: 100, ..Partial::default() };
-    let mut context = Context { trackers: &mut out.trackers, disabled: &out.disabled_scripts, resolver };
+    let mut context = Context { trackers: &mut out.trackers, disabled: &out.disabled_scripts, resolver, drops_weights };
     for c in node.children() {
         instance_directive(&name, c, &mut i, &mut context, sink);
     }
@@ -140,6 +140,10 @@ struct Context<'a> {
     /// Scripts keepalived disables: tracking them is skipped.
     disabled: &'a [String],
     resolver: &'a dyn Resolver,
+    /// A member of a sync group without tracking weight: keepalived ignores its weighted
+    /// trackers (the sync group import drops them, with a warning), so their weights are not
+    /// applied to the shared trackers.
+    drops_weights: bool,
 }
 
 fn instance_directive(name: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_>, sink: &mut Sink) {
@@ -322,7 +326,11 @@ fn track_script(instance: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_>,
             continue;
         }
         i.track.push(name.to_string());
-        if t.arg(1) == "weight" {
+        if t.arg(1) == "weight" && cx.drops_weights {
+            if !trackers.iter().any(|tr| tr.name == name) {
+                sink.error(&t.file, t.line, format!("track_script `{name}` is not defined"), "");
+            }
+        } else if t.arg(1) == "weight" {
             let weight = integer(t, 2, sink).filter(|w| *w != 0).map(|w| w.clamp(-254, 254) as i32);
             match trackers.iter_mut().find(|tr| tr.name == name) {
                 Some(tracker) => {

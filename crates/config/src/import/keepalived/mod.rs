@@ -77,8 +77,10 @@ pub(super) fn import(
             other => sink.unmapped(&node.file, node.line, other, ""),
         }
     }
+    let weights_dropped = sync_group::weights_dropped(&nodes);
     for node in nodes.iter().filter(|n| n.keyword() == "vrrp_instance") {
-        if let Some(instance) = vrrp_instance(node, &globals, &mut out, resolver, sink) {
+        let drops_weights = weights_dropped.iter().any(|m| m == node.arg(1));
+        if let Some(instance) = vrrp_instance(node, &globals, &mut out, (resolver, drops_weights), sink) {
             out.instances.push(instance);
         }
     }

@@ -35,6 +35,33 @@ pub(super) fn sync_groups(
     groups
 }
 
+/// The instances whose own weighted trackers keepalived ignores: members of a group without
+/// `sync_group_tracking_weight` (each instance counts in the first group that lists it, as in
+/// [`members`]). Read before the instances are imported, so that such a member's weight
+/// override never reaches a tracker other instances share.
+pub(super) fn weights_dropped(nodes: &[Node]) -> Vec<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    let mut dropped = Vec::new();
+    for node in nodes.iter().filter(|n| n.keyword() == "vrrp_sync_group" && n.words.len() == 2) {
+        if names.contains(&node.arg(1)) {
+            continue;
+        }
+        names.push(node.arg(1));
+        let keeps = node.children().iter().any(|c| ["sync_group_tracking_weight", "global_tracking"].contains(&c.keyword()));
+        let listed = node.children().iter().filter(|c| c.keyword() == "group").flat_map(|c| c.children()).flat_map(|l| &l.words);
+        for member in listed {
+            if !seen.contains(&member.as_str()) {
+                seen.push(member);
+                if !keeps {
+                    dropped.push(member.clone());
+                }
+            }
+        }
+    }
+    dropped
+}
+
 fn group(
     node: &Node,
     done: &[SyncGroup],
