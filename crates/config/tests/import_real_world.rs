@@ -396,3 +396,31 @@ fn the_check_settings_come_from_a_checked_server() {
     assert_eq!(health.kind, CheckKind::Https, "{:?}", all(&imported));
     assert_eq!((health.fall, health.rise), (5, 4));
 }
+
+#[test]
+fn instances_tracking_one_interface_with_different_weights_keep_their_own() {
+    // keepalived weighs each instance's track_interface line on its own: A loses 60 of priority
+    // when eth2 goes down, B (no weight) goes to FAULT. halo keeps one weight per tracker, so the
+    // two need two trackers of that interface; one shared tracker silently gives B A's weight.
+    let vi = |name: &str, interface: &str, vrid: u8, track: &str| {
+        format!(
+            "vrrp_instance {name} {{\n    interface {interface}\n    virtual_router_id {vrid}\n    priority 150\n    \
+             virtual_ipaddress {{ 10.{vrid}.0.1/24 }}\n    track_interface {{\n        {track}\n    }}\n}}\n"
+        )
+    };
+    for (first, second) in [
+        (vi("A", "eth0", 1, "eth2 weight -60"), vi("B", "eth1", 2, "eth2")),
+        (vi("B", "eth1", 2, "eth2"), vi("A", "eth0", 1, "eth2 weight -60")),
+    ] {
+        let imported = keepalived(&format!("{first}{second}"), None);
+        let c = &imported.config;
+        let weight_of = |instance: &str| {
+            let v = c.vrrp.iter().find(|v| v.name == instance).expect("instance");
+            assert_eq!(v.track.len(), 1, "{:?}", v.track);
+            let tracker = c.tracker(&v.track[0]).expect("tracker");
+            assert_eq!(tracker.kind, TrackerKind::Interface { interface: "eth2".to_string() });
+            tracker.weight
+        };
+        assert_eq!((weight_of("A"), weight_of("B")), (Some(-60), None), "{:?}", all(&imported));
+    }
+}

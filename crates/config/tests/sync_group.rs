@@ -318,3 +318,32 @@ fn a_members_dropped_weight_override_changes_no_other_instance() {
     assert!(!warnings.iter().any(|w| w.contains("overrides the weight")), "{warnings:#?}");
     assert!(warnings.iter().any(|w| w.contains("keepalived ignores its weighted `chk`")), "{warnings:#?}");
 }
+
+#[test]
+fn link_trackers_of_members_and_of_other_instances_keep_their_own_weights() {
+    // VI_1 is a member (weights dropped: its eth2 link becomes unweighted, FAULT on failure);
+    // VI_3 is in no group and weighs eth2 -20. Whichever comes first, each keeps its meaning.
+    let vi = |name: &str, vrid: u8, track: &str| {
+        format!(
+            "vrrp_instance {name} {{\n    interface eth{vrid}\n    virtual_router_id {vrid}\n    priority 150\n    \
+             virtual_ipaddress {{ 10.{vrid}.0.1/24 }}\n    track_interface {{\n        {track}\n    }}\n}}\n"
+        )
+    };
+    let group = "vrrp_sync_group G1 {\n    group { VI_1 VI_2 }\n}\n";
+    let (member, other) = (vi("VI_1", 1, "eth9 weight -60"), vi("VI_3", 3, "eth9 weight -20"));
+    let plain = vi("VI_2", 2, "eth8");
+    for text in [format!("{member}{plain}{other}{group}"), format!("{other}{plain}{member}{group}")] {
+        let inputs = Inputs { keepalived: Some(Source { file: "k", text: &text }), ..Inputs::default() };
+        let imported = import(&inputs, &());
+        let warnings: Vec<String> = imported.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(!imported.has_errors(), "{warnings:#?}");
+        let c = &imported.config;
+        let weight_of = |instance: &str| {
+            let v = c.vrrp.iter().find(|v| v.name == instance).expect("instance");
+            c.tracker(&v.track[0]).expect("tracker").weight
+        };
+        assert_eq!((weight_of("VI_1"), weight_of("VI_3")), (None, Some(-20)), "{warnings:#?}");
+        let loaded = load_str("imported", &halo_toml(c, &imported.notes)).expect("halo check accepts the import");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+}

@@ -7,10 +7,10 @@ use std::time::Duration;
 use halo_vrrp::{AdvertInterval, Priority, Version, Vrid};
 
 use super::parse::Node;
-use super::{Globals, KeepalivedImport, argv, integer, seconds};
+use super::{Globals, KeepalivedImport, argv, integer, link_tracker, seconds};
 use crate::import::Sink;
 use crate::import::lines::Resolver;
-use crate::model::{ChecksumMode, Gratuitous, InitialState, Notify, Tracker, TrackerKind, VrrpInstance};
+use crate::model::{ChecksumMode, Gratuitous, InitialState, Notify, Tracker, VrrpInstance};
 use crate::validate::parse_virtual_address;
 
 pub(super) fn vrrp_instance(
@@ -365,11 +365,7 @@ fn track_interface(c: &Node, i: &mut Partial, trackers: &mut Vec<Tracker>, sink:
             continue;
         }
         let weight = if t.arg(1) == "weight" { integer(t, 2, sink).filter(|w| *w != 0).map(|w| w.clamp(-254, 254) as i32) } else { None };
-        let name = format!("link-{interface}");
-        if !trackers.iter().any(|tr| tr.name == name) {
-            trackers.push(Tracker { name: name.clone(), weight, fall: 1, rise: 1, kind: TrackerKind::Interface { interface } });
-        }
-        i.track.push(name);
+        i.track.push(link_tracker(trackers, &interface, weight));
     }
 }
 

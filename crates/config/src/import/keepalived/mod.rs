@@ -139,6 +139,31 @@ fn integer(node: &Node, i: usize, sink: &mut Sink) -> Option<i64> {
     value
 }
 
+/// The name of a tracker of `interface`'s link with `weight`, made if there is none yet. The
+/// first is `link-<interface>`; a line that weighs the same interface differently gets its own
+/// (`link-<interface>-fault` unweighted, `link-<interface>-weight<N>`), since halo keeps one
+/// weight per tracker and keepalived weighs each line on its own.
+fn link_tracker(trackers: &mut Vec<Tracker>, interface: &str, weight: Option<i32>) -> String {
+    let base = format!("link-{interface}");
+    let of_link = |t: &Tracker| matches!(&t.kind, TrackerKind::Interface { interface: i } if i == interface);
+    if let Some(same) = trackers.iter().find(|t| of_link(t) && t.weight == weight && t.name.starts_with(&base)) {
+        return same.name.clone();
+    }
+    let name = if !trackers.iter().any(|t| t.name == base) {
+        base
+    } else {
+        match weight {
+            None => format!("{base}-fault"),
+            Some(w) => format!("{base}-weight{w}"),
+        }
+    };
+    if !trackers.iter().any(|t| t.name == name) {
+        let kind = TrackerKind::Interface { interface: interface.to_string() };
+        trackers.push(Tracker { name: name.clone(), weight, fall: 1, rise: 1, kind });
+    }
+    name
+}
+
 /// A command of a `notify*` line: its argument vector, or `None` (with a warning) when keepalived
 /// would not find the program, or when it only asks whether haproxy is alive (no hook does).
 fn argv(node: &Node, i: usize, resolver: &dyn Resolver, sink: &mut Sink) -> Option<Vec<String>> {

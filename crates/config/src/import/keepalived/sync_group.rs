@@ -7,7 +7,7 @@
 //! in keepalived's vrrp/vrrp.c).
 
 use super::parse::Node;
-use super::{argv, integer};
+use super::{argv, integer, link_tracker};
 use crate::import::{Resolver, Sink};
 use crate::model::{Notify, SyncGroup, Tracker, TrackerKind, VrrpInstance};
 
@@ -161,11 +161,7 @@ fn track_interface(c: &Node, g: &mut SyncGroup, trackers: &mut Vec<Tracker>) {
         let interface = t.keyword().to_string();
         let weight =
             if t.arg(1) == "weight" { t.arg(2).parse::<i64>().ok().filter(|w| *w != 0).map(|w| w.clamp(-254, 254) as i32) } else { None };
-        let name = format!("link-{interface}");
-        if !trackers.iter().any(|tr| tr.name == name) {
-            trackers.push(Tracker { name: name.clone(), weight, fall: 1, rise: 1, kind: TrackerKind::Interface { interface } });
-        }
-        g.track.push(name);
+        g.track.push(link_tracker(trackers, &interface, weight));
     }
 }
 
@@ -194,7 +190,17 @@ fn member_weights(g: &mut SyncGroup, nodes: &[Node], instances: &mut [VrrpInstan
         for c in node.children() {
             for t in c.children() {
                 let name = match c.keyword() {
-                    "track_interface" => format!("link-{}", t.keyword()),
+                    // The instance's link tracker of that interface (there is one per weight).
+                    "track_interface" => instance
+                        .track
+                        .iter()
+                        .find(|n| {
+                            trackers.iter().any(|tr| {
+                                tr.name == **n && matches!(&tr.kind, TrackerKind::Interface { interface } if interface == t.keyword())
+                            })
+                        })
+                        .cloned()
+                        .unwrap_or_default(),
                     "track_script" | "track_file" | "track_process" => t.keyword().to_string(),
                     _ => continue,
                 };
@@ -263,16 +269,32 @@ fn unweighted(needs: &[Need], groups: &[SyncGroup], instances: &mut [VrrpInstanc
         let by_instance = instances.iter().any(|i| i.track.iter().any(|t| t == name) && !needing.iter().any(|n| n.0 == i.name));
         let weighted_elsewhere = by_instance || groups.iter().any(|g| g.track.iter().any(|t| t == name));
         let (file, line) = (needing[0].2.as_str(), needing[0].3);
-        let target = if weighted_elsewhere {
-            let copy = format!("{name}-fault");
-            trackers.push(Tracker { name: copy.clone(), weight: None, ..trackers[index].clone() });
+        // An interface may have several link trackers (one per weight): the members go to its
+        // unweighted one, made if there is none.
+        let link = match &trackers[index].kind {
+            TrackerKind::Interface { interface } => Some(interface.clone()),
+            _ => None,
+        };
+        let of_link = |t: &Tracker, i: &str| matches!(&t.kind, TrackerKind::Interface { interface } if interface == i);
+        let unweighted_link =
+            link.as_deref().and_then(|i| trackers.iter().find(|t| t.weight.is_none() && of_link(t, i))).map(|t| t.name.clone());
+        let in_place = !weighted_elsewhere && unweighted_link.is_none() && link.as_ref().is_none_or(|i| name == format!("link-{i}"));
+        let target = if in_place {
+            trackers[index].weight = None;
+            name.to_string()
+        } else {
+            let copy =
+                unweighted_link.unwrap_or_else(|| link.as_ref().map_or_else(|| format!("{name}-fault"), |i| format!("link-{i}-fault")));
+            if !trackers.iter().any(|t| t.name == copy) {
+                trackers.push(Tracker { name: copy.clone(), weight: None, ..trackers[index].clone() });
+            }
             for i in instances.iter_mut().filter(|i| needing.iter().any(|n| n.0 == i.name)) {
                 i.track.iter_mut().filter(|t| *t == name).for_each(|t| *t = copy.clone());
             }
+            if !weighted_elsewhere {
+                trackers.retain(|t| t.name != name);
+            }
             copy
-        } else {
-            trackers[index].weight = None;
-            name.to_string()
         };
         let members: Vec<String> = needing.iter().map(|n| format!("`{}`", n.0)).collect();
         sink.warn(
