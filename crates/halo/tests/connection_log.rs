@@ -160,3 +160,32 @@ fn a_refused_connection_and_a_flood_are_logged_within_the_rate() {
         assert!(text.contains("connection lines over the rate limit were not written"), "{written} of {made} written");
     }
 }
+
+#[test]
+fn the_loss_of_a_flood_is_reported_without_waiting_for_another_connection() {
+    // After a flood, a quiet frontend may see no connection for hours: the count of the lines
+    // the rate limit dropped must come out within a second or two all the same, not with the
+    // next connection (then long after, and never if none comes).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (_halo, front, log) = start(dir.path(), &[dead]);
+    let started = Instant::now();
+    let mut made = 0;
+    while made < 2500 && started.elapsed() < Duration::from_secs(20) {
+        if let Ok(mut c) = TcpStream::connect(front) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+        }
+        made += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let reported = || std::fs::read_to_string(&log).unwrap_or_default().contains("connection lines over the rate limit were not written");
+    while !reported() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let written = connection_lines(&log).len();
+    if written < made {
+        assert!(reported(), "{written} of {made} lines written, and the loss was never reported");
+    }
+}

@@ -89,6 +89,7 @@ impl Balancer {
             connection_log: Arc::new(ConnectionLog::new(config.log.connections)),
         };
         balancer.reload(config)?;
+        balancer.tasks.spawn(report_connection_log_losses(Arc::clone(&balancer.connection_log), balancer.shutdown.clone()));
         Ok(balancer)
     }
 
@@ -232,6 +233,17 @@ impl Balancer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Once a second, reports the lines the connection log's rate limit dropped in the second that
+/// ended, so that the count of a flood's last second comes out with no further connection.
+async fn report_connection_log_losses(log: Arc<ConnectionLog>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => log.tick(),
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -122,8 +122,10 @@ impl ConnectionLog {
         );
     }
 
-    /// One more line this second? Starting a new second reports the lines the last ones lost.
-    fn admit(&self) -> bool {
+    /// Starts a new second when one began, and reports the lines the last ones lost. Called by
+    /// every line, and once a second by the balancer ([`ConnectionLog::tick`]), so that the
+    /// count of a flood's last second does not wait for the next connection.
+    fn roll(&self) {
         let now = self.origin.elapsed().as_secs();
         let second = self.second.load(Ordering::Relaxed);
         if now != second && self.second.compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
@@ -133,6 +135,18 @@ impl ConnectionLog {
                 tracing::warn!(target: "connection", suppressed = lost, limit = CONNECTION_LOG_RATE, "connection lines over the rate limit were not written");
             }
         }
+    }
+
+    /// Reports a finished second's loss now (the balancer calls this once a second).
+    pub fn tick(&self) {
+        if self.suppressed.load(Ordering::Relaxed) > 0 {
+            self.roll();
+        }
+    }
+
+    /// One more line this second? Starting a new second reports the lines the last ones lost.
+    fn admit(&self) -> bool {
+        self.roll();
         if self.written.fetch_add(1, Ordering::Relaxed) < CONNECTION_LOG_RATE {
             true
         } else {
