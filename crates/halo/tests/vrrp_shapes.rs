@@ -602,3 +602,46 @@ fn excluded_addresses_are_held_by_the_master_and_never_advertised() {
         assert!(wait_for(GENEROUS, || lan.holds(1, address)).is_some(), "{address} did not move:\n{}", low.log());
     }
 }
+
+/// A new master tells the LAN where its excluded addresses now live, of either family, as
+/// keepalived does (vrrp_send_link_update walks `vip` and `evip`, ARP or NA by each address's
+/// family): without an unsolicited NA, neighbours keep sending to the old master's MAC until
+/// their neighbour cache notices, seconds of loss for a dual-stack VIP kept in the excluded list.
+#[test]
+fn a_new_master_announces_its_excluded_addresses_of_the_other_family() {
+    if skip("a_new_master_announces_its_excluded_addresses_of_the_other_family") {
+        return;
+    }
+    let lan = Lan::new(1);
+    let extra = "excluded_addresses = [\"2001:db8::202/64\"]";
+    // Captures the neighbour advertisements for the excluded address (bounded: 4 s).
+    let capture = {
+        let switch = lan.switch.name.clone();
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &switch,
+                    "timeout",
+                    "6",
+                    "tshark",
+                    "-i",
+                    "br0",
+                    "-a",
+                    "duration:4",
+                    "-f",
+                    "icmp6 and ip6[40] == 136",
+                ])
+                .args(["-Y", "icmpv6.nd.na.target_address == 2001:db8::202", "-T", "fields", "-e", "eth.src"])
+                .output()
+                .expect("tshark");
+            (String::from_utf8_lossy(&out.stdout).trim().to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let halo = Daemon::halo(&lan, 0, "halo", &instance("VI_1", "eth0", 52, 150, "192.0.2.102/24", extra));
+    assert!(wait_for(GENEROUS, || lan.holds(0, "2001:db8::202")).is_some(), "{}", halo.log());
+    let (announced, tshark) = capture.join().expect("capture");
+    assert!(!announced.is_empty(), "no neighbour advertisement for the excluded IPv6 address ({tshark}):\n{}", halo.log());
+}

@@ -48,7 +48,8 @@ pub(super) async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option
         None => primary_address(netlink, &link, ipv6, !config.unicast_peers.is_empty(), &addresses).await?,
     };
     let parent_socket = || VrrpSocket::open(&link, ipv6).with_context(|| format!("instance {}", config.name));
-    let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
+    // Every held address is announced, the excluded ones of the other family included.
+    let plain: Vec<IpAddr> = addresses.iter().chain(&held_only(config)).map(|(a, _)| *a).collect();
     let (vmac, receiver, sender, announcer) = if config.virtual_mac {
         let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6, guard.as_deref()).await?;
         // Multicast adverts are received on the macvlan: a peer that also sends from the virtual
@@ -176,10 +177,10 @@ impl Io {
         self.addresses.iter().chain(&self.excluded)
     }
 
-    /// The held addresses a gratuitous ARP / unsolicited NA announces: those of the instance's
-    /// family (the announcer speaks one).
+    /// The addresses a gratuitous ARP / unsolicited NA announces: every held one, each by its
+    /// family's means (keepalived's vrrp_send_link_update walks `vip` and `evip` alike).
     pub(super) fn announced(&self) -> Vec<IpAddr> {
-        self.held().map(|(a, _)| *a).filter(|a| a.is_ipv4() == self.source.is_ipv4()).collect()
+        self.held().map(|(a, _)| *a).collect()
     }
 
     pub(super) async fn remove_vip(&self, address: IpAddr) -> halo_hostnet::Result<bool> {

@@ -433,10 +433,17 @@ async fn update(machine: &mut Machine, io: &mut Io, new: &VrrpInstance) -> anyho
     let excluded = io::held_only(new);
     let wanted: Vec<&(IpAddr, u8)> = addresses.iter().chain(&excluded).collect();
     let removed: Vec<IpAddr> = io.held().filter(|a| !wanted.contains(a)).map(|(a, _)| *a).collect();
-    let added: Vec<IpAddr> =
-        wanted.iter().filter(|a| !io.held().any(|h| h == **a)).map(|(a, _)| *a).filter(|a| a.is_ipv4() == io.source.is_ipv4()).collect();
+    let added: Vec<IpAddr> = wanted.iter().filter(|a| !io.held().any(|h| h == **a)).map(|(a, _)| *a).collect();
+    let families = |held: &mut dyn Iterator<Item = &(IpAddr, u8)>| {
+        held.fold((false, false), |(v4, v6), (a, _)| (v4 || a.is_ipv4(), v6 || a.is_ipv6()))
+    };
+    let new_family = families(&mut wanted.iter().copied()) != families(&mut io.held());
     io.addresses = addresses;
     io.excluded = excluded;
+    if new_family {
+        // The announcer has a socket per family it was opened for.
+        io.announcer = halo_hostnet::announce::Announcer::open(&io.link, &io.announced())?;
+    }
     io.repeat = new.gratuitous.repeat;
     if machine.state() == State::Master {
         arm_guard(io, &wire);
