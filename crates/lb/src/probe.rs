@@ -92,9 +92,9 @@ pub fn out_of_descriptors(e: &std::io::Error) -> bool {
 
 /// Probes `address` once; `Ok(latency)` or why not. `name` is the server's host name when it is
 /// given by name: the TLS name verified (unless `server_name` is set) and the HTTP `Host`.
-/// With `send_proxy` (the backend's), the probe starts with a PROXY header as client traffic
-/// does, as haproxy's checks of a `send-proxy` server do: a server that requires the header
-/// would refuse a probe without it.
+/// With `send_proxy` (the backend's), the probe starts with a PROXY header, as haproxy's checks
+/// of a `send-proxy` server do: a server that requires the header would refuse a probe
+/// without it.
 pub async fn probe(
     check: &HealthCheck,
     tls: Option<&TlsConnector>,
@@ -119,8 +119,10 @@ async fn probe_inner(
 ) -> Result<(), Failure> {
     let mut stream = TcpStream::connect(address).await.map_err(|e| Failure::of_connect(&e))?;
     if let (Some(version), Ok(local)) = (send_proxy, stream.local_addr()) {
-        // The probe's own connection, halo as the client.
-        let header = crate::proxy_protocol::header(version, local, Some(address));
+        // v1: the probe's own connection, halo as the client; v2: the LOCAL command, meant for
+        // connections a proxy makes on its own (health checks), as haproxy 2.2 and later send.
+        let destination = (version == ProxyProtocol::V1).then_some(address);
+        let header = crate::proxy_protocol::header(version, local, destination);
         stream.write_all(&header).await.map_err(|e| format!("PROXY header: {e}"))?;
     }
     let host = match (name, address) {

@@ -164,25 +164,30 @@ async fn a_backend_without_servers_refuses_at_once() {
 }
 
 /// A plain HTTP server behind the PROXY protocol (nginx's `listen ... proxy_protocol`): a
-/// connection that does not start with a PROXY header is closed without an answer.
-async fn http_server_requiring_proxy() -> SocketAddr {
+/// connection that does not start with a PROXY header is closed without an answer. Keeps the
+/// first 32 bytes of each header it got.
+async fn http_server_requiring_proxy() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
+    let headers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&headers);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await.ok().and_then(Result::ok).unwrap_or(0);
                 let v1 = buf[..n].starts_with(b"PROXY ");
                 let v2 = buf[..n].starts_with(b"\r\n\r\n\0\r\nQUIT\n");
                 if v1 || v2 {
+                    seen.lock().expect("lock").push(buf[..n.min(32)].to_vec());
                     let answer = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
                     let _written = stream.write_all(answer.as_bytes()).await;
                 }
             });
         }
     });
-    address
+    (address, headers)
 }
 
 #[tokio::test]
@@ -190,12 +195,18 @@ async fn checks_of_a_backend_with_send_proxy_send_the_header_too() {
     // haproxy sends the PROXY header on health checks of a `send-proxy` server (unless the check
     // goes to another port or address): a server that requires it would fail every check
     // otherwise, and an imported `send-proxy` + `option httpchk` backend would be all DOWN.
+    // In v2 a check is the LOCAL command (0x20), as the specification says and haproxy 2.2+ does.
     for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
-        let server = http_server_requiring_proxy().await;
+        let (server, headers) = http_server_requiring_proxy().await;
         let mut config = config(&[("ingress", server, 1)], Balance::RoundRobin, health(CheckKind::Http));
         config.backends[0].send_proxy = Some(version);
         let (_stop, stopped) = watch::channel(false);
         let balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
         until_healthy(&balancer, 1).await;
+        let first = headers.lock().expect("lock")[0].clone();
+        match version {
+            ProxyProtocol::V1 => assert!(first.starts_with(b"PROXY TCP4 127.0.0.1 "), "{first:?}"),
+            ProxyProtocol::V2 => assert_eq!(first[12], 0x20, "{first:?}"),
+        }
     }
 }
