@@ -195,7 +195,7 @@ fn warnings_do_not_block_loading() {
 
 #[test]
 fn empty_and_nothing_to_run() {
-    assert_eq!(heads(""), vec!["error: nothing to run: no [[vrrp]] instance and no [[frontend]]".to_string()]);
+    assert_eq!(heads(""), vec!["error: nothing to run: no [[vrrp]] instance, no [[announce]] and no [[frontend]]".to_string()]);
 }
 
 #[test]
