@@ -300,7 +300,7 @@ fn server_address(src: Source<'_>, line: &Line, address: &str, sink: &mut Sink) 
     let bare = address.strip_prefix("ipv4@").or_else(|| address.strip_prefix("ipv6@")).unwrap_or(address);
     match bare.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) && host.parse::<IpAddr>().is_err() => {
-            Some(ServerAddress::Name { host: host.trim_end_matches('.').to_string(), port: port.parse().unwrap_or_default() })
+            Some(ServerAddress::Name { host: host.to_string(), port: port.parse().unwrap_or_default() })
         }
         _ => {
             let hint = if bare.parse::<IpAddr>().is_ok() || !bare.contains(':') {
