@@ -52,21 +52,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
     let status = Arc::new(status::Shared::default());
     status.set_balancer(&balancer);
-    let token = config.status.token().with_context(|| format!("reading the status token {:?}", config.status.token_file))?;
-    if token.as_deref().is_some_and(str::is_empty) {
-        anyhow::bail!("the status token file {:?} is empty: every request but /healthz would be refused", config.status.token_file);
-    }
-    let listener = status::bind(config.status.listen).await?;
-    if let Some(path) = &config.status.socket {
-        let unix = status::bind_unix(path)?;
-        tokio::spawn(status::serve(
-            status::Listener::Unix(unix),
-            Arc::clone(&status),
-            status::Guarded::new(token.clone()),
-            balancer_stopped.clone(),
-        ));
-    }
-    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(&status), status::Guarded::new(token), balancer_stopped));
+    serve_status(&config, &status, &balancer_stopped).await?;
     let links = halo_hostnet::netlink::watch_links().await?;
     let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, mut exited) = mpsc::unbounded_channel();
@@ -130,12 +116,39 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
             }
         }
     };
-    // Whatever ended us: VIPs first (peers take over), then stop accepting and drain.
+    shut_down(&config, instances, announcers, balancer, stop_balancer).await;
+    let signal = outcome?;
+    tracing::info!(signal, "halo stopped");
+    Ok(())
+}
+
+/// The status endpoint on its TCP address and, when configured, its unix socket.
+async fn serve_status(config: &Config, status: &Arc<status::Shared>, stopped: &watch::Receiver<bool>) -> anyhow::Result<()> {
+    let token = config.status.token().with_context(|| format!("reading the status token {:?}", config.status.token_file))?;
+    if token.as_deref().is_some_and(str::is_empty) {
+        anyhow::bail!("the status token file {:?} is empty: every request but /healthz would be refused", config.status.token_file);
+    }
+    let listener = status::bind(config.status.listen).await?;
+    if let Some(path) = &config.status.socket {
+        let unix = status::bind_unix(path)?;
+        tokio::spawn(status::serve(status::Listener::Unix(unix), Arc::clone(status), status::Guarded::new(token.clone()), stopped.clone()));
+    }
+    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(status), status::Guarded::new(token), stopped.clone()));
+    Ok(())
+}
+
+/// Whatever ended us: VIPs first (peers take over), then announcements withdrawn (the routers
+/// converge while we still accept), then stop accepting and drain, then the local routes go.
+async fn shut_down(
+    config: &Config,
+    mut instances: Instances,
+    mut announcers: announce::Announcers,
+    balancer: halo_lb::Balancer,
+    stop_balancer: watch::Sender<bool>,
+) {
     sd_notify("STOPPING=1");
     instances.stop_all().await;
     if announcers.withdraw_all().await {
-        // The routers learn of the withdrawals and send new connections elsewhere; until then
-        // they may still send some here.
         tokio::time::sleep(announce::WITHDRAW_SETTLE).await;
     }
     stop_balancer.send_replace(true);
@@ -150,9 +163,6 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     {
         tracing::warn!(path = %socket.display(), error = %e, "status socket not removed");
     }
-    let signal = outcome?;
-    tracing::info!(signal, "halo stopped");
-    Ok(())
 }
 
 /// SIGHUP: the new file through the same loader; applied only if valid, and only the balancer
