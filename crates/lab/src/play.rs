@@ -60,8 +60,8 @@ impl Narrator {
     }
 }
 
-/// A scenario being played: the lab, what the observer sees, the steps so far, and what the
-/// judge needs besides.
+/// A scenario being played: the lab, what the observer sees, the steps so far, and what each
+/// mode's judge needs besides.
 pub struct Play<'a> {
     pub topology: &'a Topology,
     pub processes: &'a mut Processes,
@@ -74,6 +74,8 @@ pub struct Play<'a> {
     pub marked_down: BTreeMap<String, (Ipv4Addr, u64)>,
     /// VRRP: when the sick server was healed.
     pub sick_healed_ms: u64,
+    /// BGP: per steady step, how many client requests each balancer passed on.
+    pub spread: Vec<(String, BTreeMap<String, usize>)>,
 }
 
 /// The steps of one mode, and its judge (true when every step behaved).
@@ -95,8 +97,18 @@ pub fn run(
     let narrator = Narrator { start: Instant::now(), lines: Arc::new(Mutex::new(Vec::new())), live };
     let vip = watch.vip;
     let observer = Observer::start(topology.lbs.clone(), watch);
-    let mut play =
-        Play { topology, processes, exe, vip, observer, narrator, steps: Vec::new(), marked_down: BTreeMap::new(), sick_healed_ms: 0 };
+    let mut play = Play {
+        topology,
+        processes,
+        exe,
+        vip,
+        observer,
+        narrator,
+        steps: Vec::new(),
+        marked_down: BTreeMap::new(),
+        sick_healed_ms: 0,
+        spread: Vec::new(),
+    };
     let view = live.then(|| super::view::View::start(Arc::clone(&play.observer.seen), Arc::clone(&play.narrator.lines), vip));
     let outcome = steps(&mut play);
     if let Some(mut view) = view {
