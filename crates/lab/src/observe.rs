@@ -35,8 +35,8 @@ pub struct Balancer {
     pub reachable: bool,
     /// VRRP state, or in BGP mode ANNOUNCED / WITHDRAWN.
     pub state: String,
-    /// Effective priority.
-    pub priority: u64,
+    /// Effective VRRP priority (none in BGP mode).
+    pub priority: Option<u64>,
     /// Server name → healthy.
     pub servers: BTreeMap<String, bool>,
     /// The VIP is on its device (VRRP: it is master; BGP: it announces).
@@ -183,7 +183,7 @@ fn status(client: &StatusClient) -> Balancer {
             Some(false) => "WITHDRAWN".to_string(),
             None => instance["state"].as_str().unwrap_or("?").to_string(),
         },
-        priority: instance["priority"].as_u64().unwrap_or(0),
+        priority: instance["priority"].as_u64(),
         servers,
         holds_vip: false,
     }

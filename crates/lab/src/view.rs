@@ -77,7 +77,8 @@ fn frame(seen: &Seen, lines: &[String], vip: Ipv4Addr) -> String {
         }
         let health: String = servers.iter().map(|s| paint(if b.servers.get(s) == Some(&true) { "UP" } else { "DOWN" }, 6)).collect();
         let holds = if b.holds_vip { paint("yes", 4) } else { "    ".to_string() };
-        let _ = writeln!(out, "{name:<9} {} {:<9} {holds} {health}\x1b[K", paint(&b.state, 9), b.priority);
+        let priority = b.priority.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let _ = writeln!(out, "{name:<9} {} {priority:<9} {holds} {health}\x1b[K", paint(&b.state, 9));
     }
     if !seen.routes.is_empty() {
         let routed = if seen.routed.is_empty() { "nothing".to_string() } else { seen.routed.join(" ") };
