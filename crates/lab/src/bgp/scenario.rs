@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
@@ -20,6 +20,10 @@ use crate::play::{self, GRACE_MS, Play, QUIET, REACT, Step};
 use crate::timeline::{Received, Request};
 use crate::{API_PORT, FRONTEND_PORT, Topology};
 
+/// A fresh BGP session may be reset once or twice as it comes up (a connection collision; bgpd
+/// ending it with "BFD Down" while its BFD session is still coming up): the router's route
+/// counts as settled once every BFD session is up and the route has not changed for this long.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How long a steady step lasts: about 100 requests, enough to see the spread.
 const STEADY: Duration = Duration::from_secs(5);
 /// A balancer passing on fewer than this share of a steady step's requests is not in the spread.
@@ -83,6 +87,29 @@ impl Bgp<'_, '_> {
         self.play.wait_for(what, |seen| done(&seen.routed))
     }
 
+    /// Waits until the router forwards to every balancer, every BFD session is up and the route
+    /// stayed so for `SETTLE`; when it last became so.
+    fn all_routed_and_settled(&self) -> anyhow::Result<u64> {
+        let names: Vec<String> = self.play.topology.lbs.iter().map(|lb| lb.name.clone()).collect();
+        let router = self.router()?;
+        let deadline = std::time::Instant::now() + REACT;
+        loop {
+            let at = self.routed("the router forwarding to every balancer", |r| r == names.as_slice())?;
+            self.play.pause(SETTLE)?;
+            let changed = self.play.observer.with(|seen| seen.routes.last().is_some_and(|(t, _)| *t > at));
+            let peers = frr::json(&router, "show bfd peers json");
+            let bfd_up = self.play.topology.lbs.iter().all(|lb| {
+                peers.as_array().into_iter().flatten().any(|p| p["peer"] == lb.address.to_string().as_str() && p["status"] == "up")
+            });
+            if !changed && bfd_up {
+                return Ok(at);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the router's route to {VIP} did not settle within {} s (BFD up: {bfd_up})", REACT.as_secs());
+            }
+        }
+    }
+
     /// Seconds since `from`, for the narration.
     fn secs(from: u64, to: u64) -> f64 {
         to.saturating_sub(from) as f64 / 1000.0
@@ -126,7 +153,7 @@ impl Bgp<'_, '_> {
         }
         let server_refs: Vec<&str> = servers.iter().map(String::as_str).collect();
         self.play.wait_for("every balancer seeing every server up", self.play.all_see(&names, &server_refs, true))?;
-        let all = self.routed("the router forwarding to every balancer", |r| r == names.as_slice())?;
+        let all = self.all_routed_and_settled()?;
         self.play.narrator.say(&format!(
             "every balancer sees {} up and announces {VIP}; the router forwards to {} (ECMP) {:.1} s after FRR started",
             servers.join(", "),
@@ -323,7 +350,7 @@ impl Bgp<'_, '_> {
             }
         }
         let mut notes = Vec::new();
-        let back = self.routed("the router forwarding to every balancer", |r| r == names.as_slice())?;
+        let back = self.all_routed_and_settled()?;
         self.play.note(&mut notes, format!("the router forwards to {} again after {:.1} s", names.join(" "), Self::secs(started, back)));
         let server_refs: Vec<&str> = servers.iter().map(String::as_str).collect();
         let healed = self.play.wait_for("every balancer seeing every server up", self.play.all_see(&names, &server_refs, true))?;
