@@ -2,15 +2,17 @@
 # halo's main job, end to end (root): build halo, then `halo lab` builds a throwaway cluster in
 # network namespaces (switch, three TLS API-server stand-ins, three balancer hosts running the
 # real daemon, a client), plays a failure scenario through it and judges it. Arguments go to
-# `halo lab` (`--keep` leaves it up, `--report FILE` writes the timeline as JSON).
+# `halo lab` (`--mode bgp` plays it on a routed topology with FRR, `--keep` leaves it up,
+# `--report FILE` writes the timeline as JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/lab.sh: the lab creates network namespaces; run it as root (sudo scripts/lab.sh)" >&2
   exit 2
 fi
-# The lab needs iproute2 (ip netns) and nothing else from the system.
+# The lab needs iproute2 (ip netns), procps (sysctl) and, for `--mode bgp`, FRR (zebra, bgpd,
+# bfdd and vtysh, run inside the lab's namespaces).
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 procps ca-certificates >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 procps ca-certificates frr >/dev/null
 cargo build --quiet --locked --release -p halo
 exec target/release/halo lab "$@"

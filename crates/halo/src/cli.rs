@@ -131,6 +131,10 @@ pub enum Command {
         /// `down` removes a lab left running; the others are the lab's own parts.
         #[command(subcommand)]
         action: Option<LabAction>,
+        /// The scenario: the balancers float the VIP by VRRP on one LAN, or announce it by BGP
+        /// through FRR to a router that spreads connections over them (needs FRR installed).
+        #[arg(long, value_enum, default_value = "vrrp")]
+        mode: LabMode,
         /// Leave the lab running afterwards, with a cheat sheet for exploring it.
         #[arg(long)]
         keep: bool,
@@ -255,6 +259,16 @@ pub struct HostTarget {
     /// The bridge (default: the config's VRRP interface, else br0).
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
+}
+
+/// `halo lab --mode`.
+#[cfg(feature = "lab")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabMode {
+    /// VRRP among three balancers on one LAN.
+    Vrrp,
+    /// BGP announcements through FRR to a router, ECMP over three balancers.
+    Bgp,
 }
 
 /// `halo lab` subcommands.

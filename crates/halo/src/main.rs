@@ -32,12 +32,16 @@ fn generate(what: cli::Generated) -> anyhow::Result<ExitCode> {
 
 /// `halo lab` and its parts, from the `halo-lab` crate.
 #[cfg(feature = "lab")]
-fn lab(action: Option<cli::LabAction>, keep: bool, report: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+fn lab(action: Option<cli::LabAction>, mode: cli::LabMode, keep: bool, report: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     match action {
         None => {
             let halo = std::env::current_exe().context("finding the halo binary")?;
-            halo_lab::run(&halo_lab::Options { keep, report, halo })
+            let mode = match mode {
+                cli::LabMode::Vrrp => halo_lab::Mode::Vrrp,
+                cli::LabMode::Bgp => halo_lab::Mode::Bgp,
+            };
+            halo_lab::run(&halo_lab::Options { mode, keep, report, halo })
         }
         Some(cli::LabAction::Down) => halo_lab::down(),
         Some(cli::LabAction::Apiserver { name, listen, dir }) => halo_lab::apiserver::run(&name, listen, &dir).map(|()| ExitCode::SUCCESS),
@@ -70,7 +74,7 @@ fn main() -> ExitCode {
         cli::Command::Generate { what } => generate(what),
         cli::Command::Guard => daemon::guard::run(),
         #[cfg(feature = "lab")]
-        cli::Command::Lab { action, keep, report } => lab(action, keep, report),
+        cli::Command::Lab { action, mode, keep, report } => lab(action, mode, keep, report),
     };
     match outcome {
         Ok(code) => code,

@@ -237,6 +237,7 @@ fn host_lab_and_render_network_refuse_bad_arguments() {
         &["host"],
         &["lab", "client", "--target", "10.77.0.10:8443", "--dir", "/tmp", "--period-ms", "0"],
         &["lab", "apiserver", "--name", "api1", "--listen", "not-an-address", "--dir", "/tmp"],
+        &["lab", "--mode", "ospf"],
         &["render", "network", "-c", "examples/halo.toml"],
         &["render", "network", "--format", "yaml", "-c", "examples/halo.toml"],
     ] {

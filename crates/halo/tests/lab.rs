@@ -1,7 +1,9 @@
 //! `halo lab` end to end (root): the whole scenario headless, its report checked against its
 //! own raw data (client requests, VIP holder samples, what the sick server received); Ctrl-C in
-//! the middle of a run; `halo lab down` removing a stale lab. Afterwards no lab namespace,
-//! process or file may be left. One test function: the lab's names are fixed.
+//! the middle of a run; `halo lab down` removing a stale lab; `halo lab --mode bgp` with real FRR
+//! (requests spread over every balancer, the router's route to the VIP following each fault).
+//! Afterwards no lab namespace, process or file may be left. The lab's names are fixed: the
+//! tests take turns.
 
 #![cfg(feature = "lab")]
 #![allow(clippy::unwrap_used)]
@@ -11,9 +13,13 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// One lab at a time.
+static LAB: Mutex<()> = Mutex::new(());
 
 fn lab_namespaces() -> Vec<String> {
     let out = common::run("ip", &["netns", "list"]);
@@ -28,6 +34,12 @@ fn lab_namespaces() -> Vec<String> {
 fn assert_all_gone(pids: &[u64]) {
     assert!(lab_namespaces().is_empty(), "namespaces left: {:?}", lab_namespaces());
     assert!(!Path::new("/run/halo-lab").exists(), "/run/halo-lab left");
+    let frr: Vec<String> = std::fs::read_dir("/var/run/frr")
+        .map(|entries| {
+            entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("halo-lab-")).collect()
+        })
+        .unwrap_or_default();
+    assert!(frr.is_empty(), "FRR pathspaces left: {frr:?}");
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
@@ -105,6 +117,7 @@ fn lab_end_to_end() {
     if !common::can_run("lab_end_to_end", true, &["ip"]) {
         return;
     }
+    let _turn = LAB.lock().unwrap_or_else(PoisonError::into_inner);
     let halo = env!("CARGO_BIN_EXE_halo");
     let dir = tempfile::tempdir().unwrap();
 
@@ -142,4 +155,81 @@ fn lab_end_to_end() {
     let status = lab.wait().unwrap();
     assert_eq!(status.code(), Some(2), "an interrupted lab reports that it did not finish");
     assert_all_gone(&[]);
+}
+
+/// The BGP report, checked against its own raw data.
+fn check_bgp_report(report: &Value) {
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 7, "{report:#}");
+    let windows: Vec<(u64, u64)> = steps
+        .iter()
+        .flat_map(|s| s["windows"].as_array().unwrap().iter().map(|w| (w[0].as_u64().unwrap(), w[1].as_u64().unwrap())))
+        .collect();
+    let requests = report["requests"].as_array().unwrap();
+    assert!(requests.len() > 300, "the client ran all along: {} requests", requests.len());
+    for r in requests {
+        if r["outcome"] != "ok" {
+            assert!(in_some_window(r["start_ms"].as_u64().unwrap(), &windows), "failed outside every failover window: {r}");
+        }
+    }
+    for step in steps {
+        assert!(step["stats"]["sent"].as_u64().unwrap() > 10, "{step}");
+        if step["title"].as_str().unwrap().starts_with("steady") {
+            assert_eq!(step["stats"]["failed"], 0, "{step}");
+        }
+    }
+    // Both steady steps: every balancer passed on a share of the requests (ECMP, L4 hashing).
+    let spread = report["spread"].as_array().unwrap();
+    assert_eq!(spread.len(), 2, "{report:#}");
+    for entry in spread {
+        let counts: Vec<u64> = entry[1].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).collect();
+        let total: u64 = counts.iter().sum();
+        assert_eq!(counts.len(), 3, "{entry}");
+        assert!(counts.iter().all(|n| n * 10 >= total) && total > 50, "not spread over the three balancers: {entry}");
+    }
+    // The router's route: all three at first and at the end, and each balancer out of it once.
+    let routes = report["routes"].as_array().unwrap();
+    let names = |sample: &Value| -> Vec<String> { sample[1].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect() };
+    let all = ["lb1", "lb2", "lb3"].map(String::from).to_vec();
+    assert_eq!(routes.last().map(names), Some(all.clone()), "{routes:?}");
+    for lb in &all {
+        assert!(routes.iter().any(|s| !names(s).contains(lb)), "{lb} never left the router's route: {routes:?}");
+    }
+    let crash = &steps[3];
+    assert!(crash["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("BFD Down")), "{crash}");
+    assert_eq!(report["behaved"], true);
+}
+
+#[test]
+fn lab_bgp_end_to_end() {
+    if !common::can_run("lab_bgp_end_to_end", true, &["ip", "vtysh"]) {
+        return;
+    }
+    let missing: Vec<&str> = ["zebra", "bfdd", "bgpd"].into_iter().filter(|d| !Path::new("/usr/lib/frr").join(d).is_file()).collect();
+    if !missing.is_empty() {
+        assert!(
+            !common::in_ci(),
+            "lab_bgp_end_to_end: cannot run under CI: FRR's {missing:?} not installed (scripts/setup.sh installs frr)"
+        );
+        eprintln!("SKIP lab_bgp_end_to_end: FRR's {missing:?} not installed");
+        return;
+    }
+    let _turn = LAB.lock().unwrap_or_else(PoisonError::into_inner);
+    let halo = env!("CARGO_BIN_EXE_halo");
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let started = Instant::now();
+    let out = Command::new(halo)
+        .args(["lab", "--mode", "bgp", "--report", &report_path.to_string_lossy()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("halo lab --mode bgp took {:.0} s:\n{stdout}", started.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    check_bgp_report(&report);
+    let pids: Vec<u64> = report["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert!(pids.len() >= 20, "3 stand-ins, 4 FRRs of 3 daemons (one twice), 3 balancers (some twice), the client: {pids:?}");
+    assert_all_gone(&pids);
 }

@@ -4,17 +4,21 @@
 //! sending requests to the VIP all along. It then plays a scenario — a master answers 500, the
 //! master's halo is killed, the master host crashes, a clean stop, everything comes back —
 //! narrating each step with the client's measured outage, and judges it: exit 0 when every step
-//! behaved, 1 otherwise, 2 when the lab could not be built.
+//! behaved, 1 otherwise, 2 when the lab could not be built. `--mode bgp` plays the same kind of
+//! scenario on a routed topology instead (`bgp/`): an FRR router in front of three balancers
+//! that announce the VIP by BGP through FRR, ECMP over all of them.
 //!
 //! The lab knows halo only as a user does: the `halo` binary it is given (it runs `halo run`, and
 //! the binary's hidden `halo lab apiserver|client` for its own stand-ins), the config files it
 //! writes, and each daemon's status endpoint.
 
 pub mod apiserver;
+mod bgp;
 pub mod client;
 mod net;
 mod observe;
 mod pki;
+mod play;
 mod scenario;
 mod timeline;
 mod view;
@@ -33,7 +37,7 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The lab's LAN: 10.77.0.0/24 inside its own namespaces.
+/// The lab's LAN: 10.77.0.0/24 inside its own namespaces; the VRRP mode's VIP is on it.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 /// The balancers' frontend port (the guide's).
 pub const FRONTEND_PORT: u16 = 8443;
@@ -47,8 +51,30 @@ const PRIORITIES: [u8; 3] = [150, 100, 50];
 /// Set by SIGINT/SIGTERM: every wait in the scenario gives up and the lab cleans up.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Which scenario `halo lab` plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The balancers share one LAN and float the VIP by VRRP.
+    #[default]
+    Vrrp,
+    /// A router (FRR) in front of the balancers, which announce the VIP by BGP (ECMP).
+    Bgp,
+}
+
+impl Mode {
+    /// The address clients connect to.
+    pub fn vip(self) -> Ipv4Addr {
+        match self {
+            Self::Vrrp => VIP,
+            Self::Bgp => bgp::VIP,
+        }
+    }
+}
+
 /// What `halo lab` was asked for.
 pub struct Options {
+    /// The scenario.
+    pub mode: Mode,
     /// Leave the lab running afterwards.
     pub keep: bool,
     /// Write the measured timeline as JSON here.
@@ -63,29 +89,38 @@ pub struct Topology {
     pub apis: Vec<Host>,
     /// Balancer hosts.
     pub lbs: Vec<Host>,
-    /// The client.
+    /// The client (on the LAN in VRRP mode, behind the router in BGP mode).
     pub client: Host,
+    /// BGP mode: the router, on the LAN with its other side towards the client.
+    pub router: Option<Host>,
 }
 
 impl Topology {
-    fn new() -> Self {
-        let host = |name: String, last: u8| Host { name, address: Ipv4Addr::new(10, 77, 0, last) };
+    fn new(mode: Mode) -> Self {
+        let host = |name: &str, last: u8| Host { name: name.to_string(), address: Ipv4Addr::new(10, 77, 0, last) };
+        let (client, router) = match mode {
+            Mode::Vrrp => (host("client", 100), None),
+            Mode::Bgp => (Host { name: "client".to_string(), address: bgp::CLIENT }, Some(host("router", 1))),
+        };
         Self {
-            apis: (1..=3u8).map(|i| host(format!("api{i}"), 10 + i)).collect(),
-            lbs: (1..=3u8).map(|i| host(format!("lb{i}"), 20 + i)).collect(),
-            client: host("client".to_string(), 100),
+            apis: (1..=3u8).map(|i| host(&format!("api{i}"), 10 + i)).collect(),
+            lbs: (1..=3u8).map(|i| host(&format!("lb{i}"), 20 + i)).collect(),
+            client,
+            router,
         }
     }
 
-    fn all(&self) -> Vec<Host> {
-        self.apis.iter().chain(&self.lbs).chain(std::iter::once(&self.client)).cloned().collect()
+    /// The hosts plugged into the switch.
+    fn lan(&self) -> Vec<Host> {
+        let edge = std::slice::from_ref(self.router.as_ref().unwrap_or(&self.client));
+        self.apis.iter().chain(&self.lbs).chain(edge).cloned().collect()
     }
 }
 
 /// `halo lab down`: removes a lab left running (by `--keep` or a crash).
 pub fn down() -> anyhow::Result<ExitCode> {
     require_root()?;
-    let removed = net::destroy()?;
+    let removed = destroy()?;
     if removed.is_empty() {
         println!("no lab is running");
     }
@@ -93,6 +128,14 @@ pub fn down() -> anyhow::Result<ExitCode> {
         println!("removed {item}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes every part of a lab: namespaces and the processes in them, the lab directory, and
+/// FRR's directories of the BGP mode.
+fn destroy() -> anyhow::Result<Vec<String>> {
+    let mut removed = net::destroy()?;
+    removed.extend(bgp::frr::remove_state()?);
+    Ok(removed)
 }
 
 fn require_root() -> anyhow::Result<()> {
@@ -104,11 +147,11 @@ fn require_root() -> anyhow::Result<()> {
 pub fn run(options: &Options) -> anyhow::Result<ExitCode> {
     require_root()?;
     watch_signals();
-    let stale = net::destroy().context("removing an earlier lab")?;
+    let stale = destroy().context("removing an earlier lab")?;
     if !stale.is_empty() {
         println!("removed a stale lab: {}", stale.join(", "));
     }
-    let topology = Topology::new();
+    let topology = Topology::new(options.mode);
     let mut processes = net::Processes::default();
     let outcome = build_and_play(&topology, &mut processes, options);
     let (code, keep) = match &outcome {
@@ -117,10 +160,10 @@ pub fn run(options: &Options) -> anyhow::Result<ExitCode> {
     };
     if keep {
         processes.leave_running();
-        print!("{}", cheat_sheet(&topology));
+        print!("{}", cheat_sheet(&topology, options.mode));
     } else {
         processes.kill_all();
-        match net::destroy() {
+        match destroy() {
             Ok(_) => println!("lab removed: namespaces, processes and {DIR}"),
             Err(e) => eprintln!("halo lab: {e:#}"),
         }
@@ -131,13 +174,19 @@ pub fn run(options: &Options) -> anyhow::Result<ExitCode> {
 
 fn build_and_play(topology: &Topology, processes: &mut net::Processes, options: &Options) -> anyhow::Result<bool> {
     let exe = &options.halo;
+    if options.mode == Mode::Bgp {
+        bgp::frr::require_installed()?;
+    }
     std::fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
     let servers: Vec<(String, Ipv4Addr)> = topology.apis.iter().map(|h| (h.name.clone(), h.address)).collect();
-    pki::write(Path::new(DIR), &servers, VIP)?;
-    net::build(&topology.all())?;
+    pki::write(Path::new(DIR), &servers, options.mode.vip())?;
+    net::build(&topology.lan())?;
     for api in &topology.apis {
         let listen = SocketAddr::from((api.address, API_PORT)).to_string();
         processes.start(&api.name, &api.netns(), exe, &["lab", "apiserver", "--name", &api.name, "--listen", &listen, "--dir", DIR])?;
+    }
+    if options.mode == Mode::Bgp {
+        return bgp::build_and_play(topology, processes, exe, options.report.as_deref());
     }
     for (lb, priority) in topology.lbs.iter().zip(PRIORITIES) {
         let config = balancer_config(lb, priority, &topology.apis);
@@ -169,7 +218,7 @@ fn balancer_args(lb: &Host) -> Vec<String> {
 
 /// A balancer host's halo.toml: what an SRE would write for this LAN.
 fn balancer_config(lb: &Host, priority: u8, apis: &[Host]) -> String {
-    let mut out = format!(
+    format!(
         r#"# Generated by `halo lab` for {name}.
 [node]
 name = "{name}"
@@ -186,7 +235,18 @@ version = 3
 advert_interval = "{ADVERT_INTERVAL_MS}ms"
 virtual_addresses = ["{VIP}/24"]
 track = ["local-balancer"]
+{serving}"#,
+        name = lb.name,
+        socket = socket_path(lb).display(),
+        serving = serving(VIP, apis),
+    )
+}
 
+/// The part of a balancer's halo.toml both modes share: the balancer tracker, the frontend on
+/// `vip`, the API servers with https checks against the lab CA.
+fn serving(vip: Ipv4Addr, apis: &[Host]) -> String {
+    let mut out = format!(
+        r#"
 [[tracker]]
 name = "local-balancer"
 kind = "balancer"
@@ -195,7 +255,7 @@ min_healthy = 1
 
 [[frontend]]
 name = "apiserver"
-bind = ["{VIP}:{FRONTEND_PORT}"]
+bind = ["{vip}:{FRONTEND_PORT}"]
 backend = "apiserver"
 
 [[backend]]
@@ -215,9 +275,7 @@ interval = "500ms"
 timeout = "400ms"
 fall = 2
 rise = 2
-"#,
-        name = lb.name,
-        socket = socket_path(lb).display(),
+"#
     );
     for api in apis {
         out.push_str(&format!("\n[[backend.server]]\nname = \"{}\"\naddress = \"{}:{API_PORT}\"\n", api.name, api.address));
@@ -225,10 +283,20 @@ rise = 2
     out
 }
 
-fn cheat_sheet(topology: &Topology) -> String {
+fn cheat_sheet(topology: &Topology, mode: Mode) -> String {
+    let commands = if mode == Mode::Bgp { bgp::cheat_sheet(topology) } else { vrrp_cheat_sheet(topology) };
+    let width = commands.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    let mut out = "\nThe lab is still up (--keep). Explore it:\n".to_string();
+    for (command, comment) in commands {
+        out.push_str(&format!("  {command:<width$}  # {comment}\n"));
+    }
+    out
+}
+
+fn vrrp_cheat_sheet(topology: &Topology) -> Vec<(String, String)> {
     let lb = &topology.lbs[0];
     let client = topology.client.netns();
-    let commands = [
+    vec![
         ("ip netns list".to_string(), "halo-lab-*: sw (switch), api1-3, lb1-3, client".to_string()),
         (format!("ip netns exec {client} curl --cacert {DIR}/ca.pem https://{VIP}:{FRONTEND_PORT}/version"), "through the VIP".to_string()),
         (format!("halo status -c {DIR}/{}.toml", lb.name), format!("{}'s view, through its unix socket", lb.name)),
@@ -238,13 +306,7 @@ fn cheat_sheet(topology: &Topology) -> String {
         (format!("ip -n {} link set p-{} down", net::SWITCH, lb.name), format!("pull {}'s cable", lb.name)),
         (format!("less {DIR}/{}.log", lb.name), format!("{}'s daemon log", lb.name)),
         ("halo lab down".to_string(), "remove all of it".to_string()),
-    ];
-    let width = commands.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
-    let mut out = "\nThe lab is still up (--keep). Explore it:\n".to_string();
-    for (command, comment) in commands {
-        out.push_str(&format!("  {command:<width$}  # {comment}\n"));
-    }
-    out
+    ]
 }
 
 /// SIGINT / SIGTERM set `INTERRUPTED`; the scenario's waits notice within their polling period.

@@ -74,10 +74,35 @@ pub fn set_port(host: &Host, up: bool) -> anyhow::Result<()> {
     ip(&["-n", SWITCH, "link", "set", &host.port(), if up { "up" } else { "down" }]).map(drop)
 }
 
-/// Whether `address` is on the host's `eth0`.
-pub fn holds(host: &Host, address: Ipv4Addr) -> bool {
-    ip(&["-n", &host.netns(), "-4", "-o", "addr", "show", "dev", "eth0"])
+/// Whether `address` is on the host's `device`.
+pub fn holds(host: &Host, device: &str, address: Ipv4Addr) -> bool {
+    ip(&["-n", &host.netns(), "-4", "-o", "addr", "show", "dev", device])
         .is_ok_and(|out| out.split_whitespace().any(|word| word.split('/').next() == Some(&address.to_string())))
+}
+
+/// The gateways of the kernel's route to `address`/32 in `netns` (what forwards, whatever a
+/// routing daemon believes): one, several (ECMP), or none when there is no such route.
+pub fn gateways(netns: &str, address: Ipv4Addr) -> Vec<Ipv4Addr> {
+    let json = |args: &[&str]| -> serde_json::Value {
+        ip(&[&["-n", netns, "-j"], args].concat()).ok().and_then(|out| serde_json::from_str(&out).ok()).unwrap_or_default()
+    };
+    let gateway = |v: &serde_json::Value| v["gateway"].as_str().and_then(|g| g.parse().ok());
+    let mut found = Vec::new();
+    for route in json(&["route", "show", "exact", &format!("{address}/32")]).as_array().into_iter().flatten() {
+        if let Some(hops) = route["nexthops"].as_array() {
+            found.extend(hops.iter().filter_map(gateway));
+        } else if let Some(one) = gateway(route) {
+            found.push(one);
+        } else if let Some(id) = route["nhid"].as_u64() {
+            // A next-hop group object the route names without listing its members.
+            let group = json(&["nexthop", "show", "id", &id.to_string()]);
+            for member in group[0]["group"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_u64()) {
+                found.extend(gateway(&json(&["nexthop", "show", "id", &member.to_string()])[0]));
+            }
+        }
+    }
+    found.sort_unstable();
+    found
 }
 
 /// The lab's namespaces that exist now.

@@ -1,9 +1,11 @@
 //! The lab's eyes: a thread that, every 100 ms, reads the client's new log lines, asks every
-//! balancer's daemon for its status (through its unix socket) and looks at which hosts hold the
-//! VIP, and keeps what it saw for the scenario, the live view and the report.
+//! balancer's daemon for its status (through its unix socket), looks at which hosts hold the
+//! VIP (VRRP: on eth0; BGP: on lo, announced) and, in BGP mode, which balancers the router
+//! forwards the VIP to, and keeps what it saw for the scenario, the live view and the report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -16,18 +18,28 @@ use super::timeline::Request;
 /// How often the observer looks.
 pub const PERIOD: Duration = Duration::from_millis(100);
 
+/// What to watch besides the daemons' status.
+pub struct Watch {
+    /// The address clients connect to.
+    pub vip: Ipv4Addr,
+    /// The balancers' device that holds it (VRRP: `eth0`; BGP: `lo`, while announced).
+    pub device: &'static str,
+    /// BGP: the router's namespace, whose route to the VIP names the balancers it forwards to.
+    pub router: Option<String>,
+}
+
 /// One balancer as last seen.
 #[derive(Debug, Clone, Default)]
 pub struct Balancer {
     /// Its daemon answered.
     pub reachable: bool,
-    /// VRRP state.
+    /// VRRP state, or in BGP mode ANNOUNCED / WITHDRAWN.
     pub state: String,
-    /// Effective priority.
-    pub priority: u64,
+    /// Effective VRRP priority (none in BGP mode).
+    pub priority: Option<u64>,
     /// Server name → healthy.
     pub servers: BTreeMap<String, bool>,
-    /// The VIP is on its eth0.
+    /// The VIP is on its device (VRRP: it is master; BGP: it announces).
     pub holds_vip: bool,
 }
 
@@ -40,6 +52,10 @@ pub struct Seen {
     pub holders: Vec<(u64, usize)>,
     /// Balancers by name.
     pub balancers: BTreeMap<String, Balancer>,
+    /// BGP: the balancers the router forwards the VIP to now.
+    pub routed: Vec<String>,
+    /// BGP: (time, the balancers the router forwarded to) at the start and at each change.
+    pub routes: Vec<(u64, Vec<String>)>,
     /// Time of the last complete look.
     pub at_ms: u64,
 }
@@ -68,7 +84,7 @@ pub struct Observer {
 
 impl Observer {
     /// Starts looking.
-    pub fn start(lbs: Vec<Host>, vip: std::net::Ipv4Addr) -> Self {
+    pub fn start(lbs: Vec<Host>, watch: Watch) -> Self {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let connected = Arc::new(Mutex::new(lbs.iter().map(|h| h.name.clone()).collect::<BTreeSet<_>>()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -85,10 +101,14 @@ impl Observer {
                         .zip(&clients)
                         .map(|(lb, client)| {
                             let mut b = client.as_ref().map(status).unwrap_or_default();
-                            b.holds_vip = plugged.contains(&lb.name) && super::net::holds(lb, vip);
+                            b.holds_vip = plugged.contains(&lb.name) && super::net::holds(lb, watch.device, watch.vip);
                             (lb.name.clone(), b)
                         })
                         .collect();
+                    let routed: Option<Vec<String>> = watch.router.as_ref().map(|router| {
+                        let gateways = super::net::gateways(router, watch.vip);
+                        lbs.iter().filter(|lb| gateways.contains(&lb.address)).map(|lb| lb.name.clone()).collect()
+                    });
                     let new = client_log.read_new();
                     let now = super::unix_ms();
                     {
@@ -97,6 +117,12 @@ impl Observer {
                         seen.holders.push((now, holders));
                         seen.balancers = balancers;
                         seen.requests.extend(new);
+                        if let Some(routed) = routed {
+                            if seen.routes.last().is_none_or(|(_, last)| *last != routed) {
+                                seen.routes.push((now, routed.clone()));
+                            }
+                            seen.routed = routed;
+                        }
                         seen.at_ms = now;
                     }
                     std::thread::sleep(PERIOD);
@@ -143,6 +169,7 @@ fn status(client: &StatusClient) -> Balancer {
     let Ok(body) = client.get("/status") else { return Balancer::default() };
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else { return Balancer::default() };
     let instance = &json["vrrp"]["apiserver"];
+    let announced = json["announce"]["api"]["announced"].as_bool();
     let servers = json["frontends"][0]["servers"]
         .as_array()
         .into_iter()
@@ -151,8 +178,12 @@ fn status(client: &StatusClient) -> Balancer {
         .collect();
     Balancer {
         reachable: true,
-        state: instance["state"].as_str().unwrap_or("?").to_string(),
-        priority: instance["priority"].as_u64().unwrap_or(0),
+        state: match announced {
+            Some(true) => "ANNOUNCED".to_string(),
+            Some(false) => "WITHDRAWN".to_string(),
+            None => instance["state"].as_str().unwrap_or("?").to_string(),
+        },
+        priority: instance["priority"].as_u64(),
         servers,
         holds_vip: false,
     }

@@ -1,7 +1,9 @@
 //! The live view on a terminal: every 250 ms, who holds the VIP, each balancer's state,
-//! priority and view of the servers, the client's last five seconds, and the timeline so far.
+//! priority and view of the servers, in BGP mode the balancers the router forwards to, the
+//! client's last five seconds, and the timeline so far.
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,7 +19,7 @@ pub struct View {
 
 impl View {
     /// Starts drawing.
-    pub fn start(seen: Arc<Mutex<Seen>>, lines: Arc<Mutex<Vec<String>>>) -> Self {
+    pub fn start(seen: Arc<Mutex<Seen>>, lines: Arc<Mutex<Vec<String>>>, vip: Ipv4Addr) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -26,7 +28,7 @@ impl View {
                     let frame = {
                         let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
                         let lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
-                        frame(&seen, &lines)
+                        frame(&seen, &lines, vip)
                     };
                     // Home, draw, clear what is left of the previous frame.
                     print!("\x1b[H{frame}\x1b[J");
@@ -62,25 +64,25 @@ fn paint(text: &str, width: usize) -> String {
     halo_config::status_client::paint(text, width, true)
 }
 
-fn frame(seen: &Seen, lines: &[String]) -> String {
+fn frame(seen: &Seen, lines: &[String], vip: Ipv4Addr) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\x1b[1mhalo lab\x1b[0m — VIP {}:{}   (Ctrl-C ends it and cleans up)\x1b[K\n\x1b[K",
-        super::VIP,
-        super::FRONTEND_PORT
-    );
+    let _ = writeln!(out, "\x1b[1mhalo lab\x1b[0m — VIP {vip}:{}   (Ctrl-C ends it and cleans up)\x1b[K\n\x1b[K", super::FRONTEND_PORT);
     let servers: Vec<String> =
         seen.balancers.values().flat_map(|b| b.servers.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    let _ = writeln!(out, "balancer  state    priority  VIP  {}\x1b[K", servers.iter().map(|s| format!("{s:<6}")).collect::<String>());
+    let _ = writeln!(out, "balancer  state     priority  VIP  {}\x1b[K", servers.iter().map(|s| format!("{s:<6}")).collect::<String>());
     for (name, b) in &seen.balancers {
         if !b.reachable {
-            let _ = writeln!(out, "{name:<9} {}{}\x1b[K", paint("stopped", 9), if b.holds_vip { "          yes" } else { "" });
+            let _ = writeln!(out, "{name:<9} {}{}\x1b[K", paint("stopped", 10), if b.holds_vip { "          yes" } else { "" });
             continue;
         }
         let health: String = servers.iter().map(|s| paint(if b.servers.get(s) == Some(&true) { "UP" } else { "DOWN" }, 6)).collect();
-        let vip = if b.holds_vip { paint("yes", 4) } else { "    ".to_string() };
-        let _ = writeln!(out, "{name:<9} {} {:<9} {vip} {health}\x1b[K", paint(&b.state, 8), b.priority);
+        let holds = if b.holds_vip { paint("yes", 4) } else { "    ".to_string() };
+        let priority = b.priority.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let _ = writeln!(out, "{name:<9} {} {priority:<9} {holds} {health}\x1b[K", paint(&b.state, 9));
+    }
+    if !seen.routes.is_empty() {
+        let routed = if seen.routed.is_empty() { "nothing".to_string() } else { seen.routed.join(" ") };
+        let _ = writeln!(out, "\x1b[K\nrouter: forwards {vip} to {routed}\x1b[K");
     }
     let recent = timeline::stats(&seen.requests, seen.at_ms.saturating_sub(5000), seen.at_ms);
     let ok = if recent.sent == 0 { 0.0 } else { 100.0 * (recent.sent - recent.failed) as f64 / recent.sent as f64 };
