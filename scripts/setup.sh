@@ -15,6 +15,7 @@ packages=(
   util-linux    # unshare: a private mount namespace for keepalived --config-test
   systemd       # systemd-analyze verify on the rendered unit (nothing is started)
   iputils-ping  # a ping that must keep answering while halo host apply moves the NIC onto br0
+  frr           # zebra, bgpd, bfdd, vtysh: the BGP tests' router and balancers (started by the tests, in namespaces)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,7 +34,30 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # tshark asks whether non-root users may capture; answer no, non-interactively.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update
+  # frr's postinst enables frr.service and starts it (haproxy's, keepalived's and nginx's do the
+  # same): the tests start their own daemons inside namespaces, so nothing may start on the host.
+  # invoke-rc.d and deb-systemd-invoke ask policy-rc.d first; 101 means "not allowed".
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# written by halo scripts/setup.sh for one apt-get run\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get install -y --no-install-recommends "${missing[@]}"
+  if [[ " ${missing[*]} " == *" frr "* ]]; then
+    # Not at boot either. And should a start have slipped through (a policy-rc.d of the host's
+    # that allows it), the daemons this install started are stopped, by their pid files in
+    # FRR's default pathspace (the tests' daemons use pathspaces of their own).
+    [ -d /run/systemd/system ] && { systemctl disable --quiet --now frr.service || true; }
+    for pidfile in /var/run/frr/*.pid; do
+      [ -f "$pidfile" ] || continue
+      pid=$(cat "$pidfile")
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "setup.sh: stopping $(basename "$pidfile" .pid) (pid $pid), started by the frr package" >&2
+        kill -TERM "$pid" || true
+      fi
+    done
+  fi
 else
   echo "setup.sh: all system packages present"
 fi
