@@ -5,6 +5,15 @@
 //! in count and time) and prints one line per attempt: `<µs since start> ok|fail`. An attempt
 //! is ok only when the listener's first byte arrives within the timeout: a proxy that accepts
 //! but cannot reach a server counts as a failure, end to end.
+//! `probe rate ADDR THREADS FOR_MS TIMEOUT_MS`: THREADS clients connect, read the first byte and
+//! close, back to back, for FOR_MS; prints `<ok> <failed> <ok per second>`.
+//! `probe echo-serve ADDR` greets every connection with the address it came from, then echoes.
+//! `probe hold ADDR CONNECTIONS WAIT_MS` opens CONNECTIONS connections to an echo-serve (through
+//! a proxy: the greeting names the proxy), waits WAIT_MS, then checks that each still echoes;
+//! prints `<greeting> <still working> <opened>`, one line per greeting.
+//! `probe bulk-serve ADDR` sends zeros on every connection until the peer goes.
+//! `probe bulk-get ADDR CONNECTIONS FOR_MS` reads from CONNECTIONS connections at once for
+//! FOR_MS; prints `<bytes> <Mbit/s> <connections that got bytes>`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,7 +25,12 @@ fn main() -> ExitCode {
     let outcome = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["listen", address] => listen(address),
         ["connect", address, every, total, timeout] => connect(address, every, total, timeout),
-        _ => Err("usage: probe listen ADDR | probe connect ADDR EVERY_MS FOR_MS TIMEOUT_MS".to_string()),
+        ["rate", address, threads, total, timeout] => rate(address, threads, total, timeout),
+        ["bulk-serve", address] => bulk_serve(address),
+        ["echo-serve", address] => echo_serve(address),
+        ["hold", address, connections, wait] => hold(address, connections, wait),
+        ["bulk-get", address, connections, total] => bulk_get(address, connections, total),
+        _ => Err("usage: probe listen ADDR | probe connect ADDR EVERY_MS FOR_MS TIMEOUT_MS | probe rate ADDR THREADS FOR_MS TIMEOUT_MS | probe bulk-serve ADDR | probe bulk-get ADDR CONNECTIONS FOR_MS | probe echo-serve ADDR | probe hold ADDR CONNECTIONS WAIT_MS".to_string()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,4 +78,147 @@ fn connect(address: &str, every: &str, total: &str, timeout: &str) -> Result<(),
         }
     }
     out.flush().map_err(|e| e.to_string())
+}
+
+fn count(text: &str) -> Result<usize, String> {
+    text.parse().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| format!("`{text}` is not a count from 1 to 1024"))
+}
+
+fn rate(address: &str, threads: &str, total: &str, timeout: &str) -> Result<(), String> {
+    let address: SocketAddr = address.parse().map_err(|_| format!("`{address}` is not ip:port"))?;
+    let (threads, total, timeout) = (count(threads)?, millis(total)?, millis(timeout)?);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                // Bounded in time; each attempt is bounded by the timeout.
+                while start.elapsed() < total {
+                    if reached(address, timeout) {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for worker in workers {
+        let (o, f) = worker.join().map_err(|_| "a client thread panicked".to_string())?;
+        ok += o;
+        failed += f;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!("{ok} {failed} {:.0}", ok as f64 / seconds);
+    Ok(())
+}
+
+fn bulk_serve(address: &str) -> Result<(), String> {
+    let listener = TcpListener::bind(address).map_err(|e| format!("bind {address}: {e}"))?;
+    for mut stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let zeros = [0u8; 65536];
+            // Ends when the peer goes (a write fails).
+            while stream.write_all(&zeros).is_ok() {}
+        });
+    }
+    Ok(())
+}
+
+fn bulk_get(address: &str, connections: &str, total: &str) -> Result<(), String> {
+    let address: SocketAddr = address.parse().map_err(|_| format!("`{address}` is not ip:port"))?;
+    let (connections, total) = (count(connections)?, millis(total)?);
+    let start = Instant::now();
+    let readers: Vec<_> = (0..connections)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else { return 0u64 };
+                let _bounded = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut buf = vec![0u8; 65536];
+                let mut bytes = 0u64;
+                while start.elapsed() < total {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => bytes += n as u64,
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                }
+                bytes
+            })
+        })
+        .collect();
+    let mut per: Vec<u64> = Vec::new();
+    for reader in readers {
+        per.push(reader.join().map_err(|_| "a reader thread panicked".to_string())?);
+    }
+    let bytes: u64 = per.iter().sum();
+    let seconds = start.elapsed().as_secs_f64();
+    println!("{bytes} {:.0} {}", bytes as f64 * 8.0 / seconds / 1e6, per.iter().filter(|&&b| b > 0).count());
+    Ok(())
+}
+
+fn echo_serve(address: &str) -> Result<(), String> {
+    let listener = TcpListener::bind(address).map_err(|e| format!("bind {address}: {e}"))?;
+    for mut stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let Ok(peer) = stream.peer_addr() else { return };
+            if writeln!(stream, "{}", peer.ip()).is_err() {
+                return;
+            }
+            let mut buf = [0u8; 512];
+            // Ends when the peer goes.
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The greeting line of a new connection (one byte at a time: nothing after it is consumed).
+fn greeting(stream: &mut TcpStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match stream.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => return String::from_utf8(line).ok(),
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn hold(address: &str, connections: &str, wait: &str) -> Result<(), String> {
+    let address: SocketAddr = address.parse().map_err(|_| format!("`{address}` is not ip:port"))?;
+    let (connections, wait) = (count(connections)?, millis(wait)?);
+    let timeout = Duration::from_secs(1);
+    let mut open: Vec<(TcpStream, String)> = Vec::new();
+    for _ in 0..connections {
+        let Ok(mut stream) = TcpStream::connect_timeout(&address, timeout) else { continue };
+        if stream.set_read_timeout(Some(timeout)).is_err() {
+            continue;
+        }
+        if let Some(greeted) = greeting(&mut stream) {
+            open.push((stream, greeted));
+        }
+    }
+    std::thread::sleep(wait);
+    let mut per: std::collections::BTreeMap<String, (usize, usize)> = std::collections::BTreeMap::new();
+    for (mut stream, greeted) in open {
+        let mut echo = [0u8; 5];
+        let alive = stream.write_all(b"ping\n").is_ok() && stream.read_exact(&mut echo).is_ok() && &echo == b"ping\n";
+        let entry = per.entry(greeted).or_default();
+        entry.0 += usize::from(alive);
+        entry.1 += 1;
+    }
+    for (greeted, (alive, opened)) in per {
+        println!("{greeted} {alive} {opened}");
+    }
+    Ok(())
 }
