@@ -227,11 +227,22 @@ start() {
   done
   if [ "$mode" = bgp ]; then
     wait_until 30 routed "$n" || { echo "bgp.sh: r never routed the VIP to $n balancers" >&2; exit 1; }
-    wait_until 30 bfd_up "$n" || { echo "bgp.sh: BFD sessions not up" >&2; exit 1; }
+    wait_until 30 settled "$n" || { echo "bgp.sh: r's route never settled (BFD up, no change for 2 s)" >&2; exit 1; }
   else
     wait_until 30 vrrp_master b1 || { echo "bgp.sh: b1 never became the VRRP master" >&2; exit 1; }
+    sleep 1
   fi
-  sleep 1
+}
+
+# settled N: r routes to N balancers, their BFD sessions are up, and the route stayed for 2 s
+# (a fresh session may be reset once by its bgpd while BFD comes up, or by a collision; zebra
+# makes a new nexthop group, "nhid", for every change).
+settled() {
+  local before
+  routed "$1" || return 1
+  before=$(ip -n "$P-r" route show exact "$VIP/32")
+  sleep 2
+  [ "$(ip -n "$P-r" route show exact "$VIP/32")" = "$before" ] && routed "$1" && bfd_up "$1"
 }
 
 # stop: every halo SIGKILLed (its guard removes its addresses) and every balancer's FRR.

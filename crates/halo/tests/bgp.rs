@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use frr::{Frr, ResilientMirror, can_run_frr, nexthops, wait_nexthops};
+use frr::{Frr, ResilientMirror, can_run_frr, nexthops, route_nhid, wait_nexthops};
 use lan::{Daemon, Netns, run, run_ok, wait_for};
 
 const VIP: &str = "10.0.0.100";
@@ -305,13 +305,15 @@ impl Fabric {
             peers.iter().map(|p| self.router.bfd_status(p)).collect::<Vec<_>>(),
             self.logs()
         );
+        // A fresh session may still be reset once (bgpd ending it with "BFD Down" while BFD
+        // comes up, or a connection collision): the route counts once it stayed for 2 s.
         let all: Vec<usize> = (0..self.balancers.len()).collect();
-        assert!(
-            self.wait_routed_to(&all, LONG).is_some(),
-            "r never routed the VIP to every balancer: {:?}\n{}",
-            self.nexthops(),
-            self.logs()
-        );
+        let settled = wait_for(LONG, || {
+            let Some(id) = self.wait_routed_to(&all, LONG).and_then(|_| route_nhid(&self.r.name, VIP_PREFIX)) else { return false };
+            std::thread::sleep(Duration::from_secs(2));
+            route_nhid(&self.r.name, VIP_PREFIX) == Some(id) && peers.iter().all(|p| self.router.bfd_status(p) == "up")
+        });
+        assert!(settled.is_some(), "r's route to the VIP never settled on every balancer: {:?}\n{}", self.nexthops(), self.logs());
     }
 
     /// Whether balancer `i` holds the VIP on lo (announces it).

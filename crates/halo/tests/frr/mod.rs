@@ -165,6 +165,14 @@ pub fn table_nexthops(ns: &str, prefix: &str, table: &str) -> Vec<String> {
     gateways
 }
 
+/// The kernel next-hop object the main table's route to `prefix` uses: zebra makes a new one
+/// for every change of the route, so an unchanged id means an unchanged route.
+pub fn route_nhid(ns: &str, prefix: &str) -> Option<u64> {
+    let out = run("ip", &["-n", ns, "-j", "route", "show", "exact", prefix]);
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    routes.as_array()?.first()?["nhid"].as_u64()
+}
+
 /// The main table's gateways for `prefix` (see [`table_nexthops`]).
 pub fn nexthops(ns: &str, prefix: &str) -> Vec<String> {
     table_nexthops(ns, prefix, "main")
