@@ -37,6 +37,9 @@ pub fn frr(config: &Config) -> Rendered {
     if let Some(id) = bgp.router_id {
         line(&mut out, format_args!(" bgp router-id {id}"));
     }
+    // Each neighbour is activated in its own family only: an IPv6 session carries no IPv4
+    // routes, and the other way round.
+    line(&mut out, format_args!(" no bgp default ipv4-unicast"));
     // Fast (re)connection after a restart; the hold time matters only without BFD.
     line(&mut out, format_args!(" timers bgp 3 9"));
     for n in &bgp.neighbors {
@@ -49,7 +52,11 @@ pub fn frr(config: &Config) -> Rendered {
     for (family, v4) in [("ipv4", true), ("ipv6", false)] {
         let neighbors: Vec<_> = bgp.neighbors.iter().filter(|n| n.address.is_ipv4() == v4).collect();
         let announced = config.announce.iter().any(|a| a.address.addr().is_ipv4() == v4);
-        if neighbors.is_empty() || !announced {
+        if !announced {
+            continue;
+        }
+        if neighbors.is_empty() {
+            losses.push(format!("{family} addresses are announced but no [bgp] neighbour is {family}: they reach no router"));
             continue;
         }
         line(&mut out, format_args!(" address-family {family} unicast"));
@@ -94,8 +101,17 @@ fn upstream_hints(out: &mut String, config: &Config) {
         out,
         format_args!("!   router bgp <its asn>\n!    neighbor <balancer> remote-as {asn}\n!    neighbor <balancer> bfd profile halo"),
     );
-    line(out, format_args!("!    address-family ipv4 unicast\n!     maximum-paths 16        ! ECMP over all balancers announcing"));
-    line(out, format_args!("!   sysctl net.ipv4.fib_multipath_hash_policy=1   ! hash on ports too (L4), not addresses only"));
+    line(out, format_args!("!    bgp bestpath as-path multipath-relax   ! when the balancers are in different ASes"));
+    line(
+        out,
+        format_args!(
+            "!    address-family ipv4 unicast (and ipv6 unicast)\n!     maximum-paths 16        ! ECMP over all balancers (maximum-paths ibgp 16 for iBGP)"
+        ),
+    );
+    line(
+        out,
+        format_args!("!   sysctl net.ipv4.fib_multipath_hash_policy=1 net.ipv6.fib_multipath_hash_policy=1   ! hash on ports too (L4)"),
+    );
     line(out, format_args!("!   a resilient next-hop group keeps the other balancers' flows in place when one withdraws"));
 }
 
@@ -131,6 +147,14 @@ mod tests {
             assert!(r.text.lines().any(|l| l == expected), "missing {expected:?} in\n{}", r.text);
         }
         assert!(!r.text.contains("neighbor fd31::1 bfd"), "{}", r.text);
+    }
+
+    #[test]
+    fn an_announced_family_without_a_neighbour_of_it_is_a_loss_and_sessions_carry_their_own_family() {
+        let text = format!("{BASE}\n[bgp]\nasn = 65001\n[[bgp.neighbor]]\naddress = \"172.31.1.1\"\nasn = 65000\n");
+        let r = frr(&config(&text));
+        assert!(r.losses.iter().any(|l| l.starts_with("ipv6 addresses are announced but no [bgp] neighbour is ipv6")), "{:?}", r.losses);
+        assert!(r.text.lines().any(|l| l == " no bgp default ipv4-unicast"), "{}", r.text);
     }
 
     #[test]

@@ -54,6 +54,15 @@ fn host_route(report: &mut Report<'_>, text: &Text) -> Option<IpNet> {
         report.error(text.span(), format!("`{}` is not an address", text.get_ref())).hint("like \"10.0.0.100/32\" or \"fd00::100/128\"");
         return None;
     };
+    let ip = net.addr();
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || link_local {
+        report.error(text.span(), format!("{ip} cannot be announced: it is not a routable unicast address"));
+        return None;
+    }
     if net.prefix_len() != net.max_prefix_len() {
         report.error(text.span(), format!("announce address {net} is not a host route")).hint(format!(
             "announce {}/{}: each balancer announces the address itself, and the fabric spreads over them",
@@ -80,6 +89,11 @@ fn vrrp_overlap(report: &mut Report<'_>, text: &Text, net: IpNet, vrrp: &[RawVrr
 
 pub(super) fn bgp(report: &mut Report<'_>, raw: Option<&toml::Spanned<RawBgp>>, announce: &[RawAnnounce]) -> Option<Option<Bgp>> {
     let Some(raw) = raw else {
+        if let Some(first) = announce.first() {
+            report
+                .warning(first.name.span(), "[[announce]] without [bgp]: `halo render frr` cannot write the BGP part and `halo host check` cannot check the sessions")
+                .hint("add [bgp] with this host's AS and its [[bgp.neighbor]] routers (FRR's configuration may also be written by hand)");
+        }
         return Some(None);
     };
     let b = raw.get_ref();

@@ -5,11 +5,10 @@
 //! A killed halo's guard removes the address at once; a hung halo's expires (2 s).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use halo_config::Announce;
+use halo_config::{Announce, Tracker, TrackerKind};
 use halo_hostnet::netlink::Netlink;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -47,23 +46,37 @@ pub struct Announcers {
 
 struct Running {
     config: Announce,
-    stop: watch::Sender<bool>,
+    /// Live changes that keep the address and interface (name, trackers).
+    updates: watch::Sender<Announce>,
+    /// The trackers' settings (a file tracker's value decides, not its verdict).
+    trackers: watch::Sender<Vec<Tracker>>,
+    /// Set to the reason when the announcement must end.
+    stop: watch::Sender<Option<&'static str>>,
     /// `None` once awaited.
     task: Option<JoinHandle<()>>,
 }
 
 impl Announcers {
     /// Starts one task per announcement.
-    pub fn start(announce: &[Announce], netlink: Netlink, guard: Option<Arc<Guard>>, status: Arc<Shared>, verdicts: &Verdicts) -> Self {
+    pub fn start(
+        announce: &[Announce],
+        trackers: &[Tracker],
+        netlink: Netlink,
+        guard: Option<Arc<Guard>>,
+        status: Arc<Shared>,
+        verdicts: &Verdicts,
+    ) -> Self {
         let mut set = Self { running: BTreeMap::new(), netlink, guard, status };
         for a in announce {
-            set.spawn(a, verdicts);
+            set.spawn(a, trackers, verdicts);
         }
         set
     }
 
-    fn spawn(&mut self, config: &Announce, verdicts: &Verdicts) {
-        let (stop, stopped) = watch::channel(false);
+    fn spawn(&mut self, config: &Announce, trackers: &[Tracker], verdicts: &Verdicts) {
+        let (stop, stopped) = watch::channel(None);
+        let (updates, updated) = watch::channel(config.clone());
+        let (tracker_updates, trackers_updated) = watch::channel(trackers.to_vec());
         let driver = Driver {
             config: config.clone(),
             netlink: self.netlink.clone(),
@@ -71,38 +84,51 @@ impl Announcers {
             status: Arc::clone(&self.status),
             announced: false,
             interface: None,
+            missing_logged: false,
         };
-        let task = tokio::spawn(driver.run(verdicts.clone(), stopped));
-        self.running.insert(config.name.clone(), Running { config: config.clone(), stop, task: Some(task) });
+        let task = tokio::spawn(driver.run(Inputs { verdicts: verdicts.clone(), config: updated, trackers: trackers_updated }, stopped));
+        let running = Running { config: config.clone(), updates, trackers: tracker_updates, stop, task: Some(task) };
+        self.running.insert(config.name.clone(), running);
     }
 
-    /// A reload: a changed or removed announcement withdraws (and its local route goes); a new
-    /// or changed one starts. Unchanged ones go on untouched.
-    pub async fn reload(&mut self, announce: &[Announce], verdicts: &Verdicts) {
-        let changed: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(name, r)| !announce.iter().any(|a| &a.name == *name && *a == r.config))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in changed {
-            if let Some(running) = self.running.remove(&name) {
-                finish(running, &self.netlink).await;
-                self.status.announce.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&name);
+    /// A reload. An announcement that keeps its address and interface takes its new name and
+    /// trackers live (no withdrawal, so the routers rehash nothing); one whose address or
+    /// interface changed, or that is gone, withdraws and its local route goes; new ones start.
+    pub async fn reload(&mut self, announce: &[Announce], trackers: &[Tracker], verdicts: &Verdicts) {
+        let same_place = |a: &Announce, b: &Announce| a.address == b.address && a.interface == b.interface;
+        let old: Vec<Running> = std::mem::take(&mut self.running).into_values().collect();
+        let mut kept = BTreeMap::new();
+        for running in old {
+            match announce.iter().find(|a| same_place(a, &running.config)) {
+                Some(new) => {
+                    running.updates.send_replace(new.clone());
+                    running.trackers.send_replace(trackers.to_vec());
+                    if new.name != running.config.name {
+                        self.status.announce.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&running.config.name);
+                    }
+                    kept.insert(new.name.clone(), Running { config: new.clone(), ..running });
+                }
+                None => {
+                    let name = running.config.name.clone();
+                    finish(running, &self.netlink, "removed by a reload").await;
+                    self.status.announce.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&name);
+                }
             }
         }
+        self.running = kept;
         let new: Vec<&Announce> = announce.iter().filter(|a| !self.running.contains_key(&a.name)).collect();
         for a in new {
-            self.spawn(a, verdicts);
+            self.spawn(a, trackers, verdicts);
         }
     }
 
     /// A stopping halo: every address withdrawn (the routers send new connections elsewhere);
-    /// the local routes stay, so that open connections drain.
+    /// the local routes stay, so that open connections drain. True when something was
+    /// announced (the routers then need a moment).
     pub async fn withdraw_all(&mut self) -> bool {
-        let any = !self.running.is_empty();
+        let any = self.status.announce.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().any(|a| a.announced);
         for running in self.running.values() {
-            running.stop.send_replace(true);
+            running.stop.send_replace(Some("halo is stopping"));
         }
         for running in self.running.values_mut() {
             if let Some(task) = running.task.take()
@@ -117,14 +143,14 @@ impl Announcers {
     /// The end: the local routes go.
     pub async fn remove_routes(self) {
         for running in self.running.into_values() {
-            finish(running, &self.netlink).await;
+            finish(running, &self.netlink, "halo is stopping").await;
         }
     }
 }
 
-/// Stops an announcement's task (it withdraws) and removes its local route.
-async fn finish(running: Running, netlink: &Netlink) {
-    running.stop.send_replace(true);
+/// Stops an announcement's task (it withdraws, saying `why`) and removes its local route.
+async fn finish(running: Running, netlink: &Netlink, why: &'static str) {
+    running.stop.send_replace(Some(why));
     if let Some(task) = running.task
         && let Err(e) = task.await
     {
@@ -137,18 +163,31 @@ async fn finish(running: Running, netlink: &Netlink) {
     }
 }
 
-/// Whether every tracker listed passes (with a settled result), and if not, the first that
-/// does not, said for the log and status.
-pub fn wanted(track: &[String], verdicts: &BTreeMap<String, Verdict>) -> (bool, String) {
+/// Whether every tracker listed passes, and if not, the first that does not, said for the log
+/// and status. A tracker without a result yet holds the state: a starting announcement waits
+/// for it, an announced one (a reload added the tracker) stays until it decides. A file tracker
+/// fails while its file holds a number other than 0 (the maintenance-file habit: VRRP puts an
+/// unweighted one into FAULT then).
+pub fn wanted(track: &[String], trackers: &[Tracker], verdicts: &BTreeMap<String, Verdict>, announced: bool) -> (bool, String) {
     for name in track {
+        let is_file = trackers.iter().any(|t| &t.name == name && matches!(t.kind, TrackerKind::File { .. }));
         match verdicts.get(name) {
+            Some(v) if v.settled && is_file && v.value != 0 => return (false, format!("tracker {name} reads {}", v.value)),
             Some(v) if v.settled && v.passing => {}
             Some(v) if v.settled => return (false, format!("tracker {name} fails")),
+            _ if announced => {}
             _ => return (false, format!("tracker {name} has no result yet")),
         }
     }
     let reason = if track.is_empty() { "no trackers: announced while halo runs" } else { "every tracker passes" };
     (true, reason.to_string())
+}
+
+/// What a driver watches besides its stop signal.
+struct Inputs {
+    verdicts: Verdicts,
+    config: watch::Receiver<Announce>,
+    trackers: watch::Receiver<Vec<Tracker>>,
 }
 
 /// One announcement's task.
@@ -158,53 +197,64 @@ struct Driver {
     guard: Option<Arc<Guard>>,
     status: Arc<Shared>,
     announced: bool,
-    /// The interface's index, once found.
+    /// The interface's index, once found (forgotten when it goes away).
     interface: Option<u32>,
+    /// A missing interface is logged once, not at every retry.
+    missing_logged: bool,
 }
 
 impl Driver {
-    async fn run(mut self, mut verdicts: Verdicts, mut stop: watch::Receiver<bool>) {
-        let address = self.config.address.addr();
+    async fn run(mut self, mut inputs: Inputs, mut stop: watch::Receiver<Option<&'static str>>) {
         loop {
+            self.config = inputs.config.borrow_and_update().clone();
             if self.interface.is_none() {
-                self.interface = self.prepare(address).await;
+                self.interface = self.prepare().await;
             }
-            let (want, reason) = wanted(&self.config.track, &verdicts.borrow());
-            let want = want && self.interface.is_some();
-            let reason = if self.interface.is_none() { format!("interface {} not found", self.config.interface) } else { reason };
+            let (want, reason) = match self.interface {
+                Some(_) => wanted(&self.config.track, &inputs.trackers.borrow(), &inputs.verdicts.borrow(), self.announced),
+                None => (false, format!("interface {} not found", self.config.interface)),
+            };
             if want != self.announced {
                 self.set(want, &reason).await;
             } else if self.announced {
-                self.refresh(address).await;
+                self.refresh(&reason).await;
+            } else {
+                self.publish(&reason, false);
             }
-            self.publish(&reason, false);
             tokio::select! {
-                _ = verdicts.changed() => {}
+                changed = inputs.verdicts.changed() => if changed.is_err() { break },
+                _ = inputs.config.changed() => {}
+                _ = inputs.trackers.changed() => {}
                 () = tokio::time::sleep(VIP_REFRESH) => {}
                 _ = stop.changed() => break,
             }
         }
+        let why = stop.borrow().unwrap_or("halo is stopping");
         if self.announced {
-            self.set(false, "halo is stopping").await;
-            self.publish("halo is stopping", false);
+            self.set(false, why).await;
         }
     }
 
-    /// Finds the interface, installs the local route, and removes the address if an earlier
-    /// run left it (this run decides anew whether it is announced).
-    async fn prepare(&self, address: IpAddr) -> Option<u32> {
+    /// Finds the interface, removes the address if an earlier run left it (this run decides anew
+    /// whether it is announced), and installs the local route.
+    async fn prepare(&mut self) -> Option<u32> {
+        let address = self.config.address.addr();
         let link = match self.netlink.link(&self.config.interface).await {
             Ok(link) => link,
             Err(e) => {
-                tracing::error!(announce = %self.config.name, interface = %self.config.interface, error = %e, "cannot announce: no such interface");
+                if !self.missing_logged {
+                    tracing::error!(announce = %self.config.name, interface = %self.config.interface, error = %e, "cannot announce: no such interface");
+                    self.missing_logged = true;
+                }
                 return None;
             }
         };
-        if let Err(e) = self.netlink.add_local_route(link.index, address).await {
-            tracing::error!(announce = %self.config.name, error = %e, "local route not added: this host may not accept the address's packets");
-        }
+        self.missing_logged = false;
         if let Ok(true) = self.netlink.remove_address(link.index, address).await {
             tracing::warn!(announce = %self.config.name, %address, "removed an address left by an earlier run");
+        }
+        if let Err(e) = self.netlink.add_local_route(link.index, address).await {
+            tracing::error!(announce = %self.config.name, error = %e, "local route not added: this host may not accept the address's packets");
         }
         Some(link.index)
     }
@@ -236,16 +286,44 @@ impl Driver {
                     tracing::warn!(announce = %self.config.name, %address, reason, "withdrawn");
                 }
             }
-            Err(e) => tracing::error!(announce = %self.config.name, %address, error = %e, "cannot change the announcement"),
+            Err(e) => {
+                tracing::error!(announce = %self.config.name, %address, error = %e, "cannot change the announcement");
+                self.publish(&format!("{reason}, but: {e}"), false);
+                self.lost_interface().await;
+            }
         }
     }
 
-    /// Renews the address's lifetime.
-    async fn refresh(&self, address: IpAddr) {
+    /// Renews the address's lifetime (and the local route, which goes with a vanished device).
+    async fn refresh(&mut self, reason: &str) {
         let Some(index) = self.interface else { return };
-        if let Err(e) = self.netlink.add_address(index, address, self.config.address.prefix_len(), Some(VIP_LIFETIME)).await {
-            tracing::error!(announce = %self.config.name, %address, error = %e, "announced address not refreshed");
+        let (address, prefix) = (self.config.address.addr(), self.config.address.prefix_len());
+        match self.netlink.add_address(index, address, prefix, Some(VIP_LIFETIME)).await {
+            Ok(()) => {
+                if let Err(e) = self.netlink.add_local_route(index, address).await {
+                    tracing::debug!(announce = %self.config.name, error = %e, "local route not renewed");
+                }
+                self.publish(reason, false);
+            }
+            Err(e) => {
+                tracing::error!(announce = %self.config.name, %address, error = %e, "announced address not refreshed: looking for the interface again");
+                self.lost_interface().await;
+            }
         }
+    }
+
+    /// The interface went away (or refused the address): nothing is announced until it is
+    /// found again.
+    async fn lost_interface(&mut self) {
+        if let (Some(index), Some(guard)) = (self.interface, &self.guard) {
+            guard.release(index, self.config.address.addr());
+        }
+        if self.announced {
+            self.announced = false;
+            self.publish("the interface is gone", true);
+            tracing::warn!(announce = %self.config.name, address = %self.config.address.addr(), "withdrawn: the interface is gone");
+        }
+        self.interface = None;
     }
 
     /// The status entry; `since` moves only when the state changed.
@@ -276,13 +354,32 @@ mod tests {
         let track = vec!["a".to_string(), "b".to_string()];
         let mut v = BTreeMap::new();
         v.insert("a".to_string(), verdict(true, true));
-        assert_eq!(wanted(&track, &v), (false, "tracker b has no result yet".to_string()));
+        assert_eq!(wanted(&track, &[], &v, false), (false, "tracker b has no result yet".to_string()));
         v.insert("b".to_string(), verdict(true, false));
-        assert!(!wanted(&track, &v).0);
+        assert!(!wanted(&track, &[], &v, false).0);
+        // Already announced, a tracker a reload added holds the state until it decides.
+        assert!(wanted(&track, &[], &v, true).0);
         v.insert("b".to_string(), verdict(false, true));
-        assert_eq!(wanted(&track, &v), (false, "tracker b fails".to_string()));
+        assert_eq!(wanted(&track, &[], &v, true), (false, "tracker b fails".to_string()));
         v.insert("b".to_string(), verdict(true, true));
-        assert_eq!(wanted(&track, &v), (true, "every tracker passes".to_string()));
-        assert!(wanted(&[], &BTreeMap::new()).0);
+        assert_eq!(wanted(&track, &[], &v, false), (true, "every tracker passes".to_string()));
+        assert!(wanted(&[], &[], &BTreeMap::new(), false).0);
+    }
+
+    #[test]
+    fn a_file_tracker_withdraws_while_its_file_holds_a_number() {
+        let file = Tracker {
+            name: "maintenance".to_string(),
+            weight: None,
+            fall: 1,
+            rise: 1,
+            kind: TrackerKind::File { path: "/etc/halo/maintenance".into() },
+        };
+        let track = vec!["maintenance".to_string()];
+        let mut v = BTreeMap::new();
+        v.insert("maintenance".to_string(), Verdict { passing: true, settled: true, value: 1 });
+        assert_eq!(wanted(&track, std::slice::from_ref(&file), &v, true), (false, "tracker maintenance reads 1".to_string()));
+        v.insert("maintenance".to_string(), Verdict { passing: true, settled: true, value: 0 });
+        assert!(wanted(&track, &[file], &v, false).0);
     }
 }

@@ -74,6 +74,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     }
     let mut announcers = announce::Announcers::start(
         &config.announce,
+        &config.trackers,
         instances.netlink.clone(),
         instances.guard.clone(),
         Arc::clone(&status),
@@ -95,7 +96,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
                 sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
                 match reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
                     Ok(new) => {
-                        announcers.reload(&new.announce, &trackers.verdicts()).await;
+                        announcers.reload(&new.announce, &new.trackers, &trackers.verdicts()).await;
                         config = new;
                         status.set_balancer(&balancer);
                         status.set_reload(true, "applied".to_string());

@@ -70,16 +70,28 @@ pub async fn run(
             report.add(check, status, found, fix);
         }
     }
-    match resolve(&snapshot, interface, bridge, config) {
-        Ok(target) => {
-            bridge_checks(&mut report, &snapshot, &target);
-            if let Some(config) = config {
-                config_checks(&mut report, &snapshot, &target, config, &netlink).await;
+    // A balancer that only announces by BGP is routed: no bridge, no VIP on a LAN.
+    let routed = config.is_some_and(|c| c.vrrp.is_empty() && !c.announce.is_empty()) && interface.is_none() && bridge.is_none();
+    if let (true, Some(config)) = (routed, config) {
+        report.ok("LAN interface", "routed balancer: its addresses are announced by BGP, no bridge or shared segment needed");
+        let others = processes_here(&["haproxy", "keepalived", "halo"]);
+        for frontend in &config.frontends {
+            for bind in &frontend.binds {
+                port_check(&mut report, *bind, &frontend.name, try_bind(*bind), &others);
             }
         }
-        Err(e) => report.add("LAN interface", Verdict::Fail, format!("{e:#}"), "name it with --interface"),
+    } else {
+        match resolve(&snapshot, interface, bridge, config) {
+            Ok(target) => {
+                bridge_checks(&mut report, &snapshot, &target);
+                if let Some(config) = config {
+                    config_checks(&mut report, &snapshot, &target, config, &netlink).await;
+                }
+            }
+            Err(e) => report.add("LAN interface", Verdict::Fail, format!("{e:#}"), "name it with --interface"),
+        }
+        sysctl_checks(&mut report, role);
     }
-    sysctl_checks(&mut report, role);
     for (manager, pid) in processes_here(&["NetworkManager", "systemd-network"]) {
         let (name, persist) = if manager == "NetworkManager" { ("NetworkManager", "nm") } else { ("systemd-networkd", "networkd") };
         report.add(

@@ -33,8 +33,10 @@ pub fn checks(config: &Config, held: &[IpAddr], vty_socket: Option<&Path>) -> Ve
     };
     out.push(("FRR".to_string(), Verdict::Ok, "bgpd answers".to_string(), String::new()));
     for n in config.bgp.iter().flat_map(|b| &b.neighbors) {
-        let family = if n.address.is_ipv4() { "ipv4Unicast" } else { "ipv6Unicast" };
-        let state = summary[family]["peers"][n.address.to_string()]["state"].as_str().map(str::to_string);
+        // A session shows in the summary of each family it is active in: look in all.
+        let peer = n.address.to_string();
+        let state =
+            summary.as_object().into_iter().flatten().find_map(|(_, family)| family["peers"][&peer]["state"].as_str().map(str::to_string));
         let check = format!("BGP session to {}", n.address);
         match state.as_deref() {
             Some("Established") => out.push((check, Verdict::Ok, "Established".to_string(), String::new())),
@@ -81,20 +83,30 @@ pub fn checks(config: &Config, held: &[IpAddr], vty_socket: Option<&Path>) -> Ve
     out
 }
 
-/// Runs one vtysh command and reads its JSON answer.
+/// Runs one vtysh command (5 s at most: a wedged bgpd must not hang the check) and reads its
+/// JSON answer.
 fn vtysh(vty_socket: Option<&Path>, command: &str) -> Result<serde_json::Value, String> {
-    let mut cmd = Command::new("vtysh");
+    if !Path::new("/usr/bin/vtysh").exists() && which_vtysh().is_none() {
+        return Err("FRR is not installed (no vtysh)".to_string());
+    }
+    let mut cmd = Command::new("timeout");
+    cmd.args(["5", "vtysh"]);
     if let Some(dir) = vty_socket {
         cmd.arg("--vty_socket").arg(dir);
     }
-    let output = cmd.args(["-c", command]).output().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "FRR is not installed (no vtysh)".to_string(),
-        _ => format!("vtysh: {e}"),
-    })?;
+    let output = cmd.args(["-c", command]).output().map_err(|e| format!("vtysh: {e}"))?;
+    if output.status.code() == Some(124) {
+        return Err("FRR does not answer within 5 s".to_string());
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() || text.trim().is_empty() {
         let err = String::from_utf8_lossy(&output.stderr);
         return Err(format!("FRR does not answer: {}", err.lines().next().unwrap_or("vtysh failed").trim()));
     }
     serde_json::from_str(&text).map_err(|e| format!("vtysh `{command}`: not JSON ({e})"))
+}
+
+/// vtysh on the PATH, when it is not in /usr/bin.
+fn which_vtysh() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("vtysh")).find(|p| p.exists()))
 }
