@@ -11,14 +11,13 @@ mod frr;
 mod lan;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use frr::{Frr, ResilientMirror, can_run_frr, nexthops, route_nhid, wait_nexthops};
+use lan::ns_server::{GreetingServer, in_ns};
 use lan::{Daemon, Netns, run, run_ok, wait_for};
 
 const VIP: &str = "10.0.0.100";
@@ -41,59 +40,10 @@ fn backend_address(i: usize) -> String {
     format!("10.10.0.{}", 11 + i)
 }
 
-/// Runs `f` on a thread that entered the namespace `ns`: sockets it makes belong to `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns file");
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
-/// The API-server stand-in: greets each connection with the address it came from (a
-/// balancer's backend address), then echoes.
-struct Server {
-    stop: Arc<AtomicBool>,
-}
-
-impl Server {
-    fn start(ns: &str, address: &str) -> Self {
-        let address: SocketAddr = address.parse().expect("address");
-        let listener = in_ns(ns, move || TcpListener::bind(address).expect("bind in namespace"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, peer)) => {
-                        std::thread::spawn(move || {
-                            let _ = stream.set_nonblocking(false);
-                            let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-                            let _ = writeln!(stream, "{}", peer.ip());
-                            let mut buf = [0u8; 256];
-                            while let Ok(n) = stream.read(&mut buf) {
-                                if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Self { stop }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// The API-server stand-in greets each connection with the address it came from (a
+/// balancer's backend address).
+fn peer_address(peer: SocketAddr, _tag: &str) -> String {
+    peer.ip().to_string()
 }
 
 /// A connection to VIP:8443 made inside `ns`, and the index of the balancer that proxied it.
@@ -158,7 +108,7 @@ struct Fabric {
     halos: Vec<Option<Daemon>>,
     frrs: Vec<Option<Frr>>,
     router: Frr,
-    _servers: Vec<Server>,
+    _servers: Vec<GreetingServer>,
     balancers: Vec<Netns>,
     client: Netns,
     pinned: Netns,
@@ -221,7 +171,7 @@ impl Fabric {
         // The pinned client goes to b1 whatever r does (a path that has not converged yet).
         run_ok("ip", &["-n", &pinned.name, "route", "add", VIP_PREFIX, "via", &fabric_address(0)]);
 
-        let servers = vec![Server::start(&server.name, &format!("{SERVER}:6443"))];
+        let servers = vec![GreetingServer::start(&server.name, &format!("{SERVER}:6443"), peer_address, "")];
         let peers = options.router_peers.clone().unwrap_or_else(|| (0..options.balancers).collect());
         let router = Frr::start(&r.name, &router_config(&peers), dir.path());
         let mut fabric = Self {

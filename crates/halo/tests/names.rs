@@ -7,66 +7,16 @@
 mod lan;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use lan::ns_server::{GreetingServer, in_ns};
 use lan::{Daemon, Netns, can_run, run_ok, wait_for};
 
-/// Runs `f` on a thread that entered the namespace `ns`: sockets it makes belong to `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns file");
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
-/// A server inside `ns` on `address`: greets each connection with its name, then echoes.
-struct Server {
-    stop: Arc<AtomicBool>,
-}
-
-impl Server {
-    fn start(ns: &str, address: &str, name: &'static str) -> Self {
-        let address: SocketAddr = address.parse().expect("address");
-        let listener = in_ns(ns, move || TcpListener::bind(address).expect("bind in namespace"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        std::thread::spawn(move || {
-                            let _ = stream.set_nonblocking(false);
-                            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-                            let _ = writeln!(stream, "{name}");
-                            let mut buf = [0u8; 64];
-                            while let Ok(n) = stream.read(&mut buf) {
-                                if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Self { stop }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// The servers greet with their own name.
+fn named(_peer: SocketAddr, name: &str) -> String {
+    name.to_string()
 }
 
 /// A connection through halo's frontend, made inside `ns`, and the greeting it got.
@@ -89,7 +39,7 @@ struct Setup {
     dir: tempfile::TempDir,
     hosts: PathBuf,
     nsswitch: PathBuf,
-    _servers: Vec<Server>,
+    _servers: Vec<GreetingServer>,
 }
 
 impl Setup {
@@ -98,7 +48,10 @@ impl Setup {
         for address in ["10.99.0.1/32", "10.99.0.2/32"] {
             run_ok("ip", &["-n", &ns.name, "addr", "add", address, "dev", "lo"]);
         }
-        let servers = vec![Server::start(&ns.name, "10.99.0.1:6443", "one"), Server::start(&ns.name, "10.99.0.2:6443", "two")];
+        let servers = vec![
+            GreetingServer::start(&ns.name, "10.99.0.1:6443", named, "one"),
+            GreetingServer::start(&ns.name, "10.99.0.2:6443", named, "two"),
+        ];
         let dir = tempfile::tempdir().expect("tempdir");
         let (hosts_file, nsswitch) = (dir.path().join("hosts"), dir.path().join("nsswitch.conf"));
         std::fs::write(&nsswitch, "hosts: files\n").expect("nsswitch");

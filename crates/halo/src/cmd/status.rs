@@ -78,7 +78,9 @@ fn table(status: &serde_json::Value, colour: bool) -> String {
     }
     for (name, a) in status["announce"].as_object().into_iter().flatten() {
         let state = if a["announced"].as_bool() == Some(true) { "ANNOUNCED" } else { "WITHDRAWN" };
-        lines.push(format!("announce {name:<6} {} {}  {}", paint(state, 9, colour), text(&a["address"]), text(&a["reason"])));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let since = a["since_unix_ms"].as_u64().map_or_else(String::new, |t| format!("  for {}s", now.saturating_sub(t) / 1000));
+        lines.push(format!("announce {name:<6} {} {}  {}{since}", paint(state, 9, colour), text(&a["address"]), text(&a["reason"])));
     }
     for f in status["frontends"].as_array().into_iter().flatten() {
         let listening = if f["listening"].as_bool() == Some(true) { "listening" } else { "NOT LISTENING" };

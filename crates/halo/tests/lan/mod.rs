@@ -7,6 +7,7 @@
 
 #[path = "../../../config/tests/common/mod.rs"]
 pub mod common;
+pub mod ns_server;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
