@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # The lab needs iproute2 (ip netns), procps (sysctl) and, for `--mode bgp`, FRR (zebra, bgpd,
 # bfdd and vtysh, run inside the lab's namespaces).
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 procps ca-certificates frr >/dev/null
+# setup.sh installs them without letting frr.service (or any other) start on the host.
+scripts/setup.sh iproute2 procps ca-certificates frr >/dev/null
 cargo build --quiet --locked --release -p halo
 exec target/release/halo lab "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every system package that halo's tests, benchmarks and demo use, on Debian 12.
-# Idempotent: a second run installs nothing new. Needs root.
+# Installs every system package that halo's tests, benchmarks and demo use, on Debian 12, or
+# only the packages named as arguments (scripts/lab.sh names the lab's). Idempotent: a second
+# run installs nothing new. No service of a package starts during the install. Needs root.
 set -euo pipefail
 
 packages=(
@@ -17,6 +18,10 @@ packages=(
   iputils-ping  # a ping that must keep answering while halo host apply moves the NIC onto br0
   frr           # zebra, bgpd, bfdd, vtysh: the BGP tests' router and balancers (started by the tests, in namespaces)
 )
+
+if [ "$#" -gt 0 ]; then
+  packages=("$@")
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: must run as root (it installs Debian packages)" >&2
