@@ -235,8 +235,9 @@ impl HealthCheck {
     }
 }
 
-fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
-    let kind = match &h.kind {
+/// `health.kind`, https when absent.
+fn check_kind(report: &mut Report<'_>, h: &RawHealth) -> Option<CheckKind> {
+    match &h.kind {
         Some(t) => choice(
             report,
             t,
@@ -250,30 +251,39 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
             ],
         ),
         None => Some(CheckKind::Https),
-    };
+    }
+}
+
+/// The keys of other kinds (`path` for a TCP check, `ca_file` for a plain HTTP one) are errors.
+fn keys_fit_the_kind(report: &mut Report<'_>, h: &RawHealth, kind: CheckKind) {
+    let span = |v: &Option<toml::Spanned<String>>| v.as_ref().map(|t| t.span());
+    let http_only = [(span(&h.path), "path"), (h.expect_status.as_ref().map(|s| s.span()), "expect_status")];
+    for (at, key) in http_only {
+        if let (Some(at), false) = (at, matches!(kind, CheckKind::Http | CheckKind::Https)) {
+            report
+                .error(at, format!("health.{key} is used only by `http` and `https` checks"))
+                .hint("set kind = \"http\" or \"https\", or remove the key");
+        }
+    }
+    let tls_only = [
+        (span(&h.ca_file), "ca_file"),
+        (span(&h.server_name), "server_name"),
+        (span(&h.client_cert), "client_cert"),
+        (span(&h.client_key), "client_key"),
+    ];
+    for (at, key) in tls_only {
+        if let (Some(at), false) = (at, matches!(kind, CheckKind::Tls | CheckKind::Https)) {
+            report
+                .error(at, format!("health.{key} is used only by `tls` and `https` checks"))
+                .hint("set kind = \"tls\" or \"https\", or remove the key");
+        }
+    }
+}
+
+fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
+    let kind = check_kind(report, h);
     if let Some(kind) = kind {
-        let span = |v: &Option<toml::Spanned<String>>| v.as_ref().map(|t| t.span());
-        let http_only = [(span(&h.path), "path"), (h.expect_status.as_ref().map(|s| s.span()), "expect_status")];
-        for (at, key) in http_only {
-            if let (Some(at), false) = (at, matches!(kind, CheckKind::Http | CheckKind::Https)) {
-                report
-                    .error(at, format!("health.{key} is used only by `http` and `https` checks"))
-                    .hint("set kind = \"http\" or \"https\", or remove the key");
-            }
-        }
-        let tls_only = [
-            (span(&h.ca_file), "ca_file"),
-            (span(&h.server_name), "server_name"),
-            (span(&h.client_cert), "client_cert"),
-            (span(&h.client_key), "client_key"),
-        ];
-        for (at, key) in tls_only {
-            if let (Some(at), false) = (at, matches!(kind, CheckKind::Tls | CheckKind::Https)) {
-                report
-                    .error(at, format!("health.{key} is used only by `tls` and `https` checks"))
-                    .hint("set kind = \"tls\" or \"https\", or remove the key");
-            }
-        }
+        keys_fit_the_kind(report, h, kind);
     }
     let path = h.path.as_ref().map_or(d::CHECK_PATH.to_string(), |p| p.get_ref().clone());
     if let Some(p) = &h.path
