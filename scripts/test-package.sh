@@ -31,10 +31,11 @@ done
 zcat /usr/share/man/man1/halo.1.gz | grep -q '^\.TH halo 1' || fail "man page"
 grep -q '_halo()' /usr/share/bash-completion/completions/halo || fail "bash completion"
 /usr/bin/halo check -c /usr/share/doc/halo/examples/halo.toml >/dev/null || fail "the shipped example does not pass halo check"
+[ -x /usr/bin/halo-guard ] || fail "no /usr/bin/halo-guard (the VIP guard halo run starts)"
 /usr/bin/halo --help | grep -qw lab && fail "the packaged binary offers halo lab"
 /usr/bin/halo lab down >/dev/null 2>&1 && fail "the packaged binary runs halo lab"
 [ ! -e /etc/systemd/system/multi-user.target.wants/halo.service ] || fail "the package enabled the service"
 dpkg -P halo >/dev/null
-[ ! -e /usr/bin/halo ] || fail "purge left /usr/bin/halo"
+[ ! -e /usr/bin/halo ] && [ ! -e /usr/bin/halo-guard ] || fail "purge left /usr/bin/halo or /usr/bin/halo-guard"
 trap - EXIT
 echo "package: ok (installed with dpkg -i, version, unit verified, completions, man page, example config, no lab; purged)"

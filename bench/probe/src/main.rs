@@ -11,6 +11,11 @@
 //! `probe hold ADDR CONNECTIONS WAIT_MS` opens CONNECTIONS connections to an echo-serve (through
 //! a proxy: the greeting names the proxy), waits WAIT_MS, then checks that each still echoes;
 //! prints `<greeting> <still working> <opened>`, one line per greeting.
+//! `probe storm ADDR CONNECTIONS FOR_MS` holds CONNECTIONS long-lived connections to an
+//! echo-serve (through a proxy) for FOR_MS, each sending a heartbeat byte every second and
+//! reconnecting the moment one goes unanswered or the connection breaks, as API clients do after
+//! a failover. Prints `<µs> up <id> <refused> <timed out> <other failures>` each time a
+//! connection is (re-)established, with the failed attempts before it, and `<µs> lost <id>`.
 //! `probe bulk-serve ADDR` sends zeros on every connection until the peer goes.
 //! `probe bulk-get ADDR CONNECTIONS FOR_MS` reads from CONNECTIONS connections at once for
 //! FOR_MS; prints `<bytes> <Mbit/s> <connections that got bytes>`.
@@ -19,6 +24,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,7 +37,8 @@ fn main() -> ExitCode {
         ["echo-serve", address] => echo_serve(address),
         ["hold", address, connections, wait] => hold(address, connections, wait),
         ["bulk-get", address, connections, total] => bulk_get(address, connections, total),
-        _ => Err("usage: probe listen ADDR | probe connect ADDR EVERY_MS FOR_MS TIMEOUT_MS | probe rate ADDR THREADS FOR_MS TIMEOUT_MS | probe bulk-serve ADDR | probe bulk-get ADDR CONNECTIONS FOR_MS | probe echo-serve ADDR | probe hold ADDR CONNECTIONS WAIT_MS".to_string()),
+        ["storm", address, connections, total] => storm(address, connections, total),
+        _ => Err("usage: probe listen ADDR | probe connect ADDR EVERY_MS FOR_MS TIMEOUT_MS | probe rate ADDR THREADS FOR_MS TIMEOUT_MS | probe bulk-serve ADDR | probe bulk-get ADDR CONNECTIONS FOR_MS | probe echo-serve ADDR | probe hold ADDR CONNECTIONS WAIT_MS | probe storm ADDR CONNECTIONS FOR_MS".to_string()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,8 +49,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Listens with the backlog an API server has (the kernel's usual maximum, 4096), not std's 128,
+/// which would make the stand-in, not the balancer, the bottleneck of a reconnect storm.
+fn bind(address: &str) -> Result<TcpListener, String> {
+    let parsed: SocketAddr = address.parse().map_err(|_| format!("`{address}` is not ip:port"))?;
+    let socket = Socket::new(Domain::for_address(parsed), Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
+    socket.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+    socket.bind(&parsed.into()).map_err(|e| format!("bind {address}: {e}"))?;
+    socket.listen(4096).map_err(|e| format!("listen {address}: {e}"))?;
+    Ok(socket.into())
+}
+
+/// Threads of the servers and the storm client: thousands of them, each needing little stack.
+fn small_thread() -> std::thread::Builder {
+    std::thread::Builder::new().stack_size(64 * 1024)
+}
+
 fn listen(address: &str) -> Result<(), String> {
-    let listener = TcpListener::bind(address).map_err(|e| format!("bind {address}: {e}"))?;
+    let listener = bind(address)?;
     for mut stream in listener.incoming().flatten() {
         // A client gone already is not the listener's problem.
         let _answered = stream.write_all(b"ok\n");
@@ -116,7 +140,7 @@ fn rate(address: &str, threads: &str, total: &str, timeout: &str) -> Result<(), 
 }
 
 fn bulk_serve(address: &str) -> Result<(), String> {
-    let listener = TcpListener::bind(address).map_err(|e| format!("bind {address}: {e}"))?;
+    let listener = bind(address)?;
     for mut stream in listener.incoming().flatten() {
         std::thread::spawn(move || {
             let zeros = [0u8; 65536];
@@ -161,9 +185,10 @@ fn bulk_get(address: &str, connections: &str, total: &str) -> Result<(), String>
 }
 
 fn echo_serve(address: &str) -> Result<(), String> {
-    let listener = TcpListener::bind(address).map_err(|e| format!("bind {address}: {e}"))?;
+    let listener = bind(address)?;
     for mut stream in listener.incoming().flatten() {
-        std::thread::spawn(move || {
+        // A thread that cannot start drops its connection: the client sees it and counts it.
+        let _started = small_thread().spawn(move || {
             let Ok(peer) = stream.peer_addr() else { return };
             if writeln!(stream, "{}", peer.ip()).is_err() {
                 return;
@@ -221,4 +246,112 @@ fn hold(address: &str, connections: &str, wait: &str) -> Result<(), String> {
         println!("{greeted} {alive} {opened}");
     }
     Ok(())
+}
+
+/// What a storm client reports to the printer.
+enum StormEvent {
+    /// Connection `id` is established, after these failed attempts.
+    Up { at: Duration, id: usize, failures: Failures },
+    /// Connection `id` broke or its heartbeat went unanswered.
+    Lost { at: Duration, id: usize },
+}
+
+/// Failed connection attempts, by how they failed.
+#[derive(Default, Clone, Copy)]
+struct Failures {
+    refused: u32,
+    timed_out: u32,
+    other: u32,
+}
+
+/// Heartbeat period of a storm connection, and how long a connect, a greeting or an echo may take.
+const BEAT: Duration = Duration::from_secs(1);
+/// Pause between two failed attempts of one client (the first retry is immediate).
+const RETRY: Duration = Duration::from_millis(100);
+
+fn storm(address: &str, connections: &str, total: &str) -> Result<(), String> {
+    let address: SocketAddr = address.parse().map_err(|_| format!("`{address}` is not ip:port"))?;
+    let connections: usize =
+        connections.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| format!("`{connections}` is not a count from 1 to 10000"))?;
+    let total = millis(total)?;
+    let start = Instant::now();
+    let (events, received) = std::sync::mpsc::channel();
+    for id in 0..connections {
+        let events = events.clone();
+        // Heartbeats spread over the second, as independent clients' are.
+        let phase = BEAT.mul_f64(id as f64 / connections as f64);
+        small_thread().spawn(move || storm_client(id, address, start, total, phase, &events)).map_err(|e| format!("thread {id}: {e}"))?;
+    }
+    drop(events);
+    let mut out = std::io::stdout().lock();
+    for event in received {
+        let line = match event {
+            StormEvent::Up { at, id, failures } => {
+                format!("{} up {id} {} {} {}", at.as_micros(), failures.refused, failures.timed_out, failures.other)
+            }
+            StormEvent::Lost { at, id } => format!("{} lost {id}", at.as_micros()),
+        };
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One storm connection until `total`: connect (retrying), then heartbeats until one fails.
+fn storm_client(id: usize, address: SocketAddr, start: Instant, total: Duration, phase: Duration, events: &std::sync::mpsc::Sender<StormEvent>) {
+    while start.elapsed() < total {
+        let mut failures = Failures::default();
+        let mut stream = loop {
+            match storm_open(address) {
+                Ok(stream) => break stream,
+                Err(kind) => {
+                    match kind {
+                        std::io::ErrorKind::ConnectionRefused => failures.refused += 1,
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => failures.timed_out += 1,
+                        _ => failures.other += 1,
+                    }
+                    if start.elapsed() >= total {
+                        return;
+                    }
+                    std::thread::sleep(RETRY);
+                }
+            }
+        };
+        if events.send(StormEvent::Up { at: start.elapsed(), id, failures }).is_err() {
+            return;
+        }
+        // The first beat at this client's phase of the second, then one every BEAT.
+        let mut next = Instant::now() + phase;
+        loop {
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            next += BEAT;
+            if start.elapsed() >= total {
+                return;
+            }
+            let mut echo = [0u8; 2];
+            if stream.write_all(b"h\n").is_err() || stream.read_exact(&mut echo).is_err() {
+                let _sent = events.send(StormEvent::Lost { at: start.elapsed(), id });
+                break;
+            }
+        }
+    }
+}
+
+/// Connects and reads the echo server's greeting, each within `BEAT`.
+fn storm_open(address: SocketAddr) -> Result<TcpStream, std::io::ErrorKind> {
+    let mut stream = TcpStream::connect_timeout(&address, BEAT).map_err(|e| e.kind())?;
+    stream.set_read_timeout(Some(BEAT)).map_err(|e| e.kind())?;
+    // The greeting, a byte at a time up to its newline: closed before it is an "other" failure.
+    let mut byte = [0u8; 1];
+    for _ in 0..64 {
+        match stream.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => return Ok(stream),
+            Ok(1) => {}
+            Ok(_) => return Err(std::io::ErrorKind::UnexpectedEof),
+            Err(e) => return Err(e.kind()),
+        }
+    }
+    Err(std::io::ErrorKind::InvalidData)
 }

@@ -105,9 +105,6 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         interface: Option<String>,
     },
-    /// The VIP guard `halo run` starts: removes the VIPs the daemon held if it dies unclean.
-    #[command(hide = true)]
-    Guard,
     /// Shell completions or the man page, for packaging (written to standard output).
     #[command(hide = true)]
     Generate {

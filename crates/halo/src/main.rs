@@ -72,7 +72,6 @@ fn main() -> ExitCode {
         }
         cli::Command::Host { action } => host::run(action),
         cli::Command::Generate { what } => generate(what),
-        cli::Command::Guard => daemon::guard::run(),
         #[cfg(feature = "lab")]
         cli::Command::Lab { action, mode, keep, report } => lab(action, mode, keep, report),
     };

@@ -40,7 +40,7 @@ fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
     eprintln!("VIP gone from the SIGKILLed halo after {gone:?}");
     assert!(gone < Duration::from_millis(1500), "the guard, not the 2 s lifetime, removes the VIP: {gone:?}");
     assert!(
-        wait_for(GENEROUS, || halo.log().contains("halo guard: halo ended holding 192.0.2.170")).is_some(),
+        wait_for(GENEROUS, || halo.log().contains("halo-guard: halo ended holding 192.0.2.170")).is_some(),
         "the guard did not remove the VIP: {}",
         halo.log()
     );
@@ -373,7 +373,7 @@ fn when_halo_and_its_guard_die_together_the_lifetime_removes_the_vip() {
     let vip = "192.0.2.170";
     let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
     assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "{}", halo.log());
-    // The guard is halo's child (`halo guard`); kill it first, then halo: nobody cleans up.
+    // The guard is halo's child (`halo-guard`); kill it first, then halo: nobody cleans up.
     let pid = halo.child.id();
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     let guard: Vec<&str> = children
@@ -386,5 +386,5 @@ fn when_halo_and_its_guard_die_together_the_lifetime_removes_the_vip() {
     let gone = wait_for(GENEROUS, || !lan.holds(0, vip)).expect("the VIP outlived its lifetime");
     eprintln!("VIP gone {gone:?} after halo and its guard were SIGKILLed (kernel lifetime)");
     assert!(gone < Duration::from_secs(5), "the 2 s lifetime removes it, not {gone:?}");
-    assert!(!halo.log().contains("halo guard: halo ended holding"), "{}", halo.log());
+    assert!(!halo.log().contains("halo-guard: halo ended holding"), "{}", halo.log());
 }

@@ -551,9 +551,35 @@ fn a_killed_master_hands_over_like_a_clean_stop() {
     });
     let (rows, took) = capture;
     assert_eq!(rows.trim(), "0", "no priority-0 advert after the SIGKILL: {rows}\n{}", master.log());
-    assert!(master.log().contains("halo guard: halo ended as master: sent its priority-0 advert"), "{}", master.log());
+    assert!(master.log().contains("halo-guard: halo ended as master: sent its priority-0 advert"), "{}", master.log());
     assert!(took < Duration::from_millis(2500), "the backup waited {took:?}: a whole Master_Down_Interval");
     eprintln!("after a SIGKILL the backup took over in {took:?} (1 s adverts: Master_Down_Interval 3.6 s)");
+}
+
+/// The guard cleans up after a SIGKILLed master of both families: the IPv4 and the IPv6 VIP go
+/// (an IPv6 address is removed by address and prefix), and the backup, told by the priority-0
+/// adverts of both instances, takes both.
+#[test]
+fn a_killed_master_of_both_families_leaves_neither_vip() {
+    if skip("a_killed_master_of_both_families_leaves_neither_vip") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let master = Daemon::halo(&lan, 0, "master", &config_of(2, 1, 150, true));
+    let backup = Daemon::halo(&lan, 1, "backup", &config_of(2, 1, 100, true));
+    let addresses: Vec<String> = (0..2).map(|k| shaped(k, 1, true).2).collect();
+    for address in &addresses {
+        assert!(wait_for(GENEROUS, || lan.holds(0, address)).is_some(), "{address} never came up:\n{}", master.log());
+    }
+    master.signal("KILL");
+    for address in &addresses {
+        assert!(wait_for(GENEROUS, || !lan.holds(0, address)).is_some(), "{address} stayed on the killed master:\n{}", master.log());
+        assert!(wait_for(GENEROUS, || lan.holds(1, address)).is_some(), "the backup never took {address}:\n{}", backup.log());
+        let removed = format!("halo-guard: halo ended holding {address} ");
+        assert!(wait_for(GENEROUS, || master.log().contains(&removed)).is_some(), "the guard did not remove {address}:\n{}", master.log());
+    }
+    let adverts = master.log().matches("halo-guard: halo ended as master: sent its priority-0 advert").count();
+    assert_eq!(adverts, 2, "one priority-0 advert per instance:\n{}", master.log());
 }
 
 /// A SIGKILLed halo leaves no virtual-MAC interface behind: a dead node's macvlan still carries

@@ -38,23 +38,15 @@ impl VrrpSocket {
     /// Opens an IPv4 or IPv6 socket on `link`, joined to the VRRP group.
     pub fn open(link: &Link, ipv6: bool) -> Result<Self> {
         let what = |step: &str| format!("VRRP socket on {}: {step}", link.name);
-        let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(PROTOCOL)))).map_err(io(what("socket(IPPROTO_VRRP)")))?;
-        socket.set_nonblocking(true).map_err(io(what("non-blocking")))?;
-        socket.bind_device(Some(link.name.as_bytes())).map_err(io(what("SO_BINDTODEVICE")))?;
+        let socket = sending_socket(&link.name, link.index, ipv6)?;
         if ipv6 {
             socket.join_multicast_v6(&MULTICAST_V6, link.index).map_err(io(what("join ff02::12")))?;
             socket.set_multicast_loop_v6(false).map_err(io(what("multicast loop")))?;
-            socket.set_multicast_hops_v6(u32::from(TTL)).map_err(io(what("multicast hops")))?;
-            socket.set_unicast_hops_v6(u32::from(TTL)).map_err(io(what("unicast hops")))?;
-            socket.set_multicast_if_v6(link.index).map_err(io(what("multicast interface")))?;
             socket::setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(errno(what("IPV6_RECVHOPLIMIT")))?;
             socket::setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true).map_err(errno(what("IPV6_RECVPKTINFO")))?;
         } else {
             socket.join_multicast_v4_n(&MULTICAST_V4, &InterfaceIndexOrAddress::Index(link.index)).map_err(io(what("join 224.0.0.18")))?;
             socket.set_multicast_loop_v4(false).map_err(io(what("multicast loop")))?;
-            socket.set_multicast_ttl_v4(u32::from(TTL)).map_err(io(what("multicast TTL")))?;
-            socket.set_ttl_v4(u32::from(TTL)).map_err(io(what("TTL")))?;
         }
         // `AsyncFd::new` is deprecated for types that may not own their descriptor; `Socket`
         // owns it and is moved in, so the registration cannot outlive the descriptor.
@@ -83,28 +75,60 @@ impl VrrpSocket {
     /// Sends a VRRP message from `source` (which must be an address of the interface) to
     /// `destination`.
     pub fn send(&self, payload: &[u8], source: IpAddr, destination: IpAddr) -> Result<()> {
-        let what = format!("sending a VRRP advert from {source} to {destination}");
-        let fd = self.socket.get_ref().as_raw_fd();
-        let iov = [std::io::IoSlice::new(payload)];
-        match (source, destination) {
-            (IpAddr::V4(source), IpAddr::V4(destination)) => {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: self.index as i32,
-                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(source).to_be() },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                let to = SockaddrIn::from(SocketAddrV4::new(destination, 0));
-                socket::sendmsg(fd, &iov, &[ControlMessage::Ipv4PacketInfo(&info)], MsgFlags::empty(), Some(&to)).map_err(errno(what))?;
-            }
-            (IpAddr::V6(source), IpAddr::V6(destination)) => {
-                let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: source.octets() }, ipi6_ifindex: self.index };
-                let to = SockaddrIn6::from(SocketAddrV6::new(destination, 0, 0, self.index));
-                socket::sendmsg(fd, &iov, &[ControlMessage::Ipv6PacketInfo(&info)], MsgFlags::empty(), Some(&to)).map_err(errno(what))?;
-            }
-            _ => return Err(io(what)(std::io::Error::new(std::io::ErrorKind::InvalidInput, "source and destination families differ"))),
-        }
-        Ok(())
+        send_from(self.socket.get_ref(), self.index, payload, source, destination)
     }
+}
+
+/// Sends one VRRP message on `interface` from a socket opened for it alone, blocking, without a
+/// runtime: the VIP guard's priority-0 advert for a daemon that died.
+pub fn send_once(interface: &str, payload: &[u8], source: IpAddr, destination: IpAddr) -> Result<()> {
+    let index = nix::net::if_::if_nametoindex(interface).map_err(|_| crate::HostError::NoInterface(interface.to_string()))?;
+    let socket = sending_socket(interface, index, source.is_ipv6())?;
+    send_from(&socket, index, payload, source, destination)
+}
+
+/// A raw VRRP socket bound to the interface, with the TTL / hop limit of RFC 5798 §5.1.1.3 on
+/// everything it sends. Non-blocking: a send never waits.
+fn sending_socket(interface: &str, index: u32, ipv6: bool) -> Result<Socket> {
+    let what = |step: &str| format!("VRRP socket on {interface}: {step}");
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(PROTOCOL)))).map_err(io(what("socket(IPPROTO_VRRP)")))?;
+    socket.set_nonblocking(true).map_err(io(what("non-blocking")))?;
+    socket.bind_device(Some(interface.as_bytes())).map_err(io(what("SO_BINDTODEVICE")))?;
+    if ipv6 {
+        socket.set_multicast_hops_v6(u32::from(TTL)).map_err(io(what("multicast hops")))?;
+        socket.set_unicast_hops_v6(u32::from(TTL)).map_err(io(what("unicast hops")))?;
+        socket.set_multicast_if_v6(index).map_err(io(what("multicast interface")))?;
+    } else {
+        socket.set_multicast_ttl_v4(u32::from(TTL)).map_err(io(what("multicast TTL")))?;
+        socket.set_ttl_v4(u32::from(TTL)).map_err(io(what("TTL")))?;
+    }
+    Ok(socket)
+}
+
+/// Sends `payload` from `source` to `destination` through interface `index`.
+fn send_from(socket: &Socket, index: u32, payload: &[u8], source: IpAddr, destination: IpAddr) -> Result<()> {
+    let what = format!("sending a VRRP advert from {source} to {destination}");
+    let fd = socket.as_raw_fd();
+    let iov = [std::io::IoSlice::new(payload)];
+    match (source, destination) {
+        (IpAddr::V4(source), IpAddr::V4(destination)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: index as i32,
+                ipi_spec_dst: libc::in_addr { s_addr: u32::from(source).to_be() },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let to = SockaddrIn::from(SocketAddrV4::new(destination, 0));
+            socket::sendmsg(fd, &iov, &[ControlMessage::Ipv4PacketInfo(&info)], MsgFlags::empty(), Some(&to)).map_err(errno(what))?;
+        }
+        (IpAddr::V6(source), IpAddr::V6(destination)) => {
+            let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: source.octets() }, ipi6_ifindex: index };
+            let to = SockaddrIn6::from(SocketAddrV6::new(destination, 0, 0, index));
+            socket::sendmsg(fd, &iov, &[ControlMessage::Ipv6PacketInfo(&info)], MsgFlags::empty(), Some(&to)).map_err(errno(what))?;
+        }
+        _ => return Err(io(what)(std::io::Error::new(std::io::ErrorKind::InvalidInput, "source and destination families differ"))),
+    }
+    Ok(())
 }
 
 /// Room for the largest advert: IPv6, 255 addresses of 16 bytes after an 8-byte header (4 088

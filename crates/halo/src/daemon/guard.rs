@@ -1,25 +1,22 @@
-//! The VIP guard: a small child process (`halo guard`, hidden) that does what a clean stop does
-//! the moment halo dies without cleaning up (SIGKILL, OOM kill, abort): it sends the priority-0
-//! adverts of each instance halo was master of, so that peers take over after their skew time,
-//! and removes the virtual addresses halo held. The daemon tells it over a pipe which addresses
-//! it holds (`+ INDEX ADDRESS PREFIX`, `- INDEX ADDRESS`) and, while master, the adverts to send
-//! (`a KEY INTERFACE SOURCE DESTINATION HEX`, one line a destination, `d KEY` to forget them);
-//! when the pipe closes — the kernel closes it whatever killed the daemon — the guard sends the
-//! adverts, removes the addresses still held and exits. A clean stop releases everything first, so the guard then has
-//! nothing to do. The kernel lifetime of the VIPs (2 s) stays the fallback when the guard dies
-//! too (a whole cgroup or container killed at once).
-//!
-//! The guard blocks SIGINT and SIGTERM: a Ctrl-C or a service stop reaches the whole process
-//! group, and the guard must outlive the daemon's own shutdown to be of use.
+//! The daemon's side of the VIP guard (`halo-guard`, a small binary installed beside `halo`; see
+//! `halo_hostnet::guard`): starts it with a pipe on its standard input and tells it, order by
+//! order, which addresses the daemon holds and, while master, the priority-0 adverts to send
+//! should the daemon die. When the pipe closes — the kernel closes it whatever killed the daemon —
+//! the guard sends the adverts, so that peers take over after their skew time, and removes the
+//! addresses still held. A clean stop releases everything first, so the guard then has nothing to
+//! do. The kernel lifetime of the VIPs (2 s) stays the fallback when the guard dies too (a whole
+//! cgroup or container killed at once).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context;
+use halo_hostnet::guard::wire::{MAX_LINE, Order};
 
 /// The daemon's end: what it holds, told to the guard.
 pub struct Guard {
@@ -46,9 +43,12 @@ impl Guard {
         // thread; a full pipe is taken for a gone guard.
         nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
             .context("making the guard's pipe non-blocking")?;
-        let exe = std::env::current_exe().context("finding the halo binary")?;
-        let mut child =
-            Command::new(exe).arg("guard").stdin(Stdio::from(read)).stdout(Stdio::null()).spawn().context("starting `halo guard`")?;
+        let exe = binary()?;
+        let mut child = Command::new(&exe)
+            .stdin(Stdio::from(read))
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
         // Reaped whenever it ends, so that a guard that dies leaves no zombie behind.
         std::thread::Builder::new()
             .name("guard-reaper".to_string())
@@ -63,12 +63,14 @@ impl Guard {
     /// The daemon is master of `key`: should it die, the guard sends these priority-0 adverts
     /// (destination, packet) from `source` on `interface`. Replaces what was armed for `key`.
     pub fn arm(&self, key: &str, interface: &str, source: IpAddr, adverts: &[(IpAddr, Vec<u8>)]) {
-        self.tell(&format!("d {key}\n"));
+        self.tell(&Order::Disarm { key: key.to_string() }.to_string());
         for (destination, packet) in adverts {
-            let line = format!("a {key} {interface} {source} {destination} {}\n", hex(packet));
+            let order =
+                Order::Arm { key: key.to_string(), interface: interface.to_string(), source, destination: *destination, packet: packet.clone() };
+            let line = order.to_string();
             // Written whole or not at all (PIPE_BUF): a longer advert (over a hundred IPv6
             // addresses) is left to the peers' Master_Down_Interval.
-            if line.len() > 4096 {
+            if line.len() > MAX_LINE {
                 tracing::warn!(key, "the stop advert is too long for the guard: peers will take over after Master_Down_Interval");
                 continue;
             }
@@ -79,17 +81,17 @@ impl Guard {
     /// The daemon created the interface `name` (a virtual-MAC macvlan): the guard deletes it if
     /// halo dies.
     pub fn own_link(&self, name: &str) {
-        self.tell(&format!("m {name}\n"));
+        self.tell(&Order::OwnLink { name: name.to_string() }.to_string());
     }
 
     /// The daemon deleted `name` itself.
     pub fn disown_link(&self, name: &str) {
-        self.tell(&format!("n {name}\n"));
+        self.tell(&Order::DisownLink { name: name.to_string() }.to_string());
     }
 
     /// The daemon is no longer master of `key`.
     pub fn disarm(&self, key: &str) {
-        self.tell(&format!("d {key}\n"));
+        self.tell(&Order::Disarm { key: key.to_string() }.to_string());
     }
 
     fn tell(&self, line: &str) {
@@ -115,146 +117,23 @@ impl Guard {
     pub fn hold(&self, index: u32, address: IpAddr, prefix: u8) {
         let new = self.held.lock().unwrap_or_else(PoisonError::into_inner).insert((index, address), prefix) != Some(prefix);
         if new {
-            self.tell(&format!("+ {index} {address} {prefix}\n"));
+            self.tell(&Order::Hold { index, address, prefix }.to_string());
         }
     }
 
     /// The daemon removed `address` from link `index`.
     pub fn release(&self, index: u32, address: IpAddr) {
         if self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(&(index, address)).is_some() {
-            self.tell(&format!("- {index} {address}\n"));
+            self.tell(&Order::Release { index, address }.to_string());
         }
     }
 }
 
-/// A stop advert the guard sends for halo: interface, source, destination, packet.
-type StopAdvert = (String, IpAddr, IpAddr, Vec<u8>);
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
-}
-
-/// What the daemon told the guard, line by line.
-#[derive(Default)]
-struct Told {
-    held: BTreeMap<(u32, IpAddr), u8>,
-    adverts: BTreeMap<String, Vec<StopAdvert>>,
-    links: std::collections::BTreeSet<String>,
-}
-
-impl Told {
-    fn line(&mut self, line: &str) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let word = |i: usize| words.get(i).copied().unwrap_or("");
-        match (word(0), word(1).parse::<u32>(), word(2).parse::<IpAddr>()) {
-            ("+", Ok(index), Ok(address)) => {
-                self.held.insert((index, address), word(3).parse().unwrap_or(32));
-                return;
-            }
-            ("-", Ok(index), Ok(address)) => {
-                self.held.remove(&(index, address));
-                return;
-            }
-            _ => {}
-        }
-        match (word(0), word(3).parse::<IpAddr>(), word(4).parse::<IpAddr>(), unhex(word(5))) {
-            ("a", Ok(source), Ok(destination), Some(packet)) => {
-                self.adverts.entry(word(1).to_string()).or_default().push((word(2).to_string(), source, destination, packet));
-            }
-            ("d", ..) if !word(1).is_empty() => {
-                self.adverts.remove(word(1));
-            }
-            ("m", ..) if !word(1).is_empty() => {
-                self.links.insert(word(1).to_string());
-            }
-            ("n", ..) if !word(1).is_empty() => {
-                self.links.remove(word(1));
-            }
-            _ => eprintln!("halo guard: ignoring `{line}`"),
-        }
-    }
-}
-
-/// What the guard process runs: reads the daemon's lines until the pipe closes, then sends the
-/// stop adverts and removes whatever is still held.
-pub fn run() -> anyhow::Result<ExitCode> {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
-    let mut blocked = SigSet::empty();
-    blocked.add(Signal::SIGINT);
-    blocked.add(Signal::SIGTERM);
-    blocked.add(Signal::SIGHUP);
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).context("blocking signals")?;
-    let mut told = Told::default();
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        told.line(&line);
-    }
-    if told.held.is_empty() && told.adverts.is_empty() && told.links.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async {
-        let netlink = halo_hostnet::netlink::Netlink::open()?;
-        // Priority 0 first, as a clean stop: peers start their takeover while the VIPs go.
-        for (interface, source, destination, packet) in told.adverts.values().flatten() {
-            let sent = async {
-                let link = netlink.link(interface).await?;
-                let socket = halo_hostnet::vrrp_socket::VrrpSocket::open(&link, source.is_ipv6())?;
-                socket.send(packet, *source, *destination)
-            };
-            match sent.await {
-                Ok(()) => eprintln!("halo guard: halo ended as master: sent its priority-0 advert to {destination} on {interface}"),
-                Err(e) => eprintln!("halo guard: could not send the priority-0 advert on {interface}: {e}"),
-            }
-        }
-        for (index, address) in told.held.keys() {
-            match netlink.remove_address(*index, *address).await {
-                Ok(true) => eprintln!("halo guard: halo ended holding {address} (link {index}): removed it"),
-                Ok(false) => {}
-                Err(e) => eprintln!("halo guard: could not remove {address} (link {index}): {e}"),
-            }
-        }
-        for name in &told.links {
-            let removed = async { netlink.delete_link(&netlink.link(name).await?).await };
-            match removed.await {
-                Ok(()) => eprintln!("halo guard: removed halo's virtual-MAC interface {name}"),
-                Err(e) => eprintln!("halo guard: could not remove {name}: {e}"),
-            }
-        }
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_guard_reads_holds_and_stop_adverts_and_forgets_them() {
-        let mut told = Told::default();
-        told.line("+ 2 192.0.2.170 24");
-        told.line(&format!("a 2-51-4 eth0 192.0.2.11 224.0.0.18 {}", hex(&[0x31, 0x33, 0x00, 0x01])));
-        assert_eq!(told.held.get(&(2, "192.0.2.170".parse().expect("ip"))), Some(&24));
-        assert_eq!(
-            told.adverts["2-51-4"],
-            vec![("eth0".to_string(), "192.0.2.11".parse().expect("ip"), "224.0.0.18".parse().expect("ip"), vec![0x31, 0x33, 0x00, 0x01])]
-        );
-        told.line("d 2-51-4");
-        told.line("- 2 192.0.2.170");
-        assert!(told.adverts.is_empty() && told.held.is_empty());
-        told.line("a 2-51-4 eth0 192.0.2.11 224.0.0.18 zz");
-        assert!(told.adverts.is_empty(), "a bad packet is ignored");
-        told.line("m vrrp.51");
-        assert!(told.links.contains("vrrp.51"));
-        told.line("n vrrp.51");
-        assert!(told.links.is_empty());
-    }
+/// The guard's binary: `halo-guard` in the directory of the running `halo` (the package installs
+/// both in /usr/bin; a build puts both in its target directory).
+fn binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the halo binary")?;
+    let guard = exe.with_file_name("halo-guard");
+    anyhow::ensure!(guard.is_file(), "{} not found (it is installed beside halo)", guard.display());
+    Ok(guard)
 }

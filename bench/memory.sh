@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Idle memory, halo + its guard against haproxy 2.6 + keepalived 2.2.7, in one run (root).
+# The same job on both sides, on balancer b1 of a LAN in network namespaces: one VRRP v3 instance
+# (master, 1 s adverts) and one TCP frontend on :8443 with one checked server (m1, a probe
+# listener). Each side runs alone, idle for IDLE seconds after its start; then the RSS and PSS of
+# every process of the side are read from /proc/PID/smaps_rollup. halo is the package's build
+# (release, without the lab); HALO=path measures another binary. Medians of TRIALS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIALS="${TRIALS:-3}"
+IDLE="${IDLE:-3}"
+[ "$(id -u)" -eq 0 ] || { echo "memory.sh: needs root" >&2; exit 2; }
+cargo build --quiet --release --locked -p halo-probe
+if [ -z "${HALO:-}" ]; then
+  cargo build --quiet --release --locked -p halo --no-default-features
+  HALO=$PWD/target/release/halo
+fi
+PROBE=$PWD/target/release/probe
+WORK=$(mktemp -d)
+P="hm$$"
+: > "$WORK/pids"
+. bench/lib.sh
+trap bench_cleanup EXIT
+
+make_lan b1 m1
+ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
+track $!
+
+cat > "$WORK/halo.toml" <<TOML
+[log]
+level = "warn"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 51
+priority = 200
+virtual_addresses = ["192.0.2.170/24"]
+[[frontend]]
+name = "api"
+bind = ["0.0.0.0:8443"]
+backend = "api"
+[[backend]]
+name = "api"
+[backend.health]
+kind = "tcp"
+[[backend.server]]
+name = "m1"
+address = "192.0.2.13:6443"
+TOML
+printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check\n' > "$WORK/haproxy.cfg"
+printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority 200\n version 3\n advert_int 1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' > "$WORK/keepalived.conf"
+
+# kib PID FIELD: Rss or Pss of PID in KiB.
+kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup"; }
+
+# measure PID...: "<rss> <pss>" summed over the PIDs.
+measure() {
+  local rss=0 pss=0 pid
+  for pid in "$@"; do rss=$((rss + $(kib "$pid" Rss))); pss=$((pss + $(kib "$pid" Pss))); done
+  echo "$rss $pss"
+}
+
+trial_halo() {
+  local main guard
+  ip netns exec "$P-b1" "$HALO" run -c "$WORK/halo.toml" --pid-file "$WORK/halo.pid" 2>>"$WORK/halo.log" &
+  main=$!; track "$main"
+  sleep "$IDLE"
+  guard=$(pgrep -P "$main")
+  echo "$(measure "$main") $(measure "$guard")"
+  kill -TERM "$main"; wait "$main" || true
+  sleep 0.5
+}
+
+trial_classic() {
+  local haproxy keepalived child
+  ip netns exec "$P-b1" haproxy -db -f "$WORK/haproxy.cfg" >/dev/null 2>&1 &
+  haproxy=$!; track "$haproxy"
+  ip netns exec "$P-b1" keepalived -n -l -D -P -f "$WORK/keepalived.conf" -p "$WORK/ka.pid" -r "$WORK/ka.vrrp.pid" >>"$WORK/ka.log" 2>&1 &
+  keepalived=$!; track "$keepalived"
+  sleep "$IDLE"
+  child=$(cat "$WORK/ka.vrrp.pid")
+  echo "$(measure "$haproxy") $(measure "$keepalived" "$child")"
+  kill -TERM "$keepalived" "$haproxy"; wait "$keepalived" "$haproxy" || true
+  ip -n "$P-b1" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true
+  sleep 0.5
+}
+
+: > "$WORK/halo.out"; : > "$WORK/classic.out"
+for t in $(seq "$TRIALS"); do
+  trial_halo >> "$WORK/halo.out"
+  trial_classic >> "$WORK/classic.out"
+  echo "trial $t: halo run + guard (RSS PSS, KiB): $(tail -1 "$WORK/halo.out"); haproxy, keepalived: $(tail -1 "$WORK/classic.out")" >&2
+done
+col() { awk -v c="$2" '{ print $c }' "$1" | median; }
+h_rss=$(col "$WORK/halo.out" 1) h_pss=$(col "$WORK/halo.out" 2) g_rss=$(col "$WORK/halo.out" 3) g_pss=$(col "$WORK/halo.out" 4)
+a_rss=$(col "$WORK/classic.out" 1) a_pss=$(col "$WORK/classic.out" 2) k_rss=$(col "$WORK/classic.out" 3) k_pss=$(col "$WORK/classic.out" 4)
+echo "binary: $HALO ($(stat -c %s "$HALO") bytes)"
+echo "| idle, median of $TRIALS, KiB | halo run | halo guard | together | haproxy | keepalived (parent + VRRP child) | together |"
+echo "|---|---|---|---|---|---|---|"
+echo "| RSS | $h_rss | $g_rss | $((h_rss + g_rss)) | $a_rss | $k_rss | $((a_rss + k_rss)) |"
+echo "| PSS | $h_pss | $g_pss | $((h_pss + g_pss)) | $a_pss | $k_pss | $((a_pss + k_pss)) |"

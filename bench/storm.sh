@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The reconnect storm after a failover, halo against haproxy 2.6 + keepalived 2.2.7, in one run
+# (root). After the master host crashes, every client of the cluster reconnects through the new
+# master within about a second; what decides how fast they are all back is the new master's
+# balancer: listen backlog, accept batching, the connection cap's queue, the connects to the
+# API servers.
+#
+# LAN in network namespaces: balancers b1 (priority 200) and b2 (100), VRRP v3 at 100 ms, an
+# API-server stand-in m1 (probe echo-serve on :6443, listen backlog 4096), a client c holding
+# CONNECTIONS (default 5000) long-lived connections through VIP:8443, each sending a heartbeat
+# every second and reconnecting the moment one goes unanswered (retry after 100 ms, connect and
+# greeting timeout 1 s). Once all are up, b1 crashes (its switch port cut, its daemons SIGKILLed).
+# Measured from the crash: the time until 99 % and 100 % of the connections are re-established,
+# each connection's own reconnect time (lost to back, p99), and the failed attempts (refused,
+# timed out, other). Medians of TRIALS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIALS="${TRIALS:-3}"
+CONNECTIONS="${CONNECTIONS:-5000}"
+[ "$(id -u)" -eq 0 ] || { echo "storm.sh: needs root" >&2; exit 2; }
+cargo build --quiet --release --locked -p halo -p halo-probe
+HALO=$PWD/target/release/halo
+PROBE=$PWD/target/release/probe
+WORK=$(mktemp -d)
+P="hs$$"
+: > "$WORK/pids"
+. bench/lib.sh
+trap bench_cleanup EXIT
+# Two sockets a connection on each balancer, one on the client and on the server: the default
+# soft limit of 1 024 would be the bottleneck (halo raises its own to the hard limit).
+ulimit -n "$(ulimit -Hn)"
+
+make_lan b1 b2 m1 c
+
+halo_conf() { # priority
+  cat <<TOML
+[log]
+level = "warn"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 51
+priority = $1
+advert_interval = "100ms"
+virtual_addresses = ["192.0.2.170/24"]
+[[frontend]]
+name = "api"
+bind = ["0.0.0.0:8443"]
+backend = "api"
+[[backend]]
+name = "api"
+[backend.health]
+kind = "tcp"
+interval = "1s"
+[[backend.server]]
+name = "m1"
+address = "192.0.2.13:6443"
+TOML
+}
+
+classic_start() { # host priority
+  local h=$1
+  printf 'global\n    maxconn 20000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 1s\n' > "$WORK/$h.haproxy.cfg"
+  printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$2" > "$WORK/$h.conf"
+  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" >/dev/null 2>&1 &
+  echo $! > "$WORK/$h.haproxy.pid"; track "$(cat "$WORK/$h.haproxy.pid")"
+  ip netns exec "$P-$h" keepalived -n -l -D -P -f "$WORK/$h.conf" -p "$WORK/$h.main.pid" -r "$WORK/$h.vrrp.pid" -c "$WORK/$h.check.pid" >>"$WORK/$h.log" 2>&1 &
+  echo $! > "$WORK/$h.keepalived.pid"; track "$(cat "$WORK/$h.keepalived.pid")"
+}
+
+halo_start() { # host priority
+  halo_conf "$2" > "$WORK/$1.toml"
+  ip netns exec "$P-$1" "$HALO" run -c "$WORK/$1.toml" --pid-file "$WORK/$1.halo.run.pid" 2>>"$WORK/$1.log" &
+  echo $! > "$WORK/$1.halo.pid"; track "$(cat "$WORK/$1.halo.pid")"
+}
+
+# crash HOST: every balancing and VRRP process of HOST SIGKILLed at once (keepalived's VRRP child
+# first: it cleans up when only its parent dies). halo's guard is not spared: on a crashed host
+# nothing runs.
+crash() {
+  local pid
+  for f in "$WORK/$1".vrrp.pid "$WORK/$1".*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill -KILL $(pgrep -P "$pid" 2>/dev/null) "$pid" 2>/dev/null || true
+  done
+}
+
+stop_all() {
+  for h in b1 b2; do crash "$h"; rm -f "$WORK/$h".*.pid; done
+  for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+}
+
+# summary LOG FAULT_US: "<99 % back ms> <100 % back ms> <p99 reconnect ms> <refused> <timed out> <other>"
+# over the connections lost after the fault ("inf" when some never came back).
+summary() {
+  awk -v f="$2" -v n="$CONNECTIONS" '
+    $1 < f { next }
+    $2 == "lost" && !($3 in lost) { lost[$3] = $1 }
+    $2 == "up" && ($3 in lost) && !($3 in back) {
+      back[$3] = $1; took[++k] = $1 - lost[$3]; at[k] = $1 - f
+      refused += $4; timed += $5; other += $6
+    }
+    END {
+      asort(at); asort(took)
+      i99 = int(n * 0.99 + 0.999)
+      p99 = (k >= i99) ? sprintf("%.0f", at[i99] / 1000) : "inf"
+      all = (k >= n) ? sprintf("%.0f", at[n] / 1000) : "inf"
+      r99 = k ? sprintf("%.0f", took[int(k * 0.99 + 0.999)] / 1000) : "-"
+      printf "%s %s %s %d %d %d\n", p99, all, r99, refused, timed, other
+    }' "$1"
+}
+
+trial() { # variant -> summary line
+  local variant=$1 t0 fault_us client pid
+  ip netns exec "$P-m1" "$PROBE" echo-serve 0.0.0.0:6443 &
+  pid=$!; track "$pid"; echo "$pid" > "$WORK/m1.pid"
+  case $variant in
+    halo) halo_start b1 200; sleep 0.3; halo_start b2 100 ;;
+    classic) classic_start b1 200; sleep 0.3; classic_start b2 100 ;;
+  esac
+  sleep 2
+  for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
+  holds b1 || { echo "b1 is not master before the fault ($variant)" >&2; return 1; }
+  t0=$(date +%s%N)
+  ip netns exec "$P-c" "$PROBE" storm 192.0.2.170:8443 "$CONNECTIONS" 30000 > "$WORK/client.log" &
+  client=$!
+  track "$client"
+  # Every connection up (bounded: 20 s), then steady for a second.
+  for _ in $(seq 200); do [ "$(grep -c ' up ' "$WORK/client.log" || true)" -ge "$CONNECTIONS" ] && break; sleep 0.1; done
+  [ "$(grep -c ' up ' "$WORK/client.log" || true)" -ge "$CONNECTIONS" ] || { echo "only $(grep -c ' up ' "$WORK/client.log") of $CONNECTIONS connections up ($variant)" >&2; kill "$client"; return 1; }
+  sleep 1
+  fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
+  ip -n "$P-sw" link set p-b1 down
+  crash b1
+  wait "$client" || true
+  summary "$WORK/client.log" "$fault_us"
+  stop_all
+  kill -KILL "$(cat "$WORK/m1.pid")" 2>/dev/null || true
+  ip -n "$P-sw" link set p-b1 up
+  sleep 1
+}
+
+declare -A OUT
+for variant in ${VARIANTS:-halo classic}; do
+  : > "$WORK/$variant.out"
+  for t in $(seq "$TRIALS"); do
+    s=$(trial "$variant")
+    echo "$s" >> "$WORK/$variant.out"
+    read -r a b r x y z <<<"$s"
+    echo "$variant trial $t: 99 % back after $a ms, all after $b ms, p99 reconnect $r ms, failed attempts: $x refused, $y timed out, $z other" >&2
+  done
+  OUT[$variant]=$(for c in 1 2 3 4 5 6; do awk -v c="$c" '{ print $c }' "$WORK/$variant.out" | median; done | xargs)
+done
+echo "| median of $TRIALS, $CONNECTIONS connections | 99 % back, ms | 100 % back, ms | p99 reconnect, ms | refused | timed out | other |"
+echo "|---|---|---|---|---|---|---|"
+for variant in ${VARIANTS:-halo classic}; do
+  read -r a b r x y z <<<"${OUT[$variant]}"
+  echo "| $variant | $a | $b | $r | $x | $y | $z |"
+done
