@@ -60,7 +60,7 @@ TOML
 
 classic_start() { # host priority
   local h=$1
-  printf 'global\n    maxconn 20000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 1s\n' > "$WORK/$h.haproxy.cfg"
+  printf 'global\n    maxconn 9000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 1s\n' > "$WORK/$h.haproxy.cfg"
   printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$2" > "$WORK/$h.conf"
   ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" >/dev/null 2>&1 &
   echo $! > "$WORK/$h.haproxy.pid"; track "$(cat "$WORK/$h.haproxy.pid")"
@@ -70,7 +70,7 @@ classic_start() { # host priority
 
 halo_start() { # host priority
   halo_conf "$2" > "$WORK/$1.toml"
-  ip netns exec "$P-$1" "$HALO" run -c "$WORK/$1.toml" --pid-file "$WORK/$1.halo.run.pid" 2>>"$WORK/$1.log" &
+  ip netns exec "$P-$1" "$HALO" run -c "$WORK/$1.toml" --pid-file "$WORK/$1.halo.run.pid" >/dev/null 2>>"$WORK/$1.log" &
   echo $! > "$WORK/$1.halo.pid"; track "$(cat "$WORK/$1.halo.pid")"
 }
 
@@ -94,26 +94,34 @@ stop_all() {
 # summary LOG FAULT_US: "<99 % back ms> <100 % back ms> <p99 reconnect ms> <refused> <timed out> <other>"
 # over the connections lost after the fault ("inf" when some never came back).
 summary() {
-  awk -v f="$2" -v n="$CONNECTIONS" '
+  # One line per connection lost after the fault and back: "<back after the fault> <lost to back>
+  # <refused> <timed out> <other>", in µs.
+  awk -v f="$2" '
     $1 < f { next }
     $2 == "lost" && !($3 in lost) { lost[$3] = $1 }
-    $2 == "up" && ($3 in lost) && !($3 in back) {
-      back[$3] = $1; took[++k] = $1 - lost[$3]; at[k] = $1 - f
-      refused += $4; timed += $5; other += $6
-    }
+    $2 == "up" && ($3 in lost) && !($3 in back) { back[$3] = 1; print $1 - f, $1 - lost[$3], $4, $5, $6 }
+  ' "$1" > "$1.back"
+  local at took k
+  at=$(cut -d' ' -f1 "$1.back" | sort -n)
+  took=$(cut -d' ' -f2 "$1.back" | sort -n)
+  k=$(wc -l < "$1.back")
+  awk -v n="$CONNECTIONS" -v k="$k" -v at="$at" -v took="$took" '
+    function nth(list, i,   v) { split(list, v, "\n"); return v[i] }
     END {
-      asort(at); asort(took)
       i99 = int(n * 0.99 + 0.999)
-      p99 = (k >= i99) ? sprintf("%.0f", at[i99] / 1000) : "inf"
-      all = (k >= n) ? sprintf("%.0f", at[n] / 1000) : "inf"
-      r99 = k ? sprintf("%.0f", took[int(k * 0.99 + 0.999)] / 1000) : "-"
-      printf "%s %s %s %d %d %d\n", p99, all, r99, refused, timed, other
-    }' "$1"
+      p99 = (k >= i99) ? sprintf("%.0f", nth(at, i99) / 1000) : "inf"
+      all = (k >= n) ? sprintf("%.0f", nth(at, n) / 1000) : "inf"
+      r99 = k ? sprintf("%.0f", nth(took, int(k * 0.99 + 0.999)) / 1000) : "-"
+      printf "%s %s %s ", p99, all, r99
+    }' /dev/null
+  awk '{ r += $3; t += $4; o += $5 } END { printf "%d %d %d\n", r, t, o }' "$1.back"
 }
 
+# Every process a trial starts has its standard output elsewhere: the trial runs in a command
+# substitution, which would wait for them.
 trial() { # variant -> summary line
   local variant=$1 t0 fault_us client pid
-  ip netns exec "$P-m1" "$PROBE" echo-serve 0.0.0.0:6443 &
+  ip netns exec "$P-m1" "$PROBE" echo-serve 0.0.0.0:6443 >/dev/null &
   pid=$!; track "$pid"; echo "$pid" > "$WORK/m1.pid"
   case $variant in
     halo) halo_start b1 200; sleep 0.3; halo_start b2 100 ;;
@@ -121,20 +129,29 @@ trial() { # variant -> summary line
   esac
   sleep 2
   for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
-  holds b1 || { echo "b1 is not master before the fault ($variant)" >&2; return 1; }
+  holds b1 || { echo "b1 is not master before the fault ($variant)" >&2; end_trial; return 1; }
   t0=$(date +%s%N)
   ip netns exec "$P-c" "$PROBE" storm 192.0.2.170:8443 "$CONNECTIONS" 30000 > "$WORK/client.log" &
   client=$!
   track "$client"
   # Every connection up (bounded: 20 s), then steady for a second.
   for _ in $(seq 200); do [ "$(grep -c ' up ' "$WORK/client.log" || true)" -ge "$CONNECTIONS" ] && break; sleep 0.1; done
-  [ "$(grep -c ' up ' "$WORK/client.log" || true)" -ge "$CONNECTIONS" ] || { echo "only $(grep -c ' up ' "$WORK/client.log") of $CONNECTIONS connections up ($variant)" >&2; kill "$client"; return 1; }
+  [ "$(grep -c ' up ' "$WORK/client.log" || true)" -ge "$CONNECTIONS" ] || {
+    echo "only $(grep -c ' up ' "$WORK/client.log") of $CONNECTIONS connections up ($variant)" >&2
+    kill -KILL "$client" 2>/dev/null || true
+    end_trial
+    return 1
+  }
   sleep 1
   fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
   ip -n "$P-sw" link set p-b1 down
   crash b1
   wait "$client" || true
   summary "$WORK/client.log" "$fault_us"
+  end_trial
+}
+
+end_trial() {
   stop_all
   kill -KILL "$(cat "$WORK/m1.pid")" 2>/dev/null || true
   ip -n "$P-sw" link set p-b1 up

@@ -19,7 +19,8 @@ use crate::probe::local_error;
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
 
 /// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
-/// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds.
+/// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds, and the
+/// proxied connections' options, which accepted sockets inherit (no system call per client).
 pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -30,6 +31,7 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
         socket.set_freebind_v4(true)?;
     }
     socket.set_nonblocking(true)?;
+    crate::runtime::set_connection_options(socket2::SockRef::from(&socket))?;
     socket.bind(&address.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
@@ -275,7 +277,10 @@ async fn accept_loop(
 ) {
     let mut last_warning: Option<Instant> = None;
     loop {
+        // Biased, accept first: while connections are waiting, the stop signals are not polled
+        // (and their waiters not registered and dropped) once per accept.
         let accepted = tokio::select! {
+            biased;
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
             _ = stop.changed() => break,
@@ -304,4 +309,25 @@ async fn accept_loop(
         }
     }
     target.borrow().listener_stopped();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proxied connections' options are set once on the listener: the kernel must hand them
+    /// to every accepted socket, or clients would go without keepalive and TCP_NODELAY.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_keepalive_and_nodelay() {
+        let listener = bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
+        let address = listener.local_addr().expect("its address");
+        let client = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().expect("TCP_NODELAY"), "TCP_NODELAY not inherited");
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"), "SO_KEEPALIVE not inherited");
+        assert_eq!(socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"), Duration::from_secs(60));
+        assert_eq!(socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), Duration::from_secs(10));
+        drop(client);
+    }
 }

@@ -118,7 +118,7 @@ impl BackendRuntime {
                 if attempt > 0 {
                     server.stats.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(address)).await {
+                match tokio::time::timeout(self.config.connect_timeout, connect_to(address)).await {
                     Ok(Ok(stream)) => return Some((Arc::clone(server), address, stream)),
                     Ok(Err(e)) => {
                         let failure = Failure::of_connect(&e);
@@ -216,6 +216,15 @@ impl BackendRuntime {
     }
 }
 
+/// A connection to a server, with the connection options set on the socket before the connect.
+async fn connect_to(address: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    if let Err(e) = set_connection_options(SockRef::from(&socket)) {
+        tracing::debug!(error = %e, "connection options not set on a server socket");
+    }
+    socket.connect(address).await
+}
+
 /// Whether two checks leave a server's run-time state as it is: whether it is probed at all,
 /// its thresholds and intervals.
 fn same_server_check(a: &halo_config::HealthCheck, b: &halo_config::HealthCheck) -> bool {
@@ -307,14 +316,10 @@ impl FrontendRuntime {
     pub(crate) async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
         let accepted = Instant::now();
         let backend = self.backend();
-        let queue_timeout = self.settings().queue_timeout;
-        let slot = match tokio::time::timeout(queue_timeout, Arc::clone(&self.slots).acquire_owned()).await {
-            Ok(Ok(slot)) => slot,
-            _ => {
-                self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
-                self.log_refused(&backend, peer, accepted, accepted.elapsed(), Outcome::QueueTimeout);
-                return;
-            }
+        let Some(slot) = self.slot().await else {
+            self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+            self.log_refused(&backend, peer, accepted, accepted.elapsed(), Outcome::QueueTimeout);
+            return;
         };
         let queued = accepted.elapsed();
         let Some((server, address, mut upstream)) = backend.connect().await else {
@@ -324,8 +329,6 @@ impl FrontendRuntime {
             return;
         };
         let connecting = accepted.elapsed() - queued;
-        keepalive(&client);
-        keepalive(&upstream);
         if let Some(version) = backend.config.send_proxy {
             let header = crate::proxy_protocol::header(version, peer, client.local_addr().ok());
             if let Err(e) = upstream.write_all(&header).await {
@@ -385,6 +388,16 @@ impl FrontendRuntime {
         }
     }
 
+    /// A connection slot: at once while the cap is not reached (no timer), else after waiting
+    /// up to `queue_timeout` for one; `None` when the wait ended empty.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Some(slot);
+        }
+        let queue_timeout = self.settings.read().unwrap_or_else(PoisonError::into_inner).queue_timeout;
+        tokio::time::timeout(queue_timeout, Arc::clone(&self.slots).acquire_owned()).await.ok()?.ok()
+    }
+
     /// The connection-log line of a connection no server took.
     fn log_refused(&self, backend: &BackendRuntime, peer: SocketAddr, accepted: Instant, queued: Duration, outcome: Outcome) {
         if self.log.enabled() {
@@ -404,9 +417,12 @@ impl FrontendRuntime {
     }
 }
 
-fn keepalive(stream: &TcpStream) {
+/// The options of both sockets of a proxied connection: TCP keepalive (a peer that vanished
+/// without a FIN is found in minutes, not never) and TCP_NODELAY (a small message, a request or
+/// a PROXY header, leaves at once instead of waiting for the previous one's ACK). Set once on a
+/// listener, they are inherited by every socket it accepts.
+pub(crate) fn set_connection_options(socket: SockRef<'_>) -> std::io::Result<()> {
     let params = TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
-    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&params) {
-        tracing::debug!(error = %e, "TCP keepalive not set");
-    }
+    socket.set_tcp_keepalive(&params)?;
+    socket.set_tcp_nodelay(true)
 }

@@ -36,26 +36,26 @@ impl Candidate {
 pub fn pick(balance: Balance, candidates: &mut [Candidate], exclude: &[usize]) -> Option<usize> {
     let has_primary = candidates.iter().enumerate().any(|(i, c)| c.eligible(false) && !exclude.contains(&i));
     let tier = !has_primary;
-    let eligible: Vec<usize> = (0..candidates.len()).filter(|i| candidates[*i].eligible(tier) && !exclude.contains(i)).collect();
-    if eligible.is_empty() {
-        return None;
-    }
+    // No allocation: this runs for every connection.
+    let is_eligible = |candidates: &[Candidate], i: usize| candidates[i].eligible(tier) && !exclude.contains(&i);
+    let first = (0..candidates.len()).find(|&i| is_eligible(candidates, i))?;
     let chosen = match balance {
-        Balance::First => eligible[0],
-        Balance::LeastConn => *eligible
-            .iter()
-            .min_by_key(|&&i| {
-                let c = &candidates[i];
-                // active / weight, compared without division; ties go to the earlier server.
-                (u64::from(c.active) * 1_000_000 / u64::from(c.weight), i)
-            })
-            .unwrap_or(&eligible[0]),
+        Balance::First => first,
+        Balance::LeastConn => (first..candidates.len())
+            .filter(|&i| is_eligible(candidates, i))
+            // active / weight, compared without division; ties go to the earlier server.
+            .min_by_key(|&i| (u64::from(candidates[i].active) * 1_000_000 / u64::from(candidates[i].weight), i))
+            .unwrap_or(first),
         Balance::RoundRobin => {
             // Smooth weighted round robin: each eligible server gains its weight, the richest
             // wins and pays the total. Spreads a 5:1:1 split as a,a,b,a,c,a,a rather than in runs.
-            let total: i64 = eligible.iter().map(|&i| i64::from(candidates[i].weight)).sum();
-            let mut best = eligible[0];
-            for &i in &eligible {
+            let mut total: i64 = 0;
+            let mut best = first;
+            for i in first..candidates.len() {
+                if !is_eligible(candidates, i) {
+                    continue;
+                }
+                total += i64::from(candidates[i].weight);
                 candidates[i].current += i64::from(candidates[i].weight);
                 if candidates[i].current > candidates[best].current {
                     best = i;
