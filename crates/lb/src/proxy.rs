@@ -1,26 +1,33 @@
 //! The data path of one proxied connection: bytes both ways, each direction's FIN passed on as a
 //! write shutdown of the other side (half-close), an idle timeout over both directions.
 //!
-//! On Linux the bytes move with splice(2) through a pipe (socket → pipe → socket, no copy into
-//! user space). Pipes are taken from a small pool only while data is moving, so an idle
-//! connection holds no pipe and no buffer; 10 000 idle connections cost sockets only. When
-//! splice is refused (EINVAL on an unusual socket), the direction falls back to a copy through
-//! a buffer that also exists only while data is moving.
+//! Each time a side becomes readable, its first bytes are read into a small buffer: most API
+//! traffic (requests, watch events, handshakes) fits, and a read that returns less than the
+//! buffer says the socket is drained, so the direction goes back to waiting at once — two system
+//! calls a message, where splice needs three (in, out, and the read that finds nothing). When the
+//! buffer fills, the rest moves with splice(2) through a pipe (socket → pipe → socket, no copy
+//! into user space) until the socket is drained. Pipes are taken from a small pool only while
+//! data is moving and buffers exist only while a message is handled, so an idle connection holds
+//! neither; 10 000 idle connections cost sockets only. When splice is refused (EINVAL on an
+//! unusual socket), the direction copies through the buffer instead.
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
+use nix::sys::socket::MsgFlags;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes moved per system call.
+/// Bytes moved per splice(2) call.
 const CHUNK: usize = 64 * 1024;
+/// The buffer each readable side's first bytes are read into.
+const SMALL: usize = 16 * 1024;
 /// Pipes kept for reuse; more are created (and closed after use) under load.
 const POOL: usize = 64;
 
@@ -134,13 +141,86 @@ impl Activity<'_> {
 }
 
 async fn pump(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>, mode: Mode) -> io::Result<()> {
-    if mode == Mode::Splice {
-        match pump_splice(from, to, counter, activity).await {
-            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => tracing::debug!("splice refused; copying"),
-            other => return other,
+    let mut splice_works = mode == Mode::Splice;
+    loop {
+        from.readable().await?;
+        let mut buf = vec![0u8; SMALL];
+        let n = match read_drained(from, &mut buf) {
+            Ok(Read::Drained(n)) => n,
+            Ok(Read::Full) => SMALL,
+            Ok(Read::End) => return pass_fin(to),
+            Ok(Read::Nothing) => continue,
+            Err(e) => return Err(e),
+        };
+        counter.add(n);
+        activity.touch();
+        write_all(to, &buf[..n]).await?;
+        if n < SMALL {
+            continue;
+        }
+        // A full buffer: more is coming; move it without copying while the socket has bytes.
+        drop(buf);
+        if splice_works {
+            match splice_until_drained(from, to, counter, activity).await {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    tracing::debug!("splice refused; copying");
+                    splice_works = false;
+                }
+                Ok(Drained::Fin) => return pass_fin(to),
+                Ok(Drained::Empty) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    pump_copy(from, to, counter, activity).await
+}
+
+/// What one read of a readable side found.
+enum Read {
+    /// Fewer bytes than the buffer holds: the socket is drained, and its readiness was cleared
+    /// so that the next wait is for new bytes.
+    Drained(usize),
+    /// The buffer is full: more may be waiting.
+    Full,
+    /// The peer's FIN.
+    End,
+    /// Nothing after all (the readiness was stale).
+    Nothing,
+}
+
+/// Reads once into `buf`. A short read on a stream socket means its receive queue was empty at
+/// that moment, so the readiness is cleared then and there (reported to tokio as WouldBlock,
+/// which clears only what it saw: bytes arriving meanwhile, and a FIN or a reset, keep the side
+/// readable) — sparing the read that would only find nothing.
+fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
+    let mut short = 0;
+    let result = from.try_io(Interest::READABLE, || match nix::sys::socket::recv(from.as_raw_fd(), buf, MsgFlags::empty()) {
+        Ok(n) if n > 0 && n < buf.len() => {
+            short = n;
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Ok(n) => Ok(n),
+        Err(e) => Err(io::Error::from(e)),
+    });
+    match result {
+        Ok(0) => Ok(Read::End),
+        Ok(_) => Ok(Read::Full),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(if short > 0 { Read::Drained(short) } else { Read::Nothing }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes all of `bytes`, waiting while the other side's socket buffer is full.
+async fn write_all(to: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        to.writable().await?;
+        match to.try_write(&bytes[written..]) {
+            Ok(m) => written += m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// FIN from `from`: pass it on as a write shutdown of `to`, keep the other direction open.
@@ -151,58 +231,40 @@ fn pass_fin(to: &TcpStream) -> io::Result<()> {
     }
 }
 
-async fn pump_splice(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>) -> io::Result<()> {
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    loop {
-        from.readable().await?;
-        let pipe = take_pipe()?;
-        loop {
-            let into_pipe = from.try_io(Interest::READABLE, || splice(from, None, &pipe.1, None, CHUNK, flags).map_err(io::Error::from));
-            let mut in_pipe = match into_pipe {
-                Ok(0) => {
-                    give_back(pipe);
-                    return pass_fin(to);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            };
-            counter.add(in_pipe);
-            activity.touch();
-            while in_pipe > 0 {
-                to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || splice(&pipe.0, None, to, None, in_pipe, flags).map_err(io::Error::from)) {
-                    Ok(n) => in_pipe -= n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        give_back(pipe);
-    }
+/// How a splice run ended.
+enum Drained {
+    /// The socket had nothing more (its readiness cleared).
+    Empty,
+    /// The peer's FIN.
+    Fin,
 }
 
-async fn pump_copy(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>) -> io::Result<()> {
+/// Splices from `from` to `to` until `from` has nothing more to give.
+async fn splice_until_drained(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>) -> io::Result<Drained> {
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let pipe = take_pipe()?;
     loop {
-        from.readable().await?;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match from.try_read(&mut buf) {
-                Ok(0) => return pass_fin(to),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        let into_pipe = from.try_io(Interest::READABLE, || splice(from, None, &pipe.1, None, CHUNK, flags).map_err(io::Error::from));
+        let mut in_pipe = match into_pipe {
+            Ok(0) => {
+                give_back(pipe);
+                return Ok(Drained::Fin);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                give_back(pipe);
+                return Ok(Drained::Empty);
+            }
+            Err(e) => return Err(e),
+        };
+        counter.add(in_pipe);
+        activity.touch();
+        while in_pipe > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || splice(&pipe.0, None, to, None, in_pipe, flags).map_err(io::Error::from)) {
+                Ok(n) => in_pipe -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
-            };
-            counter.add(n);
-            activity.touch();
-            let mut written = 0;
-            while written < n {
-                to.writable().await?;
-                match to.try_write(&buf[written..n]) {
-                    Ok(m) => written += m,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
             }
         }
     }

@@ -117,3 +117,50 @@ async fn a_reset_ends_both_sides() {
         assert!(rest.is_empty(), "{mode:?}");
     }
 }
+
+/// Small messages, as API traffic is: each is read whole into the small buffer and the side goes
+/// back to waiting at once. Every one of a thousand request/answer exchanges of growing size
+/// must arrive (none stranded by a readiness cleared too early), and a last message sent
+/// together with the FIN must arrive before the FIN, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_and_a_message_with_its_fin_all_arrive() {
+    for mode in [Mode::Splice, Mode::Copy] {
+        let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
+        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let relay = tokio::spawn(async move { relay(proxy_client, proxy_server, Duration::from_secs(30), &up, &down, mode).await });
+        let echo = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0;
+            loop {
+                let n = server.read(&mut buf).await.expect("server read");
+                if n == 0 {
+                    server.shutdown().await.expect("server FIN");
+                    return total;
+                }
+                total += n;
+                server.write_all(&buf[..n]).await.expect("server write");
+            }
+        });
+        let mut sent = 0;
+        for round in 0..1000usize {
+            // 1 byte to a little over the small buffer, so both paths are taken.
+            let message = pattern(round as u8, 1 + (round * 37) % (20 * 1024));
+            client.write_all(&message).await.expect("client write");
+            let mut answer = vec![0u8; message.len()];
+            let answered = tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut answer)).await;
+            assert!(matches!(answered, Ok(Ok(_))), "{mode:?}: round {round} ({} bytes) got no answer", message.len());
+            assert!(answer == message, "{mode:?}: round {round} answered other bytes");
+            sent += message.len();
+        }
+        // The last message and the FIN leave together.
+        let last = pattern(7, 300);
+        client.write_all(&last).await.expect("client write");
+        client.shutdown().await.expect("client FIN");
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest)).await;
+        assert!(matches!(ended, Ok(Ok(_))), "{mode:?}: the FIN after the last message never came back");
+        assert!(rest == last, "{mode:?}: the last message did not come back whole before the FIN");
+        assert_eq!(echo.await.expect("echo"), sent + last.len());
+        assert_eq!(relay.await.expect("relay").ended, Ended::Closed);
+    }
+}
