@@ -146,3 +146,5 @@ row "wrk p99 latency, ms" "${P99[halo]}" "${P99[halo-log]}" "${P99[haproxy]}" "$
 row "proxy CPU time per 10 000 new connections, s" "${CPU[halo]}" "${CPU[halo-log]}" "${CPU[haproxy]}" "${CPU[haproxy-log]}" "${CPU[haproxy-splice]}"
 row "wrk, kept-alive connections, req/s" "${KEPT[halo]}" "${KEPT[halo-log]}" "${KEPT[haproxy]}" "${KEPT[haproxy-log]}" "${KEPT[haproxy-splice]}"
 echo "connection log lines written in the last halo-log trial: $(grep -c '"connection"\|connection client=' "$WORK/halo-connections.log" || true)" >&2
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+echo "halo / haproxy 2.6 (no logs): bulk $(ratio "${GBPS[halo]}" "${GBPS[haproxy]}"), new connections $(ratio "${RPS[halo]}" "${RPS[haproxy]}"), p99 $(ratio "${P99[halo]}" "${P99[haproxy]}"), CPU per new connection $(ratio "${CPU[halo]}" "${CPU[haproxy]}"), kept-alive $(ratio "${KEPT[halo]}" "${KEPT[haproxy]}")"
