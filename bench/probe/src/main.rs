@@ -264,8 +264,12 @@ struct Failures {
     other: u32,
 }
 
-/// Heartbeat period of a storm connection, and how long a connect, a greeting or an echo may take.
+/// Heartbeat period of a storm connection, and how long its echo may take.
 const BEAT: Duration = Duration::from_secs(1);
+/// How long a connect, and then the greeting, may take: an API client's TLS handshake timeout. A
+/// shorter one makes clients give up on connections the balancer has not accepted yet and queue
+/// new ones behind them, a collapse of the bench's making.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between two failed attempts of one client (the first retry is immediate).
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -339,15 +343,19 @@ fn storm_client(id: usize, address: SocketAddr, start: Instant, total: Duration,
     }
 }
 
-/// Connects and reads the echo server's greeting, each within `BEAT`.
+/// Connects and reads the echo server's greeting, each within `OPEN_TIMEOUT`; then echoes must
+/// come within `BEAT`.
 fn storm_open(address: SocketAddr) -> Result<TcpStream, std::io::ErrorKind> {
-    let mut stream = TcpStream::connect_timeout(&address, BEAT).map_err(|e| e.kind())?;
-    stream.set_read_timeout(Some(BEAT)).map_err(|e| e.kind())?;
+    let mut stream = TcpStream::connect_timeout(&address, OPEN_TIMEOUT).map_err(|e| e.kind())?;
+    stream.set_read_timeout(Some(OPEN_TIMEOUT)).map_err(|e| e.kind())?;
     // The greeting, a byte at a time up to its newline: closed before it is an "other" failure.
     let mut byte = [0u8; 1];
     for _ in 0..64 {
         match stream.read(&mut byte) {
-            Ok(1) if byte[0] == b'\n' => return Ok(stream),
+            Ok(1) if byte[0] == b'\n' => {
+                stream.set_read_timeout(Some(BEAT)).map_err(|e| e.kind())?;
+                return Ok(stream);
+            }
             Ok(1) => {}
             Ok(_) => return Err(std::io::ErrorKind::UnexpectedEof),
             Err(e) => return Err(e.kind()),
