@@ -8,7 +8,9 @@
 //! buffer fills, the rest moves with splice(2) through a pipe (socket → pipe → socket, no copy
 //! into user space) until the socket is drained. Pipes are taken from a small pool only while
 //! data is moving and buffers exist only while a message is handled, so an idle connection holds
-//! neither; 10 000 idle connections cost sockets only. When splice is refused (EINVAL on an
+//! neither (the buffer is one per runtime thread, used between two awaits, and only what the
+//! other side cannot take at once is copied into an allocation); 10 000 idle connections cost
+//! sockets only. When splice is refused (EINVAL on an
 //! unusual socket), the direction copies through the buffer instead.
 
 use std::io;
@@ -144,22 +146,21 @@ async fn pump(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &
     let mut splice_works = mode == Mode::Splice;
     loop {
         from.readable().await?;
-        let mut buf = vec![0u8; SMALL];
-        let n = match read_drained(from, &mut buf) {
-            Ok(Read::Drained(n)) => n,
-            Ok(Read::Full) => SMALL,
-            Ok(Read::End) => return pass_fin(to),
-            Ok(Read::Nothing) => continue,
+        let (n, unwritten) = match pass_through_buffer(from, to) {
+            Ok(Passed { read: 0, .. }) => return pass_fin(to),
+            Ok(passed) => (passed.read, passed.unwritten),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
         counter.add(n);
         activity.touch();
-        write_all(to, &buf[..n]).await?;
+        if !unwritten.is_empty() {
+            write_all(to, &unwritten).await?;
+        }
         if n < SMALL {
             continue;
         }
         // A full buffer: more is coming; move it without copying while the socket has bytes.
-        drop(buf);
         if splice_works {
             match splice_until_drained(from, to, counter, activity).await {
                 Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
@@ -172,6 +173,38 @@ async fn pump(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &
             }
         }
     }
+}
+
+/// What one pass through the buffer did: the bytes read (0 at the peer's FIN) and those the
+/// other side's socket did not take at once, to be written when it can.
+struct Passed {
+    read: usize,
+    unwritten: Vec<u8>,
+}
+
+thread_local! {
+    /// The buffer of `pass_through_buffer`, one per runtime thread: used between two awaits
+    /// only, so no connection holds one, and no message costs an allocation.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; SMALL]);
+}
+
+/// Reads what `from` has (up to `SMALL` bytes) and writes it to `to` at once, without waiting:
+/// what `to` cannot take now is returned as `unwritten`. WouldBlock when there was nothing.
+fn pass_through_buffer(from: &TcpStream, to: &TcpStream) -> io::Result<Passed> {
+    BUFFER.with_borrow_mut(|buf| {
+        let n = match read_drained(from, buf)? {
+            Read::Drained(n) => n,
+            Read::Full => buf.len(),
+            Read::End => return Ok(Passed { read: 0, unwritten: Vec::new() }),
+            Read::Nothing => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        let written = match to.try_write(&buf[..n]) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(Passed { read: n, unwritten: buf[written..n].to_vec() })
+    })
 }
 
 /// What one read of a readable side found.
