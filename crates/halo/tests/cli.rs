@@ -334,3 +334,32 @@ fn a_script_user_that_does_not_exist_is_refused_at_start() {
 fn text_of(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
+
+/// The VIP guard acts only when its pipe closes (the daemon is gone): a garbled line, even one
+/// that is not UTF-8, is ignored and the guard keeps reading. Taking it for the end of the pipe
+/// would remove the VIPs and send the priority-0 adverts of a daemon that is still master.
+#[test]
+fn the_guard_ignores_a_garbled_line_and_waits_for_its_pipe_to_close() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut guard =
+        Command::new(env!("CARGO_BIN_EXE_halo-guard")).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run halo-guard");
+    let mut pipe = guard.stdin.take().expect("the guard's pipe");
+    pipe.write_all(b"garbage\n\xff\xfe not UTF-8\n+ 1 x 2\n").expect("write to the guard");
+    pipe.flush().expect("flush");
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(500) {
+        if let Ok(Some(status)) = guard.try_wait() {
+            let mut said = String::new();
+            let _ = std::io::Read::read_to_string(&mut guard.stderr.take().expect("stderr"), &mut said);
+            panic!("the guard ended ({status}) with its pipe still open:\n{said}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(pipe);
+    let out = guard.wait_with_output().expect("the guard ends when its pipe closes");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert_eq!(said.matches("halo-guard: ignoring").count(), 3, "{said}");
+}

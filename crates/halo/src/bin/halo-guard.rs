@@ -27,11 +27,23 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mut told = Told::default();
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        match Order::parse(&line) {
+    let mut input = std::io::stdin().lock();
+    let mut line = Vec::new();
+    // Only the end of the pipe (or a failing read) ends the reading: a line that is not UTF-8 is
+    // ignored like any other line that is not an order, never taken for the daemon's end.
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("halo-guard: cannot read the daemon's orders: {e}");
+                break;
+            }
+        }
+        match std::str::from_utf8(&line).ok().and_then(|text| Order::parse(text.trim_end())) {
             Some(order) => told.apply(order),
-            None => eprintln!("halo-guard: ignoring `{line}`"),
+            None => eprintln!("halo-guard: ignoring `{}`", String::from_utf8_lossy(&line).trim_end()),
         }
     }
     for line in clean_up(&told) {

@@ -111,7 +111,8 @@ impl Order {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    // Two hex digits a byte, nothing else (from_str_radix alone would take a sign).
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
@@ -215,6 +216,8 @@ mod tests {
             "",
             "a 2-51-4 eth0 192.0.2.11 224.0.0.18 zz",
             "a 2-51-4 eth0 192.0.2.11 224.0.0.18 313",
+            // from_str_radix takes a sign: "+f" is not two hex digits.
+            "a 2-51-4 eth0 192.0.2.11 224.0.0.18 +f31",
             "+ 2 192.0.2.170",
             "+ x 192.0.2.170 24",
             "+ 2 192.0.2.170 24 extra",
