@@ -424,3 +424,14 @@ fn instances_tracking_one_interface_with_different_weights_keep_their_own() {
         assert_eq!((weight_of("A"), weight_of("B")), (Some(-60), None), "{:?}", all(&imported));
     }
 }
+
+/// keepalived's `use_vmac` on an IPv6 instance: halo cannot send that instance's adverts from a
+/// virtual-MAC interface yet, so the import keeps the instance on the real interface and says so
+/// (the file still loads).
+#[test]
+fn use_vmac_on_an_ipv6_instance_is_dropped_with_a_warning() {
+    let text = "vrrp_instance V6 {\n  state BACKUP\n  interface eth0\n  virtual_router_id 62\n  priority 100\n  use_vmac\n  virtual_ipaddress {\n    2001:db8::10/64\n  }\n}\n";
+    let imported = keepalived(text, None);
+    assert!(!imported.config.vrrp[0].virtual_mac, "{:#?}", imported.config.vrrp[0]);
+    assert!(has(&imported, "k:1: warning: vrrp_instance `V6`: use_vmac"), "{:#?}", all(&imported));
+}

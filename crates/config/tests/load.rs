@@ -387,3 +387,16 @@ fn announcements_and_bgp_load_and_their_mistakes_are_placed() {
         assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in:\n{}", got.join("\n"));
     }
 }
+
+/// An IPv6 instance cannot use the virtual MAC: its adverts leave from the parent's link-local
+/// address, which the macvlan does not have, so every advert fails and each router believes it is
+/// alone (all MASTER). Refused at its place until halo gives the macvlan that address.
+#[test]
+fn an_ipv6_instance_with_virtual_mac_is_refused_at_its_place() {
+    let text = "[[vrrp]]\nname = \"v6\"\ninterface = \"eth0\"\nvirtual_router_id = 62\npriority = 100\nvirtual_mac = true\nvirtual_addresses = [\"2001:db8::10/64\"]\n";
+    let heads = heads_of_errors(text);
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].contains(":6:") && heads[0].contains("virtual_mac") && heads[0].contains("IPv6"), "{heads:?}");
+    let ipv4 = text.replace("2001:db8::10/64", "10.0.0.10/24");
+    assert!(heads_of_errors(&ipv4).is_empty(), "an IPv4 instance keeps its virtual MAC");
+}
