@@ -223,7 +223,8 @@ fn instance(d: &mut Draw, index: usize, trackers: &[String]) -> VrrpInstance {
         unicast_peers,
         gratuitous: Gratuitous { delay: d.ms(0, 30_000), repeat: d.range(1, 10), refresh, refresh_repeat: d.range(1, 5) },
         checksum: if unicast && version == Version::V3 && !ipv6 && d.flag() { ChecksumMode::AsV2 } else { ChecksumMode::PseudoHeader },
-        virtual_mac: d.flag(),
+        // An IPv6 instance cannot have the virtual MAC (refused): not generated.
+        virtual_mac: !ipv6 && d.flag(),
         accept: d.flag(),
         track: trackers.to_vec(),
         notify: Notify {

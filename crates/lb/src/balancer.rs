@@ -277,10 +277,9 @@ async fn accept_loop(
 ) {
     let mut last_warning: Option<Instant> = None;
     loop {
-        // Biased, accept first: while connections are waiting, the stop signals are not polled
-        // (and their waiters not registered and dropped) once per accept.
+        // Not biased: under a flood that never leaves the accept queue empty, a shutdown or a
+        // reload closing this listener must still be seen.
         let accepted = tokio::select! {
-            biased;
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
             _ = stop.changed() => break,

@@ -221,7 +221,9 @@ enum Read {
 }
 
 /// Reads once into `buf`. A short read on a stream socket means its receive queue was empty at
-/// that moment, so the readiness is cleared then and there (reported to tokio as WouldBlock,
+/// that moment (one exception: TCP urgent data, where a read stops at the urgent mark; the bytes
+/// after it wait for the next arrival or the idle timeout — only the sender's own connection is
+/// held up, and the API's protocols never send urgent data), so the readiness is cleared then and there (reported to tokio as WouldBlock,
 /// which clears only what it saw: bytes arriving meanwhile, and a FIN or a reset, keep the side
 /// readable) — sparing the read that would only find nothing.
 fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {

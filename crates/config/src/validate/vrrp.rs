@@ -26,6 +26,12 @@ pub(super) fn instances(
     for v in raw {
         let instance = instance(report, v, default_interface, trackers);
         if let Some(i) = &instance {
+            if i.virtual_mac && i.virtual_addresses.first().is_some_and(|a| matches!(a, IpNet::V6(_))) {
+                let span = v.virtual_mac.as_ref().map_or(v.name.span(), |f| f.span());
+                report
+                    .error(span, format!("vrrp `{}`: virtual_mac is for IPv4 instances; an IPv6 instance cannot advertise from it", i.name))
+                    .hint("its adverts leave from the interface's link-local address, which the virtual-MAC interface lacks: drop virtual_mac here (IPv6 neighbours learn the new master from its unsolicited neighbour advertisements)");
+            }
             if i.virtual_mac {
                 let vrid = i.virtual_router_id.get();
                 if let Some((_, other)) = vmacs_seen.iter().find(|(id, _)| *id == vrid) {

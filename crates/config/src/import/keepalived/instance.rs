@@ -409,6 +409,15 @@ fn address_families(name: &str, node: &Node, i: &mut Partial, sink: &mut Sink) {
             );
         }
     }
+    if first.addr().is_ipv6() && i.vmac {
+        sink.warn(
+            &node.file,
+            node.line,
+            format!("vrrp_instance `{name}`: use_vmac is not imported for an IPv6 instance: it runs on {} itself", i.interface.as_deref().unwrap_or("its interface")),
+            "halo cannot yet send IPv6 adverts from a virtual-MAC interface; neighbours learn the new master from its unsolicited neighbour advertisements",
+        );
+        i.vmac = false;
+    }
     if first.addr().is_ipv6() && i.version == 2 {
         sink.warn(
             &node.file,
