@@ -3,14 +3,16 @@
 //! adverts of each instance halo was master of, so that peers take over after their skew time,
 //! and removes the virtual addresses halo held. The daemon tells it over a pipe which addresses
 //! it holds (`+ INDEX ADDRESS PREFIX`, `- INDEX ADDRESS`) and, while master, the adverts to send
-//! (`a KEY INTERFACE SOURCE DESTINATION HEX`, one line a destination, `d KEY` to forget them);
+//! (`a KEY INTERFACE SOURCE DESTINATION HEX`, one line a destination, `d KEY` to forget them;
+//! `F` forgets everything: a `halo upgrade` handed it all to the new process and its own guard);
 //! when the pipe closes — the kernel closes it whatever killed the daemon — the guard sends the
 //! adverts, removes the addresses still held and exits. A clean stop releases everything first, so the guard then has
 //! nothing to do. The kernel lifetime of the VIPs (2 s) stays the fallback when the guard dies
 //! too (a whole cgroup or container killed at once).
 //!
-//! The guard blocks SIGINT and SIGTERM: a Ctrl-C or a service stop reaches the whole process
-//! group, and the guard must outlive the daemon's own shutdown to be of use.
+//! The guard blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2: a Ctrl-C or a service stop reaches the
+//! whole process group (and `systemctl kill -s USR2` the whole unit), and the guard must outlive
+//! the daemon's own shutdown to be of use.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -85,6 +87,13 @@ impl Guard {
     /// The daemon deleted `name` itself.
     pub fn disown_link(&self, name: &str) {
         self.tell(&format!("n {name}\n"));
+    }
+
+    /// The daemon handed everything it holds over to a new process whose own guard holds it now
+    /// (`halo upgrade`): this guard forgets it all, so that the daemon's exit removes nothing.
+    pub fn forget_all(&self) {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.tell("F\n");
     }
 
     /// The daemon is no longer master of `key`.
@@ -177,6 +186,7 @@ impl Told {
             ("n", ..) if !word(1).is_empty() => {
                 self.links.remove(word(1));
             }
+            ("F", ..) => *self = Told::default(),
             _ => eprintln!("halo guard: ignoring `{line}`"),
         }
     }
@@ -190,6 +200,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     blocked.add(Signal::SIGINT);
     blocked.add(Signal::SIGTERM);
     blocked.add(Signal::SIGHUP);
+    blocked.add(Signal::SIGUSR2);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).context("blocking signals")?;
     let mut told = Told::default();
     for line in std::io::stdin().lock().lines() {
@@ -256,5 +267,10 @@ mod tests {
         assert!(told.links.contains("vrrp.51"));
         told.line("n vrrp.51");
         assert!(told.links.is_empty());
+        told.line("+ 2 192.0.2.170 24");
+        told.line(&format!("a 2-51-4 eth0 192.0.2.11 224.0.0.18 {}", hex(&[0x31])));
+        told.line("m vrrp.51");
+        told.line("F");
+        assert!(told.held.is_empty() && told.adverts.is_empty() && told.links.is_empty(), "F forgets everything");
     }
 }
