@@ -71,9 +71,9 @@ stop_by_pid() {
 start_variant() { # variant
   case $1 in
     halo)
-      cp "$HALO" "$WORK/halo-installed"
+      mkdir -p "$WORK/installed" && cp "$HALO" "$WORK/installed/halo"
       halo_conf 200 > "$WORK/b1.toml"; halo_conf 100 > "$WORK/b2.toml"
-      ip netns exec "$P-b1" "$WORK/halo-installed" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
+      ip netns exec "$P-b1" "$WORK/installed/halo" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
       track $!
       sleep 0.3
       ip netns exec "$P-b2" "$HALO" run -c "$WORK/b2.toml" --pid-file "$WORK/b2.halo.pid" 2>>"$WORK/b2.log" &
@@ -90,10 +90,12 @@ upgrade() { # variant
   case $1 in
     halo)
       # A package upgrade: a new file renamed over the installed one, then halo upgrade.
-      cp "$HALO" "$WORK/halo-installed.new" && mv "$WORK/halo-installed.new" "$WORK/halo-installed"
+      local old; old=$(cat "$WORK/b1.halo.pid")
+      cp "$HALO" "$WORK/installed/halo.new" && mv "$WORK/installed/halo.new" "$WORK/installed/halo"
       ip netns exec "$P-b1" "$HALO" upgrade -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log"
-      # Every generation is tracked for the cleanup.
-      track "$(cat "$WORK/b1.halo.pid")" ;;
+      # Every generation is tracked for the cleanup; a trial without a new one does not count.
+      track "$(cat "$WORK/b1.halo.pid")"
+      [ "$(cat "$WORK/b1.halo.pid")" != "$old" ] || { echo "halo upgrade did not hand over" >&2; return 1; } ;;
     classic-restart)
       local a b
       stop_by_pid "$WORK/b1.haproxy.pid" & a=$!
@@ -101,7 +103,9 @@ upgrade() { # variant
       wait "$a" "$b"
       haproxy_start b1; keepalived_start b1 ;;
     haproxy-reload)
-      haproxy_start b1 -x "$WORK/b1.sock" -sf "$(cat "$WORK/b1.haproxy.pid")" ;;
+      haproxy_start b1 -x "$WORK/b1.sock" -sf "$(cat "$WORK/b1.haproxy.pid")"
+      sleep 1
+      kill -0 "$(cat "$WORK/b1.haproxy.pid")" 2>/dev/null || { echo "the reloaded haproxy does not run" >&2; return 1; } ;;
   esac
 }
 
@@ -111,7 +115,7 @@ stop_variant() {
   done
   # haproxy's old processes after -sf, and every halo generation, are in the tracked pids.
   while read -r pid; do
-    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in haproxy|halo*|keepalived) kill -KILL "$pid" 2>/dev/null || true ;; esac
+    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in haproxy|halo|keepalived) kill -KILL "$pid" 2>/dev/null || true ;; esac
   done < "$WORK/pids"
   rm -f "$WORK"/b?.*.pid "$WORK"/b?.sock
   for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
@@ -135,7 +139,7 @@ trial() { # variant -> "failed cut moves"
     done ) > "$WORK/holders.log" &
   sampler=$!; track "$sampler"
   sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 2 + (r % 1000) / 1000 }')"
-  upgrade "$variant" >/dev/null
+  upgrade "$variant" >/dev/null || return 1
   wait "$client" || true
   wait "$holder" || true
   wait "$sampler" || true
