@@ -315,6 +315,8 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     assert_eq!(now["generation"]["previous"]["pid"], first, "the old process drains: {now}");
     assert_eq!(now["generation"]["previous"]["version"], env!("CARGO_PKG_VERSION"));
     assert!(alive(first), "the old process drains its streams");
+    let table = text(&halo(None, &["status", "-c", &config.to_string_lossy()]));
+    assert!(table.contains(&format!("pid {second} ")) && table.contains(&format!("took over from pid {first} ")), "{table}");
 
     // systemd: the old main process named the new one and said nothing after it.
     assert!(notify.has(first, &format!("MAINPID={second}")), "{:?}", notify.seen());

@@ -66,7 +66,7 @@ fn load_or_refuse(path: &Path, socket: &std::os::fd::OwnedFd) -> Result<halo_con
     let socket = socket.try_clone().map(crate::daemon::upgrade::message::Channel::new);
     let told = socket
         .map_err(anyhow::Error::from)
-        .and_then(|channel| channel.send(&crate::daemon::upgrade::message::Message::Failed { reason }, &[]).map_err(anyhow::Error::from));
+        .and_then(|channel| channel.farewell(reason, crate::daemon::upgrade::FAREWELL_LINGER).map_err(anyhow::Error::from));
     if let Err(e) = told {
         eprintln!("halo: the running daemon did not hear why: {e:#}");
     }

@@ -274,6 +274,22 @@ impl Channel {
         Ok((message, fds))
     }
 
+    /// The last word of a process giving up: `failed` with `reason`, then what the other side
+    /// still sends is read (and dropped) until it answers `failed` too, closes, or `linger` has
+    /// passed. A unix socket closed with unread messages makes the other side's next receive
+    /// fail with ECONNRESET, losing the reason sent just before: hence the reading.
+    pub fn farewell(&self, reason: String, linger: Duration) -> Result<(), ChannelError> {
+        self.send(&Message::Failed { reason }, &[])?;
+        let deadline = std::time::Instant::now() + linger;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.receive("failed", Some(left)) {
+                Ok((Message::Failed { .. }, _)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a raw packet (tests of broken messages).
     #[cfg(test)]
     fn send_raw(&self, bytes: &[u8]) -> Result<(), ChannelError> {

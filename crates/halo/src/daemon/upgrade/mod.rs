@@ -44,5 +44,7 @@ pub(crate) use take_over::take_over;
 /// How long the running daemon waits for the new process to be ready: it loads its
 /// configuration, binds what is new and opens the VRRP sockets.
 pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a new process that gives up waits for the running daemon to read why.
+pub const FAREWELL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long each side waits for the other's next step once both are ready.
 pub const STEP_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -52,7 +52,7 @@ pub(crate) async fn take_over(path: &Path, pid_file: &Path, config: Config, chan
 fn refuse(channel: &Channel, error: anyhow::Error) -> anyhow::Error {
     let reason = format!("{error:#}");
     tracing::error!(%reason, "upgrade: cannot take over; the running daemon goes on");
-    if let Err(e) = channel.send(&Message::Failed { reason }, &[]) {
+    if let Err(e) = channel.farewell(reason, super::FAREWELL_LINGER) {
         tracing::warn!(error = %e, "the running daemon did not hear why");
     }
     error
