@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the .deb with dpkg -i (root), checks what it installed, and purges it again:
 # `halo --version`, `systemd-analyze verify` on the unit, completions, man page, example config,
-# and that nothing was enabled or started. Exit 0 when all hold.
+# that nothing was enabled or started, and the postinst of a package upgrade: a halo running from
+# the package (on loopback) hands over to the reinstalled binary (`halo upgrade`). Exit 0 when
+# all hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -35,7 +37,56 @@ grep -q '_halo()' /usr/share/bash-completion/completions/halo || fail "bash comp
 /usr/bin/halo --help | grep -qw lab && fail "the packaged binary offers halo lab"
 /usr/bin/halo lab down >/dev/null 2>&1 && fail "the packaged binary runs halo lab"
 [ ! -e /etc/systemd/system/multi-user.target.wants/halo.service ] || fail "the package enabled the service"
+dpkg-deb -I "$deb" postinst >/dev/null || fail "the package has no postinst"
+
+# A package upgrade (dpkg -i of the package over itself) with halo running: the postinst hands
+# the daemon over. The test's daemon serves on loopback only and is ended by its pid.
+[ -e /etc/halo/halo.toml ] && fail "/etc/halo/halo.toml exists; not touching it"
+if [ -s /run/halo/halo.pid ] && kill -0 "$(cat /run/halo/halo.pid)" 2>/dev/null; then
+  fail "/run/halo/halo.pid names a running process (a halo runs here); not touching it"
+fi
+mkdir -p /etc/halo
+cat >/etc/halo/halo.toml <<'TOML'
+[status]
+listen = "127.0.0.1:19472"
+
+[[frontend]]
+name = "api"
+bind = ["127.0.0.1:19471"]
+backend = "api"
+
+[[backend]]
+name = "api"
+[backend.health]
+kind = "tcp"
+[[backend.server]]
+name = "none"
+address = "127.0.0.1:9"
+TOML
+/usr/bin/halo run -c /etc/halo/halo.toml --pid-file /run/halo/halo.pid </dev/null >target/package-halo.log 2>&1 &
+first=$!
+cleanup_daemon() {
+  for pid in "$first" "$(cat /run/halo/halo.pid 2>/dev/null || true)"; do
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  rm -f /etc/halo/halo.toml
+  rmdir /etc/halo 2>/dev/null || true
+}
+trap 'cleanup_daemon; dpkg -P halo >/dev/null 2>&1 || true' EXIT
+for _ in $(seq 50); do [ "$(cat /run/halo/halo.pid 2>/dev/null)" = "$first" ] && break; sleep 0.1; done
+[ "$(cat /run/halo/halo.pid 2>/dev/null)" = "$first" ] || fail "the daemon did not start: $(cat target/package-halo.log)"
+out=$(dpkg -i "$deb" 2>&1) || fail "dpkg -i over the installed package: $out"
+echo "$out" | grep -q "now runs the new binary" || fail "the postinst did not hand over: $out"
+second=$(cat /run/halo/halo.pid)
+[ "$second" != "$first" ] && kill -0 "$second" || fail "no new daemon after the upgrade: $(cat target/package-halo.log)"
+[ "$(readlink "/proc/$second/exe")" = /usr/bin/halo ] || fail "the new daemon does not run /usr/bin/halo"
+kill -TERM "$second"
+for _ in $(seq 100); do kill -0 "$second" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$second" 2>/dev/null && fail "the upgraded daemon did not stop"
+cleanup_daemon
+trap 'dpkg -P halo >/dev/null 2>&1 || true' EXIT
+
 dpkg -P halo >/dev/null
 [ ! -e /usr/bin/halo ] && [ ! -e /usr/bin/halo-guard ] || fail "purge left /usr/bin/halo or /usr/bin/halo-guard"
 trap - EXIT
-echo "package: ok (installed with dpkg -i, version, unit verified, completions, man page, example config, no lab; purged)"
+echo "package: ok (installed with dpkg -i, version, unit verified, completions, man page, example config, no lab; a running halo handed over by the postinst of a reinstall; purged)"

@@ -34,6 +34,10 @@ pub enum Command {
         /// Log format, over `[log] format` of the config: text (journald-friendly lines) or json.
         #[arg(long, value_enum, value_name = "FORMAT")]
         log_format: Option<LogFormatArg>,
+        /// Take over from the running daemon whose handover socket is standard input (what
+        /// `halo upgrade` makes the running daemon start; not for hand use).
+        #[arg(long, hide = true)]
+        upgrade_handover: bool,
     },
     /// Validate the configuration, then ask the running daemon to apply it (SIGHUP). Nothing is
     /// sent when the file has errors.
@@ -44,6 +48,21 @@ pub enum Command {
         /// The daemon's pid file.
         #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
         pid_file: PathBuf,
+    },
+    /// Hand the running daemon over to the binary now on disk (after a package upgrade):
+    /// listeners, VIPs and established connections survive. The file is checked first (nothing
+    /// is sent when it has errors); the daemon (SIGUSR2) starts the new binary, which checks the
+    /// file again and takes over, or the daemon keeps running and this says why (exit 1).
+    Upgrade {
+        /// The configuration file the daemon runs with.
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml")]
+        config: PathBuf,
+        /// The daemon's pid file.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
+        pid_file: PathBuf,
+        /// How long to wait for the daemon's word, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
     },
     /// Show the running daemon's state (VRRP instances, frontends, servers) from its status
     /// endpoint, as found in the configuration.

@@ -54,14 +54,17 @@ fn lab(action: Option<cli::LabAction>, mode: cli::LabMode, keep: bool, report: O
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
-        cli::Command::Run { config, pid_file, log_format } => {
+        cli::Command::Run { config, pid_file, log_format, upgrade_handover } => {
             let log_format = log_format.map(|f| match f {
                 cli::LogFormatArg::Text => halo_config::LogFormat::Text,
                 cli::LogFormatArg::Json => halo_config::LogFormat::Json,
             });
-            cmd::run::run(&config, &pid_file, log_format)
+            cmd::run::run(&config, &pid_file, log_format, upgrade_handover)
         }
         cli::Command::Reload { config, pid_file } => cmd::reload::run(&config, &pid_file),
+        cli::Command::Upgrade { config, pid_file, timeout } => {
+            cmd::upgrade::run(&config, &pid_file, std::time::Duration::from_secs(timeout))
+        }
         cli::Command::Check { config } => cmd::check::run(&config),
         cli::Command::Status { config, json, watch } => cmd::status::run(&config, json, watch),
         cli::Command::Import { haproxy, keepalived, check_script, output, strict, config_id } => {

@@ -194,7 +194,7 @@ fn rendered_unit_passes_systemd_analyze_and_the_pod_has_what_it_needs() {
     assert_eq!(unit.status.code(), Some(0));
     let unit = text(&unit.stdout);
     for expected in [
-        "Type=notify",
+        "Type=notify\nNotifyAccess=main\n",
         "ExecReload=/usr/bin/halo reload",
         "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE",
         "NoNewPrivileges=yes",

@@ -6,6 +6,7 @@ pub mod announce;
 pub mod arp_isolation;
 pub mod arp_probe;
 pub mod bridge;
+pub mod fd_passing;
 pub mod guard;
 pub mod netlink;
 pub mod netlink_blocking;

@@ -1,9 +1,23 @@
-//! The one place with `unsafe`: sending a link-layer broadcast on an AF_PACKET socket needs a
-//! `sockaddr_ll`, which neither socket2 nor nix can build safely. Everything here is a thin,
-//! checked wrapper around `sendto(2)`.
+//! The one place with `unsafe`, for what neither socket2 nor nix offers safely: sending a
+//! link-layer broadcast on an AF_PACKET socket needs a `sockaddr_ll` (a thin, checked wrapper
+//! around `sendto(2)`), and taking ownership of the descriptors `recvmsg(2)` installed from an
+//! SCM_RIGHTS message (nix hands them over as bare numbers).
 #![allow(unsafe_code)]
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Owns the descriptors the kernel has just installed in this process for an SCM_RIGHTS message
+/// that `recvmsg(2)` returned: they are closed when dropped.
+pub(crate) fn own_received(received: Vec<RawFd>) -> Vec<OwnedFd> {
+    received
+        .into_iter()
+        .filter(|fd| *fd >= 0)
+        // SAFETY: each number comes from the SCM_RIGHTS control message of a successful
+        // `recvmsg` on this thread, so it is an open descriptor the kernel created for this
+        // process just now; nothing else knows it, so this is its only owner.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
+}
 
 /// Sends `payload` as one frame of EtherType `protocol` to the Ethernet broadcast address on
 /// interface `index`, through a `SOCK_DGRAM` packet socket (the kernel adds the header).

@@ -40,11 +40,14 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// One accept loop, stoppable on its own (reload) or with everything (shutdown). The frontend
 /// it serves can change under it: a bind that moves to another (or a renamed) frontend keeps its
 /// socket, so no connection is refused and no rebind can fail.
-struct Listener {
+pub(crate) struct Listener {
     frontend: String,
-    address: SocketAddr,
+    pub(crate) address: SocketAddr,
     stop: watch::Sender<bool>,
     target: watch::Sender<Arc<FrontendRuntime>>,
+    /// The listening socket itself (the accept loop has a duplicate): what `halo upgrade` hands
+    /// to the next process.
+    pub(crate) socket: std::os::fd::OwnedFd,
 }
 
 /// What a reload changed, for the log.
@@ -70,17 +73,43 @@ pub struct Balancer {
     pub frontends: Vec<Arc<FrontendRuntime>>,
     /// Backends, in configuration order.
     pub backends: Vec<Arc<BackendRuntime>>,
-    listeners: Vec<Listener>,
+    pub(crate) listeners: Vec<Listener>,
     tasks: tokio::task::JoinSet<()>,
     in_flight: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
     /// The connection log, switched by `[log] connections`.
     pub connection_log: Arc<ConnectionLog>,
+    /// Listening sockets handed over by the process this one replaces, taken by the binds
+    /// of their addresses instead of new sockets (`halo upgrade`).
+    inherited: Vec<(SocketAddr, std::net::TcpListener)>,
+    /// Accept loops accept only while this is true (false until a new process takes over).
+    accepting: watch::Receiver<bool>,
+}
+
+/// What a balancer that takes over from a running one starts with (`halo upgrade`).
+pub struct Inherited {
+    /// The listening sockets handed over; a bind on one of their addresses uses it.
+    pub listeners: Vec<std::net::TcpListener>,
+    /// Accept loops wait until this becomes true (the moment the new process takes over).
+    pub accepting: watch::Receiver<bool>,
 }
 
 impl Balancer {
     /// Binds every listener (all or nothing) and starts the health checks and accept loops.
     pub fn start(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, LbError> {
+        let accepting = watch::Sender::new(true).subscribe();
+        Self::start_inheriting(config, shutdown, Inherited { listeners: Vec::new(), accepting })
+    }
+
+    /// As [`Balancer::start`], taking over the listening sockets of `inherited` for the binds of
+    /// their addresses (the others are bound anew; inherited ones no bind wants are closed), and
+    /// accepting only once `inherited.accepting` is true.
+    pub fn start_inheriting(config: &Config, shutdown: watch::Receiver<bool>, inherited: Inherited) -> Result<Self, LbError> {
+        let mut pool = Vec::new();
+        for listener in inherited.listeners {
+            let address = listener.local_addr().map_err(LbError::Inherited)?;
+            pool.push((address, listener));
+        }
         let mut balancer = Self {
             frontends: Vec::new(),
             backends: Vec::new(),
@@ -89,8 +118,13 @@ impl Balancer {
             in_flight: Arc::new(AtomicU64::new(0)),
             shutdown,
             connection_log: Arc::new(ConnectionLog::new(config.log.connections)),
+            inherited: pool,
+            accepting: inherited.accepting,
         };
         balancer.reload(config)?;
+        for (address, _) in std::mem::take(&mut balancer.inherited) {
+            tracing::info!(%address, "a listening socket handed over is bound by no frontend any more: closed");
+        }
         balancer.tasks.spawn(report_connection_log_losses(Arc::clone(&balancer.connection_log), balancer.shutdown.clone()));
         Ok(balancer)
     }
@@ -132,12 +166,20 @@ impl Balancer {
         Ok(backends)
     }
 
-    /// Binds the addresses no current listener has.
-    fn bind_new_addresses(&self, wanted: &[(String, SocketAddr)]) -> Result<Vec<Opened>, LbError> {
+    /// Binds the addresses no current listener has: with a socket handed over for that address
+    /// when there is one, else a new one.
+    fn bind_new_addresses(&mut self, wanted: &[(String, SocketAddr)]) -> Result<Vec<Opened>, LbError> {
         let mut fresh = Vec::new();
         for (frontend, address) in wanted {
             if !self.listeners.iter().any(|l| l.address == *address) {
-                let listener = bind(*address).map_err(|source| LbError::Bind { address: *address, source })?;
+                let listener = match self.inherited.iter().position(|(a, _)| a == address) {
+                    Some(at) => {
+                        let (_, listener) = self.inherited.swap_remove(at);
+                        listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener))
+                    }
+                    None => bind(*address),
+                };
+                let listener = listener.map_err(|source| LbError::Bind { address: *address, source })?;
                 fresh.push((frontend.clone(), *address, listener));
             }
         }
@@ -218,17 +260,29 @@ impl Balancer {
         changes.listeners_added = fresh.len();
         for (name, address, listener) in fresh {
             let Some(frontend) = self.frontend(&name).cloned() else { continue };
+            // A duplicate of the socket for a handover; without one (out of descriptors) the
+            // listener serves all the same, and an upgrade would bind the address anew.
+            let socket = match std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned() {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::error!(%address, error = %e, "cannot duplicate a listening socket: not served");
+                    continue;
+                }
+            };
             let (stop, stopped) = watch::channel(false);
             frontend.listener_started();
             let (target, targeted) = watch::channel(frontend);
-            self.tasks.spawn(accept_loop(targeted, listener, self.shutdown.clone(), stopped, Arc::clone(&self.in_flight)));
-            self.listeners.push(Listener { frontend: name, address, stop, target });
+            let gates = Gates { shutdown: self.shutdown.clone(), stop: stopped, accepting: self.accepting.clone() };
+            self.tasks.spawn(accept_loop(targeted, listener, gates, Arc::clone(&self.in_flight)));
+            self.listeners.push(Listener { frontend: name, address, stop, target, socket });
         }
     }
 
     /// After shutdown: waits for the accept loops and checks, then up to `drain` for open
     /// connections; returns how many were still open.
     pub async fn drain(mut self, drain: Duration) -> u64 {
+        // The duplicates kept for a handover go too: the sockets close with the accept loops.
+        self.listeners.clear();
         while self.tasks.join_next().await.is_some() {}
         let deadline = Instant::now() + drain;
         while self.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
@@ -268,13 +322,23 @@ fn server_stays(backends: &[Arc<BackendRuntime>], old: &BackendRuntime, server: 
     })
 }
 
-async fn accept_loop(
-    target: watch::Receiver<Arc<FrontendRuntime>>,
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-    in_flight: Arc<AtomicU64>,
-) {
+/// What ends or holds an accept loop: the balancer's shutdown, the listener's own stop (a
+/// reload), and whether this process accepts yet.
+struct Gates {
+    shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    accepting: watch::Receiver<bool>,
+}
+
+async fn accept_loop(target: watch::Receiver<Arc<FrontendRuntime>>, listener: TcpListener, gates: Gates, in_flight: Arc<AtomicU64>) {
+    let Gates { mut shutdown, mut stop, mut accepting } = gates;
+    // A process taking over accepts only from the moment it does: until then the running one
+    // accepts on the same socket, and a connection accepted here would die with a failed start.
+    tokio::select! {
+        open = accepting.wait_for(|open| *open) => if open.is_err() { target.borrow().listener_stopped(); return },
+        _ = shutdown.changed() => { target.borrow().listener_stopped(); return },
+        _ = stop.changed() => { target.borrow().listener_stopped(); return },
+    }
     let mut last_warning: Option<Instant> = None;
     loop {
         // Not biased: under a flood that never leaves the accept queue empty, a shutdown or a

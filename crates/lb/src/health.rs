@@ -94,6 +94,15 @@ impl Health {
         health
     }
 
+    /// A server whose state another process decided (`halo upgrade`): decided, UP or DOWN.
+    pub fn known(up: bool, fall: u32, rise: u32, interval: Duration, fast_interval: Duration) -> Self {
+        let mut health = Self::new(fall, rise, interval, fast_interval);
+        health.initial = false;
+        health.decided = true;
+        health.verdict.set(up);
+        health
+    }
+
     /// Whether the state is known, not just assumed: the server passed (UP), or failed `fall`
     /// checks in a row (DOWN). A server still coming up at start is not decided yet, so whoever
     /// waits for it (the balancer tracker, before VRRP elects) does not take "starting" for "down".

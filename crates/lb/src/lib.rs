@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod connlog;
+pub mod handover;
 pub mod health;
 pub mod probe;
 pub mod proxy;
@@ -14,7 +15,8 @@ pub mod select;
 pub mod server;
 pub mod tls;
 
-pub use balancer::{Balancer, Changes};
+pub use balancer::{Balancer, Changes, Inherited};
+pub use handover::ServerHealth;
 
 /// Why the balancer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum LbError {
         #[source]
         source: tls::TlsError,
     },
+    /// A listening socket handed over by the process this one replaces is unusable.
+    #[error("a listening socket handed over is unusable")]
+    Inherited(#[source] std::io::Error),
     /// A frontend names a backend that does not exist (the loader prevents this).
     #[error("unknown backend {0}")]
     UnknownBackend(String),

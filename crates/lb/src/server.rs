@@ -131,6 +131,26 @@ impl ServerRuntime {
         *lock(&self.reason) = if self.unchecked && healthy { "not checked (kind = none)".to_string() } else { old.reason() };
     }
 
+    /// Takes the health the process this one replaces had decided, and the address its name
+    /// resolved to there (`halo upgrade`); its own checks carry on from that state.
+    pub(crate) fn adopt_health(&self, up: bool, resolved: Option<SocketAddr>, check: &halo_config::HealthCheck) {
+        if self.address().is_none()
+            && let Some(address) = resolved
+        {
+            self.address.send_replace(Some(address));
+        }
+        if self.address().is_none() {
+            return;
+        }
+        let (fall, rise, interval, fast) = (check.fall, check.rise, check.interval, check.fast_interval);
+        if !self.unchecked {
+            *lock(&self.health) = Health::known(up, fall, rise, interval, fast);
+        }
+        let healthy = up || (self.unchecked && self.address().is_some());
+        self.healthy.store(healthy, Ordering::Relaxed);
+        *lock(&self.reason) = if healthy { "up before the upgrade".to_string() } else { "down before the upgrade".to_string() };
+    }
+
     /// Whether its state is known: for a checked server, UP or DOWN after `fall` failures; for
     /// an unchecked one, as soon as its address is known or its name failed to resolve.
     pub(crate) fn is_decided(&self) -> bool {

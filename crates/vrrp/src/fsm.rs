@@ -11,6 +11,9 @@ use crate::packet::{Advertisement, Auth};
 use crate::types::{AdvertInterval, Priority, Version, Vrid};
 
 mod group;
+mod handover;
+
+pub use handover::Handover;
 
 /// What the router is configured with.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +124,9 @@ pub enum Reason {
     Recovered,
     /// Its sync group moved it, following another member (see [`crate::sync`]).
     Group,
+    /// Took the place of the same router in the process it replaces (`halo upgrade`): the state
+    /// did not change on the wire.
+    Handover,
 }
 
 /// What the driver must do.

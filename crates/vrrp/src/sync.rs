@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::fsm::{Action, Ignored, Router, RouterConfig, State};
+use crate::fsm::{Action, Handover, Ignored, Router, RouterConfig, State};
 use crate::packet::Advertisement;
 
 /// A change of the group's state, with the member whose event caused it.
@@ -109,6 +109,30 @@ impl SyncGroup {
             router.start(now);
             self.reconcile(now, member);
         }
+    }
+
+    /// Starts a member in the place of the same member of the process it replaces (see
+    /// [`Router::adopt`]). Once no member is left to start, a group whose members all took the
+    /// same state (all masters, all backups) is in that state without a change: nothing changed
+    /// on the wire, so no group hook runs. Anything else goes through the group's rules.
+    pub fn adopt(&mut self, member: usize, now: Instant, from: &Handover) {
+        let Some(router) = self.members.get_mut(member) else { return };
+        router.adopt(now, from);
+        let started = self.members.iter().all(|r| r.state() != State::Initialize);
+        let shared = self.members.first().map(Router::state).filter(|s| self.members.iter().all(|r| r.state() == *s));
+        if let Some(state @ (State::Master | State::Backup)) = shared
+            && started
+            && self.state == State::Initialize
+        {
+            self.state = state;
+            return;
+        }
+        self.reconcile(now, member);
+    }
+
+    /// Hands a member over (see [`Router::hand_over`]); the group is driven no more after.
+    pub fn hand_over(&mut self, member: usize, now: Instant) -> Option<Handover> {
+        self.members.get_mut(member).map(|r| r.hand_over(now))
     }
 
     /// Stops a member cleanly. The others are not moved; when the last member stops, the group

@@ -11,12 +11,19 @@ pub const CONFIG: &str = "/etc/halo/halo.toml";
 /// A hardened unit: Type=notify (halo reports READY, RELOADING, STOPPING), reload through
 /// `halo reload` (which validates first), only the three capabilities halo needs, and an
 /// ExecStopPost that removes the virtual addresses if halo could not (killed, crashed).
+///
+/// `halo upgrade` (SIGUSR2) needs nothing more: the running daemon, still the main process,
+/// starts its successor inside the unit's cgroup and, once the successor has taken over, sends
+/// `MAINPID=<successor>` and `READY=1` itself, so `NotifyAccess=main` (written out, it is the
+/// default of Type=notify) suffices; from then on the successor is the main process and the old
+/// one, draining, says nothing more. `systemctl reload` stays a configuration reload.
 pub fn systemd(config: &Config) -> Rendered {
     let mut out = String::new();
     line(&mut out, format_args!("# halo.service rendered by `halo render systemd`; install as /etc/systemd/system/halo.service."));
     line(&mut out, format_args!("[Unit]\nDescription=halo: highly available Kubernetes API endpoint (TCP balancer + VRRP)"));
     line(&mut out, format_args!("Documentation=man:halo(1)\nWants=network-online.target\nAfter=network-online.target\n"));
-    line(&mut out, format_args!("[Service]\nType=notify\nExecStart={BINARY} run -c {CONFIG} --pid-file /run/halo/halo.pid"));
+    line(&mut out, format_args!("[Service]\nType=notify\nNotifyAccess=main"));
+    line(&mut out, format_args!("ExecStart={BINARY} run -c {CONFIG} --pid-file /run/halo/halo.pid"));
     line(&mut out, format_args!("ExecReload={BINARY} reload -c {CONFIG} --pid-file /run/halo/halo.pid"));
     for v in &config.vrrp {
         // "-": an address or interface already gone (the normal case) is not a failure.
@@ -124,6 +131,8 @@ mod unit_tests {
         let plain = unit("", "");
         assert!(plain.contains("ProtectKernelTunables=yes") && plain.contains("ExecStopPost=-/sbin/ip address del 10.0.0.10/24 dev eth0"));
         assert!(!plain.contains("CAP_SETUID"));
+        // halo upgrade: the old main process names its successor (MAINPID=), which main allows.
+        assert!(plain.contains("Type=notify\nNotifyAccess=main\n"), "{plain}");
         // A virtual MAC writes its parent's ARP keys and lives on vrrp.51.
         let vmac = unit("", "virtual_mac = true");
         assert!(vmac.contains("ProtectKernelTunables=no") && vmac.contains("ExecStopPost=-/sbin/ip link del vrrp.51"), "{vmac}");

@@ -7,8 +7,9 @@
 //! A separate small binary, not a mode of `halo`: it has no runtime, no TLS, no configuration
 //! code, so it costs a fraction of the daemon's memory for as long as the daemon runs.
 //!
-//! It blocks SIGINT, SIGTERM and SIGHUP: a Ctrl-C or a service stop reaches the whole process
-//! group, and the guard must outlive the daemon's own shutdown to be of use.
+//! It blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2: a Ctrl-C or a service stop reaches the whole
+//! process group (and `systemctl kill -s USR2`, an upgrade, the whole unit), and the guard must
+//! outlive the daemon's own shutdown to be of use.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use halo_hostnet::guard::wire::{Order, Told};
 fn main() -> ExitCode {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
     let mut blocked = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR2] {
         blocked.add(signal);
     }
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None) {

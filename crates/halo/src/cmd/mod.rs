@@ -6,3 +6,4 @@ pub mod reload;
 pub mod render;
 pub mod run;
 pub mod status;
+pub mod upgrade;

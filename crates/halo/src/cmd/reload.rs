@@ -102,7 +102,7 @@ fn confirm(status: &halo_config::Status, sent: u64, pid: i32) -> Confirmed {
 
 /// Checks that `pid` is a running `halo run`, by its command line; the configuration file it
 /// runs with (relative ones resolved in its working directory), when the command line says.
-fn running_halo(pid: i32, pid_file: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+pub(crate) fn running_halo(pid: i32, pid_file: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
     anyhow::ensure!(pid > 0, "{} holds {pid}, which is not a process id; nothing was signalled", pid_file.display());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .with_context(|| format!("no process {pid}: {} is stale (is halo running?); nothing was signalled", pid_file.display()))?;
@@ -129,7 +129,7 @@ fn running_halo(pid: i32, pid_file: &Path) -> anyhow::Result<Option<std::path::P
 }
 
 /// Whether two paths lead to one file (device and inode).
-fn same_file(a: &str, b: &str) -> bool {
+pub(crate) fn same_file(a: &str, b: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
@@ -139,7 +139,7 @@ fn same_file(a: &str, b: &str) -> bool {
 
 /// A pid file's text: a regular file, read to at most 64 bytes (a FIFO or a device named as the
 /// pid file must neither block nor fill memory).
-fn read_pid_file(pid_file: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_pid_file(pid_file: &Path) -> anyhow::Result<String> {
     use std::io::Read;
     let cannot = || format!("cannot read the pid file {} (is halo running?)", pid_file.display());
     let meta = std::fs::metadata(pid_file).with_context(cannot)?;

@@ -1,5 +1,7 @@
 //! `halo run`: loads the config exactly as `halo check` does, starts logging and the runtime, and
-//! hands over to the daemon (`crate::daemon`).
+//! hands over to the daemon (`crate::daemon`). With `--upgrade-handover` (started by a running
+//! daemon for `halo upgrade`), its standard input is the handover socket: a configuration that
+//! does not load is sent back as the reason the upgrade fails.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,10 +10,17 @@ use anyhow::Context;
 use halo_config::LogFormat;
 
 /// Runs the daemon in the foreground.
-pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
-    let loaded = match crate::files::load(path)? {
-        Ok(loaded) => loaded,
-        Err(code) => return Ok(code),
+pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>, upgrade_handover: bool) -> anyhow::Result<ExitCode> {
+    let handover = if upgrade_handover { Some(handover_socket()?) } else { None };
+    let loaded = match handover.as_ref() {
+        None => match crate::files::load(path)? {
+            Ok(loaded) => loaded,
+            Err(code) => return Ok(code),
+        },
+        Some(socket) => match load_or_refuse(path, socket) {
+            Ok(loaded) => loaded,
+            Err(code) => return Ok(code),
+        },
     };
     crate::files::print_diagnostics(&loaded.warnings);
     let mut config = loaded.config;
@@ -24,6 +33,42 @@ pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>) -> anyho
     let threads = config.node.worker_threads.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), |n| n as usize);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().context("starting the runtime")?;
-    runtime.block_on(crate::daemon::run(path, pid_file, config))?;
+    runtime.block_on(crate::daemon::run(path, pid_file, config, handover))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The handover socket, on standard input; standard input becomes /dev/null (scripts and hooks
+/// must not inherit the socket).
+fn handover_socket() -> anyhow::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let socket = std::io::stdin().as_fd().try_clone_to_owned().context("the handover socket (standard input)")?;
+    let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    nix::unistd::dup2_stdin(&null).context("replacing standard input")?;
+    Ok(socket)
+}
+
+/// Loads the configuration; when it does not load, tells the running daemon why (the
+/// diagnostics, as printed) and returns the exit code.
+fn load_or_refuse(path: &Path, socket: &std::os::fd::OwnedFd) -> Result<halo_config::Loaded, ExitCode> {
+    let (reason, code) = match halo_config::load_file(path) {
+        Ok(loaded) => return Ok(loaded),
+        Err(halo_config::LoadError::Invalid(diagnostics)) => {
+            crate::files::print_diagnostics(&diagnostics);
+            let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
+            (format!("{}: {} error(s): {}", path.display(), errors.len(), errors.join("; ")), crate::files::EXIT_INVALID)
+        }
+        Err(e) => {
+            let reason = format!("{:#}", anyhow::Error::from(e));
+            eprintln!("halo: error: {reason}");
+            (reason, 2)
+        }
+    };
+    let socket = socket.try_clone().map(crate::daemon::upgrade::message::Channel::new);
+    let told = socket
+        .map_err(anyhow::Error::from)
+        .and_then(|channel| channel.farewell(reason, crate::daemon::upgrade::FAREWELL_LINGER).map_err(anyhow::Error::from));
+    if let Err(e) = told {
+        eprintln!("halo: the running daemon did not hear why: {e:#}");
+    }
+    Err(ExitCode::from(code))
 }

@@ -47,6 +47,26 @@ pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
 fn table(status: &serde_json::Value, colour: bool) -> String {
     let mut lines = Vec::new();
     let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let generation = &status["generation"];
+    if generation.is_object() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let up = generation["started_unix_ms"].as_u64().map_or(0, |t| now.saturating_sub(t) / 1000);
+        lines.push(format!(
+            "halo {} pid {} up {}s, binary {}",
+            text(&generation["version"]),
+            generation["pid"],
+            up,
+            text(&generation["executable"])
+        ));
+        let previous = &generation["previous"];
+        if previous.is_object() {
+            lines.push(format!(
+                "  took over from pid {} (version {}), which drains its connections",
+                previous["pid"],
+                text(&previous["version"])
+            ));
+        }
+    }
     if let Some(vrrp) = status["vrrp"].as_object() {
         for (name, i) in vrrp {
             lines.push(format!(

@@ -23,6 +23,10 @@ use super::vrrp_driver::{VIP_LIFETIME, VIP_REFRESH};
 /// connections elsewhere before its listeners close.
 pub const WITHDRAW_SETTLE: Duration = Duration::from_secs(1);
 
+/// Why an announcement's task ends when `halo upgrade` hands it over: the address stays (the
+/// new process keeps announcing it), nothing is withdrawn.
+const HANDED_OVER: &str = "handed over to the new process";
+
 /// One announcement as `/status` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AnnounceStatus {
@@ -66,14 +70,51 @@ impl Announcers {
         status: Arc<Shared>,
         verdicts: &Verdicts,
     ) -> Self {
+        Self::start_as(announce, trackers, (netlink, guard, status), verdicts, false)
+    }
+
+    /// Starts the announcements of a process taking over (`halo upgrade`): an address the
+    /// previous process announced is found on its interface and kept (never withdrawn and added
+    /// again), then decided by the trackers as usual.
+    pub fn start_adopting(
+        announce: &[Announce],
+        trackers: &[Tracker],
+        netlink: Netlink,
+        guard: Option<Arc<Guard>>,
+        status: Arc<Shared>,
+        verdicts: &Verdicts,
+    ) -> Self {
+        Self::start_as(announce, trackers, (netlink, guard, status), verdicts, true)
+    }
+
+    fn start_as(
+        announce: &[Announce],
+        trackers: &[Tracker],
+        (netlink, guard, status): (Netlink, Option<Arc<Guard>>, Arc<Shared>),
+        verdicts: &Verdicts,
+        adopting: bool,
+    ) -> Self {
         let mut set = Self { running: BTreeMap::new(), netlink, guard, status };
         for a in announce {
-            set.spawn(a, trackers, verdicts);
+            set.spawn(a, trackers, verdicts, adopting);
         }
         set
     }
 
-    fn spawn(&mut self, config: &Announce, trackers: &[Tracker], verdicts: &Verdicts) {
+    /// Hands every announcement over to a new process (`halo upgrade`): the tasks end, the
+    /// addresses and local routes stay as they are.
+    pub async fn hand_over(self) {
+        for running in self.running.into_values() {
+            running.stop.send_replace(Some(HANDED_OVER));
+            if let Some(task) = running.task
+                && let Err(e) = task.await
+            {
+                tracing::error!(error = %e, "an announcement task failed");
+            }
+        }
+    }
+
+    fn spawn(&mut self, config: &Announce, trackers: &[Tracker], verdicts: &Verdicts, adopting: bool) {
         let (stop, stopped) = watch::channel(None);
         let (updates, updated) = watch::channel(config.clone());
         let (tracker_updates, trackers_updated) = watch::channel(trackers.to_vec());
@@ -85,6 +126,7 @@ impl Announcers {
             announced: false,
             interface: None,
             missing_logged: false,
+            adopting,
         };
         let task = tokio::spawn(driver.run(Inputs { verdicts: verdicts.clone(), config: updated, trackers: trackers_updated }, stopped));
         let running = Running { config: config.clone(), updates, trackers: tracker_updates, stop, task: Some(task) };
@@ -118,7 +160,7 @@ impl Announcers {
         self.running = kept;
         let new: Vec<&Announce> = announce.iter().filter(|a| !self.running.contains_key(&a.name)).collect();
         for a in new {
-            self.spawn(a, trackers, verdicts);
+            self.spawn(a, trackers, verdicts, false);
         }
     }
 
@@ -201,6 +243,8 @@ struct Driver {
     interface: Option<u32>,
     /// A missing interface is logged once, not at every retry.
     missing_logged: bool,
+    /// Taking over from a previous process: an address found on the interface is kept.
+    adopting: bool,
 }
 
 impl Driver {
@@ -230,7 +274,9 @@ impl Driver {
             }
         }
         let why = stop.borrow().unwrap_or("halo is stopping");
-        if self.announced {
+        if why == HANDED_OVER {
+            tracing::info!(announce = %self.config.name, announced = self.announced, "handed over");
+        } else if self.announced {
             self.set(false, why).await;
         }
     }
@@ -250,7 +296,16 @@ impl Driver {
             }
         };
         self.missing_logged = false;
-        if let Ok(true) = self.netlink.remove_address(link.index, address).await {
+        if std::mem::take(&mut self.adopting) {
+            let held = self.netlink.addresses(link.index).await.is_ok_and(|all| all.iter().any(|(a, _)| *a == address));
+            if held {
+                self.announced = true;
+                if let Some(guard) = &self.guard {
+                    guard.hold(link.index, address, self.config.address.prefix_len());
+                }
+                tracing::info!(announce = %self.config.name, %address, "taken over announced from the previous process");
+            }
+        } else if let Ok(true) = self.netlink.remove_address(link.index, address).await {
             tracing::warn!(announce = %self.config.name, %address, "removed an address left by an earlier run");
         }
         if let Err(e) = self.netlink.add_local_route(link.index, address).await {

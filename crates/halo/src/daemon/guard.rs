@@ -89,6 +89,13 @@ impl Guard {
         self.tell(&Order::DisownLink { name: name.to_string() }.to_string());
     }
 
+    /// The daemon handed everything it holds over to a new process whose own guard holds it now
+    /// (`halo upgrade`): this guard forgets it all, so that the daemon's exit removes nothing.
+    pub fn forget_all(&self) {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.tell(&Order::ForgetAll.to_string());
+    }
+
     /// The daemon is no longer master of `key`.
     pub fn disarm(&self, key: &str) {
         self.tell(&Order::Disarm { key: key.to_string() }.to_string());

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use halo_config::{Config, Tracker, VrrpInstance};
 use halo_hostnet::netlink::Netlink;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::sync_group::Group;
 use super::tracker::TrackerSet;
+use super::vrrp_driver::{Frozen, Start};
 
 /// An instance task that ended: which start of which instance, and how.
 pub struct Exit {
@@ -29,6 +30,8 @@ pub struct Running {
     pub config: VrrpInstance,
     stop: watch::Sender<bool>,
     pub updates: watch::Sender<(VrrpInstance, Vec<Tracker>)>,
+    /// Asks the instance to hand itself over (`halo upgrade`).
+    freeze: mpsc::UnboundedSender<oneshot::Sender<Frozen>>,
     /// Which start of the instance this is: a restarted instance keeps its name, and the exit of
     /// the one it replaced must not be taken for its own.
     pub generation: u64,
@@ -52,7 +55,13 @@ pub struct Instances {
 impl Instances {
     /// Starts one instance's task.
     pub fn start(&mut self, instance: &VrrpInstance, trackers: &[Tracker], set: &TrackerSet) {
+        self.start_as(instance, trackers, set, Start::Fresh);
+    }
+
+    /// Starts one instance's task, afresh or adopting a state handed over.
+    pub fn start_as(&mut self, instance: &VrrpInstance, trackers: &[Tracker], set: &TrackerSet, start: Start) {
         let (stop, stopped) = watch::channel(false);
+        let (freeze, frozen) = mpsc::unbounded_channel();
         let (updates, receiver) = watch::channel((instance.clone(), trackers.to_vec()));
         let span = tracing::info_span!("vrrp", instance = %instance.name, vrid = instance.virtual_router_id.get());
         let group = self.groups.values().find_map(|g| g.member(&instance.name).map(|index| (Arc::clone(g), index)));
@@ -67,6 +76,8 @@ impl Instances {
             status: Arc::clone(&self.status),
             guard: self.guard.clone(),
             group,
+            start,
+            freeze: frozen,
         });
         let (exits, name, status) = (self.exits.clone(), instance.name.clone(), Arc::clone(&self.status));
         let generation = self.next_generation;
@@ -90,7 +101,7 @@ impl Instances {
             }
             .instrument(span),
         );
-        self.running.insert(instance.name.clone(), Running { config: instance.clone(), stop, updates, generation, handle });
+        self.running.insert(instance.name.clone(), Running { config: instance.clone(), stop, updates, freeze, generation, handle });
     }
 
     /// Takes the instance out if `exit` is the end of its current start (not of one that a
@@ -112,6 +123,29 @@ impl Instances {
                 tracing::error!(instance = name, error = %e, "instance task failed");
             }
         }
+    }
+
+    /// Hands the instances `names` over (`halo upgrade`): each stops without a word (a master's
+    /// last advert goes out, its VIPs stay) and says what it was. All or nothing: when one
+    /// cannot, those already stopped are in the error, to be started again in their place.
+    pub async fn hand_over(&mut self, names: &[String]) -> Result<Vec<(VrrpInstance, Frozen)>, (String, Vec<(VrrpInstance, Frozen)>)> {
+        let mut frozen = Vec::new();
+        for name in names {
+            let Some(running) = self.running.remove(name) else {
+                return Err((format!("instance {name} is not running"), frozen));
+            };
+            let (reply, answer) = oneshot::channel();
+            let asked = running.freeze.send(reply).is_ok();
+            let answer = if asked { answer.await.ok() } else { None };
+            if let Err(e) = running.handle.await {
+                tracing::error!(instance = %name, error = %e, "instance task failed");
+            }
+            match answer {
+                Some(state) => frozen.push((running.config, state)),
+                None => return Err((format!("instance {name} ended before it could hand over"), frozen)),
+            }
+        }
+        Ok(frozen)
     }
 
     /// After a reload stopped what it restarts: a new group for every group of `new` none of

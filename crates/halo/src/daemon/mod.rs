@@ -2,16 +2,19 @@
 //! tracker, the status endpoint and the guard, in one process. SIGHUP reloads all of it in place
 //! (an invalid file changes nothing). SIGTERM or SIGINT: masters announce priority 0 and remove
 //! their addresses (traffic moves to the peer at once), the listeners close, open connections
-//! drain up to the drain timeout, and halo exits 0.
+//! drain up to the drain timeout, and halo exits 0. SIGUSR2 (`halo upgrade`) hands everything
+//! over to a new process started from the binary now on disk (see `upgrade`).
 //!
 //! The parts: `vrrp_driver` (one task per instance, driving `halo_vrrp`'s state machine),
 //! `sync_group` (instances that change state together), `instances` (the set of them across
 //! reloads), `tracker` (health inputs that move priority),
 //! `notify` and `exec` (hooks and scripts), `status` and `metrics` (the endpoint), `guard` (the process that
-//! removes the VIPs if this one dies), `process` (pid file, logging, systemd).
+//! removes the VIPs if this one dies), `process` (pid file, logging, systemd), `generation`
+//! (version and binary of this process), `upgrade` (the handover to a successor).
 
 pub mod announce;
 pub mod exec;
+pub mod generation;
 pub mod guard;
 mod instances;
 mod metrics;
@@ -20,42 +23,120 @@ pub mod process;
 pub mod status;
 pub mod sync_group;
 pub mod tracker;
+pub mod upgrade;
 pub mod vrrp_driver;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use halo_config::Config;
 use halo_hostnet::netlink::Netlink;
+use tokio::signal::unix::Signal;
 use tokio::sync::{mpsc, watch};
 
 use instances::{Instances, restarts};
 use process::{PidFile, monotonic_usec, sd_notify};
 use tracker::TrackerSet;
 
-/// Runs the daemon until SIGTERM or SIGINT (or an instance fails); `path` is re-read on SIGHUP.
-pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Handlers first: the pid file exists already, and a SIGHUP (`halo reload`) or SIGTERM that
-    // came before them would kill the process with the default action, skipping the cleanup.
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    // Removed when the daemon ends, whatever the outcome.
-    let _pid = PidFile::write(pid_file);
+/// The signals the daemon acts on.
+pub(crate) struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    /// Handlers first: the pid file exists already, and a SIGHUP (`halo reload`), SIGUSR2
+    /// (`halo upgrade`) or SIGTERM that came before them would kill the process with the default
+    /// action, skipping the cleanup.
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            usr2: signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?,
+        })
+    }
+}
+
+/// Everything a running daemon is made of.
+pub(crate) struct Daemon {
+    /// The configuration file, re-read on SIGHUP.
+    path: PathBuf,
+    /// Where the pid file is.
+    pid_file: PathBuf,
+    /// The pid file, removed at exit unless a successor took it over.
+    pid: PidFile,
+    /// The configuration in force.
+    config: Config,
+    balancer: halo_lb::Balancer,
+    /// Stops the accept loops, the checks and the status endpoint.
+    stop_balancer: watch::Sender<bool>,
+    status: Arc<status::Shared>,
+    /// The status endpoint's listening sockets, for a successor.
+    status_sockets: StatusSockets,
+    trackers: TrackerSet,
+    instances: Instances,
+    announcers: announce::Announcers,
+    /// Instance tasks that ended.
+    exited: mpsc::UnboundedReceiver<instances::Exit>,
+}
+
+/// Duplicates of the status endpoint's listening sockets (TCP, and unix when configured): what
+/// `halo upgrade` hands over with the balancer's.
+pub(crate) struct StatusSockets {
+    tcp: OwnedFd,
+    unix: Option<OwnedFd>,
+}
+
+/// How the serving loop ended.
+enum Ended {
+    /// A signal to stop.
+    Stop(&'static str),
+    /// A successor took over.
+    HandedOver(upgrade::HandedOver),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT (or an instance fails), or until it has handed over
+/// to a successor (SIGUSR2) and drained; `path` is re-read on SIGHUP. With `handover`, the
+/// socket of a running daemon, this process takes over from it instead of starting afresh.
+pub async fn run(path: &Path, pid_file: &Path, config: Config, handover: Option<OwnedFd>) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
+    let daemon = match handover {
+        None => start(path, pid_file, config).await?,
+        Some(socket) => upgrade::take_over(path, pid_file, config, upgrade::message::Channel::new(socket)).await?,
+    };
+    match serve(daemon, &mut signals).await? {
+        (daemon, Ended::Stop(signal)) => {
+            shut_down(daemon).await;
+            tracing::info!(signal, "halo stopped");
+        }
+        (daemon, Ended::HandedOver(handed)) => upgrade::release(daemon, handed, &mut signals).await,
+    }
+    Ok(())
+}
+
+/// A daemon started afresh: the balancer binds, the status endpoint serves, instances elect.
+async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<Daemon> {
+    let pid = PidFile::write(pid_file);
     exec::check_script_user(config.node.script_user.as_deref())?;
     exec::set_script_user(config.node.script_user.clone());
     let netlink = Netlink::open()?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
-    let mut balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
+    let balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
     let status = Arc::new(status::Shared::default());
+    status.set_generation(generation::Generation::this_process());
     status.set_balancer(&balancer);
-    serve_status(&config, &status, &balancer_stopped).await?;
+    let listeners = bind_status(&config).await?;
+    let status_sockets = serve_status(&config, &status, listeners, &balancer_stopped)?;
     let links = halo_hostnet::netlink::watch_links().await?;
-    let mut trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
-    let (exits, mut exited) = mpsc::unbounded_channel();
+    let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
+    let (exits, exited) = mpsc::unbounded_channel();
     // The guard removes the VIPs held if this process is killed (a reload may add instances).
     let guard = guard::Guard::start().map(Arc::new);
     let mut instances = Instances {
@@ -72,7 +153,7 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
-    let mut announcers = announce::Announcers::start(
+    let announcers = announce::Announcers::start(
         &config.announce,
         &config.trackers,
         instances.netlink.clone(),
@@ -85,68 +166,112 @@ pub async fn run(path: &Path, pid_file: &Path, mut config: Config) -> anyhow::Re
         announce = config.announce.len(),
         frontends = config.frontends.len(),
         trackers = config.trackers.len(),
+        version = %generation::version(),
         "halo running"
     );
     sd_notify("READY=1");
-    let outcome = loop {
+    Ok(Daemon {
+        path: path.to_path_buf(),
+        pid_file: pid_file.to_path_buf(),
+        pid,
+        config,
+        balancer,
+        stop_balancer,
+        status,
+        status_sockets,
+        trackers,
+        instances,
+        announcers,
+        exited,
+    })
+}
+
+/// Serves until a signal stops the daemon, an instance fails, or a successor took over.
+async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Daemon, Ended)> {
+    let ended = loop {
         tokio::select! {
-            _ = term.recv() => break Ok("SIGTERM"),
-            _ = int.recv() => break Ok("SIGINT"),
-            _ = hup.recv() => {
-                sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
-                match reload(path, &config, &mut balancer, &mut trackers, &mut instances).await {
-                    Ok(new) => {
-                        announcers.reload(&new.announce, &new.trackers, &trackers.verdicts()).await;
-                        config = new;
-                        status.set_balancer(&balancer);
-                        status.set_reload(true, "applied".to_string());
-                    }
-                    Err(why) => {
-                        tracing::error!(reason = %why, "reload refused: the running configuration stays");
-                        status.set_reload(false, why);
-                    }
+            _ = signals.term.recv() => break Ended::Stop("SIGTERM"),
+            _ = signals.int.recv() => break Ended::Stop("SIGINT"),
+            _ = signals.hup.recv() => reload_in_place(&mut daemon).await,
+            _ = signals.usr2.recv() => match upgrade::hand_over(&mut daemon).await {
+                upgrade::Outcome::HandedOver(handed) => break Ended::HandedOver(handed),
+                upgrade::Outcome::Refused(why) => {
+                    tracing::error!(reason = %why, "upgrade refused: this process keeps running as it was");
+                    daemon.status.set_upgrade(false, why);
                 }
-                sd_notify("READY=1");
-            }
-            Some(exit) = exited.recv() => {
+            },
+            Some(exit) = daemon.exited.recv() => {
                 // An instance that ends by itself (not stopped by us) is an error: stop everything.
-                if let Some(error) = instances.ended_on_its_own(exit) {
-                    status.fail(format!("{error:#}"));
-                    break Err(error);
+                if let Some(error) = daemon.instances.ended_on_its_own(exit) {
+                    daemon.status.fail(format!("{error:#}"));
+                    shut_down(daemon).await;
+                    return Err(error);
                 }
             }
         }
     };
-    shut_down(&config, instances, announcers, balancer, stop_balancer).await;
-    let signal = outcome?;
-    tracing::info!(signal, "halo stopped");
-    Ok(())
+    Ok((daemon, ended))
 }
 
-/// The status endpoint on its TCP address and, when configured, its unix socket.
-async fn serve_status(config: &Config, status: &Arc<status::Shared>, stopped: &watch::Receiver<bool>) -> anyhow::Result<()> {
+/// SIGHUP: the file re-read and applied in place, or refused (logged, on the status endpoint).
+async fn reload_in_place(daemon: &mut Daemon) {
+    sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+    match reload(&daemon.path, &daemon.config, &mut daemon.balancer, &mut daemon.trackers, &mut daemon.instances).await {
+        Ok(new) => {
+            daemon.announcers.reload(&new.announce, &new.trackers, &daemon.trackers.verdicts()).await;
+            daemon.config = new;
+            daemon.status.set_balancer(&daemon.balancer);
+            daemon.status.set_reload(true, "applied".to_string());
+        }
+        Err(why) => {
+            tracing::error!(reason = %why, "reload refused: the running configuration stays");
+            daemon.status.set_reload(false, why);
+        }
+    }
+    sd_notify("READY=1");
+}
+
+/// The status endpoint's listeners: its TCP address and, when configured, its unix socket.
+async fn bind_status(config: &Config) -> anyhow::Result<(tokio::net::TcpListener, Option<tokio::net::UnixListener>)> {
+    let tcp = status::bind(config.status.listen).await?;
+    let unix = config.status.socket.as_deref().map(status::bind_unix).transpose()?;
+    Ok((tcp, unix))
+}
+
+/// The status endpoint's token, when it has one; an empty token file is an error.
+fn status_token(config: &Config) -> anyhow::Result<Option<String>> {
     let token = config.status.token().with_context(|| format!("reading the status token {:?}", config.status.token_file))?;
     if token.as_deref().is_some_and(str::is_empty) {
         anyhow::bail!("the status token file {:?} is empty: every request but /healthz would be refused", config.status.token_file);
     }
-    let listener = status::bind(config.status.listen).await?;
-    if let Some(path) = &config.status.socket {
-        let unix = status::bind_unix(path)?;
+    Ok(token)
+}
+
+/// Serves the status endpoint on `listeners` until the balancer stops; duplicates of the
+/// sockets, for a successor.
+fn serve_status(
+    config: &Config,
+    status: &Arc<status::Shared>,
+    (tcp, unix): (tokio::net::TcpListener, Option<tokio::net::UnixListener>),
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<StatusSockets> {
+    let token = status_token(config)?;
+    let sockets = StatusSockets {
+        tcp: tcp.as_fd().try_clone_to_owned().context("duplicating the status endpoint's socket")?,
+        unix: unix.as_ref().map(|u| u.as_fd().try_clone_to_owned()).transpose().context("duplicating the status socket")?,
+    };
+    if let Some(unix) = unix {
         tokio::spawn(status::serve(status::Listener::Unix(unix), Arc::clone(status), status::Guarded::new(token.clone()), stopped.clone()));
     }
-    tokio::spawn(status::serve(status::Listener::Tcp(listener), Arc::clone(status), status::Guarded::new(token), stopped.clone()));
-    Ok(())
+    tokio::spawn(status::serve(status::Listener::Tcp(tcp), Arc::clone(status), status::Guarded::new(token), stopped.clone()));
+    Ok(sockets)
 }
 
 /// Whatever ended us: VIPs first (peers take over), then announcements withdrawn (the routers
 /// converge while we still accept), then stop accepting and drain, then the local routes go.
-async fn shut_down(
-    config: &Config,
-    mut instances: Instances,
-    mut announcers: announce::Announcers,
-    balancer: halo_lb::Balancer,
-    stop_balancer: watch::Sender<bool>,
-) {
+async fn shut_down(daemon: Daemon) {
+    let Daemon { config, mut instances, mut announcers, balancer, stop_balancer, .. } = daemon;
+    let config = &config;
     sd_notify("STOPPING=1");
     instances.stop_all().await;
     if announcers.withdraw_all().await {

@@ -1,6 +1,7 @@
 //! The daemon process's housekeeping: its pid file, its logging, and what it tells systemd.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use halo_config::{Config, LogFormat, LogLevel};
 
@@ -22,6 +23,14 @@ impl PidFile {
                 Self(None)
             }
         }
+    }
+}
+
+impl PidFile {
+    /// Leaves the file to the process that took over (it wrote its own pid in it): it is not
+    /// removed at exit.
+    pub fn disown(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -66,9 +75,30 @@ pub fn init_logging(config: &Config) {
     }
 }
 
+/// Set once this process is no longer the service's main process (it handed over).
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
 /// Tells systemd (Type=notify) what the daemon is doing, through $NOTIFY_SOCKET; nothing
-/// happens outside systemd. A failure to notify is logged, never fatal.
+/// happens outside systemd. A failure to notify is logged, never fatal. A process that handed
+/// over to another says nothing more: the service is the new one's (a STOPPING=1 from a draining
+/// process would stop the service, with `NotifyAccess=all`).
 pub fn sd_notify(state: &str) {
+    if HANDED_OVER.load(Ordering::Relaxed) {
+        return;
+    }
+    send_notification(state);
+}
+
+/// The last word of a process that handed over: `MAINPID=` of its successor (which it may
+/// send under `NotifyAccess=main`, being the main process still) and `READY=1`; after it,
+/// [`sd_notify`] says nothing.
+pub fn hand_over_to(pid: u32) {
+    if !HANDED_OVER.swap(true, Ordering::Relaxed) {
+        send_notification(&format!("MAINPID={pid}\nREADY=1"));
+    }
+}
+
+fn send_notification(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
     let sent = (|| -> std::io::Result<()> {
         let socket = std::os::unix::net::UnixDatagram::unbound()?;

@@ -80,6 +80,22 @@ pub struct Shared {
     failure: Mutex<Option<String>>,
     /// The outcome of the last reload, for `halo reload` to confirm.
     reload: Mutex<Option<ReloadJson>>,
+    /// Which generation of the daemon answers (set at start).
+    generation: Mutex<Option<super::generation::Generation>>,
+    /// The outcome of the last upgrade this process tried, for `halo upgrade` to confirm.
+    upgrade: Mutex<Option<UpgradeJson>>,
+}
+
+/// The outcome of the last upgrade (SIGUSR2, `halo upgrade`) a daemon tried: a daemon that
+/// handed over answers no more, so what it says is a refusal (its successor answers instead).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeJson {
+    /// When it ended, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Whether the new process took over.
+    pub handed_over: bool,
+    /// What happened, or why it did not.
+    pub message: String,
 }
 
 /// The outcome of the last reload (SIGHUP).
@@ -98,6 +114,24 @@ impl Shared {
     pub fn set_reload(&self, applied: bool, message: String) {
         let at_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         *self.reload.lock().unwrap_or_else(PoisonError::into_inner) = Some(ReloadJson { at_unix_ms, applied, message });
+    }
+
+    /// Records which generation this process is.
+    pub fn set_generation(&self, generation: super::generation::Generation) {
+        *self.generation.lock().unwrap_or_else(PoisonError::into_inner) = Some(generation);
+    }
+
+    /// Records (or, `None`, clears) the process this one took over from, while it drains.
+    pub fn set_previous(&self, previous: Option<super::generation::Previous>) {
+        if let Some(generation) = self.generation.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            generation.previous = previous;
+        }
+    }
+
+    /// Records the outcome of an upgrade.
+    pub fn set_upgrade(&self, handed_over: bool, message: String) {
+        let at_unix_ms = super::generation::unix_ms();
+        *self.upgrade.lock().unwrap_or_else(PoisonError::into_inner) = Some(UpgradeJson { at_unix_ms, handed_over, message });
     }
 
     /// Marks the daemon as failing (it is about to exit): /healthz says so.
@@ -178,6 +212,10 @@ pub(super) struct StatusJson {
     pub(super) announce: BTreeMap<String, super::announce::AnnounceStatus>,
     pub(super) frontends: Vec<FrontendJson>,
     pub(super) last_reload: Option<ReloadJson>,
+    /// Which generation answers: version, binary, pid, start, and the previous one while it drains.
+    pub(super) generation: Option<super::generation::Generation>,
+    /// The last upgrade this process tried.
+    pub(super) last_upgrade: Option<UpgradeJson>,
 }
 
 pub(super) fn snapshot(shared: &Shared) -> StatusJson {
@@ -242,6 +280,8 @@ pub(super) fn snapshot(shared: &Shared) -> StatusJson {
         announce: shared.announce.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         frontends,
         last_reload: shared.reload.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        generation: shared.generation.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        last_upgrade: shared.upgrade.lock().unwrap_or_else(PoisonError::into_inner).clone(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod client_load;
 #[path = "../../../config/tests/common/mod.rs"]
 pub mod common;
 pub mod ns_server;

@@ -57,6 +57,9 @@ pub enum Order {
         /// Link name.
         name: String,
     },
+    /// Forget everything: the daemon handed it all to a new process and its guard (`halo
+    /// upgrade`), so that this daemon's exit removes nothing.
+    ForgetAll,
 }
 
 impl fmt::Display for Order {
@@ -72,6 +75,7 @@ impl fmt::Display for Order {
             Self::Disarm { key } => writeln!(f, "d {key}"),
             Self::OwnLink { name } => writeln!(f, "m {name}"),
             Self::DisownLink { name } => writeln!(f, "n {name}"),
+            Self::ForgetAll => writeln!(f, "F"),
         }
     }
 }
@@ -94,6 +98,7 @@ impl Order {
             "d" => Self::Disarm { key: word(1)?.to_string() },
             "m" => Self::OwnLink { name: word(1)?.to_string() },
             "n" => Self::DisownLink { name: word(1)?.to_string() },
+            "F" => Self::ForgetAll,
             _ => return None,
         };
         (words.len() == order.words()).then_some(order)
@@ -106,6 +111,7 @@ impl Order {
             Self::Release { .. } => 3,
             Self::Arm { .. } => 6,
             Self::Disarm { .. } | Self::OwnLink { .. } | Self::DisownLink { .. } => 2,
+            Self::ForgetAll => 1,
         }
     }
 }
@@ -154,6 +160,7 @@ impl Told {
             Order::DisownLink { name } => {
                 self.links.remove(&name);
             }
+            Order::ForgetAll => *self = Self::default(),
         }
     }
 
@@ -187,6 +194,7 @@ mod tests {
             Order::Disarm { key: "2-51-4".into() },
             Order::OwnLink { name: "vrrp.51".into() },
             Order::DisownLink { name: "vrrp.51".into() },
+            Order::ForgetAll,
         ];
         for order in orders {
             let line = order.to_string();
@@ -208,6 +216,10 @@ mod tests {
             told.apply(Order::parse(line).expect(line));
         }
         assert!(told.is_empty());
+        for line in ["+ 2 192.0.2.170 24", "a 2-51-4 eth0 192.0.2.11 224.0.0.18 31", "m vrrp.51", "F"] {
+            told.apply(Order::parse(line).expect(line));
+        }
+        assert!(told.is_empty(), "F forgets everything");
     }
 
     #[test]

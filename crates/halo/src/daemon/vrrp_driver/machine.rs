@@ -5,9 +5,9 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use halo_vrrp::fsm::{Action, Ignored, Router, RouterConfig, State};
+use halo_vrrp::fsm::{Action, Handover, Ignored, Router, RouterConfig, State};
 use halo_vrrp::packet::Advertisement;
 use halo_vrrp::sync::{GroupChange, SyncGroup};
 
@@ -60,6 +60,16 @@ impl Machine {
 
     pub(super) fn start(&mut self, now: Instant) {
         self.call(|r| r.start(now), |g, i| g.start(i, now));
+    }
+
+    pub(super) fn adopt(&mut self, now: Instant, from: &Handover) {
+        self.call(|r| r.adopt(now, from), |g, i| g.adopt(i, now, from));
+    }
+
+    /// Hands the router over; what it was (its Initialize state if the group lost it).
+    pub(super) fn hand_over(&mut self, now: Instant) -> Handover {
+        let lost = Handover { state: State::Initialize, master_adver_interval_cs: 0, master_down_in: None, preempt_in: Duration::ZERO };
+        self.call(|r| r.hand_over(now), |g, i| g.hand_over(i, now).unwrap_or(lost))
     }
 
     pub(super) fn shutdown(&mut self, now: Instant) {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use halo_config::{Tracker, VrrpInstance};
 use halo_hostnet::netlink::Netlink;
-use halo_vrrp::fsm::{Action, GratuitousSchedule, Router, RouterConfig, State};
+use halo_vrrp::fsm::{Action, GratuitousSchedule, Handover, Reason, Router, RouterConfig, State};
 use halo_vrrp::packet::{self, Auth};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tracker::{Verdict, fold};
 
@@ -58,6 +58,41 @@ pub struct Instance {
     pub guard: Option<Arc<super::guard::Guard>>,
     /// The sync group the instance is a member of, and its index there.
     pub group: Option<(Arc<Group>, usize)>,
+    /// How it starts: afresh, or in the place of the same instance of another process.
+    pub start: Start,
+    /// Asks the instance to hand itself over (`halo upgrade`): it answers with what it was
+    /// and ends without a word.
+    pub freeze: mpsc::UnboundedReceiver<oneshot::Sender<Frozen>>,
+}
+
+/// How an instance starts.
+pub enum Start {
+    /// As a router that just came up: addresses an earlier run left are removed, the trackers'
+    /// first results awaited, then an election.
+    Fresh,
+    /// In the place of the same instance of another process (`halo upgrade`): nothing is
+    /// removed, nothing awaited; the state handed over is taken as it is.
+    Adopt(Adoption),
+}
+
+/// The steps of an adoption, each told to whoever drives the takeover.
+pub struct Adoption {
+    /// Told once the instance's sockets are open (dropped: they could not be opened).
+    pub opened: oneshot::Sender<()>,
+    /// The state to take (dropped: the takeover was abandoned; the instance ends without a word).
+    pub handover: oneshot::Receiver<Frozen>,
+    /// Told once the first actions of the adopted state are carried out: a master's advert sent,
+    /// its VIPs refreshed and its guard armed.
+    pub adopted: oneshot::Sender<()>,
+}
+
+/// What an instance handed over is.
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    /// Its state and timers.
+    pub handover: Handover,
+    /// Why and when (Unix seconds) its state last changed.
+    pub last_change: (String, u64),
 }
 
 /// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
@@ -81,23 +116,45 @@ impl Counters {
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard, group } = instance;
+    let Instance { config, trackers, mut verdicts, mut shutdown, mut updates, netlink, mut links, status, guard, group, start, mut freeze } =
+        instance;
     let io = open(&config, &netlink, guard).await?;
-    if let Err(e) = remove_leftovers(&io).await {
-        if let Some((vmac, _)) = &io.vmac {
-            remove_virtual_mac(&io.netlink, vmac, io.guard.as_deref()).await;
+    let (adopted, mut told_adopted) = match start {
+        Start::Fresh => {
+            if let Err(e) = remove_leftovers(&io).await {
+                if let Some((vmac, _)) = &io.vmac {
+                    remove_virtual_mac(&io.netlink, vmac, io.guard.as_deref()).await;
+                }
+                return Err(e);
+            }
+            settle(&tracked(&config, group.as_ref().map(|(g, _)| g.as_ref())), &mut verdicts).await;
+            (None, None)
         }
-        return Err(e);
-    }
-    settle(&tracked(&config, group.as_ref().map(|(g, _)| g.as_ref())), &mut verdicts).await;
+        Start::Adopt(adoption) => {
+            // A resumed instance has nobody waiting for this step.
+            if adoption.opened.send(()).is_err() {
+                tracing::debug!("nobody waits for the sockets to open");
+            }
+            match adoption.handover.await {
+                Ok(frozen) => (Some(frozen), Some(adoption.adopted)),
+                // Abandoned before it began: the process is giving the takeover up.
+                Err(_) => return Ok(()),
+            }
+        }
+    };
     let current = verdicts.borrow().clone();
-    let mut driver = Driver::start(config, trackers, io, status, &current, group);
+    let mut driver = Driver::start(config, trackers, io, status, &current, group, adopted);
     // A fault the tests inject to prove that a failing instance brings the daemon down loudly.
     if std::env::var_os("HALO_TEST_PANIC_INSTANCE").is_some_and(|name| name == driver.config.name.as_str()) {
         panic!("injected by HALO_TEST_PANIC_INSTANCE");
     }
     loop {
         driver.carry_out_actions().await;
+        if let Some(adopted) = told_adopted.take()
+            && adopted.send(()).is_err()
+        {
+            tracing::debug!("nobody waits for the adoption any more");
+        }
         let deadline = driver.deadline();
         let sleep = async {
             match deadline {
@@ -128,6 +185,13 @@ pub async fn run(instance: Instance) -> anyhow::Result<()> {
             }
             _ = shutdown.changed() => {
                 driver.stop().await;
+                return Ok(());
+            }
+            Some(reply) = freeze.recv() => {
+                let frozen = driver.hand_over().await;
+                if reply.send(frozen).is_err() {
+                    tracing::warn!("handed over to nobody: the upgrade gave up while this instance stopped");
+                }
                 return Ok(());
             }
         }
@@ -202,6 +266,7 @@ impl Driver {
         status: Arc<super::status::Shared>,
         verdicts: &BTreeMap<String, Verdict>,
         group: Option<(Arc<Group>, usize)>,
+        adopted: Option<Frozen>,
     ) -> Self {
         let router = Router::new(router_config(&config), io.source);
         let machine = match group {
@@ -223,10 +288,33 @@ impl Driver {
             status,
         };
         driver.apply_trackers(verdicts);
-        driver.machine.start(Instant::now());
         let group = driver.machine.group().map(|g| g.config.name.clone());
-        tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, "started");
+        match adopted {
+            Some(frozen) => {
+                driver.machine.adopt(Instant::now(), &frozen.handover);
+                driver.last_change = frozen.last_change;
+                tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, state = %frozen.handover.state, "taken over from the previous process");
+            }
+            None => {
+                driver.machine.start(Instant::now());
+                tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, "started");
+            }
+        }
         driver
+    }
+
+    /// Hands the instance over (`halo upgrade`): a master's last advert goes out, then nothing
+    /// more: no priority 0, the VIPs stay (the guard keeps them until the new process has taken
+    /// over), no hook runs. What it was.
+    async fn hand_over(&mut self) -> Frozen {
+        let handover = self.machine.hand_over(Instant::now());
+        let wire = router_config(&self.config);
+        for action in self.machine.take_actions() {
+            let hooks = perform(&self.io, &wire, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            self.hooks.extend(hooks);
+        }
+        tracing::info!(state = %handover.state, sent = self.counters.sent, received = self.counters.received, "handed over");
+        Frozen { handover, last_change: self.last_change.clone() }
     }
 
     /// Carries out what the state machine asked for (and announces its group's changes), then
@@ -392,6 +480,10 @@ async fn perform(
                     break;
                 }
             }
+        }
+        // A handover changes nothing on the wire: the hooks ran when the state was reached.
+        Action::StateChanged { to, reason: Reason::Handover, priority, .. } => {
+            tracing::info!(state = %to, priority, "state taken over, no hook runs");
         }
         Action::StateChanged { from, to, reason, priority } => {
             tracing::info!(%from, %to, ?reason, priority, "state changed");

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# A new version of the balancer software on the master, seen by the clients: `halo upgrade`
+# against the classic stack's `systemctl restart haproxy keepalived` (no systemd here: both
+# stopped by PID with SIGTERM, as systemd stops them, then started again) and against haproxy's
+# own hitless reload (`haproxy -x SOCKET -sf OLDPID`: the listening sockets passed over, the old
+# process finishing its connections; keepalived untouched, so only the listener part).
+#
+# LAN in network namespaces: balancers b1 (master, priority 200) and b2 (backup, 100), three
+# API-server stand-ins m1-m3 (probe echo-serve on :6443), a client c. Per trial: 50 streams held
+# through the VIP (probe hold: still echoing at the end?), a new connection every 10 ms (probe
+# connect), the VIP's holder sampled every 20 ms; the upgrade comes at a random moment 2-3 s in.
+# Reported: medians over TRIALS of failed connects, streams cut, and VIP moves (holder changes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRIALS="${TRIALS:-5}"
+[ "$(id -u)" -eq 0 ] || { echo "upgrade.sh: needs root" >&2; exit 2; }
+cargo build --quiet --release --locked -p halo -p halo-probe
+HALO=$PWD/target/release/halo
+PROBE=$PWD/target/release/probe
+WORK=$(mktemp -d)
+P="hu$$"
+: > "$WORK/pids"
+. bench/lib.sh
+trap bench_cleanup EXIT
+
+make_lan b1 b2 m1 m2 m3 c
+for m in m1 m2 m3; do
+  ip netns exec "$P-$m" "$PROBE" echo-serve 0.0.0.0:6443 &
+  track $!
+done
+SERVERS="192.0.2.13:6443 192.0.2.14:6443 192.0.2.15:6443"
+
+halo_conf() { # priority
+  printf '[log]\nlevel = "warn"\n[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n' "$1"
+  printf '[[frontend]]\nname = "api"\nbind = ["0.0.0.0:8443"]\nbackend = "api"\n[[backend]]\nname = "api"\ndrain_timeout = "60s"\n[backend.health]\nkind = "tcp"\ninterval = "200ms"\n'
+  local i=0 s
+  for s in $SERVERS; do i=$((i + 1)); printf '[[backend.server]]\nname = "m%s"\naddress = "%s"\n' "$i" "$s"; done
+}
+
+haproxy_conf() { # host
+  printf 'global\n    maxconn 2000\n    stats socket %s/%s.sock mode 600 level admin expose-fd listeners\n' "$WORK" "$1"
+  printf 'defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n'
+  local i=0 s
+  for s in $SERVERS; do i=$((i + 1)); printf '    server m%s %s check inter 200\n' "$i" "$s"; done
+}
+
+keepalived_conf() { # priority
+  printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$1"
+}
+
+haproxy_start() { # host [extra args]
+  local h=$1; shift
+  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" "$@" >>"$WORK/$h.haproxy.log" 2>&1 &
+  echo $! > "$WORK/$h.haproxy.pid"; track $!
+}
+
+keepalived_start() { # host
+  local h=$1
+  ip netns exec "$P-$h" keepalived -n -l -D -P -f "$WORK/$h.conf" -p "$WORK/$h.main.pid" -r "$WORK/$h.vrrp.pid" -c "$WORK/$h.check.pid" >>"$WORK/$h.log" 2>&1 &
+  echo $! > "$WORK/$h.keepalived.pid"; track $!
+}
+
+# stop_by_pid PIDFILE: SIGTERM (what systemctl stop sends), then wait for the exit (bounded).
+stop_by_pid() {
+  local pid; pid=$(cat "$1")
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+start_variant() { # variant
+  case $1 in
+    halo)
+      mkdir -p "$WORK/installed" && cp "$HALO" "$WORK/installed/halo" && cp "$HALO-guard" "$WORK/installed/halo-guard"
+      halo_conf 200 > "$WORK/b1.toml"; halo_conf 100 > "$WORK/b2.toml"
+      ip netns exec "$P-b1" "$WORK/installed/halo" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
+      track $!
+      sleep 0.3
+      ip netns exec "$P-b2" "$HALO" run -c "$WORK/b2.toml" --pid-file "$WORK/b2.halo.pid" 2>>"$WORK/b2.log" &
+      track $! ;;
+    *)
+      for h in b1 b2; do haproxy_conf "$h" > "$WORK/$h.haproxy.cfg"; done
+      keepalived_conf 200 > "$WORK/b1.conf"; keepalived_conf 100 > "$WORK/b2.conf"
+      for h in b1 b2; do haproxy_start "$h"; keepalived_start "$h"; sleep 0.3; done ;;
+  esac
+}
+
+# The upgrade itself, on b1.
+upgrade() { # variant
+  case $1 in
+    halo)
+      # A package upgrade: a new file renamed over the installed one, then halo upgrade.
+      local old; old=$(cat "$WORK/b1.halo.pid")
+      cp "$HALO" "$WORK/installed/halo.new" && mv "$WORK/installed/halo.new" "$WORK/installed/halo"
+      ip netns exec "$P-b1" "$HALO" upgrade -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log"
+      # Every generation is tracked for the cleanup; a trial without a new one does not count.
+      track "$(cat "$WORK/b1.halo.pid")"
+      [ "$(cat "$WORK/b1.halo.pid")" != "$old" ] || { echo "halo upgrade did not hand over" >&2; return 1; } ;;
+    classic-restart)
+      local a b
+      stop_by_pid "$WORK/b1.haproxy.pid" & a=$!
+      stop_by_pid "$WORK/b1.keepalived.pid" & b=$!
+      wait "$a" "$b"
+      haproxy_start b1; keepalived_start b1 ;;
+    haproxy-reload)
+      haproxy_start b1 -x "$WORK/b1.sock" -sf "$(cat "$WORK/b1.haproxy.pid")"
+      sleep 1
+      kill -0 "$(cat "$WORK/b1.haproxy.pid")" 2>/dev/null || { echo "the reloaded haproxy does not run" >&2; return 1; } ;;
+  esac
+}
+
+stop_variant() {
+  for f in "$WORK"/b?.halo.pid "$WORK"/b?.haproxy.pid "$WORK"/b?.keepalived.pid "$WORK"/b?.main.pid "$WORK"/b?.vrrp.pid "$WORK"/b?.check.pid; do
+    [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+  done
+  # haproxy's old processes after -sf, and every halo generation, are in the tracked pids.
+  while read -r pid; do
+    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in haproxy|halo|keepalived) kill -KILL "$pid" 2>/dev/null || true ;; esac
+  done < "$WORK/pids"
+  rm -f "$WORK"/b?.*.pid "$WORK"/b?.sock
+  for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+  sleep 0.5
+}
+
+trial() { # variant -> "failed cut moves"
+  local variant=$1 client holder sampler
+  start_variant "$variant"
+  sleep 3
+  for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
+  holds b1 || { echo "b1 is not master before the upgrade ($variant)" >&2; return 1; }
+  ip netns exec "$P-c" "$PROBE" hold 192.0.2.170:8443 50 9000 > "$WORK/hold.log" &
+  holder=$!; track "$holder"
+  sleep 0.5
+  ip netns exec "$P-c" "$PROBE" connect 192.0.2.170:8443 10 8000 1000 > "$WORK/client.log" &
+  client=$!; track "$client"
+  ( for _ in $(seq 400); do
+      if holds b1; then echo b1; elif holds b2; then echo b2; else echo none; fi
+      sleep 0.02
+    done ) > "$WORK/holders.log" &
+  sampler=$!; track "$sampler"
+  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 2 + (r % 1000) / 1000 }')"
+  upgrade "$variant" >/dev/null || return 1
+  wait "$client" || true
+  wait "$holder" || true
+  wait "$sampler" || true
+  local failed cut moves
+  failed=$(awk '$2 == "fail" { n++ } END { print n + 0 }' "$WORK/client.log")
+  cut=$(awk '{ alive += $2; opened += $3 } END { print (opened ? 50 - alive : 50) }' "$WORK/hold.log")
+  moves=$(awk '$1 != "none" { if (last && $1 != last) n++; last = $1 } END { print n + 0 }' "$WORK/holders.log")
+  stop_variant
+  echo "$failed $cut $moves"
+}
+
+declare -A FAILED CUT MOVES
+VARIANTS="${VARIANTS:-halo classic-restart haproxy-reload}"
+for variant in $VARIANTS; do
+  : > "$WORK/$variant.out"
+  for t in $(seq "$TRIALS"); do
+    o=$(trial "$variant")
+    echo "$o" >> "$WORK/$variant.out"
+    echo "$variant trial $t: failed connects, streams cut (of 50), VIP moves: $o" >&2
+  done
+  FAILED[$variant]=$(awk '{ print $1 }' "$WORK/$variant.out" | median)
+  CUT[$variant]=$(awk '{ print $2 }' "$WORK/$variant.out" | median)
+  MOVES[$variant]=$(awk '{ print $3 }' "$WORK/$variant.out" | median)
+done
+echo "| median of $TRIALS | failed connects (one every 10 ms, 8 s) | streams cut (of 50) | VIP moves |"
+echo "|---|---|---|---|"
+for variant in $VARIANTS; do
+  case $variant in
+    halo) name='`halo upgrade` (halo backup)' ;;
+    classic-restart) name='`systemctl restart haproxy keepalived` (stop + start by PID)' ;;
+    haproxy-reload) name="haproxy's hitless reload (\`-x\` + \`-sf\`), keepalived untouched" ;;
+  esac
+  echo "| $name | ${FAILED[$variant]} | ${CUT[$variant]} | ${MOVES[$variant]} |"
+done

@@ -1,0 +1,287 @@
+//! The new process's side of `halo upgrade` (`halo run --upgrade-handover`): take the offer,
+//! build everything on the sockets handed over without accepting yet, adopt the VRRP instances
+//! handed over, then accept, serve the status endpoint, write the pid file and commit; once the
+//! old process has let go, start what was not adopted. A failure before the commit is sent to
+//! the old process (which goes on as it was) and ends this one; instances already adopted stop
+//! without a word and the guard forgets them first, so that nothing is withdrawn.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use halo_config::Config;
+use halo_hostnet::netlink::Netlink;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::message::{Channel, ChannelError, Message, Offer, PROTOCOL};
+use super::{STEP_WITHIN, adoption};
+use crate::daemon::generation::{Generation, Previous};
+use crate::daemon::instances::{Exit, Instances};
+use crate::daemon::process::PidFile;
+use crate::daemon::tracker::TrackerSet;
+use crate::daemon::vrrp_driver::{Adoption, Frozen, Start};
+use crate::daemon::{Daemon, announce, exec, guard, serve_status, status};
+
+/// How long the new process waits for the offer.
+const OFFER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long it waits for the old process to let go before starting what it did not adopt.
+const RELEASE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Takes over from the daemon at the other end of `channel`; the daemon, running, committed.
+pub(crate) async fn take_over(path: &Path, pid_file: &Path, config: Config, channel: Channel) -> anyhow::Result<Daemon> {
+    let channel = Arc::new(channel);
+    let (offer, fds) = match receive(&channel, "offer", OFFER_WITHIN).await {
+        Ok((Message::Offer(offer), fds)) => (offer, fds),
+        Ok((other, _)) => return Err(refuse(&channel, anyhow!(ChannelError::Unexpected { got: other.kind(), expected: "offer" }))),
+        Err(e) => return Err(refuse(&channel, e)),
+    };
+    if offer.protocol != PROTOCOL {
+        let e = anyhow!("the running daemon speaks handover protocol {}, this binary {PROTOCOL}", offer.protocol);
+        return Err(refuse(&channel, e));
+    }
+    let parts = match prepare(&config, &offer, fds).await {
+        Ok(parts) => parts,
+        Err(e) => return Err(refuse(&channel, e)),
+    };
+    commit(path, pid_file, config, &offer, parts, &channel).await
+}
+
+/// Tells the old process why this one gives up; the error, to end with.
+fn refuse(channel: &Channel, error: anyhow::Error) -> anyhow::Error {
+    let reason = format!("{error:#}");
+    tracing::error!(%reason, "upgrade: cannot take over; the running daemon goes on");
+    if let Err(e) = channel.farewell(reason, super::FAREWELL_LINGER) {
+        tracing::warn!(error = %e, "the running daemon did not hear why");
+    }
+    error
+}
+
+/// The next message within `within`; a `failed` one is an error with its reason.
+async fn receive(channel: &Arc<Channel>, expected: &'static str, within: std::time::Duration) -> anyhow::Result<(Message, Vec<OwnedFd>)> {
+    let channel = Arc::clone(channel);
+    match tokio::task::spawn_blocking(move || channel.receive(expected, Some(within))).await? {
+        Ok((Message::Failed { reason }, _)) => Err(anyhow!("the running daemon gave up: {reason}")),
+        Ok(received) => Ok(received),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The status endpoint's listeners handed over: TCP, and unix when configured.
+type StatusListeners = (tokio::net::TcpListener, Option<tokio::net::UnixListener>);
+
+/// Everything built before the commit: running, not accepting, instances waiting to adopt.
+struct Parts {
+    balancer: halo_lb::Balancer,
+    stop_balancer: watch::Sender<bool>,
+    /// Opens the accept loops.
+    open: watch::Sender<bool>,
+    status: Arc<status::Shared>,
+    status_listeners: StatusListeners,
+    trackers: TrackerSet,
+    instances: Instances,
+    exited: mpsc::UnboundedReceiver<Exit>,
+    /// The instances waiting to adopt, and the levers of each adoption.
+    adopting: BTreeMap<String, Levers>,
+}
+
+/// The takeover's end of one instance's adoption.
+struct Levers {
+    opened: oneshot::Receiver<()>,
+    handover: oneshot::Sender<Frozen>,
+    adopted: oneshot::Receiver<()>,
+}
+
+/// Builds everything on the sockets handed over; the instances it adopts wait with their
+/// sockets open.
+async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>) -> anyhow::Result<Parts> {
+    let (listeners, status_listeners) = split(offer, fds)?;
+    exec::check_script_user(config.node.script_user.as_deref())?;
+    exec::set_script_user(config.node.script_user.clone());
+    crate::daemon::status_token(config)?;
+    let netlink = Netlink::open()?;
+    let (stop_balancer, balancer_stopped) = watch::channel(false);
+    let (open, accepting) = watch::channel(false);
+    let inherited = halo_lb::Inherited { listeners, accepting };
+    let balancer = halo_lb::Balancer::start_inheriting(config, balancer_stopped, inherited).context("starting the balancer")?;
+    let known: Vec<halo_lb::ServerHealth> = offer.health.iter().cloned().map(Into::into).collect();
+    let servers = balancer.adopt_health(&known);
+    let status = Arc::new(status::Shared::default());
+    status.set_balancer(&balancer);
+    let links = halo_hostnet::netlink::watch_links().await?;
+    let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
+    let (exits, exited) = mpsc::unbounded_channel();
+    let guard = guard::Guard::start().map(Arc::new);
+    let mut instances = Instances {
+        running: BTreeMap::new(),
+        netlink,
+        links,
+        status: Arc::clone(&status),
+        exits,
+        guard,
+        next_generation: 0,
+        groups: BTreeMap::new(),
+    };
+    instances.regroup(config);
+    let adopt = adoption::adoptable(config, &offer.instances);
+    let mut adopting = BTreeMap::new();
+    for instance in config.vrrp.iter().filter(|v| adopt.contains(&v.name)) {
+        let (opened, opened_rx) = oneshot::channel();
+        let (handover_tx, handover) = oneshot::channel();
+        let (adopted, adopted_rx) = oneshot::channel();
+        instances.start_as(instance, &config.trackers, &trackers, Start::Adopt(Adoption { opened, handover, adopted }));
+        adopting.insert(instance.name.clone(), Levers { opened: opened_rx, handover: handover_tx, adopted: adopted_rx });
+    }
+    let mut parts = Parts { balancer, stop_balancer, open, status, status_listeners, trackers, instances, exited, adopting };
+    for (name, levers) in &mut parts.adopting {
+        if tokio::time::timeout(STEP_WITHIN, &mut levers.opened).await.map_or(true, |opened| opened.is_err()) {
+            return Err(anyhow!("VRRP instance {name} could not start: {}", instance_error(&mut parts.exited)));
+        }
+    }
+    tracing::info!(from = offer.pid, servers, adopt = ?adopt, "upgrade: ready to take over");
+    Ok(parts)
+}
+
+/// Why an instance task ended, if it said.
+fn instance_error(exited: &mut mpsc::UnboundedReceiver<Exit>) -> String {
+    match exited.try_recv() {
+        Ok(Exit { outcome: Err(e), .. }) => format!("{e:#}"),
+        _ => "see the log".to_string(),
+    }
+}
+
+/// The descriptors of the offer: the balancer's listening sockets, then the status endpoint's.
+fn split(offer: &Offer, mut fds: Vec<OwnedFd>) -> anyhow::Result<(Vec<std::net::TcpListener>, StatusListeners)> {
+    let mut rest = fds.split_off(offer.listeners.len());
+    let listeners = fds.into_iter().map(std::net::TcpListener::from).collect();
+    let unix = if offer.status_unix { rest.pop() } else { None };
+    let tcp = rest.pop().ok_or_else(|| anyhow!("the offer came without the status endpoint's socket"))?;
+    let tcp = std::net::TcpListener::from(tcp);
+    tcp.set_nonblocking(true).context("the status endpoint's socket")?;
+    let tcp = tokio::net::TcpListener::from_std(tcp).context("the status endpoint's socket")?;
+    let unix = unix
+        .map(|fd| {
+            let unix = std::os::unix::net::UnixListener::from(fd);
+            unix.set_nonblocking(true)?;
+            tokio::net::UnixListener::from_std(unix)
+        })
+        .transpose()
+        .context("the status endpoint's unix socket")?;
+    Ok((listeners, (tcp, unix)))
+}
+
+/// Ready, adopt, accept, commit, then start the rest once released.
+async fn commit(
+    path: &Path,
+    pid_file: &Path,
+    config: Config,
+    offer: &Offer,
+    mut parts: Parts,
+    channel: &Arc<Channel>,
+) -> anyhow::Result<Daemon> {
+    let adopt: Vec<String> = parts.adopting.keys().cloned().collect();
+    if let Err(e) = adopt_instances(&mut parts, &adopt, channel).await {
+        abandon(&mut parts, &adopt).await;
+        return Err(refuse(channel, e));
+    }
+    parts.open.send_replace(true);
+    let balancer_stopped = parts.stop_balancer.subscribe();
+    let stop_balancer = parts.stop_balancer;
+    let status_sockets = serve_status(&config, &parts.status, parts.status_listeners, &balancer_stopped)?;
+    let pid = PidFile::write(pid_file);
+    let previous = Previous { pid: offer.pid, version: offer.version.clone() };
+    parts.status.set_generation(Generation { previous: Some(previous), ..Generation::this_process() });
+    if let Err(e) = channel.send(&Message::Committed { pid: std::process::id() }, &[]) {
+        tracing::warn!(error = %e, "upgrade: the running daemon did not hear the commit; serving anyway");
+    }
+    tracing::info!(from = offer.pid, "upgrade: took over; waiting for the old process to let go");
+    match receive(channel, "released", RELEASE_WITHIN).await {
+        Ok((Message::Released {}, _)) => {}
+        Ok((other, _)) => tracing::warn!(kind = other.kind(), "upgrade: expected released; going on"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "upgrade: no word from the old process; going on"),
+    }
+    let mut instances = parts.instances;
+    for instance in config.vrrp.iter().filter(|v| !adopt.contains(&v.name)) {
+        instances.start(instance, &config.trackers, &parts.trackers);
+    }
+    let announcers = announce::Announcers::start_adopting(
+        &config.announce,
+        &config.trackers,
+        instances.netlink.clone(),
+        instances.guard.clone(),
+        Arc::clone(&parts.status),
+        &parts.trackers.verdicts(),
+    );
+    watch_previous(Arc::clone(channel), Arc::clone(&parts.status), offer.pid);
+    tracing::info!(from = offer.pid, version = %crate::daemon::generation::version(), adopted = adopt.len(), "halo running (upgraded)");
+    Ok(Daemon {
+        path: path.to_path_buf(),
+        pid_file: pid_file.to_path_buf(),
+        pid,
+        config,
+        balancer: parts.balancer,
+        stop_balancer,
+        status: parts.status,
+        status_sockets,
+        trackers: parts.trackers,
+        instances,
+        announcers,
+        exited: parts.exited,
+    })
+}
+
+/// Says ready, takes the states handed over and waits until every instance has carried out its
+/// first actions (a master: advert sent, VIPs refreshed, guard armed).
+async fn adopt_instances(parts: &mut Parts, adopt: &[String], channel: &Arc<Channel>) -> anyhow::Result<()> {
+    channel.send(&Message::Ready { adopt: adopt.to_vec() }, &[])?;
+    let frozen = match receive(channel, "frozen", STEP_WITHIN).await? {
+        (Message::Frozen { instances }, _) => instances,
+        (other, _) => return Err(ChannelError::Unexpected { got: other.kind(), expected: "frozen" }.into()),
+    };
+    let names: BTreeSet<&String> = frozen.iter().map(|f| &f.name).collect();
+    if names != adopt.iter().collect() {
+        return Err(anyhow!("the running daemon handed over {names:?}, not {adopt:?}"));
+    }
+    let mut waiting = Vec::new();
+    for message in &frozen {
+        let state = adoption::from_message(message).map_err(|e| anyhow!(ChannelError::Broken(e)))?;
+        let Some(levers) = parts.adopting.remove(&message.name) else { continue };
+        if levers.handover.send(state).is_err() {
+            return Err(anyhow!("VRRP instance {} ended before it could adopt: {}", message.name, instance_error(&mut parts.exited)));
+        }
+        waiting.push((message.name.clone(), levers.adopted));
+    }
+    for (name, adopted) in waiting {
+        if tokio::time::timeout(STEP_WITHIN, adopted).await.map_or(true, |a| a.is_err()) {
+            return Err(anyhow!("VRRP instance {name} did not adopt its state: {}", instance_error(&mut parts.exited)));
+        }
+    }
+    Ok(())
+}
+
+/// A takeover given up after instances adopted their state: they stop without a word and the
+/// guard forgets them, so that the old process, resuming, finds its VIPs where they were.
+async fn abandon(parts: &mut Parts, adopt: &[String]) {
+    let running: Vec<String> = adopt.iter().filter(|n| parts.instances.running.contains_key(*n)).cloned().collect();
+    if let Err((why, _)) = parts.instances.hand_over(&running).await {
+        tracing::warn!(%why, "an adopted instance did not stop cleanly");
+    }
+    if let Some(guard) = &parts.instances.guard {
+        guard.forget_all();
+    }
+}
+
+/// Shows the old process as `previous` until the handover socket closes (it exited).
+fn watch_previous(channel: Arc<Channel>, status: Arc<status::Shared>, pid: u32) {
+    let watched = std::thread::Builder::new().name("upgrade-previous".to_string()).spawn(move || {
+        while let Ok((message, _)) = channel.receive("nothing", None) {
+            tracing::debug!(kind = message.kind(), "upgrade: the old process said more");
+        }
+        status.set_previous(None);
+        tracing::info!(pid, "upgrade: the old process has exited");
+    });
+    if let Err(e) = watched {
+        tracing::warn!(error = %e, "cannot watch the old process: the status shows it until halo restarts");
+    }
+}
