@@ -275,8 +275,11 @@ const RETRY: Duration = Duration::from_millis(100);
 
 fn storm(address: &str, connections: &str, total: &str) -> Result<(), String> {
     let address: SocketAddr = address.parse().map_err(|_| format!("`{address}` is not ip:port"))?;
-    let connections: usize =
-        connections.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| format!("`{connections}` is not a count from 1 to 10000"))?;
+    let connections: usize = connections
+        .parse()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| format!("`{connections}` is not a count from 1 to 10000"))?;
     let total = millis(total)?;
     let start = Instant::now();
     let (events, received) = std::sync::mpsc::channel();
@@ -302,7 +305,14 @@ fn storm(address: &str, connections: &str, total: &str) -> Result<(), String> {
 }
 
 /// One storm connection until `total`: connect (retrying), then heartbeats until one fails.
-fn storm_client(id: usize, address: SocketAddr, start: Instant, total: Duration, phase: Duration, events: &std::sync::mpsc::Sender<StormEvent>) {
+fn storm_client(
+    id: usize,
+    address: SocketAddr,
+    start: Instant,
+    total: Duration,
+    phase: Duration,
+    events: &std::sync::mpsc::Sender<StormEvent>,
+) {
     while start.elapsed() < total {
         let mut failures = Failures::default();
         let mut stream = loop {

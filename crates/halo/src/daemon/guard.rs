@@ -65,8 +65,13 @@ impl Guard {
     pub fn arm(&self, key: &str, interface: &str, source: IpAddr, adverts: &[(IpAddr, Vec<u8>)]) {
         self.tell(&Order::Disarm { key: key.to_string() }.to_string());
         for (destination, packet) in adverts {
-            let order =
-                Order::Arm { key: key.to_string(), interface: interface.to_string(), source, destination: *destination, packet: packet.clone() };
+            let order = Order::Arm {
+                key: key.to_string(),
+                interface: interface.to_string(),
+                source,
+                destination: *destination,
+                packet: packet.clone(),
+            };
             let line = order.to_string();
             // Written whole or not at all (PIPE_BUF): a longer advert (over a hundred IPv6
             // addresses) is left to the peers' Master_Down_Interval.
