@@ -114,6 +114,33 @@ mod tests {
         received.accept().expect("accepted through the passed descriptor");
     }
 
+    /// How many of this process's descriptors are the socket `inode`.
+    fn open_copies(inode: u64) -> usize {
+        let wanted = format!("socket:[{inode}]");
+        std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy() == wanted)
+            .count()
+    }
+
+    #[test]
+    fn more_descriptors_than_allowed_are_refused_and_every_one_closed() {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = pair().expect("pair");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd())).expect("fd").ino();
+        // A hostile or broken sender: more than MAX_FDS (send() refuses that), as many as the
+        // kernel takes in one message (SCM_MAX_FD).
+        let raw = vec![listener.as_raw_fd(); 253];
+        sendmsg::<()>(a.as_raw_fd(), &[IoSlice::new(b"many")], &[ControlMessage::ScmRights(&raw)], MsgFlags::empty(), None)
+            .expect("sendmsg");
+        assert_eq!(open_copies(inode), 1, "in flight, only the sender's own");
+        let refused = receive(&b, 64).expect_err("too many descriptors");
+        assert!(refused.to_string().contains("descriptors"), "{refused}");
+        assert_eq!(open_copies(inode), 1, "every descriptor received was closed: only the sender's own is left");
+    }
+
     #[test]
     fn a_closed_peer_a_timeout_and_a_message_too_long_are_told_apart() {
         let (a, b) = pair().expect("pair");
