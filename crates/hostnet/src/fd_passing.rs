@@ -13,6 +13,11 @@ use crate::{HostError, Result, errno};
 
 /// At most this many descriptors in one message.
 pub const MAX_FDS: usize = 64;
+/// The most the kernel passes in one message (`SCM_MAX_FD`): the receive buffer has room for
+/// them all, so that it never truncates the descriptors (it would install those that fit and set
+/// MSG_CTRUNC, and nix then refuses to read them: they would leak). More than [`MAX_FDS`] are
+/// refused once owned.
+const KERNEL_MAX_FDS: usize = 253;
 
 /// A connected pair of `SOCK_SEQPACKET` unix sockets, close-on-exec.
 pub fn pair() -> Result<(OwnedFd, OwnedFd)> {
@@ -66,7 +71,7 @@ pub enum Received {
 /// error (its descriptors closed).
 pub fn receive(socket: &OwnedFd, max: usize) -> Result<Received> {
     let mut buffer = vec![0u8; max];
-    let mut control = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut control = nix::cmsg_space!([RawFd; KERNEL_MAX_FDS]);
     let (length, flags, raw) = {
         let mut iov = [IoSliceMut::new(&mut buffer)];
         let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)
@@ -80,7 +85,7 @@ pub fn receive(socket: &OwnedFd, max: usize) -> Result<Received> {
         (message.bytes, message.flags, raw)
     };
     let fds = crate::sys::own_received(raw);
-    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) || fds.len() > MAX_FDS {
         return Err(HostError::Io {
             what: format!("receiving on the handover socket: a message longer than {max} bytes or {MAX_FDS} descriptors"),
             source: std::io::Error::from(std::io::ErrorKind::InvalidData),
