@@ -18,7 +18,8 @@
 //!    and in its guard.
 //! 3. **frozen** (running → new): each instance's state and timers. The new process adopts them:
 //!    a master advertises at once with its own priority (never 0) and refreshes its VIPs, and
-//!    its guard is armed; then it accepts on the sockets, serves the status endpoint, writes the
+//!    its guard is told, held back (should this process die now, its guard must not remove
+//!    the VIPs the old one resumes with, nor send priority 0); then it accepts on the sockets, serves the status endpoint, writes the
 //!    pid file, and says
 //! 4. **committed** (new → running). The commit point: until it, any failure (the new process
 //!    refuses its configuration, crashes, says failed, or is not heard of within the time
@@ -29,7 +30,8 @@
 //! 5. After it, the running daemon tells its guard to forget everything (only now: the new
 //!    guard is armed), stops the instances not adopted as a clean stop would, hands its BGP
 //!    announcements over without withdrawing, stops accepting, tells systemd `MAINPID=` of the
-//!    new process, and says **released**. The new process then starts the instances it did not
+//!    new process, and says **released**. The new process then engages its guard (told what
+//!    was held back: no moment has both guards holding a VIP), starts the instances it did not
 //!    adopt and its announcements, and shows the old one as `previous` in its status until the
 //!    socket closes. The old one drains its connections up to `drain_timeout` and exits 0.
 

@@ -124,7 +124,8 @@ async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>) -> anyhow::R
     let links = halo_hostnet::netlink::watch_links().await?;
     let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, exited) = mpsc::unbounded_channel();
-    let guard = guard::Guard::start().map(Arc::new);
+    // Held back until the old process has let go: until then its guard holds the VIPs.
+    let guard = guard::Guard::start_held_back().map(Arc::new);
     let mut instances = Instances {
         running: BTreeMap::new(),
         netlink,
@@ -214,6 +215,10 @@ async fn commit(
         Ok((Message::Released {}, _)) => {}
         Ok((other, _)) => tracing::warn!(kind = other.kind(), "upgrade: expected released; going on"),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "upgrade: no word from the old process; going on"),
+    }
+    // The old guard has forgotten everything (or the old process is gone): this one takes over.
+    if let Some(guard) = &parts.instances.guard {
+        guard.engage();
     }
     let mut instances = parts.instances;
     for instance in config.vrrp.iter().filter(|v| !adopt.contains(&v.name)) {
