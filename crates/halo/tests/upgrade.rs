@@ -694,3 +694,32 @@ fn a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire()
         a_new_process_killed_at(step);
     }
 }
+
+#[test]
+fn a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_file_as_they_were() {
+    let dir = tempfile::tempdir().expect("dir");
+    let installed = install(dir.path());
+    let (front, status_at, server) = (free_port(), free_port(), greeting_echo("api"));
+    let config = dir.path().join("halo.toml");
+    std::fs::write(&config, loopback_config(front, status_at, server)).expect("config");
+    let pid_file = dir.path().join("halo.pid");
+    // Inherited by the new process: it adopts, then waits longer than the running daemon does.
+    let env = [("HALO_TEST_UPGRADE_STALLED_AT", "adopted")];
+    let mut daemon = start(&installed, None, &config, &pid_file, &dir.path().join("halo.log"), &env);
+    let first = daemon.current().expect("pid");
+    assert!(wait_until(Duration::from_secs(10), || Stream::open(front).is_ok()), "{}", daemon.log());
+    let upgraded = halo(None, &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
+    assert_eq!(upgraded.status.code(), Some(1), "{}\n{}", text(&upgraded), daemon.log());
+    // The late process is told the upgrade was abandoned (or killed) and ends; the pid file names
+    // the running daemon again, which serves on alone.
+    let late = || {
+        std::fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|p| {
+            *p != first && alive(*p) && std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("--upgrade-handover"))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(15), || late().is_none()), "the late process runs on:\n{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_pid(&pid_file), Some(first), "the pid file names the running daemon:\n{}", daemon.log());
+    assert!(alive(first) && Stream::open(front).is_ok_and(|mut s| s.echoes()), "{}", daemon.log());
+    assert!(!daemon.log().contains("halo running (upgraded)"), "the late process served as a second daemon:\n{}", daemon.log());
+}

@@ -45,14 +45,19 @@ pub(crate) async fn take_over(path: &Path, pid_file: &Path, config: Config, chan
         Ok(parts) => parts,
         Err(e) => return Err(refuse(&channel, e)),
     };
-    killed_here_when_told("offered");
+    fault_here_when_told("offered").await;
     commit(path, pid_file, config, &offer, parts, &channel).await
 }
 
-/// A fault the tests inject to prove that a new process killed at `step` of the takeover
-/// (`offered`, `adopted`, `committed`) leaves the VIPs and the peers' view as they were: it ends
-/// itself with SIGKILL, as a crash would, without a word.
-fn killed_here_when_told(step: &str) {
+/// Faults the tests inject at `step` of the takeover (`offered`, `adopted`, `committed`) to
+/// prove that a new process that crashes or is too slow there leaves the VIPs, the peers' view
+/// and the pid file as they were: HALO_TEST_UPGRADE_KILLED_AT ends it with SIGKILL, as a crash
+/// would, without a word; HALO_TEST_UPGRADE_STALLED_AT makes it wait longer than the running
+/// daemon waits for a step.
+async fn fault_here_when_told(step: &str) {
+    if std::env::var_os("HALO_TEST_UPGRADE_STALLED_AT").is_some_and(|at| at == step) {
+        tokio::time::sleep(STEP_WITHIN + std::time::Duration::from_secs(2)).await;
+    }
     if std::env::var_os("HALO_TEST_UPGRADE_KILLED_AT").is_some_and(|at| at == step)
         && let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)
     {
@@ -198,7 +203,7 @@ async fn commit(
         abandon(&mut parts, &adopt).await;
         return Err(refuse(channel, e));
     }
-    killed_here_when_told("adopted");
+    fault_here_when_told("adopted").await;
     parts.open.send_replace(true);
     let balancer_stopped = parts.stop_balancer.subscribe();
     let stop_balancer = parts.stop_balancer;
@@ -210,7 +215,7 @@ async fn commit(
         tracing::warn!(error = %e, "upgrade: the running daemon did not hear the commit; serving anyway");
     }
     tracing::info!(from = offer.pid, "upgrade: took over; waiting for the old process to let go");
-    killed_here_when_told("committed");
+    fault_here_when_told("committed").await;
     match receive(channel, "released", RELEASE_WITHIN).await {
         Ok((Message::Released {}, _)) => {}
         Ok((other, _)) => tracing::warn!(kind = other.kind(), "upgrade: expected released; going on"),
