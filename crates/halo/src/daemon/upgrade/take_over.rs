@@ -1,7 +1,8 @@
 //! The new process's side of `halo upgrade` (`halo run --upgrade-handover`): take the offer,
 //! build everything on the sockets handed over without accepting yet, adopt the VRRP instances
-//! handed over, then accept, serve the status endpoint, write the pid file and commit; once the
-//! old process has let go, start what was not adopted. A failure before the commit is sent to
+//! handed over, then accept, serve the status endpoint and commit; once the old process has let
+//! go, write the pid file, engage the guard and start what was not adopted. A failure before the
+//! commit (or a commit that came after the old process gave up waiting) is sent to
 //! the old process (which goes on as it was) and ends this one; instances already adopted stop
 //! without a word and the guard forgets them first, so that nothing is withdrawn.
 
@@ -79,11 +80,16 @@ fn refuse(channel: &Channel, error: anyhow::Error) -> anyhow::Error {
 async fn receive(channel: &Arc<Channel>, expected: &'static str, within: std::time::Duration) -> anyhow::Result<(Message, Vec<OwnedFd>)> {
     let channel = Arc::clone(channel);
     match tokio::task::spawn_blocking(move || channel.receive(expected, Some(within))).await? {
-        Ok((Message::Failed { reason }, _)) => Err(anyhow!("the running daemon gave up: {reason}")),
+        Ok((Message::Failed { reason }, _)) => Err(GaveUp(reason).into()),
         Ok(received) => Ok(received),
         Err(e) => Err(e.into()),
     }
 }
+
+/// The running daemon gave the upgrade up (it said `failed`), and why: it runs on as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("the running daemon gave up: {0}")]
+struct GaveUp(String);
 
 /// The status endpoint's listeners handed over: TCP, and unix when configured.
 type StatusListeners = (tokio::net::TcpListener, Option<tokio::net::UnixListener>);
@@ -200,7 +206,7 @@ async fn commit(
 ) -> anyhow::Result<Daemon> {
     let adopt: Vec<String> = parts.adopting.keys().cloned().collect();
     if let Err(e) = adopt_instances(&mut parts, &adopt, channel).await {
-        abandon(&mut parts, &adopt).await;
+        abandon(&mut parts.instances, &adopt).await;
         return Err(refuse(channel, e));
     }
     fault_here_when_told("adopted").await;
@@ -208,7 +214,6 @@ async fn commit(
     let balancer_stopped = parts.stop_balancer.subscribe();
     let stop_balancer = parts.stop_balancer;
     let status_sockets = serve_status(&config, &parts.status, parts.status_listeners, &balancer_stopped)?;
-    let pid = PidFile::write(pid_file);
     let previous = Previous { pid: offer.pid, version: offer.version.clone() };
     parts.status.set_generation(Generation { previous: Some(previous), ..Generation::this_process() });
     if let Err(e) = channel.send(&Message::Committed { pid: std::process::id() }, &[]) {
@@ -219,8 +224,18 @@ async fn commit(
     match receive(channel, "released", RELEASE_WITHIN).await {
         Ok((Message::Released {}, _)) => {}
         Ok((other, _)) => tracing::warn!(kind = other.kind(), "upgrade: expected released; going on"),
+        // It stopped waiting before the commit came and resumed: this process gives up too, as
+        // before the commit (nothing was withdrawn, the pid file is still the old one's).
+        Err(e) if e.is::<GaveUp>() => {
+            tracing::error!(error = %format!("{e:#}"), "upgrade: the commit came too late; the running daemon goes on");
+            abandon(&mut parts.instances, &adopt).await;
+            return Err(e);
+        }
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "upgrade: no word from the old process; going on"),
     }
+    // Only now: until the old process let go, `halo upgrade` must not take this one for the
+    // daemon (and a failed upgrade must not leave the pid file naming it).
+    let pid = PidFile::write(pid_file);
     // The old guard has forgotten everything (or the old process is gone): this one takes over.
     if let Some(guard) = &parts.instances.guard {
         guard.engage();
@@ -286,12 +301,12 @@ async fn adopt_instances(parts: &mut Parts, adopt: &[String], channel: &Arc<Chan
 
 /// A takeover given up after instances adopted their state: they stop without a word and the
 /// guard forgets them, so that the old process, resuming, finds its VIPs where they were.
-async fn abandon(parts: &mut Parts, adopt: &[String]) {
-    let running: Vec<String> = adopt.iter().filter(|n| parts.instances.running.contains_key(*n)).cloned().collect();
-    if let Err((why, _)) = parts.instances.hand_over(&running).await {
+async fn abandon(instances: &mut Instances, adopt: &[String]) {
+    let running: Vec<String> = adopt.iter().filter(|n| instances.running.contains_key(*n)).cloned().collect();
+    if let Err((why, _)) = instances.hand_over(&running).await {
         tracing::warn!(%why, "an adopted instance did not stop cleanly");
     }
-    if let Some(guard) = &parts.instances.guard {
+    if let Some(guard) = &instances.guard {
         guard.forget_all();
     }
 }
