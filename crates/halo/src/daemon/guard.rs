@@ -80,11 +80,7 @@ impl Guard {
                 Err(e) => tracing::warn!(error = %e, "could not wait for the VIP guard"),
             })
             .context("starting the guard's reaper")?;
-        Ok(Self {
-            pipe: Mutex::new(Some(std::fs::File::from(write))),
-            held: Mutex::new(BTreeMap::new()),
-            held_back: Mutex::new(held_back),
-        })
+        Ok(Self { pipe: Mutex::new(Some(std::fs::File::from(write))), held: Mutex::new(BTreeMap::new()), held_back: Mutex::new(held_back) })
     }
 
     /// The daemon is master of `key`: should it die, the guard sends these priority-0 adverts
@@ -92,8 +88,13 @@ impl Guard {
     pub fn arm(&self, key: &str, interface: &str, source: IpAddr, adverts: &[(IpAddr, Vec<u8>)]) {
         self.tell(&Order::Disarm { key: key.to_string() }.to_string());
         for (destination, packet) in adverts {
-            let order =
-                Order::Arm { key: key.to_string(), interface: interface.to_string(), source, destination: *destination, packet: packet.clone() };
+            let order = Order::Arm {
+                key: key.to_string(),
+                interface: interface.to_string(),
+                source,
+                destination: *destination,
+                packet: packet.clone(),
+            };
             let line = order.to_string();
             // Written whole or not at all (PIPE_BUF): a longer advert (over a hundred IPv6
             // addresses) is left to the peers' Master_Down_Interval.
