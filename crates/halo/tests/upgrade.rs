@@ -629,3 +629,99 @@ fn an_upgrade_of_the_master_is_invisible_to_clients_and_to_the_backup() {
     let removed = format!("halo-guard: halo ended holding {VIP}");
     assert!(wait_until(GENEROUS, || daemon.log().contains(&removed)), "the last generation's guard did not act:\n{}", daemon.log());
 }
+
+/// A new process killed (SIGKILL, no cleanup) at `step` of the handover, with halo master and
+/// keepalived backup: the old daemon resumes as master, the VIP is on it at every sample, no
+/// priority-0 advert goes out, keepalived never becomes master, no guard removes anything.
+fn a_new_process_killed_at(step: &str) {
+    let lan = Lan::new(2);
+    let installed = install(lan.dir.path());
+    let config = lan.file("halo.toml", &lan_config("127.0.0.1:9090", 200));
+    let pid_file = lan.dir.path().join("halo.pid");
+    let ns = lan.host(0).to_string();
+    // Inherited by the new process, which kills itself at that step; the first one ignores it.
+    let env = [("HALO_TEST_UPGRADE_KILLED_AT", step)];
+    let mut daemon = start(&installed, Some(&ns), &config, &pid_file, &lan.dir.path().join("halo.log"), &env);
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
+    assert!(wait_until(GENEROUS, || lan.holds(0, VIP)), "halo never took the VIP:\n{}", daemon.log());
+    let first = daemon.current().expect("pid");
+    let capture = Capture::start(&lan);
+    let stop = Arc::new(AtomicBool::new(false));
+    let missing = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampling = {
+        let (missing, stop, host) = (Arc::clone(&missing), Arc::clone(&stop), ns.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut sampled = 0u64;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let out = run("ip", &["-n", &host, "-o", "addr", "show", "dev", "eth0"]);
+                if !String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| w.split('/').next() == Some(VIP)) {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                }
+                sampled += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            sampled
+        })
+    };
+    replace(&installed, second_build());
+    let upgraded = halo(Some(&ns), &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
+    assert_eq!(upgraded.status.code(), Some(1), "killed at {step}: {}\n{}", text(&upgraded), daemon.log());
+    // Long enough for a backup to take over after a priority 0 (its skew time) or a silence.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let sampled = sampling.join().expect("sampler");
+    let adverts = capture.rows();
+    drop(capture);
+    assert_eq!(daemon.current(), Some(first), "killed at {step}: the old daemon runs on");
+    assert!(alive(first));
+    assert_eq!(status(Some(&ns), &config)["vrrp"]["VI_1"]["state"], "MASTER", "killed at {step}");
+    let missing = missing.load(Ordering::Relaxed);
+    assert!(sampled > 50, "the VIP was sampled: {sampled}");
+    assert_eq!(missing, 0, "killed at {step}: the VIP was missing in {missing} of {sampled} samples:\n{}", daemon.log());
+    assert!(!daemon.log().contains("halo-guard: halo ended holding"), "killed at {step}: a guard removed the VIP:\n{}", daemon.log());
+    assert!(adverts.iter().all(|(_, _, priority)| *priority == 200), "killed at {step}: priority 0 or another: {adverts:?}");
+    assert!(!keepalived.log().contains("Entering MASTER STATE"), "killed at {step}: {}", keepalived.log());
+    assert!(!lan.holds(1, VIP));
+}
+
+#[test]
+fn a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire() {
+    if skip("a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire") {
+        return;
+    }
+    for step in ["offered", "adopted"] {
+        a_new_process_killed_at(step);
+    }
+}
+
+#[test]
+fn a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_file_as_they_were() {
+    let dir = tempfile::tempdir().expect("dir");
+    let installed = install(dir.path());
+    let (front, status_at, server) = (free_port(), free_port(), greeting_echo("api"));
+    let config = dir.path().join("halo.toml");
+    std::fs::write(&config, loopback_config(front, status_at, server)).expect("config");
+    let pid_file = dir.path().join("halo.pid");
+    // Inherited by the new process: it adopts, then waits longer than the running daemon does.
+    let env = [("HALO_TEST_UPGRADE_STALLED_AT", "adopted")];
+    let mut daemon = start(&installed, None, &config, &pid_file, &dir.path().join("halo.log"), &env);
+    let first = daemon.current().expect("pid");
+    assert!(wait_until(Duration::from_secs(10), || Stream::open(front).is_ok()), "{}", daemon.log());
+    let upgraded = halo(None, &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
+    assert_eq!(upgraded.status.code(), Some(1), "{}\n{}", text(&upgraded), daemon.log());
+    // The late process is told the upgrade was abandoned (or killed) and ends; the pid file names
+    // the running daemon again, which serves on alone.
+    let late = || {
+        std::fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|p| {
+            *p != first
+                && alive(*p)
+                && std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("--upgrade-handover"))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(15), || late().is_none()), "the late process runs on:\n{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_pid(&pid_file), Some(first), "the pid file names the running daemon:\n{}", daemon.log());
+    assert!(alive(first) && Stream::open(front).is_ok_and(|mut s| s.echoes()), "{}", daemon.log());
+    assert!(!daemon.log().contains("halo running (upgraded)"), "the late process served as a second daemon:\n{}", daemon.log());
+}

@@ -13,6 +13,11 @@ use crate::{HostError, Result, errno};
 
 /// At most this many descriptors in one message.
 pub const MAX_FDS: usize = 64;
+/// The most the kernel passes in one message (`SCM_MAX_FD`): the receive buffer has room for
+/// them all, so that it never truncates the descriptors (it would install those that fit and set
+/// MSG_CTRUNC, and nix then refuses to read them: they would leak). More than [`MAX_FDS`] are
+/// refused once owned.
+const KERNEL_MAX_FDS: usize = 253;
 
 /// A connected pair of `SOCK_SEQPACKET` unix sockets, close-on-exec.
 pub fn pair() -> Result<(OwnedFd, OwnedFd)> {
@@ -66,7 +71,7 @@ pub enum Received {
 /// error (its descriptors closed).
 pub fn receive(socket: &OwnedFd, max: usize) -> Result<Received> {
     let mut buffer = vec![0u8; max];
-    let mut control = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut control = nix::cmsg_space!([RawFd; KERNEL_MAX_FDS]);
     let (length, flags, raw) = {
         let mut iov = [IoSliceMut::new(&mut buffer)];
         let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)
@@ -80,7 +85,7 @@ pub fn receive(socket: &OwnedFd, max: usize) -> Result<Received> {
         (message.bytes, message.flags, raw)
     };
     let fds = crate::sys::own_received(raw);
-    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) || fds.len() > MAX_FDS {
         return Err(HostError::Io {
             what: format!("receiving on the handover socket: a message longer than {max} bytes or {MAX_FDS} descriptors"),
             source: std::io::Error::from(std::io::ErrorKind::InvalidData),
@@ -112,6 +117,33 @@ mod tests {
         assert_eq!(received.local_addr().expect("address"), address, "the same listening socket");
         std::net::TcpStream::connect(address).expect("connect to the passed listener");
         received.accept().expect("accepted through the passed descriptor");
+    }
+
+    /// How many of this process's descriptors are the socket `inode`.
+    fn open_copies(inode: u64) -> usize {
+        let wanted = format!("socket:[{inode}]");
+        std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy() == wanted)
+            .count()
+    }
+
+    #[test]
+    fn more_descriptors_than_allowed_are_refused_and_every_one_closed() {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = pair().expect("pair");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd())).expect("fd").ino();
+        // A hostile or broken sender: more than MAX_FDS (send() refuses that), as many as the
+        // kernel takes in one message (SCM_MAX_FD).
+        let raw = vec![listener.as_raw_fd(); 253];
+        sendmsg::<()>(a.as_raw_fd(), &[IoSlice::new(b"many")], &[ControlMessage::ScmRights(&raw)], MsgFlags::empty(), None)
+            .expect("sendmsg");
+        assert_eq!(open_copies(inode), 1, "in flight, only the sender's own");
+        let refused = receive(&b, 64).expect_err("too many descriptors");
+        assert!(refused.to_string().contains("descriptors"), "{refused}");
+        assert_eq!(open_copies(inode), 1, "every descriptor received was closed: only the sender's own is left");
     }
 
     #[test]

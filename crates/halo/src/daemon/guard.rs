@@ -22,12 +22,35 @@ use halo_hostnet::guard::wire::{MAX_LINE, Order};
 pub struct Guard {
     pipe: Mutex<Option<std::fs::File>>,
     held: Mutex<BTreeMap<(u32, IpAddr), u8>>,
+    /// The orders not yet told, while the guard is held back (`halo upgrade`'s new process until
+    /// the old one has let go); `None` once it is told everything as it comes.
+    held_back: Mutex<Option<Vec<String>>>,
 }
 
 impl Guard {
     /// Starts the guard process; `None` (logged) when it cannot run: the lifetime still protects.
     pub fn start() -> Option<Self> {
-        match Self::spawn() {
+        Self::start_as(None)
+    }
+
+    /// Starts the guard process held back: the orders wait until [`Guard::engage`]. A new
+    /// process taking over (`halo upgrade`) holds the VIPs while the old one's guard still does:
+    /// should it die before the old one has let go, its guard must not remove them (the old
+    /// daemon resumes as master) nor send priority 0.
+    pub fn start_held_back() -> Option<Self> {
+        Self::start_as(Some(Vec::new()))
+    }
+
+    /// Tells the guard every order held back, then each as it comes.
+    pub fn engage(&self) {
+        let mut held_back = self.held_back.lock().unwrap_or_else(PoisonError::into_inner);
+        for line in held_back.take().unwrap_or_default() {
+            self.write(&line);
+        }
+    }
+
+    fn start_as(held_back: Option<Vec<String>>) -> Option<Self> {
+        match Self::spawn(held_back) {
             Ok(guard) => Some(guard),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "VIP guard not started: a killed halo leaves its VIPs until their 2 s lifetime ends");
@@ -36,7 +59,7 @@ impl Guard {
         }
     }
 
-    fn spawn() -> anyhow::Result<Self> {
+    fn spawn(held_back: Option<Vec<String>>) -> anyhow::Result<Self> {
         // Close-on-exec: scripts and hooks the daemon runs must not keep the pipe open.
         let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the guard's pipe")?;
         // Non-blocking: a guard that stops reading (stopped, hung) must never block a runtime
@@ -57,7 +80,7 @@ impl Guard {
                 Err(e) => tracing::warn!(error = %e, "could not wait for the VIP guard"),
             })
             .context("starting the guard's reaper")?;
-        Ok(Self { pipe: Mutex::new(Some(std::fs::File::from(write))), held: Mutex::new(BTreeMap::new()) })
+        Ok(Self { pipe: Mutex::new(Some(std::fs::File::from(write))), held: Mutex::new(BTreeMap::new()), held_back: Mutex::new(held_back) })
     }
 
     /// The daemon is master of `key`: should it die, the guard sends these priority-0 adverts
@@ -107,6 +130,15 @@ impl Guard {
     }
 
     fn tell(&self, line: &str) {
+        // Locked while the line is written: an order never overtakes those held back.
+        let mut held_back = self.held_back.lock().unwrap_or_else(PoisonError::into_inner);
+        match held_back.as_mut() {
+            Some(lines) => lines.push(line.to_string()),
+            None => self.write(line),
+        }
+    }
+
+    fn write(&self, line: &str) {
         let mut pipe = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
         // Lines are shorter than PIPE_BUF: written whole or not at all.
         let Some(file) = pipe.as_mut() else { return };

@@ -18,8 +18,9 @@
 //!    and in its guard.
 //! 3. **frozen** (running → new): each instance's state and timers. The new process adopts them:
 //!    a master advertises at once with its own priority (never 0) and refreshes its VIPs, and
-//!    its guard is armed; then it accepts on the sockets, serves the status endpoint, writes the
-//!    pid file, and says
+//!    its guard is told, held back (should this process die now, its guard must not remove
+//!    the VIPs the old one resumes with, nor send priority 0); then it accepts on the sockets,
+//!    serves the status endpoint, and says
 //! 4. **committed** (new → running). The commit point: until it, any failure (the new process
 //!    refuses its configuration, crashes, says failed, or is not heard of within the time
 //!    allowed) makes the running daemon restart the instances it handed over from their frozen
@@ -27,11 +28,15 @@
 //!    endpoint (`last_upgrade`, which `halo upgrade` reports) and in its log, with the new
 //!    process's exit status.
 //! 5. After it, the running daemon tells its guard to forget everything (only now: the new
-//!    guard is armed), stops the instances not adopted as a clean stop would, hands its BGP
-//!    announcements over without withdrawing, stops accepting, tells systemd `MAINPID=` of the
-//!    new process, and says **released**. The new process then starts the instances it did not
-//!    adopt and its announcements, and shows the old one as `previous` in its status until the
-//!    socket closes. The old one drains its connections up to `drain_timeout` and exits 0.
+//!    process holds the VIPs), stops the instances not adopted as a clean stop would, hands its
+//!    BGP announcements over without withdrawing, stops accepting, tells systemd `MAINPID=` of
+//!    the new process, and says **released**. The new process then writes the pid file (only
+//!    now: a failed upgrade never leaves it naming the new process, nor `halo upgrade` taking it
+//!    for the daemon), engages its guard (told what was held back: no moment has both guards
+//!    holding a VIP), starts the instances it did not adopt and its announcements, and shows the
+//!    old one as `previous` in its status until the socket closes. The old one drains its
+//!    connections up to `drain_timeout` and exits 0. A `failed` in answer to the commit (it
+//!    came after the running daemon stopped waiting) makes the new process give up as before.
 
 pub mod adoption;
 mod hand_over;

@@ -1,7 +1,8 @@
 //! The new process's side of `halo upgrade` (`halo run --upgrade-handover`): take the offer,
 //! build everything on the sockets handed over without accepting yet, adopt the VRRP instances
-//! handed over, then accept, serve the status endpoint, write the pid file and commit; once the
-//! old process has let go, start what was not adopted. A failure before the commit is sent to
+//! handed over, then accept, serve the status endpoint and commit; once the old process has let
+//! go, write the pid file, engage the guard and start what was not adopted. A failure before the
+//! commit (or a commit that came after the old process gave up waiting) is sent to
 //! the old process (which goes on as it was) and ends this one; instances already adopted stop
 //! without a word and the guard forgets them first, so that nothing is withdrawn.
 
@@ -45,7 +46,24 @@ pub(crate) async fn take_over(path: &Path, pid_file: &Path, config: Config, chan
         Ok(parts) => parts,
         Err(e) => return Err(refuse(&channel, e)),
     };
+    fault_here_when_told("offered").await;
     commit(path, pid_file, config, &offer, parts, &channel).await
+}
+
+/// Faults the tests inject at `step` of the takeover (`offered`, `adopted`, `committed`) to
+/// prove that a new process that crashes or is too slow there leaves the VIPs, the peers' view
+/// and the pid file as they were: HALO_TEST_UPGRADE_KILLED_AT ends it with SIGKILL, as a crash
+/// would, without a word; HALO_TEST_UPGRADE_STALLED_AT makes it wait longer than the running
+/// daemon waits for a step.
+async fn fault_here_when_told(step: &str) {
+    if std::env::var_os("HALO_TEST_UPGRADE_STALLED_AT").is_some_and(|at| at == step) {
+        tokio::time::sleep(STEP_WITHIN + std::time::Duration::from_secs(2)).await;
+    }
+    if std::env::var_os("HALO_TEST_UPGRADE_KILLED_AT").is_some_and(|at| at == step)
+        && let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)
+    {
+        tracing::error!(error = %e, "HALO_TEST_UPGRADE_KILLED_AT: could not kill this process");
+    }
 }
 
 /// Tells the old process why this one gives up; the error, to end with.
@@ -62,11 +80,16 @@ fn refuse(channel: &Channel, error: anyhow::Error) -> anyhow::Error {
 async fn receive(channel: &Arc<Channel>, expected: &'static str, within: std::time::Duration) -> anyhow::Result<(Message, Vec<OwnedFd>)> {
     let channel = Arc::clone(channel);
     match tokio::task::spawn_blocking(move || channel.receive(expected, Some(within))).await? {
-        Ok((Message::Failed { reason }, _)) => Err(anyhow!("the running daemon gave up: {reason}")),
+        Ok((Message::Failed { reason }, _)) => Err(GaveUp(reason).into()),
         Ok(received) => Ok(received),
         Err(e) => Err(e.into()),
     }
 }
+
+/// The running daemon gave the upgrade up (it said `failed`), and why: it runs on as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("the running daemon gave up: {0}")]
+struct GaveUp(String);
 
 /// The status endpoint's listeners handed over: TCP, and unix when configured.
 type StatusListeners = (tokio::net::TcpListener, Option<tokio::net::UnixListener>);
@@ -112,7 +135,8 @@ async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>) -> anyhow::R
     let links = halo_hostnet::netlink::watch_links().await?;
     let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
     let (exits, exited) = mpsc::unbounded_channel();
-    let guard = guard::Guard::start().map(Arc::new);
+    // Held back until the old process has let go: until then its guard holds the VIPs.
+    let guard = guard::Guard::start_held_back().map(Arc::new);
     let mut instances = Instances {
         running: BTreeMap::new(),
         netlink,
@@ -182,24 +206,39 @@ async fn commit(
 ) -> anyhow::Result<Daemon> {
     let adopt: Vec<String> = parts.adopting.keys().cloned().collect();
     if let Err(e) = adopt_instances(&mut parts, &adopt, channel).await {
-        abandon(&mut parts, &adopt).await;
+        abandon(&mut parts.instances, &adopt).await;
         return Err(refuse(channel, e));
     }
+    fault_here_when_told("adopted").await;
     parts.open.send_replace(true);
     let balancer_stopped = parts.stop_balancer.subscribe();
     let stop_balancer = parts.stop_balancer;
     let status_sockets = serve_status(&config, &parts.status, parts.status_listeners, &balancer_stopped)?;
-    let pid = PidFile::write(pid_file);
     let previous = Previous { pid: offer.pid, version: offer.version.clone() };
     parts.status.set_generation(Generation { previous: Some(previous), ..Generation::this_process() });
     if let Err(e) = channel.send(&Message::Committed { pid: std::process::id() }, &[]) {
         tracing::warn!(error = %e, "upgrade: the running daemon did not hear the commit; serving anyway");
     }
     tracing::info!(from = offer.pid, "upgrade: took over; waiting for the old process to let go");
+    fault_here_when_told("committed").await;
     match receive(channel, "released", RELEASE_WITHIN).await {
         Ok((Message::Released {}, _)) => {}
         Ok((other, _)) => tracing::warn!(kind = other.kind(), "upgrade: expected released; going on"),
+        // It stopped waiting before the commit came and resumed: this process gives up too, as
+        // before the commit (nothing was withdrawn, the pid file is still the old one's).
+        Err(e) if e.is::<GaveUp>() => {
+            tracing::error!(error = %format!("{e:#}"), "upgrade: the commit came too late; the running daemon goes on");
+            abandon(&mut parts.instances, &adopt).await;
+            return Err(e);
+        }
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "upgrade: no word from the old process; going on"),
+    }
+    // Only now: until the old process let go, `halo upgrade` must not take this one for the
+    // daemon (and a failed upgrade must not leave the pid file naming it).
+    let pid = PidFile::write(pid_file);
+    // The old guard has forgotten everything (or the old process is gone): this one takes over.
+    if let Some(guard) = &parts.instances.guard {
+        guard.engage();
     }
     let mut instances = parts.instances;
     for instance in config.vrrp.iter().filter(|v| !adopt.contains(&v.name)) {
@@ -262,12 +301,12 @@ async fn adopt_instances(parts: &mut Parts, adopt: &[String], channel: &Arc<Chan
 
 /// A takeover given up after instances adopted their state: they stop without a word and the
 /// guard forgets them, so that the old process, resuming, finds its VIPs where they were.
-async fn abandon(parts: &mut Parts, adopt: &[String]) {
-    let running: Vec<String> = adopt.iter().filter(|n| parts.instances.running.contains_key(*n)).cloned().collect();
-    if let Err((why, _)) = parts.instances.hand_over(&running).await {
+async fn abandon(instances: &mut Instances, adopt: &[String]) {
+    let running: Vec<String> = adopt.iter().filter(|n| instances.running.contains_key(*n)).cloned().collect();
+    if let Err((why, _)) = instances.hand_over(&running).await {
         tracing::warn!(%why, "an adopted instance did not stop cleanly");
     }
-    if let Some(guard) = &parts.instances.guard {
+    if let Some(guard) = &instances.guard {
         guard.forget_all();
     }
 }
