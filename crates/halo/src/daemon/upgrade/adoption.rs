@@ -137,4 +137,19 @@ mod tests {
         assert_eq!(back.handover, frozen.handover);
         assert!(from_message(&FrozenInstance { state: "LEADER".into(), ..message }).is_err());
     }
+
+    /// A frozen timer longer than any halo.toml allows is no state a daemon could hand over: taken
+    /// as it comes, a backup would never preempt or never see its master down.
+    #[test]
+    fn timers_no_daemon_could_hand_over_are_refused() {
+        let frozen = Frozen {
+            handover: Handover { state: State::Backup, master_adver_interval_cs: 10, master_down_in: None, preempt_in: Duration::ZERO },
+            last_change: ("MasterDown".into(), 7),
+        };
+        let message = to_message("VI_1", &frozen);
+        let week_and_a_bit = 7 * 24 * 3600 * 1000 + 1;
+        assert!(from_message(&FrozenInstance { preempt_in_ms: week_and_a_bit, ..message.clone() }).is_err());
+        assert!(from_message(&FrozenInstance { master_down_in_ms: Some(u64::MAX), ..message.clone() }).is_err());
+        assert!(from_message(&FrozenInstance { preempt_in_ms: week_and_a_bit - 1, ..message }).is_ok());
+    }
 }
