@@ -58,7 +58,11 @@ pub fn to_message(name: &str, frozen: &Frozen) -> FrozenInstance {
     }
 }
 
-/// The state a message hands over; an unknown state is an error.
+/// The longest time a frozen instance can have left on a timer: the longest duration halo.toml
+/// accepts (7 days, for a preemption delay); a master-down time is far shorter.
+const LONGEST_TIMER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The state a message hands over; an unknown state or a timer no daemon could have is an error.
 pub fn from_message(message: &FrozenInstance) -> Result<Frozen, String> {
     let state = match message.state.as_str() {
         "MASTER" => State::Master,
@@ -67,13 +71,17 @@ pub fn from_message(message: &FrozenInstance) -> Result<Frozen, String> {
         "INIT" => State::Initialize,
         other => return Err(format!("instance {} handed over in an unknown state {other:?}", message.name)),
     };
+    let timer = |what: &str, ms: u64| {
+        let duration = Duration::from_millis(ms);
+        if duration > LONGEST_TIMER {
+            return Err(format!("instance {} handed over with {what} of {ms} ms, longer than any halo.toml allows", message.name));
+        }
+        Ok(duration)
+    };
+    let master_down_in = message.master_down_in_ms.map(|ms| timer("a master-down time", ms)).transpose()?;
+    let preempt_in = timer("a preemption delay", message.preempt_in_ms)?;
     Ok(Frozen {
-        handover: Handover {
-            state,
-            master_adver_interval_cs: message.master_adver_interval_cs,
-            master_down_in: message.master_down_in_ms.map(Duration::from_millis),
-            preempt_in: Duration::from_millis(message.preempt_in_ms),
-        },
+        handover: Handover { state, master_adver_interval_cs: message.master_adver_interval_cs, master_down_in, preempt_in },
         last_change: message.last_change.clone(),
     })
 }
