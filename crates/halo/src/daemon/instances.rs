@@ -53,6 +53,22 @@ pub struct Instances {
 }
 
 impl Instances {
+    /// No instance running yet; `guard` is told what the instances hold, and `config`'s sync
+    /// groups are set up for them to start into.
+    pub fn new(
+        config: &halo_config::Config,
+        netlink: Netlink,
+        links: halo_hostnet::netlink::LinkStates,
+        status: Arc<super::status::Shared>,
+        exits: mpsc::UnboundedSender<Exit>,
+        guard: Option<Arc<super::guard::Guard>>,
+    ) -> Self {
+        let mut instances =
+            Self { running: BTreeMap::new(), netlink, links, status, exits, next_generation: 0, guard, groups: BTreeMap::new() };
+        instances.regroup(config);
+        instances
+    }
+
     /// Starts one instance's task.
     pub fn start(&mut self, instance: &VrrpInstance, trackers: &[Tracker], set: &TrackerSet) {
         self.start_as(instance, trackers, set, Start::Fresh);

@@ -26,7 +26,6 @@ pub mod tracker;
 pub mod upgrade;
 pub mod vrrp_driver;
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,17 +138,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<D
     let (exits, exited) = mpsc::unbounded_channel();
     // The guard removes the VIPs held if this process is killed (a reload may add instances).
     let guard = guard::Guard::start().map(Arc::new);
-    let mut instances = Instances {
-        running: BTreeMap::new(),
-        netlink,
-        links,
-        status: Arc::clone(&status),
-        exits,
-        guard,
-        next_generation: 0,
-        groups: BTreeMap::new(),
-    };
-    instances.regroup(&config);
+    let mut instances = Instances::new(&config, netlink, links, Arc::clone(&status), exits, guard);
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }

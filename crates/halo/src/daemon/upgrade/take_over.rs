@@ -137,17 +137,7 @@ async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>) -> anyhow::R
     let (exits, exited) = mpsc::unbounded_channel();
     // Held back until the old process has let go: until then its guard holds the VIPs.
     let guard = guard::Guard::start_held_back().map(Arc::new);
-    let mut instances = Instances {
-        running: BTreeMap::new(),
-        netlink,
-        links,
-        status: Arc::clone(&status),
-        exits,
-        guard,
-        next_generation: 0,
-        groups: BTreeMap::new(),
-    };
-    instances.regroup(config);
+    let mut instances = Instances::new(config, netlink, links, Arc::clone(&status), exits, guard);
     let adopt = adoption::adoptable(config, &offer.instances);
     let mut adopting = BTreeMap::new();
     for instance in config.vrrp.iter().filter(|v| adopt.contains(&v.name)) {
