@@ -35,6 +35,15 @@ grep -q '_halo()' /usr/share/bash-completion/completions/halo || fail "bash comp
 /usr/bin/halo check -c /usr/share/doc/halo/examples/halo.toml >/dev/null || fail "the shipped example does not pass halo check"
 [ -x /usr/bin/halo-guard ] || fail "no /usr/bin/halo-guard (the VIP guard halo run starts)"
 /usr/bin/halo --help | grep -qw lab && fail "the packaged binary offers halo lab"
+# The faults the tests inject (feature test-hooks) are not in the product: the packaged binary
+# holds none of their variables' names, while the tests' own build, when there is one, does
+# (else this grep would prove nothing).
+for hook in HALO_TEST_PANIC_INSTANCE HALO_TEST_UPGRADE_KILLED_AT HALO_TEST_UPGRADE_STALLED_AT; do
+  grep -qaF "$hook" /usr/bin/halo && fail "the packaged binary carries the test hook $hook"
+  if [ -x target/debug/halo ]; then
+    grep -qaF "$hook" target/debug/halo || fail "the tests' binary lacks $hook: the check above proves nothing"
+  fi
+done
 /usr/bin/halo lab down >/dev/null 2>&1 && fail "the packaged binary runs halo lab"
 [ ! -e /etc/systemd/system/multi-user.target.wants/halo.service ] || fail "the package enabled the service"
 dpkg-deb -I "$deb" postinst >/dev/null || fail "the package has no postinst"

@@ -687,7 +687,8 @@ fn a_new_process_killed_at(step: &str) {
 
 #[test]
 fn a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire() {
-    if skip("a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire") {
+    let test = "a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire";
+    if skip(test) || !has_test_hooks(test) {
         return;
     }
     for step in ["offered", "adopted"] {
@@ -697,6 +698,9 @@ fn a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire()
 
 #[test]
 fn a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_file_as_they_were() {
+    if !has_test_hooks("a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_file_as_they_were") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("dir");
     let installed = install(dir.path());
     let (front, status_at, server) = (free_port(), free_port(), greeting_echo("api"));

@@ -2,11 +2,11 @@
 //! raw VRRP sockets for IPv4 and IPv6, gratuitous ARP and unsolicited neighbour advertisements.
 //! Every failure is returned to the caller; nothing here ignores an error.
 
-pub mod announce;
 pub mod arp_isolation;
 pub mod arp_probe;
 pub mod bridge;
 pub mod fd_passing;
+pub mod gratuitous;
 pub mod guard;
 pub mod netlink;
 pub mod netlink_blocking;

@@ -43,7 +43,7 @@ pub struct Instances {
     pub running: BTreeMap<String, Running>,
     pub netlink: Netlink,
     pub links: halo_hostnet::netlink::LinkStates,
-    pub status: Arc<super::status::Shared>,
+    pub status: Arc<super::state::Shared>,
     pub exits: mpsc::UnboundedSender<Exit>,
     /// The generation the next start gets.
     pub next_generation: u64,
@@ -59,7 +59,7 @@ impl Instances {
         config: &halo_config::Config,
         netlink: Netlink,
         links: halo_hostnet::netlink::LinkStates,
-        status: Arc<super::status::Shared>,
+        status: Arc<super::state::Shared>,
         exits: mpsc::UnboundedSender<Exit>,
         guard: Option<Arc<super::guard::Guard>>,
     ) -> Self {
@@ -239,7 +239,7 @@ pub fn restarts(current: &Config, new: &Config) -> BTreeSet<String> {
 /// Whether a changed instance must be restarted (what identifies it on the wire or where it
 /// runs) rather than updated in place.
 pub fn needs_restart(old: &VrrpInstance, new: &VrrpInstance) -> bool {
-    let identity = |i: &VrrpInstance| super::vrrp_driver::router_config(i).wire_identity();
+    let identity = |i: &VrrpInstance| super::router_config::router_config(i).wire_identity();
     let placement = |i: &VrrpInstance| {
         let family = i.virtual_addresses.first().map(|a| a.addr().is_ipv4());
         (i.interface.clone(), i.unicast_source, i.unicast_peers.clone(), i.checksum, i.virtual_mac, i.accept, family)

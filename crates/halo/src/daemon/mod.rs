@@ -5,25 +5,33 @@
 //! drain up to the drain timeout, and halo exits 0. SIGUSR2 (`halo upgrade`) hands everything
 //! over to a new process started from the binary now on disk (see `upgrade`).
 //!
-//! The parts: `vrrp_driver` (one task per instance, driving `halo_vrrp`'s state machine),
-//! `sync_group` (instances that change state together), `instances` (the set of them across
-//! reloads), `tracker` (health inputs that move priority),
-//! `notify` and `exec` (hooks and scripts), `status` and `metrics` (the endpoint), `guard` (the process that
-//! removes the VIPs if this one dies), `process` (pid file, logging, systemd), `generation`
-//! (version and binary of this process), `upgrade` (the handover to a successor).
+//! The parts: `vrrp_driver` (one task per instance, driving `halo_vrrp`'s state machine, with
+//! `router_config` its configuration), `sync_group` (instances that change state together),
+//! `instances` (the set of them across reloads), `tracker` (health inputs that move priority),
+//! `bgp_announce` (VIPs held for FRR to announce), `vip` (how a held address lives: its kernel
+//! lifetime and the guard), `notify` and `exec` (hooks and scripts), `state` (what the daemon
+//! knows: written by all of the above, read by the endpoint), `snapshot` and `endpoint` (the status
+//! endpoint: JSON, Prometheus text; nothing imports it but this run loop), `guard` (the process
+//! that removes the VIPs if this one dies), `process` (pid file, logging, systemd), `generation`
+//! (version and binary of this process), `upgrade` (the handover to a successor), `test_hooks`
+//! (faults the tests inject; empty outside a `test-hooks` build).
 
-pub mod announce;
+pub mod bgp_announce;
+mod endpoint;
 pub mod exec;
 pub mod generation;
 pub mod guard;
 mod instances;
-mod metrics;
 pub mod notify;
 pub mod process;
-pub mod status;
+pub mod router_config;
+mod snapshot;
+pub mod state;
 pub mod sync_group;
+mod test_hooks;
 pub mod tracker;
 pub mod upgrade;
+pub mod vip;
 pub mod vrrp_driver;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -76,12 +84,12 @@ pub(crate) struct Daemon {
     balancer: halo_lb::Balancer,
     /// Stops the accept loops, the checks and the status endpoint.
     stop_balancer: watch::Sender<bool>,
-    status: Arc<status::Shared>,
+    status: Arc<state::Shared>,
     /// The status endpoint's listening sockets, for a successor.
     status_sockets: StatusSockets,
     trackers: TrackerSet,
     instances: Instances,
-    announcers: announce::Announcers,
+    announcers: bgp_announce::Announcers,
     /// Instance tasks that ended.
     exited: mpsc::UnboundedReceiver<instances::Exit>,
 }
@@ -128,7 +136,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<D
     let netlink = Netlink::open()?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
     let balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
-    let status = Arc::new(status::Shared::default());
+    let status = Arc::new(state::Shared::default());
     status.set_generation(generation::Generation::this_process());
     status.set_balancer(&balancer);
     let listeners = bind_status(&config).await?;
@@ -142,7 +150,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<D
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
-    let announcers = announce::Announcers::start(
+    let announcers = bgp_announce::Announcers::start(
         &config.announce,
         &config.trackers,
         instances.netlink.clone(),
@@ -222,8 +230,8 @@ async fn reload_in_place(daemon: &mut Daemon) {
 
 /// The status endpoint's listeners: its TCP address and, when configured, its unix socket.
 async fn bind_status(config: &Config) -> anyhow::Result<(tokio::net::TcpListener, Option<tokio::net::UnixListener>)> {
-    let tcp = status::bind(config.status.listen).await?;
-    let unix = config.status.socket.as_deref().map(status::bind_unix).transpose()?;
+    let tcp = endpoint::bind(config.status.listen).await?;
+    let unix = config.status.socket.as_deref().map(endpoint::bind_unix).transpose()?;
     Ok((tcp, unix))
 }
 
@@ -240,7 +248,7 @@ fn status_token(config: &Config) -> anyhow::Result<Option<String>> {
 /// sockets, for a successor.
 fn serve_status(
     config: &Config,
-    status: &Arc<status::Shared>,
+    status: &Arc<state::Shared>,
     (tcp, unix): (tokio::net::TcpListener, Option<tokio::net::UnixListener>),
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<StatusSockets> {
@@ -250,9 +258,14 @@ fn serve_status(
         unix: unix.as_ref().map(|u| u.as_fd().try_clone_to_owned()).transpose().context("duplicating the status socket")?,
     };
     if let Some(unix) = unix {
-        tokio::spawn(status::serve(status::Listener::Unix(unix), Arc::clone(status), status::Guarded::new(token.clone()), stopped.clone()));
+        tokio::spawn(endpoint::serve(
+            endpoint::Listener::Unix(unix),
+            Arc::clone(status),
+            endpoint::Guarded::new(token.clone()),
+            stopped.clone(),
+        ));
     }
-    tokio::spawn(status::serve(status::Listener::Tcp(tcp), Arc::clone(status), status::Guarded::new(token), stopped.clone()));
+    tokio::spawn(endpoint::serve(endpoint::Listener::Tcp(tcp), Arc::clone(status), endpoint::Guarded::new(token), stopped.clone()));
     Ok(sockets)
 }
 
@@ -264,7 +277,7 @@ async fn shut_down(daemon: Daemon) {
     sd_notify("STOPPING=1");
     instances.stop_all().await;
     if announcers.withdraw_all().await {
-        tokio::time::sleep(announce::WITHDRAW_SETTLE).await;
+        tokio::time::sleep(bgp_announce::WITHDRAW_SETTLE).await;
     }
     stop_balancer.send_replace(true);
     let drain = config.backends.iter().map(|b| b.drain_timeout).max().unwrap_or_default();

@@ -11,7 +11,7 @@ use halo_vrrp::sync::{GroupChange, SyncGroup};
 use tokio::sync::Notify;
 
 use super::notify::{HookRecord, keepalived_state};
-use super::status::{GroupStatus, Shared};
+use super::state::{GroupStatus, Shared};
 
 /// One sync group: its configuration and the state machines of its members.
 pub struct Group {
@@ -29,7 +29,7 @@ impl Group {
     /// A group of `members` (the configured instances, in the group's member order), published
     /// as INIT until its members run.
     pub fn new(config: GroupConfig, members: &[VrrpInstance], status: &Shared) -> Arc<Self> {
-        let routers = members.iter().map(|i| Router::new(super::vrrp_driver::router_config(i), unspecified(i))).collect();
+        let routers = members.iter().map(|i| Router::new(super::router_config::router_config(i), unspecified(i))).collect();
         let kicks = members.iter().map(|_| Notify::new()).collect();
         let group = Self { config, core: Mutex::new(SyncGroup::new(routers)), kicks, hooks: Arc::default() };
         group.publish(status, "INIT", "start");

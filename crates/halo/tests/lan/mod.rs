@@ -266,6 +266,18 @@ pub fn keepalived_conf(version: u8, priority: u8, interval: &str, vip: &str, ext
     )
 }
 
+/// Whether this build carries the faults the tests inject (feature `test-hooks`, which the test
+/// command turns on); without it a test that needs them says why it skips (and fails under CI).
+pub fn has_test_hooks(test: &str) -> bool {
+    if cfg!(feature = "test-hooks") {
+        return true;
+    }
+    let why = "built without the test-hooks feature (scripts/test.sh builds with --features halo/test-hooks)";
+    assert!(!common::in_ci(), "{test}: cannot run under CI: {why}");
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
 pub fn skip(test: &str) -> bool {
     !can_run(test, true, &["ip", "keepalived", "tshark"])
 }

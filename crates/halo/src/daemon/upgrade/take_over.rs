@@ -23,7 +23,7 @@ use crate::daemon::instances::{Exit, Instances};
 use crate::daemon::process::PidFile;
 use crate::daemon::tracker::TrackerSet;
 use crate::daemon::vrrp_driver::{Adoption, Frozen, Start};
-use crate::daemon::{Daemon, announce, exec, guard, serve_status, status};
+use crate::daemon::{Daemon, bgp_announce, exec, guard, serve_status, state};
 
 /// How long the new process waits for the offer.
 const OFFER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -50,20 +50,9 @@ pub(crate) async fn take_over(path: &Path, pid_file: &Path, config: Config, chan
     commit(path, pid_file, config, &offer, parts, &channel).await
 }
 
-/// Faults the tests inject at `step` of the takeover (`offered`, `adopted`, `committed`) to
-/// prove that a new process that crashes or is too slow there leaves the VIPs, the peers' view
-/// and the pid file as they were: HALO_TEST_UPGRADE_KILLED_AT ends it with SIGKILL, as a crash
-/// would, without a word; HALO_TEST_UPGRADE_STALLED_AT makes it wait longer than the running
-/// daemon waits for a step.
+/// Where the tests inject a crash or a stall (nothing outside a `test-hooks` build).
 async fn fault_here_when_told(step: &str) {
-    if std::env::var_os("HALO_TEST_UPGRADE_STALLED_AT").is_some_and(|at| at == step) {
-        tokio::time::sleep(STEP_WITHIN + std::time::Duration::from_secs(2)).await;
-    }
-    if std::env::var_os("HALO_TEST_UPGRADE_KILLED_AT").is_some_and(|at| at == step)
-        && let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)
-    {
-        tracing::error!(error = %e, "HALO_TEST_UPGRADE_KILLED_AT: could not kill this process");
-    }
+    crate::daemon::test_hooks::upgrade_step(step, STEP_WITHIN + std::time::Duration::from_secs(2)).await;
 }
 
 /// Tells the old process why this one gives up; the error, to end with.
@@ -100,7 +89,7 @@ struct Parts {
     stop_balancer: watch::Sender<bool>,
     /// Opens the accept loops.
     open: watch::Sender<bool>,
-    status: Arc<status::Shared>,
+    status: Arc<state::Shared>,
     status_listeners: StatusListeners,
     trackers: TrackerSet,
     instances: Instances,
@@ -130,7 +119,7 @@ async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>) -> anyhow::R
     let balancer = halo_lb::Balancer::start_inheriting(config, balancer_stopped, inherited).context("starting the balancer")?;
     let known: Vec<halo_lb::ServerHealth> = offer.health.iter().cloned().map(Into::into).collect();
     let servers = balancer.adopt_health(&known);
-    let status = Arc::new(status::Shared::default());
+    let status = Arc::new(state::Shared::default());
     status.set_balancer(&balancer);
     let links = halo_hostnet::netlink::watch_links().await?;
     let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
@@ -234,7 +223,7 @@ async fn commit(
     for instance in config.vrrp.iter().filter(|v| !adopt.contains(&v.name)) {
         instances.start(instance, &config.trackers, &parts.trackers);
     }
-    let announcers = announce::Announcers::start_adopting(
+    let announcers = bgp_announce::Announcers::start_adopting(
         &config.announce,
         &config.trackers,
         instances.netlink.clone(),
@@ -302,7 +291,7 @@ async fn abandon(instances: &mut Instances, adopt: &[String]) {
 }
 
 /// Shows the old process as `previous` until the handover socket closes (it exited).
-fn watch_previous(channel: Arc<Channel>, status: Arc<status::Shared>, pid: u32) {
+fn watch_previous(channel: Arc<Channel>, status: Arc<state::Shared>, pid: u32) {
     let watched = std::thread::Builder::new().name("upgrade-previous".to_string()).spawn(move || {
         while let Ok((message, _)) = channel.receive("nothing", None) {
             tracing::debug!(kind = message.kind(), "upgrade: the old process said more");

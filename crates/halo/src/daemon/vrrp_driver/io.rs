@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use halo_config::VrrpInstance;
-use halo_hostnet::announce::Announcer;
 use halo_hostnet::arp_isolation::ArpIsolation;
+use halo_hostnet::gratuitous::Announcer;
 use halo_hostnet::netlink::{Link, Netlink};
 use halo_hostnet::vrrp_socket::VrrpSocket;
 use halo_vrrp::packet::{MULTICAST_V4, MULTICAST_V6};
 
-use super::VIP_LIFETIME;
+use crate::daemon::vip;
 
 /// I/O state of a running instance.
 pub(super) struct Io {
@@ -159,13 +159,8 @@ async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, unicast: bo
 /// Adds (or refreshes) every VIP with its short lifetime, and tells the guard.
 pub(super) async fn refresh(io: &Io) {
     for (address, prefix) in io.held() {
-        match io.netlink.add_address(io.link.index, *address, *prefix, Some(VIP_LIFETIME)).await {
-            Ok(()) => {
-                if let Some(guard) = &io.guard {
-                    guard.hold(io.link.index, *address, *prefix);
-                }
-            }
-            Err(e) => tracing::error!(%address, error = %e, "could not add a virtual address"),
+        if let Err(e) = vip::hold(&io.netlink, io.guard.as_deref(), io.link.index, *address, *prefix).await {
+            tracing::error!(%address, error = %e, "could not add a virtual address");
         }
     }
 }
@@ -184,11 +179,7 @@ impl Io {
     }
 
     pub(super) async fn remove_vip(&self, address: IpAddr) -> halo_hostnet::Result<bool> {
-        let removed = self.netlink.remove_address(self.link.index, address).await?;
-        if let Some(guard) = &self.guard {
-            guard.release(self.link.index, address);
-        }
-        Ok(removed)
+        vip::release(&self.netlink, self.guard.as_deref(), self.link.index, address).await
     }
 }
 

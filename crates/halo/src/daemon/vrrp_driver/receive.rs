@@ -9,7 +9,7 @@ use halo_hostnet::vrrp_socket::Received;
 use halo_vrrp::fsm::Ignored;
 use halo_vrrp::packet;
 
-use super::Counters;
+use super::counters::Counters;
 use super::io::Io;
 use super::machine::Machine;
 

@@ -1,7 +1,8 @@
 //! The status endpoint's `/metrics`: everything it knows as Prometheus text, one table row per
 //! metric.
 
-use super::status::{FrontendJson, InstanceStatus, ServerJson, Shared, snapshot};
+use crate::daemon::snapshot::{FrontendJson, ServerJson, snapshot};
+use crate::daemon::state::{InstanceStatus, Shared};
 
 /// Prometheus label value escaping.
 fn label(value: &str) -> String {

@@ -10,14 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use halo_config::{Announce, Tracker, TrackerKind};
 use halo_hostnet::netlink::Netlink;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::guard::Guard;
-use super::status::Shared;
+use super::state::{AnnounceStatus, Shared};
 use super::tracker::{Verdict, Verdicts};
-use super::vrrp_driver::{VIP_LIFETIME, VIP_REFRESH};
+use super::vip::{self, VIP_REFRESH};
 
 /// How long a stopping halo keeps accepting after its withdrawals, for the routers to send new
 /// connections elsewhere before its listeners close.
@@ -26,19 +25,6 @@ pub const WITHDRAW_SETTLE: Duration = Duration::from_secs(1);
 /// Why an announcement's task ends when `halo upgrade` hands it over: the address stays (the
 /// new process keeps announcing it), nothing is withdrawn.
 const HANDED_OVER: &str = "handed over to the new process";
-
-/// One announcement as `/status` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AnnounceStatus {
-    /// The address.
-    pub address: String,
-    /// Whether it is announced now.
-    pub announced: bool,
-    /// Why: "every tracker passes", "tracker X fails", ...
-    pub reason: String,
-    /// Since when, milliseconds since the Unix epoch.
-    pub since_unix_ms: u64,
-}
 
 /// The running announcements, by name.
 pub struct Announcers {
@@ -319,17 +305,9 @@ impl Driver {
         let Some(index) = self.interface else { return };
         let (address, prefix) = (self.config.address.addr(), self.config.address.prefix_len());
         let result = if announce {
-            self.netlink.add_address(index, address, prefix, Some(VIP_LIFETIME)).await.map(|()| {
-                if let Some(guard) = &self.guard {
-                    guard.hold(index, address, prefix);
-                }
-            })
+            vip::hold(&self.netlink, self.guard.as_deref(), index, address, prefix).await
         } else {
-            let removed = self.netlink.remove_address(index, address).await.map(drop);
-            if let Some(guard) = &self.guard {
-                guard.release(index, address);
-            }
-            removed
+            vip::release(&self.netlink, self.guard.as_deref(), index, address).await.map(drop)
         };
         match result {
             Ok(()) => {
@@ -353,7 +331,7 @@ impl Driver {
     async fn refresh(&mut self, reason: &str) {
         let Some(index) = self.interface else { return };
         let (address, prefix) = (self.config.address.addr(), self.config.address.prefix_len());
-        match self.netlink.add_address(index, address, prefix, Some(VIP_LIFETIME)).await {
+        match self.netlink.add_address(index, address, prefix, Some(vip::VIP_LIFETIME)).await {
             Ok(()) => {
                 if let Err(e) = self.netlink.add_local_route(index, address).await {
                     tracing::debug!(announce = %self.config.name, error = %e, "local route not renewed");

@@ -1,0 +1,291 @@
+//! One running instance: its state machine (alone or in its sync group), its I/O, its
+//! configuration and trackers, and what it does on each event: start or adoption, timers, tracker
+//! verdicts, link changes, reloads, a clean stop and a handover.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use halo_config::{Tracker, VrrpInstance};
+use halo_vrrp::fsm::{Action, Handover, Router, State};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::actions::{perform, publish, unix_now, update};
+use super::counters::Counters;
+use super::io::{Io, refresh, remove_virtual_mac};
+use super::machine::Machine;
+use super::receive::receive;
+use crate::daemon::router_config::router_config;
+use crate::daemon::state::Shared;
+use crate::daemon::sync_group::Group;
+use crate::daemon::tracker::{Verdict, fold};
+use crate::daemon::vip::VIP_REFRESH;
+
+/// How long a stopping instance waits for its notify hooks, all together.
+const HOOKS_AT_STOP: Duration = Duration::from_secs(20);
+
+/// What an instance handed over is.
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    /// Its state and timers.
+    pub handover: Handover,
+    /// Why and when (Unix seconds) its state last changed.
+    pub last_change: (String, u64),
+}
+
+/// What a running instance listens to besides its socket and its timers.
+pub(super) struct Inputs {
+    pub(super) verdicts: watch::Receiver<BTreeMap<String, Verdict>>,
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) updates: watch::Receiver<(VrrpInstance, Vec<Tracker>)>,
+    pub(super) links: halo_hostnet::netlink::LinkStates,
+    pub(super) freeze: mpsc::UnboundedReceiver<oneshot::Sender<Frozen>>,
+}
+
+/// The instance's life: actions carried out, then the next packet, timer, tracker verdict,
+/// link change or reload, until it stops or is handed over.
+pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::Sender<()>>, inputs: Inputs) {
+    let Inputs { mut verdicts, mut shutdown, mut updates, mut links, mut freeze } = inputs;
+    loop {
+        driver.carry_out_actions().await;
+        if let Some(adopted) = told_adopted.take()
+            && adopted.send(()).is_err()
+        {
+            tracing::debug!("nobody waits for the adoption any more");
+        }
+        let deadline = driver.deadline();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = driver.io.receiver.recv() => match received {
+                Ok(packet) => receive(&mut driver.machine, &driver.io, &driver.config, packet, &mut driver.counters),
+                Err(e) => tracing::warn!(error = %e, "receive failed"),
+            },
+            // The group moved this member: its actions are carried out at the top of the loop.
+            () = driver.machine.kicked() => {}
+            () = sleep => driver.on_timeout().await,
+            Ok(()) = verdicts.changed() => {
+                driver.apply_trackers(&verdicts.borrow());
+                tracing::info!(priority = driver.machine.effective_priority(), fault = driver.tracker_fault, "trackers changed");
+            }
+            Ok(()) = links.changed() => {
+                let up = links.borrow_and_update().get(&driver.io.link.name).copied().unwrap_or(false);
+                driver.on_link(up);
+            }
+            Ok(()) = updates.changed() => {
+                let (new, new_trackers) = updates.borrow_and_update().clone();
+                let current = verdicts.borrow().clone();
+                driver.on_update(new, new_trackers, &current).await;
+            }
+            _ = shutdown.changed() => return driver.stop().await,
+            Some(reply) = freeze.recv() => {
+                let frozen = driver.hand_over().await;
+                if reply.send(frozen).is_err() {
+                    tracing::warn!("handed over to nobody: the upgrade gave up while this instance stopped");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The trackers an instance folds: its own, then its sync group's.
+pub(super) fn tracked(config: &VrrpInstance, group: Option<&Group>) -> Vec<String> {
+    let mut names = config.track.clone();
+    for name in group.iter().flat_map(|g| &g.config.track) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// One running instance: the state machine, its I/O and what it has seen.
+pub(super) struct Driver {
+    /// Its router, alone or in its sync group.
+    machine: Machine,
+    io: Io,
+    config: VrrpInstance,
+    trackers: Vec<Tracker>,
+    /// A tracker without weight fails.
+    tracker_fault: bool,
+    link_up: bool,
+    /// When a master next refreshes its VIPs' lifetime.
+    refresh_at: Option<Instant>,
+    counters: Counters,
+    /// Why and when (unix seconds) the state last changed.
+    last_change: (String, u64),
+    /// Notify hooks started and maybe still running.
+    hooks: Vec<tokio::task::JoinHandle<()>>,
+    status: Arc<Shared>,
+}
+
+impl Driver {
+    /// Starts the state machine with the trackers' and the link's current verdicts.
+    pub(super) fn start(
+        config: VrrpInstance,
+        trackers: Vec<Tracker>,
+        io: Io,
+        status: Arc<Shared>,
+        verdicts: &BTreeMap<String, Verdict>,
+        group: Option<(Arc<Group>, usize)>,
+        adopted: Option<Frozen>,
+    ) -> Self {
+        let router = Router::new(router_config(&config), io.source);
+        let machine = match group {
+            Some((group, index)) => Machine::member(group, index, router),
+            None => Machine::Alone(router),
+        };
+        let link_up = io.link.up;
+        let mut driver = Self {
+            machine,
+            io,
+            config,
+            trackers,
+            tracker_fault: false,
+            link_up,
+            refresh_at: None,
+            counters: Counters::default(),
+            last_change: (String::from("start"), unix_now()),
+            hooks: Vec::new(),
+            status,
+        };
+        driver.apply_trackers(verdicts);
+        let group = driver.machine.group().map(|g| g.config.name.clone());
+        match adopted {
+            Some(frozen) => {
+                driver.machine.adopt(Instant::now(), &frozen.handover);
+                driver.last_change = frozen.last_change;
+                tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, state = %frozen.handover.state, "taken over from the previous process");
+            }
+            None => {
+                driver.machine.start(Instant::now());
+                tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, "started");
+            }
+        }
+        driver
+    }
+
+    /// Hands the instance over (`halo upgrade`): a master's last advert goes out, then nothing
+    /// more: no priority 0, the VIPs stay (the guard keeps them until the new process has taken
+    /// over), no hook runs. What it was.
+    async fn hand_over(&mut self) -> Frozen {
+        let handover = self.machine.hand_over(Instant::now());
+        let wire = router_config(&self.config);
+        for action in self.machine.take_actions() {
+            let hooks = perform(&self.io, &wire, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            self.hooks.extend(hooks);
+        }
+        tracing::info!(state = %handover.state, sent = self.counters.sent, received = self.counters.received, "handed over");
+        Frozen { handover, last_change: self.last_change.clone() }
+    }
+
+    /// Carries out what the state machine asked for (and announces its group's changes), then
+    /// publishes the state.
+    async fn carry_out_actions(&mut self) {
+        let wire = router_config(&self.config);
+        for action in self.machine.take_actions() {
+            if let Action::StateChanged { reason, .. } = &action {
+                self.last_change = (format!("{reason:?}"), unix_now());
+            }
+            let hooks = perform(&self.io, &wire, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            self.hooks.retain(|h| !h.is_finished());
+            self.hooks.extend(hooks);
+        }
+        self.announce_group_changes();
+        publish(&self.status, &self.config, &self.io, &self.machine, &self.counters, &self.last_change);
+    }
+
+    /// Logs the group changes this member's events caused and starts the group's hooks.
+    fn announce_group_changes(&mut self) {
+        let changes = self.machine.take_changes();
+        if let Some(group) = self.machine.group() {
+            for change in changes {
+                let hooks = group.announce(change, &self.status);
+                self.hooks.extend(hooks);
+            }
+        }
+    }
+
+    /// The next time something is due: a protocol timer or the VIP refresh.
+    fn deadline(&self) -> Option<Instant> {
+        [self.machine.poll_timeout(), self.refresh_at].into_iter().flatten().min()
+    }
+
+    async fn on_timeout(&mut self) {
+        let now = Instant::now();
+        self.machine.handle_timeout(now);
+        if self.refresh_at.is_some_and(|t| t <= now) && self.machine.state() == State::Master {
+            refresh(&self.io).await;
+            self.refresh_at = Some(now + VIP_REFRESH);
+        }
+    }
+
+    /// Folds the verdicts of the trackers listed (by the instance and its group) into the
+    /// priority and the fault.
+    fn apply_trackers(&mut self, verdicts: &BTreeMap<String, Verdict>) {
+        let names = tracked(&self.config, self.machine.group().map(Arc::as_ref));
+        let (adjustment, fault) = fold(&self.trackers, &names, verdicts);
+        self.tracker_fault = fault;
+        let now = Instant::now();
+        self.machine.set_adjustment(now, adjustment);
+        self.machine.set_fault(now, self.tracker_fault || !self.link_up);
+    }
+
+    fn on_link(&mut self, up: bool) {
+        if up != self.link_up {
+            self.link_up = up;
+            tracing::info!(interface = %self.io.link.name, up, "interface changed");
+            self.machine.set_fault(Instant::now(), self.tracker_fault || !self.link_up);
+        }
+    }
+
+    async fn on_update(&mut self, new: VrrpInstance, trackers: Vec<Tracker>, verdicts: &BTreeMap<String, Verdict>) {
+        if let Err(e) = update(&mut self.machine, &mut self.io, &new).await {
+            tracing::error!(error = %e, "reload not applied to this instance");
+            return;
+        }
+        self.config = new;
+        self.trackers = trackers;
+        self.apply_trackers(verdicts);
+        tracing::info!(priority = self.machine.effective_priority(), "reloaded");
+    }
+
+    /// Stops cleanly: a master announces priority 0 and removes its VIPs; the virtual-MAC
+    /// interface goes.
+    async fn stop(&mut self) {
+        self.machine.shutdown(Instant::now());
+        let wire = router_config(&self.config);
+        for action in self.machine.take_actions() {
+            let hooks = perform(&self.io, &wire, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
+            self.hooks.extend(hooks);
+        }
+        self.announce_group_changes();
+        // Hooks still running (the stop and change hooks of this stop among them) finish, each
+        // within its timeout, before the instance (and then halo) ends; all together within
+        // HOOKS_AT_STOP, so that a stop (or a reload restarting the instance) never waits longer.
+        let hooks: Vec<_> = self.hooks.drain(..).collect();
+        let all = async {
+            for hook in hooks {
+                if let Err(e) = hook.await {
+                    tracing::warn!(error = %e, "a notify hook task failed");
+                }
+            }
+        };
+        if tokio::time::timeout(HOOKS_AT_STOP, all).await.is_err() {
+            tracing::warn!(waited = ?HOOKS_AT_STOP, "notify hooks still running at stop are abandoned");
+        }
+        if let Some((vmac, _)) = &self.io.vmac {
+            remove_virtual_mac(&self.io.netlink, vmac, self.io.guard.as_deref()).await;
+        }
+        self.status.remove_instance(&self.config.name);
+        let counters = &self.counters;
+        let hook_failures = counters.hooks.failures.load(Ordering::Relaxed);
+        tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
+    }
+}
