@@ -1,5 +1,6 @@
 //! Reading haproxy.cfg directives into per-proxy settings: lines, sections' keywords, server
-//! options, bind addresses. Mapping them to halo's model is in the parent module.
+//! options, bind addresses, and the one warning every proxy section shares (a `mode` other than
+//! `tcp`). Mapping them to halo's model is in the sibling modules.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -379,4 +380,18 @@ fn count_value(src: Source<'_>, line: usize, keyword: &str, value: &str, sink: &
         sink.error(src.file, line, format!("`{keyword}` needs a number, got `{value}`"), "");
     }
     parsed
+}
+
+/// A proxy whose `mode` is not `tcp`: its HTTP processing is not imported.
+pub(super) fn tcp_mode(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) {
+    if let Some((mode, line)) = &p.mode
+        && mode != "tcp"
+    {
+        sink.unmapped(
+            src.file,
+            *line,
+            &format!("mode {mode} (in effect for `{name}`)"),
+            "halo balances TCP; HTTP-mode processing is not imported and traffic is passed through as TCP",
+        );
+    }
 }
