@@ -9,7 +9,7 @@ mod vrrp;
 pub(crate) use vrrp::parse_virtual_address;
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::diag::{Hint, Report};
@@ -22,7 +22,7 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         name: raw.node.name.map(|n| n.into_inner()),
         interface: raw.node.interface.map(|i| i.into_inner()),
         script_user: raw.node.script_user.as_ref().and_then(|u| user_name(report, u)),
-        worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..256)),
+        worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..=256)),
     };
     let status = status(report, &raw.status);
     let log = log(report, &raw.log);
@@ -188,19 +188,19 @@ pub(crate) fn positive_duration_or(report: &mut Report<'_>, text: &Option<Text>,
 }
 
 /// An integer in an inclusive range, as `u32`.
-pub(crate) fn count(report: &mut Report<'_>, value: &Int, key: &str, range: Range<u32>) -> Option<u32> {
+pub(crate) fn count(report: &mut Report<'_>, value: &Int, key: &str, range: RangeInclusive<u32>) -> Option<u32> {
     let v = *value.get_ref();
     match u32::try_from(v) {
-        Ok(n) if n >= range.start && n <= range.end => Some(n),
+        Ok(n) if range.contains(&n) => Some(n),
         _ => {
-            report.error(value.span(), format!("{key} must be {}..={}, got {v}", range.start, range.end));
+            report.error(value.span(), format!("{key} must be {}..={}, got {v}", range.start(), range.end()));
             None
         }
     }
 }
 
 /// An optional count with its default.
-pub(crate) fn count_or(report: &mut Report<'_>, value: &Option<Int>, key: &str, range: Range<u32>, default: u32) -> Option<u32> {
+pub(crate) fn count_or(report: &mut Report<'_>, value: &Option<Int>, key: &str, range: RangeInclusive<u32>, default: u32) -> Option<u32> {
     match value {
         Some(v) => count(report, v, key, range),
         None => Some(default),
