@@ -10,12 +10,18 @@ mod host;
 mod tracker;
 mod vrrp;
 
+use std::time::Duration;
+
 pub use self::announce::{Announce, Bgp, BgpNeighbor};
 pub use self::balancer::{AddressFamily, Backend, Balance, Frontend, ProxyProtocol, Server, ServerAddress};
 pub use self::health_check::{CheckKind, ClientCert, HealthCheck, TlsVerify};
 pub use self::host::{CONNECTION_LOG_RATE, DEFAULT_STATUS_LISTEN, Log, LogFormat, LogLevel, Node, Status};
 pub use self::tracker::{Tracker, TrackerKind};
 pub use self::vrrp::{ChecksumMode, Gratuitous, InitialState, Notify, SyncGroup, VrrpInstance};
+
+/// The longest duration halo.toml accepts, for any key: longer ones are typos
+/// (`"300000000000y"`), and bounded durations keep every deadline computed from them in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The whole configuration of one halo host.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::diag::{Hint, Report};
-use crate::model::{Config, Log, LogFormat, LogLevel, Node, Status};
+use crate::model::{Config, Log, LogFormat, LogLevel, MAX_DURATION, Node, Status};
 use crate::raw::{Int, RawConfig, Text};
 
 /// Checks the raw file; `None` when an error was found (all of them are in `report`).
@@ -126,7 +126,6 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
     }
 }
 
-/// A duration string ("2s", "100ms", "1h 30m").
 /// A user name as `useradd` takes it (`[a-z_][a-z0-9_.-]*`, `$` last allowed, at most 32): a
 /// typo that cannot name a user is an error here, not a FAULT at run time.
 fn user_name(report: &mut Report<'_>, text: &Text) -> Option<String> {
@@ -145,10 +144,7 @@ fn user_name(report: &mut Report<'_>, text: &Text) -> Option<String> {
     Some(name.clone())
 }
 
-/// The longest duration any key takes: longer ones are typos (`"300000000000y"`), and bounded
-/// durations keep every deadline the daemon computes from them in range.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
+/// A duration string ("2s", "100ms", "1h 30m"), at most [`MAX_DURATION`].
 pub(crate) fn duration(report: &mut Report<'_>, text: &Text, key: &str) -> Option<Duration> {
     match humantime::parse_duration(text.get_ref()) {
         Ok(d) if d > MAX_DURATION => {

@@ -129,7 +129,7 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
                 if let Some(t) = time_at(src, line, 2, sink) {
                     // halo takes no duration over a week: a longer one (haproxy's "forever") is
                     // capped, so that the imported file passes `halo check`.
-                    let cap = crate::validate::MAX_DURATION;
+                    let cap = crate::model::MAX_DURATION;
                     if t > cap {
                         sink.warn(src.file, n, format!("`timeout {which}` over 7 days is imported as 7 days"), "halo's longest duration");
                     }
