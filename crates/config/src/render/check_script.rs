@@ -3,7 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Rendered, line};
+use super::Rendered;
+use super::write::line;
 use crate::model::{CheckKind, Config, TrackerKind};
 
 /// Where the rendered keepalived.conf expects the script.

@@ -3,7 +3,8 @@
 //! through it (halo adds an address to announce it, removes it to withdraw), the neighbours of
 //! `[bgp]` with a BFD profile, and, as comments, what the upstream router needs.
 
-use super::{Rendered, line};
+use super::Rendered;
+use super::write::line;
 use ipnet::IpNet;
 
 use crate::model::Config;

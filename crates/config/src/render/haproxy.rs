@@ -1,7 +1,8 @@
 //! Config -> haproxy.cfg, with the classic stack's defects corrected: a real HTTPS health check
 //! (`check-ssl` with `verify none` or a CA file), tunnel timeouts long enough for API streams.
 
-use super::{Rendered, haproxy_time, line};
+use super::Rendered;
+use super::write::{haproxy_time, line};
 use crate::model::{Backend, Balance, CheckKind, Config, TlsVerify};
 
 /// Renders every frontend and backend.

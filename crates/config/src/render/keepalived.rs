@@ -1,24 +1,10 @@
 //! Config -> keepalived.conf: the VRRP instances with their trackers as keepalived expresses
 //! them (the balancer tracker becomes a `vrrp_script` running the rendered check script).
 
+use super::Rendered;
 use super::check_script::CHECK_SCRIPT_PATH;
-use super::{Rendered, ceil_secs, keepalived_seconds, line};
+use super::write::{block, ceil_secs, command, keepalived_seconds, line, word};
 use crate::model::{ChecksumMode, Config, InitialState, Tracker, TrackerKind, VrrpInstance};
-
-/// Quotes a word for keepalived when it holds spaces or quotes.
-pub(super) fn word(s: &str) -> String {
-    if s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\' || c == '#' || c == '!') {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-    } else {
-        s.to_string()
-    }
-}
-
-pub(super) fn command(argv: &[String]) -> String {
-    let joined: Vec<String> = argv.iter().map(|a| word(a)).collect();
-    let text = joined.join(" ");
-    if argv.len() > 1 { format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")) } else { text }
-}
 
 /// Renders every instance and the trackers they use.
 pub fn keepalived(config: &Config) -> Rendered {
@@ -214,16 +200,4 @@ fn notify(out: &mut String, v: &VrrpInstance, losses: &mut Vec<String>) {
     if n.timeout != crate::model::Notify::default().timeout {
         losses.push(format!("vrrp {}: keepalived has no notify timeout", v.name));
     }
-}
-
-pub(super) fn block(out: &mut String, name: &str, items: impl Iterator<Item = String>) {
-    let items: Vec<String> = items.collect();
-    if items.is_empty() {
-        return;
-    }
-    line(out, format_args!("    {name} {{"));
-    for item in items {
-        line(out, format_args!("        {item}"));
-    }
-    line(out, format_args!("    }}"));
 }

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::line;
+use super::write::line;
 
 /// What the persistent configuration describes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,7 @@
 //! `sync_group_tracking_weight`, the group's notify hooks; a group of one is left out, since
 //! keepalived refuses it).
 
-use super::keepalived::{block, command, word};
-use super::line;
-use super::toml::{comments, dur, list, quote};
+use super::write::{block, command, comments, dur, line, list, quote, word};
 use crate::import::Notes;
 use crate::model::{Config, Notify, SyncGroup, Tracker, TrackerKind};
 

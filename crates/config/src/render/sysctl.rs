@@ -1,6 +1,7 @@
 //! Config -> /etc/sysctl.d drop-in for a balancer host.
 
-use super::{Rendered, line};
+use super::Rendered;
+use super::write::line;
 use crate::model::Config;
 
 /// Renders the kernel settings a balancer (or hypervisor) host needs.

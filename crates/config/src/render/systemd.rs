@@ -1,6 +1,7 @@
 //! Config -> systemd unit and Kubernetes static-pod manifest for running halo itself.
 
-use super::{Rendered, line};
+use super::Rendered;
+use super::write::line;
 use crate::model::Config;
 
 /// Where the packaged binary and configuration live.

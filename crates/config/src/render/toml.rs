@@ -1,32 +1,10 @@
 //! Config -> halo.toml text: the importer's output and the renderers' round-trip partner. Keys
 //! equal to their defaults are left out where the default is the obvious choice.
 
-use std::fmt::Display;
-use std::time::Duration;
-
-use super::line;
+use super::write::{comments, dur, line, list, quote};
 use crate::defaults as d;
 use crate::import::Notes;
 use crate::model::*;
-
-pub(super) fn quote(s: &str) -> String {
-    ::toml::Value::String(s.to_string()).to_string()
-}
-
-pub(super) fn list<T: Display>(items: &[T]) -> String {
-    let quoted: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-pub(super) fn dur(d: Duration) -> String {
-    quote(&humantime::format_duration(d).to_string())
-}
-
-pub(super) fn comments(out: &mut String, notes: &Notes, item: &str) {
-    for note in notes.get(item).into_iter().flatten() {
-        line(out, format_args!("# {note}"));
-    }
-}
 
 /// Writes a configuration as halo.toml, with `notes` as comments above their items.
 pub fn halo_toml(config: &Config, notes: &Notes) -> String {

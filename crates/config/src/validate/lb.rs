@@ -45,7 +45,7 @@ pub(super) fn frontends(report: &mut Report<'_>, raw: &[RawFrontend], backends: 
             binds_seen.push((addr, bind.span()));
             binds.push(addr);
         }
-        let max_connections = count_or(report, &f.max_connections, "max_connections", 1..1_000_000, d::MAX_CONNECTIONS);
+        let max_connections = count_or(report, &f.max_connections, "max_connections", 1..=1_000_000, d::MAX_CONNECTIONS);
         let queue_timeout = duration_or(report, &f.queue_timeout, "queue_timeout", d::QUEUE_TIMEOUT);
         out.push(Frontend {
             name: f.name.get_ref().clone(),
@@ -144,7 +144,7 @@ fn backend(report: &mut Report<'_>, b: &RawBackend) -> Option<Backend> {
         balance: balance?,
         servers: servers?,
         health: health?,
-        retries: count_or(report, &b.retries, "retries", 0..100, d::RETRIES)?,
+        retries: count_or(report, &b.retries, "retries", 0..=100, d::RETRIES)?,
         redispatch: b.redispatch.as_ref().is_none_or(|f| *f.get_ref()),
         connect_timeout: positive_duration_or(report, &b.connect_timeout, "connect_timeout", d::CONNECT_TIMEOUT)?,
         idle_timeout: idle_timeout?,
@@ -162,7 +162,7 @@ fn server(report: &mut Report<'_>, s: &RawServer) -> Option<Server> {
             report.error(w.span(), "server weight 0").hint("weights are 1..=256; to take a server out of rotation set `disabled = true`");
             None
         }
-        Some(w) => count(report, w, "weight", 1..256),
+        Some(w) => count(report, w, "weight", 1..=256),
         None => Some(d::SERVER_WEIGHT),
     };
     Some(Server {
@@ -292,7 +292,7 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
         report.error(p.span(), format!("health.path `{}` is not an absolute request path", p.get_ref())).hint("like \"/readyz\"");
     }
     let expect_status = match &h.expect_status {
-        Some(s) => count(report, s, "health.expect_status", 100..599).map(|s| s as u16),
+        Some(s) => count(report, s, "health.expect_status", 100..=599).map(|s| s as u16),
         None => Some(d::CHECK_STATUS),
     };
     let verify = match (&h.ca_file, &h.server_name) {
@@ -342,8 +342,8 @@ fn health(report: &mut Report<'_>, h: &RawHealth) -> Option<HealthCheck> {
         interval: interval?,
         fast_interval: fast_interval?,
         timeout: timeout?,
-        fall: count_or(report, &h.fall, "health.fall", 1..100, d::CHECK_FALL)?,
-        rise: count_or(report, &h.rise, "health.rise", 1..100, d::CHECK_RISE)?,
+        fall: count_or(report, &h.fall, "health.fall", 1..=100, d::CHECK_FALL)?,
+        rise: count_or(report, &h.rise, "health.rise", 1..=100, d::CHECK_RISE)?,
     })
 }
 

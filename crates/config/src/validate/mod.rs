@@ -9,11 +9,11 @@ mod vrrp;
 pub(crate) use vrrp::parse_virtual_address;
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::diag::{Hint, Report};
-use crate::model::{Config, Log, LogFormat, LogLevel, Node, Status};
+use crate::model::{Config, Log, LogFormat, LogLevel, MAX_DURATION, Node, Status};
 use crate::raw::{Int, RawConfig, Text};
 
 /// Checks the raw file; `None` when an error was found (all of them are in `report`).
@@ -22,7 +22,7 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         name: raw.node.name.map(|n| n.into_inner()),
         interface: raw.node.interface.map(|i| i.into_inner()),
         script_user: raw.node.script_user.as_ref().and_then(|u| user_name(report, u)),
-        worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..256)),
+        worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..=256)),
     };
     let status = status(report, &raw.status);
     let log = log(report, &raw.log);
@@ -126,7 +126,6 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
     }
 }
 
-/// A duration string ("2s", "100ms", "1h 30m").
 /// A user name as `useradd` takes it (`[a-z_][a-z0-9_.-]*`, `$` last allowed, at most 32): a
 /// typo that cannot name a user is an error here, not a FAULT at run time.
 fn user_name(report: &mut Report<'_>, text: &Text) -> Option<String> {
@@ -145,10 +144,7 @@ fn user_name(report: &mut Report<'_>, text: &Text) -> Option<String> {
     Some(name.clone())
 }
 
-/// The longest duration any key takes: longer ones are typos (`"300000000000y"`), and bounded
-/// durations keep every deadline the daemon computes from them in range.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
+/// A duration string ("2s", "100ms", "1h 30m"), at most [`MAX_DURATION`].
 pub(crate) fn duration(report: &mut Report<'_>, text: &Text, key: &str) -> Option<Duration> {
     match humantime::parse_duration(text.get_ref()) {
         Ok(d) if d > MAX_DURATION => {
@@ -188,19 +184,19 @@ pub(crate) fn positive_duration_or(report: &mut Report<'_>, text: &Option<Text>,
 }
 
 /// An integer in an inclusive range, as `u32`.
-pub(crate) fn count(report: &mut Report<'_>, value: &Int, key: &str, range: Range<u32>) -> Option<u32> {
+pub(crate) fn count(report: &mut Report<'_>, value: &Int, key: &str, range: RangeInclusive<u32>) -> Option<u32> {
     let v = *value.get_ref();
     match u32::try_from(v) {
-        Ok(n) if n >= range.start && n <= range.end => Some(n),
+        Ok(n) if range.contains(&n) => Some(n),
         _ => {
-            report.error(value.span(), format!("{key} must be {}..={}, got {v}", range.start, range.end));
+            report.error(value.span(), format!("{key} must be {}..={}, got {v}", range.start(), range.end()));
             None
         }
     }
 }
 
 /// An optional count with its default.
-pub(crate) fn count_or(report: &mut Report<'_>, value: &Option<Int>, key: &str, range: Range<u32>, default: u32) -> Option<u32> {
+pub(crate) fn count_or(report: &mut Report<'_>, value: &Option<Int>, key: &str, range: RangeInclusive<u32>, default: u32) -> Option<u32> {
     match value {
         Some(v) => count(report, v, key, range),
         None => Some(default),

@@ -280,9 +280,9 @@ fn gratuitous(report: &mut Report<'_>, raw: Option<&RawGratuitous>) -> Option<Gr
     let refresh = duration_or(report, &g.refresh, "gratuitous.refresh", Duration::ZERO);
     Some(Gratuitous {
         delay: duration_or(report, &g.delay, "gratuitous.delay", default.delay)?,
-        repeat: count_or(report, &g.repeat, "gratuitous.repeat", 1..100, default.repeat)?,
+        repeat: count_or(report, &g.repeat, "gratuitous.repeat", 1..=100, default.repeat)?,
         refresh: refresh.map(|r| (!r.is_zero()).then_some(r))?,
-        refresh_repeat: count_or(report, &g.refresh_repeat, "gratuitous.refresh_repeat", 1..100, default.refresh_repeat)?,
+        refresh_repeat: count_or(report, &g.refresh_repeat, "gratuitous.refresh_repeat", 1..=100, default.refresh_repeat)?,
     })
 }
 
@@ -395,8 +395,8 @@ fn tracker(report: &mut Report<'_>, t: &RawTracker, frontends: &[RawFrontend], b
         }
         None => Some(None),
     };
-    let fall = count_or(report, &t.fall, "fall", 1..1000, d::TRACKER_FALL);
-    let rise = count_or(report, &t.rise, "rise", 1..1000, d::TRACKER_RISE);
+    let fall = count_or(report, &t.fall, "fall", 1..=1000, d::TRACKER_FALL);
+    let rise = count_or(report, &t.rise, "rise", 1..=1000, d::TRACKER_RISE);
     let kind = match kind_name {
         "balancer" => balancer(report, t, frontends, backends),
         "script" => script(report, t),
@@ -426,7 +426,7 @@ fn balancer(report: &mut Report<'_>, t: &RawTracker, frontends: &[RawFrontend], 
         return None;
     };
     let servers = backends.iter().find(|b| b.name.get_ref() == f.backend.get_ref()).map(|b| b.server.get_ref().len());
-    let min_healthy = count_or(report, &t.min_healthy, "min_healthy", 1..10_000, d::MIN_HEALTHY)?;
+    let min_healthy = count_or(report, &t.min_healthy, "min_healthy", 1..=10_000, d::MIN_HEALTHY)?;
     if let (Some(n), Some(m)) = (servers, &t.min_healthy)
         && min_healthy as usize > n
     {

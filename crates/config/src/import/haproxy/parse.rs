@@ -1,5 +1,6 @@
 //! Reading haproxy.cfg directives into per-proxy settings: lines, sections' keywords, server
-//! options, bind addresses. Mapping them to halo's model is in the parent module.
+//! options, bind addresses, and the one warning every proxy section shares (a `mode` other than
+//! `tcp`). Mapping them to halo's model is in the sibling modules.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -128,7 +129,7 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
                 if let Some(t) = time_at(src, line, 2, sink) {
                     // halo takes no duration over a week: a longer one (haproxy's "forever") is
                     // capped, so that the imported file passes `halo check`.
-                    let cap = crate::validate::MAX_DURATION;
+                    let cap = crate::model::MAX_DURATION;
                     if t > cap {
                         sink.warn(src.file, n, format!("`timeout {which}` over 7 days is imported as 7 days"), "halo's longest duration");
                     }
@@ -379,4 +380,18 @@ fn count_value(src: Source<'_>, line: usize, keyword: &str, value: &str, sink: &
         sink.error(src.file, line, format!("`{keyword}` needs a number, got `{value}`"), "");
     }
     parsed
+}
+
+/// A proxy whose `mode` is not `tcp`: its HTTP processing is not imported.
+pub(super) fn tcp_mode(src: Source<'_>, name: &str, p: &Proxy, sink: &mut Sink) {
+    if let Some((mode, line)) = &p.mode
+        && mode != "tcp"
+    {
+        sink.unmapped(
+            src.file,
+            *line,
+            &format!("mode {mode} (in effect for `{name}`)"),
+            "halo balances TCP; HTTP-mode processing is not imported and traffic is passed through as TCP",
+        );
+    }
 }

@@ -146,6 +146,7 @@ struct Context<'a> {
     drops_weights: bool,
 }
 
+/// One directive of a `vrrp_instance` block, into the instance being read.
 fn instance_directive(name: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_>, sink: &mut Sink) {
     let (file, line) = (c.file.as_str(), c.line);
     match c.keyword() {
@@ -167,50 +168,14 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_
         "preempt_delay" => i.preempt_delay = seconds(c, 1, sink).unwrap_or_default(),
         "authentication" => authentication(c, i, sink),
         "virtual_ipaddress" => virtual_ipaddress(c, i, sink),
-        "virtual_ipaddress_excluded" => {
-            for a in c.children() {
-                match parse_virtual_address(a.keyword()) {
-                    Some(net) => i.excluded.push(net),
-                    None => sink.error(&a.file, a.line, format!("`{}` is not an address", a.keyword()), ""),
-                }
-            }
-        }
+        "virtual_ipaddress_excluded" => excluded_addresses(c, i, sink),
         "unicast_src_ip" => i.unicast_source = address(c, c.arg(1), sink),
-        "unicast_peer" => {
-            for p in c.children() {
-                if p.words.len() > 1 {
-                    sink.unmapped(&p.file, p.line, &p.words[1..].join(" "), "halo checks the TTL of unicast adverts itself");
-                }
-                i.unicast_peers.extend(address(p, p.keyword(), sink));
-            }
-        }
-        "mcast_src_ip" => sink.warn(
-            file,
-            line,
-            format!("`mcast_src_ip {}` is not imported: halo sends multicast adverts from the interface's primary address", c.arg(1)),
-            "peers accept adverts from any source on the segment; the address matters only for unicast (unicast_src_ip)",
-        ),
+        "unicast_peer" => unicast_peers(c, i, sink),
+        "mcast_src_ip" => multicast_source(c, sink),
         "track_script" => track_script(name, c, i, cx, sink),
         "track_interface" => track_interface(c, i, cx.trackers, sink),
-        "track_process" => {
-            for t in c.children() {
-                if cx.trackers.iter().any(|tr| tr.name == t.keyword()) {
-                    i.track.push(t.keyword().to_string());
-                } else {
-                    sink.warn(
-                        &t.file,
-                        t.line,
-                        format!("vrrp_instance `{name}` tracks the process check `{}`, which is not imported: not tracked", t.keyword()),
-                        "",
-                    );
-                }
-            }
-        }
-        "track_file" => {
-            for t in c.children() {
-                i.track.push(t.keyword().to_string());
-            }
-        }
+        "track_process" => track_process(name, c, i, cx.trackers, sink),
+        "track_file" => i.track.extend(c.children().iter().map(|t| t.keyword().to_string())),
         "notify_master" => i.notify.master = argv(c, 1, cx.resolver, sink),
         "notify_backup" => i.notify.backup = argv(c, 1, cx.resolver, sink),
         "notify_fault" => i.notify.fault = argv(c, 1, cx.resolver, sink),
@@ -220,17 +185,68 @@ fn instance_directive(name: &str, c: &Node, i: &mut Partial, cx: &mut Context<'_
         "garp_master_repeat" => i.gratuitous.repeat = integer(c, 1, sink).map_or(i.gratuitous.repeat, |r| r.clamp(1, 100) as u32),
         "garp_master_refresh" => i.gratuitous.refresh = seconds(c, 1, sink).filter(|d| !d.is_zero()),
         "garp_master_refresh_repeat" => i.gratuitous.refresh_repeat = integer(c, 1, sink).map_or(1, |r| r.clamp(1, 100) as u32),
-        "use_vmac" => {
-            i.vmac = true;
-            if c.words.len() > 1 {
-                sink.warn(file, line, "use_vmac: the interface name and MAC are chosen by halo (vrrp.<id>, 00-00-5E-00-01-<id>)", "");
-            }
-        }
+        "use_vmac" => use_vmac(c, i, sink),
         "vmac_xmit_base" => {}
         "accept" => i.accept = true,
         "no_accept" => i.accept = false,
         "old_unicast_checksum" => i.checksum = ChecksumMode::AsV2,
         other => sink.unmapped(file, line, other, ""),
+    }
+}
+
+/// `virtual_ipaddress_excluded`: addresses held while master but not listed in adverts.
+fn excluded_addresses(c: &Node, i: &mut Partial, sink: &mut Sink) {
+    for a in c.children() {
+        match parse_virtual_address(a.keyword()) {
+            Some(net) => i.excluded.push(net),
+            None => sink.error(&a.file, a.line, format!("`{}` is not an address", a.keyword()), ""),
+        }
+    }
+}
+
+/// `unicast_peer`: the other routers' addresses; what follows an address on its line is not
+/// imported.
+fn unicast_peers(c: &Node, i: &mut Partial, sink: &mut Sink) {
+    for p in c.children() {
+        if p.words.len() > 1 {
+            sink.unmapped(&p.file, p.line, &p.words[1..].join(" "), "halo checks the TTL of unicast adverts itself");
+        }
+        i.unicast_peers.extend(address(p, p.keyword(), sink));
+    }
+}
+
+/// `mcast_src_ip`: not imported, with a warning (halo sends from the interface's address).
+fn multicast_source(c: &Node, sink: &mut Sink) {
+    sink.warn(
+        &c.file,
+        c.line,
+        format!("`mcast_src_ip {}` is not imported: halo sends multicast adverts from the interface's primary address", c.arg(1)),
+        "peers accept adverts from any source on the segment; the address matters only for unicast (unicast_src_ip)",
+    );
+}
+
+/// `track_process`: tracked when the process check was imported as a tracker, otherwise left
+/// out with a warning.
+fn track_process(name: &str, c: &Node, i: &mut Partial, trackers: &[Tracker], sink: &mut Sink) {
+    for t in c.children() {
+        if trackers.iter().any(|tr| tr.name == t.keyword()) {
+            i.track.push(t.keyword().to_string());
+        } else {
+            sink.warn(
+                &t.file,
+                t.line,
+                format!("vrrp_instance `{name}` tracks the process check `{}`, which is not imported: not tracked", t.keyword()),
+                "",
+            );
+        }
+    }
+}
+
+/// `use_vmac`: the virtual MAC; an interface name or MAC given with it is halo's to choose.
+fn use_vmac(c: &Node, i: &mut Partial, sink: &mut Sink) {
+    i.vmac = true;
+    if c.words.len() > 1 {
+        sink.warn(&c.file, c.line, "use_vmac: the interface name and MAC are chosen by halo (vrrp.<id>, 00-00-5E-00-01-<id>)", "");
     }
 }
 

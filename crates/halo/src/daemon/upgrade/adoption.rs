@@ -60,7 +60,7 @@ pub fn to_message(name: &str, frozen: &Frozen) -> FrozenInstance {
 
 /// The longest time a frozen instance can have left on a timer: the longest duration halo.toml
 /// accepts (7 days, for a preemption delay); a master-down time is far shorter.
-const LONGEST_TIMER: Duration = Duration::from_secs(7 * 24 * 3600);
+const LONGEST_TIMER: Duration = halo_config::MAX_DURATION;
 
 /// The state a message hands over; an unknown state or a timer no daemon could have is an error.
 pub fn from_message(message: &FrozenInstance) -> Result<Frozen, String> {
