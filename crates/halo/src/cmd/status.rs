@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use halo_config::status_client::{StatusClient, paint};
+use halo_client::{StatusClient, paint};
 
 /// Fetches `/status` and prints it, once or every second until interrupted.
 pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
