@@ -8,8 +8,6 @@ pub mod load;
 pub mod model;
 pub mod raw;
 pub mod render;
-#[cfg(feature = "status-client")]
-pub mod status_client;
 pub(crate) mod validate;
 
 pub use diag::{Diagnostic, Location, Severity};

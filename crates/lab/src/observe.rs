@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use halo_config::status_client::{Endpoint, StatusClient};
+use halo_client::{Endpoint, StatusClient};
 
 use super::net::{DIR, Host};
 use super::timeline::Request;

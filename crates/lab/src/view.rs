@@ -61,7 +61,7 @@ impl Drop for View {
 
 /// The lab's view is on a terminal by construction: always in colour.
 fn paint(text: &str, width: usize) -> String {
-    halo_config::status_client::paint(text, width, true)
+    halo_client::paint(text, width, true)
 }
 
 fn frame(seen: &Seen, lines: &[String], vip: Ipv4Addr) -> String {

@@ -6,6 +6,7 @@ pub mod balancer;
 pub mod connlog;
 pub mod handover;
 pub mod health;
+mod lock;
 pub mod probe;
 pub mod proxy;
 pub mod proxy_protocol;

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use halo_config::{Backend, CheckKind, Frontend};
@@ -17,15 +17,11 @@ use tokio_rustls::TlsConnector;
 
 use crate::LbError;
 use crate::connlog::{ConnectionLog, Outcome, Record};
+use crate::lock::lock;
 use crate::probe::{Failure, probe, short};
 use crate::proxy::{Ended, Mode, relay};
 use crate::select::{Candidate, pick};
 pub use crate::server::{CHECK_LATENCY_BUCKETS, ServerRuntime, ServerStats};
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take the data path down with it: the state stays usable.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// One backend at run time.
 pub struct BackendRuntime {

@@ -10,8 +10,8 @@ use halo_config::{CheckKind, Server};
 use tokio::sync::watch;
 
 use crate::health::Health;
+use crate::lock::lock;
 use crate::probe::Failure;
-use crate::runtime::lock;
 
 /// Counters of one server.
 #[derive(Debug, Default)]

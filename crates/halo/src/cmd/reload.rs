@@ -68,7 +68,7 @@ fn unix_ms() -> u64 {
 /// cannot be reached (the daemon runs in another network namespace, say) or that belongs to
 /// another halo leaves the outcome unknown at once.
 fn confirm(status: &halo_config::Status, sent: u64, pid: i32) -> Confirmed {
-    let client = match halo_config::status_client::StatusClient::from_config(status) {
+    let client = match halo_client::StatusClient::from_config(status) {
         Ok(client) => client,
         Err(e) => return Confirmed::Unknown(format!("{e:#}")),
     };
@@ -90,7 +90,7 @@ fn confirm(status: &halo_config::Status, sent: u64, pid: i32) -> Confirmed {
                 }
             }
             Ok(Err(e)) => last_error = format!("the status endpoint answered something that is not JSON: {e}"),
-            Err(e @ halo_config::status_client::StatusError::Connect(_)) => {
+            Err(e @ halo_client::StatusError::Connect(_)) => {
                 return Confirmed::Unknown(format!("status endpoint at {}: {e}", client.endpoint()));
             }
             Err(e) => last_error = format!("status endpoint at {}: {e}", client.endpoint()),

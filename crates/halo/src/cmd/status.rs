@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use halo_config::status_client::{StatusClient, paint};
+use halo_client::{StatusClient, paint};
 
 /// Fetches `/status` and prints it, once or every second until interrupted.
 pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
@@ -44,50 +44,77 @@ pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The status as a table: the process, then one block per subject (VRRP instances, sync
+/// groups, announced addresses, frontends and their servers), a line each.
 fn table(status: &serde_json::Value, colour: bool) -> String {
     let mut lines = Vec::new();
-    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
-    let generation = &status["generation"];
-    if generation.is_object() {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let up = generation["started_unix_ms"].as_u64().map_or(0, |t| now.saturating_sub(t) / 1000);
+    generation_lines(&mut lines, &status["generation"]);
+    vrrp_lines(&mut lines, &status["vrrp"], colour);
+    sync_group_lines(&mut lines, &status["sync_groups"], colour);
+    announce_lines(&mut lines, &status["announce"], colour);
+    frontend_lines(&mut lines, &status["frontends"], colour);
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// A JSON value as it reads: a string without its quotes, anything else as JSON.
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The process: version, pid, uptime, binary, and the process it took over from.
+fn generation_lines(lines: &mut Vec<String>, generation: &serde_json::Value) {
+    if !generation.is_object() {
+        return;
+    }
+    let up = generation["started_unix_ms"].as_u64().map_or(0, |t| now_unix_ms().saturating_sub(t) / 1000);
+    lines.push(format!(
+        "halo {} pid {} up {}s, binary {}",
+        text(&generation["version"]),
+        generation["pid"],
+        up,
+        text(&generation["executable"])
+    ));
+    let previous = &generation["previous"];
+    if previous.is_object() {
         lines.push(format!(
-            "halo {} pid {} up {}s, binary {}",
-            text(&generation["version"]),
-            generation["pid"],
-            up,
-            text(&generation["executable"])
+            "  took over from pid {} (version {}), which drains its connections",
+            previous["pid"],
+            text(&previous["version"])
         ));
-        let previous = &generation["previous"];
-        if previous.is_object() {
-            lines.push(format!(
-                "  took over from pid {} (version {}), which drains its connections",
-                previous["pid"],
-                text(&previous["version"])
-            ));
+    }
+}
+
+/// One line per VRRP instance, with its sync group and its last notify hook.
+fn vrrp_lines(lines: &mut Vec<String>, vrrp: &serde_json::Value, colour: bool) {
+    let Some(vrrp) = vrrp.as_object() else { return };
+    for (name, i) in vrrp {
+        lines.push(format!(
+            "vrrp {name:<12} {} priority {:<3} {} id {}  last change: {}  adverts {} sent / {} received",
+            paint(&text(&i["state"]), 7, colour),
+            i["priority"],
+            text(&i["interface"]),
+            i["vrid"],
+            text(&i["last_change"]),
+            i["adverts_sent"],
+            i["adverts_received"]
+        ));
+        if let Some(group) = i["sync_group"].as_str() {
+            lines.push(format!("  in sync group {group}"));
+        }
+        if let Some(hook) = i["last_hook"].as_str().filter(|h| !h.is_empty()) {
+            lines.push(format!("  last notify hook: {hook} ({} failed so far)", i["hook_failures"]));
         }
     }
-    if let Some(vrrp) = status["vrrp"].as_object() {
-        for (name, i) in vrrp {
-            lines.push(format!(
-                "vrrp {name:<12} {} priority {:<3} {} id {}  last change: {}  adverts {} sent / {} received",
-                paint(&text(&i["state"]), 7, colour),
-                i["priority"],
-                text(&i["interface"]),
-                i["vrid"],
-                text(&i["last_change"]),
-                i["adverts_sent"],
-                i["adverts_received"]
-            ));
-            if let Some(group) = i["sync_group"].as_str() {
-                lines.push(format!("  in sync group {group}"));
-            }
-            if let Some(hook) = i["last_hook"].as_str().filter(|h| !h.is_empty()) {
-                lines.push(format!("  last notify hook: {hook} ({} failed so far)", i["hook_failures"]));
-            }
-        }
-    }
-    for (name, g) in status["sync_groups"].as_object().into_iter().flatten() {
+}
+
+/// One line per sync group: its state and members.
+fn sync_group_lines(lines: &mut Vec<String>, groups: &serde_json::Value, colour: bool) {
+    for (name, g) in groups.as_object().into_iter().flatten() {
         let members: Vec<String> = g["instances"].as_array().into_iter().flatten().map(text).collect();
         lines.push(format!(
             "sync group {name:<6} {} members {}  last change: {}",
@@ -96,13 +123,21 @@ fn table(status: &serde_json::Value, colour: bool) -> String {
             text(&g["last_change"])
         ));
     }
-    for (name, a) in status["announce"].as_object().into_iter().flatten() {
+}
+
+/// One line per announced address: announced or withdrawn, why, and for how long.
+fn announce_lines(lines: &mut Vec<String>, announce: &serde_json::Value, colour: bool) {
+    for (name, a) in announce.as_object().into_iter().flatten() {
         let state = if a["announced"].as_bool() == Some(true) { "ANNOUNCED" } else { "WITHDRAWN" };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = now_unix_ms();
         let since = a["since_unix_ms"].as_u64().map_or_else(String::new, |t| format!("  for {}s", now.saturating_sub(t) / 1000));
         lines.push(format!("announce {name:<6} {} {}  {}{since}", paint(state, 9, colour), text(&a["address"]), text(&a["reason"])));
     }
-    for f in status["frontends"].as_array().into_iter().flatten() {
+}
+
+/// One line per frontend, and one per server of its backend.
+fn frontend_lines(lines: &mut Vec<String>, frontends: &serde_json::Value, colour: bool) {
+    for f in frontends.as_array().into_iter().flatten() {
         let listening = if f["listening"].as_bool() == Some(true) { "listening" } else { "NOT LISTENING" };
         lines.push(format!(
             "frontend {:<10} {}, {} open, {} total, backend {}",
@@ -125,5 +160,4 @@ fn table(status: &serde_json::Value, colour: bool) -> String {
             ));
         }
     }
-    lines.iter().map(|l| format!("{l}\n")).collect()
 }

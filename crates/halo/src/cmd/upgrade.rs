@@ -39,7 +39,7 @@ pub fn run(config: &Path, pid_file: &Path, timeout: Duration) -> anyhow::Result<
     let asked = crate::daemon::generation::unix_ms();
     kill(Pid::from_raw(pid), Signal::SIGUSR2).with_context(|| format!("cannot signal halo (pid {pid} from {})", pid_file.display()))?;
     eprintln!("halo upgrade: asked halo (pid {pid}) to hand over to {binary}");
-    let client = halo_config::status_client::StatusClient::from_config(&loaded.config.status).ok();
+    let client = halo_client::StatusClient::from_config(&loaded.config.status).ok();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match outcome(pid, pid_file, client.as_ref(), asked) {
@@ -75,7 +75,7 @@ enum Outcome {
 /// The outcome once there is one: the pid file names another running halo (it writes it as it
 /// takes over), or the daemon's status endpoint reports a refusal after `asked`, or the daemon
 /// is gone without a successor.
-fn outcome(pid: i32, pid_file: &Path, client: Option<&halo_config::status_client::StatusClient>, asked: u64) -> Option<Outcome> {
+fn outcome(pid: i32, pid_file: &Path, client: Option<&halo_client::StatusClient>, asked: u64) -> Option<Outcome> {
     let status = client.and_then(|c| c.get("/status").ok()).and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
     if let Ok(new) = pid_in(pid_file)
         && new != pid

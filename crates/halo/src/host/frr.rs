@@ -8,7 +8,7 @@ use std::process::Command;
 
 use halo_config::Config;
 
-use super::check::Verdict;
+use super::verdict::Verdict;
 
 /// One finding: (check, verdict, what was found, what to do).
 pub type Finding = (String, Verdict, String, String);

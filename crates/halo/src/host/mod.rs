@@ -9,6 +9,7 @@ mod check;
 mod frr;
 mod plan;
 mod sysctl;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use super::{Action, Reason, Router, State};
+use super::action::Action;
+use super::router::Router;
+use super::state::{Reason, State};
 
 impl Router {
     /// Whether this router's own fault is on (not counting one its sync group imposes).

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Reason, Router, State};
+use super::action::Action;
+use super::router::Router;
+use super::state::{Reason, State};
 
 /// The state of a running router, as its successor needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

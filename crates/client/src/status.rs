@@ -1,6 +1,6 @@
 //! The client of a running daemon's status endpoint, as `[status]` describes it (its unix socket
-//! when configured, else its TCP address; the bearer token from `token_file`), shared by
-//! `halo status` and the lab; and the colours state words get on a terminal.
+//! when configured, else its TCP address; the bearer token from `token_file`), shared by the
+//! `halo` commands that ask the daemon (`status`, `reload`, `upgrade`) and the lab.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-use crate::model::Status;
+use halo_config::Status;
 
 /// How long one request may take, connect included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -192,19 +192,6 @@ where
         return Err(StatusError::Status { status: status.as_u16(), body: String::from_utf8_lossy(&body).trim().to_string() });
     }
     String::from_utf8(body.to_vec()).map_err(|_| StatusError::NotText)
-}
-
-/// Pads a state word to `width` and, when `colour`, wraps it in its terminal colour: green when
-/// serving, red when not, yellow between.
-pub fn paint(word: &str, width: usize, colour: bool) -> String {
-    let padded = format!("{word:<width$}");
-    let code = match word {
-        "MASTER" | "UP" | "listening" | "yes" | "ANNOUNCED" => "32",
-        "FAULT" | "DOWN" | "NOT LISTENING" | "stopped" => "31",
-        "BACKUP" | "INIT" | "WITHDRAWN" => "33",
-        _ => return padded,
-    };
-    if colour { format!("\x1b[{code}m{padded}\x1b[0m") } else { padded }
 }
 
 #[cfg(test)]
