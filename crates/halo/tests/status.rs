@@ -191,7 +191,9 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let next = || {
         let mut buf = [0u8; 256];
         let n = socket.recv(&mut buf).expect("a notification within 10 s");
-        String::from_utf8_lossy(&buf[..n]).to_string()
+        // Newline-separated assignments; a final newline (sd-notify ends each one with it) is
+        // no assignment.
+        String::from_utf8_lossy(&buf[..n]).trim_end_matches('\n').to_string()
     };
     assert_eq!(next(), "READY=1");
     let pid = daemon.0.id().to_string();

@@ -161,7 +161,9 @@ async fn http_get<S: AsyncReadExt + AsyncWriteExt + Unpin>(stream: &mut S, check
     if status == check.expect_status { Ok(()) } else { Err(format!("HTTP {status}").into()) }
 }
 
-/// Reads the status line ("HTTP/1.1 200 OK"), at most 8 KiB.
+/// Reads the status line ("HTTP/1.1 200 OK"), at most 8 KiB. Written here rather than taken
+/// from httparse (which hyper brings along): httparse parses a whole header block, and the check
+/// needs the first line only; it must not wait for, or be held by, headers it would ignore.
 async fn read_status<S: AsyncReadExt + Unpin>(stream: &mut S) -> Result<u16, String> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
