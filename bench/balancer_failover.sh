@@ -12,16 +12,13 @@
 # and a backup takes over after its skew time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
-[ "$(id -u)" -eq 0 ] || { echo "balancer_failover.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+needs_root balancer_failover.sh
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hl$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hl$$"
 
 make_lan b1 b2 m1 c
 ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &

@@ -24,23 +24,21 @@
 # Prints a markdown table of medians over TRIALS (default 5). Nothing leaves the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
 PARTS="${PARTS:-outage scale survival}" # any of them, to run fewer
-[ "$(id -u)" -eq 0 ] || { echo "bgp.sh: needs root (network namespaces)" >&2; exit 2; }
+needs_root bgp.sh "network namespaces"
 { [ -x /usr/lib/frr/bgpd ] && command -v vtysh >/dev/null; } || { echo "bgp.sh: run scripts/setup.sh first (frr)" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+release_build -p halo -p halo-probe
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 HALO=$TARGET/release/halo
 PROBE=$TARGET/release/probe
-WORK=$(mktemp -d)
-P="hg$$"
-: > "$WORK/pids"
-. bench/lib.sh
+# FRR's pathspaces go with the namespaces.
 cleanup() {
   bench_cleanup
   rm -rf /var/run/frr/"$P"-*
 }
-trap cleanup EXIT
+bench_work "hg$$" cleanup
 
 VIP=10.0.0.100        # announced by BGP
 VRRP_VIP=172.31.1.100 # floated by VRRP on the fabric LAN

@@ -11,17 +11,14 @@
 # Prints a markdown table of medians over TRIALS (default 5). Nothing leaves the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
-[ "$(id -u)" -eq 0 ] || { echo "failover.sh: needs root (network namespaces)" >&2; exit 2; }
+needs_root failover.sh "network namespaces"
 command -v keepalived >/dev/null || { echo "failover.sh: run scripts/setup.sh first" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hb$$"
-
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hb$$"
 
 # Foreground only: `ip netns exec` execs the program, so `ip netns exec ... &` gives its own PID.
 ns() { ip netns exec "$P-$1" "${@:2}"; }

@@ -1,16 +1,39 @@
-# Shared by the benchmark scripts (sourced, not run): every process started is tracked and
-# killed by PID at exit, every namespace is named "$P-..." and deleted at exit, and the
-# arithmetic of outages and medians. The caller sets P (a prefix unique to the run) and WORK
-# (a fresh directory), then calls `trap bench_cleanup EXIT`.
+# shellcheck shell=bash
+# Shared by the benchmark scripts (sourced, not run, once the script has gone to the top of the
+# tree): the preamble (root check, release build, work directory, cleanup at exit), every process
+# started tracked and killed by PID at exit, every namespace named "$P-..." and deleted at exit,
+# and the arithmetic of outages and medians. The caller's `bench_work PREFIX` sets P (a prefix
+# unique to the run) and WORK (a fresh directory) and arms the cleanup.
 
+# needs_root SCRIPT [WHY]: stops the script (status 2) unless it runs as root.
+needs_root() {
+  [ "$(id -u)" -eq 0 ] || { echo "$1: needs root${2:+ ($2)}" >&2; exit 2; }
+}
+
+# release_build CARGO_ARG...: a quiet release build of the packages named (-p ...), lock file as is.
+release_build() { cargo build --quiet --release --locked "$@"; }
+
+# bench_work PREFIX [CLEANUP]: a fresh work directory WORK with an empty list of tracked PIDs, P set
+# to PREFIX ("" for a script without namespaces), and CLEANUP (default bench_cleanup) run at exit.
+bench_work() {
+  WORK=$(mktemp -d)
+  P=$1
+  : > "$WORK/pids"
+  # shellcheck disable=SC2064 # the handler is chosen now, by the caller
+  trap "${2:-bench_cleanup}" EXIT
+}
+
+# track PID: a process killed at exit.
 track() { echo "$1" >> "$WORK/pids"; }
 
+# bench_cleanup: every tracked process and every PID file's process SIGKILLed, the run's namespaces
+# deleted, the work directory removed (kept with KEEP_WORK set).
 bench_cleanup() {
   if [ -f "$WORK/pids" ]; then
     while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$WORK/pids"
   fi
   for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
-  # Scripts on loopback only (lb.sh) set no prefix and have no namespaces.
+  # Scripts on loopback only (lb.sh) have an empty prefix and no namespaces.
   if [ -n "${P:-}" ]; then
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns" 2>/dev/null || true; done
   fi

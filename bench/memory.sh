@@ -7,20 +7,17 @@
 # (release, without the lab); HALO=path measures another binary. Medians of TRIALS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-3}"
 IDLE="${IDLE:-3}"
-[ "$(id -u)" -eq 0 ] || { echo "memory.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo-probe
+needs_root memory.sh
+release_build -p halo-probe
 if [ -z "${HALO:-}" ]; then
-  cargo build --quiet --release --locked -p halo --no-default-features
+  release_build -p halo --no-default-features
   HALO=$PWD/target/release/halo
 fi
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hm$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hm$$"
 
 make_lan b1 m1
 ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &

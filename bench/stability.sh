@@ -6,15 +6,12 @@
 # every state change is spurious: the script counts them. Nothing leaves the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-600}"
-[ "$(id -u)" -eq 0 ] || { echo "stability.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo
-HALO=$PWD/target/release/halo
-WORK=$(mktemp -d)
-P="hs$$"
-: > "$WORK/pids"
 . bench/lib.sh
-trap bench_cleanup EXIT
+DURATION="${DURATION:-600}"
+needs_root stability.sh
+release_build -p halo
+HALO=$PWD/target/release/halo
+bench_work "hs$$"
 
 make_lan h1 h2 k1 k2
 

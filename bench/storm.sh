@@ -15,17 +15,14 @@
 # timed out, other). Medians of TRIALS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-3}"
 CONNECTIONS="${CONNECTIONS:-5000}"
-[ "$(id -u)" -eq 0 ] || { echo "storm.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+needs_root storm.sh
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hs$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hs$$"
 # Two sockets a connection on each balancer, one on the client and on the server: the default
 # soft limit of 1 024 would be the bottleneck (halo raises its own to the hard limit).
 ulimit -n "$(ulimit -Hn)"

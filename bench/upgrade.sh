@@ -12,16 +12,13 @@
 # Reported: medians over TRIALS of failed connects, streams cut, and VIP moves (holder changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
-[ "$(id -u)" -eq 0 ] || { echo "upgrade.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+needs_root upgrade.sh
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hu$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hu$$"
 
 make_lan b1 b2 m1 m2 m3 c
 for m in m1 m2 m3; do
