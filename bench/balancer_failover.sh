@@ -67,10 +67,8 @@ classic_start() { # host priority interval fall
   printf '#!/bin/sh\nexec timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/8443"\n' > "$WORK/check.sh"
   chmod 755 "$WORK/check.sh"
   printf 'vrrp_script chk {\n  script "%s"\n  interval %s\n  weight -150\n  fall %s\n  rise 2\n}\nvrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n track_script {\n  chk\n }\n}\n' "$WORK/check.sh" "$3" "$4" "$2" > "$WORK/$h.conf"
-  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" >/dev/null 2>&1 &
-  echo $! > "$WORK/$h.haproxy.pid"; track "$(cat "$WORK/$h.haproxy.pid")"
-  ip netns exec "$P-$h" keepalived -n -l -D -P -f "$WORK/$h.conf" -p "$WORK/$h.main.pid" -r "$WORK/$h.vrrp.pid" -c "$WORK/$h.check.pid" >>"$WORK/$h.log" 2>&1 &
-  track $!
+  start_haproxy "$h" >/dev/null 2>&1
+  start_keepalived "$h"
 }
 
 classic_stop() {
@@ -87,24 +85,21 @@ trial() { # variant -> outage ms
       local weight="weight = -150"
       [ "$variant" = halo-fault ] && weight=""
       halo_conf 200 "$weight" > "$WORK/b1.toml"; halo_conf 100 "$weight" > "$WORK/b2.toml"
-      ip netns exec "$P-b1" "$HALO" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
-      track $!
+      start_halo b1
       sleep 0.3
-      ip netns exec "$P-b2" "$HALO" run -c "$WORK/b2.toml" --pid-file "$WORK/b2.halo.pid" 2>>"$WORK/b2.log" &
-      track $!
+      start_halo b2
       duration=6000 settle=2 ;;
     classic-seed) classic_start b1 200 3 10; sleep 0.3; classic_start b2 100 3 10; duration=45000 settle=12 ;;
     classic-tuned) classic_start b1 200 1 1; sleep 0.3; classic_start b2 100 1 1; duration=8000 settle=5 ;;
   esac
   # Steady state: the checks have risen (the guide's rise 2 x 3 s) and b1 holds the VIP.
   sleep "$settle"
-  for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
-  holds b1 || { echo "b1 is not master before the fault ($variant)" >&2; return 1; }
+  wait_for_vip b1 || { echo "b1 is not master before the fault ($variant)" >&2; return 1; }
   t0=$(date +%s%N)
   ip netns exec "$P-c" "$PROBE" connect 192.0.2.170:8443 10 "$duration" 20 > "$WORK/client.log" &
   client=$!
   track "$client"
-  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % 1000) / 1000 }')"
+  sleep_random 1 1000
   fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
   case $variant in
     halo|halo-fault) ip -n "$P-b1" route add blackhole 192.0.2.13/32 ;;
@@ -119,7 +114,7 @@ trial() { # variant -> outage ms
       ip -n "$P-b1" route del blackhole 192.0.2.13/32 ;;
     *) classic_stop ;;
   esac
-  for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+  drop_vip b1 b2
   sleep 0.5
 }
 

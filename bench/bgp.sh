@@ -44,20 +44,6 @@ VIP=10.0.0.100        # announced by BGP
 VRRP_VIP=172.31.1.100 # floated by VRRP on the fabric LAN
 SERVER=10.10.0.100
 
-# Foreground only: `ip netns exec` execs the program, so `ip netns exec ... &` gives its own PID.
-ns() { ip netns exec "$P-$1" "${@:2}"; }
-
-# untrack PID: a process ended and reaped is no longer killed at exit (its PID may be reused).
-untrack() { sed -i "/^$1\$/d" "$WORK/pids"; }
-
-# wait_until SECONDS COMMAND...: polls every 50 ms; fails when time runs out.
-wait_until() {
-  local end=$((SECONDS + $1))
-  shift
-  while [ $SECONDS -lt "$end" ]; do "$@" && return 0; sleep 0.05; done
-  return 1
-}
-
 # plug HOST ETH BRIDGE ADDRESS: a veth whose switch end (p-HOST or q-HOST) is a port of BRIDGE.
 plug() {
   local port="p-$1"
@@ -69,12 +55,7 @@ plug() {
 }
 
 setup() {
-  ip netns add "$P-sw"
-  for br in br0 br1; do
-    ip -n "$P-sw" link add "$br" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-    ip -n "$P-sw" link set "$br" up
-  done
-  ns sw sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
+  make_switch br0 br1
   local h i
   for h in r c s b1 b2 b3; do
     ip netns add "$P-$h"
@@ -296,7 +277,7 @@ trial() { # mode scenario -> "outage_ms failed total" in $WORK/result
   ip netns exec "$P-c" "$PROBE" connect "$target:8443" 10 5000 20 > "$WORK/client.log" &
   client=$!
   track "$client"
-  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % 1000) / 1000 }')"
+  sleep_random 1 1000
   fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
   case $scenario in
     tracker) ip -n "$P-b1" route add blackhole "$SERVER/32" ;;

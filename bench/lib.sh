@@ -26,6 +26,9 @@ bench_work() {
 # track PID: a process killed at exit.
 track() { echo "$1" >> "$WORK/pids"; }
 
+# untrack PID: a process ended and reaped is no longer killed at exit (its PID may be reused).
+untrack() { sed -i "/^$1\$/d" "$WORK/pids"; }
+
 # bench_cleanup: every tracked process and every PID file's process SIGKILLed, the run's namespaces
 # deleted, the work directory removed (kept with KEEP_WORK set).
 bench_cleanup() {
@@ -35,19 +38,30 @@ bench_cleanup() {
   for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
   # Scripts on loopback only (lb.sh) have an empty prefix and no namespaces.
   if [ -n "${P:-}" ]; then
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in $(lan_namespaces); do ip netns del "$ns" 2>/dev/null || true; done
   fi
   if [ -n "${KEEP_WORK:-}" ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 
-# make_lan HOST...: a switch namespace with a bridge (no STP delay, no multicast snooping,
-# bridged frames kept out of netfilter) and one namespace per host whose eth0 is a port of it,
-# addressed 192.0.2.11, .12, ... in the order given. No default route: nothing leaves.
-make_lan() {
+# lan_namespaces: the names of the run's namespaces ("$P-...").
+lan_namespaces() { ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true; }
+
+# make_switch BRIDGE...: the switch namespace "$P-sw" with the BRIDGEs (no STP delay, no multicast
+# snooping, bridged frames kept out of netfilter).
+make_switch() {
   ip netns add "$P-sw"
-  ip -n "$P-sw" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-  ip -n "$P-sw" link set br0 up
+  local br
+  for br in "$@"; do
+    ip -n "$P-sw" link add "$br" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+    ip -n "$P-sw" link set "$br" up
+  done
   ip netns exec "$P-sw" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
+}
+
+# make_lan HOST...: a switch with one bridge (make_switch) and one namespace per host whose eth0 is
+# a port of it, addressed 192.0.2.11, .12, ... in the order given. No default route: nothing leaves.
+make_lan() {
+  make_switch br0
   local i=10 h
   for h in "$@"; do
     i=$((i + 1))
@@ -64,6 +78,61 @@ make_lan() {
 # holds HOST: whether HOST has the VIP 192.0.2.170/24 (no `| grep -q`: under pipefail, grep's
 # early exit makes `ip` fail with SIGPIPE).
 holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
+
+# wait_for_vip HOST: up to 300 looks 50 ms apart (some 15 s) until HOST holds the VIP; fails if it
+# does not hold it then.
+wait_for_vip() {
+  for _ in $(seq 300); do holds "$1" && break; sleep 0.05; done
+  holds "$1"
+}
+
+# drop_vip HOST...: the VIP off each HOST's eth0, where a stopped or killed daemon may have left it.
+drop_vip() {
+  local h
+  for h in "$@"; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+}
+
+# ns HOST COMMAND...: COMMAND in HOST's namespace. Foreground only: `ip netns exec` execs the
+# program, so only `ip netns exec ... &` itself gives the program's own PID.
+ns() { ip netns exec "$P-$1" "${@:2}"; }
+
+# wait_until SECONDS COMMAND...: polls every 50 ms; fails when time runs out.
+wait_until() {
+  local end=$((SECONDS + $1))
+  shift
+  while [ $SECONDS -lt "$end" ]; do "$@" && return 0; sleep 0.05; done
+  return 1
+}
+
+# start_halo HOST [BINARY]: halo (BINARY, default HALO) run in HOST's namespace on $WORK/HOST.toml,
+# pid file $WORK/HOST.halo.pid, errors appended to $WORK/HOST.log; tracked, and $! is its PID.
+start_halo() {
+  ip netns exec "$P-$1" "${2:-$HALO}" run -c "$WORK/$1.toml" --pid-file "$WORK/$1.halo.pid" 2>>"$WORK/$1.log" &
+  track $!
+}
+
+# start_haproxy HOST [ARG...]: haproxy in the foreground in HOST's namespace on
+# $WORK/HOST.haproxy.cfg (the ARGs added), its output where the call's goes; its PID in
+# $WORK/HOST.haproxy.pid, tracked, and $!.
+start_haproxy() {
+  local h=$1
+  shift
+  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" "$@" &
+  echo $! > "$WORK/$h.haproxy.pid"
+  track $!
+}
+
+# start_keepalived HOST: keepalived's VRRP alone (-P) in the foreground in HOST's namespace on
+# $WORK/HOST.conf, pid files $WORK/HOST.{main,vrrp,check}.pid, output appended to $WORK/HOST.log;
+# tracked, and $! is its PID.
+start_keepalived() {
+  ip netns exec "$P-$1" keepalived -n -l -D -P -f "$WORK/$1.conf" -p "$WORK/$1.main.pid" -r "$WORK/$1.vrrp.pid" -c "$WORK/$1.check.pid" >>"$WORK/$1.log" 2>&1 &
+  track $!
+}
+
+# sleep_random SECONDS SPAN_MS: sleeps SECONDS and a random part of SPAN_MS ms (a fault's random
+# phase).
+sleep_random() { sleep "$(awk -v s="$1" -v e="$2" -v r="$RANDOM" 'BEGIN { printf "%.3f", s + (r % e) / 1000 }')"; }
 
 # outage_ms LOG FAULT_US: in a probe log, the first failure after the fault to the first success
 # after the last failure, in ms (0 when nothing failed, "inf" when it never recovered).

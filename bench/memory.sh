@@ -78,7 +78,7 @@ trial_classic() {
   child=$(cat "$WORK/ka.vrrp.pid")
   echo "$(measure "$haproxy") $(measure "$keepalived" "$child")"
   kill -TERM "$keepalived" "$haproxy"; wait "$keepalived" "$haproxy" || true
-  ip -n "$P-b1" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true
+  drop_vip b1
   sleep 0.5
 }
 
