@@ -66,7 +66,10 @@ classic_start() { # host priority interval fall
   printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 200 fall 2\n' > "$WORK/$h.haproxy.cfg"
   printf '#!/bin/sh\nexec timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/8443"\n' > "$WORK/check.sh"
   chmod 755 "$WORK/check.sh"
-  printf 'vrrp_script chk {\n  script "%s"\n  interval %s\n  weight -150\n  fall %s\n  rise 2\n}\nvrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n track_script {\n  chk\n }\n}\n' "$WORK/check.sh" "$3" "$4" "$2" > "$WORK/$h.conf"
+  {
+    printf 'vrrp_script chk {\n  script "%s"\n  interval %s\n  weight -150\n  fall %s\n  rise 2\n}\n' "$WORK/check.sh" "$3" "$4"
+    keepalived_conf "$2" 3 0.1 chk
+  } > "$WORK/$h.conf"
   start_haproxy "$h" >/dev/null 2>&1
   start_keepalived "$h"
 }

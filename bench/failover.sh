@@ -39,7 +39,7 @@ start_daemon() {
     keepalived-v3-100ms|keepalived-v2-1s)
       local version=3 interval=0.1
       [ "$impl" = keepalived-v2-1s ] && version=2 interval=1
-      printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version %s\n advert_int %s\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$prio" "$version" "$interval" > "$WORK/$host.conf"
+      keepalived_conf "$prio" "$version" "$interval" > "$WORK/$host.conf"
       start_keepalived "$host"
       DAEMON_PID=$! ;;
   esac

@@ -130,6 +130,20 @@ start_keepalived() {
   track $!
 }
 
+# keepalived_conf PRIORITY VERSION ADVERT_INT [TRACK_SCRIPT]: keepalived's VRRP instance VI_1 on
+# eth0 (VRID 51, starting as BACKUP) floating 192.0.2.170/24, tracking the script when one is named.
+keepalived_conf() { keepalived_instance VI_1 51 192.0.2.170/24 "$@"; }
+
+# keepalived_instance NAME VRID VIP PRIORITY VERSION ADVERT_INT [TRACK_SCRIPT]: keepalived's VRRP
+# instance NAME on eth0, starting as BACKUP; a VERSION of "" is not written (keepalived's 2).
+keepalived_instance() {
+  printf 'vrrp_instance %s {\n state BACKUP\n interface eth0\n virtual_router_id %s\n priority %s\n' "$1" "$2" "$4"
+  [ -z "$5" ] || printf ' version %s\n' "$5"
+  printf ' advert_int %s\n virtual_ipaddress {\n  %s\n }\n' "$6" "$3"
+  [ -z "${7:-}" ] || printf ' track_script {\n  %s\n }\n' "$7"
+  printf '}\n'
+}
+
 # sleep_random SECONDS SPAN_MS: sleeps SECONDS and a random part of SPAN_MS ms (a fault's random
 # phase).
 sleep_random() { sleep "$(awk -v s="$1" -v e="$2" -v r="$RANDOM" 'BEGIN { printf "%.3f", s + (r % e) / 1000 }')"; }

@@ -45,7 +45,7 @@ name = "m1"
 address = "192.0.2.13:6443"
 TOML
 printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check\n' > "$WORK/haproxy.cfg"
-printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority 200\n version 3\n advert_int 1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' > "$WORK/keepalived.conf"
+keepalived_conf 200 3 1 > "$WORK/keepalived.conf"
 
 # kib PID FIELD: Rss or Pss of PID in KiB.
 kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup"; }

@@ -22,7 +22,7 @@ for h in h1:200 h2:100; do
 done
 for k in k1:200 k2:100; do
   name=${k%%:*} prio=${k##*:}
-  printf 'vrrp_instance VI_2 {\n state BACKUP\n interface eth0\n virtual_router_id 52\n priority %s\n advert_int 1\n virtual_ipaddress {\n  192.0.2.171/24\n }\n}\n' "$prio" > "$WORK/$name.conf"
+  keepalived_instance VI_2 52 192.0.2.171/24 "$prio" "" 1 > "$WORK/$name.conf"
   start_keepalived "$name"
 done
 sleep 10   # the first election, at 1 s adverts

@@ -41,10 +41,6 @@ haproxy_conf() { # host
   for s in $SERVERS; do i=$((i + 1)); printf '    server m%s %s check inter 200\n' "$i" "$s"; done
 }
 
-keepalived_conf() { # priority
-  printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$1"
-}
-
 # stop_by_pid PIDFILE: SIGTERM (what systemctl stop sends), then wait for the exit (bounded).
 stop_by_pid() {
   local pid; pid=$(cat "$1")
@@ -63,7 +59,7 @@ start_variant() { # variant
       start_halo b2 ;;
     *)
       for h in b1 b2; do haproxy_conf "$h" > "$WORK/$h.haproxy.cfg"; done
-      keepalived_conf 200 > "$WORK/b1.conf"; keepalived_conf 100 > "$WORK/b2.conf"
+      keepalived_conf 200 3 0.1 > "$WORK/b1.conf"; keepalived_conf 100 3 0.1 > "$WORK/b2.conf"
       for h in b1 b2; do
         start_haproxy "$h" >>"$WORK/$h.haproxy.log" 2>&1
         start_keepalived "$h"; echo $! > "$WORK/$h.keepalived.pid"
