@@ -63,7 +63,7 @@ TOML
 # balancer answers), with the given interval and fall.
 classic_start() { # host priority interval fall
   local h=$1
-  printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 200 fall 2\n' > "$WORK/$h.haproxy.cfg"
+  haproxy_api_cfg 2000 "inter 200 fall 2" 192.0.2.13:6443 > "$WORK/$h.haproxy.cfg"
   printf '#!/bin/sh\nexec timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/8443"\n' > "$WORK/check.sh"
   chmod 755 "$WORK/check.sh"
   {

@@ -130,6 +130,32 @@ start_keepalived() {
   track $!
 }
 
+# haproxy_api_cfg [--stats-socket PATH] [--defaults-maxconn] MAXCONN CHECK SERVER...: haproxy's TCP
+# frontend api on *:8443 for backend api with servers m1, m2, ... at the SERVER addresses, each
+# `check` followed by CHECK ("" for nothing); MAXCONN in defaults too when asked, and a stats socket
+# that hands the listeners over (-x) when given.
+haproxy_api_cfg() {
+  local stats="" defaults_maxconn=""
+  while :; do
+    case $1 in
+      --stats-socket) stats=$2; shift 2 ;;
+      --defaults-maxconn) defaults_maxconn=yes; shift ;;
+      *) break ;;
+    esac
+  done
+  local maxconn=$1 check=$2 i=0 server
+  shift 2
+  printf 'global\n    maxconn %s\n' "$maxconn"
+  [ -z "$stats" ] || printf '    stats socket %s mode 600 level admin expose-fd listeners\n' "$stats"
+  printf 'defaults\n'
+  [ -z "$defaults_maxconn" ] || printf '    maxconn %s\n' "$maxconn"
+  printf '    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n'
+  for server in "$@"; do
+    i=$((i + 1))
+    printf '    server m%s %s check%s\n' "$i" "$server" "${check:+ $check}"
+  done
+}
+
 # keepalived_conf PRIORITY VERSION ADVERT_INT [TRACK_SCRIPT]: keepalived's VRRP instance VI_1 on
 # eth0 (VRID 51, starting as BACKUP) floating 192.0.2.170/24, tracking the script when one is named.
 keepalived_conf() { keepalived_instance VI_1 51 192.0.2.170/24 "$@"; }

@@ -44,7 +44,7 @@ kind = "tcp"
 name = "m1"
 address = "192.0.2.13:6443"
 TOML
-printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check\n' > "$WORK/haproxy.cfg"
+haproxy_api_cfg 2000 "" 192.0.2.13:6443 > "$WORK/haproxy.cfg"
 keepalived_conf 200 3 1 > "$WORK/keepalived.conf"
 
 # kib PID FIELD: Rss or Pss of PID in KiB.

@@ -68,7 +68,7 @@ TOML
 
 classic_start() { # host priority
   local h=$1
-  printf 'global\n    maxconn 9000\ndefaults\n    maxconn 9000\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 1s\n' > "$WORK/$h.haproxy.cfg"
+  haproxy_api_cfg --defaults-maxconn 9000 "inter 1s" 192.0.2.13:6443 > "$WORK/$h.haproxy.cfg"
   keepalived_conf "$2" 3 0.1 > "$WORK/$h.conf"
   start_haproxy "$h" >/dev/null 2>&1
   start_keepalived "$h"

@@ -25,20 +25,13 @@ for m in m1 m2 m3; do
   ip netns exec "$P-$m" "$PROBE" echo-serve 0.0.0.0:6443 &
   track $!
 done
-SERVERS="192.0.2.13:6443 192.0.2.14:6443 192.0.2.15:6443"
+SERVERS=(192.0.2.13:6443 192.0.2.14:6443 192.0.2.15:6443)
 
 halo_conf() { # priority
   printf '[log]\nlevel = "warn"\n[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n' "$1"
   printf '[[frontend]]\nname = "api"\nbind = ["0.0.0.0:8443"]\nbackend = "api"\n[[backend]]\nname = "api"\ndrain_timeout = "60s"\n[backend.health]\nkind = "tcp"\ninterval = "200ms"\n'
   local i=0 s
-  for s in $SERVERS; do i=$((i + 1)); printf '[[backend.server]]\nname = "m%s"\naddress = "%s"\n' "$i" "$s"; done
-}
-
-haproxy_conf() { # host
-  printf 'global\n    maxconn 2000\n    stats socket %s/%s.sock mode 600 level admin expose-fd listeners\n' "$WORK" "$1"
-  printf 'defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n'
-  local i=0 s
-  for s in $SERVERS; do i=$((i + 1)); printf '    server m%s %s check inter 200\n' "$i" "$s"; done
+  for s in "${SERVERS[@]}"; do i=$((i + 1)); printf '[[backend.server]]\nname = "m%s"\naddress = "%s"\n' "$i" "$s"; done
 }
 
 # stop_by_pid PIDFILE: SIGTERM (what systemctl stop sends), then wait for the exit (bounded).
@@ -58,7 +51,7 @@ start_variant() { # variant
       sleep 0.3
       start_halo b2 ;;
     *)
-      for h in b1 b2; do haproxy_conf "$h" > "$WORK/$h.haproxy.cfg"; done
+      for h in b1 b2; do haproxy_api_cfg --stats-socket "$WORK/$h.sock" 2000 "inter 200" "${SERVERS[@]}" > "$WORK/$h.haproxy.cfg"; done
       keepalived_conf 200 3 0.1 > "$WORK/b1.conf"; keepalived_conf 100 3 0.1 > "$WORK/b2.conf"
       for h in b1 b2; do
         start_haproxy "$h" >>"$WORK/$h.haproxy.log" 2>&1
