@@ -25,38 +25,19 @@ ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
 track $!
 
 halo_conf() { # priority, tracker weight line ("" for FAULT mode)
+  halo_log_toml
+  halo_vrrp_toml "$1" 'advert_interval = "100ms"'
+  # The VRRP instance's track list, then the tracker it names.
   cat <<TOML
-[log]
-level = "warn"
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = $1
-advert_interval = "100ms"
-virtual_addresses = ["192.0.2.170/24"]
 track = ["local-balancer"]
 [[tracker]]
 name = "local-balancer"
 kind = "balancer"
 frontend = "api"
 $2
-[[frontend]]
-name = "api"
-bind = ["0.0.0.0:8443"]
-backend = "api"
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-interval = "200ms"
-fast_interval = "100ms"
-timeout = "200ms"
-fall = 2
-[[backend.server]]
-name = "m1"
-address = "192.0.2.13:6443"
 TOML
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml api "$QUICK_HEALTH" m1=192.0.2.13:6443
 }
 
 # keepalived + haproxy per host; the check script is the guide's shape (exit 0 while the local

@@ -133,10 +133,7 @@ frr_kill() {
 }
 
 halo_conf() { # mode host-index
-  cat <<TOML
-[log]
-level = "warn"
-TOML
+  halo_log_toml
   if [ "$1" = bgp ]; then
     cat <<TOML
 [bgp]
@@ -165,23 +162,8 @@ TOML
   local fe name port backport
   for fe in api:8443:6443 bulk:8444:6444 echo:8445:6445; do
     IFS=: read -r name port backport <<< "$fe"
-    cat <<TOML
-[[frontend]]
-name = "$name"
-bind = ["0.0.0.0:$port"]
-backend = "$name"
-[[backend]]
-name = "$name"
-[backend.health]
-kind = "tcp"
-interval = "200ms"
-fast_interval = "100ms"
-timeout = "200ms"
-fall = 2
-[[backend.server]]
-name = "s1"
-address = "$SERVER:$backport"
-TOML
+    halo_frontend_toml "$name" "0.0.0.0:$port"
+    halo_backend_toml "$name" "$QUICK_HEALTH" "s1=$SERVER:$backport"
   done
   cat <<TOML
 [[tracker]]

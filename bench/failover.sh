@@ -33,7 +33,7 @@ start_daemon() {
   local impl=$1 host=$2 prio=$3
   case $impl in
     halo-v3-100ms)
-      printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nversion = 3\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n[log]\nlevel = "warn"\n' "$prio" > "$WORK/$host.toml"
+      { halo_vrrp_toml "$prio" 'version = 3' 'advert_interval = "100ms"'; halo_log_toml; } > "$WORK/$host.toml"
       start_halo "$host"
       DAEMON_PID=$! ;;
     keepalived-v3-100ms|keepalived-v2-1s)

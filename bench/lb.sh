@@ -35,32 +35,13 @@ http { access_log off; server { listen 127.0.0.1:28080; root $WORK/www; } }
 NGINX
 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
 
-cat > "$WORK/halo.toml" <<TOML
-[log]
-level = "warn"
-[[frontend]]
-name = "iperf"
-bind = ["127.0.0.1:15201"]
-backend = "iperf"
-[[frontend]]
-name = "web"
-bind = ["127.0.0.1:18080"]
-backend = "web"
-[[backend]]
-name = "iperf"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "iperf"
-address = "127.0.0.1:25201"
-[[backend]]
-name = "web"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "nginx"
-address = "127.0.0.1:28080"
-TOML
+{
+  halo_log_toml
+  halo_frontend_toml iperf 127.0.0.1:15201
+  halo_frontend_toml web 127.0.0.1:18080
+  halo_backend_toml iperf "" iperf=127.0.0.1:25201
+  halo_backend_toml web "" nginx=127.0.0.1:28080
+} > "$WORK/halo.toml"
 
 sed 's/^level = "warn"$/level = "info"\nconnections = true/' "$WORK/halo.toml" > "$WORK/halo-log.toml"
 

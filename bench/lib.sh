@@ -130,6 +130,41 @@ start_keepalived() {
   track $!
 }
 
+# halo_log_toml: halo's [log] table at level warn.
+halo_log_toml() { printf '[log]\nlevel = "warn"\n'; }
+
+# halo_vrrp_toml PRIORITY [LINE...]: halo's [[vrrp]] instance VI_1 on eth0 (VRID 51) floating
+# 192.0.2.170/24, the LINEs (e.g. 'advert_interval = "100ms"') before its addresses; lines printed
+# right after it still belong to it.
+halo_vrrp_toml() {
+  printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\n' "$1"
+  shift
+  [ $# -eq 0 ] || printf '%s\n' "$@"
+  printf 'virtual_addresses = ["192.0.2.170/24"]\n'
+}
+
+# halo_frontend_toml NAME BIND: halo's [[frontend]] NAME listening on BIND for the backend NAME.
+halo_frontend_toml() { printf '[[frontend]]\nname = "%s"\nbind = ["%s"]\nbackend = "%s"\n' "$1" "$2" "$1"; }
+
+# halo_backend_toml [--drain-timeout DURATION] NAME HEALTH SERVER...: halo's [[backend]] NAME,
+# health-checked over TCP with the HEALTH lines added ("" for none), and one [[backend.server]]
+# per SERVER, written NAME=ADDRESS.
+halo_backend_toml() {
+  local drain="" server
+  if [ "$1" = --drain-timeout ]; then drain=$2; shift 2; fi
+  printf '[[backend]]\nname = "%s"\n' "$1"
+  [ -z "$drain" ] || printf 'drain_timeout = "%s"\n' "$drain"
+  printf '[backend.health]\nkind = "tcp"\n'
+  [ -z "$2" ] || printf '%s\n' "$2"
+  shift 2
+  for server in "$@"; do printf '[[backend.server]]\nname = "%s"\naddress = "%s"\n' "${server%%=*}" "${server#*=}"; done
+}
+
+# QUICK_HEALTH: the HEALTH lines of the failover benches: a dead server is down within some 400 ms
+# (checks 200 ms apart, 100 ms while it changes state, a 200 ms timeout, down after 2 failures).
+# shellcheck disable=SC2034 # read by the scripts that source this file
+QUICK_HEALTH=$'interval = "200ms"\nfast_interval = "100ms"\ntimeout = "200ms"\nfall = 2'
+
 # haproxy_api_cfg [--stats-socket PATH] [--defaults-maxconn] MAXCONN CHECK SERVER...: haproxy's TCP
 # frontend api on *:8443 for backend api with servers m1, m2, ... at the SERVER addresses, each
 # `check` followed by CHECK ("" for nothing); MAXCONN in defaults too when asked, and a stats socket

@@ -23,27 +23,12 @@ make_lan b1 m1
 ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
 track $!
 
-cat > "$WORK/halo.toml" <<TOML
-[log]
-level = "warn"
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = 200
-virtual_addresses = ["192.0.2.170/24"]
-[[frontend]]
-name = "api"
-bind = ["0.0.0.0:8443"]
-backend = "api"
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "m1"
-address = "192.0.2.13:6443"
-TOML
+{
+  halo_log_toml
+  halo_vrrp_toml 200
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml api "" m1=192.0.2.13:6443
+} > "$WORK/halo.toml"
 haproxy_api_cfg 2000 "" 192.0.2.13:6443 > "$WORK/haproxy.cfg"
 keepalived_conf 200 3 1 > "$WORK/keepalived.conf"
 

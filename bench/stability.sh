@@ -17,7 +17,7 @@ make_lan h1 h2 k1 k2
 
 for h in h1:200 h2:100; do
   name=${h%%:*} prio=${h##*:}
-  printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nvirtual_addresses = ["192.0.2.170/24"]\n' "$prio" > "$WORK/$name.toml"
+  halo_vrrp_toml "$prio" > "$WORK/$name.toml"
   start_halo "$name"
 done
 for k in k1:200 k2:100; do

@@ -41,29 +41,10 @@ drop_lan() {
 }
 
 halo_conf() { # priority
-  cat <<TOML
-[log]
-level = "warn"
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = $1
-advert_interval = "100ms"
-virtual_addresses = ["192.0.2.170/24"]
-[[frontend]]
-name = "api"
-bind = ["0.0.0.0:8443"]
-backend = "api"
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-interval = "1s"
-[[backend.server]]
-name = "m1"
-address = "192.0.2.13:6443"
-TOML
+  halo_log_toml
+  halo_vrrp_toml "$1" 'advert_interval = "100ms"'
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml api 'interval = "1s"' m1=192.0.2.13:6443
 }
 
 classic_start() { # host priority

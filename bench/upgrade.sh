@@ -28,10 +28,12 @@ done
 SERVERS=(192.0.2.13:6443 192.0.2.14:6443 192.0.2.15:6443)
 
 halo_conf() { # priority
-  printf '[log]\nlevel = "warn"\n[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n' "$1"
-  printf '[[frontend]]\nname = "api"\nbind = ["0.0.0.0:8443"]\nbackend = "api"\n[[backend]]\nname = "api"\ndrain_timeout = "60s"\n[backend.health]\nkind = "tcp"\ninterval = "200ms"\n'
-  local i=0 s
-  for s in "${SERVERS[@]}"; do i=$((i + 1)); printf '[[backend.server]]\nname = "m%s"\naddress = "%s"\n' "$i" "$s"; done
+  local i=0 s servers=()
+  for s in "${SERVERS[@]}"; do i=$((i + 1)); servers+=("m$i=$s"); done
+  halo_log_toml
+  halo_vrrp_toml "$1" 'advert_interval = "100ms"'
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml --drain-timeout 60s api 'interval = "200ms"' "${servers[@]}"
 }
 
 # stop_by_pid PIDFILE: SIGTERM (what systemctl stop sends), then wait for the exit (bounded).
