@@ -2,6 +2,7 @@
 # Shared by the benchmark scripts (sourced, not run, once the script has gone to the top of the
 # tree): the preamble (root check, release build, work directory, cleanup at exit), every process
 # started tracked and killed by PID at exit, every namespace named "$P-..." and deleted at exit,
+# halo, haproxy and keepalived started in a host's namespace and their configurations written,
 # and the arithmetic of outages and medians. The caller's `bench_work PREFIX` sets P (a prefix
 # unique to the run) and WORK (a fresh directory) and arms the cleanup.
 
@@ -79,8 +80,7 @@ make_lan() {
 # early exit makes `ip` fail with SIGPIPE).
 holds() { [[ " $(ip -n "$P-$1" -o addr show dev eth0) " == *" 192.0.2.170/24 "* ]]; }
 
-# wait_for_vip HOST: up to 300 looks 50 ms apart (some 15 s) until HOST holds the VIP; fails if it
-# does not hold it then.
+# wait_for_vip HOST: whether HOST holds the VIP within 300 looks 50 ms apart (some 15 s).
 wait_for_vip() {
   for _ in $(seq 300); do holds "$1" && break; sleep 0.05; done
   holds "$1"
@@ -205,8 +205,7 @@ keepalived_instance() {
   printf '}\n'
 }
 
-# sleep_random SECONDS SPAN_MS: sleeps SECONDS and a random part of SPAN_MS ms (a fault's random
-# phase).
+# sleep_random SECONDS SPAN_MS: sleeps SECONDS and a random part of SPAN_MS ms (a fault's phase).
 sleep_random() { sleep "$(awk -v s="$1" -v e="$2" -v r="$RANDOM" 'BEGIN { printf "%.3f", s + (r % e) / 1000 }')"; }
 
 # outage_ms LOG FAULT_US: in a probe log, the first failure after the fault to the first success
