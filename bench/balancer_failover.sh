@@ -12,68 +12,47 @@
 # and a backup takes over after its skew time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
-[ "$(id -u)" -eq 0 ] || { echo "balancer_failover.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+needs_root balancer_failover.sh
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hl$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hl$$"
 
 make_lan b1 b2 m1 c
 ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
 track $!
 
 halo_conf() { # priority, tracker weight line ("" for FAULT mode)
+  halo_log_toml
+  halo_vrrp_toml "$1" 'advert_interval = "100ms"'
+  # The VRRP instance's track list, then the tracker it names.
   cat <<TOML
-[log]
-level = "warn"
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = $1
-advert_interval = "100ms"
-virtual_addresses = ["192.0.2.170/24"]
 track = ["local-balancer"]
 [[tracker]]
 name = "local-balancer"
 kind = "balancer"
 frontend = "api"
 $2
-[[frontend]]
-name = "api"
-bind = ["0.0.0.0:8443"]
-backend = "api"
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-interval = "200ms"
-fast_interval = "100ms"
-timeout = "200ms"
-fall = 2
-[[backend.server]]
-name = "m1"
-address = "192.0.2.13:6443"
 TOML
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml api "$QUICK_HEALTH" m1=192.0.2.13:6443
 }
 
 # keepalived + haproxy per host; the check script is the guide's shape (exit 0 while the local
 # balancer answers), with the given interval and fall.
 classic_start() { # host priority interval fall
   local h=$1
-  printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 200 fall 2\n' > "$WORK/$h.haproxy.cfg"
+  haproxy_api_cfg 2000 "inter 200 fall 2" 192.0.2.13:6443 > "$WORK/$h.haproxy.cfg"
   printf '#!/bin/sh\nexec timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/8443"\n' > "$WORK/check.sh"
   chmod 755 "$WORK/check.sh"
-  printf 'vrrp_script chk {\n  script "%s"\n  interval %s\n  weight -150\n  fall %s\n  rise 2\n}\nvrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n track_script {\n  chk\n }\n}\n' "$WORK/check.sh" "$3" "$4" "$2" > "$WORK/$h.conf"
-  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" >/dev/null 2>&1 &
-  echo $! > "$WORK/$h.haproxy.pid"; track "$(cat "$WORK/$h.haproxy.pid")"
-  ip netns exec "$P-$h" keepalived -n -l -D -P -f "$WORK/$h.conf" -p "$WORK/$h.main.pid" -r "$WORK/$h.vrrp.pid" -c "$WORK/$h.check.pid" >>"$WORK/$h.log" 2>&1 &
-  track $!
+  {
+    printf 'vrrp_script chk {\n  script "%s"\n  interval %s\n  weight -150\n  fall %s\n  rise 2\n}\n' "$WORK/check.sh" "$3" "$4"
+    keepalived_conf "$2" 3 0.1 chk
+  } > "$WORK/$h.conf"
+  start_haproxy "$h" >/dev/null 2>&1
+  start_keepalived "$h"
 }
 
 classic_stop() {
@@ -90,24 +69,21 @@ trial() { # variant -> outage ms
       local weight="weight = -150"
       [ "$variant" = halo-fault ] && weight=""
       halo_conf 200 "$weight" > "$WORK/b1.toml"; halo_conf 100 "$weight" > "$WORK/b2.toml"
-      ip netns exec "$P-b1" "$HALO" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
-      track $!
+      start_halo b1
       sleep 0.3
-      ip netns exec "$P-b2" "$HALO" run -c "$WORK/b2.toml" --pid-file "$WORK/b2.halo.pid" 2>>"$WORK/b2.log" &
-      track $!
+      start_halo b2
       duration=6000 settle=2 ;;
     classic-seed) classic_start b1 200 3 10; sleep 0.3; classic_start b2 100 3 10; duration=45000 settle=12 ;;
     classic-tuned) classic_start b1 200 1 1; sleep 0.3; classic_start b2 100 1 1; duration=8000 settle=5 ;;
   esac
   # Steady state: the checks have risen (the guide's rise 2 x 3 s) and b1 holds the VIP.
   sleep "$settle"
-  for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
-  holds b1 || { echo "b1 is not master before the fault ($variant)" >&2; return 1; }
+  wait_for_vip b1 || { echo "b1 is not master before the fault ($variant)" >&2; return 1; }
   t0=$(date +%s%N)
   ip netns exec "$P-c" "$PROBE" connect 192.0.2.170:8443 10 "$duration" 20 > "$WORK/client.log" &
   client=$!
   track "$client"
-  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % 1000) / 1000 }')"
+  sleep_random 1 1000
   fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
   case $variant in
     halo|halo-fault) ip -n "$P-b1" route add blackhole 192.0.2.13/32 ;;
@@ -122,7 +98,7 @@ trial() { # variant -> outage ms
       ip -n "$P-b1" route del blackhole 192.0.2.13/32 ;;
     *) classic_stop ;;
   esac
-  for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+  drop_vip b1 b2
   sleep 0.5
 }
 

@@ -24,41 +24,25 @@
 # Prints a markdown table of medians over TRIALS (default 5). Nothing leaves the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
 PARTS="${PARTS:-outage scale survival}" # any of them, to run fewer
-[ "$(id -u)" -eq 0 ] || { echo "bgp.sh: needs root (network namespaces)" >&2; exit 2; }
+needs_root bgp.sh "network namespaces"
 { [ -x /usr/lib/frr/bgpd ] && command -v vtysh >/dev/null; } || { echo "bgp.sh: run scripts/setup.sh first (frr)" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+release_build -p halo -p halo-probe
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 HALO=$TARGET/release/halo
 PROBE=$TARGET/release/probe
-WORK=$(mktemp -d)
-P="hg$$"
-: > "$WORK/pids"
-. bench/lib.sh
+# FRR's pathspaces go with the namespaces.
 cleanup() {
   bench_cleanup
   rm -rf /var/run/frr/"$P"-*
 }
-trap cleanup EXIT
+bench_work "hg$$" cleanup
 
 VIP=10.0.0.100        # announced by BGP
 VRRP_VIP=172.31.1.100 # floated by VRRP on the fabric LAN
 SERVER=10.10.0.100
-
-# Foreground only: `ip netns exec` execs the program, so `ip netns exec ... &` gives its own PID.
-ns() { ip netns exec "$P-$1" "${@:2}"; }
-
-# untrack PID: a process ended and reaped is no longer killed at exit (its PID may be reused).
-untrack() { sed -i "/^$1\$/d" "$WORK/pids"; }
-
-# wait_until SECONDS COMMAND...: polls every 50 ms; fails when time runs out.
-wait_until() {
-  local end=$((SECONDS + $1))
-  shift
-  while [ $SECONDS -lt "$end" ]; do "$@" && return 0; sleep 0.05; done
-  return 1
-}
 
 # plug HOST ETH BRIDGE ADDRESS: a veth whose switch end (p-HOST or q-HOST) is a port of BRIDGE.
 plug() {
@@ -71,12 +55,7 @@ plug() {
 }
 
 setup() {
-  ip netns add "$P-sw"
-  for br in br0 br1; do
-    ip -n "$P-sw" link add "$br" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-    ip -n "$P-sw" link set "$br" up
-  done
-  ns sw sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
+  make_switch br0 br1
   local h i
   for h in r c s b1 b2 b3; do
     ip netns add "$P-$h"
@@ -154,10 +133,7 @@ frr_kill() {
 }
 
 halo_conf() { # mode host-index
-  cat <<TOML
-[log]
-level = "warn"
-TOML
+  halo_log_toml
   if [ "$1" = bgp ]; then
     cat <<TOML
 [bgp]
@@ -186,23 +162,8 @@ TOML
   local fe name port backport
   for fe in api:8443:6443 bulk:8444:6444 echo:8445:6445; do
     IFS=: read -r name port backport <<< "$fe"
-    cat <<TOML
-[[frontend]]
-name = "$name"
-bind = ["0.0.0.0:$port"]
-backend = "$name"
-[[backend]]
-name = "$name"
-[backend.health]
-kind = "tcp"
-interval = "200ms"
-fast_interval = "100ms"
-timeout = "200ms"
-fall = 2
-[[backend.server]]
-name = "s1"
-address = "$SERVER:$backport"
-TOML
+    halo_frontend_toml "$name" "0.0.0.0:$port"
+    halo_backend_toml "$name" "$QUICK_HEALTH" "s1=$SERVER:$backport"
   done
   cat <<TOML
 [[tracker]]
@@ -298,7 +259,7 @@ trial() { # mode scenario -> "outage_ms failed total" in $WORK/result
   ip netns exec "$P-c" "$PROBE" connect "$target:8443" 10 5000 20 > "$WORK/client.log" &
   client=$!
   track "$client"
-  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % 1000) / 1000 }')"
+  sleep_random 1 1000
   fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
   case $scenario in
     tracker) ip -n "$P-b1" route add blackhole "$SERVER/32" ;;

@@ -11,20 +11,14 @@
 # Prints a markdown table of medians over TRIALS (default 5). Nothing leaves the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
-[ "$(id -u)" -eq 0 ] || { echo "failover.sh: needs root (network namespaces)" >&2; exit 2; }
+needs_root failover.sh "network namespaces"
 command -v keepalived >/dev/null || { echo "failover.sh: run scripts/setup.sh first" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hb$$"
-
-. bench/lib.sh
-trap bench_cleanup EXIT
-
-# Foreground only: `ip netns exec` execs the program, so `ip netns exec ... &` gives its own PID.
-ns() { ip netns exec "$P-$1" "${@:2}"; }
+bench_work "hb$$"
 
 setup_lan() {
   make_lan b1 b2 c
@@ -34,28 +28,21 @@ setup_lan() {
   done
 }
 
-wait_holds() { # host, seconds
-  local end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ]; do holds "$1" && return 0; sleep 0.05; done
-  return 1
-}
-
 # start_daemon IMPL HOST PRIORITY -> sets DAEMON_PID
 start_daemon() {
   local impl=$1 host=$2 prio=$3
   case $impl in
     halo-v3-100ms)
-      printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nversion = 3\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n[log]\nlevel = "warn"\n' "$prio" > "$WORK/$host.toml"
-      ip netns exec "$P-$host" "$HALO" run -c "$WORK/$host.toml" --pid-file "$WORK/$host.halo.pid" 2>>"$WORK/$host.log" &
+      { halo_vrrp_toml "$prio" 'version = 3' 'advert_interval = "100ms"'; halo_log_toml; } > "$WORK/$host.toml"
+      start_halo "$host"
       DAEMON_PID=$! ;;
     keepalived-v3-100ms|keepalived-v2-1s)
       local version=3 interval=0.1
       [ "$impl" = keepalived-v2-1s ] && version=2 interval=1
-      printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version %s\n advert_int %s\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$prio" "$version" "$interval" > "$WORK/$host.conf"
-      ip netns exec "$P-$host" keepalived -n -l -D -P -f "$WORK/$host.conf" -p "$WORK/$host.main.pid" -r "$WORK/$host.vrrp.pid" -c "$WORK/$host.check.pid" >>"$WORK/$host.log" 2>&1 &
+      keepalived_conf "$prio" "$version" "$interval" > "$WORK/$host.conf"
+      start_keepalived "$host"
       DAEMON_PID=$! ;;
   esac
-  track "$DAEMON_PID"
 }
 
 # crash_daemon HOST PID: SIGKILL of every VRRP process of the host at once. keepalived's VRRP
@@ -69,15 +56,13 @@ crash_daemon() {
 
 interval_ms() { case $1 in *1s) echo 1000 ;; *) echo 100 ;; esac; }
 
-# outage_ms LOGFILE FAULT_US -> prints the outage in ms (0 when no connect failed)
-
 trial() { # impl scenario -> prints outage_ms [vip_held_ms]
   local impl=$1 scenario=$2 every client_pid fault_us t0 held
   every=$(interval_ms "$impl")
   start_daemon "$impl" b1 200; local b1=$DAEMON_PID
   sleep 0.3
   start_daemon "$impl" b2 100; local b2=$DAEMON_PID
-  wait_holds b1 15 || { echo "b1 never became master ($impl)" >&2; return 1; }
+  wait_until 15 holds b1 || { echo "b1 never became master ($impl)" >&2; return 1; }
   sleep 1
   local duration=$(( every * 6 + 3000 ))
   t0=$(date +%s%N)
@@ -85,7 +70,7 @@ trial() { # impl scenario -> prints outage_ms [vip_held_ms]
   client_pid=$!
   track "$client_pid"
   # A random phase of the advert interval after one second of steady state.
-  sleep "$(awk -v e="$every" -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + (r % e) / 1000 }')"
+  sleep_random 1 "$every"
   fault_us=$(( ($(date +%s%N) - t0) / 1000 ))
   held=""
   case $scenario in
@@ -102,8 +87,7 @@ trial() { # impl scenario -> prints outage_ms [vip_held_ms]
   kill -TERM "$b1" 2>/dev/null || true
   wait "$b1" "$b2" 2>/dev/null || true
   ip -n "$P-sw" link set p-b1 up
-  ip -n "$P-b1" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true
-  ip -n "$P-b2" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true
+  drop_vip b1 b2
   sleep 0.3
 }
 

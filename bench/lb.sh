@@ -11,17 +11,16 @@
 # Prints a markdown table of medians over TRIALS (default 5). Installs iperf3 and wrk if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
-[ "$(id -u)" -eq 0 ] || { echo "lb.sh: needs root (installs iperf3, wrk)" >&2; exit 2; }
+needs_root lb.sh "installs iperf3, wrk"
 scripts/setup.sh >/dev/null 2>&1
 for tool in iperf3 wrk; do
   command -v "$tool" >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; apt-get install -y -q iperf3 wrk >/dev/null; }
 done
-cargo build --quiet --release --locked -p halo
+release_build -p halo
 HALO=$PWD/target/release/halo
-WORK=$(mktemp -d)
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work ""
 
 # Backends: iperf3 on :25201, nginx on :28080 (a tiny page).
 iperf3 -s -p 25201 >/dev/null 2>&1 & track $!
@@ -36,32 +35,13 @@ http { access_log off; server { listen 127.0.0.1:28080; root $WORK/www; } }
 NGINX
 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
 
-cat > "$WORK/halo.toml" <<TOML
-[log]
-level = "warn"
-[[frontend]]
-name = "iperf"
-bind = ["127.0.0.1:15201"]
-backend = "iperf"
-[[frontend]]
-name = "web"
-bind = ["127.0.0.1:18080"]
-backend = "web"
-[[backend]]
-name = "iperf"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "iperf"
-address = "127.0.0.1:25201"
-[[backend]]
-name = "web"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "nginx"
-address = "127.0.0.1:28080"
-TOML
+{
+  halo_log_toml
+  halo_frontend_toml iperf 127.0.0.1:15201
+  halo_frontend_toml web 127.0.0.1:18080
+  halo_backend_toml iperf "" iperf=127.0.0.1:25201
+  halo_backend_toml web "" nginx=127.0.0.1:28080
+} > "$WORK/halo.toml"
 
 sed 's/^level = "warn"$/level = "info"\nconnections = true/' "$WORK/halo.toml" > "$WORK/halo-log.toml"
 

@@ -7,48 +7,30 @@
 # (release, without the lab); HALO=path measures another binary. Medians of TRIALS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-3}"
 IDLE="${IDLE:-3}"
-[ "$(id -u)" -eq 0 ] || { echo "memory.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo-probe
+needs_root memory.sh
+release_build -p halo-probe
 if [ -z "${HALO:-}" ]; then
-  cargo build --quiet --release --locked -p halo --no-default-features
+  release_build -p halo --no-default-features
   HALO=$PWD/target/release/halo
 fi
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hm$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hm$$"
 
 make_lan b1 m1
 ip netns exec "$P-m1" "$PROBE" listen 0.0.0.0:6443 &
 track $!
 
-cat > "$WORK/halo.toml" <<TOML
-[log]
-level = "warn"
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = 200
-virtual_addresses = ["192.0.2.170/24"]
-[[frontend]]
-name = "api"
-bind = ["0.0.0.0:8443"]
-backend = "api"
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "m1"
-address = "192.0.2.13:6443"
-TOML
-printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check\n' > "$WORK/haproxy.cfg"
-printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority 200\n version 3\n advert_int 1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' > "$WORK/keepalived.conf"
+{
+  halo_log_toml
+  halo_vrrp_toml 200
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml api "" m1=192.0.2.13:6443
+} > "$WORK/halo.toml"
+haproxy_api_cfg 2000 "" 192.0.2.13:6443 > "$WORK/haproxy.cfg"
+keepalived_conf 200 3 1 > "$WORK/keepalived.conf"
 
 # kib PID FIELD: Rss or Pss of PID in KiB.
 kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup"; }
@@ -81,7 +63,7 @@ trial_classic() {
   child=$(cat "$WORK/ka.vrrp.pid")
   echo "$(measure "$haproxy") $(measure "$keepalived" "$child")"
   kill -TERM "$keepalived" "$haproxy"; wait "$keepalived" "$haproxy" || true
-  ip -n "$P-b1" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true
+  drop_vip b1
   sleep 0.5
 }
 

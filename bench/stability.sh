@@ -6,29 +6,24 @@
 # every state change is spurious: the script counts them. Nothing leaves the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-600}"
-[ "$(id -u)" -eq 0 ] || { echo "stability.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo
-HALO=$PWD/target/release/halo
-WORK=$(mktemp -d)
-P="hs$$"
-: > "$WORK/pids"
 . bench/lib.sh
-trap bench_cleanup EXIT
+DURATION="${DURATION:-600}"
+needs_root stability.sh
+release_build -p halo
+HALO=$PWD/target/release/halo
+bench_work "hs$$"
 
 make_lan h1 h2 k1 k2
 
 for h in h1:200 h2:100; do
   name=${h%%:*} prio=${h##*:}
-  printf '[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nvirtual_addresses = ["192.0.2.170/24"]\n' "$prio" > "$WORK/$name.toml"
-  ip netns exec "$P-$name" "$HALO" run -c "$WORK/$name.toml" --pid-file "$WORK/$name.halo.pid" 2> "$WORK/$name.log" &
-  track $!
+  halo_vrrp_toml "$prio" > "$WORK/$name.toml"
+  start_halo "$name"
 done
 for k in k1:200 k2:100; do
   name=${k%%:*} prio=${k##*:}
-  printf 'vrrp_instance VI_2 {\n state BACKUP\n interface eth0\n virtual_router_id 52\n priority %s\n advert_int 1\n virtual_ipaddress {\n  192.0.2.171/24\n }\n}\n' "$prio" > "$WORK/$name.conf"
-  ip netns exec "$P-$name" keepalived -n -l -D -P -f "$WORK/$name.conf" -p "$WORK/$name.main.pid" -r "$WORK/$name.vrrp.pid" -c "$WORK/$name.check.pid" > "$WORK/$name.log" 2>&1 &
-  track $!
+  keepalived_instance VI_2 52 192.0.2.171/24 "$prio" "" 1 > "$WORK/$name.conf"
+  start_keepalived "$name"
 done
 sleep 10   # the first election, at 1 s adverts
 count() { # log file, pattern -> transitions so far

@@ -15,17 +15,14 @@
 # timed out, other). Medians of TRIALS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-3}"
 CONNECTIONS="${CONNECTIONS:-5000}"
-[ "$(id -u)" -eq 0 ] || { echo "storm.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+needs_root storm.sh
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hs$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hs$$"
 # Two sockets a connection on each balancer, one on the client and on the server: the default
 # soft limit of 1 024 would be the bottleneck (halo raises its own to the hard limit).
 ulimit -n "$(ulimit -Hn)"
@@ -40,43 +37,23 @@ new_lan() {
 }
 
 drop_lan() {
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns"; done
+  for ns in $(lan_namespaces); do ip netns del "$ns"; done
 }
 
 halo_conf() { # priority
-  cat <<TOML
-[log]
-level = "warn"
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = $1
-advert_interval = "100ms"
-virtual_addresses = ["192.0.2.170/24"]
-[[frontend]]
-name = "api"
-bind = ["0.0.0.0:8443"]
-backend = "api"
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-interval = "1s"
-[[backend.server]]
-name = "m1"
-address = "192.0.2.13:6443"
-TOML
+  halo_log_toml
+  halo_vrrp_toml "$1" 'advert_interval = "100ms"'
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml api 'interval = "1s"' m1=192.0.2.13:6443
 }
 
 classic_start() { # host priority
   local h=$1
-  printf 'global\n    maxconn 9000\ndefaults\n    maxconn 9000\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n    server m1 192.0.2.13:6443 check inter 1s\n' > "$WORK/$h.haproxy.cfg"
-  printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$2" > "$WORK/$h.conf"
-  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" >/dev/null 2>&1 &
-  echo $! > "$WORK/$h.haproxy.pid"; track "$(cat "$WORK/$h.haproxy.pid")"
-  ip netns exec "$P-$h" keepalived -n -l -D -P -f "$WORK/$h.conf" -p "$WORK/$h.main.pid" -r "$WORK/$h.vrrp.pid" -c "$WORK/$h.check.pid" >>"$WORK/$h.log" 2>&1 &
-  echo $! > "$WORK/$h.keepalived.pid"; track "$(cat "$WORK/$h.keepalived.pid")"
+  haproxy_api_cfg --defaults-maxconn 9000 "inter 1s" 192.0.2.13:6443 > "$WORK/$h.haproxy.cfg"
+  keepalived_conf "$2" 3 0.1 > "$WORK/$h.conf"
+  start_haproxy "$h" >/dev/null 2>&1
+  start_keepalived "$h"
+  echo $! > "$WORK/$h.keepalived.pid"
 }
 
 halo_start() { # host priority
@@ -99,7 +76,7 @@ crash() {
 
 stop_all() {
   for h in b1 b2; do crash "$h"; rm -f "$WORK/$h".*.pid; done
-  for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+  drop_vip b1 b2
 }
 
 # summary LOG FAULT_US: "<99 % back ms> <100 % back ms> <p99 reconnect ms> <refused> <timed out> <other>"
@@ -140,8 +117,7 @@ trial() { # variant -> summary line
     classic) classic_start b1 200; sleep 0.3; classic_start b2 100 ;;
   esac
   sleep 2
-  for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
-  holds b1 || { echo "b1 is not master before the fault ($variant)" >&2; end_trial; return 1; }
+  wait_for_vip b1 || { echo "b1 is not master before the fault ($variant)" >&2; end_trial; return 1; }
   t0=$(date +%s%N)
   ip netns exec "$P-c" "$PROBE" storm 192.0.2.170:8443 "$CONNECTIONS" 30000 > "$WORK/client.log" &
   client=$!

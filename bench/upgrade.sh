@@ -12,52 +12,28 @@
 # Reported: medians over TRIALS of failed connects, streams cut, and VIP moves (holder changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TRIALS="${TRIALS:-5}"
-[ "$(id -u)" -eq 0 ] || { echo "upgrade.sh: needs root" >&2; exit 2; }
-cargo build --quiet --release --locked -p halo -p halo-probe
+needs_root upgrade.sh
+release_build -p halo -p halo-probe
 HALO=$PWD/target/release/halo
 PROBE=$PWD/target/release/probe
-WORK=$(mktemp -d)
-P="hu$$"
-: > "$WORK/pids"
-. bench/lib.sh
-trap bench_cleanup EXIT
+bench_work "hu$$"
 
 make_lan b1 b2 m1 m2 m3 c
 for m in m1 m2 m3; do
   ip netns exec "$P-$m" "$PROBE" echo-serve 0.0.0.0:6443 &
   track $!
 done
-SERVERS="192.0.2.13:6443 192.0.2.14:6443 192.0.2.15:6443"
+SERVERS=(192.0.2.13:6443 192.0.2.14:6443 192.0.2.15:6443)
 
 halo_conf() { # priority
-  printf '[log]\nlevel = "warn"\n[[vrrp]]\nname = "VI_1"\ninterface = "eth0"\nvirtual_router_id = 51\npriority = %s\nadvert_interval = "100ms"\nvirtual_addresses = ["192.0.2.170/24"]\n' "$1"
-  printf '[[frontend]]\nname = "api"\nbind = ["0.0.0.0:8443"]\nbackend = "api"\n[[backend]]\nname = "api"\ndrain_timeout = "60s"\n[backend.health]\nkind = "tcp"\ninterval = "200ms"\n'
-  local i=0 s
-  for s in $SERVERS; do i=$((i + 1)); printf '[[backend.server]]\nname = "m%s"\naddress = "%s"\n' "$i" "$s"; done
-}
-
-haproxy_conf() { # host
-  printf 'global\n    maxconn 2000\n    stats socket %s/%s.sock mode 600 level admin expose-fd listeners\n' "$WORK" "$1"
-  printf 'defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n'
-  local i=0 s
-  for s in $SERVERS; do i=$((i + 1)); printf '    server m%s %s check inter 200\n' "$i" "$s"; done
-}
-
-keepalived_conf() { # priority
-  printf 'vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %s\n version 3\n advert_int 0.1\n virtual_ipaddress {\n  192.0.2.170/24\n }\n}\n' "$1"
-}
-
-haproxy_start() { # host [extra args]
-  local h=$1; shift
-  ip netns exec "$P-$h" haproxy -db -f "$WORK/$h.haproxy.cfg" "$@" >>"$WORK/$h.haproxy.log" 2>&1 &
-  echo $! > "$WORK/$h.haproxy.pid"; track $!
-}
-
-keepalived_start() { # host
-  local h=$1
-  ip netns exec "$P-$h" keepalived -n -l -D -P -f "$WORK/$h.conf" -p "$WORK/$h.main.pid" -r "$WORK/$h.vrrp.pid" -c "$WORK/$h.check.pid" >>"$WORK/$h.log" 2>&1 &
-  echo $! > "$WORK/$h.keepalived.pid"; track $!
+  local i=0 s servers=()
+  for s in "${SERVERS[@]}"; do i=$((i + 1)); servers+=("m$i=$s"); done
+  halo_log_toml
+  halo_vrrp_toml "$1" 'advert_interval = "100ms"'
+  halo_frontend_toml api 0.0.0.0:8443
+  halo_backend_toml --drain-timeout 60s api 'interval = "200ms"' "${servers[@]}"
 }
 
 # stop_by_pid PIDFILE: SIGTERM (what systemctl stop sends), then wait for the exit (bounded).
@@ -73,15 +49,17 @@ start_variant() { # variant
     halo)
       mkdir -p "$WORK/installed" && cp "$HALO" "$WORK/installed/halo" && cp "$HALO-guard" "$WORK/installed/halo-guard"
       halo_conf 200 > "$WORK/b1.toml"; halo_conf 100 > "$WORK/b2.toml"
-      ip netns exec "$P-b1" "$WORK/installed/halo" run -c "$WORK/b1.toml" --pid-file "$WORK/b1.halo.pid" 2>>"$WORK/b1.log" &
-      track $!
+      start_halo b1 "$WORK/installed/halo"
       sleep 0.3
-      ip netns exec "$P-b2" "$HALO" run -c "$WORK/b2.toml" --pid-file "$WORK/b2.halo.pid" 2>>"$WORK/b2.log" &
-      track $! ;;
+      start_halo b2 ;;
     *)
-      for h in b1 b2; do haproxy_conf "$h" > "$WORK/$h.haproxy.cfg"; done
-      keepalived_conf 200 > "$WORK/b1.conf"; keepalived_conf 100 > "$WORK/b2.conf"
-      for h in b1 b2; do haproxy_start "$h"; keepalived_start "$h"; sleep 0.3; done ;;
+      for h in b1 b2; do haproxy_api_cfg --stats-socket "$WORK/$h.sock" 2000 "inter 200" "${SERVERS[@]}" > "$WORK/$h.haproxy.cfg"; done
+      keepalived_conf 200 3 0.1 > "$WORK/b1.conf"; keepalived_conf 100 3 0.1 > "$WORK/b2.conf"
+      for h in b1 b2; do
+        start_haproxy "$h" >>"$WORK/$h.haproxy.log" 2>&1
+        start_keepalived "$h"; echo $! > "$WORK/$h.keepalived.pid"
+        sleep 0.3
+      done ;;
   esac
 }
 
@@ -101,9 +79,10 @@ upgrade() { # variant
       stop_by_pid "$WORK/b1.haproxy.pid" & a=$!
       stop_by_pid "$WORK/b1.keepalived.pid" & b=$!
       wait "$a" "$b"
-      haproxy_start b1; keepalived_start b1 ;;
+      start_haproxy b1 >>"$WORK/b1.haproxy.log" 2>&1
+      start_keepalived b1; echo $! > "$WORK/b1.keepalived.pid" ;;
     haproxy-reload)
-      haproxy_start b1 -x "$WORK/b1.sock" -sf "$(cat "$WORK/b1.haproxy.pid")"
+      start_haproxy b1 -x "$WORK/b1.sock" -sf "$(cat "$WORK/b1.haproxy.pid")" >>"$WORK/b1.haproxy.log" 2>&1
       sleep 1
       kill -0 "$(cat "$WORK/b1.haproxy.pid")" 2>/dev/null || { echo "the reloaded haproxy does not run" >&2; return 1; } ;;
   esac
@@ -118,7 +97,7 @@ stop_variant() {
     case "$(cat "/proc/$pid/comm" 2>/dev/null)" in haproxy|halo|keepalived) kill -KILL "$pid" 2>/dev/null || true ;; esac
   done < "$WORK/pids"
   rm -f "$WORK"/b?.*.pid "$WORK"/b?.sock
-  for h in b1 b2; do ip -n "$P-$h" addr del 192.0.2.170/24 dev eth0 2>/dev/null || true; done
+  drop_vip b1 b2
   sleep 0.5
 }
 
@@ -126,8 +105,7 @@ trial() { # variant -> "failed cut moves"
   local variant=$1 client holder sampler
   start_variant "$variant"
   sleep 3
-  for _ in $(seq 300); do holds b1 && break; sleep 0.05; done
-  holds b1 || { echo "b1 is not master before the upgrade ($variant)" >&2; return 1; }
+  wait_for_vip b1 || { echo "b1 is not master before the upgrade ($variant)" >&2; return 1; }
   ip netns exec "$P-c" "$PROBE" hold 192.0.2.170:8443 50 9000 > "$WORK/hold.log" &
   holder=$!; track "$holder"
   sleep 0.5
@@ -138,7 +116,7 @@ trial() { # variant -> "failed cut moves"
       sleep 0.02
     done ) > "$WORK/holders.log" &
   sampler=$!; track "$sampler"
-  sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 2 + (r % 1000) / 1000 }')"
+  sleep_random 2 1000
   upgrade "$variant" >/dev/null || return 1
   wait "$client" || true
   wait "$holder" || true
