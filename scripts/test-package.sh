@@ -36,12 +36,12 @@ grep -q '_halo()' /usr/share/bash-completion/completions/halo || fail "bash comp
 [ -x /usr/bin/halo-guard ] || fail "no /usr/bin/halo-guard (the VIP guard halo run starts)"
 /usr/bin/halo --help | grep -qw lab && fail "the packaged binary offers halo lab"
 # The faults the tests inject (feature test-hooks) are not in the product: the packaged binary
-# holds none of their variables' names, while the tests' own build, when there is one, does
-# (else this grep would prove nothing).
+# holds none of their variables' names, while the tests' own build (HOOKED_BINARY, which
+# scripts/test.sh names) does, else this grep would prove nothing.
 for hook in HALO_TEST_PANIC_INSTANCE HALO_TEST_UPGRADE_KILLED_AT HALO_TEST_UPGRADE_STALLED_AT; do
   grep -qaF "$hook" /usr/bin/halo && fail "the packaged binary carries the test hook $hook"
-  if [ -x target/debug/halo ]; then
-    grep -qaF "$hook" target/debug/halo || fail "the tests' binary lacks $hook: the check above proves nothing"
+  if [ -n "${HOOKED_BINARY:-}" ]; then
+    grep -qaF "$hook" "$HOOKED_BINARY" || fail "the tests' binary $HOOKED_BINARY lacks $hook: the check above proves nothing"
   fi
 done
 /usr/bin/halo lab down >/dev/null 2>&1 && fail "the packaged binary runs halo lab"

@@ -191,9 +191,7 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let next = || {
         let mut buf = [0u8; 256];
         let n = socket.recv(&mut buf).expect("a notification within 10 s");
-        // Newline-separated assignments; a final newline (sd-notify ends each one with it) is
-        // no assignment.
-        String::from_utf8_lossy(&buf[..n]).trim_end_matches('\n').to_string()
+        String::from_utf8_lossy(&buf[..n]).to_string()
     };
     assert_eq!(next(), "READY=1");
     let pid = daemon.0.id().to_string();
@@ -303,4 +301,29 @@ fn probes_get_through_idle_connections_holding_every_slot() {
         asked.is_ok() && s.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
     });
     assert_eq!(answered.count(), 10, "/healthz probes were kept out by {} idle connections", idle.len());
+}
+
+/// systemd may hand out an abstract NOTIFY_SOCKET (`@name`): halo reaches it there too.
+#[test]
+fn systemd_hears_ready_on_an_abstract_notify_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let name = format!("halo-test-notify-{}", std::process::id());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+    let socket = std::os::unix::net::UnixDatagram::bind_addr(&address).expect("abstract notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let (status, front, server) = (free(), free(), backend());
+    let file = dir.path().join("halo.toml");
+    std::fs::write(&file, format!("[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"m\"\naddress = \"{server}\"\n")).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
+        .env("NOTIFY_SOCKET", format!("@{name}"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _daemon = Daemon(child);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 on the abstract socket within 10 s");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1");
 }

@@ -45,7 +45,7 @@ use tokio::signal::unix::Signal;
 use tokio::sync::{mpsc, watch};
 
 use instances::{Instances, restarts};
-use process::{NotifyState, PidFile, sd_notify, sd_notify_reloading};
+use process::{PidFile, monotonic_usec, sd_notify};
 use tracker::TrackerSet;
 
 /// The signals the daemon acts on.
@@ -166,7 +166,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<D
         version = %generation::version(),
         "halo running"
     );
-    sd_notify(&[NotifyState::Ready]);
+    sd_notify("READY=1");
     Ok(Daemon {
         path: path.to_path_buf(),
         pid_file: pid_file.to_path_buf(),
@@ -212,7 +212,7 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
 
 /// SIGHUP: the file re-read and applied in place, or refused (logged, on the status endpoint).
 async fn reload_in_place(daemon: &mut Daemon) {
-    sd_notify_reloading();
+    sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
     match reload(&daemon.path, &daemon.config, &mut daemon.balancer, &mut daemon.trackers, &mut daemon.instances).await {
         Ok(new) => {
             daemon.announcers.reload(&new.announce, &new.trackers, &daemon.trackers.verdicts()).await;
@@ -225,7 +225,7 @@ async fn reload_in_place(daemon: &mut Daemon) {
             daemon.status.set_reload(false, why);
         }
     }
-    sd_notify(&[NotifyState::Ready]);
+    sd_notify("READY=1");
 }
 
 /// The status endpoint's listeners: its TCP address and, when configured, its unix socket.
@@ -274,7 +274,7 @@ fn serve_status(
 async fn shut_down(daemon: Daemon) {
     let Daemon { config, mut instances, mut announcers, balancer, stop_balancer, .. } = daemon;
     let config = &config;
-    sd_notify(&[NotifyState::Stopping]);
+    sd_notify("STOPPING=1");
     instances.stop_all().await;
     if announcers.withdraw_all().await {
         tokio::time::sleep(bgp_announce::WITHDRAW_SETTLE).await;

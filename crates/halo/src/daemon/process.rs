@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use halo_config::{Config, LogFormat, LogLevel};
-pub use sd_notify::NotifyState;
 
 /// The daemon's pid file, removed when the daemon ends. A pid file that cannot be written is
 /// logged, not fatal: it serves `halo reload` only (systemd sends SIGHUP by itself).
@@ -79,22 +78,17 @@ pub fn init_logging(config: &Config) {
 /// Set once this process is no longer the service's main process (it handed over).
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
-/// Tells systemd (Type=notify) what the daemon is doing, through $NOTIFY_SOCKET (sd-notify's
-/// client: a path or an abstract socket); nothing happens outside systemd. A failure to notify
-/// is logged, never fatal. A process that handed over to another says nothing more: the service
-/// is the new one's (a STOPPING=1 from a draining process would stop the service, with
-/// `NotifyAccess=all`).
-pub fn sd_notify(states: &[NotifyState<'_>]) {
+/// Tells systemd (Type=notify) what the daemon is doing, through $NOTIFY_SOCKET (a path, or an
+/// abstract socket when it starts with `@`); nothing happens outside systemd. Written here, not
+/// taken from the sd-notify crate: its 0.4 sender reads an `@` name as a relative path, and a
+/// `Type=notify` unit under a manager that hands out abstract sockets would never hear READY=1. A failure to notify is logged, never fatal. A process that handed
+/// over to another says nothing more: the service is the new one's (a STOPPING=1 from a draining
+/// process would stop the service, with `NotifyAccess=all`).
+pub fn sd_notify(state: &str) {
     if HANDED_OVER.load(Ordering::Relaxed) {
         return;
     }
-    send_notification(states);
-}
-
-/// `RELOADING=1` with the `MONOTONIC_USEC=` that systemd (Type=notify-reload, v253 on) wants
-/// beside it.
-pub fn sd_notify_reloading() {
-    sd_notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0))]);
+    send_notification(state);
 }
 
 /// The last word of a process that handed over: `MAINPID=` of its successor (which it may
@@ -102,15 +96,32 @@ pub fn sd_notify_reloading() {
 /// [`sd_notify`] says nothing.
 pub fn hand_over_to(pid: u32) {
     if !HANDED_OVER.swap(true, Ordering::Relaxed) {
-        send_notification(&[NotifyState::MainPid(pid), NotifyState::Ready]);
+        send_notification(&format!("MAINPID={pid}\nREADY=1"));
     }
 }
 
-fn send_notification(states: &[NotifyState<'_>]) {
-    // The environment stays: an upgrade's new process is the service's next main process.
-    if let Err(e) = sd_notify::notify(false, states) {
-        tracing::warn!(error = %e, ?states, "could not notify systemd");
+fn send_notification(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sent = (|| -> std::io::Result<()> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &address)?;
+        } else {
+            socket.send_to(state.as_bytes(), &path)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, state, "could not notify systemd");
     }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd's `MONOTONIC_USEC=` wants it.
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
 }
 
 /// Raises the soft limit on open descriptors to the hard limit: outside systemd (whose unit sets

@@ -1,8 +1,9 @@
 //! Faults the integration tests inject into a running daemon, read from the environment. They
-//! exist only in a build with the `test-hooks` feature, which only the tests enable (halo's
-//! dev-dependency on itself): a release build, the package's binary among them, contains neither
-//! the code nor the variables' names, so a stray environment line in a unit's drop-in or an
-//! upgrade child's inherited environment can never crash or stall a production daemon.
+//! exist only in a build with the `test-hooks` feature, which only the test command turns on
+//! (`scripts/test.sh`: `--features halo/test-hooks`): every other build, the package's binary
+//! among them, contains neither the code nor the variables' names, so a stray environment line in
+//! a unit's drop-in or an upgrade child's inherited environment can never crash or stall a
+//! production daemon.
 
 /// An instance that starts: with `HALO_TEST_PANIC_INSTANCE` naming it, it panics, to prove that
 /// a failing instance brings the daemon down loudly.

@@ -1,7 +1,8 @@
 //! The status endpoint: `/healthz` (halo itself), `/status` (JSON) and `/metrics` (Prometheus
-//! text) over HTTP/1.1, on a TCP address (loopback by default, with an optional bearer token)
-//! and a unix socket. It reads the daemon's shared state ([`super::state`]) and never blocks its
-//! writers; nothing in the daemon depends on it.
+//! text) over HTTP/1.1, on a TCP address (loopback by default) and, when configured, a unix
+//! socket, both behind the bearer token when one is set. It reads the daemon's shared state
+//! ([`super::state`]) and never blocks its writers; only the run loop (and an upgrade's new
+//! process) starts it, and no part of the daemon reads from it.
 
 mod auth;
 mod metrics;

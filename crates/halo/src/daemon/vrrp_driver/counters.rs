@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::daemon::notify::HookRecord;
 
 /// What an instance counts: adverts each way, packets dropped or ignored by reason, failed
-/// notify hooks. Logged when the instance stops (the status endpoint will expose them).
+/// notify hooks. Published on the status endpoint, logged when the instance stops.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     /// Adverts sent.

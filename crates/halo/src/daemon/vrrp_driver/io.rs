@@ -166,7 +166,6 @@ pub(super) async fn refresh(io: &Io) {
 }
 
 impl Io {
-    /// Removes a VIP from the interface and tells the guard; whether it was there.
     /// Every address held while master: the advertised ones, then the excluded ones.
     pub(super) fn held(&self) -> impl Iterator<Item = &(IpAddr, u8)> {
         self.addresses.iter().chain(&self.excluded)
@@ -178,6 +177,7 @@ impl Io {
         self.held().map(|(a, _)| *a).collect()
     }
 
+    /// Removes a VIP from the interface and tells the guard; whether it was there.
     pub(super) async fn remove_vip(&self, address: IpAddr) -> halo_hostnet::Result<bool> {
         vip::release(&self.netlink, self.guard.as_deref(), self.link.index, address).await
     }
