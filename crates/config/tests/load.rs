@@ -165,7 +165,7 @@ fn advert_interval_must_fit_the_version() {
 fn passwords_are_never_echoed() {
     let text = "[[vrrp]]\nname = \"v\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 100\nversion = 2\nvirtual_addresses = [\"10.0.0.9\"]\nauth_password = \"topsecret-too-long\"\n";
     let all = problems(text).join("\n");
-    assert!(all.contains("auth_password must be 1..=8 ASCII characters, got 18 bytes"), "{all}");
+    assert!(all.contains("auth_password must be 1..=8 bytes, got 18 bytes"), "{all}");
     assert!(!all.contains("topsecret"), "{all}");
 }
 
@@ -399,4 +399,79 @@ fn an_ipv6_instance_with_virtual_mac_is_refused_at_its_place() {
     assert!(heads[0].contains(":6:") && heads[0].contains("virtual_mac") && heads[0].contains("IPv6"), "{heads:?}");
     let ipv4 = text.replace("2001:db8::10/64", "10.0.0.10/24");
     assert!(heads_of_errors(&ipv4).is_empty(), "an IPv4 instance keeps its virtual MAC");
+}
+
+/// An interface tracker follows its link's state: `fall` and `rise` given to one are warned
+/// about at their place (the file still loads), and none are needed.
+#[test]
+fn fall_and_rise_on_an_interface_tracker_are_warned_about() {
+    let text = "[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"eth1\"\nfall = 3\nrise = 2\n";
+    let got = heads(text);
+    assert_eq!(
+        got,
+        [
+            "t.toml:5:8: warning: `fall` does not apply to an `interface` tracker: it follows the link's state as it changes",
+            "t.toml:6:8: warning: `rise` does not apply to an `interface` tracker: it follows the link's state as it changes",
+        ],
+        "{got:#?}"
+    );
+    assert!(heads("[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"eth1\"\n").is_empty());
+}
+
+/// A password of 1..=8 bytes of any printable characters is taken, as keepalived takes it
+/// (`£6nj7^5`, 8 bytes of UTF-8, used to be refused as not ASCII after `halo import` had written
+/// it); 9 bytes, none, or a control character are not.
+#[test]
+fn auth_password_takes_any_eight_bytes_keepalived_takes() {
+    let with = |password: &str| {
+        format!(
+            "[[vrrp]]\nname = \"v\"\ninterface = \"e\"\nvirtual_router_id = 1\npriority = 100\nversion = 2\nvirtual_addresses = [\"10.0.0.9\"]\nauth_password = \"{password}\"\n"
+        )
+    };
+    let loaded = load_str("t.toml", &with("£6nj7^5")).expect("8 bytes of UTF-8");
+    assert_eq!(loaded.config.vrrp[0].auth_password.as_deref(), Some("£6nj7^5"));
+    assert!(heads(&with("£6nj7^5x")).iter().any(|e| e.contains("auth_password must be 1..=8 bytes, got 9 bytes")));
+    assert!(heads(&with("")).iter().any(|e| e.contains("auth_password must be 1..=8 bytes, got 0 bytes")));
+    assert!(heads(&with("ab\\tc")).iter().any(|e| e.contains("auth_password holds a control character")));
+}
+
+/// Names and interface names reach rendered files (keepalived.conf, haproxy.cfg, the unit's
+/// `ExecStopPost=`), where a newline would be a new directive: an interface name is checked as
+/// the kernel checks one, every other name against a safe set, each error at its place.
+#[test]
+fn names_and_interface_names_that_could_break_rendered_files_are_refused() {
+    let vrrp = |name: &str, interface: &str| {
+        format!(
+            "[[vrrp]]\nname = \"{name}\"\ninterface = \"{interface}\"\nvirtual_router_id = 1\npriority = 100\nvirtual_addresses = [\"10.0.0.9/24\"]\n"
+        )
+    };
+    assert!(heads(&vrrp("VI_1", "br0")).is_empty(), "{:?}", heads(&vrrp("VI_1", "br0")));
+    assert!(heads(&vrrp("api-server.v4:a@b", "vrrp.51")).is_empty());
+    let cases = [
+        (vrrp("VI_1\\nvrrp_script evil", "br0"), "t.toml:2:8: error: vrrp instance name \"VI_1\\nvrrp_script evil\" holds '\\n'"),
+        (vrrp("VI 1", "br0"), "t.toml:2:8: error: vrrp instance name \"VI 1\" holds ' '"),
+        (vrrp(&"v".repeat(65), "br0"), "t.toml:2:8: error: vrrp instance name"),
+        (vrrp("VI_1", "br0\\nExecStartPre=/bin/sh"), "t.toml:3:13: error: interface: interface name \"br0\\nExecStartPre=/bin/sh\" holds '\\n'"),
+        (vrrp("VI_1", "eth0 up"), "t.toml:3:13: error: interface: interface name \"eth0 up\" holds ' '"),
+        (vrrp("VI_1", "a/b"), "t.toml:3:13: error: interface: interface name \"a/b\" holds '/'"),
+        (vrrp("VI_1", "eth0:1"), "t.toml:3:13: error: interface: interface name \"eth0:1\" holds ':'"),
+        (vrrp("VI_1", "abcdefghijklmnop"), "t.toml:3:13: error: interface: interface name \"abcdefghijklmnop\" is 16 bytes long"),
+        (vrrp("VI_1", ".."), "t.toml:3:13: error: interface: interface name \"..\" is not a name"),
+        (
+            "[[tracker]]\nname = \"up\\tlink\"\nkind = \"interface\"\ninterface = \"eth1\"\n".to_string(),
+            "t.toml:2:8: error: tracker name \"up\\tlink\" holds '\\t'",
+        ),
+        (
+            "[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"eth1 \"\n".to_string(),
+            "t.toml:4:13: error: interface: interface name \"eth1 \" holds ' '",
+        ),
+        (
+            "[node]\ninterface = \"br0\\r\"\n".to_string() + &vrrp("VI_1", "br0").replace("interface = \"br0\"\n", ""),
+            "t.toml:2:13: error: node.interface: interface name \"br0\\r\" holds '\\r'",
+        ),
+    ];
+    for (text, expected) in cases {
+        let got = heads(&text);
+        assert!(got.iter().any(|g| g.starts_with(expected)), "expected {expected:?} in {got:#?}");
+    }
 }

@@ -22,7 +22,7 @@ fn has_local_route(ns: &Netns, address: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(address)
 }
 
-const CONFIG: &str = "[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"eth1\"\nfall = 1\nrise = 1\n\n\
+const CONFIG: &str = "[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"eth1\"\n\n\
                       [[announce]]\nname = \"api\"\naddress = \"10.0.0.100/32\"\ntrack = [\"uplink\"]\n\n\
                       [[announce]]\nname = \"api6\"\naddress = \"fd00::100\"\ntrack = [\"uplink\"]\n";
 

@@ -29,6 +29,26 @@ fn check_valid_config_prints_a_summary() {
     );
 }
 
+/// `halo check` warns about an interface tracker whose interface this host lacks (the tracker
+/// fails while it is missing) and says nothing of one it has.
+#[test]
+fn check_warns_of_a_tracked_interface_missing_on_this_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("halo.toml");
+    let trackers = "[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"halo-nosuch0\"\n\n\
+                    [[tracker]]\nname = \"loopback\"\nkind = \"interface\"\ninterface = \"lo\"\n";
+    std::fs::write(&file, trackers).expect("write");
+    let out = halo(&["check", "-c", &file.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: tracker `uplink`: interface `halo-nosuch0` does not exist on this host: the tracker fails until it appears"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("`loopback`"), "{stderr}");
+    assert!(text(&out.stdout).contains("valid (1 warning)"), "{}", text(&out.stdout));
+}
+
 #[test]
 fn check_invalid_config_prints_every_error_and_exits_1() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -111,6 +131,26 @@ fn import_seed_then_check_it() {
     );
     let written = std::fs::read_to_string(&output).expect("written");
     assert_eq!(written, std::fs::read_to_string(repo().join("testdata/seed/expected.halo.toml")).expect("golden"));
+    let check = halo(&["check", "-c", &output.to_string_lossy()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+}
+
+/// keepalived's `auth_pass £6nj7^5` (8 bytes, not ASCII) is imported, written and checked
+/// valid (it was written, then refused by halo's own validation: nothing came out).
+#[test]
+fn import_of_a_utf8_auth_pass_writes_a_valid_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keepalived = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &keepalived,
+        "vrrp_instance VI_1 {\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 101\n  advert_int 1\n  authentication {\n    auth_type PASS\n    auth_pass £6nj7^5\n  }\n  virtual_ipaddress {\n    10.0.0.100/24\n  }\n}\n",
+    )
+    .expect("write");
+    let output = dir.path().join("halo.toml");
+    let out = halo(&["import", "--keepalived", &keepalived.to_string_lossy(), "-o", &output.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&output).expect("written");
+    assert!(written.contains("auth_password = \"£6nj7^5\""), "{written}");
     let check = halo(&["check", "-c", &output.to_string_lossy()]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
 }

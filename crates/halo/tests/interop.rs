@@ -83,6 +83,31 @@ fn v2_pass_keepalived_master_halo_backup_then_the_reverse() {
     assert!(keepalived.log().contains("Entering BACKUP STATE"), "{}", keepalived.log());
 }
 
+/// A PASS password of 8 bytes that are not ASCII (`£6nj7^5`: keepalived takes it) is the same on
+/// the wire both ways: halo stays backup behind keepalived's adverts, and keepalived behind
+/// halo's. (halo refused such a password, after `halo import` had written it.)
+#[test]
+fn v2_pass_with_a_utf8_password_matches_keepalived_both_ways() {
+    if skip("v2_pass_with_a_utf8_password_matches_keepalived_both_ways") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let auth_halo = "auth_password = \"£6nj7^5\"";
+    let auth_keepalived = "  authentication {\n    auth_type PASS\n    auth_pass £6nj7^5\n  }";
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(2, 200, "1", "192.0.2.170/24", auth_keepalived));
+    assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived never took the VIP: {}", keepalived.log());
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(2, 100, "1s", "192.0.2.170/24", auth_halo));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!lan.holds(0, vip), "halo (backup) refused keepalived's adverts with the same password: {}", halo.log());
+    assert_eq!(keepalived.stop(), Some(0));
+    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo did not take over: {}", halo.log());
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived-low", &keepalived_conf(2, 50, "1", "192.0.2.170/24", auth_keepalived));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(lan.holds(0, vip) && !lan.holds(1, vip), "keepalived refused halo's adverts: {}", keepalived.log());
+    assert!(keepalived.log().contains("Entering BACKUP STATE"), "{}", keepalived.log());
+}
+
 #[test]
 fn v3_ipv6_halo_master_keepalived_backup() {
     if skip("v3_ipv6_halo_master_keepalived_backup") {
@@ -352,7 +377,7 @@ fn interface_tracker_follows_link_notifications() {
     run_ok("ip", &["-n", lan.host(0), "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
     run_ok("ip", &["-n", lan.host(0), "link", "set", "up0", "up"]);
     run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
-    let tracker = "track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"up0\"\nweight = -150\nfall = 1\nrise = 1\n";
+    let tracker = "track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"up0\"\nweight = -150\n";
     let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", tracker));
     let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
     assert_sole_holder(&lan, 0, 1, vip, &[&master, &backup]);
@@ -362,6 +387,60 @@ fn interface_tracker_follows_link_notifications() {
     assert!(moved < Duration::from_secs(3), "a link notification acts at once, not after {moved:?}");
     run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
     assert!(wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip)).is_some(), "{}", master.log());
+}
+
+/// An interface tracker follows the link itself, as keepalived's `track_interface` does, with
+/// the tracker's default fall and rise: the master goes to FAULT when its tracked link goes down
+/// (admin down, then carrier lost) and takes the VIP back each time the link returns. (Each link
+/// notification used to count as one result against fall/rise: recovery waited for link changes
+/// that never came, and a single one never faulted.)
+#[test]
+fn interface_tracker_follows_the_link_down_and_back_up() {
+    if skip("interface_tracker_follows_the_link_down_and_back_up") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    run_ok("ip", &["-n", lan.host(0), "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0", "up"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
+    // No weight: FAULT while the link is down; fall and rise left at their defaults.
+    let tracker = "track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"up0\"\n";
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", tracker));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 0, 1, vip, &[&master, &backup]);
+    let logs = || format!("{}\n---\n{}", master.log(), backup.log());
+    // Admin down twice (a recovery that works once only is no recovery), then the carrier.
+    for (device, what) in [("up0", "admin"), ("up0", "admin, again"), ("up0p", "carrier")] {
+        run_ok("ip", &["-n", lan.host(0), "link", "set", device, "down"]);
+        let moved = wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip));
+        assert!(moved.is_some(), "{what}: the link going down did not move the VIP:\n{}", logs());
+        run_ok("ip", &["-n", lan.host(0), "link", "set", device, "up"]);
+        let back = wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip));
+        assert!(back.is_some(), "{what}: the link came back and the master stayed in FAULT:\n{}", logs());
+        eprintln!("{what}: down moved the VIP in {:?}, up brought it back in {:?}", moved.unwrap_or_default(), back.unwrap_or_default());
+    }
+    assert!(master.log().contains("passing=true"), "no tracker recovery logged:\n{}", master.log());
+}
+
+/// A tracked interface that does not exist fails (it used to pass silently): the master stays
+/// out of the election until the interface appears, then takes the VIP.
+#[test]
+fn interface_tracker_of_a_missing_interface_fails_until_it_appears() {
+    if skip("interface_tracker_of_a_missing_interface_fails_until_it_appears") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let vip = "192.0.2.170";
+    let tracker = "track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"late0\"\n";
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", tracker));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 1, 0, vip, &[&master, &backup]);
+    assert!(master.log().contains("late0"), "the missing interface is not named in the log:\n{}", master.log());
+    run_ok("ip", &["-n", lan.host(0), "link", "add", "late0", "type", "dummy"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "late0", "up"]);
+    let took = wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip));
+    assert!(took.is_some(), "the interface appeared and the master stayed in FAULT:\n{}\n---\n{}", master.log(), backup.log());
 }
 
 #[test]

@@ -327,3 +327,29 @@ fn systemd_hears_ready_on_an_abstract_notify_socket() {
     let n = socket.recv(&mut buf).expect("READY=1 on the abstract socket within 10 s");
     assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1");
 }
+
+/// The endpoint only serves reads: any other method is answered 405 with the methods it takes
+/// (it answered 200 to `DELETE /status`), with or without the token.
+#[test]
+fn methods_other_than_get_and_head_are_refused_with_405() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_daemon, status) = status_only(dir.path());
+    let ask = |method: &str, path: &str| {
+        let mut s = TcpStream::connect(status).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        let status = answer.split_whitespace().nth(1).unwrap_or("").to_string();
+        let allow = answer.lines().find(|l| l.to_ascii_lowercase().starts_with("allow:")).map(|l| l[6..].trim().to_string());
+        (status, allow)
+    };
+    for path in ["/status", "/metrics", "/healthz"] {
+        for method in ["DELETE", "POST", "PUT", "PATCH"] {
+            assert_eq!(ask(method, path), ("405".to_string(), Some("GET, HEAD".to_string())), "{method} {path}");
+        }
+        assert_eq!(ask("GET", path).0, "200", "GET {path}");
+        assert_eq!(ask("HEAD", path).0, "200", "HEAD {path}");
+    }
+}

@@ -672,3 +672,25 @@ fn a_new_master_announces_its_excluded_addresses_of_the_other_family() {
     let (announced, tshark) = capture.join().expect("capture");
     assert!(!announced.is_empty(), "no neighbour advertisement for the excluded IPv6 address ({tshark}):\n{}", halo.log());
 }
+
+/// An instance that waits for its trackers' first results (a slow first check) shows in
+/// `/status` as INIT, saying what it waits for (it used to be missing until its election), then
+/// carries on as usual.
+#[test]
+fn an_instance_waiting_for_its_trackers_shows_as_init() {
+    if skip("an_instance_waiting_for_its_trackers_shows_as_init") {
+        return;
+    }
+    let lan = Lan::new(1);
+    let slow = "track = [\"slow\"]\n\n[[tracker]]\nname = \"slow\"\nkind = \"script\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 4\"]\ninterval = \"1s\"\ntimeout = \"8s\"\n";
+    let halo = Daemon::halo(&lan, 0, "halo", &instance("VI_1", "eth0", 51, 200, "192.0.2.170/24", slow));
+    let seen = wait_for(Duration::from_secs(3), || status(&lan, 0)["vrrp"]["VI_1"].is_object());
+    assert!(seen.is_some(), "the waiting instance is missing from /status: {}\n{}", status(&lan, 0), halo.log());
+    let waiting = status(&lan, 0)["vrrp"]["VI_1"].clone();
+    assert_eq!(waiting["state"], "INIT", "{waiting}");
+    assert_eq!(waiting["priority"], 200, "{waiting}");
+    assert!(waiting["last_change"].as_str().is_some_and(|c| c.contains("waiting for the trackers")), "{waiting}");
+    assert!(!lan.holds(0, "192.0.2.170"), "it claimed the VIP before its tracker answered");
+    let elected = wait_for(GENEROUS, || status(&lan, 0)["vrrp"]["VI_1"]["state"] == "MASTER");
+    assert!(elected.is_some(), "{}\n{}", status(&lan, 0), halo.log());
+}
