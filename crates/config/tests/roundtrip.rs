@@ -169,8 +169,9 @@ fn trackers(d: &mut Draw, frontends: &[Frontend], instance_interfaces: &[String]
             out.push(Tracker {
                 name: format!("link-{interface}"),
                 weight: weight(d),
-                fall: 1,
-                rise: 1,
+                // An interface tracker follows its link: fall and rise are not its own.
+                fall: halo_config::defaults::TRACKER_FALL,
+                rise: halo_config::defaults::TRACKER_RISE,
                 kind: TrackerKind::Interface { interface },
             });
         }

@@ -35,14 +35,17 @@ fn check_valid_config_prints_a_summary() {
 fn check_warns_of_a_tracked_interface_missing_on_this_host() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("halo.toml");
-    let trackers = "[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"halo-nosuch0\"\n\n\
+    let trackers = "[[vrrp]]\nname = \"VI_1\"\ninterface = \"halo-vrrp0\"\nvirtual_router_id = 51\npriority = 100\nvirtual_addresses = [\"10.0.0.9/24\"]\ntrack = [\"uplink\", \"loopback\"]\n\n\
+                    [[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"halo-nosuch0\"\n\n\
                     [[tracker]]\nname = \"loopback\"\nkind = \"interface\"\ninterface = \"lo\"\n";
     std::fs::write(&file, trackers).expect("write");
     let out = halo(&["check", "-c", &file.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("warning: tracker `uplink`: interface `halo-nosuch0` does not exist on this host: the tracker fails until it appears"),
+        stderr.contains(
+            "warning: tracker `uplink`: interface `halo-nosuch0` does not exist on this host: the tracker fails until it appears"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains("`loopback`"), "{stderr}");

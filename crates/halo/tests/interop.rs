@@ -437,7 +437,8 @@ fn interface_tracker_of_a_missing_interface_fails_until_it_appears() {
     let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
     assert_sole_holder(&lan, 1, 0, vip, &[&master, &backup]);
     assert!(master.log().contains("late0"), "the missing interface is not named in the log:\n{}", master.log());
-    run_ok("ip", &["-n", lan.host(0), "link", "add", "late0", "type", "dummy"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "add", "late0", "type", "veth", "peer", "name", "late0p"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "late0p", "up"]);
     run_ok("ip", &["-n", lan.host(0), "link", "set", "late0", "up"]);
     let took = wait_for(GENEROUS, || lan.holds(0, vip) && !lan.holds(1, vip));
     assert!(took.is_some(), "the interface appeared and the master stayed in FAULT:\n{}\n---\n{}", master.log(), backup.log());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, CacheInfo};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 
 use crate::{HostError, Result};
 
@@ -19,7 +19,8 @@ pub struct Link {
     pub name: String,
     /// Hardware address (empty for links without one).
     pub mac: Vec<u8>,
-    /// Administratively up and with carrier.
+    /// Administratively up, with carrier, and not reported down by its operational state
+    /// (RFC 2863: down, lower layer down, not present, dormant).
     pub up: bool,
 }
 
@@ -43,14 +44,19 @@ pub(crate) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Ho
 
 fn link_from(message: &LinkMessage) -> Link {
     let mut link = Link { index: message.header.index, name: String::new(), mac: Vec::new(), up: false };
+    let mut operational = true;
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => link.name = name.clone(),
             LinkAttribute::Address(mac) => link.mac = mac.clone(),
+            // Up and unknown (what virtual links without a carrier notion report) both carry.
+            LinkAttribute::OperState(state) => {
+                operational = !matches!(state, State::Down | State::LowerLayerDown | State::NotPresent | State::Dormant);
+            }
             _ => {}
         }
     }
-    link.up = message.header.flags.contains(LinkFlags::Up) && message.header.flags.contains(LinkFlags::LowerUp);
+    link.up = message.header.flags.contains(LinkFlags::Up) && message.header.flags.contains(LinkFlags::LowerUp) && operational;
     link
 }
 

@@ -167,7 +167,12 @@ fn tracker(out: &mut String, t: &Tracker, notes: &Notes) {
         Some(w) => line(out, format_args!("weight = {w}")),
         None => line(out, format_args!("# no weight: a failing tracker puts its instances into FAULT")),
     }
-    line(out, format_args!("fall = {}\nrise = {}\n", t.fall, t.rise));
+    // An interface tracker follows the link as it changes: fall and rise do not apply.
+    if matches!(t.kind, TrackerKind::Interface { .. }) {
+        line(out, format_args!(""));
+    } else {
+        line(out, format_args!("fall = {}\nrise = {}\n", t.fall, t.rise));
+    }
 }
 
 fn backend(out: &mut String, b: &Backend, notes: &Notes) {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use super::{parse_virtual_address, unique_names};
+use super::{interface_name, parse_virtual_address, unique_names};
 use crate::diag::{Hint, Report};
 use crate::model::{Announce, Bgp, BgpNeighbor};
 use crate::raw::{Int, RawAnnounce, RawBgp, RawTracker, RawVrrp, Text};
@@ -33,12 +33,10 @@ pub(super) fn announcements(
                 report.error(t.span(), format!("announce `{}` tracks unknown tracker `{}`", a.name.get_ref(), t.get_ref()));
             }
         }
-        let interface = a.interface.as_ref().map_or("lo".to_string(), |i| i.get_ref().clone());
-        if let Some(i) = &a.interface
-            && (interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']))
-        {
-            report.error(i.span(), format!("`{interface}` is not an interface name"));
-        }
+        let interface = match &a.interface {
+            Some(i) => interface_name(report, i, "announce interface").unwrap_or_default(),
+            None => "lo".to_string(),
+        };
         let track = a.track.iter().flatten().map(|t| t.get_ref().clone()).collect();
         out = out.zip(address).map(|(mut v, address)| {
             v.push(Announce { name: a.name.get_ref().clone(), address, interface, track });

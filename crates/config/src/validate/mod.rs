@@ -20,7 +20,7 @@ use crate::raw::{Int, RawConfig, Text};
 pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
     let node = Node {
         name: raw.node.name.map(|n| n.into_inner()),
-        interface: raw.node.interface.map(|i| i.into_inner()),
+        interface: raw.node.interface.as_ref().and_then(|i| interface_name(report, i, "node.interface")),
         script_user: raw.node.script_user.as_ref().and_then(|u| user_name(report, u)),
         worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..=256)),
     };
@@ -252,7 +252,12 @@ pub(crate) fn socket_addr(report: &mut Report<'_>, text: &Text, key: &str) -> Op
     }
 }
 
-/// Reports every name seen twice in a list.
+/// The longest name of an instance, tracker, group, frontend, backend, server or announcement.
+pub const NAME_MAX: usize = 64;
+
+/// Reports every name seen twice in a list, and every name outside the safe set: names reach
+/// rendered files (keepalived.conf, haproxy.cfg, the systemd unit), metric labels, logs and
+/// hooks' arguments, where a newline or a space would start a new directive or word.
 pub(crate) fn unique_names<'t>(report: &mut Report<'_>, what: &str, names: impl IntoIterator<Item = &'t Text>) {
     let mut seen: Vec<&Text> = Vec::new();
     for name in names {
@@ -263,7 +268,45 @@ pub(crate) fn unique_names<'t>(report: &mut Report<'_>, what: &str, names: impl 
         }
         if name.get_ref().trim().is_empty() {
             report.error(name.span(), format!("empty {what} name"));
+        } else if let Some(problem) = name_problem(name.get_ref()) {
+            report
+                .error(name.span(), format!("{what} name {:?} {problem}", name.get_ref()))
+                .hint(format!("a name is 1..={NAME_MAX} letters, digits and `.` `_` `-` `:` `@`"));
         }
+    }
+}
+
+/// What is wrong with a (non-empty) name, if anything.
+fn name_problem(name: &str) -> Option<String> {
+    if name.len() > NAME_MAX {
+        return Some(format!("is {} bytes long", name.len()));
+    }
+    let bad = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))?;
+    Some(format!("holds {bad:?}"))
+}
+
+/// An interface name as the kernel takes one (`dev_valid_name`): 1..=15 bytes (IFNAMSIZ less
+/// its terminating NUL), not `.` or `..`, no `/`, `:`, white space or control character. The
+/// name reaches the systemd unit and keepalived.conf, so nothing else may pass.
+pub(crate) fn interface_name(report: &mut Report<'_>, text: &Text, key: &str) -> Option<String> {
+    let name = text.get_ref();
+    let problem = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.len() > 15 {
+        Some(format!("is {} bytes long (the kernel takes 15 at most)", name.len()))
+    } else if name == "." || name == ".." {
+        Some("is not a name".to_string())
+    } else {
+        name.chars().find(|c| matches!(c, '/' | ':') || c.is_whitespace() || c.is_control()).map(|c| format!("holds {c:?}"))
+    };
+    match problem {
+        Some(problem) => {
+            report
+                .error(text.span(), format!("{key}: interface name {name:?} {problem}"))
+                .hint("an interface name as `ip link` shows it: 1..=15 bytes, no `/`, `:` or white space");
+            None
+        }
+        None => Some(name.clone()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use halo_vrrp::{AdvertInterval, Priority, Version, Vrid};
 use ipnet::IpNet;
 
-use super::{choice, command, count_or, duration_or, ip, positive_duration_or, unique_names};
+use super::{choice, command, count_or, duration_or, interface_name, ip, positive_duration_or, unique_names};
 use crate::defaults as d;
 use crate::diag::{Hint, Report};
 use crate::model::{ChecksumMode, Gratuitous, InitialState, Notify, Tracker, TrackerKind, VrrpInstance};
@@ -76,7 +76,7 @@ pub(super) fn instances(
 fn instance(report: &mut Report<'_>, v: &RawVrrp, default_interface: Option<&str>, trackers: &[RawTracker]) -> Option<VrrpInstance> {
     let name = v.name.get_ref();
     let interface = match (&v.interface, default_interface) {
-        (Some(i), _) => Some(i.get_ref().clone()),
+        (Some(i), _) => interface_name(report, i, "interface"),
         (None, Some(i)) => Some(i.to_string()),
         (None, None) => {
             report.error(v.name.span(), format!("vrrp `{name}` names no interface")).hint("set `interface` here or `interface` in [node]");
@@ -230,11 +230,19 @@ fn auth(report: &mut Report<'_>, v: &RawVrrp, version: Option<Version>) -> Optio
             .hint("remove it, or use version = 2 to talk to routers that require it");
         return None;
     }
-    if length == 0 || length > 8 || !password.get_ref().is_ascii() {
+    // Any 1..=8 bytes, as keepalived takes them (UTF-8 included: `£6nj7^5` is 8 bytes); a
+    // control character is no word keepalived could read.
+    if length == 0 || length > 8 {
         // The length only: a secret is never echoed.
         report
-            .error(password.span(), format!("auth_password must be 1..=8 ASCII characters, got {} bytes", length))
+            .error(password.span(), format!("auth_password must be 1..=8 bytes, got {} bytes", length))
             .hint("VRRPv2 PASS authentication carries 8 bytes");
+        return None;
+    }
+    if password.get_ref().chars().any(char::is_control) {
+        report
+            .error(password.span(), "auth_password holds a control character")
+            .hint("keepalived reads a password as one word of printable characters");
         return None;
     }
     report
@@ -395,12 +403,29 @@ fn tracker(report: &mut Report<'_>, t: &RawTracker, frontends: &[RawFrontend], b
         }
         None => Some(None),
     };
-    let fall = count_or(report, &t.fall, "fall", 1..=1000, d::TRACKER_FALL);
-    let rise = count_or(report, &t.rise, "rise", 1..=1000, d::TRACKER_RISE);
+    let (fall, rise) = if kind_name == "interface" {
+        // It follows the link's state: given fall and rise are warned about and not kept.
+        for (key, value) in [("fall", &t.fall), ("rise", &t.rise)] {
+            if let Some(value) = value {
+                report
+                    .warning(
+                        value.span(),
+                        format!("`{key}` does not apply to an `interface` tracker: it follows the link's state as it changes"),
+                    )
+                    .hint("leave it out");
+            }
+        }
+        (Some(d::TRACKER_FALL), Some(d::TRACKER_RISE))
+    } else {
+        (count_or(report, &t.fall, "fall", 1..=1000, d::TRACKER_FALL), count_or(report, &t.rise, "rise", 1..=1000, d::TRACKER_RISE))
+    };
     let kind = match kind_name {
         "balancer" => balancer(report, t, frontends, backends),
         "script" => script(report, t),
-        "interface" => required(report, t, &t.interface, "interface").map(|i| TrackerKind::Interface { interface: i.clone() }),
+        "interface" => required(report, t, &t.interface, "interface")
+            .and(t.interface.as_ref())
+            .and_then(|i| interface_name(report, i, "interface"))
+            .map(|interface| TrackerKind::Interface { interface }),
         _ => required(report, t, &t.path, "path").map(|p| TrackerKind::File { path: p.into() }),
     };
     if misplaced {

@@ -23,8 +23,30 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    print!("{}", summary(path, &loaded.config, loaded.warnings.len() + unresolved.len()));
+    let missing = missing_tracked_interfaces(&loaded.config);
+    for (tracker, interface) in &missing {
+        eprintln!(
+            "{}: warning: tracker `{tracker}`: interface `{interface}` does not exist on this host: the tracker fails until it appears",
+            path.display()
+        );
+    }
+    print!("{}", summary(path, &loaded.config, loaded.warnings.len() + unresolved.len() + missing.len()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Interface trackers whose interface this host (its network namespace) does not have:
+/// (tracker, interface). Checked on another host than the one it is for, the file may be right:
+/// a warning.
+fn missing_tracked_interfaces(config: &Config) -> Vec<(String, String)> {
+    config
+        .trackers
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TrackerKind::Interface { interface } => Some((t.name.clone(), interface.clone())),
+            _ => None,
+        })
+        .filter(|(_, interface)| !std::path::Path::new("/sys/class/net").join(interface).exists())
+        .collect()
 }
 
 /// Servers given by a name the system resolver cannot turn into an address here and now:

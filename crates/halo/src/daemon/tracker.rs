@@ -159,7 +159,11 @@ async fn run(
     }
 }
 
-/// An interface tracker: each link notification for its interface is one result.
+/// An interface tracker follows its link as keepalived's `track_interface` does: it passes while
+/// the interface exists, is up and has its carrier (`halo_hostnet::netlink::watch_links`), from
+/// the first look and at every change the kernel reports. No fall/rise: a notification is a
+/// state, not one result among several (counted as results, a returning link waited for more
+/// changes that never came). An interface that does not exist fails, and says so.
 async fn run_interface(
     tracker: Tracker,
     sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
@@ -168,18 +172,17 @@ async fn run_interface(
     mut stop: watch::Receiver<bool>,
 ) {
     let TrackerKind::Interface { interface } = &tracker.kind else { return };
-    // Starts passing, as keepalived's scripts do, so a restart does not flap the VIP.
-    let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise, previous.is_none_or(|v| v.passing));
-    let mut settled = previous.is_some_and(|v| v.settled);
+    let mut published = previous.filter(|v| v.settled).map(|v| v.passing);
     loop {
-        let up = links.borrow_and_update().get(interface).copied().unwrap_or(false);
-        let flipped = hysteresis.record(up);
-        if let Some(passing) = flipped {
-            tracing::info!(passing, interface = %interface, up, "tracker changed");
-        }
-        if flipped.is_some() || !settled {
-            publish(&sender, &tracker.name, Verdict { passing: hysteresis.is_passing(), value: 0, settled: true });
-            settled = true;
+        let state = links.borrow_and_update().get(interface).copied();
+        let passing = state == Some(true);
+        if published != Some(passing) {
+            match state {
+                Some(up) => tracing::info!(passing, interface = %interface, up, "tracker changed"),
+                None => tracing::warn!(passing, interface = %interface, "tracker changed: no such interface on this host"),
+            }
+            publish(&sender, &tracker.name, Verdict { passing, value: 0, settled: true });
+            published = Some(passing);
         }
         tokio::select! {
             changed = links.changed() => if changed.is_err() { return },

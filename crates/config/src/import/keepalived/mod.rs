@@ -159,7 +159,8 @@ fn link_tracker(trackers: &mut Vec<Tracker>, interface: &str, weight: Option<i32
     };
     if !trackers.iter().any(|t| t.name == name) {
         let kind = TrackerKind::Interface { interface: interface.to_string() };
-        trackers.push(Tracker { name: name.clone(), weight, fall: 1, rise: 1, kind });
+        // It follows the link as it changes: fall and rise do not apply (halo's defaults stand).
+        trackers.push(Tracker { name: name.clone(), weight, fall: d::TRACKER_FALL, rise: d::TRACKER_RISE, kind });
     }
     name
 }

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -37,6 +38,12 @@ fn handle(shared: &Shared, token: Option<&str>, request: &Request<Incoming>) -> 
         && !auth::authorized(request, token)
     {
         return respond(StatusCode::UNAUTHORIZED, "text/plain", "a bearer token is required\n".to_string());
+    }
+    // Reads only: nothing on the endpoint changes the daemon (RFC 9110 §15.5.6).
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut refused = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD\n".to_string());
+        refused.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused;
     }
     match request.uri().path() {
         "/healthz" => match shared.failure() {

@@ -164,3 +164,21 @@ pub(super) fn publish(
         },
     );
 }
+
+/// Publishes an instance that waits for its trackers' first results before its election: INIT,
+/// at its configured priority, with what it waits for (else `halo status` would not show it).
+pub(super) fn publish_waiting(status: &Shared, config: &VrrpInstance, io: &Io, group: Option<&str>) {
+    status.set_instance(
+        &config.name,
+        InstanceStatus {
+            state: State::Initialize.to_string(),
+            priority: config.priority.get(),
+            interface: io.link.name.clone(),
+            vrid: config.virtual_router_id.get(),
+            last_change: "waiting for the trackers' first results".to_string(),
+            last_change_unix: unix_now(),
+            sync_group: group.map(str::to_string),
+            ..InstanceStatus::default()
+        },
+    );
+}

@@ -20,8 +20,11 @@ mod io;
 mod machine;
 mod receive;
 
+use actions::publish_waiting;
 pub use driver::Frozen;
 use driver::{Driver, Inputs, drive, tracked};
+
+use super::state::Shared;
 use io::{Io, open, remove_virtual_mac};
 
 use super::sync_group::Group;
@@ -83,7 +86,7 @@ pub struct Adoption {
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
     let Instance { config, trackers, mut verdicts, shutdown, updates, netlink, links, status, guard, group, start, freeze } = instance;
     let io = open(&config, &netlink, guard).await?;
-    let Some((adopted, told_adopted)) = begin(start, &io, &config, group.as_ref(), &mut verdicts).await? else {
+    let Some((adopted, told_adopted)) = begin(start, &io, &config, group.as_ref(), &status, &mut verdicts).await? else {
         return Ok(());
     };
     let current = verdicts.borrow().clone();
@@ -103,6 +106,7 @@ async fn begin(
     io: &Io,
     config: &VrrpInstance,
     group: Option<&(Arc<Group>, usize)>,
+    status: &Shared,
     verdicts: &mut watch::Receiver<BTreeMap<String, Verdict>>,
 ) -> anyhow::Result<Option<(Option<Frozen>, Option<oneshot::Sender<()>>)>> {
     match start {
@@ -113,6 +117,7 @@ async fn begin(
                 }
                 return Err(e);
             }
+            publish_waiting(status, config, io, group.map(|(g, _)| g.config.name.as_str()));
             settle(&tracked(config, group.map(|(g, _)| g.as_ref())), verdicts).await;
             Ok(Some((None, None)))
         }
