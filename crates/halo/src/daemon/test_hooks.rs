@@ -38,3 +38,23 @@ pub async fn upgrade_step(step: &str, stall: std::time::Duration) {
 /// Without the `test-hooks` feature: nothing.
 #[cfg(not(feature = "test-hooks"))]
 pub async fn upgrade_step(_step: &str, _stall: std::time::Duration) {}
+
+/// Holding `address` (adding or refreshing it): while the file `HALO_TEST_VIP_REFRESH_FAILS`
+/// names exists, it fails as a refusal of the kernel would, to prove that a master that cannot
+/// hold its addresses gives them up.
+#[cfg(feature = "test-hooks")]
+pub fn refresh_may_fail(address: std::net::IpAddr) -> halo_hostnet::Result<()> {
+    match std::env::var_os("HALO_TEST_VIP_REFRESH_FAILS") {
+        Some(path) if std::path::Path::new(&path).exists() => Err(halo_hostnet::HostError::Io {
+            what: format!("adding {address} (HALO_TEST_VIP_REFRESH_FAILS)"),
+            source: std::io::Error::from_raw_os_error(nix::errno::Errno::EPERM as i32),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Without the `test-hooks` feature: nothing.
+#[cfg(not(feature = "test-hooks"))]
+pub fn refresh_may_fail(_address: std::net::IpAddr) -> halo_hostnet::Result<()> {
+    Ok(())
+}

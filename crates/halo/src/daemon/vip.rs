@@ -17,6 +17,7 @@ pub const VIP_REFRESH: Duration = Duration::from_millis(500);
 /// Adds the address (or renews its lifetime) on interface `index`; once it is there, the guard
 /// holds it too.
 pub async fn hold(netlink: &Netlink, guard: Option<&Guard>, index: u32, address: IpAddr, prefix: u8) -> halo_hostnet::Result<()> {
+    super::test_hooks::refresh_may_fail(address)?;
     netlink.add_address(index, address, prefix, Some(VIP_LIFETIME)).await?;
     if let Some(guard) = guard {
         guard.hold(index, address, prefix);
