@@ -74,8 +74,11 @@ address = "127.0.0.1:9"
 TOML
 /usr/bin/halo run -c /etc/halo/halo.toml --pid-file /run/halo/halo.pid </dev/null >target/package-halo.log 2>&1 &
 first=$!
+# The daemons this test started: the first, and the one it handed over to (named by the pid
+# file, or by the first one's log should the pid file be gone).
+successor() { sed -n 's/.*the new process has taken over pid=\([0-9]*\).*/\1/p' target/package-halo.log | tail -1; }
 cleanup_daemon() {
-  for pid in "$first" "$(cat /run/halo/halo.pid 2>/dev/null || true)"; do
+  for pid in "$first" "$(cat /run/halo/halo.pid 2>/dev/null || true)" "$(successor)"; do
     [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
   done
   rm -f /etc/halo/halo.toml
@@ -86,7 +89,7 @@ for _ in $(seq 50); do [ "$(cat /run/halo/halo.pid 2>/dev/null)" = "$first" ] &&
 [ "$(cat /run/halo/halo.pid 2>/dev/null)" = "$first" ] || fail "the daemon did not start: $(cat target/package-halo.log)"
 out=$(dpkg -i "$deb" 2>&1) || fail "dpkg -i over the installed package: $out"
 echo "$out" | grep -q "now runs the new binary" || fail "the postinst did not hand over: $out"
-second=$(cat /run/halo/halo.pid)
+second=$(cat /run/halo/halo.pid 2>/dev/null) || fail "no pid file after the handover (successor $(successor)): $(ls -la /run/halo 2>&1) $(cat target/package-halo.log)"
 [ "$second" != "$first" ] && kill -0 "$second" || fail "no new daemon after the upgrade: $(cat target/package-halo.log)"
 [ "$(readlink "/proc/$second/exe")" = /usr/bin/halo ] || fail "the new daemon does not run /usr/bin/halo"
 kill -TERM "$second"

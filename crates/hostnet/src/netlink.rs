@@ -141,19 +141,21 @@ impl Netlink {
     /// runs out unless it is refreshed; IPv6 addresses skip duplicate address detection, since
     /// VRRP already decided who owns them.
     pub async fn add_address(&self, index: u32, address: IpAddr, prefix: u8, lifetime: Option<Duration>) -> Result<()> {
-        let mut request = self.handle.address().add(index, address, prefix).replace();
-        let message = request.message_mut();
-        if let Some(lifetime) = lifetime {
-            let seconds = u32::try_from(lifetime.as_secs().max(1)).unwrap_or(u32::MAX);
-            let mut info = CacheInfo::default();
-            info.ifa_preferred = seconds;
-            info.ifa_valid = seconds;
-            message.attributes.push(AddressAttribute::CacheInfo(info));
-        }
-        if address.is_ipv6() {
-            message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
+        let request = address_request(self.handle.address().add(index, address, prefix).replace(), address, lifetime);
         request.execute().await.map_err(nl(format!("adding {address}/{prefix} to interface {index}")))
+    }
+
+    /// Adds the address, or refreshes it when it is there already; whether it was added (it was
+    /// not there: it expired, or something removed it), for the caller to announce it again.
+    pub async fn add_or_refresh_address(&self, index: u32, address: IpAddr, prefix: u8, lifetime: Option<Duration>) -> Result<bool> {
+        let request = address_request(self.handle.address().add(index, address, prefix), address, lifetime);
+        match request.execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
+                self.add_address(index, address, prefix, lifetime).await.map(|()| false)
+            }
+            Err(e) => Err(nl(format!("adding {address}/{prefix} to interface {index}"))(e)),
+        }
     }
 
     /// Makes the host accept packets for `address` on interface `index` without the address
@@ -258,4 +260,21 @@ fn address_of(message: &AddressMessage) -> Option<IpAddr> {
     // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS otherwise.
     let local = message.attributes.iter().find_map(|a| if let AddressAttribute::Local(ip) = a { Some(*ip) } else { None });
     local.or_else(|| message.attributes.iter().find_map(|a| if let AddressAttribute::Address(ip) = a { Some(*ip) } else { None }))
+}
+
+/// The attributes of an address request: its lifetime, and no duplicate address detection for
+/// IPv6 (VRRP decided who owns the address).
+fn address_request(mut request: rtnetlink::AddressAddRequest, address: IpAddr, lifetime: Option<Duration>) -> rtnetlink::AddressAddRequest {
+    let message = request.message_mut();
+    if let Some(lifetime) = lifetime {
+        let seconds = u32::try_from(lifetime.as_secs().max(1)).unwrap_or(u32::MAX);
+        let mut info = CacheInfo::default();
+        info.ifa_preferred = seconds;
+        info.ifa_valid = seconds;
+        message.attributes.push(AddressAttribute::CacheInfo(info));
+    }
+    if address.is_ipv6() {
+        message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    request
 }

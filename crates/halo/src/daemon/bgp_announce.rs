@@ -305,7 +305,7 @@ impl Driver {
         let Some(index) = self.interface else { return };
         let (address, prefix) = (self.config.address.addr(), self.config.address.prefix_len());
         let result = if announce {
-            vip::hold(&self.netlink, self.guard.as_deref(), index, address, prefix).await
+            vip::hold(&self.netlink, self.guard.as_deref(), index, address, prefix).await.map(drop)
         } else {
             vip::release(&self.netlink, self.guard.as_deref(), index, address).await.map(drop)
         };

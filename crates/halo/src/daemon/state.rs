@@ -31,6 +31,8 @@ pub struct InstanceStatus {
     pub adverts_received: u64,
     /// Accepted adverts whose address list differs from ours (acted upon all the same).
     pub address_mismatch: u64,
+    /// VIP additions and refreshes the kernel refused.
+    pub vip_refresh_failures: u64,
     /// Packets dropped or ignored, by reason.
     pub dropped: BTreeMap<String, u64>,
     /// Notify hooks that failed.

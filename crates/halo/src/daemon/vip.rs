@@ -15,14 +15,15 @@ pub const VIP_LIFETIME: Duration = Duration::from_secs(2);
 pub const VIP_REFRESH: Duration = Duration::from_millis(500);
 
 /// Adds the address (or renews its lifetime) on interface `index`; once it is there, the guard
-/// holds it too.
-pub async fn hold(netlink: &Netlink, guard: Option<&Guard>, index: u32, address: IpAddr, prefix: u8) -> halo_hostnet::Result<()> {
+/// holds it too. Whether it was added (it was not there: expired while halo was not scheduled,
+/// or removed by someone), for the caller to announce it again.
+pub async fn hold(netlink: &Netlink, guard: Option<&Guard>, index: u32, address: IpAddr, prefix: u8) -> halo_hostnet::Result<bool> {
     super::test_hooks::refresh_may_fail(address)?;
-    netlink.add_address(index, address, prefix, Some(VIP_LIFETIME)).await?;
+    let added = netlink.add_or_refresh_address(index, address, prefix, Some(VIP_LIFETIME)).await?;
     if let Some(guard) = guard {
         guard.hold(index, address, prefix);
     }
-    Ok(())
+    Ok(added)
 }
 
 /// Removes the address from interface `index` and, once it is gone, from the guard's care;

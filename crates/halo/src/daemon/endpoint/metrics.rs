@@ -32,6 +32,12 @@ const INSTANCE_METRICS: &[Metric<InstanceStatus>] = &[
         help: "Accepted adverts whose address list differs from the instance's.",
         value: |i| i.address_mismatch as f64,
     },
+    Metric {
+        name: "halo_vrrp_vip_refresh_failures_total",
+        kind: "counter",
+        help: "Additions and refreshes of virtual addresses the kernel refused.",
+        value: |i| i.vip_refresh_failures as f64,
+    },
     Metric { name: "halo_vrrp_hook_failures_total", kind: "counter", help: "Notify hooks that failed.", value: |i| i.hook_failures as f64 },
 ];
 

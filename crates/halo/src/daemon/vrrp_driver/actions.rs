@@ -38,7 +38,8 @@ pub(super) async fn perform(
             }
         }
         Action::AddAddresses => {
-            refresh(io).await;
+            // Announced by the state machine's SendGratuitous that follows.
+            counters.vip_refresh_failures += refresh(io).await.failed.len() as u64;
             *refresh_at = Some(Instant::now() + VIP_REFRESH);
             arm_guard(io, wire);
         }
@@ -53,15 +54,7 @@ pub(super) async fn perform(
                 }
             }
         }
-        Action::SendGratuitous => {
-            let plain = io.announced();
-            for _ in 0..io.repeat {
-                if let Err(e) = io.announcer.announce(&plain) {
-                    tracing::warn!(error = %e, "gratuitous announcement failed");
-                    break;
-                }
-            }
-        }
+        Action::SendGratuitous => announce(io, &io.announced()),
         // A handover changes nothing on the wire: the hooks ran when the state was reached.
         Action::StateChanged { to, reason: Reason::Handover, priority, .. } => {
             tracing::info!(state = %to, priority, "state taken over, no hook runs");
@@ -72,6 +65,16 @@ pub(super) async fn perform(
         }
     }
     Vec::new()
+}
+
+/// Tells the LAN where `addresses` live now: gratuitous ARP / unsolicited NA, `repeat` times.
+pub(super) fn announce(io: &Io, addresses: &[IpAddr]) {
+    for _ in 0..io.repeat {
+        if let Err(e) = io.announcer.announce(addresses) {
+            tracing::warn!(error = %e, "gratuitous announcement failed");
+            break;
+        }
+    }
 }
 
 /// The advert of `priority` for each destination (the v3 checksum covers the destination
@@ -123,6 +126,7 @@ pub(super) async fn update(machine: &mut Machine, io: &mut Io, new: &VrrpInstanc
         for address in &removed {
             io.remove_vip(*address).await?;
         }
+        // A refusal is logged; the next periodic refresh retries and counts it.
         refresh(io).await;
         if !added.is_empty() {
             io.announcer.announce(&added)?;
@@ -157,6 +161,7 @@ pub(super) fn publish(
             adverts_sent: counters.sent,
             adverts_received: counters.received,
             address_mismatch: counters.address_mismatch,
+            vip_refresh_failures: counters.vip_refresh_failures,
             dropped: counters.dropped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             hook_failures: counters.hooks.failures.load(Ordering::Relaxed),
             last_hook: counters.hooks.last(),

@@ -19,6 +19,8 @@ pub(super) struct Counters {
     pub(super) address_mismatch: u64,
     /// When an address mismatch was last logged (at most one line a minute).
     pub(super) mismatch_logged: Option<Instant>,
+    /// VIP additions and refreshes the kernel refused.
+    pub(super) vip_refresh_failures: u64,
     /// Packets dropped or ignored, by reason.
     pub(super) dropped: BTreeMap<&'static str, u64>,
     /// What the notify hooks did.

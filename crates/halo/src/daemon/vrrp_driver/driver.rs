@@ -11,8 +11,9 @@ use halo_config::{Tracker, VrrpInstance};
 use halo_vrrp::fsm::{Action, Handover, Router, State};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::actions::{perform, publish, unix_now, update};
+use super::actions::{announce, perform, publish, unix_now, update};
 use super::counters::Counters;
+use super::holding::{GIVE_UP_FOR, Holding};
 use super::io::{Io, refresh, remove_virtual_mac};
 use super::machine::Machine;
 use super::receive::receive;
@@ -68,7 +69,7 @@ pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::
             },
             // The group moved this member: its actions are carried out at the top of the loop.
             () = driver.machine.kicked() => {}
-            () = sleep => driver.on_timeout().await,
+            () = sleep => driver.on_timeout(deadline).await,
             Ok(()) = verdicts.changed() => {
                 driver.apply_trackers(&verdicts.borrow());
                 tracing::info!(priority = driver.machine.effective_priority(), fault = driver.tracker_fault, "trackers changed");
@@ -115,6 +116,8 @@ pub(super) struct Driver {
     /// A tracker without weight fails.
     tracker_fault: bool,
     link_up: bool,
+    /// Whether its addresses could be refreshed lately.
+    holding: Holding,
     /// When a master next refreshes its VIPs' lifetime.
     refresh_at: Option<Instant>,
     counters: Counters,
@@ -149,6 +152,7 @@ impl Driver {
             trackers,
             tracker_fault: false,
             link_up,
+            holding: Holding::default(),
             refresh_at: None,
             counters: Counters::default(),
             last_change: (String::from("start"), unix_now()),
@@ -212,18 +216,72 @@ impl Driver {
         }
     }
 
-    /// The next time something is due: a protocol timer or the VIP refresh.
+    /// The next time something is due: a protocol timer, the VIP refresh, the end of giving the
+    /// addresses up.
     fn deadline(&self) -> Option<Instant> {
-        [self.machine.poll_timeout(), self.refresh_at].into_iter().flatten().min()
+        [self.machine.poll_timeout(), self.refresh_at, self.holding.until()].into_iter().flatten().min()
     }
 
-    async fn on_timeout(&mut self) {
+    /// What was due at `scheduled` is due now. Woken later than a master-down interval after it,
+    /// the daemon was not scheduled (a paused VM, a frozen cgroup, SIGSTOP): what it knew may be
+    /// stale (a peer took over, its VIPs' lifetimes ran out), so it re-enters the protocol.
+    async fn on_timeout(&mut self, scheduled: Option<Instant>) {
         let now = Instant::now();
-        self.machine.handle_timeout(now);
-        if self.refresh_at.is_some_and(|t| t <= now) && self.machine.state() == State::Master {
-            refresh(&self.io).await;
-            self.refresh_at = Some(now + VIP_REFRESH);
+        let late = scheduled.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if late > self.machine.master_down_interval() {
+            return self.rejoin(now, late);
         }
+        self.machine.handle_timeout(now);
+        if self.holding.expire(now) {
+            tracing::info!("trying to hold the addresses again");
+            self.machine.set_fault(now, self.faulted(now));
+        }
+        if self.refresh_at.is_some_and(|t| t <= now) && self.machine.state() == State::Master {
+            self.refresh_addresses(now).await;
+        }
+    }
+
+    /// Re-enters the protocol as after a restart: whatever it held is given up (a master's
+    /// priority-0 advert, its VIPs removed), then it listens as a backup for a whole master-down
+    /// interval (or stays in FAULT while a fault of its own lasts).
+    fn rejoin(&mut self, now: Instant, late: Duration) {
+        tracing::warn!(
+            late = ?late,
+            master_down_interval = ?self.machine.master_down_interval(),
+            state = %self.machine.state(),
+            "not scheduled for longer than the master-down interval (a pause, a freeze, a starved host): re-entering the protocol as after a restart"
+        );
+        self.machine.set_fault(now, true);
+        self.machine.set_fault(now, self.faulted(now));
+    }
+
+    /// Renews the VIPs' lifetime: a failure is retried at once and counted; failures that last a
+    /// lifetime give the addresses up (FAULT, a peer takes over); an address that had gone (it
+    /// expired, or someone removed it) and is added again is announced again.
+    async fn refresh_addresses(&mut self, now: Instant) {
+        let mut refreshed = refresh(&self.io).await;
+        if !refreshed.failed.is_empty() {
+            self.counters.vip_refresh_failures += refreshed.failed.len() as u64;
+            let again = refresh(&self.io).await;
+            self.counters.vip_refresh_failures += again.failed.len() as u64;
+            refreshed.readded.extend(again.readded);
+            refreshed.failed = again.failed;
+        }
+        self.refresh_at = Some(now + VIP_REFRESH);
+        if !refreshed.readded.is_empty() {
+            tracing::warn!(addresses = ?refreshed.readded, "virtual addresses had gone and were added again: announcing them");
+            announce(&self.io, &refreshed.readded);
+        }
+        if self.holding.refreshed(now, refreshed.failed.is_empty()) {
+            tracing::error!(given_up_for = ?GIVE_UP_FOR, "cannot hold its addresses: FAULT, so that a peer takes over");
+            self.machine.set_fault(now, true);
+        }
+    }
+
+    /// Whether the instance is in a fault of its own now: a tracker without weight fails, its
+    /// link is down, or it gave its addresses up.
+    fn faulted(&self, now: Instant) -> bool {
+        self.tracker_fault || !self.link_up || self.holding.given_up(now)
     }
 
     /// Folds the verdicts of the trackers listed (by the instance and its group) into the
@@ -234,14 +292,15 @@ impl Driver {
         self.tracker_fault = fault;
         let now = Instant::now();
         self.machine.set_adjustment(now, adjustment);
-        self.machine.set_fault(now, self.tracker_fault || !self.link_up);
+        self.machine.set_fault(now, self.faulted(now));
     }
 
     fn on_link(&mut self, up: bool) {
         if up != self.link_up {
             self.link_up = up;
             tracing::info!(interface = %self.io.link.name, up, "interface changed");
-            self.machine.set_fault(Instant::now(), self.tracker_fault || !self.link_up);
+            let now = Instant::now();
+            self.machine.set_fault(now, self.faulted(now));
         }
     }
 

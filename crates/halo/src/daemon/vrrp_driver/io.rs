@@ -156,13 +156,29 @@ async fn primary_address(netlink: &Netlink, link: &Link, ipv6: bool, unicast: bo
     })
 }
 
+/// What a refresh of the VIPs did.
+#[derive(Debug, Default)]
+pub(super) struct Refreshed {
+    /// Addresses that were not there any more and were added again (to be announced).
+    pub(super) readded: Vec<IpAddr>,
+    /// Addresses the kernel refused.
+    pub(super) failed: Vec<IpAddr>,
+}
+
 /// Adds (or refreshes) every VIP with its short lifetime, and tells the guard.
-pub(super) async fn refresh(io: &Io) {
+pub(super) async fn refresh(io: &Io) -> Refreshed {
+    let mut refreshed = Refreshed::default();
     for (address, prefix) in io.held() {
-        if let Err(e) = vip::hold(&io.netlink, io.guard.as_deref(), io.link.index, *address, *prefix).await {
-            tracing::error!(%address, error = %e, "could not add a virtual address");
+        match vip::hold(&io.netlink, io.guard.as_deref(), io.link.index, *address, *prefix).await {
+            Ok(true) => refreshed.readded.push(*address),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(%address, error = %e, "could not add a virtual address");
+                refreshed.failed.push(*address);
+            }
         }
     }
+    refreshed
 }
 
 impl Io {

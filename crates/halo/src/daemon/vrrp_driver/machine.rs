@@ -123,6 +123,11 @@ impl Machine {
         self.read(Router::effective_priority).unwrap_or(0)
     }
 
+    /// Master_Down_Interval as the router counts it now (never reached when the group lost it).
+    pub(super) fn master_down_interval(&self) -> Duration {
+        self.read(Router::master_down_interval).unwrap_or(Duration::MAX)
+    }
+
     /// The group, for a member.
     pub(super) fn group(&self) -> Option<&Arc<Group>> {
         match self {

@@ -16,6 +16,7 @@ use super::tracker::Verdict;
 mod actions;
 mod counters;
 mod driver;
+mod holding;
 mod io;
 mod machine;
 mod receive;
