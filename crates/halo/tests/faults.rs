@@ -199,3 +199,104 @@ fn a_master_that_cannot_refresh_its_vip_gives_it_up_and_comes_back() {
     let back = wait_for(Duration::from_secs(30), || lan.holds(0, VIP) && !lan.holds(1, VIP));
     assert!(back.is_some(), "the master did not come back once it could hold its address:\n{}", logs());
 }
+
+/// Who holds VI_0's VIP, every 50 ms for 12 s (bounded): the holders in turn, and how many
+/// times the VIP moved between the hosts.
+fn watch_holders(lan: &Lan) -> (Vec<Option<usize>>, usize) {
+    let mut holders: Vec<Option<usize>> = Vec::new();
+    for _ in 0..240 {
+        let holder = match (lan.holds(0, VIP), lan.holds(1, VIP)) {
+            (true, false) => Some(0),
+            (false, true) => Some(1),
+            _ => None,
+        };
+        if holders.last() != Some(&holder) {
+            holders.push(holder);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settled: Vec<usize> = holders.iter().flatten().copied().collect();
+    let moves = settled.windows(2).filter(|w| w[0] != w[1]).count();
+    (holders, moves)
+}
+
+/// Pulls host `host`'s cables (the switch's ports: the host's links lose their carrier, its
+/// routes stay, so its checks time out rather than fail at once), or plugs them back in.
+fn cables(lan: &Lan, ports: &[&str], up: bool) {
+    for port in ports {
+        run_ok("ip", &["-n", &lan.switch.name, "link", "set", port, if up { "up" } else { "down" }]);
+    }
+}
+
+fn api_line(_peer: std::net::SocketAddr, tag: &str) -> String {
+    tag.to_string()
+}
+
+/// Routers in sync group G (VI_0 on eth0, VI_1 on eth1) at `priority`, tracking the local
+/// balancer (no weight: its failure is the group's FAULT), whose one server is `server`.
+fn grouped_balancer(priority: u8, server: &str) -> String {
+    let instance = |name: &str, interface: &str, vrid: u8, vip: &str| {
+        format!(
+            "[[vrrp]]\nname = \"{name}\"\ninterface = \"{interface}\"\nvirtual_router_id = {vrid}\npriority = {priority}\nadvert_interval = \"100ms\"\nvirtual_addresses = [\"{vip}/24\"]\n\n"
+        )
+    };
+    format!(
+        "{}{}[[sync_group]]\nname = \"G\"\ninstances = [\"VI_0\", \"VI_1\"]\ntrack = [\"lb\"]\n\n\
+         [[tracker]]\nname = \"lb\"\nkind = \"balancer\"\nfrontend = \"api\"\ninterval = \"200ms\"\n\n\
+         [[frontend]]\nname = \"api\"\nbind = [\"0.0.0.0:8443\"]\nbackend = \"api\"\n\n\
+         [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"1s\"\nfast_interval = \"250ms\"\ntimeout = \"2s\"\nfall = 2\nrise = 2\n\
+         [[backend.server]]\nname = \"api1\"\naddress = \"{server}\"\n",
+        instance("VI_0", "eth0", 51, VIP),
+        instance("VI_1", "eth1", 52, "10.1.0.170"),
+    )
+}
+
+/// A sync group's master loses both its links; its peer takes the VIPs. When the links come
+/// back, the master's balancer checks run again at once and it claims the VIPs only on their
+/// fresh verdict: the VIP moves back once. (It moved three times: the master left FAULT and
+/// claimed at once, then its balancer tracker failed on the checks that failed during the
+/// outage, then it claimed again.)
+#[test]
+fn a_master_whose_links_return_takes_its_vips_back_once() {
+    if skip("a_master_whose_links_return_takes_its_vips_back_once") {
+        return;
+    }
+    let lan = Lan::with_interfaces(3, 2);
+    let _api = lan::ns_server::GreetingServer::start(lan.host(2), "10.1.0.13:6443", api_line, "api");
+    let master = Daemon::halo(&lan, 0, "master", &grouped_balancer(200, "10.1.0.13:6443"));
+    let backup = Daemon::halo(&lan, 1, "backup", &grouped_balancer(100, "10.1.0.13:6443"));
+    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
+    let logs = || format!("{}\n---\n{}", master.log(), backup.log());
+    cables(&lan, &["p0k0", "p0k1"], false);
+    assert!(wait_for(GENEROUS, || lan.holds(1, VIP)).is_some(), "the peer did not take over:\n{}", logs());
+    std::thread::sleep(Duration::from_millis(1500));
+    cables(&lan, &["p0k0", "p0k1"], true);
+    let (holders, moves) = watch_holders(&lan);
+    assert_eq!(holders.iter().flatten().last(), Some(&0), "the master did not take its VIPs back: {holders:?}\n{}", logs());
+    assert_eq!(moves, 1, "the VIP moved {moves} times after the links returned: {holders:?}\n{}", logs());
+}
+
+/// As above, but the master's API server died during the outage (its host's cable pulled too,
+/// and left out): the master's checks that run at once when its links return fail, so it does
+/// not claim the VIPs, which stay with the peer (whose own server lives). It used to leave FAULT
+/// and claim them at once, then give them back when its checks caught up: two moves for nothing.
+#[test]
+fn a_master_whose_links_return_to_a_dead_server_leaves_the_vips_where_they_are() {
+    if skip("a_master_whose_links_return_to_a_dead_server_leaves_the_vips_where_they_are") {
+        return;
+    }
+    let lan = Lan::with_interfaces(3, 2);
+    let _master_api = lan::ns_server::GreetingServer::start(lan.host(2), "10.1.0.13:6443", api_line, "api");
+    let _backup_api = lan::ns_server::GreetingServer::start(lan.host(2), "192.0.2.13:6443", api_line, "api");
+    let master = Daemon::halo(&lan, 0, "master", &grouped_balancer(200, "10.1.0.13:6443"));
+    let backup = Daemon::halo(&lan, 1, "backup", &grouped_balancer(100, "192.0.2.13:6443"));
+    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
+    let logs = || format!("{}\n---\n{}", master.log(), backup.log());
+    cables(&lan, &["p0k0", "p0k1", "p2k1"], false);
+    assert!(wait_for(GENEROUS, || lan.holds(1, VIP)).is_some(), "the peer did not take over:\n{}", logs());
+    std::thread::sleep(Duration::from_millis(1500));
+    cables(&lan, &["p0k0", "p0k1"], true);
+    let (holders, moves) = watch_holders(&lan);
+    assert_eq!(moves, 0, "the VIP moved {moves} times after the links returned to a dead server: {holders:?}\n{}", logs());
+    assert!(lan.holds(1, VIP) && !lan.holds(0, VIP), "{holders:?}\n{}", logs());
+}
