@@ -131,6 +131,11 @@ impl Health {
         flipped
     }
 
+    /// Whether the state is settled: decided, and no result against it has come in since.
+    pub fn is_settled(&self) -> bool {
+        self.decided && !self.verdict.in_doubt()
+    }
+
     /// When to probe next: fast while the state is in doubt.
     pub fn next_interval(&self) -> Duration {
         if self.verdict.in_doubt() || !self.decided { self.fast_interval } else { self.interval }

@@ -82,6 +82,20 @@ impl BackendRuntime {
         self.servers.iter().filter(|s| !s.config.disabled).all(|s| s.is_decided())
     }
 
+    /// Checks every server now (no sooner than its fast interval after its last check): what
+    /// the servers' health says may be stale (this host's links were down).
+    pub fn check_all_now(&self) {
+        for server in &self.servers {
+            server.check_now.notify_one();
+        }
+    }
+
+    /// Whether every enabled server's health rests on checks that started at `since` or later
+    /// and is settled ([`ServerRuntime::settled_since`]).
+    pub fn settled_since(&self, since: std::time::Instant) -> bool {
+        self.servers.iter().filter(|s| !s.config.disabled).all(|s| s.settled_since(since))
+    }
+
     /// Healthy servers that take traffic.
     pub fn healthy_servers(&self) -> usize {
         self.servers.iter().filter(|s| s.is_healthy() && !s.config.disabled).count()
@@ -171,6 +185,7 @@ impl BackendRuntime {
             if let Ok(latency) = &result {
                 server.stats.record_check_latency(*latency);
             }
+            server.check_completed(started.into_std());
             server.record(&self.config.name, result.map(drop));
             let wait = lock(&server.health).next_interval();
             tokio::select! {

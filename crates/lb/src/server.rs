@@ -79,6 +79,8 @@ pub struct ServerRuntime {
     pub(crate) retired: watch::Sender<bool>,
     /// Wakes the server's check loop for a check now (a failed connect on the data path).
     pub(crate) check_now: tokio::sync::Notify,
+    /// When the last check that completed had started (none before the first).
+    last_check_started: Mutex<Option<Instant>>,
     /// Never probed (`kind = "none"`): up whenever its address is known.
     unchecked: bool,
     /// When a local error was last logged (at most one line a minute per server).
@@ -105,6 +107,7 @@ impl ServerRuntime {
             stats: ServerStats::default(),
             retired: watch::Sender::new(false),
             check_now: tokio::sync::Notify::new(),
+            last_check_started: Mutex::new(None),
             local_logged: Mutex::new(None),
         }
     }
@@ -284,6 +287,21 @@ impl ServerRuntime {
             *logged = Some(Instant::now());
             tracing::warn!(backend, server = %self.config.name, %reason, "local error (not the server's): not counted against it");
         }
+    }
+
+    /// A check that had started at `started` completed (its result is recorded next).
+    pub(crate) fn check_completed(&self, started: Instant) {
+        *lock(&self.last_check_started) = Some(started);
+    }
+
+    /// Whether its health rests on what is true since `since`: a check that started then or later
+    /// has completed, and its state is settled (UP or DOWN with no result against it since). A
+    /// server never probed is settled once its address is known.
+    pub fn settled_since(&self, since: Instant) -> bool {
+        if self.unchecked {
+            return self.address().is_some();
+        }
+        lock(&self.last_check_started).is_some_and(|started| started >= since) && lock(&self.health).is_settled()
     }
 
     /// A client's connect failed: the server's check runs now (haproxy's `on-error fastinter`),

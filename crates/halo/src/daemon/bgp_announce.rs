@@ -379,7 +379,7 @@ mod tests {
     use super::*;
 
     fn verdict(passing: bool, settled: bool) -> Verdict {
-        Verdict { passing, settled, value: 0 }
+        Verdict { passing, settled, value: 0, fresh_from: None }
     }
 
     #[test]
@@ -410,9 +410,9 @@ mod tests {
         };
         let track = vec!["maintenance".to_string()];
         let mut v = BTreeMap::new();
-        v.insert("maintenance".to_string(), Verdict { passing: true, settled: true, value: 1 });
+        v.insert("maintenance".to_string(), Verdict { passing: true, settled: true, value: 1, fresh_from: None });
         assert_eq!(wanted(&track, std::slice::from_ref(&file), &v, true), (false, "tracker maintenance reads 1".to_string()));
-        v.insert("maintenance".to_string(), Verdict { passing: true, settled: true, value: 0 });
+        v.insert("maintenance".to_string(), Verdict { passing: true, settled: true, value: 0, fresh_from: None });
         assert!(wanted(&track, &[file], &v, false).0);
     }
 }

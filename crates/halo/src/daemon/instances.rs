@@ -85,6 +85,7 @@ impl Instances {
             config: instance.clone(),
             trackers: trackers.to_vec(),
             verdicts: set.verdicts(),
+            recheck: set.rechecker(),
             shutdown: stopped,
             updates: receiver,
             netlink: self.netlink.clone(),

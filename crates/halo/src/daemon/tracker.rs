@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use halo_config::{Tracker, TrackerKind};
 use halo_lb::health::Hysteresis;
@@ -22,7 +22,23 @@ pub struct Verdict {
     pub settled: bool,
     /// For file trackers: the number read, which multiplies the weight.
     pub value: i64,
+    /// The latest request to check again ([`Recheck`]) this verdict answers: it rests on checks
+    /// that started at that moment or later.
+    pub fresh_from: Option<Instant>,
 }
+
+impl Verdict {
+    /// A verdict before any result.
+    pub const UNSETTLED: Verdict = Verdict { passing: true, settled: false, value: 0, fresh_from: None };
+}
+
+/// How long an instance waits for its trackers' first results at start, or for their fresh
+/// results when its link returns, before it goes on with what it has.
+pub const TRACKER_SETTLE: Duration = Duration::from_secs(10);
+
+/// Asks the trackers whose verdict rests on checks (balancer, script) to check again now and
+/// answer with a fresh verdict: set to the moment of asking (an instance whose link returned).
+pub type Recheck = Arc<watch::Sender<Option<Instant>>>;
 
 /// The published verdicts of all trackers, by name.
 pub type Verdicts = watch::Receiver<BTreeMap<String, Verdict>>;
@@ -32,7 +48,7 @@ pub fn fold(trackers: &[Tracker], names: &[String], verdicts: &BTreeMap<String, 
     let mut adjustment = 0i32;
     let mut fault = false;
     for tracker in trackers.iter().filter(|t| names.contains(&t.name)) {
-        let verdict = verdicts.get(&tracker.name).copied().unwrap_or(Verdict { passing: true, value: 0, settled: false });
+        let verdict = verdicts.get(&tracker.name).copied().unwrap_or(Verdict::UNSETTLED);
         match (&tracker.kind, tracker.weight) {
             (TrackerKind::File { .. }, Some(weight)) => adjustment += weight.saturating_mul(verdict.value.clamp(-254, 254) as i32),
             (TrackerKind::File { .. }, None) => fault |= verdict.value != 0,
@@ -48,6 +64,8 @@ pub fn fold(trackers: &[Tracker], names: &[String], verdicts: &BTreeMap<String, 
 /// The running trackers: one task each, all publishing into one channel that outlives reloads.
 pub struct TrackerSet {
     sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
+    /// Requests to check again, shared with the instances; outlives reloads.
+    recheck: Recheck,
     stop: watch::Sender<bool>,
     current: Vec<Tracker>,
     links: halo_hostnet::netlink::LinkStates,
@@ -60,9 +78,14 @@ impl TrackerSet {
         links: halo_hostnet::netlink::LinkStates,
         frontends: &[Arc<FrontendRuntime>],
     ) -> anyhow::Result<Self> {
-        let initial: BTreeMap<String, Verdict> =
-            trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0, settled: false })).collect();
-        let mut set = Self { sender: Arc::new(watch::Sender::new(initial)), stop: watch::Sender::new(false), current: Vec::new(), links };
+        let initial: BTreeMap<String, Verdict> = trackers.iter().map(|t| (t.name.clone(), Verdict::UNSETTLED)).collect();
+        let mut set = Self {
+            sender: Arc::new(watch::Sender::new(initial)),
+            recheck: Arc::new(watch::Sender::new(None)),
+            stop: watch::Sender::new(false),
+            current: Vec::new(),
+            links,
+        };
         set.spawn(trackers, frontends)?;
         Ok(set)
     }
@@ -70,6 +93,11 @@ impl TrackerSet {
     /// The verdicts, for the VRRP instances.
     pub fn verdicts(&self) -> Verdicts {
         self.sender.subscribe()
+    }
+
+    /// Where instances ask the trackers to check again.
+    pub fn rechecker(&self) -> Recheck {
+        Arc::clone(&self.recheck)
     }
 
     /// Replaces the trackers when they changed; verdicts of trackers that keep their name carry
@@ -97,10 +125,11 @@ impl TrackerSet {
                     let running = frontends.iter().find(|f| f.name == *frontend).cloned();
                     let running = running
                         .ok_or_else(|| anyhow::anyhow!("tracker `{}` watches frontend `{frontend}`, which is not running", tracker.name))?;
-                    tokio::spawn(run_balancer(tracker, sender, running, previous, stop).instrument(span));
+                    let recheck = self.recheck.subscribe();
+                    tokio::spawn(run_balancer(tracker, sender, running, previous, (stop, recheck)).instrument(span));
                 }
                 TrackerKind::Script { .. } | TrackerKind::File { .. } => {
-                    tokio::spawn(run(tracker, sender, previous, stop).instrument(span));
+                    tokio::spawn(run(tracker, sender, previous, (stop, self.recheck.subscribe())).instrument(span));
                 }
                 TrackerKind::Interface { .. } => {
                     tokio::spawn(run_interface(tracker, sender, self.links.clone(), previous, stop).instrument(span));
@@ -112,23 +141,26 @@ impl TrackerSet {
     }
 }
 
-/// Sleeps `period`; false when the tracker must stop (reload or shutdown).
-async fn pause(period: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+/// What ends a tracker's wait besides its period: its stop, and requests to check again.
+type Wake = (watch::Receiver<bool>, watch::Receiver<Option<Instant>>);
+
+/// Sleeps `period`, or less when asked to check again (the moment asked, to answer); `None`
+/// when the tracker must stop (reload or shutdown).
+async fn pause(period: Duration, (stop, recheck): &mut Wake) -> Option<Option<Instant>> {
     tokio::select! {
-        () = tokio::time::sleep(period) => true,
-        _ = stop.changed() => false,
+        () = tokio::time::sleep(period) => Some(None),
+        Ok(()) = recheck.changed() => Some(*recheck.borrow_and_update()),
+        _ = stop.changed() => None,
     }
 }
 
-async fn run(
-    tracker: Tracker,
-    sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
-    previous: Option<Verdict>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// A script or file tracker: a result every period (at once when asked to check again), folded
+/// with rise/fall.
+async fn run(tracker: Tracker, sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>, previous: Option<Verdict>, mut wake: Wake) {
     // Starts passing, as keepalived's scripts do, so a restart does not flap the VIP.
     let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise, previous.is_none_or(|v| v.passing));
     let mut settled = previous.is_some_and(|v| v.settled);
+    let (mut asked, mut answered) = (None, previous.and_then(|v| v.fresh_from));
     loop {
         let (ok, value, why, period) = match &tracker.kind {
             TrackerKind::Script { command, interval, timeout } => {
@@ -145,16 +177,19 @@ async fn run(
         let flipped = hysteresis.record(ok);
         let changed_value =
             matches!(tracker.kind, TrackerKind::File { .. }) && sender.borrow().get(&tracker.name).is_some_and(|v| v.value != value);
-        if flipped.is_some() || changed_value || !settled {
+        let answering = std::mem::take(&mut asked);
+        if flipped.is_some() || changed_value || !settled || answering.is_some() {
             let passing = hysteresis.is_passing();
             if flipped.is_some() || changed_value {
                 tracing::info!(passing, value, reason = %why, "tracker changed");
             }
-            publish(&sender, &tracker.name, Verdict { passing, value, settled: true });
+            answered = answering.or(answered);
+            publish(&sender, &tracker.name, Verdict { passing, value, settled: true, fresh_from: answered });
             settled = true;
         }
-        if !pause(period, &mut stop).await {
-            return;
+        match pause(period, &mut wake).await {
+            None => return,
+            Some(recheck) => asked = recheck,
         }
     }
 }
@@ -181,7 +216,7 @@ async fn run_interface(
                 Some(up) => tracing::info!(passing, interface = %interface, up, "tracker changed"),
                 None => tracing::warn!(passing, interface = %interface, "tracker changed: no such interface on this host"),
             }
-            publish(&sender, &tracker.name, Verdict { passing, value: 0, settled: true });
+            publish(&sender, &tracker.name, Verdict { passing, value: 0, settled: true, fresh_from: None });
             published = Some(passing);
         }
         tokio::select! {
@@ -200,31 +235,45 @@ async fn run_balancer(
     sender: Arc<watch::Sender<BTreeMap<String, Verdict>>>,
     frontend: Arc<FrontendRuntime>,
     previous: Option<Verdict>,
-    mut stop: watch::Receiver<bool>,
+    mut wake: Wake,
 ) {
     let TrackerKind::Balancer { min_healthy, interval, .. } = tracker.kind else { return };
     // At start the balancer's health is unknown until every server has had a first check: the
     // verdict stays unsettled (VRRP waits for it) and then starts from what the checks say, so a
     // starting host neither claims the VIP too early nor gives it away and takes it back.
-    // After a reload it carries on from where it was.
+    // After a reload it carries on from where it was. Asked to check again (a link of this host
+    // came back: what the checks said during the outage is stale), it has every server checked
+    // at once and answers from those fresh checks, as at start.
     let mut settled = previous.is_some_and(|v| v.settled);
     let mut hysteresis = Hysteresis::new(tracker.fall, tracker.rise, previous.is_some_and(|v| v.passing));
+    let (mut asked, mut answered): (Option<Instant>, _) = (None, previous.and_then(|v| v.fresh_from));
     loop {
         let backend = frontend.backend();
         let healthy = backend.healthy_servers();
         let listening = frontend.is_listening();
         let ok = listening && healthy >= min_healthy as usize;
-        if !settled && backend.checked() {
+        let fresh = asked.filter(|since| backend.settled_since(*since));
+        if let Some(since) = fresh {
+            (asked, answered, settled) = (None, Some(since), true);
             hysteresis.set(ok);
-            publish(&sender, &tracker.name, Verdict { passing: ok, value: 0, settled: true });
+            publish(&sender, &tracker.name, Verdict { passing: ok, value: 0, settled: true, fresh_from: answered });
+            tracing::info!(passing = ok, listening, healthy, min_healthy, "tracker checked again");
+        } else if !settled && backend.checked() {
+            hysteresis.set(ok);
+            publish(&sender, &tracker.name, Verdict { passing: ok, value: 0, settled: true, fresh_from: answered });
             tracing::info!(passing = ok, listening, healthy, min_healthy, "tracker settled");
             settled = true;
         } else if settled && let Some(passing) = hysteresis.record(ok) {
             tracing::info!(passing, listening, healthy, min_healthy, "tracker changed");
-            publish(&sender, &tracker.name, Verdict { passing, value: 0, settled: true });
+            publish(&sender, &tracker.name, Verdict { passing, value: 0, settled: true, fresh_from: answered });
         }
-        if !pause(interval, &mut stop).await {
-            return;
+        match pause(interval, &mut wake).await {
+            None => return,
+            Some(Some(since)) => {
+                asked = Some(since);
+                backend.check_all_now();
+            }
+            Some(None) => {}
         }
     }
 }
@@ -292,7 +341,7 @@ mod tests {
         let verdicts = |neg: bool, pos: bool, fault: bool, value: i64| -> BTreeMap<String, Verdict> {
             [("neg", neg, 0), ("pos", pos, 0), ("fault", fault, 0), ("file", true, value)]
                 .iter()
-                .map(|(n, p, v)| (n.to_string(), Verdict { passing: *p, value: *v, settled: true }))
+                .map(|(n, p, v)| (n.to_string(), Verdict { passing: *p, value: *v, settled: true, fresh_from: None }))
                 .collect()
         };
         assert_eq!(fold(&trackers, &names, &verdicts(true, true, true, 0)), (10, false));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use halo_config::{Tracker, VrrpInstance};
+use halo_config::{Tracker, TrackerKind, VrrpInstance};
 use halo_vrrp::fsm::{Action, Handover, Router, State};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -20,7 +20,7 @@ use super::receive::receive;
 use crate::daemon::router_config::router_config;
 use crate::daemon::state::Shared;
 use crate::daemon::sync_group::Group;
-use crate::daemon::tracker::{Verdict, fold};
+use crate::daemon::tracker::{Recheck, TRACKER_SETTLE, Verdict, fold};
 use crate::daemon::vip::VIP_REFRESH;
 
 /// How long a stopping instance waits for its notify hooks, all together.
@@ -76,7 +76,7 @@ pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::
             }
             Ok(()) = links.changed() => {
                 let up = links.borrow_and_update().get(&driver.io.link.name).copied().unwrap_or(false);
-                driver.on_link(up);
+                driver.on_link(up, &verdicts.borrow());
             }
             Ok(()) = updates.changed() => {
                 let (new, new_trackers) = updates.borrow_and_update().clone();
@@ -126,6 +126,11 @@ pub(super) struct Driver {
     /// Notify hooks started and maybe still running.
     hooks: Vec<tokio::task::JoinHandle<()>>,
     status: Arc<Shared>,
+    /// Where it asks its trackers to check again when its link comes back.
+    recheck: Recheck,
+    /// Since its link came back (asked then), and until when at most: it stays in FAULT until
+    /// the trackers that check something have answered with fresh verdicts.
+    awaiting_fresh: Option<(Instant, Instant)>,
 }
 
 impl Driver {
@@ -134,7 +139,7 @@ impl Driver {
         config: VrrpInstance,
         trackers: Vec<Tracker>,
         io: Io,
-        status: Arc<Shared>,
+        (status, recheck): (Arc<Shared>, Recheck),
         verdicts: &BTreeMap<String, Verdict>,
         group: Option<(Arc<Group>, usize)>,
         adopted: Option<Frozen>,
@@ -158,6 +163,8 @@ impl Driver {
             last_change: (String::from("start"), unix_now()),
             hooks: Vec::new(),
             status,
+            recheck,
+            awaiting_fresh: None,
         };
         driver.apply_trackers(verdicts);
         let group = driver.machine.group().map(|g| g.config.name.clone());
@@ -219,7 +226,8 @@ impl Driver {
     /// The next time something is due: a protocol timer, the VIP refresh, the end of giving the
     /// addresses up.
     fn deadline(&self) -> Option<Instant> {
-        [self.machine.poll_timeout(), self.refresh_at, self.holding.until()].into_iter().flatten().min()
+        let awaiting_until = self.awaiting_fresh.map(|(_, until)| until);
+        [self.machine.poll_timeout(), self.refresh_at, self.holding.until(), awaiting_until].into_iter().flatten().min()
     }
 
     /// What was due at `scheduled` is due now. Woken later than a master-down interval after it,
@@ -234,6 +242,11 @@ impl Driver {
         self.machine.handle_timeout(now);
         if self.holding.expire(now) {
             tracing::info!("trying to hold the addresses again");
+            self.machine.set_fault(now, self.faulted(now));
+        }
+        if self.awaiting_fresh.is_some_and(|(_, until)| until <= now) {
+            self.awaiting_fresh = None;
+            tracing::warn!(waited = ?TRACKER_SETTLE, "the trackers did not check again after the link returned: going on with what they say");
             self.machine.set_fault(now, self.faulted(now));
         }
         if self.refresh_at.is_some_and(|t| t <= now) && self.machine.state() == State::Master {
@@ -281,12 +294,36 @@ impl Driver {
     /// Whether the instance is in a fault of its own now: a tracker without weight fails, its
     /// link is down, or it gave its addresses up.
     fn faulted(&self, now: Instant) -> bool {
-        self.tracker_fault || !self.link_up || self.holding.given_up(now)
+        self.tracker_fault || !self.link_up || self.holding.given_up(now) || self.awaiting_fresh.is_some()
+    }
+
+    /// Its link came back: what its trackers said during the outage may be stale (checks that
+    /// failed because the link was down, or passed before the server died), so it asks them to
+    /// check again and stays in FAULT until they answer (at most [`TRACKER_SETTLE`]): it claims
+    /// mastership once, on fresh verdicts, instead of claiming, failing, and claiming again.
+    fn await_fresh_verdicts(&mut self, now: Instant) {
+        self.awaiting_fresh = Some((now, now + TRACKER_SETTLE));
+        self.recheck.send_replace(Some(now));
+        tracing::info!(interface = %self.io.link.name, "link back: the trackers check again before the instance leaves FAULT");
+    }
+
+    /// Ends the wait for fresh verdicts once every tracker that checks something (a balancer, a
+    /// script) has answered the request; interface and file trackers are always current.
+    fn take_fresh(&mut self, verdicts: &BTreeMap<String, Verdict>) {
+        let Some((since, _)) = self.awaiting_fresh else { return };
+        let names = tracked(&self.config, self.machine.group().map(Arc::as_ref));
+        let checks = self.trackers.iter().filter(|t| names.contains(&t.name));
+        let mut checks = checks.filter(|t| matches!(t.kind, TrackerKind::Balancer { .. } | TrackerKind::Script { .. }));
+        if checks.all(|t| verdicts.get(&t.name).and_then(|v| v.fresh_from).is_some_and(|fresh| fresh >= since)) {
+            self.awaiting_fresh = None;
+            tracing::info!("the trackers checked again after the link returned");
+        }
     }
 
     /// Folds the verdicts of the trackers listed (by the instance and its group) into the
     /// priority and the fault.
     fn apply_trackers(&mut self, verdicts: &BTreeMap<String, Verdict>) {
+        self.take_fresh(verdicts);
         let names = tracked(&self.config, self.machine.group().map(Arc::as_ref));
         let (adjustment, fault) = fold(&self.trackers, &names, verdicts);
         self.tracker_fault = fault;
@@ -295,10 +332,14 @@ impl Driver {
         self.machine.set_fault(now, self.faulted(now));
     }
 
-    fn on_link(&mut self, up: bool) {
+    fn on_link(&mut self, up: bool, verdicts: &BTreeMap<String, Verdict>) {
         if up != self.link_up {
             self.link_up = up;
             tracing::info!(interface = %self.io.link.name, up, "interface changed");
+            if up {
+                self.await_fresh_verdicts(Instant::now());
+                self.take_fresh(verdicts);
+            }
             let now = Instant::now();
             self.machine.set_fault(now, self.faulted(now));
         }

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use halo_config::{Tracker, VrrpInstance};
 use halo_hostnet::netlink::Netlink;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::tracker::Verdict;
+use super::tracker::{Recheck, TRACKER_SETTLE, Verdict};
 
 mod actions;
 mod counters;
@@ -30,9 +29,6 @@ use io::{Io, open, remove_virtual_mac};
 
 use super::sync_group::Group;
 
-/// How long an instance waits at start for its trackers' first results.
-pub const TRACKER_SETTLE: Duration = Duration::from_secs(10);
-
 /// Everything one instance needs.
 pub struct Instance {
     /// Its configuration.
@@ -41,6 +37,8 @@ pub struct Instance {
     pub trackers: Vec<Tracker>,
     /// Tracker verdicts.
     pub verdicts: watch::Receiver<BTreeMap<String, Verdict>>,
+    /// Where it asks its trackers to check again (its link came back).
+    pub recheck: Recheck,
     /// Becomes true when halo stops (or a reload replaces the instance).
     pub shutdown: watch::Receiver<bool>,
     /// Live changes from a reload: priority, preemption, addresses, trackers, hooks.
@@ -85,14 +83,15 @@ pub struct Adoption {
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { config, trackers, mut verdicts, shutdown, updates, netlink, links, status, guard, group, start, freeze } = instance;
+    let Instance { config, trackers, mut verdicts, recheck, shutdown, updates, netlink, links, status, guard, group, start, freeze } =
+        instance;
     let io = open(&config, &netlink, guard).await?;
     let Some((adopted, told_adopted)) = begin(start, &io, &config, group.as_ref(), &status, &mut verdicts).await? else {
         return Ok(());
     };
     let current = verdicts.borrow().clone();
     let name = config.name.clone();
-    let driver = Driver::start(config, trackers, io, status, &current, group, adopted);
+    let driver = Driver::start(config, trackers, io, (status, recheck), &current, group, adopted);
     super::test_hooks::instance_started(&name);
     drive(driver, told_adopted, Inputs { verdicts, shutdown, updates, links, freeze }).await;
     Ok(())
