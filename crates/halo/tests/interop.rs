@@ -60,52 +60,44 @@ fn v3_ipv4_halo_master_keepalived_backup_then_the_reverse() {
     assert!(!lan.holds(0, vip), "halo removes its VIP on SIGTERM");
 }
 
-#[test]
-fn v2_pass_keepalived_master_halo_backup_then_the_reverse() {
-    if skip("v2_pass_keepalived_master_halo_backup_then_the_reverse") {
-        return;
-    }
+/// VRRPv2 with PASS authentication (`password` on both sides): halo backs up a keepalived
+/// master (it accepts its adverts), takes over when keepalived stops, and keepalived, back with a
+/// lower priority, stays backup behind halo (it accepts halo's).
+fn v2_pass_both_ways(password: &str) {
     let lan = Lan::new(2);
     let vip = "192.0.2.170";
-    let auth_halo = "auth_password = \"42\"";
-    let auth_keepalived = "  authentication {\n    auth_type PASS\n    auth_pass 42\n  }";
-    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(2, 200, "1", "192.0.2.170/24", auth_keepalived));
+    let auth_halo = format!("auth_password = \"{password}\"");
+    let auth_keepalived = format!("  authentication {{\n    auth_type PASS\n    auth_pass {password}\n  }}");
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(2, 200, "1", "192.0.2.170/24", &auth_keepalived));
     assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived never took the VIP: {}", keepalived.log());
-    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(2, 100, "1s", "192.0.2.170/24", auth_halo));
+    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(2, 100, "1s", "192.0.2.170/24", &auth_halo));
     std::thread::sleep(Duration::from_secs(5));
     assert!(!lan.holds(0, vip), "halo (backup) took the VIP although keepalived's adverts carry the right password: {}", halo.log());
     assert_eq!(keepalived.stop(), Some(0));
     assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo did not take over: {}", halo.log());
     // keepalived back with a lower priority: it stays backup behind halo.
-    let keepalived = Daemon::keepalived(&lan, 1, "keepalived-low", &keepalived_conf(2, 50, "1", "192.0.2.170/24", auth_keepalived));
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived-low", &keepalived_conf(2, 50, "1", "192.0.2.170/24", &auth_keepalived));
     std::thread::sleep(Duration::from_secs(5));
     assert!(lan.holds(0, vip) && !lan.holds(1, vip), "keepalived: {}", keepalived.log());
     assert!(keepalived.log().contains("Entering BACKUP STATE"), "{}", keepalived.log());
 }
 
+#[test]
+fn v2_pass_keepalived_master_halo_backup_then_the_reverse() {
+    if skip("v2_pass_keepalived_master_halo_backup_then_the_reverse") {
+        return;
+    }
+    v2_pass_both_ways("42");
+}
+
 /// A PASS password of 8 bytes that are not ASCII (`£6nj7^5`: keepalived takes it) is the same on
-/// the wire both ways: halo stays backup behind keepalived's adverts, and keepalived behind
-/// halo's. (halo refused such a password, after `halo import` had written it.)
+/// the wire both ways. (halo refused such a password, after `halo import` had written it.)
 #[test]
 fn v2_pass_with_a_utf8_password_matches_keepalived_both_ways() {
     if skip("v2_pass_with_a_utf8_password_matches_keepalived_both_ways") {
         return;
     }
-    let lan = Lan::new(2);
-    let vip = "192.0.2.170";
-    let auth_halo = "auth_password = \"£6nj7^5\"";
-    let auth_keepalived = "  authentication {\n    auth_type PASS\n    auth_pass £6nj7^5\n  }";
-    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(2, 200, "1", "192.0.2.170/24", auth_keepalived));
-    assert!(wait_for(GENEROUS, || lan.holds(1, vip)).is_some(), "keepalived never took the VIP: {}", keepalived.log());
-    let halo = Daemon::halo(&lan, 0, "halo", &halo_conf(2, 100, "1s", "192.0.2.170/24", auth_halo));
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(!lan.holds(0, vip), "halo (backup) refused keepalived's adverts with the same password: {}", halo.log());
-    assert_eq!(keepalived.stop(), Some(0));
-    assert!(wait_for(GENEROUS, || lan.holds(0, vip)).is_some(), "halo did not take over: {}", halo.log());
-    let keepalived = Daemon::keepalived(&lan, 1, "keepalived-low", &keepalived_conf(2, 50, "1", "192.0.2.170/24", auth_keepalived));
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(lan.holds(0, vip) && !lan.holds(1, vip), "keepalived refused halo's adverts: {}", keepalived.log());
-    assert!(keepalived.log().contains("Entering BACKUP STATE"), "{}", keepalived.log());
+    v2_pass_both_ways("£6nj7^5");
 }
 
 #[test]

@@ -171,23 +171,28 @@ fn status_on_a_unix_socket() {
     assert!(frames.matches("frontend api").count() >= 2, "at least two frames in 2.5 s: {frames}");
 }
 
+/// A daemon with one small frontend (files in `dir`) that tells `notify_socket` what it does.
+fn run_with_notify(dir: &std::path::Path, notify_socket: &str) -> Daemon {
+    let (status, front, server) = (free(), free(), backend());
+    let file = dir.join("halo.toml");
+    std::fs::write(&file, format!("[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"m\"\naddress = \"{server}\"\n")).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.join("halo.pid").to_string_lossy()])
+        .env("NOTIFY_SOCKET", notify_socket)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    Daemon(child)
+}
+
 #[test]
 fn systemd_hears_ready_reloading_and_stopping() {
     let dir = tempfile::tempdir().expect("dir");
     let socket_path = dir.path().join("notify");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
     socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let (status, front, server) = (free(), free(), backend());
-    let file = dir.path().join("halo.toml");
-    std::fs::write(&file, format!("[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"m\"\naddress = \"{server}\"\n")).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut daemon = Daemon(child);
+    let mut daemon = run_with_notify(dir.path(), &socket_path.to_string_lossy());
     let next = || {
         let mut buf = [0u8; 256];
         let n = socket.recv(&mut buf).expect("a notification within 10 s");
@@ -312,17 +317,7 @@ fn systemd_hears_ready_on_an_abstract_notify_socket() {
     let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
     let socket = std::os::unix::net::UnixDatagram::bind_addr(&address).expect("abstract notify socket");
     socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let (status, front, server) = (free(), free(), backend());
-    let file = dir.path().join("halo.toml");
-    std::fs::write(&file, format!("[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\n[[backend.server]]\nname = \"m\"\naddress = \"{server}\"\n")).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
-        .env("NOTIFY_SOCKET", format!("@{name}"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let _daemon = Daemon(child);
+    let _daemon = run_with_notify(dir.path(), &format!("@{name}"));
     let mut buf = [0u8; 256];
     let n = socket.recv(&mut buf).expect("READY=1 on the abstract socket within 10 s");
     assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1");
