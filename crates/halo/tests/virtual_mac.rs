@@ -1,10 +1,11 @@
-//! A virtual-MAC backup stays silent (root, network namespaces, run in CI): two halo routers
-//! with `virtual_mac = true` on one bridge, the backup restarted while a client pings the VIP.
-//! No frame with the virtual MAC as its source may leave the backup (a capture on its switch
-//! port, and the bridge's forwarding table, which must never place the MAC there), neither
-//! macvlan carries an IPv6 link-local address for duplicate address detection to fight over,
-//! and the client's pings keep being answered. All traffic stays inside the namespaces this
-//! test creates; every process is ended by its PID.
+//! The virtual MAC as keepalived's `use_vmac` keeps it (root, network namespaces, run in CI).
+//! A backup stays silent: two halo routers with `virtual_mac = true` on one bridge, the backup
+//! restarted while a client pings the VIP; no frame with the virtual MAC as its source may leave
+//! the backup (a capture on its switch port, and the bridge's forwarding table, which must never
+//! place the MAC there), neither macvlan carries an IPv6 link-local address for duplicate address
+//! detection to fight over, and the client's pings keep being answered. An excluded IPv6 address
+//! is held on the macvlan without one; unicast adverts leave from the parent. All traffic stays
+//! inside the namespaces these tests create; every process is ended by its PID.
 
 mod lan;
 
@@ -66,6 +67,11 @@ fn watch_forwarding_table(lan: &Lan, stop: Arc<AtomicBool>) -> std::thread::Join
     })
 }
 
+/// Whether host `i` has its `vrrp.51`, up.
+fn vmac_is_up(lan: &Lan, i: usize) -> bool {
+    String::from_utf8_lossy(&run("ip", &["-n", lan.host(i), "-o", "link", "show", "dev", "vrrp.51"]).stdout).contains(",UP")
+}
+
 /// The IPv6 addresses of host `i`'s `vrrp.51`, one line each.
 fn ipv6_of_vmac(lan: &Lan, i: usize) -> String {
     String::from_utf8_lossy(&run("ip", &["-n", lan.host(i), "-6", "-o", "addr", "show", "dev", "vrrp.51"]).stdout).to_string()
@@ -109,8 +115,7 @@ fn a_restarted_vmac_backup_sends_no_frame_from_the_virtual_mac() {
     // client also asks the LAN for the backup's own address (an ARP request the macvlan hears).
     assert_eq!(backup.stop(), Some(0), "the backup does not stop cleanly");
     let backup = Daemon::halo(&lan, 1, "backup-again", &config(100));
-    let vmac_exists = || run("ip", &["-n", lan.host(1), "link", "show", "dev", "vrrp.51"]).status.success();
-    assert!(wait_for(GENEROUS, vmac_exists).is_some(), "the restarted backup has no vrrp.51:\n{}", backup.log());
+    assert!(wait_for(GENEROUS, || vmac_is_up(&lan, 1)).is_some(), "the restarted backup has no vrrp.51:\n{}", backup.log());
     std::thread::sleep(Duration::from_secs(1));
     run("ip", &["-n", lan.host(2), "neigh", "flush", "to", "192.0.2.12", "dev", "eth0"]);
     lan.exec(2, "ping", &["-n", "-c", "2", "-W", "1", "192.0.2.12"]);
@@ -135,4 +140,49 @@ fn a_restarted_vmac_backup_sends_no_frame_from_the_virtual_mac() {
     let (transmitted, received) = ping_counts(&pinged).unwrap_or_else(|| panic!("no ping summary: {pinged}"));
     eprintln!("pings to the VIP across the restart: {received} of {transmitted} answered");
     assert!(transmitted >= 50 && transmitted - received <= 3, "the client lost pings: {received} of {transmitted} answered\n{logs}");
+}
+
+/// An IPv4 instance with an excluded IPv6 address keeps IPv6 on its macvlan for it, still without
+/// a link-local address of the macvlan's own: the master holds the address there and a client
+/// reaches it; the IPv6 of a backup's macvlan is as silent as its IPv4.
+#[test]
+fn a_vmac_master_holds_an_excluded_ipv6_address_without_a_link_local_one() {
+    if skip("a_vmac_master_holds_an_excluded_ipv6_address_without_a_link_local_one") || !can_run("vmac ipv6", true, &["ping"]) {
+        return;
+    }
+    let lan = Lan::new(3);
+    let extra = "virtual_mac = true\nexcluded_addresses = [\"2001:db8::201/64\"]";
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", extra));
+    assert!(wait_for(GENEROUS, || lan.holds_on(0, "vrrp.51", "2001:db8::201")).is_some(), "no excluded address:\n{}", master.log());
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", extra));
+    assert!(wait_for(GENEROUS, || vmac_is_up(&lan, 1)).is_some(), "the backup has no vrrp.51:\n{}", backup.log());
+    std::thread::sleep(Duration::from_secs(1));
+    let logs = format!("{}\n---\n{}", master.log(), backup.log());
+    let (master_v6, backup_v6) = (ipv6_of_vmac(&lan, 0), ipv6_of_vmac(&lan, 1));
+    assert!(master_v6.contains("2001:db8::201/64") && !master_v6.contains("fe80:"), "master's vrrp.51: {master_v6}\n{logs}");
+    assert!(backup_v6.trim().is_empty(), "the backup's vrrp.51 holds IPv6 addresses: {backup_v6}\n{logs}");
+    let ping = lan.exec(2, "ping", &["-6", "-n", "-c", "3", "-i", "0.2", "-W", "1", "2001:db8::201"]);
+    assert!(ping_counts(&ping).is_some_and(|(sent, answered)| sent == 3 && answered >= 2), "the client cannot reach it: {ping}\n{logs}");
+}
+
+/// In unicast mode adverts leave from the parent, as keepalived's `vmac_xmit_base` (which it
+/// imposes on unicast with `use_vmac`): the peers elect one master, which then hands over on stop.
+#[test]
+fn unicast_vmac_peers_elect_one_master_with_adverts_from_the_parent() {
+    if skip("unicast_vmac_peers_elect_one_master_with_adverts_from_the_parent") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let config = |priority: u8, peer: &str| {
+        halo_conf(3, priority, "100ms", "192.0.2.170/24", &format!("virtual_mac = true\nunicast_peers = [\"{peer}\"]"))
+    };
+    let master = Daemon::halo(&lan, 0, "master", &config(200, "192.0.2.12"));
+    let backup = Daemon::halo(&lan, 1, "backup", &config(100, "192.0.2.11"));
+    assert!(wait_for(GENEROUS, || lan.holds_on(0, "vrrp.51", VIP)).is_some(), "no master:\n{}", master.log());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!lan.holds_on(1, "vrrp.51", VIP), "two masters:\n{}\n---\n{}", master.log(), backup.log());
+    let rows = lan.capture("ip proto 112 and src host 192.0.2.11", 2, &["eth.src", "ip.dst"], &[]);
+    assert!(rows.lines().count() == 2 && rows.lines().all(|l| !l.starts_with(VIRTUAL_MAC) && l.ends_with("\t192.0.2.12")), "{rows}");
+    assert_eq!(master.stop(), Some(0));
+    assert!(wait_for(GENEROUS, || lan.holds_on(1, "vrrp.51", VIP)).is_some(), "no takeover:\n{}", backup.log());
 }
