@@ -12,6 +12,7 @@ pub mod netlink;
 pub mod netlink_blocking;
 mod sys;
 pub mod sysctl;
+pub mod virtual_mac;
 pub mod vrrp_socket;
 
 /// A failure of a host operation, with what was being done.

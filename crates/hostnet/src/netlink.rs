@@ -114,15 +114,23 @@ impl Netlink {
     }
 
     /// Creates (or recreates, when an earlier run left it) the macvlan `name` on `base` with the
-    /// MAC `mac`, in private mode, up. VRRP's virtual MAC lives on it.
+    /// MAC `mac`, in private mode, down: VRRP's virtual MAC lives on it, and it gets its settings
+    /// before [`Netlink::set_up`] lets it send anything.
     pub async fn create_macvlan(&self, base: &Link, name: &str, mac: [u8; 6]) -> Result<Link> {
         use netlink_packet_route::link::MacVlanMode;
         if let Ok(stale) = self.link(name).await {
             self.handle.link().del(stale.index).execute().await.map_err(nl(format!("removing the stale interface {name}")))?;
         }
-        let message = rtnetlink::LinkMacVlan::new(name, base.index, MacVlanMode::Private).address(mac.to_vec()).up().build();
+        let message = rtnetlink::LinkMacVlan::new(name, base.index, MacVlanMode::Private).address(mac.to_vec()).build();
         self.handle.link().add(message).execute().await.map_err(nl(format!("creating macvlan {name} on {}", base.name)))?;
         self.link(name).await
+    }
+
+    /// Brings an interface up; the interface as it is then.
+    pub async fn set_up(&self, link: &Link) -> Result<Link> {
+        let message = rtnetlink::LinkUnspec::new_with_index(link.index).up().build();
+        self.handle.link().set(message).execute().await.map_err(nl(format!("bringing {} up", link.name)))?;
+        self.link(&link.name).await
     }
 
     /// Deletes an interface.

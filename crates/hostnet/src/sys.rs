@@ -1,7 +1,8 @@
 //! The one place with `unsafe`, for what neither socket2 nor nix offers safely: sending a
-//! link-layer broadcast on an AF_PACKET socket needs a `sockaddr_ll` (a thin, checked wrapper
-//! around `sendto(2)`), and taking ownership of the descriptors `recvmsg(2)` installed from an
-//! SCM_RIGHTS message (nix hands them over as bare numbers).
+//! link-layer broadcast on an AF_PACKET socket, and binding one to an interface, need a
+//! `sockaddr_ll` (thin, checked wrappers around `sendto(2)` and `bind(2)`), and taking
+//! ownership of the descriptors `recvmsg(2)` installed from an SCM_RIGHTS message (nix hands
+//! them over as bare numbers).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -44,6 +45,33 @@ pub(crate) fn send_broadcast(socket: &impl AsRawFd, index: u32, protocol: u16, p
         )
     };
     if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds a packet socket to interface `index` for frames of EtherType `protocol`: from then on
+/// (and not before: a packet socket opened with protocol 0 receives nothing) it receives them.
+pub(crate) fn bind_packet(socket: &impl AsRawFd, index: u32, protocol: u16) -> std::io::Result<()> {
+    let address = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: protocol.to_be(),
+        sll_ifindex: i32::try_from(index).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `address` is a fully initialised sockaddr_ll that outlives the call, and its exact
+    // size is passed.
+    let bound = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&raw const address).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if bound < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! Raw IP protocol 112 sockets: one per instance and family, bound to the interface, joined to
 //! 224.0.0.18 or ff02::12, sending with TTL / hop limit 255 from a chosen source address and
-//! reporting the received TTL so that the caller can apply RFC 5798 §7.1.
+//! reporting the received TTL so that the caller can apply RFC 5798 §7.1. With a virtual MAC,
+//! adverts are received on the parent and, from the virtual MAC, on the macvlan below the IP
+//! layer, and sent from the macvlan by a socket that joins nothing ([`crate::virtual_mac`]).
 
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
@@ -30,8 +32,18 @@ pub struct Received {
 /// A raw VRRP socket on one interface.
 pub struct VrrpSocket {
     socket: AsyncFd<Socket>,
+    /// The packet socket on a virtual-MAC interface that receives the adverts sent from its MAC.
+    own_mac: Option<AsyncFd<Socket>>,
     index: u32,
     ipv6: bool,
+}
+
+/// Registers a socket with the runtime.
+fn registered(socket: Socket, what: String) -> Result<AsyncFd<Socket>> {
+    // `AsyncFd::new` is deprecated for types that may not own their descriptor; `Socket`
+    // owns it and is moved in, so the registration cannot outlive the descriptor.
+    #[allow(deprecated)]
+    AsyncFd::new(socket).map_err(io(what))
 }
 
 impl VrrpSocket {
@@ -48,27 +60,43 @@ impl VrrpSocket {
             socket.join_multicast_v4_n(&MULTICAST_V4, &InterfaceIndexOrAddress::Index(link.index)).map_err(io(what("join 224.0.0.18")))?;
             socket.set_multicast_loop_v4(false).map_err(io(what("multicast loop")))?;
         }
-        // `AsyncFd::new` is deprecated for types that may not own their descriptor; `Socket`
-        // owns it and is moved in, so the registration cannot outlive the descriptor.
-        #[allow(deprecated)]
-        let socket = AsyncFd::new(socket).map_err(io(what("registering with the runtime")))?;
-        Ok(Self { socket, index: link.index, ipv6 })
+        let socket = registered(socket, what("registering with the runtime"))?;
+        Ok(Self { socket, own_mac: None, index: link.index, ipv6 })
     }
 
-    /// Waits for the next packet.
+    /// Opens an IPv4 socket on `parent`, joined to the VRRP group there, that also receives the
+    /// adverts arriving on the virtual-MAC macvlan `vmac` from its own MAC (a peer sending from
+    /// the same virtual MAC: the kernel hands those to the macvlan alone). Nothing joins the group
+    /// on the macvlan, so it sends no IGMP report. Sends on `parent`.
+    pub fn open_with_virtual_mac(parent: &Link, vmac: &Link) -> Result<Self> {
+        let mut socket = Self::open(parent, false)?;
+        let own_mac = crate::virtual_mac::own_mac_receiver(vmac)?;
+        socket.own_mac = Some(registered(own_mac, format!("packet socket on {}: registering with the runtime", vmac.name))?);
+        Ok(socket)
+    }
+
+    /// Opens a socket that sends on `link` and joins no group there: no IGMP or MLD report
+    /// leaves `link` on its account (a virtual-MAC macvlan's sender). Its own multicast is not
+    /// looped back.
+    pub fn open_sender(link: &Link, ipv6: bool) -> Result<Self> {
+        let what = |step: &str| format!("VRRP sending socket on {}: {step}", link.name);
+        let socket = sending_socket(&link.name, link.index, ipv6)?;
+        if ipv6 {
+            socket.set_multicast_loop_v6(false).map_err(io(what("multicast loop")))?;
+        } else {
+            socket.set_multicast_loop_v4(false).map_err(io(what("multicast loop")))?;
+        }
+        Ok(Self { socket: registered(socket, what("registering with the runtime"))?, own_mac: None, index: link.index, ipv6 })
+    }
+
+    /// Waits for the next packet (on either socket, with a virtual MAC).
     pub async fn recv(&self) -> Result<Received> {
-        loop {
-            let mut guard = self.socket.readable().await.map_err(io("waiting for VRRP packets"))?;
-            let outcome = guard.try_io(|fd| {
-                let received = if self.ipv6 { recv_v6(fd.get_ref()) } else { recv_v4(fd.get_ref()) };
-                received.map_err(std::io::Error::from)
-            });
-            match outcome {
-                Ok(Ok(Some(packet))) => return Ok(packet),
-                Ok(Ok(None)) => continue,
-                Ok(Err(e)) => return Err(io("receiving a VRRP packet")(e)),
-                Err(_would_block) => continue,
-            }
+        match &self.own_mac {
+            None => receive(&self.socket, self.ipv6).await,
+            Some(own_mac) => tokio::select! {
+                received = receive(&self.socket, self.ipv6) => received,
+                received = receive(own_mac, false) => received,
+            },
         }
     }
 
@@ -76,6 +104,24 @@ impl VrrpSocket {
     /// `destination`.
     pub fn send(&self, payload: &[u8], source: IpAddr, destination: IpAddr) -> Result<()> {
         send_from(self.socket.get_ref(), self.index, payload, source, destination)
+    }
+}
+
+/// Waits for the next packet on `socket`; cancelling the wait loses nothing (a packet is taken
+/// only when it is returned).
+async fn receive(socket: &AsyncFd<Socket>, ipv6: bool) -> Result<Received> {
+    loop {
+        let mut guard = socket.readable().await.map_err(io("waiting for VRRP packets"))?;
+        let outcome = guard.try_io(|fd| {
+            let received = if ipv6 { recv_v6(fd.get_ref()) } else { recv_v4(fd.get_ref()) };
+            received.map_err(std::io::Error::from)
+        });
+        match outcome {
+            Ok(Ok(Some(packet))) => return Ok(packet),
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => return Err(io("receiving a VRRP packet")(e)),
+            Err(_would_block) => continue,
+        }
     }
 }
 
@@ -136,7 +182,8 @@ fn send_from(socket: &Socket, index: u32, payload: &[u8], source: IpAddr, destin
 /// then fails to decode.
 const MAX_PACKET: usize = 4096 + 64;
 
-/// IPv4 raw sockets deliver the IP header: take TTL and addresses from it.
+/// IPv4 raw sockets (and datagram packet sockets) deliver the IP header: take TTL and addresses
+/// from it.
 fn recv_v4(socket: &Socket) -> nix::Result<Option<Received>> {
     let mut buf = [0u8; MAX_PACKET];
     let n = socket::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty())?;

@@ -9,7 +9,8 @@ use anyhow::Context;
 use halo_config::VrrpInstance;
 use halo_hostnet::arp_isolation::ArpIsolation;
 use halo_hostnet::gratuitous::Announcer;
-use halo_hostnet::netlink::{Link, Netlink};
+use halo_hostnet::netlink::{Link, LinkStates, Netlink};
+use halo_hostnet::virtual_mac;
 use halo_hostnet::vrrp_socket::VrrpSocket;
 use halo_vrrp::packet::{MULTICAST_V4, MULTICAST_V6};
 
@@ -24,7 +25,8 @@ pub(super) struct Io {
     pub(super) vmac: Option<(Link, ArpIsolation)>,
     /// Where adverts come in (and go out, unless `sender`).
     pub(super) receiver: VrrpSocket,
-    /// Where adverts go out when that is not `receiver`: the virtual MAC in unicast mode.
+    /// Where adverts go out when that is not `receiver`: the virtual MAC in multicast mode,
+    /// through a socket that joins no group on it.
     pub(super) sender: Option<VrrpSocket>,
     pub(super) announcer: Announcer,
     pub(super) netlink: Netlink,
@@ -39,7 +41,12 @@ pub(super) struct Io {
     pub(super) guard: Option<Arc<crate::daemon::guard::Guard>>,
 }
 
-pub(super) async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option<Arc<crate::daemon::guard::Guard>>) -> anyhow::Result<Io> {
+pub(super) async fn open(
+    config: &VrrpInstance,
+    netlink: &Netlink,
+    guard: Option<Arc<crate::daemon::guard::Guard>>,
+    links: &LinkStates,
+) -> anyhow::Result<Io> {
     let link = netlink.link(&config.interface).await?;
     let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
     let addresses: Vec<(IpAddr, u8)> = config.virtual_addresses.iter().map(|a| (a.addr(), a.prefix_len())).collect();
@@ -51,25 +58,29 @@ pub(super) async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option
     // Every held address is announced, the excluded ones of the other family included.
     let plain: Vec<IpAddr> = addresses.iter().chain(&held_only(config)).map(|(a, _)| *a).collect();
     let (vmac, receiver, sender, announcer) = if config.virtual_mac {
-        let (vmac, vmac_socket) = open_virtual_mac(config, netlink, &link, ipv6, guard.as_deref()).await?;
-        // Multicast adverts are received on the macvlan: a peer that also sends from the virtual
-        // MAC (halo, keepalived's use_vmac) sends frames whose source MAC is our macvlan's own,
-        // and the kernel hands those to the macvlan alone, never to the parent; every other
-        // advert reaches the macvlan too, once, since it joined the group. Unicast adverts are
-        // addressed to the parent's address and MAC: they are received there.
+        let (vmac, arp) = open_virtual_mac(config, netlink, &link, guard.as_deref(), links).await?;
         let rest = (|| {
-            let announcer = Announcer::open(&vmac.0, &plain)?;
-            Ok::<_, anyhow::Error>(if config.unicast_peers.is_empty() {
-                (vmac_socket, None, announcer)
-            } else {
-                (parent_socket()?, Some(vmac_socket), announcer)
-            })
+            let announcer = Announcer::open(&vmac, &plain)?;
+            if !config.unicast_peers.is_empty() {
+                // As keepalived's vmac_xmit_base, which it imposes on unicast: a unicast advert
+                // from the macvlan would ask the peer's address by ARP from the virtual MAC,
+                // which the peer's own macvlan takes and must not answer.
+                return Ok::<_, anyhow::Error>((parent_socket()?, None, announcer));
+            }
+            // Multicast adverts are received on the parent, joined to the group there, and
+            // those sent from the virtual MAC (a peer's, which the kernel hands to our macvlan
+            // alone) on the macvlan, which joins nothing; they go out from the macvlan. See
+            // halo_hostnet::virtual_mac.
+            let receiver = VrrpSocket::open_with_virtual_mac(&link, &vmac).with_context(|| format!("instance {}", config.name))?;
+            let sender = VrrpSocket::open_sender(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name))?;
+            Ok((receiver, Some(sender), announcer))
         })();
         match rest {
-            Ok((receiver, sender, announcer)) => (Some(vmac), receiver, sender, announcer),
+            Ok((receiver, sender, announcer)) => (Some((vmac, arp)), receiver, sender, announcer),
             Err(e) => {
-                // Nothing of a failed start stays behind.
-                remove_virtual_mac(netlink, &vmac.0, guard.as_deref()).await;
+                // Nothing of a failed start stays behind: the macvlan goes, then (dropped) the
+                // parent's ARP settings.
+                remove_virtual_mac(netlink, &vmac, guard.as_deref()).await;
                 return Err(e);
             }
         }
@@ -102,27 +113,55 @@ pub(super) async fn open(config: &VrrpInstance, netlink: &Netlink, guard: Option
 /// RFC 5798 §7.3: the virtual MAC 00-00-5E-00-01-{VRID} (00-00-5E-00-02-{VRID} for IPv6), on a
 /// macvlan named like keepalived's, so the VIP keeps its MAC whichever router holds it; the
 /// parent stops answering ARP for the VIP with its own MAC (keepalived's `use_vmac` settings).
+/// The macvlan is created down and brought up only once it can send nothing of its own accord
+/// (no IPv6 link-local address, no ARP answers for the parent's addresses): a backup's macvlan
+/// must stay silent, or the switch moves the virtual MAC to the backup (see
+/// halo_hostnet::virtual_mac). On an error nothing stays: the macvlan is removed, the parent's
+/// settings restored.
 async fn open_virtual_mac(
     config: &VrrpInstance,
     netlink: &Netlink,
     parent: &Link,
-    ipv6: bool,
     guard: Option<&crate::daemon::guard::Guard>,
-) -> anyhow::Result<((Link, ArpIsolation), VrrpSocket)> {
+    links: &LinkStates,
+) -> anyhow::Result<(Link, ArpIsolation)> {
+    let ipv6 = config.virtual_addresses.first().is_some_and(|a| a.addr().is_ipv6());
     let mac = [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, config.virtual_router_id.get()];
     let name = format!("vrrp.{}", config.virtual_router_id.get());
     let arp = ArpIsolation::apply(&parent.name).with_context(|| format!("instance {}: ARP settings of {}", config.name, parent.name))?;
-    let vmac = netlink.create_macvlan(parent, &name, mac).await?;
+    let created = netlink.create_macvlan(parent, &name, mac).await?;
     // Should halo die, the guard removes it (a dead node's macvlan carries the virtual MAC).
     if let Some(guard) = guard {
-        guard.own_link(&vmac.name);
+        guard.own_link(&created.name);
     }
-    match VrrpSocket::open(&vmac, ipv6).with_context(|| format!("instance {}: virtual MAC socket", config.name)) {
-        Ok(socket) => Ok(((vmac, arp), socket)),
+    // The link watcher sees the new macvlan down before it sees it up: the instance starts once
+    // it has seen both, not with a "down" still to come (a FAULT for nothing).
+    link_seen(links, &name, false).await;
+    // Excluded addresses of IPv6 are held on the macvlan: IPv6 stays on for them.
+    let ipv6_held = config.virtual_addresses.iter().chain(&config.excluded_addresses).any(|a| a.addr().is_ipv6());
+    let quiet = virtual_mac::quiet(&created.name, ipv6_held).with_context(|| format!("instance {}: settings of {name}", config.name));
+    let up = match quiet {
+        Ok(()) => netlink.set_up(&created).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match up {
+        Ok(vmac) => {
+            link_seen(links, &name, true).await;
+            Ok((vmac, arp))
+        }
         Err(e) => {
-            remove_virtual_mac(netlink, &vmac, guard).await;
+            remove_virtual_mac(netlink, &created, guard).await;
             Err(e)
         }
+    }
+}
+
+/// Waits (at most a second) until the link watcher sees interface `name` up, or down (or gone).
+async fn link_seen(links: &LinkStates, name: &str, up: bool) {
+    let mut links = links.clone();
+    let seen = links.wait_for(|all| all.get(name).copied().unwrap_or(false) == up);
+    if !matches!(tokio::time::timeout(std::time::Duration::from_secs(1), seen).await, Ok(Ok(_))) {
+        tracing::debug!(interface = name, up, "the link watcher has not seen the interface's state");
     }
 }
 

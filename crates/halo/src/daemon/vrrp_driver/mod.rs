@@ -85,7 +85,7 @@ pub struct Adoption {
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
     let Instance { config, trackers, mut verdicts, recheck, shutdown, updates, netlink, links, status, guard, group, start, freeze } =
         instance;
-    let io = open(&config, &netlink, guard).await?;
+    let io = open(&config, &netlink, guard, &links).await?;
     let Some((adopted, told_adopted)) = begin(start, &io, &config, group.as_ref(), &status, &mut verdicts).await? else {
         return Ok(());
     };
