@@ -186,3 +186,34 @@ fn unicast_vmac_peers_elect_one_master_with_adverts_from_the_parent() {
     assert_eq!(master.stop(), Some(0));
     assert!(wait_for(GENEROUS, || lan.holds_on(1, "vrrp.51", VIP)).is_some(), "no takeover:\n{}", backup.log());
 }
+
+/// A SIGKILLed unicast virtual-MAC master: its guard sends the priority-0 advert it could not
+/// send, from the parent like every unicast advert, so the peer receives it and takes over (sent
+/// from the macvlan, it asked the peer's MAC by ARP from the virtual MAC and never arrived).
+#[test]
+fn a_killed_unicast_vmac_master_hands_over_through_its_guard() {
+    if skip("a_killed_unicast_vmac_master_hands_over_through_its_guard") {
+        return;
+    }
+    let lan = Lan::new(2);
+    let config = |priority: u8, peer: &str| {
+        halo_conf(3, priority, "1s", "192.0.2.170/24", &format!("virtual_mac = true\nunicast_peers = [\"{peer}\"]"))
+    };
+    let master = Daemon::halo(&lan, 0, "master", &config(200, "192.0.2.12"));
+    let backup = Daemon::halo(&lan, 1, "backup", &config(100, "192.0.2.11"));
+    assert!(wait_for(GENEROUS, || lan.holds_on(0, "vrrp.51", VIP)).is_some(), "no master:\n{}", master.log());
+    std::thread::sleep(Duration::from_secs(2));
+    // VRRP's priority byte is the 23rd of the IP packet: the master's priority-0 advert.
+    let rows = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| lan.capture("ip proto 112 and src host 192.0.2.11 and ip[22] == 0", 1, &["eth.src", "ip.dst"], &[]));
+        std::thread::sleep(Duration::from_millis(1500));
+        master.signal("KILL");
+        watcher.join().expect("capture")
+    });
+    assert!(
+        rows.trim().ends_with("\t192.0.2.12") && !rows.starts_with(VIRTUAL_MAC),
+        "no priority-0 advert to the peer from the parent: {rows:?}\n{}",
+        master.log()
+    );
+    assert!(wait_for(GENEROUS, || lan.holds_on(1, "vrrp.51", VIP)).is_some(), "no takeover:\n{}", backup.log());
+}
