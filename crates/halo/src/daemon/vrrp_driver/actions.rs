@@ -95,7 +95,7 @@ fn guard_key(io: &Io, wire: &RouterConfig) -> String {
 fn arm_guard(io: &Io, wire: &RouterConfig) {
     let Some(guard) = &io.guard else { return };
     let shutdown: Vec<(IpAddr, Vec<u8>)> = adverts(io, wire, 0).into_iter().filter_map(|(d, bytes)| Some((d, bytes.ok()?))).collect();
-    guard.arm(&guard_key(io, wire), &io.link.name, io.source, &shutdown);
+    guard.arm(&guard_key(io, wire), &io.advert_interface, io.source, &shutdown);
 }
 
 /// Applies a reloaded configuration in place: new base priority and preemption, and the

@@ -20,6 +20,10 @@ use crate::daemon::vip;
 pub(super) struct Io {
     /// Where the VIPs live and announcements go out: the interface, or its virtual-MAC macvlan.
     pub(super) link: Link,
+    /// The interface adverts leave from: the macvlan of a multicast virtual-MAC instance, else
+    /// the instance's interface (unicast adverts leave from the parent, as keepalived's
+    /// `vmac_xmit_base`). The guard sends a dead master's priority-0 advert from it too.
+    pub(super) advert_interface: String,
     /// The macvlan carrying the virtual MAC (removed at stop), with its parent's ARP settings
     /// (restored when dropped).
     pub(super) vmac: Option<(Link, ArpIsolation)>,
@@ -94,6 +98,7 @@ pub(super) async fn open(
         config.unicast_peers.clone()
     };
     Ok(Io {
+        advert_interface: if config.unicast_peers.is_empty() { announce_on.name.clone() } else { link.name.clone() },
         link: announce_on,
         vmac,
         receiver,
