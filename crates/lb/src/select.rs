@@ -113,6 +113,15 @@ mod tests {
     }
 
     #[test]
+    fn least_connections_takes_turns_among_equally_loaded_servers() {
+        assert_eq!(sequence(Balance::LeastConn, &mut servers(&[1, 1]), 4), [0, 1, 0, 1]);
+        assert_eq!(sequence(Balance::LeastConn, &mut servers(&[1, 1, 1]), 6), [0, 1, 2, 0, 1, 2]);
+        let mut c = servers(&[1, 1, 1]);
+        c[0].active = 1;
+        assert_eq!(sequence(Balance::LeastConn, &mut c, 4), [1, 2, 1, 2], "the busy server is left out of the turns");
+    }
+
+    #[test]
     fn least_connections_weighted() {
         let mut c = servers(&[1, 2]);
         c[0].active = 2;

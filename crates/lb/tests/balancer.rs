@@ -126,8 +126,30 @@ async fn redispatch_hides_a_dead_server_from_every_client() {
     assert!(dead.stats.connect_errors.load(Ordering::Relaxed) >= 1);
 }
 
+/// One short connection through the balancer: connect, one byte echoed, closed; returns once
+/// the balancer counts `open` connections again (bounded).
+async fn one_short_connection(balancer: &halo_lb::Balancer, front: std::net::SocketAddr, open: u64) {
+    let mut s = TcpStream::connect(front).await.expect("connect");
+    s.write_all(b"x").await.expect("write");
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).await.expect("echo");
+    drop(s);
+    let servers = &balancer.backends[0].servers;
+    for _ in 0..200 {
+        if servers.iter().map(|s| s.stats.current.load(Ordering::Relaxed)).sum::<u64>() == open {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the balancer still counts the closed connection");
+}
+
+/// Least connections sends new connections to the server with fewer open ones (while one server
+/// holds a long connection, every short one goes to the other: round robin would alternate),
+/// and takes turns among servers as loaded as each other (20 short connections one after the
+/// other to two idle servers all went to the first).
 #[tokio::test]
-async fn least_connections_prefers_the_idle_server() {
+async fn least_connections_prefers_the_idle_server_and_takes_turns_on_ties() {
     let (echo_a, _ta) = echo_server().await;
     let (echo_b, _tb) = echo_server().await;
     let config = config(&[("a", echo_a, 1), ("b", echo_b, 1)], Balance::LeastConn, health(CheckKind::Tcp));
@@ -135,18 +157,31 @@ async fn least_connections_prefers_the_idle_server() {
     let balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
     until_healthy(&balancer, 2).await;
     let front = config.frontends[0].binds[0];
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut s = TcpStream::connect(front).await.expect("connect");
-        s.write_all(b"x").await.expect("write");
-        let mut one = [0u8; 1];
-        s.read_exact(&mut one).await.expect("echo");
-        held.push(s);
-    }
     let servers = &balancer.backends[0].servers;
-    let open: Vec<u64> = servers.iter().map(|s| s.stats.current.load(Ordering::Relaxed)).collect();
-    assert_eq!(open.iter().sum::<u64>(), 3);
-    assert!(open.iter().all(|n| *n >= 1), "{open:?}");
+    let totals = || servers.iter().map(|s| s.stats.total.load(Ordering::Relaxed)).collect::<Vec<u64>>();
+    let mut held = TcpStream::connect(front).await.expect("connect");
+    held.write_all(b"x").await.expect("write");
+    let mut one = [0u8; 1];
+    held.read_exact(&mut one).await.expect("echo");
+    let busy = servers.iter().position(|s| s.stats.current.load(Ordering::Relaxed) == 1).expect("the held connection's server");
+    for _ in 0..4 {
+        one_short_connection(&balancer, front, 1).await;
+    }
+    let after_held = totals();
+    assert_eq!(after_held[busy], 1, "a short connection went to the busy server: {after_held:?}");
+    assert_eq!(after_held[1 - busy], 4, "{after_held:?}");
+    drop(held);
+    for _ in 0..200 {
+        if servers.iter().map(|s| s.stats.current.load(Ordering::Relaxed)).sum::<u64>() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..20 {
+        one_short_connection(&balancer, front, 0).await;
+    }
+    let turns: Vec<u64> = totals().iter().zip(&after_held).map(|(now, before)| now - before).collect();
+    assert!(turns.iter().all(|n| (9..=11).contains(n)), "idle servers did not take turns: {turns:?}");
 }
 
 #[tokio::test]
