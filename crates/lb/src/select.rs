@@ -41,31 +41,38 @@ pub fn pick(balance: Balance, candidates: &mut [Candidate], exclude: &[usize]) -
     let first = (0..candidates.len()).find(|&i| is_eligible(candidates, i))?;
     let chosen = match balance {
         Balance::First => first,
-        Balance::LeastConn => (first..candidates.len())
-            .filter(|&i| is_eligible(candidates, i))
-            // active / weight, compared without division; ties go to the earlier server.
-            .min_by_key(|&i| (u64::from(candidates[i].active) * 1_000_000 / u64::from(candidates[i].weight), i))
-            .unwrap_or(first),
-        Balance::RoundRobin => {
-            // Smooth weighted round robin: each eligible server gains its weight, the richest
-            // wins and pays the total. Spreads a 5:1:1 split as a,a,b,a,c,a,a rather than in runs.
-            let mut total: i64 = 0;
-            let mut best = first;
-            for i in first..candidates.len() {
-                if !is_eligible(candidates, i) {
-                    continue;
-                }
-                total += i64::from(candidates[i].weight);
-                candidates[i].current += i64::from(candidates[i].weight);
-                if candidates[i].current > candidates[best].current {
-                    best = i;
-                }
-            }
-            candidates[best].current -= total;
-            best
+        Balance::LeastConn => {
+            // active / weight, compared without division.
+            let load = |c: &Candidate| u64::from(c.active) * 1_000_000 / u64::from(c.weight);
+            let least = (first..candidates.len()).filter(|&i| is_eligible(candidates, i)).map(|i| load(&candidates[i])).min()?;
+            // Servers as loaded as each other take turns (haproxy's leastconn does too): idle
+            // servers share one-at-a-time clients instead of the first taking them all.
+            smooth_round_robin(candidates, |c, i| is_eligible(c, i) && load(&c[i]) == least)?
         }
+        Balance::RoundRobin => smooth_round_robin(candidates, is_eligible)?,
     };
     Some(chosen)
+}
+
+/// Smooth weighted round robin among the candidates `eligible` takes: each gains its weight,
+/// the richest wins and pays the total. Spreads a 5:1:1 split as a,a,b,a,c,a,a rather than in
+/// runs.
+fn smooth_round_robin(candidates: &mut [Candidate], eligible: impl Fn(&[Candidate], usize) -> bool) -> Option<usize> {
+    let mut total: i64 = 0;
+    let mut best: Option<usize> = None;
+    for i in 0..candidates.len() {
+        if !eligible(candidates, i) {
+            continue;
+        }
+        total += i64::from(candidates[i].weight);
+        candidates[i].current += i64::from(candidates[i].weight);
+        if best.is_none_or(|b| candidates[i].current > candidates[b].current) {
+            best = Some(i);
+        }
+    }
+    let best = best?;
+    candidates[best].current -= total;
+    Some(best)
 }
 
 #[cfg(test)]
