@@ -305,3 +305,45 @@ async fn a_backend_without_checks_is_checked_as_soon_as_its_addresses_are_known(
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(balancer.backends[0].checked(), "a backend with kind = none never counts as checked");
 }
+
+/// A connection cap lowered by a reload is the configured one whatever was open: 1000 -> 10 with
+/// 50 open serves no new connection until fewer than 10 are open, then only up to 10 in all.
+/// (The new cap used to be the old one less what was open at the reload: here 50.)
+#[tokio::test]
+async fn a_lowered_connection_cap_is_the_configured_one_whatever_was_open() {
+    let (e1, _t1) = echo_server().await;
+    let mut config = config(&[("e1", e1, 1)], Balance::RoundRobin, health(CheckKind::Tcp));
+    config.frontends[0].max_connections = 1000;
+    config.frontends[0].queue_timeout = Duration::from_millis(200);
+    let (_stop, stopped) = watch::channel(false);
+    let mut balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
+    until_healthy(&balancer, 1).await;
+    let front = config.frontends[0].binds[0];
+    let mut held = Vec::new();
+    for i in 0..50u8 {
+        let mut s = TcpStream::connect(front).await.expect("connect");
+        echo(&mut s, i).await.expect("served under the old cap");
+        held.push(s);
+    }
+    config.frontends[0].max_connections = 10;
+    balancer.reload(&config).expect("reload");
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(front).await.expect("connect");
+        assert!(echo(&mut s, 99).await.is_err(), "served with 50 open under a cap of 10");
+    }
+    held.truncate(5);
+    let open = || balancer.frontends[0].stats.current.load(Ordering::Relaxed);
+    for _ in 0..200 {
+        if open() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..5u8 {
+        let mut s = TcpStream::connect(front).await.expect("connect");
+        echo(&mut s, i).await.expect("served: fewer than 10 open");
+        held.push(s);
+    }
+    let mut eleventh = TcpStream::connect(front).await.expect("connect");
+    assert!(echo(&mut eleventh, 42).await.is_err(), "an 11th connection was served under a cap of 10");
+}
