@@ -14,6 +14,7 @@ pub mod resolve;
 pub mod runtime;
 pub mod select;
 pub mod server;
+mod slots;
 pub mod tls;
 
 pub use balancer::{Balancer, Changes, Inherited};

@@ -12,7 +12,7 @@ use halo_config::{Backend, CheckKind, Frontend};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 
 use crate::LbError;
@@ -22,6 +22,7 @@ use crate::probe::{Failure, probe, short};
 use crate::proxy::{Ended, Mode, relay};
 use crate::select::{Candidate, pick};
 pub use crate::server::{CHECK_LATENCY_BUCKETS, ServerRuntime, ServerStats};
+use crate::slots::{Slot, Slots};
 
 /// One backend at run time.
 pub struct BackendRuntime {
@@ -263,7 +264,7 @@ pub struct FrontendRuntime {
     pub name: String,
     settings: RwLock<Frontend>,
     backend: RwLock<Arc<BackendRuntime>>,
-    slots: Arc<Semaphore>,
+    slots: Slots,
     /// Listeners accepting now.
     listening: AtomicU64,
     /// Counters.
@@ -279,7 +280,7 @@ impl FrontendRuntime {
             name: config.name.clone(),
             settings: RwLock::new(config.clone()),
             backend: RwLock::new(backend),
-            slots: Arc::new(Semaphore::new(config.max_connections as usize)),
+            slots: Slots::new(config.max_connections as usize),
             listening: AtomicU64::new(0),
             stats: FrontendStats::default(),
         }
@@ -300,14 +301,9 @@ impl FrontendRuntime {
         let old = std::mem::replace(&mut *self.settings.write().unwrap_or_else(PoisonError::into_inner), config.clone());
         *self.backend.write().unwrap_or_else(PoisonError::into_inner) = backend;
         let (before, after) = (old.max_connections as usize, config.max_connections as usize);
-        if after > before {
-            self.slots.add_permits(after - before);
-        } else if before > after {
-            // Only free slots can be withdrawn now; busy ones are not given back as they end.
-            let withdrawn = self.slots.forget_permits(before - after);
-            if withdrawn < before - after {
-                tracing::info!(frontend = %self.name, busy = before - after - withdrawn, "connection cap lowered below current use");
-            }
+        let owed = self.slots.resize(before, after);
+        if owed > 0 {
+            tracing::info!(frontend = %self.name, owed, "connection cap lowered below current use: slots go as their connections end");
         }
     }
 
@@ -399,14 +395,10 @@ impl FrontendRuntime {
         }
     }
 
-    /// A connection slot: at once while the cap is not reached (no timer), else after waiting
-    /// up to `queue_timeout` for one; `None` when the wait ended empty.
-    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
-            return Some(slot);
-        }
+    /// A connection slot ([`Slots::acquire`]) under the queue timeout in force.
+    async fn slot(&self) -> Option<Slot> {
         let queue_timeout = self.settings.read().unwrap_or_else(PoisonError::into_inner).queue_timeout;
-        tokio::time::timeout(queue_timeout, Arc::clone(&self.slots).acquire_owned()).await.ok()?.ok()
+        self.slots.acquire(queue_timeout).await
     }
 
     /// The connection-log line of a connection no server took.
