@@ -34,6 +34,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_CONNECTIONS: u32 = 10_000;
 /// How long an excess connection waits for a slot.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection may stay silent (a TLS client sends its hello at once).
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tracker failures before it counts as failed.
 pub const TRACKER_FALL: u32 = 2;
 /// Tracker successes before it counts as good.

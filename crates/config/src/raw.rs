@@ -173,6 +173,8 @@ pub struct RawFrontend {
     pub max_connections: Option<Int>,
     /// Duration string.
     pub queue_timeout: Option<Text>,
+    /// Duration string; "0s" disables it.
+    pub first_byte_timeout: Option<Text>,
 }
 
 /// `[[backend]]`

@@ -123,6 +123,8 @@ fn balancer(d: &mut Draw, frontends: &mut Vec<Frontend>, backends: &mut Vec<Back
         backend: format!("be{index}"),
         max_connections: d.range(1, 50_000),
         queue_timeout: d.ms(1, 60_000),
+        // The classic formats cannot carry it: halo's default, which the import gives.
+        first_byte_timeout: halo_config::defaults::FIRST_BYTE_TIMEOUT,
     });
 }
 

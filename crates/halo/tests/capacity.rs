@@ -347,3 +347,88 @@ fn worker_threads_follow_the_configuration() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert_eq!(workers(""), cores);
 }
+
+/// An echo server on loopback (its own runtime thread) that counts its connections: the most
+/// open at once.
+fn counting_echo_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::clone(&most);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                seen.fetch_max(now, Ordering::SeqCst);
+                let open = Arc::clone(&open);
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.into_split();
+                    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                        use tokio::io::AsyncWriteExt;
+                        let _closed = w.shutdown().await;
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+    });
+    (address, most)
+}
+
+/// Silent clients (connected, sending nothing) take neither every slot nor every descriptor:
+/// against `max_connections = 100`, 1 000 of them leave halo under 400 descriptors and at most
+/// 100 connections to the server, each is closed after `first_byte_timeout` (1 s here), and a
+/// real client arriving behind them is served. (halo accepted every connection and connected it
+/// to a server before it spoke: 1 000 descriptors, 100 server connections held for the idle
+/// timeout of an hour, and the real client never got a slot.)
+#[test]
+fn silent_clients_take_neither_every_slot_nor_every_descriptor() {
+    assert!(raise_fd_limit(4096), "cannot raise this test's descriptor limit to 4096");
+    let dir = tempfile::tempdir().expect("dir");
+    let (server, most_upstream) = counting_echo_server();
+    let (port, status) = (free_port(), free_port());
+    let config = format!(
+        "[status]\nlisten = \"127.0.0.1:{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"api\"\nmax_connections = 100\nqueue_timeout = \"1s\"\nfirst_byte_timeout = \"1s\"\n\n\
+         [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"1s\"\n[[backend.server]]\nname = \"echo\"\naddress = \"{server}\"\n"
+    );
+    let file = dir.path().join("halo.toml");
+    std::fs::write(&file, config).expect("config");
+    let daemon = spawn_halo(&file, None, Stdio::null());
+    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while echo_once(front).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "halo never served");
+    }
+    let pid = daemon.0.id();
+    let descriptors = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let mut most_descriptors = descriptors();
+    // 1 000 silent clients; those the kernel's backlog cannot take time out connecting (bounded).
+    let mut silent = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(s) = TcpStream::connect_timeout(&front, Duration::from_millis(200)) {
+            silent.push(s);
+        }
+        most_descriptors = most_descriptors.max(descriptors());
+    }
+    // A real client behind them, served within 20 s (bounded retries, each bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut served = false;
+    while Instant::now() < deadline && !served {
+        served = echo_once(front).is_ok();
+        most_descriptors = most_descriptors.max(descriptors());
+    }
+    let upstream = most_upstream.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "silent clients connected: {}, halo's most descriptors: {most_descriptors}, most server connections: {upstream}",
+        silent.len()
+    );
+    assert!(served, "a real client was not served within 20 s behind 1 000 silent ones");
+    assert!(most_descriptors < 400, "halo held {most_descriptors} descriptors for 1 000 silent clients under max_connections = 100");
+    assert!(upstream <= 101, "{upstream} server connections under max_connections = 100");
+}

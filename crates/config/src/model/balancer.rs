@@ -20,6 +20,9 @@ pub struct Frontend {
     pub max_connections: u32,
     /// How long an excess connection may wait for a slot before it is closed.
     pub queue_timeout: Duration,
+    /// How long a new connection may stay silent before it is closed, unserved (TLS clients
+    /// speak first); zero waits for nothing, for protocols where the server speaks first.
+    pub first_byte_timeout: Duration,
 }
 
 /// A pool of servers.

@@ -23,6 +23,10 @@ pub fn haproxy(config: &Config) -> Rendered {
             line(&mut out, format_args!("    bind {bind}{v6only}"));
         }
         line(&mut out, format_args!("    mode tcp\n    maxconn {}", f.max_connections));
+        if f.first_byte_timeout != crate::defaults::FIRST_BYTE_TIMEOUT {
+            losses
+                .push(format!("frontend {}: first_byte_timeout has no haproxy equivalent (haproxy connects to a server at once)", f.name));
+        }
         if let Some(idle) = idle {
             line(&mut out, format_args!("    timeout client {}", haproxy_time(idle)));
         }

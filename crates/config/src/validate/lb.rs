@@ -47,12 +47,14 @@ pub(super) fn frontends(report: &mut Report<'_>, raw: &[RawFrontend], backends: 
         }
         let max_connections = count_or(report, &f.max_connections, "max_connections", 1..=1_000_000, d::MAX_CONNECTIONS);
         let queue_timeout = duration_or(report, &f.queue_timeout, "queue_timeout", d::QUEUE_TIMEOUT);
+        let first_byte_timeout = duration_or(report, &f.first_byte_timeout, "first_byte_timeout", d::FIRST_BYTE_TIMEOUT);
         out.push(Frontend {
             name: f.name.get_ref().clone(),
             binds,
             backend: f.backend.get_ref().clone(),
             max_connections: max_connections?,
             queue_timeout: queue_timeout?,
+            first_byte_timeout: first_byte_timeout?,
         });
     }
     Some(out)

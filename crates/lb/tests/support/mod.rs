@@ -232,6 +232,7 @@ pub fn config(servers: &[(&str, SocketAddr, u32)], balance: Balance, check: Heal
             backend: "api".to_string(),
             max_connections: 10_000,
             queue_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(5),
         }],
         backends: vec![Backend {
             name: "api".to_string(),

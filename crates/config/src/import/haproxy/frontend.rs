@@ -55,6 +55,7 @@ pub(super) fn frontend(
         backend,
         max_connections: maxconn,
         queue_timeout: p.timeout("queue").map_or(d::QUEUE_TIMEOUT, |(t, _)| t),
+        first_byte_timeout: d::FIRST_BYTE_TIMEOUT,
     })
 }
 

@@ -79,6 +79,7 @@ pub(super) fn virtual_server(node: &Node, sink: &mut Sink) -> Option<(Frontend, 
         backend: name,
         max_connections: d::MAX_CONNECTIONS,
         queue_timeout: d::QUEUE_TIMEOUT,
+        first_byte_timeout: d::FIRST_BYTE_TIMEOUT,
     };
     Some((frontend, backend))
 }
