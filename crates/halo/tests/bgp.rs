@@ -334,7 +334,7 @@ fn balancer_config(i: usize, options: &Options) -> String {
          [bgp]\nasn = 65001\nrouter_id = \"{id}\"\n[[bgp.neighbor]]\naddress = \"{neighbor}\"\nasn = 65000\n\n\
          [[announce]]\nname = \"api\"\naddress = \"{VIP_PREFIX}\"\ntrack = [\"local-balancer\"]\n\n\
          [[tracker]]\nname = \"local-balancer\"\nkind = \"balancer\"\nfrontend = \"api\"\ninterval = \"100ms\"\nfall = 2\nrise = 2\n\n\
-         [[frontend]]\nname = \"api\"\nbind = [\"0.0.0.0:{PORT}\"]\nbackend = \"api\"\n\n\
+         [[frontend]]\nname = \"api\"\nbind = [\"0.0.0.0:{PORT}\"]\nbackend = \"api\"\nfirst_byte_timeout = \"0s\"\n\n\
          [[backend]]\nname = \"api\"\nconnect_timeout = \"1s\"\ndrain_timeout = \"{drain}\"\n\
          [backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 1\n\
          [[backend.server]]\nname = \"s1\"\naddress = \"{SERVER}:6443\"\n",

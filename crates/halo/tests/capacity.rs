@@ -431,4 +431,15 @@ fn silent_clients_take_neither_every_slot_nor_every_descriptor() {
     assert!(served, "a real client was not served within 20 s behind 1 000 silent ones");
     assert!(most_descriptors < 400, "halo held {most_descriptors} descriptors for 1 000 silent clients under max_connections = 100");
     assert!(upstream <= 101, "{upstream} server connections under max_connections = 100");
+    let mut metrics = String::new();
+    let mut asked = TcpStream::connect(("127.0.0.1", status)).expect("status endpoint");
+    asked.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(asked, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("ask");
+    asked.read_to_string(&mut metrics).expect("metrics");
+    let closed = metrics
+        .lines()
+        .find(|l| l.starts_with("halo_frontend_first_byte_timeouts_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(closed.is_some_and(|n| n >= 100.0), "silent connections not counted: {closed:?}");
 }

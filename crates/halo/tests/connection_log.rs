@@ -142,6 +142,8 @@ fn a_refused_connection_and_a_flood_are_logged_within_the_rate() {
     let mut made = 0;
     while made < 2500 && started.elapsed() < Duration::from_secs(20) {
         if let Ok(mut c) = TcpStream::connect(front) {
+            // A client speaks first (a TLS hello): halo connects to a server only then.
+            let _ = c.write_all(b"x");
             let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
             let mut sink = Vec::new();
             let _ = c.read_to_end(&mut sink);
@@ -173,6 +175,8 @@ fn the_loss_of_a_flood_is_reported_without_waiting_for_another_connection() {
     let mut made = 0;
     while made < 2500 && started.elapsed() < Duration::from_secs(20) {
         if let Ok(mut c) = TcpStream::connect(front) {
+            // A client speaks first (a TLS hello): halo connects to a server only then.
+            let _ = c.write_all(b"x");
             let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
             let mut sink = Vec::new();
             let _ = c.read_to_end(&mut sink);

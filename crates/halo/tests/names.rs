@@ -68,7 +68,7 @@ impl Setup {
 
     fn config(&self, servers: &str) -> PathBuf {
         let text = format!(
-            "[status]\nlisten = \"127.0.0.1:9470\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:8443\"]\nbackend = \"api\"\n\n\
+            "[status]\nlisten = \"127.0.0.1:9470\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:8443\"]\nbackend = \"api\"\nfirst_byte_timeout = \"0s\"\n\n\
              [[backend]]\nname = \"api\"\nresolve_interval = \"300ms\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\n\
              fast_interval = \"100ms\"\nfall = 2\nrise = 1\n{servers}"
         );

@@ -224,7 +224,7 @@ fn free_port() -> SocketAddr {
 
 fn loopback_config(front: SocketAddr, status: SocketAddr, server: SocketAddr) -> String {
     format!(
-        "[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\ndrain_timeout = \"30s\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\n[[backend.server]]\nname = \"s1\"\naddress = \"{server}\"\n"
+        "[status]\nlisten = \"{status}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\nfirst_byte_timeout = \"0s\"\n\n[[backend]]\nname = \"api\"\ndrain_timeout = \"30s\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\n[[backend.server]]\nname = \"s1\"\naddress = \"{server}\"\n"
     )
 }
 
@@ -416,7 +416,7 @@ const VIP: &str = "192.0.2.170";
 
 fn lan_config(status: &str, priority: u8) -> String {
     let mut text = format!(
-        "[status]\nlisten = \"{status}\"\n\n[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\nadvert_interval = \"100ms\"\nvirtual_addresses = [\"{VIP}/24\"]\n\n[[frontend]]\nname = \"api\"\nbind = [\"{VIP}:6443\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\ndrain_timeout = \"30s\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"500ms\"\n"
+        "[status]\nlisten = \"{status}\"\n\n[[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\nadvert_interval = \"100ms\"\nvirtual_addresses = [\"{VIP}/24\"]\n\n[[frontend]]\nname = \"api\"\nbind = [\"{VIP}:6443\"]\nbackend = \"api\"\nfirst_byte_timeout = \"0s\"\n\n[[backend]]\nname = \"api\"\ndrain_timeout = \"30s\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"500ms\"\n"
     );
     for i in 0..3 {
         text.push_str(&format!("[[backend.server]]\nname = \"api{}\"\naddress = \"192.0.2.{}:6443\"\n", i + 1, 13 + i));

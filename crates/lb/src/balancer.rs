@@ -330,7 +330,7 @@ struct Gates {
     accepting: watch::Receiver<bool>,
 }
 
-async fn accept_loop(target: watch::Receiver<Arc<FrontendRuntime>>, listener: TcpListener, gates: Gates, in_flight: Arc<AtomicU64>) {
+async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener: TcpListener, gates: Gates, in_flight: Arc<AtomicU64>) {
     let Gates { mut shutdown, mut stop, mut accepting } = gates;
     // A process taking over accepts only from the moment it does: until then the running one
     // accepts on the same socket, and a connection accepted here would die with a failed start.
@@ -341,6 +341,19 @@ async fn accept_loop(target: watch::Receiver<Arc<FrontendRuntime>>, listener: Tc
     }
     let mut last_warning: Option<Instant> = None;
     loop {
+        // A place first: while every place is taken, new connections wait in the kernel's
+        // backlog, not in halo's descriptors.
+        let frontend = target.borrow().clone();
+        let place = tokio::select! {
+            place = frontend.admission() => match place {
+                Some(place) => place,
+                None => break,
+            },
+            // A reload gave this listener to another frontend: its places, then.
+            Ok(()) = target.changed() => continue,
+            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
+        };
         // Not biased: under a flood that never leaves the accept queue empty, a shutdown or a
         // reload closing this listener must still be seen.
         let accepted = tokio::select! {
@@ -348,7 +361,6 @@ async fn accept_loop(target: watch::Receiver<Arc<FrontendRuntime>>, listener: Tc
             _ = shutdown.changed() => break,
             _ = stop.changed() => break,
         };
-        let frontend = target.borrow().clone();
         match accepted {
             Ok((client, peer)) => {
                 frontend.stats.total.fetch_add(1, Ordering::Relaxed);
@@ -356,7 +368,7 @@ async fn accept_loop(target: watch::Receiver<Arc<FrontendRuntime>>, listener: Tc
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let (frontend, in_flight) = (Arc::clone(&frontend), Arc::clone(&in_flight));
                 tokio::spawn(async move {
-                    Arc::clone(&frontend).serve(client, peer).await;
+                    Arc::clone(&frontend).serve(client, peer, place).await;
                     frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                 });

@@ -26,6 +26,8 @@ pub enum Outcome {
     NoServer,
     /// Closed after waiting `queue_timeout` for a slot.
     QueueTimeout,
+    /// Closed unserved: nothing came from the client within `first_byte_timeout`.
+    FirstByteTimeout,
 }
 
 impl Outcome {
@@ -37,6 +39,7 @@ impl Outcome {
             Self::Drained => "drained",
             Self::NoServer => "no_server",
             Self::QueueTimeout => "queue_timeout",
+            Self::FirstByteTimeout => "first_byte_timeout",
         }
     }
 }

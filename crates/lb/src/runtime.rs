@@ -255,6 +255,8 @@ pub struct FrontendStats {
     pub queue_drops: AtomicU64,
     /// Connections closed because no server could take them.
     pub no_server: AtomicU64,
+    /// Connections closed unserved because they sent nothing within `first_byte_timeout`.
+    pub first_byte_timeouts: AtomicU64,
 }
 
 /// One frontend at run time. Its settings and backend are swapped by a reload while
@@ -265,6 +267,10 @@ pub struct FrontendRuntime {
     settings: RwLock<Frontend>,
     backend: RwLock<Arc<BackendRuntime>>,
     slots: Slots,
+    /// Places of accepted connections that are not served yet (waiting for their first byte,
+    /// then for a slot), as many as slots: the accept loop takes one before it accepts, so a
+    /// flood waits in the kernel's backlog instead of holding halo's descriptors.
+    waiting: Slots,
     /// Listeners accepting now.
     listening: AtomicU64,
     /// Counters.
@@ -281,6 +287,7 @@ impl FrontendRuntime {
             settings: RwLock::new(config.clone()),
             backend: RwLock::new(backend),
             slots: Slots::new(config.max_connections as usize),
+            waiting: Slots::new(config.max_connections as usize),
             listening: AtomicU64::new(0),
             stats: FrontendStats::default(),
         }
@@ -301,6 +308,7 @@ impl FrontendRuntime {
         let old = std::mem::replace(&mut *self.settings.write().unwrap_or_else(PoisonError::into_inner), config.clone());
         *self.backend.write().unwrap_or_else(PoisonError::into_inner) = backend;
         let (before, after) = (old.max_connections as usize, config.max_connections as usize);
+        self.waiting.resize(before, after);
         let owed = self.slots.resize(before, after);
         if owed > 0 {
             tracing::info!(frontend = %self.name, owed, "connection cap lowered below current use: slots go as their connections end");
@@ -320,14 +328,32 @@ impl FrontendRuntime {
         self.listening.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+    /// A place for one more accepted connection ([`FrontendRuntime::waiting`]), however long
+    /// it takes; `None` when the frontend is gone.
+    pub(crate) async fn admission(&self) -> Option<Slot> {
+        self.waiting.acquire_waiting().await
+    }
+
+    /// Serves one accepted connection, admitted with `place`: its first byte (within
+    /// `first_byte_timeout`), a slot (within `queue_timeout`), a server, then the relay.
+    pub(crate) async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr, place: Slot) {
         let accepted = Instant::now();
         let backend = self.backend();
+        // No server to take it: closed at once, without waiting for the client to speak.
+        if backend.healthy_servers() == 0 {
+            self.stats.no_server.fetch_add(1, Ordering::Relaxed);
+            self.log_refused(&backend, peer, accepted, Duration::ZERO, Outcome::NoServer);
+            return;
+        }
+        if !self.first_byte(&client, &backend, peer, accepted).await {
+            return;
+        }
         let Some(slot) = self.slot().await else {
             self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
             self.log_refused(&backend, peer, accepted, accepted.elapsed(), Outcome::QueueTimeout);
             return;
         };
+        drop(place);
         let queued = accepted.elapsed();
         let Some((server, address, mut upstream)) = backend.connect().await else {
             // Closed at once: the client sees a reset, not a hang.
@@ -392,6 +418,29 @@ impl FrontendRuntime {
                 bytes_down: down,
                 outcome,
             });
+        }
+    }
+
+    /// Waits (up to `first_byte_timeout`; not at all when zero) for the client to speak before a
+    /// server connection is spent on it: a silent client is closed, counted and logged. False
+    /// when the connection ends here (silent, or closed before a byte).
+    async fn first_byte(&self, client: &TcpStream, backend: &BackendRuntime, peer: SocketAddr, accepted: Instant) -> bool {
+        let wait = self.settings.read().unwrap_or_else(PoisonError::into_inner).first_byte_timeout;
+        if wait.is_zero() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(wait, client.peek(&mut byte)).await {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(e)) => {
+                tracing::debug!(frontend = %self.name, error = %e, "client failed before its first byte");
+                false
+            }
+            Err(_) => {
+                self.stats.first_byte_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.log_refused(backend, peer, accepted, accepted.elapsed(), Outcome::FirstByteTimeout);
+                false
+            }
         }
     }
 

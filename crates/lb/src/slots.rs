@@ -56,6 +56,13 @@ impl Slots {
         Some(Slot { permit: Some(permit), owed: Arc::clone(&self.owed) })
     }
 
+    /// A slot, however long it takes to come free (the accept loop waits so, leaving new
+    /// connections in the kernel's backlog); `None` once the slots are closed.
+    pub(crate) async fn acquire_waiting(&self) -> Option<Slot> {
+        let permit = Arc::clone(&self.free).acquire_owned().await.ok()?;
+        Some(Slot { permit: Some(permit), owed: Arc::clone(&self.owed) })
+    }
+
     /// Moves the cap from `before` to `after`; how many slots in use are owed (0 when the free
     /// ones were enough).
     pub(crate) fn resize(&self, before: usize, after: usize) -> usize {

@@ -48,6 +48,7 @@ pub(super) struct FrontendJson {
     pub(super) total: u64,
     pub(super) queue_drops: u64,
     pub(super) no_server: u64,
+    pub(super) first_byte_timeouts: u64,
     pub(super) servers: Vec<ServerJson>,
 }
 
@@ -96,6 +97,7 @@ fn frontend(f: &FrontendRuntime) -> FrontendJson {
         total: load(&f.stats.total),
         queue_drops: load(&f.stats.queue_drops),
         no_server: load(&f.stats.no_server),
+        first_byte_timeouts: load(&f.stats.first_byte_timeouts),
         servers: backend.servers.iter().map(|s| server(s)).collect(),
     }
 }

@@ -57,6 +57,12 @@ const FRONTEND_METRICS: &[Metric<FrontendJson>] = &[
         value: |f| f.queue_drops as f64,
     },
     Metric {
+        name: "halo_frontend_first_byte_timeouts_total",
+        kind: "counter",
+        help: "Connections closed unserved: nothing came from the client within first_byte_timeout.",
+        value: |f| f.first_byte_timeouts as f64,
+    },
+    Metric {
         name: "halo_frontend_no_server_total",
         kind: "counter",
         help: "Connections closed because no server could take them.",
