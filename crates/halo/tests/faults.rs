@@ -297,3 +297,38 @@ fn a_master_whose_links_return_to_a_dead_server_leaves_the_vips_where_they_are()
     assert_eq!(moves, 0, "the VIP moved {moves} times after the links returned to a dead server: {holders:?}\n{logs}");
     assert_eq!(holders.iter().flatten().last(), Some(&1), "{holders:?}\n{logs}");
 }
+
+/// A master that gave its addresses up (refreshes refused) and is paused while it waits to try
+/// again: once resumed it rejoins once and comes back, not in a loop. (The end of its wait was
+/// taken for a missed protocol timer at every turn: tens of thousands of rejoins a second, each
+/// a FAULT and a BACKUP, for ever.)
+#[test]
+fn a_master_paused_while_it_gave_its_addresses_up_rejoins_once() {
+    let test = "a_master_paused_while_it_gave_its_addresses_up_rejoins_once";
+    if skip(test) || !has_test_hooks(test) {
+        return;
+    }
+    let lan = Lan::new(2);
+    let failing = lan.dir.path().join("refresh-fails");
+    let file = lan.file("master.toml", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    let log = lan.dir.path().join("master.log");
+    let pid = lan.dir.path().join("master.pid");
+    let hook = format!("HALO_TEST_VIP_REFRESH_FAILS={}", failing.display());
+    let args = [hook.as_str(), env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy(), "--pid-file", &pid.to_string_lossy()];
+    let master = Daemon::start(lan.host(0), "env", &args, log, Vec::new());
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
+    std::fs::write(&failing, "").expect("hook file");
+    let given_up = wait_for(GENEROUS, || master.log().contains("cannot hold its addresses"));
+    assert!(given_up.is_some(), "{}", master.log());
+    std::fs::remove_file(&failing).expect("hook file");
+    // Paused across the end of its 10 s wait.
+    std::thread::sleep(Duration::from_secs(9));
+    master.signal("STOP");
+    std::thread::sleep(Duration::from_secs(2));
+    master.signal("CONT");
+    let back = wait_for(Duration::from_secs(30), || lan.holds(0, VIP) && !lan.holds(1, VIP));
+    let rejoins = master.log().matches("not scheduled").count();
+    assert!(back.is_some(), "the master did not come back:\n{}", master.log().chars().take(20_000).collect::<String>());
+    assert!(rejoins <= 2, "{rejoins} rejoins after one pause");
+}

@@ -389,3 +389,27 @@ fn reconfigure_changes_priority_live_and_refuses_wire_identity_changes() {
     other.vrid = Vrid::new(52).expect("vrid");
     assert!(sim.nodes[i].router.reconfigure(now, other).is_err());
 }
+
+/// A master that hears a master of lower priority (a router that took over while this one was not
+/// heard: a pause, a partition) answers at once with an advert and a gratuitous announcement, as
+/// keepalived does: the other yields to the advert, and the LAN, which may have learnt the other
+/// router's MAC for the addresses, learns this one's again. At most once an advert interval.
+#[test]
+fn a_master_that_hears_a_lower_master_answers_and_announces_at_once() {
+    let mut sim = Sim::new(&[v3("a", 200), v3("b", 100)]);
+    sim.run(&[(0, Start("a")), (0, Start("b"))], 1000);
+    assert_eq!(sim.state("a"), Master);
+    let i = sim.index("a");
+    let now = sim.base + Duration::from_millis(1000);
+    sim.drain(i, now);
+    let lower = sim.nodes[sim.index("b")].router.config().advertisement(100, Vec::new());
+    let answered = |sim: &mut Sim, at: Instant| {
+        let _lower_priority = sim.nodes[i].router.handle_advert(at, address(1), &lower);
+        let actions: Vec<Action> = std::iter::from_fn(|| sim.nodes[i].router.poll_action()).collect();
+        (actions.contains(&Action::SendAdvert { priority: 200 }), actions.contains(&Action::SendGratuitous))
+    };
+    assert_eq!(answered(&mut sim, now), (true, true), "an advert and an announcement at once");
+    assert_eq!(answered(&mut sim, now + Duration::from_millis(10)), (false, false), "not again within an advert interval");
+    assert_eq!(answered(&mut sim, now + Duration::from_millis(110)), (true, true), "again after an interval");
+    assert_eq!(sim.state("a"), Master);
+}
