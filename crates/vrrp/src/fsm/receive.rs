@@ -78,6 +78,15 @@ impl Router {
             self.become_backup(now, wait, Reason::HigherPriority);
             return Ok(());
         }
+        // Another router is master, with a lower priority: it took over while this one was not
+        // heard (a pause, a partition), and the LAN may have learnt its MAC for the addresses.
+        // keepalived (vrrp_state_master_rx) answers with an advert, which makes the other yield,
+        // and a gratuitous announcement; so does this router, at most once an advert interval.
+        if self.lower_master_answer_after.is_none_or(|after| now >= after) {
+            self.actions.push_back(Action::SendAdvert { priority: ours });
+            self.actions.push_back(Action::SendGratuitous);
+            self.lower_master_answer_after = Some(now + self.config.advert_interval.as_duration());
+        }
         Err(Ignored::LowerPriority)
     }
 }

@@ -40,6 +40,8 @@ pub struct Router {
     pub(super) wants_master: bool,
     /// Held in FAULT because another member of its sync group is faulted.
     pub(super) group_fault: bool,
+    /// A master's answer to a lower master (an advert and an announcement) waits until then.
+    pub(super) lower_master_answer_after: Option<Instant>,
     pub(super) actions: VecDeque<Action>,
 }
 
@@ -61,6 +63,7 @@ impl Router {
             grouped: false,
             wants_master: false,
             group_fault: false,
+            lower_master_answer_after: None,
             actions: VecDeque::new(),
         }
     }

@@ -56,6 +56,7 @@ pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::
             tracing::debug!("nobody waits for the adoption any more");
         }
         let deadline = driver.deadline();
+        let (protocol_deadline, slept_from) = (driver.protocol_deadline(), Instant::now());
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -69,7 +70,7 @@ pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::
             },
             // The group moved this member: its actions are carried out at the top of the loop.
             () = driver.machine.kicked() => {}
-            () = sleep => driver.on_timeout(deadline).await,
+            () = sleep => driver.on_timeout(protocol_deadline, slept_from).await,
             Ok(()) = verdicts.changed() => {
                 driver.apply_trackers(&verdicts.borrow());
                 tracing::info!(priority = driver.machine.effective_priority(), fault = driver.tracker_fault, "trackers changed");
@@ -201,8 +202,12 @@ impl Driver {
     async fn carry_out_actions(&mut self) {
         let wire = router_config(&self.config);
         for action in self.machine.take_actions() {
-            if let Action::StateChanged { reason, .. } = &action {
+            if let Action::StateChanged { reason, to, .. } = &action {
                 self.last_change = (format!("{reason:?}"), unix_now());
+                if *to != State::Master {
+                    // Refreshes failed in a past mastership say nothing of the next one.
+                    self.holding.forget_failures();
+                }
             }
             let hooks = perform(&self.io, &wire, &self.config, action, &mut self.refresh_at, &mut self.counters).await;
             self.hooks.retain(|h| !h.is_finished());
@@ -230,16 +235,25 @@ impl Driver {
         [self.machine.poll_timeout(), self.refresh_at, self.holding.until(), awaiting_until].into_iter().flatten().min()
     }
 
-    /// What was due at `scheduled` is due now. Woken later than a master-down interval after it,
-    /// the daemon was not scheduled (a paused VM, a frozen cgroup, SIGSTOP): what it knew may be
-    /// stale (a peer took over, its VIPs' lifetimes ran out), so it re-enters the protocol.
-    async fn on_timeout(&mut self, scheduled: Option<Instant>) {
+    /// When the protocol is due next: a timer of the state machine or the VIP refresh (not the
+    /// instance's own waits, whose end is no protocol event).
+    fn protocol_deadline(&self) -> Option<Instant> {
+        [self.machine.poll_timeout(), self.refresh_at].into_iter().flatten().min()
+    }
+
+    /// Something is due. If the protocol was due at `scheduled` and the task, asleep since
+    /// `slept_from`, woke more than a master-down interval after both, the daemon was not
+    /// scheduled (a paused VM, a frozen cgroup, SIGSTOP): what it knew may be stale (a peer took
+    /// over, its VIPs' lifetimes ran out), so it re-enters the protocol instead of acting on it.
+    async fn on_timeout(&mut self, scheduled: Option<Instant>, slept_from: Instant) {
         let now = Instant::now();
-        let late = scheduled.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        if late > self.machine.master_down_interval() {
-            return self.rejoin(now, late);
+        let late = lateness(now, scheduled, slept_from);
+        let paused = late > self.machine.master_down_interval();
+        if paused {
+            self.rejoin(now, late);
+        } else {
+            self.machine.handle_timeout(now);
         }
-        self.machine.handle_timeout(now);
         if self.holding.expire(now) {
             tracing::info!("trying to hold the addresses again");
             self.machine.set_fault(now, self.faulted(now));
@@ -249,7 +263,7 @@ impl Driver {
             tracing::warn!(waited = ?TRACKER_SETTLE, "the trackers did not check again after the link returned: going on with what they say");
             self.machine.set_fault(now, self.faulted(now));
         }
-        if self.refresh_at.is_some_and(|t| t <= now) && self.machine.state() == State::Master {
+        if !paused && self.refresh_at.is_some_and(|t| t <= now) && self.machine.state() == State::Master {
             self.refresh_addresses(now).await;
         }
     }
@@ -339,6 +353,9 @@ impl Driver {
             if up {
                 self.await_fresh_verdicts(Instant::now());
                 self.take_fresh(verdicts);
+            } else {
+                // Down again before the trackers answered: the next return asks again.
+                self.awaiting_fresh = None;
             }
             let now = Instant::now();
             self.machine.set_fault(now, self.faulted(now));
@@ -387,5 +404,27 @@ impl Driver {
         let counters = &self.counters;
         let hook_failures = counters.hooks.failures.load(Ordering::Relaxed);
         tracing::info!(sent = counters.sent, received = counters.received, dropped = ?counters.dropped, hook_failures, "stopped");
+    }
+}
+
+/// How late the protocol's timer fired: measured from when it was due, or from when the task
+/// went to sleep if it was overdue then already (a long await is no pause); zero when nothing
+/// of the protocol was due.
+fn lateness(now: Instant, scheduled: Option<Instant>, slept_from: Instant) -> Duration {
+    scheduled.filter(|due| *due <= now).map_or(Duration::ZERO, |due| now.saturating_duration_since(due.max(slept_from)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_counts_from_the_due_time_or_from_the_sleep_whichever_is_later() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s), t0), 4 * s, "asleep before it was due: late since it was due");
+        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s), t0 + 3 * s), 2 * s, "overdue when it went to sleep: late since then");
+        assert_eq!(lateness(t0 + 5 * s, Some(t0 + 6 * s), t0), Duration::ZERO, "not due yet");
+        assert_eq!(lateness(t0 + 5 * s, None, t0), Duration::ZERO, "nothing of the protocol due");
     }
 }

@@ -36,6 +36,11 @@ impl Holding {
         true
     }
 
+    /// Forgets the failures of a mastership that ended (the next one starts with a clean record).
+    pub(super) fn forget_failures(&mut self) {
+        self.failing_since = None;
+    }
+
     /// Whether the addresses are given up at `now`.
     pub(super) fn given_up(&self, now: Instant) -> bool {
         self.given_up_until.is_some_and(|until| now < until)
@@ -75,6 +80,15 @@ mod tests {
         assert!(holding.expire(given_up + GIVE_UP_FOR));
         assert!(!holding.given_up(given_up + GIVE_UP_FOR));
         assert_eq!(holding.until(), None);
+    }
+
+    #[test]
+    fn a_mastership_that_ended_leaves_no_failure_behind() {
+        let start = Instant::now();
+        let mut holding = Holding::default();
+        assert!(!holding.refreshed(start, false));
+        holding.forget_failures();
+        assert!(!holding.refreshed(start + 2 * VIP_LIFETIME, false), "one failure of a new mastership is retried");
     }
 
     #[test]
