@@ -339,20 +339,7 @@ impl FrontendRuntime {
     pub(crate) async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr, place: Slot) {
         let accepted = Instant::now();
         let backend = self.backend();
-        // No server to take it: closed at once, without waiting for the client to speak.
-        if backend.healthy_servers() == 0 {
-            self.stats.no_server.fetch_add(1, Ordering::Relaxed);
-            self.log_refused(&backend, peer, accepted, Duration::ZERO, Outcome::NoServer);
-            return;
-        }
-        if !self.first_byte(&client, &backend, peer, accepted).await {
-            return;
-        }
-        let Some(slot) = self.slot().await else {
-            self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
-            self.log_refused(&backend, peer, accepted, accepted.elapsed(), Outcome::QueueTimeout);
-            return;
-        };
+        let Some(slot) = self.admit(&client, &backend, peer, accepted).await else { return };
         drop(place);
         let queued = accepted.elapsed();
         let Some((server, address, mut upstream)) = backend.connect().await else {
@@ -419,6 +406,26 @@ impl FrontendRuntime {
                 outcome,
             });
         }
+    }
+
+    /// What a connection needs before a server connection is spent on it: a server that can take
+    /// it (else it is closed at once), its first byte, then a slot. `None` when it ends here
+    /// (closed, counted and logged).
+    async fn admit(&self, client: &TcpStream, backend: &BackendRuntime, peer: SocketAddr, accepted: Instant) -> Option<Slot> {
+        if backend.healthy_servers() == 0 {
+            self.stats.no_server.fetch_add(1, Ordering::Relaxed);
+            self.log_refused(backend, peer, accepted, Duration::ZERO, Outcome::NoServer);
+            return None;
+        }
+        if !self.first_byte(client, backend, peer, accepted).await {
+            return None;
+        }
+        let slot = self.slot().await;
+        if slot.is_none() {
+            self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+            self.log_refused(backend, peer, accepted, accepted.elapsed(), Outcome::QueueTimeout);
+        }
+        slot
     }
 
     /// Waits (up to `first_byte_timeout`; not at all when zero) for the client to speak before a
