@@ -10,6 +10,7 @@ use std::time::Duration;
 use halo_config::{Tracker, TrackerKind};
 use halo_lb::health::Hysteresis;
 use halo_lb::runtime::FrontendRuntime;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -51,18 +52,23 @@ pub struct TrackerSet {
     stop: watch::Sender<bool>,
     current: Vec<Tracker>,
     links: halo_hostnet::netlink::LinkStates,
+    /// The VRRP side's runtime (its own thread), where the trackers run.
+    runtime: Handle,
 }
 
 impl TrackerSet {
-    /// Starts a task per tracker. `frontends` are the running balancer's, for `balancer` ones.
+    /// Starts a task per tracker on `runtime` (the VRRP side's, now and at reloads).
+    /// `frontends` are the running balancer's, for `balancer` ones.
     pub fn start(
         trackers: &[Tracker],
         links: halo_hostnet::netlink::LinkStates,
         frontends: &[Arc<FrontendRuntime>],
+        runtime: &Handle,
     ) -> anyhow::Result<Self> {
         let initial: BTreeMap<String, Verdict> =
             trackers.iter().map(|t| (t.name.clone(), Verdict { passing: true, value: 0, settled: false })).collect();
-        let mut set = Self { sender: Arc::new(watch::Sender::new(initial)), stop: watch::Sender::new(false), current: Vec::new(), links };
+        let (sender, stop, runtime) = (Arc::new(watch::Sender::new(initial)), watch::Sender::new(false), runtime.clone());
+        let mut set = Self { sender, stop, current: Vec::new(), links, runtime };
         set.spawn(trackers, frontends)?;
         Ok(set)
     }
@@ -97,13 +103,13 @@ impl TrackerSet {
                     let running = frontends.iter().find(|f| f.name == *frontend).cloned();
                     let running = running
                         .ok_or_else(|| anyhow::anyhow!("tracker `{}` watches frontend `{frontend}`, which is not running", tracker.name))?;
-                    tokio::spawn(run_balancer(tracker, sender, running, previous, stop).instrument(span));
+                    self.runtime.spawn(run_balancer(tracker, sender, running, previous, stop).instrument(span));
                 }
                 TrackerKind::Script { .. } | TrackerKind::File { .. } => {
-                    tokio::spawn(run(tracker, sender, previous, stop).instrument(span));
+                    self.runtime.spawn(run(tracker, sender, previous, stop).instrument(span));
                 }
                 TrackerKind::Interface { .. } => {
-                    tokio::spawn(run_interface(tracker, sender, self.links.clone(), previous, stop).instrument(span));
+                    self.runtime.spawn(run_interface(tracker, sender, self.links.clone(), previous, stop).instrument(span));
                 }
             }
         }
