@@ -15,8 +15,8 @@ pub struct Node {
     /// unset. A command that anyone else could modify (the file or a directory above it) is
     /// refused, as keepalived's `enable_script_security` does.
     pub script_user: Option<String>,
-    /// Threads of the daemon's runtime (the balancer, checks, VRRP); one per available core
-    /// when unset.
+    /// Threads of the balancer's runtime (listeners, proxying, checks); one per available core
+    /// when unset. VRRP, trackers and announcements run on a thread of their own.
     pub worker_threads: Option<u32>,
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use halo_config::{Announce, Tracker, TrackerKind};
 use halo_hostnet::netlink::Netlink;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -30,6 +31,8 @@ const HANDED_OVER: &str = "handed over to the new process";
 pub struct Announcers {
     running: BTreeMap<String, Running>,
     netlink: Netlink,
+    /// The VRRP side's runtime (its own thread), where the announcements run.
+    runtime: Handle,
     guard: Option<Arc<Guard>>,
     status: Arc<Shared>,
 }
@@ -47,16 +50,17 @@ struct Running {
 }
 
 impl Announcers {
-    /// Starts one task per announcement.
+    /// Starts one task per announcement on `runtime` (the VRRP side's, now and at reloads).
     pub fn start(
         announce: &[Announce],
         trackers: &[Tracker],
         netlink: Netlink,
+        runtime: &Handle,
         guard: Option<Arc<Guard>>,
         status: Arc<Shared>,
         verdicts: &Verdicts,
     ) -> Self {
-        Self::start_as(announce, trackers, (netlink, guard, status), verdicts, false)
+        Self::start_as(announce, trackers, (netlink, runtime.clone(), guard, status), verdicts, false)
     }
 
     /// Starts the announcements of a process taking over (`halo upgrade`): an address the
@@ -66,21 +70,22 @@ impl Announcers {
         announce: &[Announce],
         trackers: &[Tracker],
         netlink: Netlink,
+        runtime: &Handle,
         guard: Option<Arc<Guard>>,
         status: Arc<Shared>,
         verdicts: &Verdicts,
     ) -> Self {
-        Self::start_as(announce, trackers, (netlink, guard, status), verdicts, true)
+        Self::start_as(announce, trackers, (netlink, runtime.clone(), guard, status), verdicts, true)
     }
 
     fn start_as(
         announce: &[Announce],
         trackers: &[Tracker],
-        (netlink, guard, status): (Netlink, Option<Arc<Guard>>, Arc<Shared>),
+        (netlink, runtime, guard, status): (Netlink, Handle, Option<Arc<Guard>>, Arc<Shared>),
         verdicts: &Verdicts,
         adopting: bool,
     ) -> Self {
-        let mut set = Self { running: BTreeMap::new(), netlink, guard, status };
+        let mut set = Self { running: BTreeMap::new(), netlink, runtime, guard, status };
         for a in announce {
             set.spawn(a, trackers, verdicts, adopting);
         }
@@ -114,7 +119,8 @@ impl Announcers {
             missing_logged: false,
             adopting,
         };
-        let task = tokio::spawn(driver.run(Inputs { verdicts: verdicts.clone(), config: updated, trackers: trackers_updated }, stopped));
+        let task =
+            self.runtime.spawn(driver.run(Inputs { verdicts: verdicts.clone(), config: updated, trackers: trackers_updated }, stopped));
         let running = Running { config: config.clone(), updates, trackers: tracker_updates, stop, task: Some(task) };
         self.running.insert(config.name.clone(), running);
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use halo_config::{Config, Tracker, VrrpInstance};
 use halo_hostnet::netlink::Netlink;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
@@ -42,6 +43,8 @@ pub struct Running {
 pub struct Instances {
     pub running: BTreeMap<String, Running>,
     pub netlink: Netlink,
+    /// The VRRP side's runtime (its own thread): every instance runs there.
+    pub runtime: Handle,
     pub links: halo_hostnet::netlink::LinkStates,
     pub status: Arc<super::state::Shared>,
     pub exits: mpsc::UnboundedSender<Exit>,
@@ -53,18 +56,19 @@ pub struct Instances {
 }
 
 impl Instances {
-    /// No instance running yet; `guard` is told what the instances hold, and `config`'s sync
-    /// groups are set up for them to start into.
+    /// No instance running yet; they will run on `runtime`, `guard` is told what they hold, and
+    /// `config`'s sync groups are set up for them to start into.
     pub fn new(
         config: &halo_config::Config,
         netlink: Netlink,
         links: halo_hostnet::netlink::LinkStates,
+        runtime: &Handle,
         status: Arc<super::state::Shared>,
         exits: mpsc::UnboundedSender<Exit>,
         guard: Option<Arc<super::guard::Guard>>,
     ) -> Self {
-        let mut instances =
-            Self { running: BTreeMap::new(), netlink, links, status, exits, next_generation: 0, guard, groups: BTreeMap::new() };
+        let (running, groups, runtime) = (BTreeMap::new(), BTreeMap::new(), runtime.clone());
+        let mut instances = Self { running, netlink, runtime, links, status, exits, next_generation: 0, guard, groups };
         instances.regroup(config);
         instances
     }
@@ -74,7 +78,8 @@ impl Instances {
         self.start_as(instance, trackers, set, Start::Fresh);
     }
 
-    /// Starts one instance's task, afresh or adopting a state handed over.
+    /// Starts one instance's task on the VRRP side's runtime, afresh or adopting a state handed
+    /// over.
     pub fn start_as(&mut self, instance: &VrrpInstance, trackers: &[Tracker], set: &TrackerSet, start: Start) {
         let (stop, stopped) = watch::channel(false);
         let (freeze, frozen) = mpsc::unbounded_channel();
@@ -96,15 +101,20 @@ impl Instances {
             start,
             freeze: frozen,
         });
+        let driver = async move {
+            tracing::info!(thread = %std::thread::current().name().unwrap_or("unnamed"), "VRRP driver running");
+            driver.await
+        };
         let (exits, name, status) = (self.exits.clone(), instance.name.clone(), Arc::clone(&self.status));
         let generation = self.next_generation;
         self.next_generation += 1;
-        let handle = tokio::spawn(
+        let runtime = self.runtime.clone();
+        let handle = self.runtime.spawn(
             async move {
                 // The driver runs as a task of its own, so that a panic in it is an outcome here:
                 // the daemon then fails loudly (not ok on /healthz, logged, exit non-zero) instead
                 // of serving on without VRRP.
-                let outcome = match tokio::spawn(driver.in_current_span()).await {
+                let outcome = match runtime.spawn(driver.in_current_span()).await {
                     Ok(outcome) => outcome,
                     Err(e) => {
                         let why = panic_message(e);

@@ -14,7 +14,8 @@
 //! endpoint: JSON, Prometheus text; nothing imports it but this run loop), `guard` (the process
 //! that removes the VIPs if this one dies), `process` (pid file, logging, systemd), `generation`
 //! (version and binary of this process), `upgrade` (the handover to a successor), `test_hooks`
-//! (faults the tests inject; empty outside a `test-hooks` build).
+//! (faults the tests inject; empty outside a `test-hooks` build), `vrrp_runtime` (the thread the
+//! instances, trackers and announcements run on, apart from the balancer's runtime).
 
 pub mod bgp_announce;
 mod endpoint;
@@ -33,6 +34,7 @@ pub mod tracker;
 pub mod upgrade;
 pub mod vip;
 pub mod vrrp_driver;
+mod vrrp_runtime;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -40,13 +42,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use halo_config::Config;
-use halo_hostnet::netlink::Netlink;
 use tokio::signal::unix::Signal;
 use tokio::sync::{mpsc, watch};
 
 use instances::{Instances, restarts};
 use process::{PidFile, monotonic_usec, sd_notify};
 use tracker::TrackerSet;
+use vrrp_runtime::VrrpRuntime;
 
 /// The signals the daemon acts on.
 pub(crate) struct Signals {
@@ -114,9 +116,11 @@ enum Ended {
 /// socket of a running daemon, this process takes over from it instead of starting afresh.
 pub async fn run(path: &Path, pid_file: &Path, config: Config, handover: Option<OwnedFd>) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
+    // The VRRP side runs on a thread of its own: the balancer's load cannot delay it.
+    let vrrp = VrrpRuntime::start().await?;
     let daemon = match handover {
-        None => start(path, pid_file, config).await?,
-        Some(socket) => upgrade::take_over(path, pid_file, config, upgrade::message::Channel::new(socket)).await?,
+        None => start(path, pid_file, config, &vrrp).await?,
+        Some(socket) => upgrade::take_over(path, pid_file, config, upgrade::message::Channel::new(socket), &vrrp).await?,
     };
     match serve(daemon, &mut signals).await? {
         (daemon, Ended::Stop(signal)) => {
@@ -125,15 +129,16 @@ pub async fn run(path: &Path, pid_file: &Path, config: Config, handover: Option<
         }
         (daemon, Ended::HandedOver(handed)) => upgrade::release(daemon, handed, &mut signals).await,
     }
+    vrrp.stop().await;
     Ok(())
 }
 
 /// A daemon started afresh: the balancer binds, the status endpoint serves, instances elect.
-async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<Daemon> {
+async fn start(path: &Path, pid_file: &Path, config: Config, vrrp: &VrrpRuntime) -> anyhow::Result<Daemon> {
     let pid = PidFile::write(pid_file);
     exec::check_script_user(config.node.script_user.as_deref())?;
     exec::set_script_user(config.node.script_user.clone());
-    let netlink = Netlink::open()?;
+    let (netlink, links) = vrrp.open_netlink().await?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
     let balancer = halo_lb::Balancer::start(&config, balancer_stopped.clone()).context("starting the balancer")?;
     let status = Arc::new(state::Shared::default());
@@ -141,12 +146,11 @@ async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<D
     status.set_balancer(&balancer);
     let listeners = bind_status(&config).await?;
     let status_sockets = serve_status(&config, &status, listeners, &balancer_stopped)?;
-    let links = halo_hostnet::netlink::watch_links().await?;
-    let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
+    let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends, vrrp.handle())?;
     let (exits, exited) = mpsc::unbounded_channel();
     // The guard removes the VIPs held if this process is killed (a reload may add instances).
     let guard = guard::Guard::start().map(Arc::new);
-    let mut instances = Instances::new(&config, netlink, links, Arc::clone(&status), exits, guard);
+    let mut instances = Instances::new(&config, netlink, links, vrrp.handle(), Arc::clone(&status), exits, guard);
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
@@ -154,6 +158,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config) -> anyhow::Result<D
         &config.announce,
         &config.trackers,
         instances.netlink.clone(),
+        &instances.runtime,
         instances.guard.clone(),
         Arc::clone(&status),
         &trackers.verdicts(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use halo_config::{Tracker, TrackerKind};
 use halo_lb::health::Hysteresis;
 use halo_lb::runtime::FrontendRuntime;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -69,14 +70,18 @@ pub struct TrackerSet {
     stop: watch::Sender<bool>,
     current: Vec<Tracker>,
     links: halo_hostnet::netlink::LinkStates,
+    /// The VRRP side's runtime (its own thread), where the trackers run.
+    runtime: Handle,
 }
 
 impl TrackerSet {
-    /// Starts a task per tracker. `frontends` are the running balancer's, for `balancer` ones.
+    /// Starts a task per tracker on `runtime` (the VRRP side's, now and at reloads).
+    /// `frontends` are the running balancer's, for `balancer` ones.
     pub fn start(
         trackers: &[Tracker],
         links: halo_hostnet::netlink::LinkStates,
         frontends: &[Arc<FrontendRuntime>],
+        runtime: &Handle,
     ) -> anyhow::Result<Self> {
         let initial: BTreeMap<String, Verdict> = trackers.iter().map(|t| (t.name.clone(), Verdict::UNSETTLED)).collect();
         let mut set = Self {
@@ -85,6 +90,7 @@ impl TrackerSet {
             stop: watch::Sender::new(false),
             current: Vec::new(),
             links,
+            runtime: runtime.clone(),
         };
         set.spawn(trackers, frontends)?;
         Ok(set)
@@ -126,13 +132,13 @@ impl TrackerSet {
                     let running = running
                         .ok_or_else(|| anyhow::anyhow!("tracker `{}` watches frontend `{frontend}`, which is not running", tracker.name))?;
                     let recheck = self.recheck.subscribe();
-                    tokio::spawn(run_balancer(tracker, sender, running, previous, (stop, recheck)).instrument(span));
+                    self.runtime.spawn(run_balancer(tracker, sender, running, previous, (stop, recheck)).instrument(span));
                 }
                 TrackerKind::Script { .. } | TrackerKind::File { .. } => {
-                    tokio::spawn(run(tracker, sender, previous, (stop, self.recheck.subscribe())).instrument(span));
+                    self.runtime.spawn(run(tracker, sender, previous, (stop, self.recheck.subscribe())).instrument(span));
                 }
                 TrackerKind::Interface { .. } => {
-                    tokio::spawn(run_interface(tracker, sender, self.links.clone(), previous, stop).instrument(span));
+                    self.runtime.spawn(run_interface(tracker, sender, self.links.clone(), previous, stop).instrument(span));
                 }
             }
         }

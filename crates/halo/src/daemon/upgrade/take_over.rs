@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use halo_config::Config;
-use halo_hostnet::netlink::Netlink;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::message::{Channel, ChannelError, Message, Offer, PROTOCOL};
@@ -23,6 +22,7 @@ use crate::daemon::instances::{Exit, Instances};
 use crate::daemon::process::PidFile;
 use crate::daemon::tracker::TrackerSet;
 use crate::daemon::vrrp_driver::{Adoption, Frozen, Start};
+use crate::daemon::vrrp_runtime::VrrpRuntime;
 use crate::daemon::{Daemon, bgp_announce, exec, guard, serve_status, state};
 
 /// How long the new process waits for the offer.
@@ -31,7 +31,14 @@ const OFFER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 const RELEASE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Takes over from the daemon at the other end of `channel`; the daemon, running, committed.
-pub(crate) async fn take_over(path: &Path, pid_file: &Path, config: Config, channel: Channel) -> anyhow::Result<Daemon> {
+/// The VRRP side (instances, trackers, announcements, their netlink) runs on `vrrp`.
+pub(crate) async fn take_over(
+    path: &Path,
+    pid_file: &Path,
+    config: Config,
+    channel: Channel,
+    vrrp: &VrrpRuntime,
+) -> anyhow::Result<Daemon> {
     let channel = Arc::new(channel);
     let (offer, fds) = match receive(&channel, "offer", OFFER_WITHIN).await {
         Ok((Message::Offer(offer), fds)) => (offer, fds),
@@ -42,7 +49,7 @@ pub(crate) async fn take_over(path: &Path, pid_file: &Path, config: Config, chan
         let e = anyhow!("the running daemon speaks handover protocol {}, this binary {PROTOCOL}", offer.protocol);
         return Err(refuse(&channel, e));
     }
-    let parts = match prepare(&config, &offer, fds).await {
+    let parts = match prepare(&config, &offer, fds, vrrp).await {
         Ok(parts) => parts,
         Err(e) => return Err(refuse(&channel, e)),
     };
@@ -107,12 +114,12 @@ struct Levers {
 
 /// Builds everything on the sockets handed over; the instances it adopts wait with their
 /// sockets open.
-async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>) -> anyhow::Result<Parts> {
+async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>, vrrp: &VrrpRuntime) -> anyhow::Result<Parts> {
     let (listeners, status_listeners) = split(offer, fds)?;
     exec::check_script_user(config.node.script_user.as_deref())?;
     exec::set_script_user(config.node.script_user.clone());
     crate::daemon::status_token(config)?;
-    let netlink = Netlink::open()?;
+    let (netlink, links) = vrrp.open_netlink().await?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
     let (open, accepting) = watch::channel(false);
     let inherited = halo_lb::Inherited { listeners, accepting };
@@ -121,12 +128,11 @@ async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>) -> anyhow::R
     let servers = balancer.adopt_health(&known);
     let status = Arc::new(state::Shared::default());
     status.set_balancer(&balancer);
-    let links = halo_hostnet::netlink::watch_links().await?;
-    let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends)?;
+    let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends, vrrp.handle())?;
     let (exits, exited) = mpsc::unbounded_channel();
     // Held back until the old process has let go: until then its guard holds the VIPs.
     let guard = guard::Guard::start_held_back().map(Arc::new);
-    let mut instances = Instances::new(config, netlink, links, Arc::clone(&status), exits, guard);
+    let mut instances = Instances::new(config, netlink, links, vrrp.handle(), Arc::clone(&status), exits, guard);
     let adopt = adoption::adoptable(config, &offer.instances);
     let mut adopting = BTreeMap::new();
     for instance in config.vrrp.iter().filter(|v| adopt.contains(&v.name)) {
@@ -227,6 +233,7 @@ async fn commit(
         &config.announce,
         &config.trackers,
         instances.netlink.clone(),
+        &instances.runtime,
         instances.guard.clone(),
         Arc::clone(&parts.status),
         &parts.trackers.verdicts(),
