@@ -144,7 +144,9 @@ halo_vrrp_toml() {
 }
 
 # halo_frontend_toml NAME BIND: halo's [[frontend]] NAME listening on BIND for the backend NAME.
-halo_frontend_toml() { printf '[[frontend]]\nname = "%s"\nbind = ["%s"]\nbackend = "%s"\n' "$1" "$2" "$1"; }
+# No first-byte wait: the probes' servers speak first (greetings, bulk), and haproxy, the
+# baseline, connects to a server at once too.
+halo_frontend_toml() { printf '[[frontend]]\nname = "%s"\nbind = ["%s"]\nbackend = "%s"\nfirst_byte_timeout = "0s"\n' "$1" "$2" "$1"; }
 
 # halo_backend_toml [--drain-timeout DURATION] NAME HEALTH SERVER...: halo's [[backend]] NAME,
 # health-checked over TCP with the HEALTH lines added ("" for none), and one [[backend.server]]
