@@ -280,7 +280,7 @@ async fn splice_until_drained(from: &TcpStream, to: &TcpStream, counter: &Count<
     let pipe = take_pipe()?;
     loop {
         let into_pipe = from.try_io(Interest::READABLE, || splice(from, None, &pipe.1, None, CHUNK, flags).map_err(io::Error::from));
-        let mut in_pipe = match into_pipe {
+        let in_pipe = match into_pipe {
             Ok(0) => {
                 give_back(pipe);
                 return Ok(Drained::Fin);
@@ -294,13 +294,60 @@ async fn splice_until_drained(from: &TcpStream, to: &TcpStream, counter: &Count<
         };
         counter.add(in_pipe);
         activity.touch();
-        while in_pipe > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || splice(&pipe.0, None, to, None, in_pipe, flags).map_err(io::Error::from)) {
-                Ok(n) => in_pipe -= n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+        empty_pipe(&pipe, to, in_pipe, |out, to, n| splice(out, None, to, None, n, flags).map_err(io::Error::from)).await?;
+    }
+}
+
+/// Moves the `in_pipe` bytes waiting in `pipe` to `to` with `splice_out`.
+async fn empty_pipe(
+    pipe: &(OwnedFd, OwnedFd),
+    to: &TcpStream,
+    mut in_pipe: usize,
+    splice_out: impl Fn(&OwnedFd, &TcpStream, usize) -> io::Result<usize>,
+) -> io::Result<()> {
+    while in_pipe > 0 {
+        to.writable().await?;
+        match to.try_io(Interest::WRITABLE, || splice_out(&pipe.0, to, in_pipe)) {
+            Ok(n) => in_pipe -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A splice out of the pipe that the kernel refuses halfway: the bytes still in the pipe
+    /// reach the other side all the same, in order (they used to be dropped with the pipe).
+    #[tokio::test]
+    async fn bytes_left_in_the_pipe_when_splice_is_refused_are_delivered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let to = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (mut peer, _) = listener.accept().await.expect("accept");
+        let pipe = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).expect("pipe");
+        let message: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(nix::unistd::write(&pipe.1, &message).expect("into the pipe"), message.len());
+        let calls = std::cell::Cell::new(0);
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        // The first call moves 1 000 bytes; the second is refused, as on a socket splice cannot serve.
+        let refused_halfway = |out: &OwnedFd, to: &TcpStream, n: usize| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                splice(out, None, to, None, n.min(1000), flags).map_err(io::Error::from)
+            } else {
+                Err(io::Error::from_raw_os_error(nix::libc::EINVAL))
+            }
+        };
+        let outcome = empty_pipe(&pipe, &to, message.len(), refused_halfway).await;
+        assert_eq!(outcome.map_err(|e| e.raw_os_error()), Err(Some(nix::libc::EINVAL)), "the refusal is returned");
+        drop(to);
+        let mut received = Vec::new();
+        peer.read_to_end(&mut received).await.expect("read");
+        assert_eq!(received.len(), message.len(), "bytes lost with the pipe");
+        assert!(received == message, "bytes out of order");
     }
 }
