@@ -298,7 +298,9 @@ async fn splice_until_drained(from: &TcpStream, to: &TcpStream, counter: &Count<
     }
 }
 
-/// Moves the `in_pipe` bytes waiting in `pipe` to `to` with `splice_out`.
+/// Moves the `in_pipe` bytes waiting in `pipe` to `to` with `splice_out`; should the kernel refuse
+/// it (EINVAL), the bytes still in the pipe are read back and written, so that none is lost, and
+/// the refusal is returned after them (the direction copies from then on).
 async fn empty_pipe(
     pipe: &(OwnedFd, OwnedFd),
     to: &TcpStream,
@@ -310,6 +312,19 @@ async fn empty_pipe(
         match to.try_io(Interest::WRITABLE, || splice_out(&pipe.0, to, in_pipe)) {
             Ok(n) => in_pipe -= n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                let mut left = vec![0u8; in_pipe];
+                let mut got = 0;
+                while got < in_pipe {
+                    match nix::unistd::read(&pipe.0, &mut left[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(errno) => return Err(errno.into()),
+                    }
+                }
+                write_all(to, &left[..got]).await?;
+                return Err(e);
+            }
             Err(e) => return Err(e),
         }
     }
