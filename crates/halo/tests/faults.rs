@@ -162,6 +162,22 @@ fn a_master_that_adds_a_vanished_vip_again_announces_it() {
     assert!(!lan.holds(1, VIP), "{}", backup.log());
 }
 
+/// A master (200) whose every VIP refresh fails while the returned file exists (a test hook) and
+/// its backup (100); returned once the master holds the VIP alone.
+fn refusing_master() -> (Lan, PathBuf, Daemon, Daemon) {
+    let lan = Lan::new(2);
+    let failing = lan.dir.path().join("refresh-fails");
+    let file = lan.file("master.toml", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
+    let log = lan.dir.path().join("master.log");
+    let pid = lan.dir.path().join("master.pid");
+    let hook = format!("HALO_TEST_VIP_REFRESH_FAILS={}", failing.display());
+    let args = [hook.as_str(), env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy(), "--pid-file", &pid.to_string_lossy()];
+    let master = Daemon::start(lan.host(0), "env", &args, log, Vec::new());
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
+    (lan, failing, master, backup)
+}
+
 /// A master whose VIP cannot be refreshed (netlink refuses it: a test hook makes every refresh
 /// fail while a file exists) retries, counts it in /metrics and, once the failures have lasted
 /// the VIP's lifetime, goes to FAULT so that the peer takes over (it used to log and advertise on
@@ -172,17 +188,7 @@ fn a_master_that_cannot_refresh_its_vip_gives_it_up_and_comes_back() {
     if skip(test) || !has_test_hooks(test) {
         return;
     }
-    let lan = Lan::new(2);
-    let failing = lan.dir.path().join("refresh-fails");
-    let file = lan.file("master.toml", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
-    let log = lan.dir.path().join("master.log");
-    let pid = lan.dir.path().join("master.pid");
-    let hook = format!("HALO_TEST_VIP_REFRESH_FAILS={}", failing.display());
-    let args = [hook.as_str(), env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy(), "--pid-file", &pid.to_string_lossy()];
-    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
-    let master = Daemon::start(lan.host(0), "env", &args, log, Vec::new());
-    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
-    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
+    let (lan, failing, master, backup) = refusing_master();
     let logs = || format!("{}\n---\n{}", master.log(), backup.log());
     std::fs::write(&failing, "").expect("hook file");
     let moved = wait_for(GENEROUS, || lan.holds(1, VIP) && !lan.holds(0, VIP));
@@ -308,16 +314,7 @@ fn a_master_paused_while_it_gave_its_addresses_up_rejoins_once() {
     if skip(test) || !has_test_hooks(test) {
         return;
     }
-    let lan = Lan::new(2);
-    let failing = lan.dir.path().join("refresh-fails");
-    let file = lan.file("master.toml", &halo_conf(3, 200, "100ms", "192.0.2.170/24", ""));
-    let log = lan.dir.path().join("master.log");
-    let pid = lan.dir.path().join("master.pid");
-    let hook = format!("HALO_TEST_VIP_REFRESH_FAILS={}", failing.display());
-    let args = [hook.as_str(), env!("CARGO_BIN_EXE_halo"), "run", "-c", &file.to_string_lossy(), "--pid-file", &pid.to_string_lossy()];
-    let master = Daemon::start(lan.host(0), "env", &args, log, Vec::new());
-    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
-    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
+    let (lan, failing, master, _backup) = refusing_master();
     std::fs::write(&failing, "").expect("hook file");
     let given_up = wait_for(GENEROUS, || master.log().contains("cannot hold its addresses"));
     assert!(given_up.is_some(), "{}", master.log());

@@ -358,21 +358,28 @@ fn virtual_mac_with_keepalived() {
     assert!(wait_for(GENEROUS, || holds_on_vmac(1)).is_some(), "keepalived did not take over: {}", keepalived.log());
 }
 
+/// Two routers, the master (200) tracking an uplink of its host (up0, a veth pair up) with the
+/// tracker settings `extra`; returned once the master holds the VIP alone.
+fn tracked_uplink(extra: &str) -> (Lan, Daemon, Daemon) {
+    let lan = Lan::new(2);
+    run_ok("ip", &["-n", lan.host(0), "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0", "up"]);
+    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
+    let tracker = format!("track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"up0\"\n{extra}");
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", &tracker));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 0, 1, "192.0.2.170", &[&master, &backup]);
+    (lan, master, backup)
+}
+
 #[test]
 fn interface_tracker_follows_link_notifications() {
     if skip("interface_tracker_follows_link_notifications") {
         return;
     }
-    let lan = Lan::new(2);
     let vip = "192.0.2.170";
     // An uplink on the master's host, tracked with a weight.
-    run_ok("ip", &["-n", lan.host(0), "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
-    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0", "up"]);
-    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
-    let tracker = "track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"up0\"\nweight = -150\n";
-    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", tracker));
-    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
-    assert_sole_holder(&lan, 0, 1, vip, &[&master, &backup]);
+    let (lan, master, _backup) = tracked_uplink("weight = -150\n");
     run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "down"]);
     let moved = wait_for(GENEROUS, || lan.holds(1, vip) && !lan.holds(0, vip)).unwrap_or_else(|| panic!("{}", master.log()));
     eprintln!("uplink down moved the VIP in {moved:?}");
@@ -391,16 +398,9 @@ fn interface_tracker_follows_the_link_down_and_back_up() {
     if skip("interface_tracker_follows_the_link_down_and_back_up") {
         return;
     }
-    let lan = Lan::new(2);
     let vip = "192.0.2.170";
-    run_ok("ip", &["-n", lan.host(0), "link", "add", "up0", "type", "veth", "peer", "name", "up0p"]);
-    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0", "up"]);
-    run_ok("ip", &["-n", lan.host(0), "link", "set", "up0p", "up"]);
     // No weight: FAULT while the link is down; fall and rise left at their defaults.
-    let tracker = "track = [\"uplink\"]\n\n[[tracker]]\nname = \"uplink\"\nkind = \"interface\"\ninterface = \"up0\"\n";
-    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 200, "100ms", "192.0.2.170/24", tracker));
-    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
-    assert_sole_holder(&lan, 0, 1, vip, &[&master, &backup]);
+    let (lan, master, backup) = tracked_uplink("");
     let logs = || format!("{}\n---\n{}", master.log(), backup.log());
     // Admin down twice (a recovery that works once only is no recovery), then the carrier.
     for (device, what) in [("up0", "admin"), ("up0", "admin, again"), ("up0p", "carrier")] {
