@@ -351,3 +351,32 @@ async fn a_client_certificate_passes_a_server_with_anonymous_auth_off() {
         halo_lb::Balancer::start(&config(&[("strict", strict.address, 1)], Balance::RoundRobin, check), stopped).expect("start");
     until_healthy(&with_cert, 1).await;
 }
+
+/// A `tls` check (handshake only) fails against a server that requires a client certificate
+/// when the check has none, and passes with one; against an ordinary server it passes. (TLS 1.3
+/// refuses the missing certificate after the client's side of the handshake is done: the check
+/// used to call that server up.)
+#[tokio::test]
+async fn a_tls_check_without_a_client_certificate_fails_a_server_that_requires_one() {
+    let pki = pki(&["kubernetes"]);
+    let strict = StandIn::start_requiring_client_cert("strict", &pki).await;
+    let open = StandIn::start("open", &pki).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    std::fs::write(&cert, &pki.client_cert_pem).expect("cert");
+    std::fs::write(&key, &pki.client_key_pem).expect("key");
+    let (_stop, stopped) = watch::channel(false);
+    let anonymous = config(&[("strict", strict.address, 1), ("open", open.address, 1)], Balance::RoundRobin, health(CheckKind::Tls));
+    let balancer = halo_lb::Balancer::start(&anonymous, stopped.clone()).expect("start");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let servers = &balancer.backends[0].servers;
+    assert!(!servers[0].is_healthy(), "a tls check without a certificate called the strict server up: {}", servers[0].reason());
+    assert_eq!(servers[0].reason(), "TLS: the server requires a client certificate");
+    assert!(servers[1].is_healthy(), "the ordinary server: {}", servers[1].reason());
+    let mut check = health(CheckKind::Tls);
+    check.client_cert = Some(halo_config::ClientCert { cert_file: cert, key_file: key });
+    let with_cert = config(&[("strict", strict.address, 1)], Balance::RoundRobin, check);
+    let passing = halo_lb::Balancer::start(&with_cert, stopped).expect("start");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(passing.backends[0].servers[0].is_healthy(), "{}", passing.backends[0].servers[0].reason());
+}
