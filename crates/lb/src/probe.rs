@@ -145,10 +145,28 @@ async fn probe_inner(
             };
             let mut stream = connector.connect(server_name, stream).await.map_err(|e| tls_reason(&e))?;
             if check.kind == CheckKind::Tls {
-                return Ok(());
+                return tls_verdict(&mut stream).await;
             }
             http_get(&mut stream, check, &host).await
         }
+    }
+}
+
+/// The server's verdict on a handshake-only check. With TLS 1.3 the server judges the client's
+/// certificate (or its absence) after the client's side of the handshake is done, and answers with
+/// an alert: so the check ends the session (close_notify) and reads what the server says, its own
+/// close_notify, the end of the connection, or an alert. Only an alert fails the check.
+async fn tls_verdict<S: AsyncReadExt + AsyncWriteExt + Unpin>(stream: &mut S) -> Result<(), Failure> {
+    if let Err(e) = stream.shutdown().await {
+        return if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) { Err(tls_reason(&e).into()) } else { Ok(()) };
+    }
+    let mut answer = [0u8; 256];
+    match stream.read(&mut answer).await {
+        // Its close_notify, or data of a server that speaks first: it took the session.
+        Ok(_) => Ok(()),
+        Err(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => Err(tls_reason(&e).into()),
+        // A server that drops the connection without its close_notify said nothing against us.
+        Err(_) => Ok(()),
     }
 }
 
