@@ -406,3 +406,30 @@ fn the_guard_ignores_a_garbled_line_and_waits_for_its_pipe_to_close() {
     let said = text(&out.stderr);
     assert_eq!(said.matches("halo-guard: ignoring").count(), 3, "{said}");
 }
+
+/// A status token file that others may read is warned about by `halo check` (the token guards
+/// the status endpoint; anyone on the host who reads it may ask it); one readable by its owner
+/// only is not.
+#[test]
+fn check_warns_of_a_status_token_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let file = dir.path().join("halo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[status]\ntoken_file = \"{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:18443\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[[backend.server]]\nname = \"m\"\naddress = \"127.0.0.1:16443\"\n",
+            token.display()
+        ),
+    )
+    .expect("config");
+    let warning = format!("warning: status token {} is readable by others", token.display());
+    for (mode, warned) in [(0o644, true), (0o640, true), (0o600, false), (0o400, false)] {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = halo(&["check", "-c", &file.to_string_lossy()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stderr).contains(&warning), warned, "mode {mode:o}: {}", text(&out.stderr));
+    }
+}
