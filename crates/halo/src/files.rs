@@ -49,3 +49,13 @@ pub fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
     temp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// The status token file when its mode lets its group or others read it (the token guards the
+/// status endpoint: anyone on the host who reads it may ask); `None` when only its owner can, or
+/// there is none, or it cannot be read (the daemon says so when it starts).
+pub fn token_readable_by_others(status: &halo_config::Status) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let token = status.token_file.as_ref()?;
+    let mode = std::fs::metadata(token).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| token.clone())
+}

@@ -23,6 +23,10 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
+    let exposed = crate::files::token_readable_by_others(&loaded.config.status);
+    if let Some(token) = &exposed {
+        eprintln!("{}: warning: status token {} is readable by others: chmod 600 it", path.display(), token.display());
+    }
     let missing = missing_tracked_interfaces(&loaded.config);
     for (tracker, interface) in &missing {
         eprintln!(
@@ -30,7 +34,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    print!("{}", summary(path, &loaded.config, loaded.warnings.len() + unresolved.len() + missing.len()));
+    let warnings = loaded.warnings.len() + unresolved.len() + missing.len() + usize::from(exposed.is_some());
+    print!("{}", summary(path, &loaded.config, warnings));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -246,6 +246,9 @@ fn status_token(config: &Config) -> anyhow::Result<Option<String>> {
     if token.as_deref().is_some_and(str::is_empty) {
         anyhow::bail!("the status token file {:?} is empty: every request but /healthz would be refused", config.status.token_file);
     }
+    if let Some(exposed) = crate::files::token_readable_by_others(&config.status) {
+        tracing::warn!(file = %exposed.display(), "the status token is readable by others: chmod 600 it");
+    }
     Ok(token)
 }
 
