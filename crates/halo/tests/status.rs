@@ -268,6 +268,28 @@ fn idle_status_connections_are_capped_and_closed() {
     drop(idle);
 }
 
+/// A connection that sends nothing is closed by the header timeout (5 s), well before the end of
+/// a connection's lifetime (10 s). One connection alone: with 33 or more, the oldest silent one
+/// is evicted to make room, which says nothing of the timeout (the test above).
+#[test]
+fn a_silent_connection_is_closed_by_the_header_timeout() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_daemon, status) = status_only(dir.path());
+    let mut silent = TcpStream::connect(status).expect("connect");
+    silent.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let ended = silent.read_to_end(&mut rest);
+    let after = started.elapsed();
+    assert!(
+        ended.is_ok()
+            || !matches!(ended.as_ref().map_err(|e| e.kind()), Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "{ended:?}"
+    );
+    assert!(after >= Duration::from_secs(4), "closed after {after:?}: before the header timeout");
+    assert!(after < Duration::from_secs(9), "closed after {after:?}: by the connection's lifetime, not the header timeout");
+}
+
 /// The bearer scheme is case-insensitive (RFC 7235); the token itself is not.
 #[test]
 fn the_bearer_scheme_is_case_insensitive() {
