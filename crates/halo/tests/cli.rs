@@ -433,3 +433,32 @@ fn check_warns_of_a_status_token_readable_by_others() {
         assert_eq!(text(&out.stderr).contains(&warning), warned, "mode {mode:o}: {}", text(&out.stderr));
     }
 }
+
+/// keepalived names that halo.toml does not take (`K8S/API+1`, `chk+api`: keepalived accepts
+/// any word) are renamed on import, with a warning, and every reference follows: the file is
+/// written and `halo check` finds it valid. (The import used to stop with the error placed in the
+/// halo.toml it never wrote.)
+#[test]
+fn import_renames_names_halo_toml_does_not_take() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keepalived = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &keepalived,
+        "vrrp_script chk+api {\n  script \"/usr/bin/true\"\n  interval 1\n}\n\
+         vrrp_instance K8S/API+1 {\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 101\n  advert_int 1\n  virtual_ipaddress {\n    10.0.0.100/24\n  }\n  track_script {\n    chk+api\n  }\n}\n\
+         vrrp_sync_group G/1 {\n  group {\n    K8S/API+1\n  }\n}\n",
+    )
+    .expect("write");
+    let output = dir.path().join("halo.toml");
+    let out = halo(&["import", "--keepalived", &keepalived.to_string_lossy(), "-o", &output.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("vrrp \"K8S/API+1\" renamed `K8S_API_1`"), "{stderr}");
+    assert!(stderr.contains("tracker \"chk+api\" renamed `chk_api`"), "{stderr}");
+    assert!(stderr.contains("sync_group \"G/1\" renamed `G_1`"), "{stderr}");
+    let written = std::fs::read_to_string(&output).expect("written");
+    assert!(written.contains("name = \"K8S_API_1\"") && written.contains("track = [\"chk_api\"]"), "{written}");
+    assert!(written.contains("instances = [\"K8S_API_1\"]"), "{written}");
+    let check = halo(&["check", "-c", &output.to_string_lossy()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+}
