@@ -7,6 +7,7 @@ mod fs;
 mod haproxy;
 mod keepalived;
 mod lines;
+mod names;
 
 use std::collections::BTreeMap;
 
@@ -82,6 +83,17 @@ impl Sink {
         self.push(Severity::Warning, file, line, message.into(), Some(hint.into()).filter(|h: &String| !h.is_empty()));
     }
 
+    /// A warning about an input file as a whole (no line to point at).
+    pub fn warn_file(&mut self, file: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let hint = Some(hint.into()).filter(|h: &String| !h.is_empty());
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            location: None,
+            message: format!("{file}: {}", message.into()),
+            hint,
+        });
+    }
+
     /// Something that makes a correct import impossible.
     pub fn error(&mut self, file: &str, line: usize, message: impl Into<String>, hint: impl Into<String>) {
         self.push(Severity::Error, file, line, message.into(), Some(hint.into()).filter(|h: &String| !h.is_empty()));
@@ -135,6 +147,8 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         config.backends.extend(imported.backends);
         config.sync_groups = imported.sync_groups;
     }
+    let files = (inputs.keepalived.map_or("keepalived.conf", |s| s.file), inputs.haproxy.map_or("haproxy.cfg", |s| s.file));
+    names::make_safe(&mut config, &mut sink, files);
     if let (Some(script), Some(src)) = (&script, inputs.check_script) {
         header.push(format!("  {} (replaced by the built-in balancer tracker)", src.file));
         check_script::compare(script, src, &config, &mut sink);

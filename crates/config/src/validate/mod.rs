@@ -277,7 +277,7 @@ pub(crate) fn unique_names<'t>(report: &mut Report<'_>, what: &str, names: impl 
 }
 
 /// What is wrong with a (non-empty) name, if anything.
-fn name_problem(name: &str) -> Option<String> {
+pub(crate) fn name_problem(name: &str) -> Option<String> {
     if name.len() > NAME_MAX {
         return Some(format!("is {} bytes long", name.len()));
     }
