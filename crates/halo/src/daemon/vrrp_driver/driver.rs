@@ -419,11 +419,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lateness_counts_from_the_due_time_or_from_the_sleep_whichever_is_later() {
+    fn lateness_counts_from_the_due_time() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         assert_eq!(lateness(t0 + 5 * s, Some(t0 + s), t0), 4 * s, "asleep before it was due: late since it was due");
-        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s), t0 + 3 * s), 2 * s, "overdue when it went to sleep: late since then");
+        // The pause hit while the task was awake (between two sleeps, in an await): when it went
+        // to sleep again the deadline had long passed. Counted from the sleep, it looked punctual,
+        // and the resumed master refreshed its expired VIP silently (seen in CI).
+        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s), t0 + 5 * s), 4 * s, "paused while awake: late since it was due");
         assert_eq!(lateness(t0 + 5 * s, Some(t0 + 6 * s), t0), Duration::ZERO, "not due yet");
         assert_eq!(lateness(t0 + 5 * s, None, t0), Duration::ZERO, "nothing of the protocol due");
     }
