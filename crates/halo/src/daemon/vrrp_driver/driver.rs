@@ -56,7 +56,6 @@ pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::
             tracing::debug!("nobody waits for the adoption any more");
         }
         let deadline = driver.deadline();
-        let (protocol_deadline, slept_from) = (driver.protocol_deadline(), Instant::now());
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -65,12 +64,16 @@ pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::
         };
         tokio::select! {
             received = driver.io.receiver.recv() => match received {
-                Ok(packet) => receive(&mut driver.machine, &driver.io, &driver.config, packet, &mut driver.counters),
+                Ok(packet) => {
+                    // What it knew may be stale: a pause is noticed before the packet is judged.
+                    driver.notice_pause(Instant::now());
+                    receive(&mut driver.machine, &driver.io, &driver.config, packet, &mut driver.counters);
+                }
                 Err(e) => tracing::warn!(error = %e, "receive failed"),
             },
             // The group moved this member: its actions are carried out at the top of the loop.
             () = driver.machine.kicked() => {}
-            () = sleep => driver.on_timeout(protocol_deadline, slept_from).await,
+            () = sleep => driver.on_timeout().await,
             Ok(()) = verdicts.changed() => {
                 driver.apply_trackers(&verdicts.borrow());
                 tracing::info!(priority = driver.machine.effective_priority(), fault = driver.tracker_fault, "trackers changed");
@@ -235,23 +238,32 @@ impl Driver {
         [self.machine.poll_timeout(), self.refresh_at, self.holding.until(), awaiting_until].into_iter().flatten().min()
     }
 
-    /// When the protocol is due next: a timer of the state machine or the VIP refresh (not the
-    /// instance's own waits, whose end is no protocol event).
+    /// When the protocol is due next: a timer of the state machine or a master's VIP refresh
+    /// (not the instance's own waits, whose end is no protocol event).
     fn protocol_deadline(&self) -> Option<Instant> {
-        [self.machine.poll_timeout(), self.refresh_at].into_iter().flatten().min()
+        let refresh = self.refresh_at.filter(|_| self.machine.state() == State::Master);
+        [self.machine.poll_timeout(), refresh].into_iter().flatten().min()
     }
 
-    /// Something is due. If the protocol was due at `scheduled` and the task, asleep since
-    /// `slept_from`, woke more than a master-down interval after both, the daemon was not
-    /// scheduled (a paused VM, a frozen cgroup, SIGSTOP): what it knew may be stale (a peer took
-    /// over, its VIPs' lifetimes ran out), so it re-enters the protocol instead of acting on it.
-    async fn on_timeout(&mut self, scheduled: Option<Instant>, slept_from: Instant) {
-        let now = Instant::now();
-        let late = lateness(now, scheduled, slept_from);
+    /// If the protocol was due more than a master-down interval ago, the task was not scheduled
+    /// (a paused VM, a frozen cgroup, SIGSTOP, a starved host; whether the pause hit it asleep or
+    /// in an await): what it knew may be stale (a peer took over, its VIPs' lifetimes ran out),
+    /// so it re-enters the protocol instead of acting on it. Whether it did.
+    fn notice_pause(&mut self, now: Instant) -> bool {
+        let late = lateness(now, self.protocol_deadline());
         let paused = late > self.machine.master_down_interval();
         if paused {
             self.rejoin(now, late);
-        } else {
+        }
+        paused
+    }
+
+    /// Something is due: a protocol timer (unless the task was paused), the end of giving the
+    /// addresses up or of waiting for the trackers, a master's VIP refresh.
+    async fn on_timeout(&mut self) {
+        let now = Instant::now();
+        let paused = self.notice_pause(now);
+        if !paused {
             self.machine.handle_timeout(now);
         }
         if self.holding.expire(now) {
@@ -407,11 +419,11 @@ impl Driver {
     }
 }
 
-/// How late the protocol's timer fired: measured from when it was due, or from when the task
-/// went to sleep if it was overdue then already (a long await is no pause); zero when nothing
-/// of the protocol was due.
-fn lateness(now: Instant, scheduled: Option<Instant>, slept_from: Instant) -> Duration {
-    scheduled.filter(|due| *due <= now).map_or(Duration::ZERO, |due| now.saturating_duration_since(due.max(slept_from)))
+/// How late the protocol is: measured from when it was due (an await that outlasts a
+/// master-down interval is as much a pause as a SIGSTOP: the peers took over meanwhile); zero
+/// when nothing of the protocol was due.
+fn lateness(now: Instant, due: Option<Instant>) -> Duration {
+    due.map_or(Duration::ZERO, |due| now.saturating_duration_since(due))
 }
 
 #[cfg(test)]
@@ -422,12 +434,12 @@ mod tests {
     fn lateness_counts_from_the_due_time() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s), t0), 4 * s, "asleep before it was due: late since it was due");
+        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s)), 4 * s, "asleep before it was due: late since it was due");
         // The pause hit while the task was awake (between two sleeps, in an await): when it went
         // to sleep again the deadline had long passed. Counted from the sleep, it looked punctual,
         // and the resumed master refreshed its expired VIP silently (seen in CI).
-        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s), t0 + 5 * s), 4 * s, "paused while awake: late since it was due");
-        assert_eq!(lateness(t0 + 5 * s, Some(t0 + 6 * s), t0), Duration::ZERO, "not due yet");
-        assert_eq!(lateness(t0 + 5 * s, None, t0), Duration::ZERO, "nothing of the protocol due");
+        assert_eq!(lateness(t0 + 5 * s, Some(t0 + s)), 4 * s, "paused while awake: late since it was due");
+        assert_eq!(lateness(t0 + 5 * s, Some(t0 + 6 * s)), Duration::ZERO, "not due yet");
+        assert_eq!(lateness(t0 + 5 * s, None), Duration::ZERO, "nothing of the protocol due");
     }
 }
