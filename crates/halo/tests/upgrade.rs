@@ -696,6 +696,49 @@ fn a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire()
     }
 }
 
+/// A new process killed (SIGKILL) at `step`, after it committed and before it said it serves,
+/// with halo master and keepalived backup: the old daemon does not exit but resumes (the pid file
+/// names it, it is master with the VIP again, keepalived does not keep it), and `halo upgrade`
+/// says what happened: the new process died after it took over, the old one resumed. (It used to
+/// drain and exit: no halo ran on the node, and `halo upgrade` said the daemon "refused the
+/// upgrade and runs on as it was".)
+fn a_new_process_killed_after_the_commit_at(step: &str) {
+    let lan = Lan::new(2);
+    let installed = install(lan.dir.path());
+    let config = lan.file("halo.toml", &lan_config("127.0.0.1:9090", 200));
+    let pid_file = lan.dir.path().join("halo.pid");
+    let ns = lan.host(0).to_string();
+    let env = [("HALO_TEST_UPGRADE_KILLED_AT", step)];
+    let mut daemon = start(&installed, Some(&ns), &config, &pid_file, &lan.dir.path().join("halo.log"), &env);
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
+    assert!(wait_until(GENEROUS, || lan.holds(0, VIP)), "halo never took the VIP:\n{}", daemon.log());
+    let first = daemon.current().expect("pid");
+    replace(&installed, second_build());
+    let upgraded = halo(Some(&ns), &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
+    let said = text(&upgraded);
+    assert_eq!(upgraded.status.code(), Some(1), "killed at {step}: {said}\n{}", daemon.log());
+    assert!(said.contains("resumed") && !said.contains("as it was"), "killed at {step}: halo upgrade said: {said}");
+    // Longer than the old daemon's drain would have lasted with no connection open.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(alive(first), "killed at {step}: the old daemon exited:\n{}", daemon.log());
+    assert_eq!(daemon.current(), Some(first), "killed at {step}: the pid file names the old daemon");
+    let resumed = || status(Some(&ns), &config)["vrrp"]["VI_1"]["state"] == "MASTER" && lan.holds(0, VIP) && !lan.holds(1, VIP);
+    assert!(wait_until(GENEROUS, resumed), "killed at {step}: the old daemon is not master again:\n{}\n---\n{}", daemon.log(), keepalived.log());
+    let last = &status(Some(&ns), &config)["last_upgrade"];
+    assert_eq!(last["handed_over"], false, "killed at {step}: {last}");
+}
+
+#[test]
+fn a_new_process_killed_after_it_committed_leaves_the_old_one_serving() {
+    let test = "a_new_process_killed_after_it_committed_leaves_the_old_one_serving";
+    if skip(test) || !has_test_hooks(test) {
+        return;
+    }
+    for step in ["committed", "released"] {
+        a_new_process_killed_after_the_commit_at(step);
+    }
+}
+
 #[test]
 fn a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_file_as_they_were() {
     if !has_test_hooks("a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_file_as_they_were") {
