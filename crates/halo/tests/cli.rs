@@ -198,6 +198,9 @@ fn bad_usage_and_unwritable_output_exit_2() {
     assert!(text(&out.stderr).starts_with("halo: error: cannot create a file in /nonexistent/dir"), "{}", text(&out.stderr));
 }
 
+/// A file with no host paths: a frontend, two servers checked with /healthz.
+const PLAIN: &str = "[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:8443\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"http\"\npath = \"/healthz\"\ninterval = \"2s\"\n[[backend.server]]\nname = \"m1\"\naddress = \"127.0.0.1:6443\"\n[[backend.server]]\nname = \"m2\"\naddress = \"127.0.0.1:6444\"\n";
+
 #[test]
 fn render_every_artefact() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -212,6 +215,32 @@ fn render_every_artefact() {
     assert_eq!(mode & 0o777, 0o755, "the check script is executable");
     let keepalived = std::fs::read_to_string(dir.path().join("keepalived")).expect("read");
     assert!(keepalived.contains("advert_int 0.1"), "{keepalived}");
+    // What the render is for: haproxy takes it (its own config check), from a file without
+    // host paths (the example reads the cluster's CA).
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, PLAIN).expect("config");
+    let cfg = dir.path().join("plain.cfg");
+    let out = halo(&["render", "haproxy", "-c", &plain.to_string_lossy(), "-o", &cfg.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    if std::path::Path::new("/usr/sbin/haproxy").exists() {
+        let checked = Command::new("/usr/sbin/haproxy").arg("-c").arg("-f").arg(&cfg).output().expect("haproxy");
+        let rendered = std::fs::read_to_string(&cfg).unwrap_or_default();
+        assert!(checked.status.success(), "haproxy refuses the render: {}\n{rendered}", text(&checked.stderr));
+        assert!(rendered.contains("http-check send meth GET uri /healthz"), "the check runs /healthz:\n{rendered}");
+        assert!(!rendered.contains("check-ssl"), "a plain HTTP check is no TLS check:\n{rendered}");
+    } else {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "scripts/setup.sh installs haproxy");
+        eprintln!("SKIP haproxy -c of the render: haproxy not installed");
+    }
+    // Every sysctl the render sets exists on this kernel, with a value of its kind.
+    let sysctl = std::fs::read_to_string(dir.path().join("sysctl")).expect("read");
+    let settings: Vec<(&str, &str)> = sysctl.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).filter_map(|l| l.split_once('=')).collect();
+    assert!(!settings.is_empty(), "{sysctl}");
+    for (key, value) in settings {
+        let path = format!("/proc/sys/{}", key.trim().replace('.', "/"));
+        assert!(std::path::Path::new(&path).exists() || key.contains("bridge"), "{key} is no sysctl here:\n{sysctl}");
+        assert!(value.trim().parse::<i64>().is_ok(), "{key} = {value}");
+    }
     let check = halo(&["render", "keepalived", "-c", "examples/halo.toml"]);
     assert!(text(&check.stderr).contains("interval 200ms becomes 1s"), "the loss is reported: {}", text(&check.stderr));
 }
