@@ -60,13 +60,17 @@ fn backend(out: &mut String, b: &Backend, queue: Option<std::time::Duration>, lo
     }
     let h = &b.health;
     line(out, format_args!("    timeout check {}", haproxy_time(h.timeout)));
-    if h.kind == CheckKind::Https {
+    if matches!(h.kind, CheckKind::Http | CheckKind::Https) {
         line(out, format_args!("    option httpchk\n    http-check send meth GET uri {}", h.path));
         line(out, format_args!("    http-check expect status {}", h.expect_status));
     }
     let mut server =
         format!("check inter {} fastinter {} fall {} rise {}", haproxy_time(h.interval), haproxy_time(h.fast_interval), h.fall, h.rise);
-    if h.kind != CheckKind::Tcp {
+    if h.kind == CheckKind::None {
+        // Every enabled server takes traffic: haproxy's server lines without `check`.
+        server.clear();
+    }
+    if matches!(h.kind, CheckKind::Tls | CheckKind::Https) {
         server.push_str(" check-ssl");
         match &h.verify {
             TlsVerify::None => server.push_str(" verify none"),
@@ -92,7 +96,9 @@ fn backend(out: &mut String, b: &Backend, queue: Option<std::time::Duration>, lo
     if b.drain_timeout != crate::defaults::DRAIN_TIMEOUT {
         losses.push(format!("backend {}: drain_timeout has no per-backend haproxy equivalent (see hard-stop-after)", b.name));
     }
-    line(out, format_args!("    default-server {server}"));
+    if !server.is_empty() {
+        line(out, format_args!("    default-server {server}"));
+    }
     for s in &b.servers {
         let mut extra = String::new();
         if s.weight != 1 {
