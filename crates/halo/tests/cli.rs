@@ -234,7 +234,8 @@ fn render_every_artefact() {
     }
     // Every sysctl the render sets exists on this kernel, with a value of its kind.
     let sysctl = std::fs::read_to_string(dir.path().join("sysctl")).expect("read");
-    let settings: Vec<(&str, &str)> = sysctl.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).filter_map(|l| l.split_once('=')).collect();
+    let settings: Vec<(&str, &str)> =
+        sysctl.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).filter_map(|l| l.split_once('=')).collect();
     assert!(!settings.is_empty(), "{sysctl}");
     for (key, value) in settings {
         let path = format!("/proc/sys/{}", key.trim().replace('.', "/"));

@@ -377,7 +377,7 @@ fn an_upgrade_that_cannot_start_changes_nothing() {
     replace(&installed, BROKEN);
     let failed = upgrade();
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
-    assert!(text(&failed).contains("refused the upgrade") && text(&failed).contains("exit status: 1"), "{}", text(&failed));
+    assert!(text(&failed).contains("no upgrade; halo (pid") && text(&failed).contains("exit status: 1"), "{}", text(&failed));
     assert_eq!(daemon.current(), Some(pid));
     assert!(stream.echoes() && Stream::open(front).is_ok(), "{}", daemon.log());
     assert_eq!(status(None, &endpoint)["last_upgrade"]["handed_over"], false);
@@ -716,6 +716,7 @@ fn a_new_process_killed_after_the_commit_at(step: &str) {
     replace(&installed, second_build());
     let upgraded = halo(Some(&ns), &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
     let said = text(&upgraded);
+    eprintln!("killed at {step}: halo upgrade said: {said}");
     assert_eq!(upgraded.status.code(), Some(1), "killed at {step}: {said}\n{}", daemon.log());
     assert!(said.contains("resumed") && !said.contains("as it was"), "killed at {step}: halo upgrade said: {said}");
     // Longer than the old daemon's drain would have lasted with no connection open.
@@ -723,7 +724,12 @@ fn a_new_process_killed_after_the_commit_at(step: &str) {
     assert!(alive(first), "killed at {step}: the old daemon exited:\n{}", daemon.log());
     assert_eq!(daemon.current(), Some(first), "killed at {step}: the pid file names the old daemon");
     let resumed = || status(Some(&ns), &config)["vrrp"]["VI_1"]["state"] == "MASTER" && lan.holds(0, VIP) && !lan.holds(1, VIP);
-    assert!(wait_until(GENEROUS, resumed), "killed at {step}: the old daemon is not master again:\n{}\n---\n{}", daemon.log(), keepalived.log());
+    assert!(
+        wait_until(GENEROUS, resumed),
+        "killed at {step}: the old daemon is not master again:\n{}\n---\n{}",
+        daemon.log(),
+        keepalived.log()
+    );
     let last = &status(Some(&ns), &config)["last_upgrade"];
     assert_eq!(last["handed_over"], false, "killed at {step}: {last}");
 }

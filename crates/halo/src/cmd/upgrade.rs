@@ -1,9 +1,11 @@
 //! `halo upgrade`: checks the file with this binary (the one now on disk), then asks the daemon
 //! named by the pid file to hand over to a new process of the binary it was started from
 //! (SIGUSR2), and waits for the outcome: the pid file names the new process once it has taken
-//! over; a refusal is on the old daemon's status endpoint (`last_upgrade`) with its reason.
-//! Exit 0 when the new process took over, 1 when the daemon refused (it runs on as it was) or
-//! said nothing in time, 2 when the command could not ask (no daemon, a stale pid file).
+//! over and serves; a refusal, or a new process that ended after it took over (the old daemon
+//! resumed), is on the old daemon's status endpoint (`last_upgrade`) with its reason.
+//! Exit 0 when the new process took over, 1 when it did not (the daemon refused, or resumed, and
+//! runs on; or it is gone; or it said nothing in time), 2 when the command could not ask (no
+//! daemon, a stale pid file).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -47,8 +49,12 @@ pub fn run(config: &Path, pid_file: &Path, timeout: Duration) -> anyhow::Result<
                 eprintln!("halo upgrade: {line}");
                 return Ok(ExitCode::SUCCESS);
             }
-            Some(Outcome::Refused(why)) => {
-                eprintln!("halo upgrade: halo (pid {pid}) refused the upgrade and runs on as it was: {why}");
+            Some(Outcome::NotHandedOver(why)) => {
+                eprintln!("halo upgrade: no upgrade; halo (pid {pid}) runs on: {why}");
+                return Ok(ExitCode::from(crate::files::EXIT_INVALID));
+            }
+            Some(Outcome::Gone) => {
+                eprintln!("halo upgrade: halo (pid {pid}) is gone and no new process took over: no halo runs here; see its log");
                 return Ok(ExitCode::from(crate::files::EXIT_INVALID));
             }
             None => std::thread::sleep(Duration::from_millis(100)),
@@ -68,13 +74,16 @@ fn pid_in(pid_file: &Path) -> anyhow::Result<i32> {
 enum Outcome {
     /// A new process took over: what to say.
     TookOver(String),
-    /// The daemon refused, and why.
-    Refused(String),
+    /// The daemon runs on without a successor (it refused, or the new process ended and it
+    /// resumed), and why.
+    NotHandedOver(String),
+    /// The daemon is gone, and no successor serves.
+    Gone,
 }
 
-/// The outcome once there is one: the pid file names another running halo (it writes it as it
-/// takes over), or the daemon's status endpoint reports a refusal after `asked`, or the daemon
-/// is gone without a successor.
+/// The outcome once there is one: the pid file names another running halo (it writes it once it
+/// serves), or the daemon's status endpoint reports after `asked` that it did not hand over, or
+/// the daemon is gone without a successor.
 fn outcome(pid: i32, pid_file: &Path, client: Option<&halo_client::StatusClient>, asked: u64) -> Option<Outcome> {
     let status = client.and_then(|c| c.get("/status").ok()).and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
     if let Ok(new) = pid_in(pid_file)
@@ -93,11 +102,11 @@ fn outcome(pid: i32, pid_file: &Path, client: Option<&halo_client::StatusClient>
     {
         let upgrade = &status["last_upgrade"];
         if upgrade["at_unix_ms"].as_u64().is_some_and(|at| at >= asked) && upgrade["handed_over"].as_bool() == Some(false) {
-            return Some(Outcome::Refused(upgrade["message"].as_str().unwrap_or("no reason given").to_string()));
+            return Some(Outcome::NotHandedOver(upgrade["message"].as_str().unwrap_or("no reason given").to_string()));
         }
     }
     if !Path::new(&format!("/proc/{pid}")).exists() {
-        return Some(Outcome::Refused(format!("halo (pid {pid}) is gone and no new process took over: see its log")));
+        return Some(Outcome::Gone);
     }
     None
 }

@@ -94,14 +94,22 @@ impl Announcers {
 
     /// Hands every announcement over to a new process (`halo upgrade`): the tasks end, the
     /// addresses and local routes stay as they are.
-    pub async fn hand_over(self) {
-        for running in self.running.into_values() {
+    pub async fn hand_over(&mut self) {
+        for running in std::mem::take(&mut self.running).into_values() {
             running.stop.send_replace(Some(HANDED_OVER));
             if let Some(task) = running.task
                 && let Err(e) = task.await
             {
                 tracing::error!(error = %e, "an announcement task failed");
             }
+        }
+    }
+
+    /// Takes the announcements back after a new process that took them over ended before it
+    /// said it served (`halo upgrade`): as a process taking over, nothing withdrawn first.
+    pub fn resume(&mut self, announce: &[Announce], trackers: &[Tracker], verdicts: &Verdicts) {
+        for a in announce {
+            self.spawn(a, trackers, verdicts, true);
         }
     }
 

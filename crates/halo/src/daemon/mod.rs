@@ -108,7 +108,7 @@ enum Ended {
     /// A signal to stop.
     Stop(&'static str),
     /// A successor took over.
-    HandedOver(upgrade::HandedOver),
+    HandedOver(Box<upgrade::HandedOver>),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT (or an instance fails), or until it has handed over
@@ -118,16 +118,22 @@ pub async fn run(path: &Path, pid_file: &Path, config: Config, handover: Option<
     let mut signals = Signals::install()?;
     // The VRRP side runs on a thread of its own: the balancer's load cannot delay it.
     let vrrp = VrrpRuntime::start().await?;
-    let daemon = match handover {
+    let mut daemon = match handover {
         None => start(path, pid_file, config, &vrrp).await?,
         Some(socket) => upgrade::take_over(path, pid_file, config, upgrade::message::Channel::new(socket), &vrrp).await?,
     };
-    match serve(daemon, &mut signals).await? {
-        (daemon, Ended::Stop(signal)) => {
-            shut_down(daemon).await;
-            tracing::info!(signal, "halo stopped");
+    loop {
+        match serve(daemon, &mut signals).await? {
+            (stopped, Ended::Stop(signal)) => {
+                shut_down(stopped).await;
+                tracing::info!(signal, "halo stopped");
+                break;
+            }
+            (handing, Ended::HandedOver(handed)) => match upgrade::release(handing, handed, &mut signals).await {
+                upgrade::Released::Drained => break,
+                upgrade::Released::Resumed(resumed) => daemon = *resumed,
+            },
         }
-        (daemon, Ended::HandedOver(handed)) => upgrade::release(daemon, handed, &mut signals).await,
     }
     vrrp.stop().await;
     Ok(())

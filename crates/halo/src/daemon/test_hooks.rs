@@ -18,7 +18,7 @@ pub fn instance_started(name: &str) {
 #[cfg(not(feature = "test-hooks"))]
 pub fn instance_started(_name: &str) {}
 
-/// A new process at `step` of a takeover (`offered`, `adopted`, `committed`), to prove that one
+/// A new process at `step` of a takeover (`offered`, `adopted`, `committed`, `released`), to prove that one
 /// that crashes or is too slow there leaves the VIPs, the peers' view and the pid file as they
 /// were: `HALO_TEST_UPGRADE_KILLED_AT=step` ends it with SIGKILL, as a crash would, without a
 /// word; `HALO_TEST_UPGRADE_STALLED_AT=step` makes it wait `stall` (longer than the running

@@ -11,14 +11,14 @@ use halo_config::{Config, LogFormat};
 use tokio::sync::oneshot;
 
 use super::message::{Channel, ChannelError, Message, Offer, PROTOCOL, ServerHealthJson};
-use super::{READY_WITHIN, STEP_WITHIN, adoption};
+use super::{READY_WITHIN, SERVING_WITHIN, STEP_WITHIN, adoption};
 use crate::daemon::vrrp_driver::{Adoption, Frozen, Start};
 use crate::daemon::{Daemon, Signals, generation, process};
 
 /// How an upgrade ended for the running daemon.
 pub(crate) enum Outcome {
     /// The new process took over: this one lets go and drains.
-    HandedOver(HandedOver),
+    HandedOver(Box<HandedOver>),
     /// It did not, and why; nothing changed here.
     Refused(String),
 }
@@ -29,6 +29,10 @@ pub(crate) struct HandedOver {
     channel: Arc<Channel>,
     /// Its pid.
     pid: u32,
+    /// The process, to learn how it ended should it end before it serves.
+    child: tokio::process::Child,
+    /// What it adopted, in the state handed over: resumed should it end before it serves.
+    handed: Handed,
 }
 
 /// An instance handed over: its configuration and the state it was in.
@@ -51,9 +55,9 @@ pub(crate) async fn hand_over(daemon: &mut Daemon) -> Outcome {
     };
     let channel = Arc::new(channel);
     match negotiate(daemon, &channel).await {
-        Ok(pid) => {
+        Ok((pid, handed)) => {
             tracing::info!(pid, binary = %executable.display(), "upgrade: the new process has taken over");
-            Outcome::HandedOver(HandedOver { channel, pid })
+            Outcome::HandedOver(Box::new(HandedOver { channel, pid, child, handed }))
         }
         Err(why) => {
             let ended = end(&mut child, &channel).await;
@@ -81,9 +85,9 @@ fn spawn(executable: &std::path::Path, daemon: &Daemon, socket: OwnedFd) -> std:
         .spawn()
 }
 
-/// The steps up to the commit point; the new process's pid, or why it did not commit (what
-/// was handed over is back in place then).
-async fn negotiate(daemon: &mut Daemon, channel: &Arc<Channel>) -> Result<u32, String> {
+/// The steps up to the commit point; the new process's pid and what it adopted, or why it did
+/// not commit (what was handed over is back in place then).
+async fn negotiate(daemon: &mut Daemon, channel: &Arc<Channel>) -> Result<(u32, Handed), String> {
     if let Err(e) = offer(daemon, channel) {
         // A new process that refused its configuration said why before it exited.
         return Err(match receive(channel, "ready", Duration::from_millis(500)).await {
@@ -108,7 +112,7 @@ async fn negotiate(daemon: &mut Daemon, channel: &Arc<Channel>) -> Result<u32, S
         Err(e) => Err(format!("{e}")),
     };
     match committed {
-        Ok(Message::Committed { pid }) => Ok(pid),
+        Ok(Message::Committed { pid }) => Ok((pid, handed)),
         Ok(other) => {
             resume(daemon, handed);
             Err(unexpected(other, "committed"))
@@ -193,30 +197,83 @@ async fn end(child: &mut tokio::process::Child, channel: &Channel) -> String {
     }
 }
 
-/// After the commit point: lets go of everything the new process now holds, tells systemd
-/// which process is the service now, and drains this one's connections (up to the longest
-/// `drain_timeout`, or until SIGTERM/SIGINT).
-pub(crate) async fn release(daemon: Daemon, handed: HandedOver, signals: &mut Signals) {
-    let Daemon { config, mut pid, mut instances, announcers, balancer, stop_balancer, status, .. } = daemon;
+/// How the running daemon came out of a handover it committed to.
+pub(crate) enum Released {
+    /// The new process serves: this one drained and is done.
+    Drained,
+    /// The new process ended before it said it served: this one took everything back and
+    /// serves on.
+    Resumed(Box<Daemon>),
+}
+
+/// After the commit point: lets go of what the new process needs (the guard's VIPs, the
+/// instances it did not adopt, the announcements) and waits for it to say it serves. Then tells
+/// systemd which process is the service now and drains this one's connections (up to the
+/// longest `drain_timeout`, or until SIGTERM/SIGINT). Should it end (or fall silent) before, this
+/// one resumes: it has accepted all along, and takes back the instances and announcements.
+pub(crate) async fn release(mut daemon: Daemon, handed: Box<HandedOver>, signals: &mut Signals) -> Released {
+    let HandedOver { channel, pid: successor, mut child, handed } = *handed;
     // Only now: the new process's guard holds the VIPs since before it committed.
-    if let Some(guard) = &instances.guard {
+    if let Some(guard) = &daemon.instances.guard {
         guard.forget_all();
     }
     // Instances the new process did not adopt stop as in a clean stop (priority 0): it starts
     // its own once released.
-    instances.stop_all().await;
-    announcers.hand_over().await;
-    stop_balancer.send_replace(true);
-    process::hand_over_to(handed.pid);
-    pid.disown();
-    status.set_upgrade(true, format!("handed over to pid {}", handed.pid));
-    if let Err(e) = handed.channel.send(&Message::Released {}, &[]) {
-        tracing::warn!(error = %e, "the new process did not hear that this one let go: it starts its other instances in 10 s");
+    daemon.instances.stop_all().await;
+    daemon.announcers.hand_over().await;
+    if let Err(e) = channel.send(&Message::Released {}, &[]) {
+        tracing::warn!(error = %e, "the new process did not hear that this one let go: it starts its other instances in 60 s");
     }
+    if let Err(why) = serving(&channel, &mut child, successor).await {
+        resume_after_release(&mut daemon, handed, why);
+        return Released::Resumed(Box::new(daemon));
+    }
+    let Daemon { config, mut pid, balancer, stop_balancer, status, .. } = daemon;
+    stop_balancer.send_replace(true);
+    process::hand_over_to(successor);
+    pid.disown();
+    status.set_upgrade(true, format!("handed over to pid {successor}"));
     drain(&config, balancer, signals).await;
-    tracing::info!(successor = handed.pid, "halo handed over and drained");
+    tracing::info!(successor, "halo handed over and drained");
     // The socket closes as this process exits: the new one stops showing it as previous.
-    drop(handed.channel);
+    drop(channel);
+    Released::Drained
+}
+
+/// Waits for the new process to say it serves. Why it did not: it ended (how), said something
+/// else, or was silent for [`SERVING_WITHIN`] (it is killed then: it must not serve beside the
+/// daemon that resumes).
+async fn serving(channel: &Arc<Channel>, child: &mut tokio::process::Child, pid: u32) -> Result<(), String> {
+    let why = match receive(channel, "serving", SERVING_WITHIN).await {
+        Ok(Message::Serving {}) => return Ok(()),
+        Ok(other) => unexpected(other, "serving"),
+        Err(why) => why,
+    };
+    let ended = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+        Ok(Ok(status)) => status.to_string(),
+        Ok(Err(e)) => format!("exit unknown: {e}"),
+        Err(_) => match child.kill().await {
+            Ok(()) => "killed: silent".to_string(),
+            Err(e) => format!("could not be killed: {e}"),
+        },
+    };
+    Err(format!("the new process (pid {pid}) took over but ended before it said it served ({ended}; {why}): halo resumed here"))
+}
+
+/// Takes back what was let go after the commit: the instances the new process adopted, from the
+/// state they were handed over in (a pause check sees how stale it is), the others afresh, and
+/// the announcements, none withdrawn first. The pid file still names this process (the new one
+/// writes it only once it serves).
+fn resume_after_release(daemon: &mut Daemon, handed: Handed, why: String) {
+    tracing::error!(reason = %why, "upgrade: the new process did not take over after all: resuming");
+    let adopted: Vec<String> = handed.iter().map(|(config, _)| config.name.clone()).collect();
+    resume(daemon, handed);
+    for instance in daemon.config.vrrp.iter().filter(|v| !adopted.contains(&v.name)) {
+        daemon.instances.start(instance, &daemon.config.trackers, &daemon.trackers);
+    }
+    let verdicts = daemon.trackers.verdicts();
+    daemon.announcers.resume(&daemon.config.announce, &daemon.config.trackers, &verdicts);
+    daemon.status.set_upgrade(false, why);
 }
 
 /// Waits for the connections still open, up to the longest `drain_timeout`.

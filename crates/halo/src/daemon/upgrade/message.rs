@@ -11,7 +11,7 @@ use halo_hostnet::fd_passing::{self, Received};
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol: a process speaking another refuses the handover.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 /// The longest message: a few thousand servers' health.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -37,9 +37,13 @@ pub enum Message {
         /// Its pid.
         pid: u32,
     },
-    /// Running → new: it stopped accepting, stopped the instances not adopted, and forgot its
-    /// VIPs; the new process may start the rest.
+    /// Running → new: it stopped the instances not adopted, handed its announcements over and
+    /// forgot its VIPs; the new process may start the rest. It still accepts, and resumes should
+    /// the new process end before it says `serving`.
     Released {},
+    /// New → running: it serves alone (its guard engaged, every instance and announcement
+    /// started): the running daemon stops accepting, tells systemd, drains and exits.
+    Serving {},
     /// Either way: giving up, and why.
     Failed {
         /// Why.
@@ -56,6 +60,7 @@ impl Message {
             Message::Frozen { .. } => "frozen",
             Message::Committed { .. } => "committed",
             Message::Released {} => "released",
+            Message::Serving {} => "serving",
             Message::Failed { .. } => "failed",
         }
     }

@@ -29,21 +29,30 @@
 //!    process's exit status.
 //! 5. After it, the running daemon tells its guard to forget everything (only now: the new
 //!    process holds the VIPs), stops the instances not adopted as a clean stop would, hands its
-//!    BGP announcements over without withdrawing, stops accepting, tells systemd `MAINPID=` of
-//!    the new process, and says **released**. The new process then writes the pid file (only
-//!    now: a failed upgrade never leaves it naming the new process, nor `halo upgrade` taking it
-//!    for the daemon), engages its guard (told what was held back: no moment has both guards
-//!    holding a VIP), starts the instances it did not adopt and its announcements, and shows the
-//!    old one as `previous` in its status until the socket closes. The old one drains its
-//!    connections up to `drain_timeout` and exits 0. A `failed` in answer to the commit (it
-//!    came after the running daemon stopped waiting) makes the new process give up as before.
+//!    BGP announcements over without withdrawing, and says **released**; it still accepts. The
+//!    new process engages its guard (told what was held back: no moment has both guards holding
+//!    a VIP), starts the instances it did not adopt and its announcements, and says
+//! 6. **serving** (new → running), then writes the pid file (only now: a failed upgrade never
+//!    leaves it naming the new process, nor `halo upgrade` taking it for the daemon) and shows
+//!    the old one as `previous` in its status until the socket closes. The old one stops
+//!    accepting, tells systemd `MAINPID=` of the new process, drains its connections up to
+//!    `drain_timeout` and exits 0. Should the new process end (or fall silent for
+//!    [`SERVING_WITHIN`]: it is killed) between the commit and `serving`, the old one resumes
+//!    instead of exiting: it never stopped accepting, it restarts the adopted instances from the
+//!    state it handed over (a master whose state went stale meanwhile re-enters the protocol),
+//!    the others afresh, takes its announcements back without withdrawing them, and says so in
+//!    `last_upgrade` (which `halo upgrade` reports). A `failed` in answer to the commit (it came
+//!    after the running daemon stopped waiting) makes the new process give up as before.
+//!
+//! What remains: a new process that dies after `serving` is an ordinary crash of the service
+//! (systemd restarts it); the old one has begun to drain by then.
 
 pub mod adoption;
 mod hand_over;
 pub mod message;
 mod take_over;
 
-pub(crate) use hand_over::{HandedOver, Outcome, hand_over, release};
+pub(crate) use hand_over::{HandedOver, Outcome, Released, hand_over, release};
 pub(crate) use take_over::take_over;
 
 /// How long the running daemon waits for the new process to be ready: it loads its
@@ -51,5 +60,7 @@ pub(crate) use take_over::take_over;
 pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a new process that gives up waits for the running daemon to read why.
 pub const FAREWELL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the running daemon, having let go, waits for the new process to say it serves.
+pub const SERVING_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long each side waits for the other's next step once both are ready.
 pub const STEP_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,7 +1,7 @@
 //! The new process's side of `halo upgrade` (`halo run --upgrade-handover`): take the offer,
 //! build everything on the sockets handed over without accepting yet, adopt the VRRP instances
 //! handed over, then accept, serve the status endpoint and commit; once the old process has let
-//! go, write the pid file, engage the guard and start what was not adopted. A failure before the
+//! go, engage the guard, start what was not adopted, say it serves and write the pid file. A failure before the
 //! commit (or a commit that came after the old process gave up waiting) is sent to
 //! the old process (which goes on as it was) and ends this one; instances already adopted stop
 //! without a word and the guard forgets them first, so that nothing is withdrawn.
@@ -218,9 +218,6 @@ async fn commit(
         }
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "upgrade: no word from the old process; going on"),
     }
-    // Only now: until the old process let go, `halo upgrade` must not take this one for the
-    // daemon (and a failed upgrade must not leave the pid file naming it).
-    let pid = PidFile::write(pid_file);
     // The old guard has forgotten everything (or the old process is gone): this one takes over.
     if let Some(guard) = &parts.instances.guard {
         guard.engage();
@@ -238,6 +235,13 @@ async fn commit(
         Arc::clone(&parts.status),
         &parts.trackers.verdicts(),
     );
+    fault_here_when_told("released").await;
+    if let Err(e) = channel.send(&Message::Serving {}, &[]) {
+        tracing::warn!(error = %e, "upgrade: the old process did not hear that this one serves");
+    }
+    // Only now: until the old process stops waiting for it, `halo upgrade` must not take this one
+    // for the daemon (and an upgrade it resumed from must not leave the pid file naming it).
+    let pid = PidFile::write(pid_file);
     watch_previous(Arc::clone(channel), Arc::clone(&parts.status), offer.pid);
     tracing::info!(from = offer.pid, version = %crate::daemon::generation::version(), adopted = adopt.len(), "halo running (upgraded)");
     Ok(Daemon {
