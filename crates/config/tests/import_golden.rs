@@ -196,6 +196,60 @@ fn includes_that_multiply_are_bounded_in_total() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
 }
 
+/// Imports `text` on another thread; its diagnostics, or `None` if it had not ended within 20 s
+/// (then `unblock` runs, so that the thread ends).
+fn import_within(text: String, unblock: impl FnOnce()) -> Option<Vec<String>> {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let imported =
+            import(&Inputs { keepalived: Some(Source { file: "k", text: &text }), ..Inputs::default() }, &FsResolver { root: repo() });
+        let _ = done.send(imported.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>());
+    });
+    let result = finished.recv_timeout(std::time::Duration::from_secs(20)).ok();
+    if result.is_none() {
+        unblock();
+    }
+    result
+}
+
+/// A FIFO in `dir`; `unblock` for it: opens it for writing (without blocking) and closes it, which
+/// ends a reader blocked on it.
+fn fifo(dir: &Path, name: &str) -> (PathBuf, impl FnOnce()) {
+    let path = dir.join(name);
+    let made = std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+    assert!(made.success());
+    let writer = path.clone();
+    let unblock = move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new().write(true).custom_flags(0o4000).open(&writer);
+    };
+    (path, unblock)
+}
+
+/// An include that names a FIFO (or any file that is not a regular one) is an error at once:
+/// reading it would wait for a writer forever.
+#[test]
+fn an_include_of_a_fifo_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (path, unblock) = fifo(dir.path(), "pipe.conf");
+    let diagnostics = import_within(format!("include {}\n", path.display()), unblock).expect("the import hung on the FIFO");
+    assert!(diagnostics.iter().any(|d| d.starts_with("k:1: error: cannot include") && d.contains("not a regular file")), "{diagnostics:#?}");
+}
+
+/// A glob that matches more files than the include budget is refused before they are all read:
+/// 1 001 small files and, sorted last, a FIFO, which only a reader past the budget would open.
+#[test]
+fn a_glob_past_the_include_budget_stops_reading() {
+    let dir = tempfile::tempdir().expect("dir");
+    for i in 0..1001 {
+        std::fs::write(dir.path().join(format!("a{i:04}.conf")), "# nothing\n").expect("write");
+    }
+    let (_, unblock) = fifo(dir.path(), "z.conf");
+    let text = format!("include {}/*.conf\n", dir.path().display());
+    let diagnostics = import_within(text, unblock).expect("the import read every match, the FIFO among them");
+    assert!(diagnostics.iter().any(|d| d.contains("includes expand past")), "{diagnostics:#?}");
+}
+
 /// haproxy accepts timeouts of years; halo takes a week at most: the import caps them with a
 /// warning, and the result passes the daemon's loader.
 #[test]
