@@ -233,7 +233,10 @@ fn an_include_of_a_fifo_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().expect("dir");
     let (path, unblock) = fifo(dir.path(), "pipe.conf");
     let diagnostics = import_within(format!("include {}\n", path.display()), unblock).expect("the import hung on the FIFO");
-    assert!(diagnostics.iter().any(|d| d.starts_with("k:1: error: cannot include") && d.contains("not a regular file")), "{diagnostics:#?}");
+    assert!(
+        diagnostics.iter().any(|d| d.starts_with("k:1: error: cannot include") && d.contains("not a regular file")),
+        "{diagnostics:#?}"
+    );
 }
 
 /// A glob that matches more files than the include budget is refused before they are all read:

@@ -11,7 +11,7 @@ use halo_config::{AddressFamily, CheckKind, ProxyProtocol, ServerAddress, Tracke
 struct FakePath;
 
 impl Resolver for FakePath {
-    fn include(&self, _from: &str, pattern: &str) -> Result<Vec<(String, String)>, String> {
+    fn include(&self, _from: &str, pattern: &str, _limit: usize) -> Result<Vec<(String, String)>, String> {
         Err(format!("no includes here ({pattern})"))
     }
     fn which(&self, program: &str) -> Option<String> {

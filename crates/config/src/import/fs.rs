@@ -6,7 +6,8 @@ use super::Resolver;
 
 /// Resolves includes on disk. Relative file names (of the including file and of the pattern)
 /// are taken from `root`; a relative pattern is relative to the including file's directory, as
-/// in keepalived. Files are read with the loader's size limit.
+/// in keepalived. Files are read with the loader's size limit, only regular ones (a FIFO would
+/// wait for a writer forever, a device never end), and no more than the caller's limit.
 #[derive(Debug, Clone)]
 pub struct FsResolver {
     /// Directory that relative names start from (the working directory for the CLI).
@@ -14,7 +15,7 @@ pub struct FsResolver {
 }
 
 impl Resolver for FsResolver {
-    fn include(&self, from: &str, pattern: &str) -> Result<Vec<(String, String)>, String> {
+    fn include(&self, from: &str, pattern: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
         if pattern.is_empty() {
             return Err("no file named".to_string());
         }
@@ -23,8 +24,12 @@ impl Resolver for FsResolver {
         let full = self.root.join(&relative);
         let paths = glob::glob(&full.to_string_lossy()).map_err(|e| e.to_string())?;
         let mut files = Vec::new();
-        for path in paths {
+        for path in paths.take(limit.saturating_add(1)) {
             let path = path.map_err(|e| e.to_string())?;
+            let kind = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.file_type();
+            if !kind.is_file() {
+                return Err(format!("{} is not a regular file", path.display()));
+            }
             let bytes = crate::load::read_bounded(&path).map_err(|e| e.to_string())?;
             let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
             // Show the name as the user would: relative to the root when it was relative.

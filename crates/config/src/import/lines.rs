@@ -6,8 +6,9 @@ use std::time::Duration;
 /// Reads the files a keepalived `include` names (a path or a glob), relative to the including
 /// file. Returns `(name, text)` pairs, or a message saying why nothing could be read.
 pub trait Resolver {
-    /// Resolves one include pattern written in `from`.
-    fn include(&self, from: &str, pattern: &str) -> Result<Vec<(String, String)>, String>;
+    /// Resolves one include pattern written in `from`, reading at most `limit` + 1 of its files
+    /// (one more than the limit says that there were more: the caller refuses them all).
+    fn include(&self, from: &str, pattern: &str, limit: usize) -> Result<Vec<(String, String)>, String>;
 
     /// The full path of a program named without one, found as keepalived finds it (PATH);
     /// `None` when there is none.
@@ -18,7 +19,7 @@ pub trait Resolver {
 
 /// A resolver that refuses every include (for text imported from memory).
 impl Resolver for () {
-    fn include(&self, _from: &str, pattern: &str) -> Result<Vec<(String, String)>, String> {
+    fn include(&self, _from: &str, pattern: &str, _limit: usize) -> Result<Vec<(String, String)>, String> {
         Err(format!("includes are not available here (`{pattern}`)"))
     }
 }

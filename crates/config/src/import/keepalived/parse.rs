@@ -154,7 +154,16 @@ fn include(
         sink.error(file, line, format!("include nested deeper than {MAX_INCLUDE_DEPTH}"), "an include loop?");
         return;
     }
-    match resolver.include(file, pattern) {
+    match resolver.include(file, pattern, budget.files) {
+        Ok(files) if files.len() > budget.files => {
+            budget.exceeded = true;
+            sink.error(
+                file,
+                line,
+                format!("includes expand past {MAX_INCLUDED_FILES} files or {MAX_TOKENS} words"),
+                "a glob that matches too many files?",
+            );
+        }
         Ok(files) => {
             for (name, text) in files {
                 budget.files = budget.files.saturating_sub(1);
