@@ -173,3 +173,41 @@ fn a_name_that_never_resolved_is_down_with_the_reason_until_it_resolves() {
     assert!(joined.is_some(), "ghost never took traffic after it resolved: {}", daemon.log());
     assert!(daemon.log().contains("server name resolves again"), "{}", daemon.log());
 }
+
+/// Names whose nameserver never answers (a UDP socket inside the namespace that reads nothing;
+/// the resolver waits 30 s a query): each lookup halo gives up on after its 5 s keeps a thread
+/// of the blocking pool until getaddrinfo returns, and every server looks up again each interval.
+/// The threads such lookups hold are bounded: 20 servers for 14 s leave the daemon with fewer
+/// than 40 threads (unbounded: one more per server every 5 s, some 70).
+#[test]
+fn lookups_a_nameserver_never_answers_hold_a_bounded_number_of_threads() {
+    if !can_run("lookups_a_nameserver_never_answers_hold_a_bounded_number_of_threads", true, &["ip", "unshare"]) {
+        return;
+    }
+    let setup = Setup::new("");
+    std::fs::write(&setup.nsswitch, "hosts: files dns\n").expect("nsswitch");
+    let resolv = setup.dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.53\noptions timeout:30 attempts:1\n").expect("resolv.conf");
+    let ns = setup.ns.name.clone();
+    // Bound inside the namespace, never read: the queries wait in its buffer, unanswered.
+    let silent = in_ns(&ns, || std::net::UdpSocket::bind("127.0.0.53:53").expect("a silent nameserver"));
+    let servers: String = (0..20).map(|i| server(&format!("m{i}"), &format!("master{i}.cluster.test:6443"))).collect();
+    let config = setup.config(&servers);
+    let script = format!("mount --bind {} /etc/resolv.conf && {}", resolv.display(), setup.halo_command(&format!("run -c {}", config.display())));
+    let log = setup.dir.path().join("halo.log");
+    let daemon = Daemon::start(&ns, "unshare", &["--mount", "--propagation", "private", "sh", "-c", &script], log, Vec::new());
+    let threads = || std::fs::read_dir(format!("/proc/{}/task", daemon.child.id())).map_or(0, |d| d.count());
+    let started = wait_for(Duration::from_secs(10), || daemon.log().contains("halo running"));
+    assert!(started.is_some(), "{}", daemon.log());
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(14);
+    while std::time::Instant::now() < deadline {
+        most = most.max(threads());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("halo's threads with 20 names unanswered for 14 s: at most {most}");
+    assert!(daemon.log().contains("no answer within"), "the lookups never timed out: {}", daemon.log());
+    assert!(most < 40, "{most} threads: timed-out lookups pile up");
+    drop(silent);
+}
+
