@@ -193,7 +193,8 @@ fn lookups_a_nameserver_never_answers_hold_a_bounded_number_of_threads() {
     let silent = in_ns(&ns, || std::net::UdpSocket::bind("127.0.0.53:53").expect("a silent nameserver"));
     let servers: String = (0..20).map(|i| server(&format!("m{i}"), &format!("master{i}.cluster.test:6443"))).collect();
     let config = setup.config(&servers);
-    let script = format!("mount --bind {} /etc/resolv.conf && {}", resolv.display(), setup.halo_command(&format!("run -c {}", config.display())));
+    let script =
+        format!("mount --bind {} /etc/resolv.conf && {}", resolv.display(), setup.halo_command(&format!("run -c {}", config.display())));
     let log = setup.dir.path().join("halo.log");
     let daemon = Daemon::start(&ns, "unshare", &["--mount", "--propagation", "private", "sh", "-c", &script], log, Vec::new());
     let threads = || std::fs::read_dir(format!("/proc/{}/task", daemon.child.id())).map_or(0, |d| d.count());
@@ -210,4 +211,3 @@ fn lookups_a_nameserver_never_answers_hold_a_bounded_number_of_threads() {
     assert!(most < 40, "{most} threads: timed-out lookups pile up");
     drop(silent);
 }
-
