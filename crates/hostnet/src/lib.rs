@@ -10,6 +10,7 @@ pub mod gratuitous;
 pub mod guard;
 pub mod netlink;
 pub mod netlink_blocking;
+pub mod run_as;
 mod sys;
 pub mod sysctl;
 pub mod virtual_mac;

@@ -1,8 +1,9 @@
 //! The one place with `unsafe`, for what neither socket2 nor nix offers safely: sending a
 //! link-layer broadcast on an AF_PACKET socket, and binding one to an interface, need a
-//! `sockaddr_ll` (thin, checked wrappers around `sendto(2)` and `bind(2)`), and taking
+//! `sockaddr_ll` (thin, checked wrappers around `sendto(2)` and `bind(2)`), taking
 //! ownership of the descriptors `recvmsg(2)` installed from an SCM_RIGHTS message (nix hands
-//! them over as bare numbers).
+//! them over as bare numbers), and setting a child's groups between fork and exec (the
+//! standard library's hook for it is `unsafe`).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -75,4 +76,28 @@ pub(crate) fn bind_packet(socket: &impl AsRawFd, index: u32, protocol: u16) -> s
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Installs in `command` a hook that, in the child between fork and exec, sets the supplementary
+/// `groups`, then `gid`, then `uid`. (The standard library's uid setting would drop the groups,
+/// and its hooks run after it, when the child no longer may set them.)
+pub(crate) fn drop_privileges_before_exec(
+    command: &mut std::process::Command,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child, where only async-signal-safe calls are allowed:
+    // setgroups(2), setgid(2) and setuid(2) are bare system calls on `groups`, allocated before
+    // the fork and moved into the hook; nothing in it allocates or takes a lock (an error becomes
+    // an io::Error from its errno, without allocating).
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            Ok(())
+        });
+    }
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
+use halo_hostnet::run_as::Credentials;
+
 /// The only environment a command gets; names without a slash are looked up here too.
 pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -63,10 +65,9 @@ pub async fn run_script(argv: &[String], timeout: Duration) -> (bool, String) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
-    if let Some(user) = &user {
-        // As root, setting the uid also drops the supplementary groups (the standard library's
-        // spawn calls setgroups for it).
-        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    if let Some(credentials) = &user {
+        // With every group of the user, as keepalived's script_user (initgroups).
+        credentials.apply(command.as_std_mut());
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -89,9 +90,13 @@ const INTERPRETERS: [&str; 9] = ["sh", "bash", "dash", "zsh", "ksh", "python", "
 /// Whom to run as, and the program's real path (links resolved, checked): the path that runs, so
 /// that nothing can be swapped between the check and the start. A script handed to an
 /// interpreter (`/bin/sh /etc/halo/check.sh`) is checked as well.
-fn prepare(argv: &[String]) -> Result<(PathBuf, Option<nix::unistd::User>), String> {
+fn prepare(argv: &[String]) -> Result<(PathBuf, Option<Credentials>), String> {
     let user = run_as()?;
     let allowed = user.as_ref().map(|u| u.uid.as_raw());
+    let credentials = user
+        .as_ref()
+        .map(|u| Credentials::of(u).map_err(|e| format!("looking up the groups of script_user {}: {e}", u.name)))
+        .transpose()?;
     let (program, args) = argv.split_first().ok_or("empty command")?;
     let real = check_safe(&resolve(program)?, allowed)?;
     // python3.11 is python: version digits aside.
@@ -100,7 +105,7 @@ fn prepare(argv: &[String]) -> Result<(PathBuf, Option<nix::unistd::User>), Stri
     if interpreter && let Some(script) = args.iter().find(|a| !a.starts_with('-')).map(Path::new).filter(|a| a.is_file()) {
         check_safe(script, allowed)?;
     }
-    Ok((real, user))
+    Ok((real, credentials))
 }
 
 /// Kills a timed-out command's whole process group (a shell's children too) and reaps it.
