@@ -171,6 +171,53 @@ fn status_on_a_unix_socket() {
     assert!(frames.matches("frontend api").count() >= 2, "at least two frames in 2.5 s: {frames}");
 }
 
+/// The status socket is root's from the moment it exists: a daemon started with umask 000 and
+/// made to wait right after the bind (a test hook) shows it with mode 0600 already. (It was
+/// chmod'ed after the bind: in between, anyone could connect.)
+#[test]
+fn the_status_socket_is_never_open_to_others() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if !cfg!(feature = "test-hooks") {
+        let why = "built without the test-hooks feature (scripts/test.sh builds with --features halo/test-hooks)";
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "cannot run under CI: {why}");
+        eprintln!("SKIP the_status_socket_is_never_open_to_others: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (status, front, server) = (free(), free(), backend());
+    let socket = dir.path().join("status.sock");
+    let file = dir.path().join("halo.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[status]\nlisten = \"{status}\"\nsocket = \"{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"1s\"\n[[backend.server]]\nname = \"master01\"\naddress = \"{server}\"\n",
+            socket.display()
+        ),
+    )
+    .expect("config");
+    let script = format!("umask 000 && exec {} run -c {}", env!("CARGO_BIN_EXE_halo"), file.display());
+    let _daemon = Daemon(
+        Command::new("sh")
+            .args(["-c", &script])
+            .env("HALO_TEST_STALL_AFTER_STATUS_BIND", "1")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("halo run"),
+    );
+    let start = Instant::now();
+    let mode = loop {
+        assert!(start.elapsed() < Duration::from_secs(10), "the socket never appeared");
+        if let Ok(meta) = std::fs::symlink_metadata(&socket)
+            && meta.file_type().is_socket()
+        {
+            break meta.permissions().mode() & 0o777;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(mode, 0o600, "the socket was there with mode {mode:o}");
+}
+
 /// A daemon with one small frontend (files in `dir`) that tells `notify_socket` what it does.
 fn run_with_notify(dir: &std::path::Path, notify_socket: &str) -> Daemon {
     let (status, front, server) = (free(), free(), backend());

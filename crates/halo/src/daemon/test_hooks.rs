@@ -58,3 +58,18 @@ pub fn refresh_may_fail(address: std::net::IpAddr) -> halo_hostnet::Result<()> {
 pub fn refresh_may_fail(_address: std::net::IpAddr) -> halo_hostnet::Result<()> {
     Ok(())
 }
+
+/// The status endpoint's unix socket has just been bound at its path: with
+/// `HALO_TEST_STALL_AFTER_STATUS_BIND` set, the daemon waits two seconds here, to prove that the
+/// socket is never there with a mode that lets others in.
+#[cfg(feature = "test-hooks")]
+pub fn status_socket_bound() {
+    if std::env::var_os("HALO_TEST_STALL_AFTER_STATUS_BIND").is_some() {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Without the `test-hooks` feature: nothing.
+#[cfg(not(feature = "test-hooks"))]
+pub fn status_socket_bound() {}
+

@@ -227,6 +227,7 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
     }
     let listener =
         tokio::net::UnixListener::bind(path).with_context(|| format!("cannot listen on {} for the status endpoint", path.display()))?;
+    crate::daemon::test_hooks::status_socket_bound();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     Ok(listener)
