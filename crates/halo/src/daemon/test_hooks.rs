@@ -72,4 +72,3 @@ pub fn status_socket_bound() {
 /// Without the `test-hooks` feature: nothing.
 #[cfg(not(feature = "test-hooks"))]
 pub fn status_socket_bound() {}
-

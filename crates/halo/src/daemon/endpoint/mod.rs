@@ -216,7 +216,6 @@ where
 /// Binds the unix socket, replacing a stale one left by a crashed daemon, readable by root only.
 pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
     use anyhow::Context;
-    use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -225,12 +224,26 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
     }
-    let listener =
-        tokio::net::UnixListener::bind(path).with_context(|| format!("cannot listen on {} for the status endpoint", path.display()))?;
+    let listener = bind_private(path).with_context(|| format!("cannot listen on {} for the status endpoint", path.display()))?;
     crate::daemon::test_hooks::status_socket_bound();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", path.display()))?;
-    Ok(listener)
+    listener.set_nonblocking(true).context("the status endpoint's unix socket")?;
+    tokio::net::UnixListener::from_std(listener).context("the status endpoint's unix socket")
+}
+
+/// Binds a unix socket at `path` with mode 0600 from its creation: on a thread of its own whose
+/// umask, unshared from the process's, lets nobody but the owner in. (A chmod after the bind
+/// leaves a moment in which anyone may connect; the process's umask is everyone's.)
+fn bind_private(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+                std::os::unix::net::UnixListener::bind(path)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread binding the socket panicked")))
+    })
 }
 
 /// Binds the endpoint's address.
