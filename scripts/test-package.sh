@@ -38,7 +38,7 @@ grep -q '_halo()' /usr/share/bash-completion/completions/halo || fail "bash comp
 # The faults the tests inject (feature test-hooks) are not in the product: the packaged binary
 # holds none of their variables' names, while the tests' own build (HOOKED_BINARY, which
 # scripts/test.sh names) does, else this grep would prove nothing.
-for hook in HALO_TEST_PANIC_INSTANCE HALO_TEST_UPGRADE_KILLED_AT HALO_TEST_UPGRADE_STALLED_AT HALO_TEST_VIP_REFRESH_FAILS; do
+for hook in HALO_TEST_PANIC_INSTANCE HALO_TEST_UPGRADE_KILLED_AT HALO_TEST_UPGRADE_STALLED_AT HALO_TEST_VIP_REFRESH_FAILS HALO_TEST_STALL_AFTER_STATUS_BIND; do
   grep -qaF "$hook" /usr/bin/halo && fail "the packaged binary carries the test hook $hook"
   if [ -n "${HOOKED_BINARY:-}" ]; then
     grep -qaF "$hook" "$HOOKED_BINARY" || fail "the tests' binary $HOOKED_BINARY lacks $hook: the check above proves nothing"
