@@ -143,10 +143,19 @@ halo_vrrp_toml() {
   printf 'virtual_addresses = ["192.0.2.170/24"]\n'
 }
 
-# halo_frontend_toml NAME BIND: halo's [[frontend]] NAME listening on BIND for the backend NAME.
-# No first-byte wait: the probes' servers speak first (greetings, bulk), and haproxy, the
-# baseline, connects to a server at once too.
-halo_frontend_toml() { printf '[[frontend]]\nname = "%s"\nbind = ["%s"]\nbackend = "%s"\nfirst_byte_timeout = "0s"\n' "$1" "$2" "$1"; }
+# halo_frontend_toml [--default-first-byte] NAME BIND [LINE...]: halo's [[frontend]] NAME listening
+# on BIND for the backend NAME, the LINEs (e.g. 'max_connections = 100') added. No first-byte
+# wait: the probes' servers speak first (greetings, bulk), and haproxy, the baseline, connects to
+# a server at once too; with --default-first-byte the key is left out, so halo's default holds
+# (a client silent for 5 s is closed unserved).
+halo_frontend_toml() {
+  local first_byte=yes
+  if [ "$1" = --default-first-byte ]; then first_byte=""; shift; fi
+  printf '[[frontend]]\nname = "%s"\nbind = ["%s"]\nbackend = "%s"\n' "$1" "$2" "$1"
+  [ -z "$first_byte" ] || printf 'first_byte_timeout = "0s"\n'
+  shift 2
+  [ $# -eq 0 ] || printf '%s\n' "$@"
+}
 
 # halo_backend_toml [--drain-timeout DURATION] NAME HEALTH SERVER...: halo's [[backend]] NAME,
 # health-checked over TCP with the HEALTH lines added ("" for none), and one [[backend.server]]
@@ -167,16 +176,18 @@ halo_backend_toml() {
 # shellcheck disable=SC2034 # read by the scripts that source this file
 QUICK_HEALTH=$'interval = "200ms"\nfast_interval = "100ms"\ntimeout = "200ms"\nfall = 2'
 
-# haproxy_api_cfg [--stats-socket PATH] [--defaults-maxconn] MAXCONN CHECK SERVER...: haproxy's TCP
-# frontend api on *:8443 for backend api with servers m1, m2, ... at the SERVER addresses, each
-# `check` followed by CHECK ("" for nothing); MAXCONN in defaults too when asked, and a stats socket
+# haproxy_api_cfg [--stats-socket PATH] [--defaults-maxconn] [--frontend-maxconn N] MAXCONN CHECK
+# SERVER...: haproxy's TCP frontend api on *:8443 for backend api with servers m1, m2, ... at the
+# SERVER addresses, each `check` followed by CHECK ("" for nothing); MAXCONN in defaults too when
+# asked, N as the frontend's own cap (and so its listen backlog) when given, and a stats socket
 # that hands the listeners over (-x) when given.
 haproxy_api_cfg() {
-  local stats="" defaults_maxconn=""
+  local stats="" defaults_maxconn="" frontend_maxconn=""
   while :; do
     case $1 in
       --stats-socket) stats=$2; shift 2 ;;
       --defaults-maxconn) defaults_maxconn=yes; shift ;;
+      --frontend-maxconn) frontend_maxconn=$2; shift 2 ;;
       *) break ;;
     esac
   done
@@ -186,7 +197,9 @@ haproxy_api_cfg() {
   [ -z "$stats" ] || printf '    stats socket %s mode 600 level admin expose-fd listeners\n' "$stats"
   printf 'defaults\n'
   [ -z "$defaults_maxconn" ] || printf '    maxconn %s\n' "$maxconn"
-  printf '    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n    default_backend api\nbackend api\n'
+  printf '    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\nfrontend api\n    bind *:8443\n'
+  [ -z "$frontend_maxconn" ] || printf '    maxconn %s\n' "$frontend_maxconn"
+  printf '    default_backend api\nbackend api\n'
   for server in "$@"; do
     i=$((i + 1))
     printf '    server m%s %s check%s\n' "$i" "$server" "${check:+ $check}"
