@@ -814,7 +814,9 @@ fn a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_fil
         std::fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|p| {
             *p != first
                 && alive(*p)
-                && std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("--upgrade-handover"))
+                // This test's own: another test's upgraded daemon runs with the same flag.
+                && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.contains("--upgrade-handover") && c.contains(&*config.to_string_lossy()))
         })
     };
     assert!(wait_until(Duration::from_secs(15), || late().is_none()), "the late process runs on:\n{}", daemon.log());

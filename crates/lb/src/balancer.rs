@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::LbError;
 use crate::connlog::ConnectionLog;
+use crate::established::{Established, Handover};
 use crate::probe::local_error;
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
 
@@ -84,6 +85,8 @@ pub struct Balancer {
     inherited: Vec<(SocketAddr, std::net::TcpListener)>,
     /// Accept loops accept only while this is true (false until a new process takes over).
     accepting: watch::Receiver<bool>,
+    /// Pauses the relays for an upgrade and keeps what they hand over.
+    handover: Arc<Handover>,
 }
 
 /// What a balancer that takes over from a running one starts with (`halo upgrade`).
@@ -120,6 +123,7 @@ impl Balancer {
             connection_log: Arc::new(ConnectionLog::new(config.log.connections)),
             inherited: pool,
             accepting: inherited.accepting,
+            handover: Arc::new(Handover::new()),
         };
         balancer.reload(config)?;
         for (address, _) in std::mem::take(&mut balancer.inherited) {
@@ -227,7 +231,11 @@ impl Balancer {
                     existing.update(f, backend);
                     frontends.push(Arc::clone(existing));
                 }
-                None => frontends.push(Arc::new(FrontendRuntime::new(f, backend, Arc::clone(&self.connection_log)))),
+                None => frontends.push(Arc::new(FrontendRuntime::new(
+                    f,
+                    backend,
+                    (Arc::clone(&self.connection_log), Arc::clone(&self.handover)),
+                ))),
             }
         }
         frontends
@@ -278,6 +286,28 @@ impl Balancer {
         }
     }
 
+    /// Asks every established connection to pause where halo holds none of its bytes (`halo
+    /// upgrade`): each one that does is kept for [`Balancer::take_paused`]. Connections accepted
+    /// but not relaying yet pause as soon as they relay.
+    pub fn pause_connections(&self) {
+        self.handover.ask();
+    }
+
+    /// The connections paused since the last call, their sockets and what is known of them.
+    pub fn take_paused(&self) -> Vec<Established> {
+        self.handover.take()
+    }
+
+    /// Connections open now (accepted, not yet ended or handed over).
+    pub fn open_connections(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// What adopts the connections the process this one replaces hands over.
+    pub fn adopter(&self) -> Adopter {
+        Adopter { frontends: self.frontends.clone(), in_flight: Arc::clone(&self.in_flight) }
+    }
+
     /// After shutdown: waits for the accept loops and checks, then up to `drain` for open
     /// connections; returns how many were still open.
     pub async fn drain(mut self, drain: Duration) -> u64 {
@@ -300,6 +330,33 @@ async fn report_connection_log_losses(log: Arc<ConnectionLog>, mut shutdown: wat
             () = tokio::time::sleep(Duration::from_secs(1)) => log.tick(),
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Adopts connections handed over by the process this one replaces (`halo upgrade`): each is
+/// relayed on by its frontend (by name; the first frontend when the new configuration has
+/// no frontend of that name), counted as open.
+#[derive(Clone)]
+pub struct Adopter {
+    frontends: Vec<Arc<FrontendRuntime>>,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Adopter {
+    /// Relays `established` on, from a task of the current runtime.
+    pub fn adopt(&self, established: Established) {
+        let Some(frontend) = self.frontends.iter().find(|f| f.name == established.frontend).or(self.frontends.first()).cloned() else {
+            tracing::warn!(frontend = %established.frontend, "a connection handed over has no frontend here: closed");
+            return;
+        };
+        frontend.stats.current.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = Arc::clone(&self.in_flight);
+        tokio::spawn(async move {
+            frontend.adopt(established).await;
+            frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

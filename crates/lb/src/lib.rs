@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod connlog;
+pub mod established;
 pub mod handover;
 pub mod health;
 mod lock;
@@ -17,7 +18,7 @@ pub mod server;
 mod slots;
 pub mod tls;
 
-pub use balancer::{Balancer, Changes, Inherited};
+pub use balancer::{Adopter, Balancer, Changes, Inherited};
 pub use handover::ServerHealth;
 
 /// Why the balancer could not start.

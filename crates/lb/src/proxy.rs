@@ -12,6 +12,11 @@
 //! other side cannot take at once is copied into an allocation); 10 000 idle connections cost
 //! sockets only. When splice is refused (EINVAL on an
 //! unusual socket), the direction copies through the buffer instead.
+//!
+//! A relay can be paused (`halo upgrade` hands its sockets to the new process): each direction
+//! stops where it waits for its side to become readable, the one point where halo holds none of
+//! its bytes (what was read has been written; a pipe has been emptied); bytes that arrive later
+//! wait in the kernel for whoever relays next.
 
 use std::io;
 use std::net::Shutdown;
@@ -25,6 +30,7 @@ use nix::sys::socket::MsgFlags;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 /// Bytes moved per splice(2) call.
 const CHUNK: usize = 64 * 1024;
@@ -70,6 +76,20 @@ pub enum Ended {
     Idle,
     /// A side failed (reset, write error): both were closed.
     Error,
+    /// Paused at a point where halo holds none of its bytes: the sockets may be handed over.
+    Paused,
+}
+
+/// Whether relays are asked to pause (`halo upgrade`); a relay whose sender is gone runs on.
+pub type Pause = watch::Receiver<bool>;
+
+/// What a direction's pump came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pumped {
+    /// Its side's FIN was passed on.
+    Finished,
+    /// Paused, holding nothing.
+    Paused,
 }
 
 /// What a relay did: how it ended and the bytes it moved each way.
@@ -83,15 +103,15 @@ pub struct Relayed {
     pub down: u64,
 }
 
-/// Relays until both directions are done, one fails, or nothing moves for `idle`. Bytes are
-/// added to `upstream` (client to server) and `downstream` as they pass.
+/// Relays until both directions are done, one fails, nothing moves for `idle`, or `pause` asks
+/// it to stop (then both directions have reached a point where halo holds none of their bytes).
+/// Bytes are added to `upstream` (client to server) and `downstream` as they pass.
 pub async fn relay(
-    client: TcpStream,
-    server: TcpStream,
+    (client, server): (&TcpStream, &TcpStream),
     idle: Duration,
-    upstream: &AtomicU64,
-    downstream: &AtomicU64,
+    (upstream, downstream): (&AtomicU64, &AtomicU64),
     mode: Mode,
+    pause: &Pause,
 ) -> Relayed {
     let start = Instant::now();
     let last = AtomicU64::new(0);
@@ -99,7 +119,10 @@ pub async fn relay(
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let (up_count, down_count) = (Count { shared: upstream, own: &up }, Count { shared: downstream, own: &down });
     let both = async {
-        tokio::try_join!(pump(&client, &server, &up_count, &activity, mode), pump(&server, &client, &down_count, &activity, mode))
+        tokio::try_join!(
+            pump((client, server), &up_count, &activity, mode, pause.clone()),
+            pump((server, client), &down_count, &activity, mode, pause.clone())
+        )
     };
     let watchdog = async {
         loop {
@@ -111,7 +134,11 @@ pub async fn relay(
         }
     };
     let ended = tokio::select! {
-        result = both => if result.is_ok() { Ended::Closed } else { Ended::Error },
+        result = both => match result {
+            Ok((Pumped::Finished, Pumped::Finished)) => Ended::Closed,
+            Ok(_) => Ended::Paused,
+            Err(_) => Ended::Error,
+        },
         () = watchdog => Ended::Idle,
     };
     Relayed { ended, up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed) }
@@ -142,12 +169,30 @@ impl Activity<'_> {
     }
 }
 
-async fn pump(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &Activity<'_>, mode: Mode) -> io::Result<()> {
+/// Waits until a pause is asked for (never, once nobody can ask).
+async fn paused(pause: &mut Pause) {
+    if pause.wait_for(|p| *p).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn pump(
+    (from, to): (&TcpStream, &TcpStream),
+    counter: &Count<'_>,
+    activity: &Activity<'_>,
+    mode: Mode,
+    mut pause: Pause,
+) -> io::Result<Pumped> {
     let mut splice_works = mode == Mode::Splice;
     loop {
-        from.readable().await?;
+        // The one point where this direction holds no byte: a pause is taken here, first.
+        tokio::select! {
+            biased;
+            () = paused(&mut pause) => return Ok(Pumped::Paused),
+            readable = from.readable() => readable?,
+        }
         let (n, unwritten) = match pass_through_buffer(from, to) {
-            Ok(Passed { read: 0, .. }) => return pass_fin(to),
+            Ok(Passed { read: 0, .. }) => return pass_fin(to).map(|()| Pumped::Finished),
             Ok(passed) => (passed.read, passed.unwritten),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -167,7 +212,7 @@ async fn pump(from: &TcpStream, to: &TcpStream, counter: &Count<'_>, activity: &
                     tracing::debug!("splice refused; copying");
                     splice_works = false;
                 }
-                Ok(Drained::Fin) => return pass_fin(to),
+                Ok(Drained::Fin) => return pass_fin(to).map(|()| Pumped::Finished),
                 Ok(Drained::Empty) => {}
                 Err(e) => return Err(e),
             }

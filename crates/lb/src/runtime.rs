@@ -17,9 +17,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::LbError;
 use crate::connlog::{ConnectionLog, Outcome, Record};
+use crate::established::{Connection, Handover};
 use crate::lock::lock;
 use crate::probe::{Failure, probe, short};
-use crate::proxy::{Ended, Mode, relay};
 use crate::select::{Candidate, pick};
 pub use crate::server::{CHECK_LATENCY_BUCKETS, ServerRuntime, ServerStats};
 use crate::slots::{Slot, Slots};
@@ -266,7 +266,7 @@ pub struct FrontendRuntime {
     pub name: String,
     settings: RwLock<Frontend>,
     backend: RwLock<Arc<BackendRuntime>>,
-    slots: Slots,
+    pub(crate) slots: Slots,
     /// Places of accepted connections that are not served yet (waiting for their first byte,
     /// then for a slot), as many as slots: the accept loop takes one before it accepts, so a
     /// flood waits in the kernel's backlog instead of holding halo's descriptors.
@@ -276,13 +276,16 @@ pub struct FrontendRuntime {
     /// Counters.
     pub stats: FrontendStats,
     /// The connection log (shared by all frontends).
-    log: Arc<ConnectionLog>,
+    pub(crate) log: Arc<ConnectionLog>,
+    /// Pausing relays for an upgrade (shared by all frontends).
+    pub(crate) handover: Arc<Handover>,
 }
 
 impl FrontendRuntime {
-    pub(crate) fn new(config: &Frontend, backend: Arc<BackendRuntime>, log: Arc<ConnectionLog>) -> Self {
+    pub(crate) fn new(config: &Frontend, backend: Arc<BackendRuntime>, (log, handover): (Arc<ConnectionLog>, Arc<Handover>)) -> Self {
         Self {
             log,
+            handover,
             name: config.name.clone(),
             settings: RwLock::new(config.clone()),
             backend: RwLock::new(backend),
@@ -356,56 +359,9 @@ impl FrontendRuntime {
                 return;
             }
         }
-        server.stats.current.fetch_add(1, Ordering::Relaxed);
         server.stats.total.fetch_add(1, Ordering::Relaxed);
-        let mut retired = server.retired.subscribe();
-        let drain = backend.config.drain_timeout;
-        let relaying = relay(client, upstream, backend.config.idle_timeout, &server.stats.bytes_up, &server.stats.bytes_down, Mode::Splice);
-        let relayed = tokio::select! {
-            relayed = relaying => Some(relayed),
-            () = async {
-                if retired.wait_for(|r| *r).await.is_ok() {
-                    tokio::time::sleep(drain).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            } => None,
-        };
-        server.stats.current.fetch_sub(1, Ordering::Relaxed);
-        let (outcome, up, down) = match &relayed {
-            Some(r) => (
-                match r.ended {
-                    Ended::Closed => Outcome::Closed,
-                    Ended::Idle => Outcome::Idle,
-                    Ended::Error => Outcome::Error,
-                },
-                r.up,
-                r.down,
-            ),
-            None => (Outcome::Drained, 0, 0),
-        };
-        match outcome {
-            Outcome::Idle => tracing::debug!(frontend = %self.name, server = %server.config.name, "closed after the idle timeout"),
-            Outcome::Drained => {
-                tracing::debug!(frontend = %self.name, server = %server.config.name, "closed: removed server's drain timeout")
-            }
-            _ => {}
-        }
-        drop(slot);
-        if self.log.enabled() {
-            self.log.write(&Record {
-                client: peer,
-                frontend: &self.name,
-                backend: &backend.config.name,
-                server: Some((&server.config.name, address)),
-                queued,
-                connecting,
-                total: accepted.elapsed(),
-                bytes_up: up,
-                bytes_down: down,
-                outcome,
-            });
-        }
+        let connection = Connection { client, upstream, server: Some(server), address, peer, accepted, queued, connecting, before: (0, 0) };
+        self.carry(&backend, connection, Some(slot)).await;
     }
 
     /// What a connection needs before a server connection is spent on it: a server that can take

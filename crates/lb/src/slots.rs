@@ -63,6 +63,13 @@ impl Slots {
         Some(Slot { permit: Some(permit), owed: Arc::clone(&self.owed) })
     }
 
+    /// A slot if one is free now, for a connection adopted from the process this one replaced
+    /// (never refused: `None` serves it over the cap).
+    pub(crate) fn adopt(&self) -> Option<Slot> {
+        let permit = Arc::clone(&self.free).try_acquire_owned().ok()?;
+        Some(Slot { permit: Some(permit), owed: Arc::clone(&self.owed) })
+    }
+
     /// Moves the cap from `before` to `after`; how many slots in use are owed (0 when the free
     /// ones were enough).
     pub(crate) fn resize(&self, before: usize, after: usize) -> usize {

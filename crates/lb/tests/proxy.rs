@@ -5,9 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use halo_lb::proxy::{Ended, Mode, relay};
+use halo_lb::proxy::{Ended, Mode, Pause, relay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// No pause is ever asked for.
+fn never() -> Pause {
+    tokio::sync::watch::channel(false).1
+}
 
 /// Two connected pairs: (client, proxy's client side) and (proxy's server side, server).
 async fn pairs() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
@@ -27,7 +32,7 @@ async fn both_ways(mode: Mode) {
     let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (u, d) = (Arc::clone(&up), Arc::clone(&down));
-    let relay = tokio::spawn(async move { relay(proxy_client, proxy_server, Duration::from_secs(30), &u, &d, mode).await });
+    let relay = tokio::spawn(async move { relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&u, &d), mode, &never()).await });
     let (to_server, to_client) = (pattern(1, LEN), pattern(2, LEN));
     let (a, b) = (to_server.clone(), to_client.clone());
     let client_side = tokio::spawn(async move {
@@ -65,6 +70,67 @@ async fn both_ways(mode: Mode) {
     assert_eq!(down.load(std::sync::atomic::Ordering::Relaxed), LEN as u64);
 }
 
+/// 32 MB each way, the relay paused once a megabyte has gone up (as for an upgrade) and a second relay started on
+/// the same sockets (as the new process does): every byte arrives once, in order, and the two
+/// relays' counts add up to all of them.
+async fn paused_midway(mode: Mode) {
+    const LEN: usize = 32 << 20;
+    let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
+    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (u, d) = (Arc::clone(&up), Arc::clone(&down));
+    let (ask, pause) = tokio::sync::watch::channel(false);
+    let relays = tokio::spawn(async move {
+        let first = relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&u, &d), mode, &pause).await;
+        let second = relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&u, &d), mode, &never()).await;
+        (first, second)
+    });
+    let (to_server, to_client) = (pattern(3, LEN), pattern(4, LEN));
+    let (a, b) = (to_server.clone(), to_client.clone());
+    let ends = [(client_end(&mut client, a)), (client_end(&mut server, b))];
+    // Paused once a megabyte has gone up: mid-stream, whatever the machine's speed.
+    let pausing = async {
+        while up.load(std::sync::atomic::Ordering::Relaxed) < 1 << 20 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        ask.send_replace(true);
+    };
+    let ([at_client, at_server], ()) = tokio::join!(futures_join(ends), pausing);
+    assert!(at_server == to_server, "{mode:?}: server got other bytes across the pause");
+    assert!(at_client == to_client, "{mode:?}: client got other bytes across the pause");
+    let (first, second) = relays.await.expect("relays");
+    assert_eq!(first.ended, Ended::Paused, "{mode:?}: the pause came after the end: nothing was tested");
+    assert_eq!(second.ended, Ended::Closed);
+    assert_eq!((first.up + second.up, first.down + second.down), (LEN as u64, LEN as u64));
+}
+
+/// One end of a stream: sends `bytes` then FIN, and reads everything until the other's FIN.
+async fn client_end(stream: &mut TcpStream, bytes: Vec<u8>) -> Vec<u8> {
+    let (mut r, mut w) = stream.split();
+    let send = async {
+        w.write_all(&bytes).await.expect("write");
+        w.shutdown().await.expect("FIN");
+    };
+    let mut got = Vec::new();
+    let ((), received) = tokio::join!(send, r.read_to_end(&mut got));
+    received.expect("read");
+    got
+}
+
+async fn futures_join<F: std::future::Future<Output = Vec<u8>>>([a, b]: [F; 2]) -> [Vec<u8>; 2] {
+    let (a, b) = tokio::join!(a, b);
+    [a, b]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_paused_midway_hands_over_every_byte_splice() {
+    paused_midway(Mode::Splice).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_paused_midway_hands_over_every_byte_copy() {
+    paused_midway(Mode::Copy).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splice_moves_bytes_both_ways_and_passes_fin() {
     both_ways(Mode::Splice).await;
@@ -81,13 +147,16 @@ async fn idle_connections_are_closed_after_the_timeout() {
         let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
         let counters = (AtomicU64::new(0), AtomicU64::new(0));
         let started = std::time::Instant::now();
-        let relaying = relay(proxy_client, proxy_server, Duration::from_millis(300), &counters.0, &counters.1, mode);
+        let pause = never();
+        let relaying = relay((&proxy_client, &proxy_server), Duration::from_millis(300), (&counters.0, &counters.1), mode, &pause);
         let traffic = async {
             client.write_all(b"ping").await.expect("write");
             let mut four = [0u8; 4];
             server.read_exact(&mut four).await.expect("read");
         };
         let (ended, ()) = tokio::join!(relaying, traffic);
+        // The relay's owner closes both sockets once it returns.
+        drop((proxy_client, proxy_server));
         assert_eq!(ended.ended, Ended::Idle, "{mode:?}");
         assert!(started.elapsed() >= Duration::from_millis(300), "{mode:?}: {:?}", started.elapsed());
         let mut rest = Vec::new();
@@ -105,10 +174,12 @@ async fn a_reset_ends_both_sides() {
         drop(client);
         let ended = tokio::time::timeout(
             Duration::from_secs(5),
-            relay(proxy_client, proxy_server, Duration::from_secs(30), &counters.0, &counters.1, mode),
+            relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&counters.0, &counters.1), mode, &never()),
         )
         .await
         .expect("no hang");
+        // The relay's owner closes both sockets once it returns.
+        drop((proxy_client, proxy_server));
         assert_eq!(ended.ended, Ended::Error, "{mode:?}");
         // The server side is closed too (EOF or reset, either is fine), not left hanging.
         let mut rest = Vec::new();
@@ -127,7 +198,8 @@ async fn small_messages_and_a_message_with_its_fin_all_arrive() {
     for mode in [Mode::Splice, Mode::Copy] {
         let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
         let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let relay = tokio::spawn(async move { relay(proxy_client, proxy_server, Duration::from_secs(30), &up, &down, mode).await });
+        let relay =
+            tokio::spawn(async move { relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&up, &down), mode, &never()).await });
         let echo = tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             let mut total = 0;

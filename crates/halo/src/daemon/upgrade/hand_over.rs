@@ -11,7 +11,7 @@ use halo_config::{Config, LogFormat};
 use tokio::sync::oneshot;
 
 use super::message::{Channel, ChannelError, Message, Offer, PROTOCOL, ServerHealthJson};
-use super::{READY_WITHIN, SERVING_WITHIN, STEP_WITHIN, adoption};
+use super::{READY_WITHIN, SERVING_WITHIN, STEP_WITHIN, adoption, connections};
 use crate::daemon::vrrp_driver::{Adoption, Frozen, Start};
 use crate::daemon::{Daemon, Signals, generation, process};
 
@@ -233,6 +233,9 @@ pub(crate) async fn release(mut daemon: Daemon, handed: Box<HandedOver>, signals
     process::hand_over_to(successor);
     pid.disown();
     status.set_upgrade(true, format!("handed over to pid {successor}"));
+    let sent = connections::send(&balancer, &channel).await;
+    let left = balancer.open_connections();
+    tracing::info!(handed = sent.handed, lost = sent.lost, left, "upgrade: established connections handed over");
     drain(&config, balancer, signals).await;
     tracing::info!(successor, "halo handed over and drained");
     // The socket closes as this process exits: the new one stops showing it as previous.

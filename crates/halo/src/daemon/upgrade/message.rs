@@ -42,8 +42,16 @@ pub enum Message {
     /// the new process end before it says `serving`.
     Released {},
     /// New → running: it serves alone (its guard engaged, every instance and announcement
-    /// started): the running daemon stops accepting, tells systemd, drains and exits.
+    /// started): the running daemon stops accepting, tells systemd, hands its established
+    /// connections over, drains what it could not hand over and exits.
     Serving {},
+    /// Running → new, after `serving`, as many as it takes: established connections, paused
+    /// where halo holds none of their bytes; each one's client socket, then its server socket,
+    /// attached in order.
+    Connections {
+        /// What is known of each.
+        connections: Vec<ConnectionJson>,
+    },
     /// Either way: giving up, and why.
     Failed {
         /// Why.
@@ -61,6 +69,7 @@ impl Message {
             Message::Committed { .. } => "committed",
             Message::Released {} => "released",
             Message::Serving {} => "serving",
+            Message::Connections { .. } => "connections",
             Message::Failed { .. } => "failed",
         }
     }
@@ -90,6 +99,61 @@ impl Offer {
     /// How many descriptors come with it.
     pub fn descriptors(&self) -> usize {
         self.listeners.len() + 1 + usize::from(self.status_unix)
+    }
+}
+
+/// An established connection handed over, as [`halo_lb::established::Established`] without its
+/// sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionJson {
+    /// Its frontend, backend and server, by name.
+    pub frontend: String,
+    /// Its backend.
+    pub backend: String,
+    /// Its server.
+    pub server: String,
+    /// The server's address.
+    pub server_address: SocketAddr,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Milliseconds since it was accepted.
+    pub age_ms: u64,
+    /// Bytes relayed so far, client to server.
+    pub bytes_up: u64,
+    /// Bytes relayed so far, server to client.
+    pub bytes_down: u64,
+}
+
+impl ConnectionJson {
+    /// What is known of `e`.
+    pub fn of(e: &halo_lb::established::Established) -> Self {
+        Self {
+            frontend: e.frontend.clone(),
+            backend: e.backend.clone(),
+            server: e.server_name.clone(),
+            server_address: e.server_address,
+            client: e.peer,
+            age_ms: u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
+            bytes_up: e.bytes_up,
+            bytes_down: e.bytes_down,
+        }
+    }
+
+    /// The connection again, with its two sockets.
+    pub fn with_sockets(self, client: std::os::fd::OwnedFd, server: std::os::fd::OwnedFd) -> halo_lb::established::Established {
+        halo_lb::established::Established {
+            client: std::net::TcpStream::from(client),
+            server: std::net::TcpStream::from(server),
+            frontend: self.frontend,
+            backend: self.backend,
+            server_name: self.server,
+            server_address: self.server_address,
+            peer: self.client,
+            age: std::time::Duration::from_millis(self.age_ms),
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+        }
     }
 }
 
@@ -271,6 +335,7 @@ impl Channel {
         let message: Message = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Broken(e.to_string()))?;
         let announced = match &message {
             Message::Offer(offer) => offer.descriptors(),
+            Message::Connections { connections } => 2 * connections.len(),
             _ => 0,
         };
         if fds.len() != announced {

@@ -35,8 +35,10 @@
 //! 6. **serving** (new → running), then writes the pid file (only now: a failed upgrade never
 //!    leaves it naming the new process, nor `halo upgrade` taking it for the daemon) and shows
 //!    the old one as `previous` in its status until the socket closes. The old one stops
-//!    accepting, tells systemd `MAINPID=` of the new process, drains its connections up to
-//!    `drain_timeout` and exits 0. Should the new process end (or fall silent for
+//!    accepting, tells systemd `MAINPID=` of the new process, and sends its established
+//!    connections (**connections**, [`connections`]): each paused where halo holds none of its
+//!    bytes, both sockets attached; the new process relays on. It drains what could not pause up
+//!    to `drain_timeout` and exits 0. Should the new process end (or fall silent for
 //!    [`SERVING_WITHIN`]: it is killed) between the commit and `serving`, the old one resumes
 //!    instead of exiting: it never stopped accepting, it restarts the adopted instances from the
 //!    state it handed over (a master whose state went stale meanwhile re-enters the protocol),
@@ -48,6 +50,7 @@
 //! (systemd restarts it); the old one has begun to drain by then.
 
 pub mod adoption;
+mod connections;
 mod hand_over;
 pub mod message;
 mod take_over;

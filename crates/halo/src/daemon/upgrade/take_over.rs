@@ -242,7 +242,7 @@ async fn commit(
     // Only now: until the old process stops waiting for it, `halo upgrade` must not take this one
     // for the daemon (and an upgrade it resumed from must not leave the pid file naming it).
     let pid = PidFile::write(pid_file);
-    watch_previous(Arc::clone(channel), Arc::clone(&parts.status), offer.pid);
+    watch_previous(Arc::clone(channel), Arc::clone(&parts.status), offer.pid, parts.balancer.adopter());
     tracing::info!(from = offer.pid, version = %crate::daemon::generation::version(), adopted = adopt.len(), "halo running (upgraded)");
     Ok(Daemon {
         path: path.to_path_buf(),
@@ -301,16 +301,28 @@ async fn abandon(instances: &mut Instances, adopt: &[String]) {
     }
 }
 
-/// Shows the old process as `previous` until the handover socket closes (it exited).
-fn watch_previous(channel: Arc<Channel>, status: Arc<state::Shared>, pid: u32) {
+/// Relays on the connections the old process hands over, and shows it as `previous` until the
+/// handover socket closes (it exited).
+fn watch_previous(channel: Arc<Channel>, status: Arc<state::Shared>, pid: u32, adopter: halo_lb::Adopter) {
+    let runtime = tokio::runtime::Handle::current();
     let watched = std::thread::Builder::new().name("upgrade-previous".to_string()).spawn(move || {
-        while let Ok((message, _)) = channel.receive("nothing", None) {
-            tracing::debug!(kind = message.kind(), "upgrade: the old process said more");
+        let _in_runtime = runtime.enter();
+        let mut adopted = 0;
+        loop {
+            match channel.receive("connections", None) {
+                Ok((Message::Connections { connections }, fds)) => adopted += super::connections::adopt(&adopter, connections, fds),
+                Ok((other, _)) => tracing::debug!(kind = other.kind(), "upgrade: the old process said more"),
+                Err(ChannelError::Closed) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "upgrade: the old process's socket failed");
+                    break;
+                }
+            }
         }
         status.set_previous(None);
-        tracing::info!(pid, "upgrade: the old process has exited");
+        tracing::info!(pid, adopted, "upgrade: the old process has exited");
     });
     if let Err(e) = watched {
-        tracing::warn!(error = %e, "cannot watch the old process: the status shows it until halo restarts");
+        tracing::warn!(error = %e, "cannot watch the old process: the status shows it until halo restarts, and its connections stay with it");
     }
 }

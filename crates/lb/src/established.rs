@@ -1,0 +1,229 @@
+//! An established connection (a server chosen, both sockets open): relayed until it ends, then
+//! logged; or, when `halo upgrade` asks, paused where halo holds none of its bytes and handed to
+//! the process that replaces this one, which adopts it and relays on, the bytes counted so far
+//! carried along.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::connlog::{Outcome, Record};
+use crate::lock::lock;
+use crate::proxy::{Ended, Mode, Pause, relay};
+use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
+use crate::slots::Slot;
+
+/// A connection whose server is chosen, ready to be relayed.
+pub(crate) struct Connection {
+    pub(crate) client: TcpStream,
+    pub(crate) upstream: TcpStream,
+    /// Its server (`None`: adopted for a server the new configuration no longer has).
+    pub(crate) server: Option<Arc<ServerRuntime>>,
+    pub(crate) address: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    pub(crate) accepted: Instant,
+    pub(crate) queued: Duration,
+    pub(crate) connecting: Duration,
+    /// Bytes relayed up and down before (by the process this one took it over from).
+    pub(crate) before: (u64, u64),
+}
+
+/// A connection paused for the process that replaces this one: both sockets, and what is known
+/// of it.
+#[derive(Debug)]
+pub struct Established {
+    /// The client's socket.
+    pub client: std::net::TcpStream,
+    /// The server's socket.
+    pub server: std::net::TcpStream,
+    /// Its frontend, by name.
+    pub frontend: String,
+    /// Its backend, by name.
+    pub backend: String,
+    /// Its server, by name.
+    pub server_name: String,
+    /// The server's address.
+    pub server_address: SocketAddr,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// How long ago it was accepted.
+    pub age: Duration,
+    /// Bytes relayed so far, client to server.
+    pub bytes_up: u64,
+    /// Bytes relayed so far, server to client.
+    pub bytes_down: u64,
+}
+
+/// Pausing a balancer's relays and keeping what they hand over (one, shared by its frontends).
+#[derive(Debug)]
+pub(crate) struct Handover {
+    pause: watch::Sender<bool>,
+    paused: Mutex<Vec<Established>>,
+}
+
+impl Handover {
+    pub(crate) fn new() -> Self {
+        Self { pause: watch::Sender::new(false), paused: Mutex::new(Vec::new()) }
+    }
+
+    /// What relays watch.
+    pub(crate) fn pause(&self) -> Pause {
+        self.pause.subscribe()
+    }
+
+    /// Asks every relay, now and to come, to pause.
+    pub(crate) fn ask(&self) {
+        self.pause.send_replace(true);
+    }
+
+    /// The connections paused since the last call.
+    pub(crate) fn take(&self) -> Vec<Established> {
+        std::mem::take(&mut *lock(&self.paused))
+    }
+
+    fn keep(&self, established: Established) {
+        lock(&self.paused).push(established);
+    }
+}
+
+/// Counters of a connection whose server is gone from the configuration.
+static NOWHERE: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+impl FrontendRuntime {
+    /// Relays `connection` (holding `slot`) until it ends, then logs it; a relay paused for an
+    /// upgrade is handed over instead. A removed server's connections get its backend's
+    /// `drain_timeout`.
+    pub(crate) async fn carry(&self, backend: &BackendRuntime, connection: Connection, slot: Option<Slot>) {
+        let Connection { client, upstream, server, address, peer, accepted, queued, connecting, before } = connection;
+        let counters = server.as_ref().map_or((&NOWHERE.0, &NOWHERE.1), |s| (&s.stats.bytes_up, &s.stats.bytes_down));
+        if let Some(server) = &server {
+            server.stats.current.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut retired = server.as_ref().map(|s| s.retired.subscribe());
+        let drain = backend.config.drain_timeout;
+        let pause = self.handover.pause();
+        let relaying = relay((&client, &upstream), backend.config.idle_timeout, counters, Mode::Splice, &pause);
+        let relayed = tokio::select! {
+            relayed = relaying => Some(relayed),
+            () = async {
+                if let Some(retired) = &mut retired
+                    && retired.wait_for(|r| *r).await.is_err()
+                {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(drain).await;
+            } => None,
+        };
+        if let Some(server) = &server {
+            server.stats.current.fetch_sub(1, Ordering::Relaxed);
+        }
+        let server_name = server.as_ref().map_or("-", |s| s.config.name.as_str());
+        let (outcome, up, down) = match &relayed {
+            Some(r) if r.ended == Ended::Paused => {
+                drop(slot);
+                self.hand_over(client, upstream, (backend, server_name, address), peer, accepted, (before.0 + r.up, before.1 + r.down));
+                return;
+            }
+            Some(r) => (
+                match r.ended {
+                    Ended::Closed | Ended::Paused => Outcome::Closed,
+                    Ended::Idle => Outcome::Idle,
+                    Ended::Error => Outcome::Error,
+                },
+                before.0 + r.up,
+                before.1 + r.down,
+            ),
+            None => (Outcome::Drained, before.0, before.1),
+        };
+        match outcome {
+            Outcome::Idle => tracing::debug!(frontend = %self.name, server = server_name, "closed after the idle timeout"),
+            Outcome::Drained => tracing::debug!(frontend = %self.name, server = server_name, "closed: removed server's drain timeout"),
+            _ => {}
+        }
+        drop(slot);
+        if self.log.enabled() {
+            self.log.write(&Record {
+                client: peer,
+                frontend: &self.name,
+                backend: &backend.config.name,
+                server: Some((server_name, address)),
+                queued,
+                connecting,
+                total: accepted.elapsed(),
+                bytes_up: up,
+                bytes_down: down,
+                outcome,
+            });
+        }
+    }
+
+    /// Keeps a paused connection for the process that replaces this one.
+    fn hand_over(
+        &self,
+        client: TcpStream,
+        upstream: TcpStream,
+        (backend, server_name, address): (&BackendRuntime, &str, SocketAddr),
+        peer: SocketAddr,
+        accepted: Instant,
+        (bytes_up, bytes_down): (u64, u64),
+    ) {
+        let (client, server) = match (client.into_std(), upstream.into_std()) {
+            (Ok(client), Ok(server)) => (client, server),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(frontend = %self.name, error = %e, "a paused connection could not be handed over: closed");
+                return;
+            }
+        };
+        self.handover.keep(Established {
+            client,
+            server,
+            frontend: self.name.clone(),
+            backend: backend.config.name.clone(),
+            server_name: server_name.to_string(),
+            server_address: address,
+            peer,
+            age: accepted.elapsed(),
+            bytes_up,
+            bytes_down,
+        });
+    }
+
+    /// Relays on a connection the process this one replaced handed over: on its server when the
+    /// backend still has it (by name and address), else with the backend's `drain_timeout`; in a
+    /// slot when one is free (a connection established before is never refused: over the cap,
+    /// it is served all the same).
+    pub(crate) async fn adopt(&self, established: Established) {
+        let backend = self.backend();
+        let server = backend
+            .servers
+            .iter()
+            .find(|s| s.config.name == established.server_name && s.address() == Some(established.server_address))
+            .cloned();
+        let sockets = [established.client, established.server].map(|s| s.set_nonblocking(true).and_then(|()| TcpStream::from_std(s)));
+        let [client, upstream] = match sockets {
+            [Ok(client), Ok(upstream)] => [client, upstream],
+            [Err(e), _] | [_, Err(e)] => {
+                tracing::warn!(frontend = %self.name, error = %e, "a connection handed over could not be adopted: closed");
+                return;
+            }
+        };
+        let accepted = Instant::now().checked_sub(established.age).unwrap_or_else(Instant::now);
+        let connection = Connection {
+            client,
+            upstream,
+            server,
+            address: established.server_address,
+            peer: established.peer,
+            accepted,
+            queued: Duration::ZERO,
+            connecting: Duration::ZERO,
+            before: (established.bytes_up, established.bytes_down),
+        };
+        let slot = self.slots.adopt();
+        self.carry(&backend, connection, slot).await;
+    }
+}
