@@ -402,10 +402,14 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
         // backlog, not in halo's descriptors.
         let frontend = target.borrow().clone();
         let place = tokio::select! {
+            biased;
             place = frontend.admission() => match place {
                 Some(place) => place,
                 None => break,
             },
+            // Every place taken and connections waiting in the backlog: the connection silent
+            // the longest is closed, and its place comes free.
+            () = frontend.silent.make_room(&listener) => continue,
             // A reload gave this listener to another frontend: its places, then.
             Ok(()) = target.changed() => continue,
             _ = shutdown.changed() => break,

@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod runtime;
 pub mod select;
 pub mod server;
+pub mod silent;
 mod slots;
 pub mod tls;
 

@@ -22,6 +22,7 @@ use crate::lock::lock;
 use crate::probe::{Failure, probe, short};
 use crate::select::{Candidate, pick};
 pub use crate::server::{CHECK_LATENCY_BUCKETS, ServerRuntime, ServerStats};
+use crate::silent::Silent;
 use crate::slots::{Slot, Slots};
 
 /// One backend at run time.
@@ -271,6 +272,8 @@ pub struct FrontendRuntime {
     /// then for a slot), as many as slots: the accept loop takes one before it accepts, so a
     /// flood waits in the kernel's backlog instead of holding halo's descriptors.
     waiting: Slots,
+    /// Accepted connections that have not spoken yet, closed oldest first to make room.
+    pub(crate) silent: Silent,
     /// Listeners accepting now.
     listening: AtomicU64,
     /// Counters.
@@ -291,6 +294,7 @@ impl FrontendRuntime {
             backend: RwLock::new(backend),
             slots: Slots::new(config.max_connections as usize),
             waiting: Slots::new(config.max_connections as usize),
+            silent: Silent::default(),
             listening: AtomicU64::new(0),
             stats: FrontendStats::default(),
         }
@@ -385,7 +389,8 @@ impl FrontendRuntime {
     }
 
     /// Waits (up to `first_byte_timeout`; not at all when zero) for the client to speak before a
-    /// server connection is spent on it: a silent client is closed, counted and logged. False
+    /// server connection is spent on it: a silent client is closed, counted and logged, sooner
+    /// when it is the oldest silent one and others wait in the backlog ([`crate::silent`]). False
     /// when the connection ends here (silent, or closed before a byte).
     async fn first_byte(&self, client: &TcpStream, backend: &BackendRuntime, peer: SocketAddr, accepted: Instant) -> bool {
         let wait = self.settings.read().unwrap_or_else(PoisonError::into_inner).first_byte_timeout;
@@ -393,13 +398,20 @@ impl FrontendRuntime {
             return true;
         }
         let mut byte = [0u8; 1];
-        match tokio::time::timeout(wait, client.peek(&mut byte)).await {
-            Ok(Ok(n)) => n > 0,
-            Ok(Err(e)) => {
+        let waiting = self.silent.register();
+        // `None`: silent too long, or closed to make room for connections waiting in the backlog
+        // (counted alike).
+        let spoke = tokio::select! {
+            spoke = tokio::time::timeout(wait, client.peek(&mut byte)) => spoke.ok(),
+            () = waiting.evicted.notified() => None,
+        };
+        match spoke {
+            Some(Ok(n)) => n > 0,
+            Some(Err(e)) => {
                 tracing::debug!(frontend = %self.name, error = %e, "client failed before its first byte");
                 false
             }
-            Err(_) => {
+            None => {
                 self.stats.first_byte_timeouts.fetch_add(1, Ordering::Relaxed);
                 self.log_refused(backend, peer, accepted, accepted.elapsed(), Outcome::FirstByteTimeout);
                 false
