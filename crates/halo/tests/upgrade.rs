@@ -228,6 +228,33 @@ fn loopback_config(front: SocketAddr, status: SocketAddr, server: SocketAddr) ->
     )
 }
 
+/// A daemon on loopback: an installed copy of the binary, a frontend to a greeting echo server,
+/// its status endpoint, its files in a directory of its own.
+struct Loopback {
+    dir: tempfile::TempDir,
+    installed: PathBuf,
+    config: PathBuf,
+    pid_file: PathBuf,
+    front: SocketAddr,
+}
+
+impl Loopback {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let installed = install(dir.path());
+        let (front, status_at, server) = (free_port(), free_port(), greeting_echo("api"));
+        let config = dir.path().join("halo.toml");
+        std::fs::write(&config, loopback_config(front, status_at, server)).expect("config");
+        let pid_file = dir.path().join("halo.pid");
+        Self { dir, installed, config, pid_file, front }
+    }
+
+    /// Starts the daemon with `env` added.
+    fn start(&self, env: &[(&str, &str)]) -> Generations {
+        start(&self.installed, None, &self.config, &self.pid_file, &self.dir.path().join("halo.log"), env)
+    }
+}
+
 /// A stream through the balancer: greeted, then echoing.
 struct Stream(TcpStream);
 
@@ -288,30 +315,26 @@ impl NotifySocket {
 
 #[test]
 fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process() {
-    let dir = tempfile::tempdir().expect("dir");
-    let installed = install(dir.path());
-    let (front, status_at, server) = (free_port(), free_port(), greeting_echo("api"));
-    let config = dir.path().join("halo.toml");
-    std::fs::write(&config, loopback_config(front, status_at, server)).expect("config");
-    let pid_file = dir.path().join("halo.pid");
+    let setup = Loopback::new();
+    let (Loopback { dir, installed, config, pid_file, .. }, front) = (&setup, setup.front);
     let notify = NotifySocket::bind(dir.path().join("notify"));
     let notify_path = notify.path.to_string_lossy().to_string();
-    let mut daemon = start(&installed, None, &config, &pid_file, &dir.path().join("halo.log"), &[("NOTIFY_SOCKET", &notify_path)]);
+    let mut daemon = setup.start(&[("NOTIFY_SOCKET", &notify_path)]);
     let first = daemon.current().expect("pid");
     assert!(wait_until(Duration::from_secs(10), || Stream::open(front).is_ok()), "{}", daemon.log());
     assert!(wait_until(Duration::from_secs(5), || notify.has(first, "READY=1")), "{:?}", notify.seen());
     let mut streams: Vec<Stream> = (0..10).map(|_| Stream::open(front).expect("stream")).collect();
     assert!(streams.iter_mut().all(Stream::echoes));
 
-    replace(&installed, second_build());
+    replace(installed, second_build());
     let upgraded = halo(None, &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
     assert_eq!(upgraded.status.code(), Some(0), "{}\n{}", text(&upgraded), daemon.log());
     assert!(text(&upgraded).contains("took over"), "{}", text(&upgraded));
     let second = daemon.current().expect("pid");
     assert_ne!(second, first, "the pid file names the new process");
-    assert!(runs(second, &installed), "the new process runs the new file");
-    assert!(!runs(first, &installed), "the old one still runs the file it was started from");
-    let now = status(None, &config);
+    assert!(runs(second, installed), "the new process runs the new file");
+    assert!(!runs(first, installed), "the old one still runs the file it was started from");
+    let now = status(None, config);
     assert_eq!(now["pid"], second);
     assert_eq!(now["generation"]["version"], format!("{}+upgrade-test", env!("CARGO_PKG_VERSION")));
 
@@ -335,7 +358,7 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     assert!(wait_until(Duration::from_secs(15), || !alive(first)), "the old process did not exit after handing over:\n{}", daemon.log());
     assert!(streams.iter_mut().all(Stream::echoes), "a stream was cut when the old process exited:\n{}", daemon.log());
     drop(streams);
-    assert!(wait_until(Duration::from_secs(5), || status(None, &config)["generation"]["previous"].is_null()));
+    assert!(wait_until(Duration::from_secs(5), || status(None, config)["generation"]["previous"].is_null()));
     assert!(daemon.log().contains("halo handed over and drained"), "{}", daemon.log());
     assert!(Command::new("kill").args(["-TERM", &second.to_string()]).status().expect("kill").success());
     assert!(wait_until(Duration::from_secs(10), || !alive(second)), "{}", daemon.log());
@@ -362,20 +385,16 @@ fn exchange(stream: &TcpStream, len: usize, seed: u8) -> bool {
 /// `exec` were reset by every upgrade.)
 #[test]
 fn a_stream_open_across_an_upgrade_carries_data_42_s_and_5_min_later() {
-    let dir = tempfile::tempdir().expect("dir");
-    let installed = install(dir.path());
-    let (front, status_at, server) = (free_port(), free_port(), greeting_echo("api"));
-    let config = dir.path().join("halo.toml");
-    std::fs::write(&config, loopback_config(front, status_at, server)).expect("config");
-    let pid_file = dir.path().join("halo.pid");
-    let mut daemon = start(&installed, None, &config, &pid_file, &dir.path().join("halo.log"), &[]);
+    let setup = Loopback::new();
+    let (Loopback { installed, config, pid_file, .. }, front) = (&setup, setup.front);
+    let mut daemon = setup.start(&[]);
     let first = daemon.current().expect("pid");
     assert!(wait_until(Duration::from_secs(10), || Stream::open(front).is_ok()), "{}", daemon.log());
     let stream = Stream::open(front).expect("stream").0;
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     assert!(exchange(&stream, 1 << 20, 1), "the stream does not echo before the upgrade");
 
-    replace(&installed, second_build());
+    replace(installed, second_build());
     let upgraded = halo(None, &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
     let at = Instant::now();
     assert_eq!(upgraded.status.code(), Some(0), "{}\n{}", text(&upgraded), daemon.log());
@@ -675,21 +694,46 @@ fn an_upgrade_of_the_master_is_invisible_to_clients_and_to_the_backup() {
     assert!(wait_until(GENEROUS, || daemon.log().contains(&removed)), "the last generation's guard did not act:\n{}", daemon.log());
 }
 
+/// halo master (from an installed copy, the new process told to kill itself at `step`) and
+/// keepalived backup, the VIP on halo; then the installed binary is replaced by the second build.
+struct KilledAt {
+    lan: Lan,
+    config: PathBuf,
+    pid_file: PathBuf,
+    ns: String,
+    daemon: Generations,
+    keepalived: Daemon,
+    first: u32,
+}
+
+impl KilledAt {
+    fn start(step: &str) -> Self {
+        let lan = Lan::new(2);
+        let installed = install(lan.dir.path());
+        let config = lan.file("halo.toml", &lan_config("127.0.0.1:9090", 200));
+        let pid_file = lan.dir.path().join("halo.pid");
+        let ns = lan.host(0).to_string();
+        // Inherited by the new process, which kills itself at that step; the first one ignores it.
+        let env = [("HALO_TEST_UPGRADE_KILLED_AT", step)];
+        let mut daemon = start(&installed, Some(&ns), &config, &pid_file, &lan.dir.path().join("halo.log"), &env);
+        let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
+        assert!(wait_until(GENEROUS, || lan.holds(0, VIP)), "halo never took the VIP:\n{}", daemon.log());
+        let first = daemon.current().expect("pid");
+        replace(&installed, second_build());
+        Self { lan, config, pid_file, ns, daemon, keepalived, first }
+    }
+
+    /// `halo upgrade` of it.
+    fn upgrade(&self) -> Output {
+        halo(Some(&self.ns), &["upgrade", "-c", &self.config.to_string_lossy(), "--pid-file", &self.pid_file.to_string_lossy()])
+    }
+}
+
 /// A new process killed (SIGKILL, no cleanup) at `step` of the handover, with halo master and
 /// keepalived backup: the old daemon resumes as master, the VIP is on it at every sample, no
 /// priority-0 advert goes out, keepalived never becomes master, no guard removes anything.
 fn a_new_process_killed_at(step: &str) {
-    let lan = Lan::new(2);
-    let installed = install(lan.dir.path());
-    let config = lan.file("halo.toml", &lan_config("127.0.0.1:9090", 200));
-    let pid_file = lan.dir.path().join("halo.pid");
-    let ns = lan.host(0).to_string();
-    // Inherited by the new process, which kills itself at that step; the first one ignores it.
-    let env = [("HALO_TEST_UPGRADE_KILLED_AT", step)];
-    let mut daemon = start(&installed, Some(&ns), &config, &pid_file, &lan.dir.path().join("halo.log"), &env);
-    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
-    assert!(wait_until(GENEROUS, || lan.holds(0, VIP)), "halo never took the VIP:\n{}", daemon.log());
-    let first = daemon.current().expect("pid");
+    let KilledAt { lan, config, pid_file, ns, mut daemon, keepalived, first } = KilledAt::start(step);
     let capture = Capture::start(&lan);
     let stop = Arc::new(AtomicBool::new(false));
     let missing = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -709,7 +753,6 @@ fn a_new_process_killed_at(step: &str) {
             sampled
         })
     };
-    replace(&installed, second_build());
     let upgraded = halo(Some(&ns), &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
     assert_eq!(upgraded.status.code(), Some(1), "killed at {step}: {}\n{}", text(&upgraded), daemon.log());
     // Long enough for a backup to take over after a priority 0 (its skew time) or a silence.
@@ -748,18 +791,9 @@ fn a_new_process_killed_before_or_after_it_adopted_changes_nothing_on_the_wire()
 /// drain and exit: no halo ran on the node, and `halo upgrade` said the daemon "refused the
 /// upgrade and runs on as it was".)
 fn a_new_process_killed_after_the_commit_at(step: &str) {
-    let lan = Lan::new(2);
-    let installed = install(lan.dir.path());
-    let config = lan.file("halo.toml", &lan_config("127.0.0.1:9090", 200));
-    let pid_file = lan.dir.path().join("halo.pid");
-    let ns = lan.host(0).to_string();
-    let env = [("HALO_TEST_UPGRADE_KILLED_AT", step)];
-    let mut daemon = start(&installed, Some(&ns), &config, &pid_file, &lan.dir.path().join("halo.log"), &env);
-    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
-    assert!(wait_until(GENEROUS, || lan.holds(0, VIP)), "halo never took the VIP:\n{}", daemon.log());
-    let first = daemon.current().expect("pid");
-    replace(&installed, second_build());
-    let upgraded = halo(Some(&ns), &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
+    let killed = KilledAt::start(step);
+    let upgraded = killed.upgrade();
+    let KilledAt { lan, config, ns, mut daemon, keepalived, first, .. } = killed;
     let said = text(&upgraded);
     eprintln!("killed at {step}: halo upgrade said: {said}");
     assert_eq!(upgraded.status.code(), Some(1), "killed at {step}: {said}\n{}", daemon.log());
@@ -795,15 +829,10 @@ fn a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_fil
     if !has_test_hooks("a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_file_as_they_were") {
         return;
     }
-    let dir = tempfile::tempdir().expect("dir");
-    let installed = install(dir.path());
-    let (front, status_at, server) = (free_port(), free_port(), greeting_echo("api"));
-    let config = dir.path().join("halo.toml");
-    std::fs::write(&config, loopback_config(front, status_at, server)).expect("config");
-    let pid_file = dir.path().join("halo.pid");
+    let setup = Loopback::new();
+    let (Loopback { config, pid_file, .. }, front) = (&setup, setup.front);
     // Inherited by the new process: it adopts, then waits longer than the running daemon does.
-    let env = [("HALO_TEST_UPGRADE_STALLED_AT", "adopted")];
-    let mut daemon = start(&installed, None, &config, &pid_file, &dir.path().join("halo.log"), &env);
+    let mut daemon = setup.start(&[("HALO_TEST_UPGRADE_STALLED_AT", "adopted")]);
     let first = daemon.current().expect("pid");
     assert!(wait_until(Duration::from_secs(10), || Stream::open(front).is_ok()), "{}", daemon.log());
     let upgraded = halo(None, &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
@@ -821,7 +850,7 @@ fn a_new_process_that_commits_too_late_leaves_the_running_daemon_and_its_pid_fil
     };
     assert!(wait_until(Duration::from_secs(15), || late().is_none()), "the late process runs on:\n{}", daemon.log());
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(read_pid(&pid_file), Some(first), "the pid file names the running daemon:\n{}", daemon.log());
+    assert_eq!(read_pid(pid_file), Some(first), "the pid file names the running daemon:\n{}", daemon.log());
     assert!(alive(first) && Stream::open(front).is_ok_and(|mut s| s.echoes()), "{}", daemon.log());
     assert!(!daemon.log().contains("halo running (upgraded)"), "the late process served as a second daemon:\n{}", daemon.log());
 }

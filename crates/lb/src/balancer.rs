@@ -298,6 +298,12 @@ impl Balancer {
         self.handover.take()
     }
 
+    /// Calls the pause off (the handover is over): connections at rest, and those still to
+    /// pause, relay on here. The connections paused and not taken yet are returned.
+    pub fn call_off_pause(&self) -> Vec<Established> {
+        self.handover.call_off()
+    }
+
     /// Connections open now (accepted, not yet ended or handed over).
     pub fn open_connections(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
@@ -408,8 +414,12 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
                 None => break,
             },
             // Every place taken and connections waiting in the backlog: the connection silent
-            // the longest is closed, and its place comes free.
-            () = frontend.silent.make_room(&listener) => continue,
+            // the longest is closed, and its place comes free (waited for, so that one closes
+            // for each connection accepted).
+            () = frontend.silent.make_room(&listener) => match frontend.admission().await {
+                Some(place) => place,
+                None => break,
+            },
             // A reload gave this listener to another frontend: its places, then.
             Ok(()) = target.changed() => continue,
             _ = shutdown.changed() => break,

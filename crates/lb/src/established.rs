@@ -62,12 +62,14 @@ pub struct Established {
 #[derive(Debug)]
 pub(crate) struct Handover {
     pause: watch::Sender<bool>,
-    paused: Mutex<Vec<Established>>,
+    /// The connections paused and not taken yet; `None` while nothing is taken (a relay that
+    /// pauses then relays on).
+    paused: Mutex<Option<Vec<Established>>>,
 }
 
 impl Handover {
     pub(crate) fn new() -> Self {
-        Self { pause: watch::Sender::new(false), paused: Mutex::new(Vec::new()) }
+        Self { pause: watch::Sender::new(false), paused: Mutex::new(None) }
     }
 
     /// What relays watch.
@@ -75,18 +77,23 @@ impl Handover {
         self.pause.subscribe()
     }
 
-    /// Asks every relay, now and to come, to pause.
+    /// Asks every relay, now and to come, to pause, and keeps those that do.
     pub(crate) fn ask(&self) {
+        lock(&self.paused).get_or_insert_with(Vec::new);
         self.pause.send_replace(true);
+    }
+
+    /// Calls the pause off: relays at rest, and those that pause from now on, relay on. What
+    /// was paused before is returned.
+    pub(crate) fn call_off(&self) -> Vec<Established> {
+        let kept = lock(&self.paused).take().unwrap_or_default();
+        self.pause.send_replace(false);
+        kept
     }
 
     /// The connections paused since the last call.
     pub(crate) fn take(&self) -> Vec<Established> {
-        std::mem::take(&mut *lock(&self.paused))
-    }
-
-    fn keep(&self, established: Established) {
-        lock(&self.paused).push(established);
+        lock(&self.paused).as_mut().map(std::mem::take).unwrap_or_default()
     }
 }
 
@@ -99,52 +106,21 @@ impl FrontendRuntime {
     /// `drain_timeout`.
     pub(crate) async fn carry(&self, backend: &BackendRuntime, connection: Connection, slot: Option<Slot>) {
         let Connection { client, upstream, server, address, peer, accepted, queued, connecting, before } = connection;
-        let counters = server.as_ref().map_or((&NOWHERE.0, &NOWHERE.1), |s| (&s.stats.bytes_up, &s.stats.bytes_down));
         if let Some(server) = &server {
             server.stats.current.fetch_add(1, Ordering::Relaxed);
         }
-        let mut retired = server.as_ref().map(|s| s.retired.subscribe());
-        let drain = backend.config.drain_timeout;
-        let pause = self.handover.pause();
-        let relaying = relay((&client, &upstream), backend.config.idle_timeout, counters, Mode::Splice, &pause);
-        let relayed = tokio::select! {
-            relayed = relaying => Some(relayed),
-            () = async {
-                if let Some(retired) = &mut retired
-                    && retired.wait_for(|r| *r).await.is_err()
-                {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep(drain).await;
-            } => None,
-        };
+        let server_name = server.as_ref().map_or("-", |s| s.config.name.as_str());
+        let ended = self.relay_to_end(backend, (client, upstream), server.as_ref(), (server_name, address), (peer, accepted), before).await;
         if let Some(server) = &server {
             server.stats.current.fetch_sub(1, Ordering::Relaxed);
         }
-        let server_name = server.as_ref().map_or("-", |s| s.config.name.as_str());
-        let (outcome, up, down) = match &relayed {
-            Some(r) if r.ended == Ended::Paused => {
-                drop(slot);
-                self.hand_over(client, upstream, (backend, server_name, address), peer, accepted, (before.0 + r.up, before.1 + r.down));
-                return;
-            }
-            Some(r) => (
-                match r.ended {
-                    Ended::Closed | Ended::Paused => Outcome::Closed,
-                    Ended::Idle => Outcome::Idle,
-                    Ended::Error => Outcome::Error,
-                },
-                before.0 + r.up,
-                before.1 + r.down,
-            ),
-            None => (Outcome::Drained, before.0, before.1),
-        };
+        drop(slot);
+        let Some((outcome, up, down)) = ended else { return };
         match outcome {
             Outcome::Idle => tracing::debug!(frontend = %self.name, server = server_name, "closed after the idle timeout"),
             Outcome::Drained => tracing::debug!(frontend = %self.name, server = server_name, "closed: removed server's drain timeout"),
             _ => {}
         }
-        drop(slot);
         if self.log.enabled() {
             self.log.write(&Record {
                 client: peer,
@@ -161,7 +137,56 @@ impl FrontendRuntime {
         }
     }
 
-    /// Keeps a paused connection for the process that replaces this one.
+    /// Relays until the connection ends: how, and the bytes each way (those relayed `before`
+    /// included); `None` when it was handed over. A pause that comes when the handover has been
+    /// called off is no end: it relays on.
+    async fn relay_to_end(
+        &self,
+        backend: &BackendRuntime,
+        (mut client, mut upstream): (TcpStream, TcpStream),
+        server: Option<&Arc<ServerRuntime>>,
+        (server_name, address): (&str, SocketAddr),
+        (peer, accepted): (SocketAddr, Instant),
+        before: (u64, u64),
+    ) -> Option<(Outcome, u64, u64)> {
+        let counters = server.map_or((&NOWHERE.0, &NOWHERE.1), |s| (&s.stats.bytes_up, &s.stats.bytes_down));
+        let mut retired = server.map(|s| s.retired.subscribe());
+        let drain = backend.config.drain_timeout;
+        let retired_then_drained = async {
+            if let Some(retired) = &mut retired
+                && retired.wait_for(|r| *r).await.is_err()
+            {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        };
+        tokio::pin!(retired_then_drained);
+        let pause = self.handover.pause();
+        let mut total = before;
+        loop {
+            let relayed = tokio::select! {
+                relayed = relay((&client, &upstream), backend.config.idle_timeout, counters, Mode::Splice, &pause) => relayed,
+                () = &mut retired_then_drained => return Some((Outcome::Drained, total.0, total.1)),
+            };
+            total = (total.0 + relayed.up, total.1 + relayed.down);
+            let outcome = match relayed.ended {
+                Ended::Closed => Outcome::Closed,
+                Ended::Idle => Outcome::Idle,
+                Ended::Error => Outcome::Error,
+                Ended::Paused => match self.hand_over(client, upstream, (backend, server_name, address), peer, accepted, total) {
+                    Ok(()) => return None,
+                    Err(back) => {
+                        (client, upstream) = back;
+                        continue;
+                    }
+                },
+            };
+            return Some((outcome, total.0, total.1));
+        }
+    }
+
+    /// Keeps a paused connection for the process that replaces this one; the sockets back when
+    /// the handover was called off meanwhile.
     fn hand_over(
         &self,
         client: TcpStream,
@@ -170,15 +195,17 @@ impl FrontendRuntime {
         peer: SocketAddr,
         accepted: Instant,
         (bytes_up, bytes_down): (u64, u64),
-    ) {
+    ) -> Result<(), (TcpStream, TcpStream)> {
+        let mut paused = lock(&self.handover.paused);
+        let Some(kept) = paused.as_mut() else { return Err((client, upstream)) };
         let (client, server) = match (client.into_std(), upstream.into_std()) {
             (Ok(client), Ok(server)) => (client, server),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(frontend = %self.name, error = %e, "a paused connection could not be handed over: closed");
-                return;
+                return Ok(());
             }
         };
-        self.handover.keep(Established {
+        kept.push(Established {
             client,
             server,
             frontend: self.name.clone(),
@@ -190,19 +217,19 @@ impl FrontendRuntime {
             bytes_up,
             bytes_down,
         });
+        Ok(())
     }
 
     /// Relays on a connection the process this one replaced handed over: on its server when the
-    /// backend still has it (by name and address), else with the backend's `drain_timeout`; in a
+    /// backend still has it (by name), else with the backend's `drain_timeout`; in a
     /// slot when one is free (a connection established before is never refused: over the cap,
     /// it is served all the same).
     pub(crate) async fn adopt(&self, established: Established) {
         let backend = self.backend();
-        let server = backend
-            .servers
-            .iter()
-            .find(|s| s.config.name == established.server_name && s.address() == Some(established.server_address))
-            .cloned();
+        // By name: a server given by name may resolve elsewhere now; the socket stays where it is.
+        let server = (backend.config.name == established.backend)
+            .then(|| backend.servers.iter().find(|s| s.config.name == established.server_name).cloned())
+            .flatten();
         let sockets = [established.client, established.server].map(|s| s.set_nonblocking(true).and_then(|()| TcpStream::from_std(s)));
         let [client, upstream] = match sockets {
             [Ok(client), Ok(upstream)] => [client, upstream],

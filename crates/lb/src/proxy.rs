@@ -16,7 +16,9 @@
 //! A relay can be paused (`halo upgrade` hands its sockets to the new process): each direction
 //! stops where it waits for its side to become readable, the one point where halo holds none of
 //! its bytes (what was read has been written; a pipe has been emptied); bytes that arrive later
-//! wait in the kernel for whoever relays next.
+//! wait in the kernel for whoever relays next. The relay pauses once both directions are at rest
+//! (paused so, or finished); a direction at rest while the other cannot get there (its reader
+//! takes nothing) goes on relaying when the pause is called off.
 
 use std::io;
 use std::net::Shutdown;
@@ -118,10 +120,11 @@ pub async fn relay(
     let activity = Activity { start, last: &last };
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let (up_count, down_count) = (Count { shared: upstream, own: &up }, Count { shared: downstream, own: &down });
+    let at_rest = AtRest::new(0);
     let both = async {
         tokio::try_join!(
-            pump((client, server), &up_count, &activity, mode, pause.clone()),
-            pump((server, client), &down_count, &activity, mode, pause.clone())
+            pump((client, server), &up_count, &activity, mode, (pause.clone(), &at_rest)),
+            pump((server, client), &down_count, &activity, mode, (pause.clone(), &at_rest))
         )
     };
     let watchdog = async {
@@ -169,6 +172,9 @@ impl Activity<'_> {
     }
 }
 
+/// How many directions of a relay are at rest: finished, or paused where they hold no byte.
+type AtRest = watch::Sender<u8>;
+
 /// Waits until a pause is asked for (never, once nobody can ask).
 async fn paused(pause: &mut Pause) {
     if pause.wait_for(|p| *p).await.is_err() {
@@ -176,23 +182,63 @@ async fn paused(pause: &mut Pause) {
     }
 }
 
+/// What a direction at rest came to.
+enum Rest {
+    /// Both directions are at rest: the relay pauses.
+    Paused,
+    /// Its side has bytes again before the other direction came to rest: it relays them.
+    Readable,
+    /// The pause was called off.
+    CalledOff,
+}
+
+/// A direction at rest while a pause is asked for, until both are (the relay pauses), its side
+/// has bytes again (it relays them and comes back), or the pause is called off.
+async fn rest_here(from: &TcpStream, at_rest: &AtRest, pause: &mut Pause) -> Rest {
+    at_rest.send_modify(|n| *n += 1);
+    let mut both = at_rest.subscribe();
+    let mut called_off = async || {
+        if pause.wait_for(|p| !*p).await.is_err() {
+            // Nobody can call it off any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    let rest = tokio::select! {
+        biased;
+        _ = both.wait_for(|n| *n >= 2) => return Rest::Paused,
+        () = called_off() => Rest::CalledOff,
+        readable = from.readable() => if readable.is_ok() { Rest::Readable } else { Rest::CalledOff },
+    };
+    at_rest.send_modify(|n| *n -= 1);
+    rest
+}
+
 async fn pump(
     (from, to): (&TcpStream, &TcpStream),
     counter: &Count<'_>,
     activity: &Activity<'_>,
     mode: Mode,
-    mut pause: Pause,
+    (mut pause, at_rest): (Pause, &AtRest),
 ) -> io::Result<Pumped> {
     let mut splice_works = mode == Mode::Splice;
+    let finished = |to: &TcpStream| {
+        let passed = pass_fin(to);
+        at_rest.send_modify(|n| *n += 1);
+        passed.map(|()| Pumped::Finished)
+    };
     loop {
         // The one point where this direction holds no byte: a pause is taken here, first.
         tokio::select! {
             biased;
-            () = paused(&mut pause) => return Ok(Pumped::Paused),
+            () = paused(&mut pause) => match rest_here(from, at_rest, &mut pause).await {
+                Rest::Paused => return Ok(Pumped::Paused),
+                Rest::Readable => {}
+                Rest::CalledOff => continue,
+            },
             readable = from.readable() => readable?,
         }
         let (n, unwritten) = match pass_through_buffer(from, to) {
-            Ok(Passed { read: 0, .. }) => return pass_fin(to).map(|()| Pumped::Finished),
+            Ok(Passed { read: 0, .. }) => return finished(to),
             Ok(passed) => (passed.read, passed.unwritten),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -212,7 +258,7 @@ async fn pump(
                     tracing::debug!("splice refused; copying");
                     splice_works = false;
                 }
-                Ok(Drained::Fin) => return pass_fin(to).map(|()| Pumped::Finished),
+                Ok(Drained::Fin) => return finished(to),
                 Ok(Drained::Empty) => {}
                 Err(e) => return Err(e),
             }

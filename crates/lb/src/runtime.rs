@@ -402,6 +402,8 @@ impl FrontendRuntime {
         // `None`: silent too long, or closed to make room for connections waiting in the backlog
         // (counted alike).
         let spoke = tokio::select! {
+            // A connection that spoke is never closed to make room.
+            biased;
             spoke = tokio::time::timeout(wait, client.peek(&mut byte)) => spoke.ok(),
             () = waiting.evicted.notified() => None,
         };

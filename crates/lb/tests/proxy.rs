@@ -121,6 +121,50 @@ async fn futures_join<F: std::future::Future<Output = Vec<u8>>>([a, b]: [F; 2]) 
     [a, b]
 }
 
+/// A pause asked while one direction cannot reach rest (its reader takes nothing and 32 MB wait
+/// for it) does not stop the other: the server still reaches the client; called off, the relay
+/// goes on to its end with every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_that_one_direction_cannot_reach_stops_neither() {
+    const LEN: usize = 32 << 20;
+    let (mut client, proxy_client, proxy_server, mut server) = pairs().await;
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (ask, pause) = tokio::sync::watch::channel(false);
+    let relaying = relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&up, &down), Mode::Splice, &pause);
+    let upload = pattern(5, LEN);
+    let scenario = async {
+        let (mut client_read, mut client_write) = client.split();
+        let sending = async {
+            client_write.write_all(&upload).await.expect("client write");
+            client_write.shutdown().await.expect("client FIN");
+        };
+        let rest = async {
+            // The server reads nothing yet: once every buffer on the way is full, the upload's
+            // direction is stuck holding bytes it read (the count stops growing).
+            let mut last = u64::MAX;
+            while up.load(std::sync::atomic::Ordering::Relaxed) != last {
+                last = up.load(std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            ask.send_replace(true);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            server.write_all(b"still here").await.expect("server write");
+            let mut ten = [0u8; 10];
+            let heard = tokio::time::timeout(Duration::from_secs(5), client_read.read_exact(&mut ten)).await;
+            assert!(matches!(heard, Ok(Ok(_))) && &ten == b"still here", "the server's direction stopped at the pause: {heard:?}");
+            ask.send_replace(false);
+            let mut got = Vec::new();
+            server.shutdown().await.expect("server FIN");
+            server.read_to_end(&mut got).await.expect("server read");
+            assert!(got == upload, "the upload lost bytes");
+        };
+        tokio::join!(sending, rest);
+    };
+    let (relayed, ()) = tokio::join!(relaying, scenario);
+    assert_eq!(relayed.ended, Ended::Closed);
+    assert_eq!(relayed.up, LEN as u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_paused_midway_hands_over_every_byte_splice() {
     paused_midway(Mode::Splice).await;

@@ -85,6 +85,9 @@ enum Outcome {
 /// serves), or the daemon's status endpoint reports after `asked` that it did not hand over, or
 /// the daemon is gone without a successor.
 fn outcome(pid: i32, pid_file: &Path, client: Option<&halo_client::StatusClient>, asked: u64) -> Option<Outcome> {
+    // Seen before the pid file is read: a daemon that exits after its successor wrote the file
+    // is not taken for one gone without a successor.
+    let gone = !Path::new(&format!("/proc/{pid}")).exists();
     let status = client.and_then(|c| c.get("/status").ok()).and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
     if let Ok(new) = pid_in(pid_file)
         && new != pid
@@ -105,7 +108,7 @@ fn outcome(pid: i32, pid_file: &Path, client: Option<&halo_client::StatusClient>
             return Some(Outcome::NotHandedOver(upgrade["message"].as_str().unwrap_or("no reason given").to_string()));
         }
     }
-    if !Path::new(&format!("/proc/{pid}")).exists() {
+    if gone {
         return Some(Outcome::Gone);
     }
     None

@@ -15,6 +15,8 @@ use super::message::{Channel, ConnectionJson, Message};
 
 /// How long the old process waits for its connections to pause.
 pub const PAUSE_WITHIN: Duration = Duration::from_secs(10);
+/// How long one message may wait for room in the socket (the new process reads nothing).
+const SEND_WITHIN: Duration = Duration::from_secs(5);
 /// Connections a message: two descriptors each.
 const BATCH: usize = halo_hostnet::fd_passing::MAX_FDS / 2;
 
@@ -28,33 +30,43 @@ pub(crate) struct Sent {
 }
 
 /// Pauses every connection of `balancer` (and those still to reach their relay) and sends each
-/// one as it pauses, until none is open or [`PAUSE_WITHIN`] has passed.
+/// one as it pauses, until none is open or [`PAUSE_WITHIN`] has passed; then the pause is called
+/// off, and what had paused meanwhile is sent too (the rest relays on here, to be drained).
 pub(crate) async fn send(balancer: &Balancer, channel: &Arc<Channel>) -> Sent {
+    if let Err(e) = channel.limit_sends(SEND_WITHIN) {
+        tracing::warn!(error = %e, "upgrade: sends to the new process cannot be bounded in time");
+    }
     balancer.pause_connections();
     let deadline = Instant::now() + PAUSE_WITHIN;
     let mut sent = Sent::default();
     loop {
-        let mut paused = balancer.take_paused();
-        while !paused.is_empty() {
-            let batch: Vec<Established> = paused.drain(..paused.len().min(BATCH)).collect();
-            let count = batch.len();
-            let channel = Arc::clone(channel);
-            match tokio::task::spawn_blocking(move || send_batch(&channel, &batch)).await {
-                Ok(Ok(())) => sent.handed += count,
-                Ok(Err(e)) => {
-                    tracing::error!(connections = count, error = %e, "upgrade: connections could not be handed over: closed");
-                    sent.lost += count;
-                }
-                Err(e) => {
-                    tracing::error!(connections = count, error = %e, "upgrade: the handover of connections failed: closed");
-                    sent.lost += count;
-                }
-            }
-        }
-        if balancer.open_connections() == 0 || Instant::now() >= deadline {
+        let done = balancer.open_connections() == 0 || Instant::now() >= deadline;
+        let paused = if done { balancer.call_off_pause() } else { balancer.take_paused() };
+        send_all(paused, channel, &mut sent).await;
+        if done {
             return sent;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `paused` in batches, counting what went and what was lost.
+async fn send_all(mut paused: Vec<Established>, channel: &Arc<Channel>, sent: &mut Sent) {
+    while !paused.is_empty() {
+        let batch: Vec<Established> = paused.drain(..paused.len().min(BATCH)).collect();
+        let count = batch.len();
+        let channel = Arc::clone(channel);
+        match tokio::task::spawn_blocking(move || send_batch(&channel, &batch)).await {
+            Ok(Ok(())) => sent.handed += count,
+            Ok(Err(e)) => {
+                tracing::error!(connections = count, error = %e, "upgrade: connections could not be handed over: closed");
+                sent.lost += count;
+            }
+            Err(e) => {
+                tracing::error!(connections = count, error = %e, "upgrade: the handover of connections failed: closed");
+                sent.lost += count;
+            }
+        }
     }
 }
 

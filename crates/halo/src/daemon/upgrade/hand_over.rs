@@ -31,8 +31,6 @@ pub(crate) struct HandedOver {
     pid: u32,
     /// The process, to learn how it ended should it end before it serves.
     child: tokio::process::Child,
-    /// What it adopted, in the state handed over: resumed should it end before it serves.
-    handed: Handed,
 }
 
 /// An instance handed over: its configuration and the state it was in.
@@ -55,9 +53,9 @@ pub(crate) async fn hand_over(daemon: &mut Daemon) -> Outcome {
     };
     let channel = Arc::new(channel);
     match negotiate(daemon, &channel).await {
-        Ok((pid, handed)) => {
+        Ok(pid) => {
             tracing::info!(pid, binary = %executable.display(), "upgrade: the new process has taken over");
-            Outcome::HandedOver(Box::new(HandedOver { channel, pid, child, handed }))
+            Outcome::HandedOver(Box::new(HandedOver { channel, pid, child }))
         }
         Err(why) => {
             let ended = end(&mut child, &channel).await;
@@ -85,9 +83,9 @@ fn spawn(executable: &std::path::Path, daemon: &Daemon, socket: OwnedFd) -> std:
         .spawn()
 }
 
-/// The steps up to the commit point; the new process's pid and what it adopted, or why it did
-/// not commit (what was handed over is back in place then).
-async fn negotiate(daemon: &mut Daemon, channel: &Arc<Channel>) -> Result<(u32, Handed), String> {
+/// The steps up to the commit point; the new process's pid, or why it did not commit (what was
+/// handed over is back in place then).
+async fn negotiate(daemon: &mut Daemon, channel: &Arc<Channel>) -> Result<u32, String> {
     if let Err(e) = offer(daemon, channel) {
         // A new process that refused its configuration said why before it exited.
         return Err(match receive(channel, "ready", Duration::from_millis(500)).await {
@@ -112,7 +110,7 @@ async fn negotiate(daemon: &mut Daemon, channel: &Arc<Channel>) -> Result<(u32, 
         Err(e) => Err(format!("{e}")),
     };
     match committed {
-        Ok(Message::Committed { pid }) => Ok((pid, handed)),
+        Ok(Message::Committed { pid }) => Ok(pid),
         Ok(other) => {
             resume(daemon, handed);
             Err(unexpected(other, "committed"))
@@ -212,7 +210,7 @@ pub(crate) enum Released {
 /// longest `drain_timeout`, or until SIGTERM/SIGINT). Should it end (or fall silent) before, this
 /// one resumes: it has accepted all along, and takes back the instances and announcements.
 pub(crate) async fn release(mut daemon: Daemon, handed: Box<HandedOver>, signals: &mut Signals) -> Released {
-    let HandedOver { channel, pid: successor, mut child, handed } = *handed;
+    let HandedOver { channel, pid: successor, mut child } = *handed;
     // Only now: the new process's guard holds the VIPs since before it committed.
     if let Some(guard) = &daemon.instances.guard {
         guard.forget_all();
@@ -225,7 +223,7 @@ pub(crate) async fn release(mut daemon: Daemon, handed: Box<HandedOver>, signals
         tracing::warn!(error = %e, "the new process did not hear that this one let go: it starts its other instances in 60 s");
     }
     if let Err(why) = serving(&channel, &mut child, successor).await {
-        resume_after_release(&mut daemon, handed, why);
+        resume_after_release(&mut daemon, why);
         return Released::Resumed(Box::new(daemon));
     }
     let Daemon { config, mut pid, balancer, stop_balancer, status, .. } = daemon;
@@ -263,19 +261,20 @@ async fn serving(channel: &Arc<Channel>, child: &mut tokio::process::Child, pid:
     Err(format!("the new process (pid {pid}) took over but ended before it said it served ({ended}; {why}): halo resumed here"))
 }
 
-/// Takes back what was let go after the commit: the instances the new process adopted, from the
-/// state they were handed over in (a pause check sees how stale it is), the others afresh, and
-/// the announcements, none withdrawn first. The pid file still names this process (the new one
-/// writes it only once it serves).
-fn resume_after_release(daemon: &mut Daemon, handed: Handed, why: String) {
+/// Takes back what was let go after the commit: every instance afresh (the state handed over
+/// may be stale: a peer may hold the VIP, or the new process's guard may have removed it and sent
+/// priority 0, so each listens for a master-down interval and, master again, adds and announces
+/// its VIPs), and the announcements, none withdrawn first. The pid file is written again (the
+/// new process may have written it as it said it served).
+fn resume_after_release(daemon: &mut Daemon, why: String) {
     tracing::error!(reason = %why, "upgrade: the new process did not take over after all: resuming");
-    let adopted: Vec<String> = handed.iter().map(|(config, _)| config.name.clone()).collect();
-    resume(daemon, handed);
-    for instance in daemon.config.vrrp.iter().filter(|v| !adopted.contains(&v.name)) {
+    for instance in &daemon.config.vrrp {
         daemon.instances.start(instance, &daemon.config.trackers, &daemon.trackers);
     }
     let verdicts = daemon.trackers.verdicts();
     daemon.announcers.resume(&daemon.config.announce, &daemon.config.trackers, &verdicts);
+    daemon.pid.disown();
+    daemon.pid = process::PidFile::write(&daemon.pid_file);
     daemon.status.set_upgrade(false, why);
 }
 

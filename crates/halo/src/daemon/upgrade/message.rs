@@ -305,6 +305,11 @@ impl Channel {
         Self(socket)
     }
 
+    /// Makes a send that waits longer than `limit` for room (a peer that reads nothing) fail.
+    pub fn limit_sends(&self, limit: Duration) -> std::io::Result<()> {
+        socket2::SockRef::from(&self.0).set_write_timeout(Some(limit))
+    }
+
     /// Sends `message` with `fds` attached.
     pub fn send(&self, message: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
         let bytes = serde_json::to_vec(message).map_err(|e| ChannelError::Broken(e.to_string()))?;

@@ -40,10 +40,10 @@
 //!    bytes, both sockets attached; the new process relays on. It drains what could not pause up
 //!    to `drain_timeout` and exits 0. Should the new process end (or fall silent for
 //!    [`SERVING_WITHIN`]: it is killed) between the commit and `serving`, the old one resumes
-//!    instead of exiting: it never stopped accepting, it restarts the adopted instances from the
-//!    state it handed over (a master whose state went stale meanwhile re-enters the protocol),
-//!    the others afresh, takes its announcements back without withdrawing them, and says so in
-//!    `last_upgrade` (which `halo upgrade` reports). A `failed` in answer to the commit (it came
+//!    instead of exiting: it never stopped accepting, it starts every instance afresh (what it
+//!    handed over may be stale: a peer may hold the VIP, or the new process's guard may have
+//!    removed it), takes its announcements back without withdrawing them, writes the pid file
+//!    again and says so in `last_upgrade` (which `halo upgrade` reports). A `failed` in answer to the commit (it came
 //!    after the running daemon stopped waiting) makes the new process give up as before.
 //!
 //! What remains: a new process that dies after `serving` is an ordinary crash of the service

@@ -313,6 +313,9 @@ fn watch_previous(channel: Arc<Channel>, status: Arc<state::Shared>, pid: u32, a
                 Ok((Message::Connections { connections }, fds)) => adopted += super::connections::adopt(&adopter, connections, fds),
                 Ok((other, _)) => tracing::debug!(kind = other.kind(), "upgrade: the old process said more"),
                 Err(ChannelError::Closed) => break,
+                // One bad message (say, its descriptors refused: out of them) loses its own
+                // connections, not the ones still to come.
+                Err(ChannelError::Broken(e)) => tracing::warn!(error = %e, "upgrade: a message of the old process was broken"),
                 Err(e) => {
                     tracing::warn!(error = %e, "upgrade: the old process's socket failed");
                     break;
