@@ -17,6 +17,7 @@ use super::holding::{GIVE_UP_FOR, Holding};
 use super::io::{Io, refresh, remove_virtual_mac};
 use super::machine::Machine;
 use super::receive::receive;
+use super::stalls;
 use crate::daemon::router_config::router_config;
 use crate::daemon::state::Shared;
 use crate::daemon::sync_group::Group;
@@ -48,6 +49,7 @@ pub(super) struct Inputs {
 /// link change or reload, until it stops or is handed over.
 pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::Sender<()>>, inputs: Inputs) {
     let Inputs { mut verdicts, mut shutdown, mut updates, mut links, mut freeze } = inputs;
+    stalls::watch();
     loop {
         driver.carry_out_actions().await;
         if let Some(adopted) = told_adopted.take()
@@ -245,13 +247,17 @@ impl Driver {
         [self.machine.poll_timeout(), refresh].into_iter().flatten().min()
     }
 
-    /// If the protocol was due more than a master-down interval ago, the task was not scheduled
-    /// (a paused VM, a frozen cgroup, SIGSTOP, a starved host; whether the pause hit it asleep or
-    /// in an await): what it knew may be stale (a peer took over, its VIPs' lifetimes ran out),
-    /// so it re-enters the protocol instead of acting on it. Whether it did.
+    /// If the protocol was due more than a master-down interval ago and the whole process stood
+    /// still meanwhile (a paused VM, a frozen cgroup, SIGSTOP, a starved host; whether the pause
+    /// hit this task asleep or in an await), what it knew may be stale (a peer took over, its
+    /// VIPs' lifetimes ran out), so it re-enters the protocol instead of acting on it. A task late
+    /// by its own long await, the process running, is no pause. Whether it did.
     fn notice_pause(&mut self, now: Instant) -> bool {
-        let late = lateness(now, self.protocol_deadline());
-        let paused = late > self.machine.master_down_interval();
+        let due = self.protocol_deadline();
+        let late = lateness(now, due);
+        let master_down = self.machine.master_down_interval();
+        let stood_still = || due.and_then(stalls::longest_since).is_none_or(|stall| stall > master_down / 2);
+        let paused = late > master_down && stood_still();
         if paused {
             self.rejoin(now, late);
         }

@@ -19,6 +19,7 @@ mod holding;
 mod io;
 mod machine;
 mod receive;
+mod stalls;
 
 use actions::publish_waiting;
 pub use driver::Frozen;
