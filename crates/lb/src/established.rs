@@ -1,21 +1,17 @@
-//! An established connection (a server chosen, both sockets open): relayed until it ends, then
-//! logged; or, when `halo upgrade` asks, paused where halo holds none of its bytes and handed to
-//! the process that replaces this one, which adopts it and relays on, the bytes counted so far
-//! carried along.
+//! What an established connection is (a server chosen, both sockets open) as it is relayed, as
+//! it is handed to the process that replaces this one (`halo upgrade`), and the handover's state
+//! shared by a balancer's frontends. The relaying itself is in [`crate::carry`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::connlog::{Outcome, Record};
 use crate::lock::lock;
-use crate::proxy::{Ended, Mode, Pause, relay};
-use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
-use crate::slots::Slot;
+use crate::proxy::Pause;
+use crate::server::ServerRuntime;
 
 /// A connection whose server is chosen, ready to be relayed.
 pub(crate) struct Connection {
@@ -91,166 +87,14 @@ impl Handover {
         kept
     }
 
+    /// The list a paused connection joins, `None` while no handover takes them; held locked
+    /// while one joins, so that the handover is not called off in between.
+    pub(crate) fn kept(&self) -> std::sync::MutexGuard<'_, Option<Vec<Established>>> {
+        lock(&self.paused)
+    }
+
     /// The connections paused since the last call.
     pub(crate) fn take(&self) -> Vec<Established> {
         lock(&self.paused).as_mut().map(std::mem::take).unwrap_or_default()
-    }
-}
-
-/// Counters of a connection whose server is gone from the configuration.
-static NOWHERE: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
-
-impl FrontendRuntime {
-    /// Relays `connection` (holding `slot`) until it ends, then logs it; a relay paused for an
-    /// upgrade is handed over instead. A removed server's connections get its backend's
-    /// `drain_timeout`.
-    pub(crate) async fn carry(&self, backend: &BackendRuntime, connection: Connection, slot: Option<Slot>) {
-        let Connection { client, upstream, server, address, peer, accepted, queued, connecting, before } = connection;
-        if let Some(server) = &server {
-            server.stats.current.fetch_add(1, Ordering::Relaxed);
-        }
-        let server_name = server.as_ref().map_or("-", |s| s.config.name.as_str());
-        let ended = self.relay_to_end(backend, (client, upstream), server.as_ref(), (server_name, address), (peer, accepted), before).await;
-        if let Some(server) = &server {
-            server.stats.current.fetch_sub(1, Ordering::Relaxed);
-        }
-        drop(slot);
-        let Some((outcome, up, down)) = ended else { return };
-        match outcome {
-            Outcome::Idle => tracing::debug!(frontend = %self.name, server = server_name, "closed after the idle timeout"),
-            Outcome::Drained => tracing::debug!(frontend = %self.name, server = server_name, "closed: removed server's drain timeout"),
-            _ => {}
-        }
-        if self.log.enabled() {
-            self.log.write(&Record {
-                client: peer,
-                frontend: &self.name,
-                backend: &backend.config.name,
-                server: Some((server_name, address)),
-                queued,
-                connecting,
-                total: accepted.elapsed(),
-                bytes_up: up,
-                bytes_down: down,
-                outcome,
-            });
-        }
-    }
-
-    /// Relays until the connection ends: how, and the bytes each way (those relayed `before`
-    /// included); `None` when it was handed over. A pause that comes when the handover has been
-    /// called off is no end: it relays on.
-    async fn relay_to_end(
-        &self,
-        backend: &BackendRuntime,
-        (mut client, mut upstream): (TcpStream, TcpStream),
-        server: Option<&Arc<ServerRuntime>>,
-        (server_name, address): (&str, SocketAddr),
-        (peer, accepted): (SocketAddr, Instant),
-        before: (u64, u64),
-    ) -> Option<(Outcome, u64, u64)> {
-        let counters = server.map_or((&NOWHERE.0, &NOWHERE.1), |s| (&s.stats.bytes_up, &s.stats.bytes_down));
-        let mut retired = server.map(|s| s.retired.subscribe());
-        let drain = backend.config.drain_timeout;
-        let retired_then_drained = async {
-            if let Some(retired) = &mut retired
-                && retired.wait_for(|r| *r).await.is_err()
-            {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(drain).await;
-        };
-        tokio::pin!(retired_then_drained);
-        let pause = self.handover.pause();
-        let mut total = before;
-        loop {
-            let relayed = tokio::select! {
-                relayed = relay((&client, &upstream), backend.config.idle_timeout, counters, Mode::Splice, &pause) => relayed,
-                () = &mut retired_then_drained => return Some((Outcome::Drained, total.0, total.1)),
-            };
-            total = (total.0 + relayed.up, total.1 + relayed.down);
-            let outcome = match relayed.ended {
-                Ended::Closed => Outcome::Closed,
-                Ended::Idle => Outcome::Idle,
-                Ended::Error => Outcome::Error,
-                Ended::Paused => match self.hand_over(client, upstream, (backend, server_name, address), peer, accepted, total) {
-                    Ok(()) => return None,
-                    Err(back) => {
-                        (client, upstream) = back;
-                        continue;
-                    }
-                },
-            };
-            return Some((outcome, total.0, total.1));
-        }
-    }
-
-    /// Keeps a paused connection for the process that replaces this one; the sockets back when
-    /// the handover was called off meanwhile.
-    fn hand_over(
-        &self,
-        client: TcpStream,
-        upstream: TcpStream,
-        (backend, server_name, address): (&BackendRuntime, &str, SocketAddr),
-        peer: SocketAddr,
-        accepted: Instant,
-        (bytes_up, bytes_down): (u64, u64),
-    ) -> Result<(), (TcpStream, TcpStream)> {
-        let mut paused = lock(&self.handover.paused);
-        let Some(kept) = paused.as_mut() else { return Err((client, upstream)) };
-        let (client, server) = match (client.into_std(), upstream.into_std()) {
-            (Ok(client), Ok(server)) => (client, server),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(frontend = %self.name, error = %e, "a paused connection could not be handed over: closed");
-                return Ok(());
-            }
-        };
-        kept.push(Established {
-            client,
-            server,
-            frontend: self.name.clone(),
-            backend: backend.config.name.clone(),
-            server_name: server_name.to_string(),
-            server_address: address,
-            peer,
-            age: accepted.elapsed(),
-            bytes_up,
-            bytes_down,
-        });
-        Ok(())
-    }
-
-    /// Relays on a connection the process this one replaced handed over: on its server when the
-    /// backend still has it (by name), else with the backend's `drain_timeout`; in a
-    /// slot when one is free (a connection established before is never refused: over the cap,
-    /// it is served all the same).
-    pub(crate) async fn adopt(&self, established: Established) {
-        let backend = self.backend();
-        // By name: a server given by name may resolve elsewhere now; the socket stays where it is.
-        let server = (backend.config.name == established.backend)
-            .then(|| backend.servers.iter().find(|s| s.config.name == established.server_name).cloned())
-            .flatten();
-        let sockets = [established.client, established.server].map(|s| s.set_nonblocking(true).and_then(|()| TcpStream::from_std(s)));
-        let [client, upstream] = match sockets {
-            [Ok(client), Ok(upstream)] => [client, upstream],
-            [Err(e), _] | [_, Err(e)] => {
-                tracing::warn!(frontend = %self.name, error = %e, "a connection handed over could not be adopted: closed");
-                return;
-            }
-        };
-        let accepted = Instant::now().checked_sub(established.age).unwrap_or_else(Instant::now);
-        let connection = Connection {
-            client,
-            upstream,
-            server,
-            address: established.server_address,
-            peer: established.peer,
-            accepted,
-            queued: Duration::ZERO,
-            connecting: Duration::ZERO,
-            before: (established.bytes_up, established.bytes_down),
-        };
-        let slot = self.slots.adopt();
-        self.carry(&backend, connection, slot).await;
     }
 }

@@ -3,6 +3,7 @@
 //! proxy data path. Driven by the frontends and backends of the config model.
 
 pub mod balancer;
+mod carry;
 pub mod connlog;
 pub mod established;
 pub mod handover;
