@@ -27,9 +27,9 @@ track $!
   halo_log_toml
   halo_vrrp_toml 200
   halo_frontend_toml api 0.0.0.0:8443
-  halo_backend_toml api "" m1=192.0.2.13:6443
+  halo_backend_toml api "" m1=192.0.2.12:6443
 } > "$WORK/halo.toml"
-haproxy_api_cfg 2000 "" 192.0.2.13:6443 > "$WORK/haproxy.cfg"
+haproxy_api_cfg 2000 "" 192.0.2.12:6443 > "$WORK/haproxy.cfg"
 keepalived_conf 200 3 1 > "$WORK/keepalived.conf"
 
 # kib PID FIELD: Rss or Pss of PID in KiB.
