@@ -79,19 +79,26 @@ async fn paused_midway(mode: Mode) {
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (u, d) = (Arc::clone(&up), Arc::clone(&down));
     let (ask, pause) = tokio::sync::watch::channel(false);
+    // The ends hold their writes (they go on reading) from the pause until the first relay has
+    // returned: a relay pauses when both directions rest at once, which a stream that never stops
+    // in either direction may not give it.
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = Arc::clone(&hold);
     let relays = tokio::spawn(async move {
         let first = relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&u, &d), mode, &pause).await;
+        held.store(false, std::sync::atomic::Ordering::SeqCst);
         let second = relay((&proxy_client, &proxy_server), Duration::from_secs(30), (&u, &d), mode, &never()).await;
         (first, second)
     });
     let (to_server, to_client) = (pattern(3, LEN), pattern(4, LEN));
     let (a, b) = (to_server.clone(), to_client.clone());
-    let ends = [(client_end(&mut client, a)), (client_end(&mut server, b))];
+    let ends = [client_end(&mut client, a, &hold), client_end(&mut server, b, &hold)];
     // Paused once a megabyte has gone up: mid-stream, whatever the machine's speed.
     let pausing = async {
         while up.load(std::sync::atomic::Ordering::Relaxed) < 1 << 20 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        hold.store(true, std::sync::atomic::Ordering::SeqCst);
         ask.send_replace(true);
     };
     let ([at_client, at_server], ()) = tokio::join!(futures_join(ends), pausing);
@@ -99,15 +106,22 @@ async fn paused_midway(mode: Mode) {
     assert!(at_client == to_client, "{mode:?}: client got other bytes across the pause");
     let (first, second) = relays.await.expect("relays");
     assert_eq!(first.ended, Ended::Paused, "{mode:?}: the pause came after the end: nothing was tested");
+    assert!(first.up < LEN as u64, "{mode:?}: paused after the whole upload: not midway");
     assert_eq!(second.ended, Ended::Closed);
     assert_eq!((first.up + second.up, first.down + second.down), (LEN as u64, LEN as u64));
 }
 
-/// One end of a stream: sends `bytes` then FIN, and reads everything until the other's FIN.
-async fn client_end(stream: &mut TcpStream, bytes: Vec<u8>) -> Vec<u8> {
+/// One end of a stream: sends `bytes` (64 KiB at a time, none while `hold` is set) then FIN, and
+/// reads everything until the other's FIN.
+async fn client_end(stream: &mut TcpStream, bytes: Vec<u8>, hold: &std::sync::atomic::AtomicBool) -> Vec<u8> {
     let (mut r, mut w) = stream.split();
     let send = async {
-        w.write_all(&bytes).await.expect("write");
+        for chunk in bytes.chunks(64 << 10) {
+            while hold.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            w.write_all(chunk).await.expect("write");
+        }
         w.shutdown().await.expect("FIN");
     };
     let mut got = Vec::new();
