@@ -93,6 +93,17 @@ fn settled_holder(lan: &Lan) -> Option<usize> {
     None
 }
 
+/// halo master (110) and backup (100) on a LAN, the master holding the VIP alone, and a capture
+/// of the LAN's ARP frames running.
+fn master_backup_captured() -> (Lan, Daemon, Daemon, ArpCapture) {
+    let lan = Lan::new(2);
+    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 110, "100ms", "192.0.2.170/24", ""));
+    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
+    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
+    let capture = ArpCapture::start(&lan);
+    (lan, master, backup, capture)
+}
+
 /// A master paused for five seconds (SIGSTOP: longer than its VIPs' kernel lifetime and its
 /// peer's master-down interval) and resumed. Its peer took over meanwhile; whoever holds the VIP
 /// once things settle must have announced it after the resume, else clients keep sending to the
@@ -104,11 +115,7 @@ fn a_paused_master_that_resumes_leaves_a_holder_that_announced_itself() {
     if skip("a_paused_master_that_resumes_leaves_a_holder_that_announced_itself") {
         return;
     }
-    let lan = Lan::new(2);
-    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 110, "100ms", "192.0.2.170/24", ""));
-    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
-    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
-    let capture = ArpCapture::start(&lan);
+    let (lan, master, backup, capture) = master_backup_captured();
     let logs = || format!("{}\n---\n{}", master.log(), backup.log());
     master.signal("STOP");
     let took_over = wait_for(GENEROUS, || lan.holds(1, VIP));
@@ -136,11 +143,7 @@ fn a_master_that_adds_a_vanished_vip_again_announces_it() {
     if skip("a_master_that_adds_a_vanished_vip_again_announces_it") {
         return;
     }
-    let lan = Lan::new(2);
-    let master = Daemon::halo(&lan, 0, "master", &halo_conf(3, 110, "100ms", "192.0.2.170/24", ""));
-    let backup = Daemon::halo(&lan, 1, "backup", &halo_conf(3, 100, "100ms", "192.0.2.170/24", ""));
-    assert_sole_holder(&lan, 0, 1, VIP, &[&master, &backup]);
-    let capture = ArpCapture::start(&lan);
+    let (lan, master, backup, capture) = master_backup_captured();
     let master_mac = mac(&lan, 0);
     // Past the new master's second burst of announcements (5 s after the transition, as
     // keepalived's garp_master_delay), which must not be taken for an answer below.
