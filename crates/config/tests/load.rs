@@ -437,8 +437,8 @@ fn auth_password_takes_any_eight_bytes_keepalived_takes() {
     assert!(heads(&with("ab\\tc")).iter().any(|e| e.contains("auth_password holds a control character")));
 }
 
-/// Names and interface names reach rendered files (keepalived.conf, haproxy.cfg, the unit's
-/// `ExecStopPost=`), where a newline would be a new directive: an interface name is checked as
+/// Names and interface names reach rendered files (keepalived.conf, haproxy.cfg, network
+/// configurations), where a newline would be a new directive: an interface name is checked as
 /// the kernel checks one, every other name against a safe set, each error at its place.
 #[test]
 fn names_and_interface_names_that_could_break_rendered_files_are_refused() {

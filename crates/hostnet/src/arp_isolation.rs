@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use crate::Result;
-use crate::sysctl;
+use crate::devconf::{self, Ipv4Setting};
 
-/// The keys set on the parent, with the value halo needs.
-const SETTINGS: [(&str, &str); 3] = [("arp_ignore", "1"), ("arp_filter", "1"), ("arp_announce", "2")];
+/// The keys set on the parent (over netlink: see [`crate::devconf`]), with the value halo needs.
+const SETTINGS: [(Ipv4Setting, u32); 3] = [(Ipv4Setting::ArpIgnore, 1), (Ipv4Setting::ArpFilter, 1), (Ipv4Setting::ArpAnnounce, 2)];
 
-/// One parent's users, and the (key, value) pairs found before the first.
+/// One parent's users, and the settings found before the first.
 struct Parent {
     users: usize,
-    found: Vec<(String, String)>,
+    found: Vec<(Ipv4Setting, u32)>,
 }
 
 /// The parents in use, by interface name.
@@ -40,19 +40,12 @@ impl ArpIsolation {
             return Ok(Self { interface: interface.to_string() });
         }
         let mut found = Vec::new();
-        for (name, value) in SETTINGS {
-            let key = sysctl::ipv4_conf_key(interface, name);
-            let set = sysctl::read(&key).and_then(|before| {
-                if let Some(before) = before {
-                    found.push((key.clone(), before));
-                }
-                sysctl::write(&key, value)
-            });
-            if let Err(e) = set {
-                restore(&found);
-                return Err(e);
+        for (setting, _) in SETTINGS {
+            if let Some(before) = devconf::read(interface, setting)? {
+                found.push((setting, before));
             }
         }
+        devconf::set(interface, &SETTINGS)?;
         parents.insert(interface.to_string(), Parent { users: 1, found });
         Ok(Self { interface: interface.to_string() })
     }
@@ -66,15 +59,13 @@ impl Drop for ArpIsolation {
             parent.users == 0
         });
         if last && let Some(parent) = parents.remove(&self.interface) {
-            restore(&parent.found);
+            restore(&self.interface, &parent.found);
         }
     }
 }
 
-fn restore(found: &[(String, String)]) {
-    for (key, value) in found {
-        if let Err(e) = sysctl::write(key, value) {
-            tracing::warn!(%key, %value, error = %e, "could not restore an ARP setting of a virtual-MAC parent");
-        }
+fn restore(interface: &str, found: &[(Ipv4Setting, u32)]) {
+    if let Err(e) = devconf::set(interface, found) {
+        tracing::warn!(%interface, error = %e, "could not restore the ARP settings of a virtual-MAC parent");
     }
 }

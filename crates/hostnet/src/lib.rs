@@ -5,6 +5,7 @@
 pub mod arp_isolation;
 pub mod arp_probe;
 pub mod bridge;
+pub mod devconf;
 pub mod fd_passing;
 pub mod gratuitous;
 pub mod guard;

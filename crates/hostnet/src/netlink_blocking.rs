@@ -60,7 +60,7 @@ impl BlockingNetlink {
     }
 
     /// Sends one request and waits for its acknowledgement: 0, or the kernel's negative errno.
-    fn request(&mut self, message: RouteNetlinkMessage, what: &str) -> Result<i32> {
+    pub(crate) fn request(&mut self, message: RouteNetlinkMessage, what: &str) -> Result<i32> {
         self.sequence += 1;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK;

@@ -44,26 +44,32 @@
 use socket2::{Domain, SockFilter, Socket, Type};
 
 use crate::netlink::Link;
-use crate::{Result, io, sysctl};
+use crate::{Result, devconf, io, sysctl};
 
-/// Sets the macvlan `interface`'s own keys before it goes up (see the module's text). IPv6 stays
-/// enabled, without an address of its own, when `ipv6_held` (IPv6 addresses will be held on it).
-/// A kernel without IPv6 has no IPv6 keys, and nothing of IPv6 to silence.
+/// Sets the macvlan `interface`'s own keys before it goes up (see the module's text), over
+/// netlink ([`crate::devconf`]): a read-only /proc/sys (a container, a hardened unit) does not
+/// stop it. IPv6 stays enabled, without an address of its own, when `ipv6_held` (IPv6
+/// addresses will be held on it); otherwise it is disabled where /proc/sys is writable — the
+/// one key netlink does not set — and, where it is not, it stays enabled without an address,
+/// which keeps it silent all the same. A kernel without IPv6 has nothing of IPv6 to silence.
 pub fn quiet(interface: &str, ipv6_held: bool) -> Result<()> {
-    for (name, value) in [("arp_ignore", "1"), ("rp_filter", "0"), ("promote_secondaries", "1")] {
-        sysctl::write(&sysctl::ipv4_conf_key(interface, name), value)?;
+    use crate::devconf::Ipv4Setting::{ArpIgnore, PromoteSecondaries, RpFilter};
+    devconf::set(interface, &[(ArpIgnore, 1), (RpFilter, 0), (PromoteSecondaries, 1)])?;
+    let disable = format!("net/ipv6/conf/{interface}/disable_ipv6");
+    if sysctl::read(&disable)?.is_none() {
+        return Ok(());
     }
-    let mut ipv6 = vec![("addr_gen_mode", "1")];
-    if !ipv6_held {
-        ipv6.push(("disable_ipv6", "1"));
+    devconf::no_ipv6_address_generation(interface)?;
+    if ipv6_held {
+        return Ok(());
     }
-    for (name, value) in ipv6 {
-        let key = format!("net/ipv6/conf/{interface}/{name}");
-        if sysctl::read(&key)?.is_some() {
-            sysctl::write(&key, value)?;
+    match sysctl::write(&disable, "1") {
+        Err(crate::HostError::Io { source, .. }) if source.raw_os_error() == Some(libc::EROFS) => {
+            tracing::info!(%interface, "/proc/sys is read-only: IPv6 stays enabled on the virtual-MAC interface, without an address of its own");
+            Ok(())
         }
+        other => other,
     }
-    Ok(())
 }
 
 /// EtherType of IPv4.

@@ -9,48 +9,40 @@ pub const BINARY: &str = "/usr/bin/halo";
 /// The configuration the unit and the pod run with.
 pub const CONFIG: &str = "/etc/halo/halo.toml";
 
-/// A hardened unit: Type=notify (halo reports READY, RELOADING, STOPPING), reload through
-/// `halo reload` (which validates first), only the three capabilities halo needs, and an
-/// ExecStopPost that removes the virtual addresses if halo could not (killed, crashed).
+/// Every capability a feature of halo needs: NET_ADMIN (addresses, links, their settings over
+/// netlink), NET_RAW (VRRP, ARP and NA sockets), NET_BIND_SERVICE (ports below 1024), SETUID and
+/// SETGID (scripts run as `[node] script_user`), KILL (ending such a script at its timeout).
+pub const CAPABILITIES: [&str; 6] = ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "SETUID", "SETGID", "KILL"];
+
+/// A hardened unit, the same for every configuration, so that the packaged one fits whatever
+/// /etc/halo/halo.toml says: Type=notify (halo reports READY, RELOADING, STOPPING), reload
+/// through `halo reload` (which validates first), the capabilities of [`CAPABILITIES`], kernel
+/// tunables read-only (a virtual MAC's settings go over netlink). No ExecStopPost: VIPs carry a
+/// kernel lifetime and halo-guard removes what a dead halo held (VIPs, virtual-MAC links), and
+/// the next start replaces a stale virtual-MAC link.
 ///
 /// `halo upgrade` (SIGUSR2) needs nothing more: the running daemon, still the main process,
 /// starts its successor inside the unit's cgroup and, once the successor has taken over, sends
 /// `MAINPID=<successor>` and `READY=1` itself, so `NotifyAccess=main` (written out, it is the
 /// default of Type=notify) suffices; from then on the successor is the main process and the old
 /// one, draining, says nothing more. `systemctl reload` stays a configuration reload.
+///
+/// The config only adds warnings: what scripts and hooks write needs `ReadWritePaths=` (a
+/// drop-in of the user's, since the unit cannot know it).
 pub fn systemd(config: &Config) -> Rendered {
     let mut out = String::new();
-    line(&mut out, format_args!("# halo.service rendered by `halo render systemd`; install as /etc/systemd/system/halo.service."));
+    line(&mut out, format_args!("# halo.service, as `halo render systemd` writes it: the same for every halo.toml."));
     line(&mut out, format_args!("[Unit]\nDescription=halo: highly available Kubernetes API endpoint (TCP balancer + VRRP)"));
     line(&mut out, format_args!("Documentation=man:halo(1)\nWants=network-online.target\nAfter=network-online.target\n"));
     line(&mut out, format_args!("[Service]\nType=notify\nNotifyAccess=main"));
     line(&mut out, format_args!("ExecStart={BINARY} run -c {CONFIG} --pid-file /run/halo/halo.pid"));
     line(&mut out, format_args!("ExecReload={BINARY} reload -c {CONFIG} --pid-file /run/halo/halo.pid"));
-    for v in &config.vrrp {
-        // "-": an address or interface already gone (the normal case) is not a failure.
-        if v.virtual_mac {
-            line(&mut out, format_args!("ExecStopPost=-/sbin/ip link del vrrp.{}", v.virtual_router_id.get()));
-            continue;
-        }
-        for address in &v.virtual_addresses {
-            line(&mut out, format_args!("ExecStopPost=-/sbin/ip address del {address} dev {}", v.interface));
-        }
-    }
     line(&mut out, format_args!("Restart=on-failure\nRestartSec=1s\nRuntimeDirectory=halo\nLimitNOFILE=65536"));
-    // Scripts run as [node] script_user: switching to it takes CAP_SETUID and CAP_SETGID.
-    let caps = if config.node.script_user.is_some() {
-        "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID"
-    } else {
-        "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE"
-    };
+    let caps: Vec<String> = CAPABILITIES.iter().map(|c| format!("CAP_{c}")).collect();
+    let caps = caps.join(" ");
     line(&mut out, format_args!("AmbientCapabilities={caps}\nCapabilityBoundingSet={caps}\nNoNewPrivileges=yes"));
     line(&mut out, format_args!("ProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nPrivateDevices=yes"));
-    // A virtual MAC sets its parent's ARP keys under /proc/sys: kernel tunables stay writable.
-    let tunables = if config.vrrp.iter().any(|v| v.virtual_mac) { "no" } else { "yes" };
-    line(
-        &mut out,
-        format_args!("ProtectKernelTunables={tunables}\nProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectControlGroups=yes"),
-    );
+    line(&mut out, format_args!("ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectControlGroups=yes"));
     line(
         &mut out,
         format_args!("ProtectClock=yes\nProtectHostname=yes\nRestrictNamespaces=yes\nRestrictRealtime=yes\nRestrictSUIDSGID=yes"),
@@ -61,7 +53,11 @@ pub fn systemd(config: &Config) -> Rendered {
     let losses = if config.trackers.iter().any(|t| matches!(t.kind, crate::model::TrackerKind::Script { .. }))
         || config.vrrp.iter().any(|v| v.notify != crate::model::Notify::default())
     {
-        vec!["scripts and notify hooks run under ProtectSystem=strict: add ReadWritePaths= for what they write".to_string()]
+        vec![
+            "scripts and notify hooks run under ProtectSystem=strict: what they write needs ReadWritePaths= in a drop-in \
+             (systemctl edit halo)"
+                .to_string(),
+        ]
     } else {
         Vec::new()
     };
@@ -128,17 +124,16 @@ mod unit_tests {
     }
 
     #[test]
-    fn the_unit_grants_what_the_configuration_uses() {
+    fn the_unit_is_the_same_for_every_configuration() {
         let plain = unit("", "");
-        assert!(plain.contains("ProtectKernelTunables=yes") && plain.contains("ExecStopPost=-/sbin/ip address del 10.0.0.10/24 dev eth0"));
-        assert!(!plain.contains("CAP_SETUID"));
+        assert_eq!(plain, unit("script_user = \"halo\"", "virtual_mac = true"));
+        assert!(!plain.contains("10.0.0.10") && !plain.contains("eth0") && !plain.contains("ExecStopPost"), "{plain}");
+        assert!(plain.contains("ProtectKernelTunables=yes"), "{plain}");
+        assert!(
+            plain.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL\n"),
+            "{plain}"
+        );
         // halo upgrade: the old main process names its successor (MAINPID=), which main allows.
         assert!(plain.contains("Type=notify\nNotifyAccess=main\n"), "{plain}");
-        // A virtual MAC writes its parent's ARP keys and lives on vrrp.51.
-        let vmac = unit("", "virtual_mac = true");
-        assert!(vmac.contains("ProtectKernelTunables=no") && vmac.contains("ExecStopPost=-/sbin/ip link del vrrp.51"), "{vmac}");
-        // Scripts as another user need to switch to it.
-        let user = unit("script_user = \"halo\"", "");
-        assert!(user.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID"), "{user}");
     }
 }
