@@ -3,6 +3,7 @@
 
 pub mod defaults;
 pub mod diag;
+pub mod host_files;
 pub mod import;
 pub mod load;
 pub mod model;

@@ -22,6 +22,8 @@ pub struct Loaded {
     pub config: Config,
     /// Problems that did not prevent loading.
     pub warnings: Vec<Diagnostic>,
+    /// The host's files it names (see [`crate::host_files`]).
+    pub host_files: Vec<crate::host_files::HostFile>,
 }
 
 /// Reads and validates a file: the one loader the daemon, `halo check` and the tests share.
@@ -49,11 +51,12 @@ pub fn read_bounded(path: &Path) -> Result<Vec<u8>, LoadError> {
 pub fn load_str(file: &str, text: &str) -> Result<Loaded, LoadError> {
     let mut report = Report::new(file, text);
     let raw = parse(&mut report, text);
+    let host_files = raw.as_ref().map(|raw| crate::host_files::host_files(&report, raw)).unwrap_or_default();
     let config = raw.and_then(|raw| validate(&mut report, raw));
     let mut diagnostics = report.diagnostics;
     diagnostics.sort_by(|a, b| a.location.cmp(&b.location));
     match config {
-        Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Loaded { config, warnings: diagnostics }),
+        Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Loaded { config, warnings: diagnostics, host_files }),
         _ => Err(LoadError::Invalid(diagnostics)),
     }
 }

@@ -494,3 +494,41 @@ fn import_renames_names_halo_toml_does_not_take() {
     let check = halo(&["check", "-c", &output.to_string_lossy()]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
 }
+
+/// A file halo.toml names and this host lacks: `halo check` warns at its place (the file may be
+/// for another host), `halo run` refuses to start, naming it, and in a container asks whether
+/// it was mounted.
+#[test]
+fn a_missing_file_the_config_names_is_a_warning_in_check_and_stops_run() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("missing.toml");
+    std::fs::write(
+        &file,
+        "[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:1\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n[backend.health]\n\
+         kind = \"https\"\nca_file = \"/nonexistent/halo-test/ca.crt\"\n[[backend.server]]\nname = \"m1\"\naddress = \"127.0.0.1:6443\"\n",
+    )
+    .expect("write");
+    let path = file.to_string_lossy().to_string();
+    let check = halo(&["check", "-c", &path]);
+    let said = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    let warning = format!(
+        "{path}:10:11: warning: backend api: health.ca_file names /nonexistent/halo-test/ca.crt, which does not exist on this host"
+    );
+    assert!(said.contains(&warning), "{said}");
+    assert!(said.contains("halo run refuses to start without it"), "{said}");
+    let run = halo(&["run", "-c", &path, "--pid-file", &dir.path().join("pid").to_string_lossy()]);
+    let said = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{said}");
+    assert!(said.contains(&format!("{path}:10:11: error: backend api: health.ca_file names /nonexistent/halo-test/ca.crt")), "{said}");
+    assert!(said.contains("nothing was started"), "{said}");
+    assert!(!dir.path().join("pid").exists(), "a pid file was written");
+    let in_pod = std::process::Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["run", "-c", &path, "--pid-file", &dir.path().join("pid").to_string_lossy()])
+        .env("container", "oci")
+        .output()
+        .expect("run");
+    let said = text(&in_pod.stderr);
+    assert_eq!(in_pod.status.code(), Some(2), "{said}");
+    assert!(said.contains("which does not exist in this container") && said.contains("not mounted into the pod or container?"), "{said}");
+}
