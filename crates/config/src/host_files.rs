@@ -131,8 +131,6 @@ pub fn is_system_program(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn every_file_the_config_names_with_its_place() {
         let text = "[status]\ntoken_file = \"/etc/halo/token\"\n\n\

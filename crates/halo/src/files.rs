@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use halo_config::{Diagnostic, LoadError, Loaded};
+use halo_config::{Diagnostic, LoadError, Loaded, Severity};
 
 /// Exit code for input with errors.
 pub const EXIT_INVALID: u8 = 1;
@@ -30,6 +30,36 @@ pub fn load(path: &Path) -> anyhow::Result<Result<Loaded, ExitCode>> {
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// The files halo.toml names that this host lacks (see `halo_config::host_files`), each as a
+/// diagnostic at its place: an error for a file halo cannot start without when `for_start`, a
+/// warning otherwise (`halo check` may run on another host than the one the file is for).
+pub fn missing_host_files(loaded: &Loaded, for_start: bool) -> Vec<Diagnostic> {
+    use halo_config::host_files::Need;
+    let in_container = std::env::var_os("container").is_some_and(|v| !v.is_empty());
+    loaded
+        .host_files
+        .iter()
+        .filter(|f| std::fs::metadata(&f.path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+        .map(|f| {
+            let severity = if for_start && f.need == Need::ToStart { Severity::Error } else { Severity::Warning };
+            let hint = match (in_container, f.need) {
+                (true, _) => "not mounted into the pod or container? `halo render static-pod` and `halo render quadlet` mount every \
+                              file halo.toml names: render again after changing halo.toml"
+                    .to_string(),
+                (false, Need::ToStart) => "halo run refuses to start without it".to_string(),
+                (false, Need::WhileRunning) => "the tracker reads as failed until it appears".to_string(),
+            };
+            let place = if in_container { "in this container" } else { "on this host" };
+            Diagnostic {
+                severity,
+                location: Some(f.location.clone()),
+                message: format!("{} names {}, which does not exist {place}", f.key, f.path.display()),
+                hint: Some(hint),
+            }
+        })
+        .collect()
 }
 
 /// Writes `text` to `path` atomically (temporary file in the same directory, fsync, rename),

@@ -21,7 +21,9 @@ fn check_valid_config_prints_a_summary() {
     let out = halo(&["check", "-c", "examples/halo.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("examples/halo.toml: valid (0 warnings)"), "{stdout}");
+    // The one warning on a machine that is not a control-plane host: the example's CA is absent.
+    let warnings = if std::path::Path::new("/etc/kubernetes/pki/ca.crt").exists() { "0 warnings" } else { "1 warning" };
+    assert!(stdout.starts_with(&format!("examples/halo.toml: valid ({warnings})")), "{stdout}");
     assert!(stdout.contains("vrrp apiserver: br0 id 51 priority 101 v3 every 100ms, addresses 10.150.0.170/24"), "{stdout}");
     assert!(
         stdout.contains("backend apiserver: roundrobin over 3 server(s), https GET /readyz expecting 200, certificate verified"),
@@ -397,6 +399,9 @@ fn a_script_user_that_does_not_exist_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("halo.toml");
     let example = std::fs::read_to_string(repo().join("examples/halo.toml")).expect("example");
+    // Without the example's CA, which this host may lack (refused before the user is looked up).
+    let example: String =
+        example.lines().filter(|l| !l.starts_with("ca_file") && !l.starts_with("server_name")).map(|l| format!("{l}\n")).collect();
     std::fs::write(&file, example.replacen("[node]\n", "[node]\nscript_user = \"nosuchuser_xyz\"\n", 1)).expect("write");
     let check = halo(&["check", "-c", &file.to_string_lossy()]);
     assert_eq!(check.status.code(), Some(0), "{}", text_of(&check));

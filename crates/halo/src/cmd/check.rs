@@ -12,6 +12,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     crate::files::print_diagnostics(&loaded.warnings);
+    let missing_files = crate::files::missing_host_files(&loaded, false);
+    crate::files::print_diagnostics(&missing_files);
     // The file may be checked on another host than the one it is for: a warning, not an error.
     if let Err(e) = crate::daemon::exec::check_script_user(loaded.config.node.script_user.as_deref()) {
         eprintln!("{}: warning: {e:#} (halo run will refuse to start)", path.display());
@@ -34,7 +36,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    let warnings = loaded.warnings.len() + unresolved.len() + missing.len() + usize::from(exposed.is_some());
+    let warnings = loaded.warnings.len() + missing_files.len() + unresolved.len() + missing.len() + usize::from(exposed.is_some());
     print!("{}", summary(path, &loaded.config, warnings));
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,9 @@ pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>, upgrade_
         },
     };
     crate::files::print_diagnostics(&loaded.warnings);
+    if let Err(code) = host_files_present(path, &loaded, handover.as_ref()) {
+        return Ok(code);
+    }
     let mut config = loaded.config;
     if let Some(format) = log_format {
         config.log.format = format;
@@ -35,6 +38,23 @@ pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>, upgrade_
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().context("starting the runtime")?;
     runtime.block_on(crate::daemon::run(path, pid_file, config, handover))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to start when a file halo.toml names, and halo needs, is missing here (each said
+/// with its place; a running daemon that asked for an upgrade hears why).
+fn host_files_present(path: &Path, loaded: &halo_config::Loaded, handover: Option<&std::os::fd::OwnedFd>) -> Result<(), ExitCode> {
+    let missing = crate::files::missing_host_files(loaded, true);
+    crate::files::print_diagnostics(&missing);
+    let errors: Vec<String> = missing.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let reason = format!("{}: {} file(s) it names are missing; nothing was started", path.display(), errors.len());
+    eprintln!("halo: error: {reason}");
+    if let Some(socket) = handover {
+        tell_the_running_daemon(socket, format!("{reason}: {}", errors.join("; ")));
+    }
+    Err(ExitCode::from(2))
 }
 
 /// The handover socket, on standard input; standard input becomes /dev/null (scripts and hooks
@@ -63,6 +83,12 @@ fn load_or_refuse(path: &Path, socket: &std::os::fd::OwnedFd) -> Result<halo_con
             (reason, 2)
         }
     };
+    tell_the_running_daemon(socket, reason);
+    Err(ExitCode::from(code))
+}
+
+/// Tells the daemon that started this one for an upgrade why it will not take over.
+fn tell_the_running_daemon(socket: &std::os::fd::OwnedFd, reason: String) {
     let socket = socket.try_clone().map(crate::daemon::upgrade::message::Channel::new);
     let told = socket
         .map_err(anyhow::Error::from)
@@ -70,5 +96,4 @@ fn load_or_refuse(path: &Path, socket: &std::os::fd::OwnedFd) -> Result<halo_con
     if let Err(e) = told {
         eprintln!("halo: the running daemon did not hear why: {e:#}");
     }
-    Err(ExitCode::from(code))
 }
