@@ -332,10 +332,12 @@ pub enum Artefact {
     CheckScript,
     /// /etc/sysctl.d drop-in for a balancer host.
     Sysctl,
-    /// A hardened systemd unit running halo (Type=notify, reload, capabilities, VIP cleanup).
+    /// The hardened systemd unit the package installs, the same for every config.
     Systemd,
-    /// A Kubernetes static-pod manifest running halo (host network, liveness on /healthz).
+    /// A Kubernetes static pod running halo's image, with the mounts and capabilities this config needs.
     StaticPod,
+    /// A podman Quadlet unit running halo's image on an ostree host (ALT Container OS, Fedora CoreOS).
+    Quadlet,
     /// The bridge as persistent network configuration (needs --format), from this host's NIC.
     Network,
     /// FRR's configuration for the addresses announced by BGP ([[announce]], [bgp]).

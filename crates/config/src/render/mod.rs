@@ -2,6 +2,7 @@
 //! stack's artefacts for hosts that keep haproxy and keepalived (corrected, not copied).
 
 mod check_script;
+mod container;
 mod frr;
 mod haproxy;
 mod keepalived;
@@ -13,12 +14,13 @@ mod toml;
 mod write;
 
 pub use check_script::{CHECK_SCRIPT_PATH, check_script};
+pub use container::{IMAGE, Mount, capabilities, mounts, quadlet, static_pod};
 pub use frr::frr;
 pub use haproxy::haproxy;
 pub use keepalived::keepalived;
 pub use network::{NetworkFacts, NetworkFile, NetworkFormat, mac_text, network};
 pub use sysctl::sysctl;
-pub use systemd::{static_pod, systemd};
+pub use systemd::{CAPABILITIES, systemd};
 pub use toml::halo_toml;
 
 /// A rendered file, with what it could not express.

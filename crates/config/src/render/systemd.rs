@@ -1,4 +1,4 @@
-//! Config -> systemd unit and Kubernetes static-pod manifest for running halo itself.
+//! The systemd unit that runs halo itself from the package.
 
 use super::Rendered;
 use super::write::line;
@@ -61,53 +61,6 @@ pub fn systemd(config: &Config) -> Rendered {
     } else {
         Vec::new()
     };
-    Rendered { text: out, losses }
-}
-
-/// A static pod for /etc/kubernetes/manifests: host network, the three capabilities, the
-/// configuration from the host, liveness on the status endpoint's /healthz.
-pub fn static_pod(config: &Config) -> Rendered {
-    let mut out = String::new();
-    let listen = config.status.listen;
-    let mut losses = Vec::new();
-    if !listen.ip().is_loopback() && !listen.ip().is_unspecified() {
-        losses.push(format!("the liveness probe asks {listen}: make sure the kubelet can reach it"));
-    }
-    let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
-    line(&mut out, format_args!("# halo static pod rendered by `halo render static-pod`; install as /etc/kubernetes/manifests/halo.yaml."));
-    line(
-        &mut out,
-        format_args!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: halo\n  namespace: kube-system\n  labels:\n    component: halo"),
-    );
-    line(&mut out, format_args!("spec:\n  hostNetwork: true\n  priorityClassName: system-node-critical"));
-    line(&mut out, format_args!("  containers:\n    - name: halo\n      image: halo:{}", env!("CARGO_PKG_VERSION")));
-    line(&mut out, format_args!("      command: [\"{BINARY}\", \"run\", \"-c\", \"{CONFIG}\", \"--pid-file\", \"/run/halo/halo.pid\"]"));
-    line(
-        &mut out,
-        format_args!(
-            "      securityContext:\n        capabilities:\n          drop: [\"ALL\"]\n          add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]"
-        ),
-    );
-    line(
-        &mut out,
-        format_args!(
-            "      livenessProbe:\n        httpGet:\n          host: {host}\n          port: {}\n          path: /healthz",
-            listen.port()
-        ),
-    );
-    line(&mut out, format_args!("        initialDelaySeconds: 5\n        periodSeconds: 10\n        failureThreshold: 3"));
-    line(
-        &mut out,
-        format_args!(
-            "      volumeMounts:\n        - name: config\n          mountPath: /etc/halo\n          readOnly: true\n        - name: run\n          mountPath: /run/halo"
-        ),
-    );
-    line(
-        &mut out,
-        format_args!(
-            "  volumes:\n    - name: config\n      hostPath:\n        path: /etc/halo\n        type: Directory\n    - name: run\n      emptyDir: {{}}"
-        ),
-    );
     Rendered { text: out, losses }
 }
 

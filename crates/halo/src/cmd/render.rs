@@ -25,7 +25,8 @@ pub fn run(
         Artefact::CheckScript => render::check_script(&loaded.config),
         Artefact::Sysctl => render::sysctl(&loaded.config),
         Artefact::Systemd => render::systemd(&loaded.config),
-        Artefact::StaticPod => render::static_pod(&loaded.config),
+        Artefact::StaticPod => render::static_pod(&loaded.config, &loaded.host_files),
+        Artefact::Quadlet => render::quadlet(&loaded.config, &loaded.host_files),
         Artefact::Frr => render::frr(&loaded.config),
         Artefact::Network => {
             let Some(format) = format else {
