@@ -17,6 +17,14 @@ packages=(
   systemd       # systemd-analyze verify on the rendered unit (nothing is started)
   iputils-ping  # a ping that must keep answering while halo host apply moves the NIC onto br0
   frr           # zebra, bgpd, bfdd, vtysh: the BGP tests' router and balancers (started by the tests, in namespaces)
+  buildah       # scripts/image.sh: halo's image, FROM scratch, offline
+  tini          # the image's PID 1 (tini-static)
+  busybox-static # the image's /bin/sh for scripts
+  podman        # runs the image and the rendered static pod (kube play) in the tests
+  runc          # podman's runtime here (crun refuses this kernel's hybrid cgroups)
+  catatonit     # the pause process of podman's pods
+  containerd    # ctr images import of the image, as the kubelet's runtime would
+  ignition      # ignition-validate for the ostree (Ignition) snippet in docs
 )
 
 if [ "$#" -gt 0 ]; then

@@ -24,6 +24,12 @@ fi
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
 fi
+# The container image, built once (it also builds the release binaries the package test uses);
+# the image tests run it and rebuild it to compare digests. Only root has buildah's storage.
+if [ "$(id -u)" -eq 0 ]; then
+  HALO_IMAGE="$PWD/$(scripts/image.sh | tail -1)"
+  export HALO_IMAGE
+fi
 # A failing test must not stop the run before the closing line: cargo's own status is kept.
 cargo_status=0
 cargo test --workspace --locked "${features[@]}" -- --nocapture --test-threads=2 2>&1 | tee target/test.log || cargo_status=$?
