@@ -10,13 +10,6 @@ if ! command -v cargo-deb >/dev/null; then
 fi
 # The package carries no lab (a development tool: namespaces, a test CA); see the README.
 cargo build --quiet --locked --release -p halo --no-default-features
-halo=target/release/halo
-assets=target/assets
-mkdir -p "$assets"
-"$halo" generate bash >"$assets/halo.bash"
-"$halo" generate zsh >"$assets/_halo"
-"$halo" generate fish >"$assets/halo.fish"
-"$halo" generate man | gzip -9n >"$assets/halo.1.gz"
-"$halo" render systemd -c examples/halo.toml -o "$assets/halo.service" 2>/dev/null
+scripts/assets.sh
 cargo deb --quiet --locked --no-build -p halo
 ls -t target/debian/halo_*.deb | head -1
