@@ -2,7 +2,9 @@
 # Installs the .deb with dpkg -i (root), checks what it installed, and purges it again:
 # `halo --version`, `systemd-analyze verify` on the unit, completions, man page, example config,
 # that nothing was enabled or started, and the postinst of a package upgrade: a halo running from
-# the package (on loopback) hands over to the reinstalled binary (`halo upgrade`). Exit 0 when
+# the package (on loopback) hands over to the reinstalled binary (`halo upgrade`). Then the RPM
+# (scripts/rpm.sh, from the same binaries and assets): its file list and %post, an install into a
+# scratch root (never the host's rpm database), and its %post run against a daemon. Exit 0 when
 # all hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,4 +103,116 @@ trap 'dpkg -P halo >/dev/null 2>&1 || true' EXIT
 dpkg -P halo >/dev/null
 [ ! -e /usr/bin/halo ] && [ ! -e /usr/bin/halo-guard ] || fail "purge left /usr/bin/halo or /usr/bin/halo-guard"
 trap - EXIT
-echo "package: ok (installed with dpkg -i, version, unit verified, completions, man page, example config, no lab; a running halo handed over by the postinst of a reinstall; purged)"
+
+# The RPM (packaging/rpm/halo.spec, built by scripts/rpm.sh from the same binaries and assets):
+# its file list and scriptlets, read from the package; installed into a scratch root with an rpm
+# database of its own (the host's, if any, is left alone), its binary run there; and its %post
+# run against a daemon started from the scratch root: nothing on a first install ($1 = 1), the
+# handover on an upgrade ($1 = 2). The daemon serves on loopback only and is ended by its pid.
+host_rpmdb=$(rpm --eval '%_dbpath')
+host_rpmdb_existed=$([ -e "$host_rpmdb" ] && echo yes || echo no)
+rpm_pkg=$(scripts/rpm.sh | tail -1)
+echo "package: $rpm_pkg ($(du -h "$rpm_pkg" | cut -f1))"
+scratch=$(mktemp -d /tmp/halo-rpm.XXXXXX)
+rpm_daemons=()
+cleanup_rpm() {
+  for pid in "${rpm_daemons[@]}" "$(cat "$scratch/run/halo/halo.pid" 2>/dev/null || true)"; do
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  rm -rf "$scratch"
+}
+trap cleanup_rpm EXIT
+scratch_rpm() { rpm --root "$scratch" --dbpath /var/lib/rpm "$@"; }
+expected_files='/usr/bin/halo
+/usr/bin/halo-guard
+/usr/lib/systemd/system/halo.service
+/usr/share/bash-completion/completions/halo
+/usr/share/doc/halo
+/usr/share/doc/halo/README.md
+/usr/share/doc/halo/config.md
+/usr/share/doc/halo/examples
+/usr/share/doc/halo/examples/halo.toml
+/usr/share/fish/vendor_completions.d/halo.fish
+/usr/share/man/man1/halo.1.gz
+/usr/share/zsh/site-functions/_halo'
+files=$(scratch_rpm -qlp "$rpm_pkg") || fail "rpm -qlp $rpm_pkg"
+[ "$files" = "$expected_files" ] || fail "rpm -qlp: unexpected file list: $(diff <(echo "$expected_files") <(echo "$files"))"
+scripts=$(scratch_rpm -qp --scripts "$rpm_pkg") || fail "rpm -qp --scripts $rpm_pkg"
+[ "$(echo "$scripts" | grep -c 'scriptlet')" -eq 1 ] && echo "$scripts" | grep -q '^postinstall scriptlet' ||
+  fail "the RPM should have a %post and no other scriptlet: $scripts"
+for line in 'pid_file=/run/halo/halo.pid' 'config=/etc/halo/halo.toml' 'if [ "$1" -ge 2 ] &&' \
+  'if /usr/bin/halo upgrade -c "$config" --pid-file "$pid_file"; then'; do
+  echo "$scripts" | grep -qF -- "$line" || fail "the RPM's %post lacks '$line': $scripts"
+done
+install_opts=(--nodeps --noscripts --notriggers)
+# Debian's rpm warns before installing anything unless told it is meant.
+rpm --help 2>/dev/null | grep -q -- --force-debian && install_opts+=(--force-debian)
+scratch_rpm --initdb || fail "rpm --initdb in $scratch"
+out=$(scratch_rpm "${install_opts[@]}" -i "$rpm_pkg" 2>&1) || fail "rpm -i into $scratch: $out"
+scratch_rpm -q halo >/dev/null || fail "the scratch root's rpm database does not list halo"
+for f in $expected_files; do
+  [ -e "$scratch$f" ] || fail "the RPM did not install $f"
+done
+[ -x "$scratch/usr/bin/halo" ] && [ -x "$scratch/usr/bin/halo-guard" ] || fail "the RPM's binaries are not executable"
+version=$("$scratch/usr/bin/halo" --version) || fail "the RPM's halo --version"
+[ "$version" = "halo $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] || fail "the RPM's halo: unexpected version: $version"
+"$scratch/usr/bin/halo" --help | grep -qw lab && fail "the RPM's binary offers halo lab"
+# The same unit, completions, docs and man page as the .deb.
+for pair in usr/lib/systemd/system/halo.service:target/assets/halo.service \
+  usr/share/bash-completion/completions/halo:target/assets/halo.bash \
+  usr/share/zsh/site-functions/_halo:target/assets/_halo \
+  usr/share/fish/vendor_completions.d/halo.fish:target/assets/halo.fish \
+  usr/share/doc/halo/examples/halo.toml:examples/halo.toml \
+  usr/share/doc/halo/README.md:README.md usr/share/doc/halo/config.md:docs/config.md; do
+  cmp -s "$scratch/${pair%%:*}" "${pair#*:}" || fail "the RPM's /${pair%%:*} differs from ${pair#*:}"
+done
+cmp -s <(zcat "$scratch/usr/share/man/man1/halo.1.gz") <(zcat target/assets/halo.1.gz) || fail "the RPM's man page differs from target/assets/halo.1.gz"
+"$scratch/usr/bin/halo" check -c "$scratch/usr/share/doc/halo/examples/halo.toml" >/dev/null 2>&1 ||
+  fail "the RPM's example does not pass halo check"
+
+# Its %post, with /usr/bin/halo, /etc/halo and /run/halo moved into the scratch root.
+post=$(scratch_rpm -qp --qf '%{POSTIN}' "$rpm_pkg") || fail "rpm -qp --qf %{POSTIN}"
+post=$(echo "$post" | sed -e "s#/usr/bin/halo#$scratch/usr/bin/halo#g" -e "s#/etc/halo/#$scratch/etc/halo/#g" -e "s#/run/halo/#$scratch/run/halo/#g")
+echo "$post" | grep -qE '(^|[ ="])/(usr/bin|etc|run)/halo' && fail "the %post names a path this test did not move: $post"
+mkdir -p "$scratch/etc/halo" "$scratch/run/halo"
+cat >"$scratch/etc/halo/halo.toml" <<'TOML'
+[status]
+listen = "127.0.0.1:19474"
+
+[[frontend]]
+name = "api"
+bind = ["127.0.0.1:19473"]
+backend = "api"
+
+[[backend]]
+name = "api"
+[backend.health]
+kind = "tcp"
+[[backend.server]]
+name = "none"
+address = "127.0.0.1:9"
+TOML
+log=target/package-rpm-halo.log
+"$scratch/usr/bin/halo" run -c "$scratch/etc/halo/halo.toml" --pid-file "$scratch/run/halo/halo.pid" </dev/null >"$log" 2>&1 &
+first=$!
+rpm_daemons+=("$first")
+for _ in $(seq 50); do [ "$(cat "$scratch/run/halo/halo.pid" 2>/dev/null)" = "$first" ] && break; sleep 0.1; done
+[ "$(cat "$scratch/run/halo/halo.pid" 2>/dev/null)" = "$first" ] || fail "the RPM's daemon did not start: $(cat "$log")"
+out=$(sh -c "$post" halo-post 1 2>&1) || fail "the %post of a first install failed: $out"
+[ -z "$out" ] || fail "the %post of a first install did something: $out"
+[ "$(cat "$scratch/run/halo/halo.pid")" = "$first" ] || fail "the %post of a first install touched the running daemon"
+out=$(sh -c "$post" halo-post 2 2>&1) || fail "the %post of an upgrade failed: $out"
+echo "$out" | grep -q "now runs the new binary" || fail "the %post of an upgrade did not hand over: $out $(cat "$log")"
+second=$(cat "$scratch/run/halo/halo.pid" 2>/dev/null) || fail "no pid file after the RPM's handover: $(cat "$log")"
+rpm_daemons+=("$second")
+[ "$second" != "$first" ] && kill -0 "$second" || fail "no new daemon after the RPM's %post: $(cat "$log")"
+[ "$(readlink "/proc/$second/exe")" = "$scratch/usr/bin/halo" ] || fail "the new daemon does not run the RPM's halo"
+kill -TERM "$second"
+for _ in $(seq 100); do kill -0 "$second" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$second" 2>/dev/null && fail "the RPM's upgraded daemon did not stop"
+cleanup_rpm
+trap - EXIT
+if [ "$host_rpmdb_existed" = no ] && [ -e "$host_rpmdb" ]; then
+  fail "the test created the host's rpm database $host_rpmdb"
+fi
+echo "package: ok (deb: installed with dpkg -i, version, unit verified, completions, man page, example config, no lab; a running halo handed over by the postinst of a reinstall; purged. rpm: file list, the upgrade handover in its %post, installed into a scratch root, version, the same files; its %post run against a daemon: nothing on a first install, the handover on an upgrade)"
