@@ -132,7 +132,8 @@ pub fn static_pod(config: &Config, files: &[HostFile]) -> Rendered {
 
 /// A podman Quadlet unit (`/etc/containers/systemd/halo.container`, podman 4.4 or later) for an
 /// ostree host (ALT Container OS, Fedora CoreOS): the same image, mounts and capabilities as the
-/// static pod, host network, systemd's notifications passed through (halo says READY itself).
+/// static pod, host network, systemd's notifications passed through (halo says READY itself), a
+/// read-only root with /run and /tmp in memory.
 pub fn quadlet(config: &Config, files: &[HostFile]) -> Rendered {
     let mut out = String::new();
     let (mounts, relative) = mounts(files);
@@ -149,7 +150,9 @@ pub fn quadlet(config: &Config, files: &[HostFile]) -> Rendered {
     for mount in &mounts {
         line(&mut out, format_args!("Volume={0}:{0}:ro", mount.path.display()));
     }
-    line(&mut out, format_args!("Tmpfs=/run/halo\nTmpfs=/tmp\n"));
+    // ReadOnly: podman mounts /run and /tmp as tmpfs then (its --read-only-tmpfs); halo makes
+    // /run/halo. Keys of podman 4.4's Quadlet only.
+    line(&mut out, format_args!(""));
     line(&mut out, format_args!("[Service]\nRestart=on-failure\nRestartSec=1s\n"));
     line(&mut out, format_args!("[Install]\nWantedBy=multi-user.target"));
     Rendered { text: out, losses: losses(&relative) }
