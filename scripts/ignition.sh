@@ -27,6 +27,7 @@ if [ -z "$config" ] || [ -z "$image" ] || [ -z "$url" ]; then
   exit 2
 fi
 case "$url" in
+  *'"'* | *\\* | *[[:space:]]*) echo "ignition.sh: --image-url holds a quote, a backslash or white space" >&2; exit 2 ;;
   http://* | https://* | s3://* | gs://* | tftp://*) ;;
   *) echo "ignition.sh: --image-url must be a URL Ignition fetches (https://, http://, s3://, gs://, tftp://)" >&2; exit 2 ;;
 esac
@@ -35,6 +36,12 @@ halo="${HALO:-halo}"
 quadlet=$("$halo" render quadlet -c "$config")
 version=$("$halo" --version | cut -d' ' -f2)
 archive="/var/lib/halo/halo-$version.oci.tar"
+# The archive must hold the image the quadlet names, or podman would try to pull it.
+reference="localhost/halo:$version"
+if ! tar -xOf "$image" index.json 2>/dev/null | grep -qF "\"org.opencontainers.image.ref.name\":\"$reference\""; then
+  echo "ignition.sh: $image does not hold $reference (scripts/image.sh of this version builds it)" >&2
+  exit 2
+fi
 sha512=$(sha512sum "$image" | cut -d' ' -f1)
 
 data() { printf 'data:;base64,%s' "$(base64 -w0)"; }

@@ -11,7 +11,12 @@
 # tools scripts use, CA certificates, nsswitch.conf (files, then DNS), and a passwd/group that
 # know root and nobody. halo calls no `ip`. Every file and the image's dates are those of
 # SOURCE_DATE_EPOCH (the last commit's time unless set), so two builds of one commit give one
-# digest. buildah's storage is a directory of its own under target/, removed afterwards.
+# digest — on one build host: the digest also depends on the checkout's path (the binary holds
+# source paths), the toolchain, and the versions of this host's libc6, busybox-static, tini and
+# ca-certificates (whose bundle, local additions included, goes in). The busybox applets linked
+# here are the programs `halo render static-pod|quadlet` knows the image has
+# (halo_config::render::IMAGE_PROGRAMS). buildah's storage is a directory of its own under
+# target/, removed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +27,7 @@ while [ $# -gt 0 ]; do
     *) echo "image.sh: unknown argument $1 (usage: scripts/image.sh [--output FILE])" >&2; exit 2 ;;
   esac
 done
-for tool in buildah tini-static busybox; do
+for tool in buildah tini-static busybox strip; do
   command -v "$tool" >/dev/null || { echo "image.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 2; }
 done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -49,6 +54,8 @@ root="$work/rootfs"
 mkdir -p "$root"/{usr/bin,bin,etc/ssl/certs,tmp,run/halo,etc/halo}
 chmod 1777 "$root/tmp"
 install -m 0755 target/release/halo target/release/halo-guard "$root/usr/bin/"
+# As the packages ship them: without symbols.
+strip --strip-unneeded "$root/usr/bin/halo" "$root/usr/bin/halo-guard"
 install -m 0755 "$(command -v tini-static)" "$root/usr/bin/tini"
 install -m 0755 "$(command -v busybox)" "$root/bin/busybox"
 for applet in sh cat echo test [ sleep id kill ls grep sed awk head tail wc cut tr date printf nc wget true false env; do

@@ -49,6 +49,7 @@ done
 /usr/bin/halo lab down >/dev/null 2>&1 && fail "the packaged binary runs halo lab"
 [ ! -e /etc/systemd/system/multi-user.target.wants/halo.service ] || fail "the package enabled the service"
 dpkg-deb -I "$deb" postinst >/dev/null || fail "the package has no postinst"
+dpkg-deb -I "$deb" prerm | grep -qF 'systemctl --no-reload disable --now halo.service' || fail "the package's prerm does not stop halo"
 
 # A package upgrade (dpkg -i of the package over itself) with halo running: the postinst hands
 # the daemon over. The test's daemon serves on loopback only and is ended by its pid.
@@ -138,8 +139,9 @@ expected_files='/usr/bin/halo
 files=$(scratch_rpm -qlp "$rpm_pkg") || fail "rpm -qlp $rpm_pkg"
 [ "$files" = "$expected_files" ] || fail "rpm -qlp: unexpected file list: $(diff <(echo "$expected_files") <(echo "$files"))"
 scripts=$(scratch_rpm -qp --scripts "$rpm_pkg") || fail "rpm -qp --scripts $rpm_pkg"
-[ "$(echo "$scripts" | grep -c 'scriptlet')" -eq 1 ] && echo "$scripts" | grep -q '^postinstall scriptlet' ||
-  fail "the RPM should have a %post and no other scriptlet: $scripts"
+[ "$(echo "$scripts" | grep -c 'scriptlet')" -eq 2 ] && echo "$scripts" | grep -q '^postinstall scriptlet' &&
+  echo "$scripts" | grep -q '^preuninstall scriptlet' || fail "the RPM should have a %post and a %preun and no other scriptlet: $scripts"
+echo "$scripts" | grep -qF 'systemctl --no-reload disable --now halo.service' || fail "the RPM's %preun does not stop halo: $scripts"
 for line in 'pid_file=/run/halo/halo.pid' 'config=/etc/halo/halo.toml' 'if [ "$1" -ge 2 ] &&' \
   'if /usr/bin/halo upgrade -c "$config" --pid-file "$pid_file"; then'; do
   echo "$scripts" | grep -qF -- "$line" || fail "the RPM's %post lacks '$line': $scripts"

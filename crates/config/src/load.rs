@@ -51,7 +51,7 @@ pub fn read_bounded(path: &Path) -> Result<Vec<u8>, LoadError> {
 pub fn load_str(file: &str, text: &str) -> Result<Loaded, LoadError> {
     let mut report = Report::new(file, text);
     let raw = parse(&mut report, text);
-    let host_files = raw.as_ref().map(|raw| crate::host_files::host_files(&report, raw)).unwrap_or_default();
+    let host_files = raw.as_ref().map(|raw| crate::host_files::host_files(&mut report, raw)).unwrap_or_default();
     let config = raw.and_then(|raw| validate(&mut report, raw));
     let mut diagnostics = report.diagnostics;
     diagnostics.sort_by(|a, b| a.location.cmp(&b.location));

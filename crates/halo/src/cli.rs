@@ -123,6 +123,10 @@ pub enum Command {
         /// For `network`: the LAN NIC (default: the one carrying the default route).
         #[arg(long, value_name = "NAME")]
         interface: Option<String>,
+        /// For `static-pod` and `quadlet`: the image to run, when not scripts/image.sh's
+        /// (localhost/halo:VERSION): one of your own, with a script_user or tools added.
+        #[arg(long, value_name = "REFERENCE", value_parser = image_reference)]
+        image: Option<String>,
     },
     /// Shell completions or the man page, for packaging (written to standard output).
     #[command(hide = true)]
@@ -342,4 +346,13 @@ pub enum Artefact {
     Network,
     /// FRR's configuration for the addresses announced by BGP ([[announce]], [bgp]).
     Frr,
+}
+
+/// An image reference as podman and containerd take it: no white space, control character, quote
+/// or `%` (it is written into YAML and unit files).
+fn image_reference(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\' | '%')) {
+        return Err(format!("{text:?} is not an image reference (like localhost/halo:0.1.0)"));
+    }
+    Ok(text.to_string())
 }

@@ -32,34 +32,65 @@ pub fn load(path: &Path) -> anyhow::Result<Result<Loaded, ExitCode>> {
     }
 }
 
-/// The files halo.toml names that this host lacks (see `halo_config::host_files`), each as a
-/// diagnostic at its place: an error for a file halo cannot start without when `for_start`, a
-/// warning otherwise (`halo check` may run on another host than the one the file is for).
-pub fn missing_host_files(loaded: &Loaded, for_start: bool) -> Vec<Diagnostic> {
-    use halo_config::host_files::Need;
+/// The files halo.toml names that this host lacks or that halo could not use (a directory, a
+/// file it may not read, a program that is not executable; see `halo_config::host_files`), each
+/// as a diagnostic at its place: an error for what halo cannot start without when `for_start`,
+/// a warning otherwise (`halo check` may run on another host than the one the file is for).
+pub fn host_file_problems(loaded: &Loaded, for_start: bool) -> Vec<Diagnostic> {
     let in_container = std::env::var_os("container").is_some_and(|v| !v.is_empty());
+    let place = if in_container { "in this container" } else { "on this host" };
     loaded
         .host_files
         .iter()
-        .filter(|f| std::fs::metadata(&f.path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
-        .map(|f| {
-            let severity = if for_start && f.need == Need::ToStart { Severity::Error } else { Severity::Warning };
-            let hint = match (in_container, f.need) {
-                (true, _) => "not mounted into the pod or container? `halo render static-pod` and `halo render quadlet` mount every \
-                              file halo.toml names: render again after changing halo.toml"
-                    .to_string(),
-                (false, Need::ToStart) => "halo run refuses to start without it".to_string(),
-                (false, Need::WhileRunning) => "the tracker reads as failed until it appears".to_string(),
-            };
-            let place = if in_container { "in this container" } else { "on this host" };
-            Diagnostic {
+        .filter_map(|file| {
+            let (problem, hint) = host_file_problem(file, in_container)?;
+            let severity = if for_start && file.role.needed_to_start() { Severity::Error } else { Severity::Warning };
+            Some(Diagnostic {
                 severity,
-                location: Some(f.location.clone()),
-                message: format!("{} names {}, which does not exist {place}", f.key, f.path.display()),
+                location: Some(file.location.clone()),
+                message: format!("{} names {}, which {problem} {place}", file.key, file.path.display()),
                 hint: Some(hint),
-            }
+            })
         })
         .collect()
+}
+
+/// What is wrong with one host file here, and what to do about it; `None` when nothing is.
+fn host_file_problem(file: &halo_config::host_files::HostFile, in_container: bool) -> Option<(String, String)> {
+    use halo_config::host_files::Role;
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable_hint = "halo reads as root without CAP_DAC_OVERRIDE (the packaged unit, the pod, the quadlet): \
+                           make it owned by root or readable by others"
+        .to_string();
+    let metadata = match std::fs::metadata(&file.path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let hint = match (in_container, file.role) {
+                (true, Role::SystemProgram) => "the image carries busybox's tools only (sh, cat, grep, wget, nc, ...): \
+                                                run a script mounted from the host with /bin/sh"
+                    .to_string(),
+                (true, _) => "not mounted into the pod or container? `halo render static-pod` and `halo render quadlet` \
+                              mount every file halo.toml names: render again after changing halo.toml"
+                    .to_string(),
+                (false, Role::TrackerFile) => "the tracker reads as failed until it appears".to_string(),
+                (false, _) => "halo run refuses to start without it".to_string(),
+            };
+            return Some(("does not exist".to_string(), hint));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Some((format!("cannot be reached ({e})"), unreadable_hint)),
+        Err(e) => return Some((format!("cannot be examined ({e})"), "give the path of a regular file".to_string())),
+    };
+    if !metadata.is_file() {
+        return Some(("is not a regular file".to_string(), "give the path of a file, not a directory or device".to_string()));
+    }
+    if file.role.is_program() {
+        return (metadata.permissions().mode() & 0o111 == 0)
+            .then(|| ("is not executable".to_string(), format!("chmod +x {}", file.path.display())));
+    }
+    match std::fs::File::open(&file.path) {
+        Ok(_) => None,
+        Err(e) => Some((format!("cannot be read ({e})"), unreadable_hint)),
+    }
 }
 
 /// Writes `text` to `path` atomically (temporary file in the same directory, fsync, rename),

@@ -70,8 +70,8 @@ fn main() -> ExitCode {
         cli::Command::Import { haproxy, keepalived, check_script, output, strict, config_id } => {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict, config_id })
         }
-        cli::Command::Render { artefact, config, output, format, interface } => {
-            cmd::render::run(artefact, &config, output.as_deref(), format, interface.as_deref())
+        cli::Command::Render { artefact, config, output, format, interface, image } => {
+            cmd::render::run(artefact, &config, output.as_deref(), format, interface.as_deref(), image.as_deref())
         }
         cli::Command::Host { action } => host::run(action),
         cli::Command::Generate { what } => generate(what),

@@ -281,9 +281,13 @@ fn rendered_unit_passes_systemd_analyze_and_the_pod_has_what_it_needs() {
     // Nothing of the example: the packaged unit is rendered from it and serves every config.
     assert!(!unit.contains("10.150.0.170") && !unit.contains("br0") && !unit.contains("ExecStopPost"), "{unit}");
     let pod = text(&halo(&["render", "static-pod", "-c", "examples/halo.toml"]).stdout);
-    for expected in
-        ["hostNetwork: true", "add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]", "path: /healthz", "port: 9470", "path: /etc/halo"]
-    {
+    for expected in [
+        "hostNetwork: true",
+        "add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]",
+        "path: /healthz",
+        "port: 9470",
+        "path: \"/etc/halo\"",
+    ] {
         assert!(pod.contains(expected), "missing {expected}:\n{pod}");
     }
     let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
@@ -368,7 +372,7 @@ fn reload_refuses_pids_that_are_not_a_running_halo() {
     let dir = tempfile::tempdir().expect("dir");
     let pid_file = dir.path().join("halo.pid");
     let mut bystander = Command::new("sleep").arg("30").spawn().expect("sleep");
-    let config = repo().join("examples/halo.toml");
+    let config = example_without_its_ca(dir.path());
     let config = config.to_string_lossy();
     for (pid, expected) in [
         ("0".to_string(), "which is not a process id"),
@@ -409,6 +413,17 @@ fn a_script_user_that_does_not_exist_is_refused_at_start() {
     let run = halo(&["run", "-c", &file.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()]);
     assert_eq!(run.status.code(), Some(2), "{}", text_of(&run));
     assert!(text(&run.stderr).contains("script_user nosuchuser_xyz does not exist on this host"), "{}", text_of(&run));
+}
+
+/// The shipped example without its CA (`/etc/kubernetes/pki/ca.crt`, absent from a machine that
+/// is no control-plane host, and refused then), written into `dir`.
+fn example_without_its_ca(dir: &std::path::Path) -> std::path::PathBuf {
+    let example = std::fs::read_to_string(repo().join("examples/halo.toml")).expect("example");
+    let example: String =
+        example.lines().filter(|l| !l.starts_with("ca_file") && !l.starts_with("server_name")).map(|l| format!("{l}\n")).collect();
+    let path = dir.join("example-without-ca.toml");
+    std::fs::write(&path, example).expect("write");
+    path
 }
 
 fn text_of(out: &Output) -> String {
@@ -536,4 +551,38 @@ fn a_missing_file_the_config_names_is_a_warning_in_check_and_stops_run() {
     let said = text(&in_pod.stderr);
     assert_eq!(in_pod.status.code(), Some(2), "{said}");
     assert!(said.contains("which does not exist in this container") && said.contains("not mounted into the pod or container?"), "{said}");
+}
+
+/// A file that exists but that halo cannot use (a directory given as a CA, a script that is not
+/// executable) is said like a missing one; `halo reload` sends nothing the daemon would refuse.
+#[test]
+fn an_unusable_file_is_said_and_reload_sends_nothing_with_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let script = dir.path().join("check.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
+    let file = dir.path().join("unusable.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tracker]]\nname = \"s\"\nkind = \"script\"\ncommand = [\"{}\"]\nweight = 1\n\n\
+             [[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:1\"]\nbackend = \"api\"\n\n[[backend]]\nname = \"api\"\n\
+             [backend.health]\nkind = \"https\"\nca_file = \"{}\"\n[[backend.server]]\nname = \"m1\"\naddress = \"127.0.0.1:6443\"\n",
+            script.display(),
+            dir.path().display()
+        ),
+    )
+    .expect("write");
+    let path = file.to_string_lossy().to_string();
+    let check = halo(&["check", "-c", &path]);
+    let said = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("{path}:4:12: warning: tracker s: command names {}, which is not executable", script.display())),
+        "{said}"
+    );
+    assert!(said.contains(&format!("health.ca_file names {}, which is not a regular file", dir.path().display())), "{said}");
+    let reload = halo(&["reload", "-c", &path, "--pid-file", &dir.path().join("none.pid").to_string_lossy()]);
+    let said = text(&reload.stderr);
+    assert_eq!(reload.status.code(), Some(1), "{said}");
+    assert!(said.contains("nothing was signalled") && said.contains("error: tracker s: command names"), "{said}");
 }

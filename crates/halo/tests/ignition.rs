@@ -24,6 +24,21 @@ fn ignition(config: &Path, image: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON: {e}\n{}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// An archive whose index names `reference`, as scripts/image.sh's does (only the index: the
+/// script reads nothing else, and Ignition only its hash).
+fn archive_naming(dir: &Path, reference: &str) -> std::path::PathBuf {
+    let layout = dir.join(format!("layout-{}", reference.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&layout).expect("layout");
+    let index = format!(
+        "{{\"schemaVersion\":2,\"manifests\":[{{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:00\",\"size\":1,\"annotations\":{{\"org.opencontainers.image.ref.name\":\"{reference}\"}}}}]}}"
+    );
+    std::fs::write(layout.join("index.json"), index).expect("index");
+    let archive = dir.join(format!("{}.tar", layout.file_name().expect("name").to_string_lossy()));
+    let tarred = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg("index.json").status().expect("tar");
+    assert!(tarred.success());
+    archive
+}
+
 fn validate(file: &Path) -> (bool, String) {
     let out = Command::new("ignition-validate").arg(file).output().expect("ignition-validate");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -49,8 +64,7 @@ fn the_ignition_config_validates_and_installs_the_config_its_quadlet_and_the_ima
     }
     let dir = tempfile::tempdir().expect("dir");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/halo.toml");
-    let image = dir.path().join("image.tar");
-    std::fs::write(&image, b"an image archive").expect("image");
+    let image = archive_naming(dir.path(), &format!("localhost/halo:{}", env!("CARGO_PKG_VERSION")));
     let document = ignition(&config, &image);
     let file = dir.path().join("halo.ign");
     std::fs::write(&file, serde_json::to_vec_pretty(&document).expect("json")).expect("write");
@@ -93,6 +107,24 @@ fn the_ignition_config_validates_and_installs_the_config_its_quadlet_and_the_ima
     std::fs::write(&file, serde_json::to_vec(&broken).expect("json")).expect("write");
     let (valid, said) = validate(&file);
     assert!(!valid, "ignition-validate took a mode given as text: {said}");
+}
+
+#[test]
+fn the_ignition_script_refuses_an_archive_of_another_image() {
+    let dir = tempfile::tempdir().expect("dir");
+    let other = archive_naming(dir.path(), "localhost/halo:0.0.1");
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ignition.sh"))
+        .arg("-c")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/halo.toml"))
+        .arg("--image")
+        .arg(&other)
+        .args(["--image-url", "https://provisioning.internal/halo.oci.tar"])
+        .env("HALO", env!("CARGO_BIN_EXE_halo"))
+        .output()
+        .expect("ignition.sh");
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("does not hold localhost/halo:{}", env!("CARGO_PKG_VERSION"))), "{said}");
 }
 
 #[test]

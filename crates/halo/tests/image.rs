@@ -157,6 +157,10 @@ fn the_image_is_reproducible_and_loads_into_podman_and_containerd() {
     // The image's own entry point runs halo.
     let version = podman.ok(&["run", "--rm", "--network", "host", &reference(), "--version"]);
     assert_eq!(version.trim(), format!("halo {VERSION}"));
+    // Every program the renders count on the image for is there.
+    let check = halo_config::render::IMAGE_PROGRAMS.iter().map(|p| format!("test -x '{p}' || echo missing {p};")).collect::<String>();
+    let missing = podman.ok(&["run", "--rm", "--network", "host", "--entrypoint", "/bin/sh", &reference(), "-c", &check]);
+    assert!(missing.trim().is_empty(), "{missing}");
 
     // containerd, as the kubelet's runtime has it: a daemon of the test's own, on its own socket.
     let state = dir.path().join("containerd");
@@ -347,7 +351,7 @@ fn podman_run_of_quadlet(unit: &str) -> Vec<String> {
             "DropCapability" => value.split_whitespace().for_each(|c| options.extend(["--cap-drop".to_string(), c.to_lowercase()])),
             "AddCapability" => value.split_whitespace().for_each(|c| options.extend(["--cap-add".to_string(), c.to_string()])),
             "NoNewPrivileges" if value == "true" => options.extend(["--security-opt".to_string(), "no-new-privileges".to_string()]),
-            "ReadOnly" if value == "true" => options.push("--read-only".to_string()),
+            "VolatileTmp" if value == "true" => options.extend(["--tmpfs".to_string(), "/tmp:rw,size=512M,mode=1777".to_string()]),
             "Volume" => options.extend(["--volume".to_string(), value.to_string()]),
             other => panic!("a Quadlet key this test does not map: {other}={value}"),
         }
@@ -381,6 +385,13 @@ fn the_rendered_quadlet_runs_the_image_and_gives_the_vip_up_when_stopped() {
     assert!(wait_for(Duration::from_secs(30), || lan.holds(0, VIP)).is_some(), "the quadlet's container never took the VIP:\n{}", logs());
     let through = wait_for(Duration::from_secs(20), || served(&lan).is_some_and(|l| l == "hello from the API server"));
     assert!(through.is_some(), "the quadlet's container does not serve {VIP}:8443:\n{}", logs());
+    // systemctl reload: the unit's ExecReload, `halo reload` inside the container (its pid file
+    // and status endpoint), through this test's podman.
+    let unit_text = String::from_utf8_lossy(&unit.stdout).to_string();
+    let reload = unit_text.lines().find_map(|l| l.strip_prefix("ExecReload=/usr/bin/podman ")).expect("ExecReload= runs podman");
+    let reload: Vec<&str> = reload.split_whitespace().collect();
+    let said = text(&podman.run(&reload));
+    assert!(said.contains("applied"), "systemctl reload as the quadlet says: {said}\n{}", logs());
     // systemctl stop: podman stops the container, halo gives the VIP up at once.
     podman.ok(&["stop", "halo"]);
     assert!(!lan.holds(0, VIP), "the VIP stayed after the container stopped:\n{}", logs());

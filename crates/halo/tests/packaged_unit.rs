@@ -40,6 +40,10 @@ fn under_unit(unit: &str, dir: &Path, run: &Path, extra_binds: &[(&Path, &str)],
     assert_eq!(directive(unit, "RuntimeDirectory"), Some("halo"), "{unit}");
     shell += &format!("mount -t tmpfs -o mode=755 halo-run /run\nmkdir /run/halo\nmount --bind {} /run/halo\n", run.display());
     shell += &format!("mount -t tmpfs -o mode=755 halo-etc /mnt\nmkdir /mnt/halo\nmount --bind {} /mnt/halo\n", dir.display());
+    // The binaries under test (halo and the guard beside it), wherever the build put them (under
+    // /tmp in CI, which PrivateTmp hides).
+    let binary = Path::new(env!("CARGO_BIN_EXE_halo"));
+    shell += &format!("mkdir /mnt/bin\nmount --bind {} /mnt/bin\n", binary.parent().expect("a directory").display());
     if directive(unit, "PrivateTmp") == Some("yes") {
         shell += "mount -t tmpfs -o mode=1777 halo-tmp /tmp\n";
     }
@@ -58,9 +62,8 @@ fn under_unit(unit: &str, dir: &Path, run: &Path, extra_binds: &[(&Path, &str)],
     let caps: Vec<String> = caps.split_whitespace().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase())).collect();
     let no_new_privileges = if directive(unit, "NoNewPrivileges") == Some("yes") { "--no-new-privs" } else { "" };
     shell += &format!(
-        "exec setpriv --bounding-set -all,{} --inh-caps -all {no_new_privileges} {} run -c /mnt/halo/{config} --pid-file /run/halo/halo.pid\n",
+        "exec setpriv --bounding-set -all,{} --inh-caps -all {no_new_privileges} /mnt/bin/halo run -c /mnt/halo/{config} --pid-file /run/halo/halo.pid\n",
         caps.join(","),
-        env!("CARGO_BIN_EXE_halo"),
     );
     shell
 }

@@ -49,8 +49,8 @@ use crate::{Result, devconf, io, sysctl};
 /// Sets the macvlan `interface`'s own keys before it goes up (see the module's text), over
 /// netlink ([`crate::devconf`]): a read-only /proc/sys (a container, a hardened unit) does not
 /// stop it. IPv6 stays enabled, without an address of its own, when `ipv6_held` (IPv6
-/// addresses will be held on it); otherwise it is disabled where /proc/sys is writable — the
-/// one key netlink does not set — and, where it is not, it stays enabled without an address,
+/// addresses will be held on it); otherwise it is disabled where /proc/sys may be written — the
+/// one key netlink does not set — and, where it may not, it stays enabled without an address,
 /// which keeps it silent all the same. A kernel without IPv6 has nothing of IPv6 to silence.
 pub fn quiet(interface: &str, ipv6_held: bool) -> Result<()> {
     use crate::devconf::Ipv4Setting::{ArpIgnore, PromoteSecondaries, RpFilter};
@@ -64,8 +64,9 @@ pub fn quiet(interface: &str, ipv6_held: bool) -> Result<()> {
         return Ok(());
     }
     match sysctl::write(&disable, "1") {
-        Err(crate::HostError::Io { source, .. }) if source.raw_os_error() == Some(libc::EROFS) => {
-            tracing::info!(%interface, "/proc/sys is read-only: IPv6 stays enabled on the virtual-MAC interface, without an address of its own");
+        // Read-only (a container, a hardened unit) or not ours to write (a user namespace).
+        Err(crate::HostError::Io { source, .. }) if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
+            tracing::info!(%interface, error = %source, "IPv6 stays enabled on the virtual-MAC interface, without an address of its own");
             Ok(())
         }
         other => other,

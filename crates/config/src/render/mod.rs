@@ -14,7 +14,7 @@ mod toml;
 mod write;
 
 pub use check_script::{CHECK_SCRIPT_PATH, check_script};
-pub use container::{IMAGE, Mount, capabilities, mounts, quadlet, static_pod};
+pub use container::{IMAGE, IMAGE_PROGRAMS, IMAGE_USERS, Mount, capabilities, mounts, quadlet, static_pod};
 pub use frr::frr;
 pub use haproxy::haproxy;
 pub use keepalived::keepalived;

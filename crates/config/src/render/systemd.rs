@@ -29,7 +29,7 @@ pub const CAPABILITIES: [&str; 6] = ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE",
 ///
 /// The config only adds warnings: what scripts and hooks write needs `ReadWritePaths=` (a
 /// drop-in of the user's, since the unit cannot know it).
-pub fn systemd(config: &Config) -> Rendered {
+pub fn systemd(config: &Config, files: &[crate::host_files::HostFile]) -> Rendered {
     let mut out = String::new();
     line(&mut out, format_args!("# halo.service, as `halo render systemd` writes it: the same for every halo.toml."));
     line(&mut out, format_args!("[Unit]\nDescription=halo: highly available Kubernetes API endpoint (TCP balancer + VRRP)"));
@@ -50,17 +50,28 @@ pub fn systemd(config: &Config) -> Rendered {
     line(&mut out, format_args!("LockPersonality=yes\nMemoryDenyWriteExecute=yes\nSystemCallArchitectures=native"));
     line(&mut out, format_args!("RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_PACKET AF_UNIX\n"));
     line(&mut out, format_args!("[Install]\nWantedBy=multi-user.target"));
-    let losses = if config.trackers.iter().any(|t| matches!(t.kind, crate::model::TrackerKind::Script { .. }))
-        || config.vrrp.iter().any(|v| v.notify != crate::model::Notify::default())
-    {
-        vec![
+    let mut losses = Vec::new();
+    let hooks = config.vrrp.iter().any(|v| v.notify != crate::model::Notify::default())
+        || config.sync_groups.iter().any(|g| g.notify != crate::model::Notify::default());
+    if hooks || config.trackers.iter().any(|t| matches!(t.kind, crate::model::TrackerKind::Script { .. })) {
+        losses.push(
             "scripts and notify hooks run under ProtectSystem=strict: what they write needs ReadWritePaths= in a drop-in \
              (systemctl edit halo)"
                 .to_string(),
-        ]
-    } else {
-        Vec::new()
-    };
+        );
+    }
+    // PrivateTmp gives halo a /tmp and /var/tmp of its own; ProtectHome hides the homes.
+    for file in files {
+        let hidden = ["/tmp", "/var/tmp", "/home", "/root", "/run/user"].into_iter().find(|d| file.path.starts_with(d));
+        if let Some(hidden) = hidden {
+            losses.push(format!(
+                "{} ({}): {} is out of the unit's sight (PrivateTmp=, ProtectHome=: its {hidden} is not the host's): move it",
+                file.location,
+                file.key,
+                file.path.display()
+            ));
+        }
+    }
     Rendered { text: out, losses }
 }
 
@@ -73,7 +84,7 @@ mod unit_tests {
             "[node]\n{extra_node}\n[[vrrp]]\nname = \"v\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\nvirtual_addresses = [\"10.0.0.10/24\"]\n{vrrp_extra}\n"
         );
         let loaded = crate::load_str("t.toml", &text).unwrap_or_else(|e| panic!("{e:?}"));
-        systemd(&loaded.config).text
+        systemd(&loaded.config, &loaded.host_files).text
     }
 
     #[test]

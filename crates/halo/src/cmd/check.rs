@@ -12,7 +12,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     crate::files::print_diagnostics(&loaded.warnings);
-    let missing_files = crate::files::missing_host_files(&loaded, false);
+    let missing_files = crate::files::host_file_problems(&loaded, false);
     crate::files::print_diagnostics(&missing_files);
     // The file may be checked on another host than the one it is for: a warning, not an error.
     if let Err(e) = crate::daemon::exec::check_script_user(loaded.config.node.script_user.as_deref()) {

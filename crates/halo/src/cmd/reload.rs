@@ -17,6 +17,13 @@ pub fn run(config: &Path, pid_file: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     crate::files::print_diagnostics(&loaded.warnings);
+    // A file the daemon could not use (it would refuse to start with it) is not sent either.
+    let problems = crate::files::host_file_problems(&loaded, true);
+    crate::files::print_diagnostics(&problems);
+    if problems.iter().any(|d| d.is_error()) {
+        eprintln!("{}: files it names are missing or unusable; nothing was signalled", config.display());
+        return Ok(ExitCode::from(crate::files::EXIT_INVALID));
+    }
     let text = read_pid_file(pid_file)?;
     let pid: i32 = text.trim().parse().with_context(|| format!("{} does not hold a process id", pid_file.display()))?;
     let daemon_config = running_halo(pid, pid_file)?;

@@ -14,6 +14,7 @@ pub fn run(
     output: Option<&Path>,
     format: Option<Persist>,
     interface: Option<&str>,
+    image: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let loaded = match crate::files::load(config)? {
         Ok(loaded) => loaded,
@@ -24,9 +25,9 @@ pub fn run(
         Artefact::Keepalived => render::keepalived(&loaded.config),
         Artefact::CheckScript => render::check_script(&loaded.config),
         Artefact::Sysctl => render::sysctl(&loaded.config),
-        Artefact::Systemd => render::systemd(&loaded.config),
-        Artefact::StaticPod => render::static_pod(&loaded.config, &loaded.host_files),
-        Artefact::Quadlet => render::quadlet(&loaded.config, &loaded.host_files),
+        Artefact::Systemd => render::systemd(&loaded.config, &loaded.host_files),
+        Artefact::StaticPod => render::static_pod(&loaded.config, &loaded.host_files, image.unwrap_or(render::IMAGE)),
+        Artefact::Quadlet => render::quadlet(&loaded.config, &loaded.host_files, image.unwrap_or(render::IMAGE)),
         Artefact::Frr => render::frr(&loaded.config),
         Artefact::Network => {
             let Some(format) = format else {

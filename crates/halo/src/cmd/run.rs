@@ -43,7 +43,7 @@ pub fn run(path: &Path, pid_file: &Path, log_format: Option<LogFormat>, upgrade_
 /// Refuses to start when a file halo.toml names, and halo needs, is missing here (each said
 /// with its place; a running daemon that asked for an upgrade hears why).
 fn host_files_present(path: &Path, loaded: &halo_config::Loaded, handover: Option<&std::os::fd::OwnedFd>) -> Result<(), ExitCode> {
-    let missing = crate::files::missing_host_files(loaded, true);
+    let missing = crate::files::host_file_problems(loaded, true);
     crate::files::print_diagnostics(&missing);
     let errors: Vec<String> = missing.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
     if errors.is_empty() {

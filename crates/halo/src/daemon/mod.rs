@@ -317,7 +317,16 @@ async fn reload(
     instances: &mut Instances,
 ) -> Result<Config, String> {
     let new = match halo_config::load_file(path) {
-        Ok(loaded) => loaded.config,
+        Ok(loaded) => {
+            // What the next start would refuse (a missing script, certificate, token) is refused now.
+            let problems: Vec<String> =
+                crate::files::host_file_problems(&loaded, true).iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+            if let Some(first) = problems.first() {
+                problems.iter().for_each(|p| tracing::error!("{p}"));
+                return Err(first.lines().next().unwrap_or_default().to_string());
+            }
+            loaded.config
+        }
         Err(halo_config::LoadError::Invalid(diagnostics)) => {
             let errors: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
             for e in &errors {
