@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
@@ -129,6 +129,16 @@ impl StatusClient {
     /// GETs `path` (e.g. `/status`); the body of a 200 answer, else why not. Blocks for at most
     /// [`REQUEST_TIMEOUT`]; from inside an async runtime it refuses ([`StatusError::InsideRuntime`]).
     pub fn get(&self, path: &str) -> Result<String, StatusError> {
+        self.request(hyper::Method::GET, path, None)
+    }
+
+    /// POSTs the JSON `body` to `path` (a command, e.g. `/servers/api/master01`); the body of a
+    /// 200 answer, else why not (the daemon's JSON error in [`StatusError::Status`]).
+    pub fn post(&self, path: &str, body: &str) -> Result<String, StatusError> {
+        self.request(hyper::Method::POST, path, Some(body.to_string()))
+    }
+
+    fn request(&self, method: hyper::Method, path: &str, body: Option<String>) -> Result<String, StatusError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(StatusError::InsideRuntime);
         }
@@ -143,9 +153,10 @@ impl StatusClient {
                 .await
                 .map_err(|_| StatusError::Connect(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
                 .map_err(StatusError::Connect)?;
+            let request = Request { method, path, body, token: self.token.as_deref() };
             match stream {
-                Stream::Tcp(stream) => exchange(stream, path, self.token.as_deref()).await,
-                Stream::Unix(stream) => exchange(stream, path, self.token.as_deref()).await,
+                Stream::Tcp(stream) => exchange(stream, request).await,
+                Stream::Unix(stream) => exchange(stream, request).await,
             }
         };
         self.runtime
@@ -159,18 +170,30 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
+/// What one exchange asks.
+struct Request<'a> {
+    method: hyper::Method,
+    path: &'a str,
+    /// A JSON body (POST).
+    body: Option<String>,
+    token: Option<&'a str>,
+}
+
 /// One HTTP/1.1 request on a fresh connection. The connection is driven in the same future as
 /// the request, so nothing outlives a timeout or an error.
-async fn exchange<S>(stream: S, path: &str, token: Option<&str>) -> Result<String, StatusError>
+async fn exchange<S>(stream: S, asked: Request<'_>) -> Result<String, StatusError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let mut request = hyper::Request::get(path).header(hyper::header::HOST, "halo");
-    if let Some(token) = token {
+    let mut request = hyper::Request::builder().method(asked.method).uri(asked.path).header(hyper::header::HOST, "halo");
+    if let Some(token) = asked.token {
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request.body(Empty::<Bytes>::new())?;
+    if asked.body.is_some() {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(Full::new(Bytes::from(asked.body.unwrap_or_default())))?;
     let answer = async {
         let response = sender.send_request(request).await?;
         let status = response.status();

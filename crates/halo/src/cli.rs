@@ -77,6 +77,17 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Set a server's state at run time, with haproxy's runtime-API meanings, through the running
+    /// daemon's status endpoint (its unix socket, or its address with the token); the daemon's
+    /// answer is printed as JSON. Kept across `halo reload` and `halo upgrade`, not across a restart.
+    Server {
+        /// What to do.
+        #[command(subcommand)]
+        order: ServerOrder,
+        /// The configuration file the daemon runs with (for the endpoint's address and token).
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml", global = true)]
+        config: PathBuf,
+    },
     /// Validate a halo.toml: print every problem with file:line:col, or a summary of what would run.
     Check {
         /// The configuration file.
@@ -323,6 +334,47 @@ pub enum LabAction {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         period_ms: u64,
     },
+}
+
+/// An operator's order for one server (`halo server ...`).
+#[derive(Debug, Subcommand)]
+pub enum ServerOrder {
+    /// No new connections; established ones run on; checks go on (haproxy: state drain).
+    Drain {
+        /// BACKEND/SERVER
+        #[arg(value_parser = server_target)]
+        target: (String, String),
+    },
+    /// No new connections and no checks: shown as MAINT (haproxy: state maint).
+    Maint {
+        /// BACKEND/SERVER
+        #[arg(value_parser = server_target)]
+        target: (String, String),
+    },
+    /// Back to health-checked service (haproxy: state ready); from MAINT, checked first.
+    Ready {
+        /// BACKEND/SERVER
+        #[arg(value_parser = server_target)]
+        target: (String, String),
+    },
+    /// The weight in effect, 0 to 256 (0: no new connections), until a restart.
+    Weight {
+        /// BACKEND/SERVER
+        #[arg(value_parser = server_target)]
+        target: (String, String),
+        /// The weight.
+        weight: u32,
+    },
+}
+
+/// `BACKEND/SERVER`.
+fn server_target(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((backend, server)) if !backend.is_empty() && !server.is_empty() && !server.contains('/') => {
+            Ok((backend.to_string(), server.to_string()))
+        }
+        _ => Err(format!("{text:?} is not BACKEND/SERVER (like apiserver/master01)")),
+    }
 }
 
 /// Artefacts `halo render` produces.

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Check { config } => cmd::check::run(&config),
         cli::Command::Status { config, json, watch } => cmd::status::run(&config, json, watch),
+        cli::Command::Server { order, config } => cmd::server::run(&config, order),
         cli::Command::Import { haproxy, keepalived, check_script, output, strict, config_id } => {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict, config_id })
         }

@@ -319,12 +319,19 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     let (Loopback { dir, installed, config, pid_file, .. }, front) = (&setup, setup.front);
     let notify = NotifySocket::bind(dir.path().join("notify"));
     let notify_path = notify.path.to_string_lossy().to_string();
+    // A status socket too: `halo server` sends its command there (over TCP it needs a token).
+    let text_now = std::fs::read_to_string(config).expect("config");
+    let socket = format!("[status]\nsocket = \"{}\"\n", dir.path().join("status.sock").display());
+    std::fs::write(config, text_now.replacen("[status]\n", &socket, 1)).expect("config");
     let mut daemon = setup.start(&[("NOTIFY_SOCKET", &notify_path)]);
     let first = daemon.current().expect("pid");
     assert!(wait_until(Duration::from_secs(10), || Stream::open(front).is_ok()), "{}", daemon.log());
     assert!(wait_until(Duration::from_secs(5), || notify.has(first, "READY=1")), "{:?}", notify.seen());
     let mut streams: Vec<Stream> = (0..10).map(|_| Stream::open(front).expect("stream")).collect();
     assert!(streams.iter_mut().all(Stream::echoes));
+    // What an operator set at run time goes over with the upgrade.
+    let weighed = halo(None, &["server", "weight", "api/s1", "7", "-c", &config.to_string_lossy()]);
+    assert_eq!(weighed.status.code(), Some(0), "{}", text(&weighed));
 
     replace(installed, second_build());
     let upgraded = halo(None, &["upgrade", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()]);
@@ -336,6 +343,7 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     assert!(!runs(first, installed), "the old one still runs the file it was started from");
     let now = status(None, config);
     assert_eq!(now["pid"], second);
+    assert_eq!(now["frontends"][0]["servers"][0]["weight"], 7, "the run-time weight was lost in the upgrade");
     assert_eq!(now["generation"]["version"], format!("{}+upgrade-test", env!("CARGO_PKG_VERSION")));
 
     // systemd: the old main process named the new one and said nothing after it.

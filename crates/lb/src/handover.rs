@@ -23,6 +23,10 @@ pub struct ServerHealth {
     pub decided: bool,
     /// Whether it takes traffic.
     pub up: bool,
+    /// What an operator set at run time.
+    pub admin: crate::Admin,
+    /// The run-time weight an operator set, if any.
+    pub weight: Option<u32>,
 }
 
 impl Balancer {
@@ -43,14 +47,17 @@ impl Balancer {
                     resolved: s.address(),
                     decided: s.is_decided(),
                     up: s.is_healthy(),
+                    admin: s.admin.admin(),
+                    weight: s.admin.weight(),
                 })
             })
             .collect()
     }
 
     /// Takes over what the process this one replaces knew of its servers: each server of the
-    /// same backend, name and configured address gets its decided health and resolved address.
-    /// Servers not found, and undecided ones, start as usual. How many were taken over.
+    /// same backend, name and configured address gets what an operator set (drain, maint, a
+    /// weight) and, when decided, its health and resolved address. Servers not found, and
+    /// undecided ones, start as usual. How many health states were taken over.
     pub fn adopt_health(&self, known: &[ServerHealth]) -> usize {
         let mut adopted = 0;
         for backend in &self.backends {
@@ -58,6 +65,10 @@ impl Balancer {
                 let same = known.iter().find(|k| {
                     k.backend == backend.config.name && k.server == server.config.name && k.configured == server.config.address.to_string()
                 });
+                if let Some(known) = same {
+                    server.admin.set_admin(known.admin);
+                    server.admin.set_weight(known.weight);
+                }
                 if let Some(known) = same.filter(|k| k.decided) {
                     server.adopt_health(known.up, known.resolved, &backend.config.health);
                     adopted += 1;
@@ -99,6 +110,8 @@ mod tests {
                 resolved: None,
                 decided: true,
                 up: true,
+                admin: crate::Admin::Drain,
+                weight: Some(7),
             },
             ServerHealth {
                 backend: "api".into(),
@@ -107,12 +120,17 @@ mod tests {
                 resolved: None,
                 decided: true,
                 up: true,
+                admin: crate::Admin::Maint,
+                weight: None,
             },
         ];
         assert_eq!(new.adopt_health(&known), 1, "b's address changed: it starts as a new server");
         let health = new.server_health();
         assert!(health[0].up && health[0].decided);
+        // What an operator set goes over with the server; a changed server starts afresh.
+        assert_eq!((health[0].admin, health[0].weight), (crate::Admin::Drain, Some(7)));
         assert!(!health[1].up && !health[1].decided);
+        assert_eq!((health[1].admin, health[1].weight), (crate::Admin::Ready, None));
         drop(open);
     }
 }

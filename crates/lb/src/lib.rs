@@ -2,6 +2,7 @@
 //! (TCP, TLS, HTTPS over rustls) with rise/fall hysteresis, retries and redispatch, and the
 //! proxy data path. Driven by the frontends and backends of the config model.
 
+pub mod admin;
 pub mod balancer;
 mod carry;
 pub mod connlog;
@@ -20,7 +21,8 @@ pub mod silent;
 mod slots;
 pub mod tls;
 
-pub use balancer::{Adopter, Balancer, Changes, Inherited};
+pub use admin::{Admin, Order};
+pub use balancer::{Adopter, Balancer, Changes, Inherited, Ordered};
 pub use handover::ServerHealth;
 
 /// Why the balancer could not start.
@@ -50,4 +52,23 @@ pub enum LbError {
     /// A frontend names a backend that does not exist (the loader prevents this).
     #[error("unknown backend {0}")]
     UnknownBackend(String),
+}
+
+/// Why an operator's order for a server was refused (nothing changed).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OrderError {
+    /// No backend of that name.
+    #[error("no backend named {0:?}")]
+    UnknownBackend(String),
+    /// No server of that name in the backend.
+    #[error("backend {backend} has no server named {server:?}")]
+    UnknownServer {
+        /// The backend.
+        backend: String,
+        /// The name asked for.
+        server: String,
+    },
+    /// A weight out of range.
+    #[error("weight {0} is out of range (0 to 256; 0 takes no new connections)")]
+    Weight(u32),
 }

@@ -81,7 +81,7 @@ impl BackendRuntime {
     /// Whether every enabled server's health is decided (UP, or DOWN after `fall` failures):
     /// until then the health of the backend is unknown, not bad.
     pub fn checked(&self) -> bool {
-        self.servers.iter().filter(|s| !s.config.disabled).all(|s| s.is_decided())
+        self.servers.iter().filter(|s| !s.config.disabled && !s.in_maint()).all(|s| s.is_decided())
     }
 
     /// Checks every server now (no sooner than its fast interval after its last check): what
@@ -95,18 +95,20 @@ impl BackendRuntime {
     /// Whether every enabled server's health rests on checks that started at `since` or later
     /// and is settled ([`ServerRuntime::settled_since`]).
     pub fn settled_since(&self, since: std::time::Instant) -> bool {
-        self.servers.iter().filter(|s| !s.config.disabled).all(|s| s.settled_since(since))
+        self.servers.iter().filter(|s| !s.config.disabled && !s.in_maint()).all(|s| s.settled_since(since))
     }
 
-    /// Healthy servers that take traffic.
+    /// Healthy servers that take new connections (not disabled, drained or in MAINT).
     pub fn healthy_servers(&self) -> usize {
-        self.servers.iter().filter(|s| s.is_healthy() && !s.config.disabled).count()
+        self.servers.iter().filter(|s| s.is_healthy() && !s.config.disabled && s.takes_new_connections()).count()
     }
 
     fn choose(&self, exclude: &[usize]) -> Option<usize> {
         let mut candidates = lock(&self.selection);
         for (candidate, server) in candidates.iter_mut().zip(&self.servers) {
             candidate.healthy = server.is_healthy() && server.address().is_some();
+            candidate.disabled = server.config.disabled || !server.takes_new_connections();
+            candidate.weight = server.weight().max(1);
             candidate.active = server.stats.current.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
         }
         pick(self.config.balance, &mut candidates, exclude)
@@ -169,7 +171,16 @@ impl BackendRuntime {
         }
         let mut replaced = self.stop_checks.subscribe();
         let mut address_changes = server.address_watch();
+        let mut admin_changes = server.admin.watch();
         loop {
+            // MAINT: no checks until an operator says otherwise.
+            while server.in_maint() {
+                tokio::select! {
+                    _ = admin_changes.changed() => {}
+                    _ = shutdown.changed() => return,
+                    _ = replaced.changed() => return,
+                }
+            }
             let started = tokio::time::Instant::now();
             let Some(address) = server.address() else {
                 // Not resolved yet: a failed lookup counts as a failed check; else wait for one.
@@ -192,6 +203,7 @@ impl BackendRuntime {
             let wait = lock(&server.health).next_interval();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                _ = admin_changes.changed() => {}
                 () = server.check_now.notified() => {
                     // A failed connect asks for a check now; checks still start no closer
                     // together than the fast interval, so failing clients cannot make a storm.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use halo_config::{CheckKind, Server};
 use tokio::sync::watch;
 
+use crate::admin::{Admin, AdminState, Order};
 use crate::health::Health;
 use crate::lock::lock;
 use crate::probe::Failure;
@@ -85,6 +86,8 @@ pub struct ServerRuntime {
     unchecked: bool,
     /// When a local error was last logged (at most one line a minute per server).
     local_logged: Mutex<Option<Instant>>,
+    /// What an operator set at run time (drain, maint, a weight).
+    pub admin: AdminState,
 }
 
 impl ServerRuntime {
@@ -109,7 +112,57 @@ impl ServerRuntime {
             check_now: tokio::sync::Notify::new(),
             last_check_started: Mutex::new(None),
             local_logged: Mutex::new(None),
+            admin: AdminState::default(),
         }
+    }
+
+    /// The weight selection uses: the run-time one when set, else the configured one.
+    pub fn weight(&self) -> u32 {
+        self.admin.weight().unwrap_or(self.config.weight)
+    }
+
+    /// Whether new connections may go to it, as far as the operator is concerned: `ready`, with
+    /// a weight above 0.
+    pub fn takes_new_connections(&self) -> bool {
+        self.admin.admin() == Admin::Ready && self.weight() > 0
+    }
+
+    /// Whether its checks run (not in MAINT).
+    pub(crate) fn in_maint(&self) -> bool {
+        self.admin.admin() == Admin::Maint
+    }
+
+    /// Applies an operator's order: a state or a weight. Entering MAINT takes the server out of
+    /// service at once (its checks stop); leaving it starts over from an undecided health, checked
+    /// now (an unchecked server is back as soon as its address is known). The previous state and
+    /// weight.
+    pub(crate) fn order(&self, order: Order, check: &halo_config::HealthCheck) -> (Admin, u32) {
+        let before = (self.admin.admin(), self.weight());
+        match order {
+            Order::Weight(weight) => {
+                self.admin.set_weight(Some(weight));
+            }
+            Order::State(admin) => {
+                self.admin.set_admin(admin);
+                match (before.0, admin) {
+                    (_, Admin::Maint) => {
+                        self.healthy.store(false, Ordering::Relaxed);
+                        *lock(&self.reason) = "maintenance (set at run time)".to_string();
+                    }
+                    (Admin::Maint, _) => {
+                        let (fall, rise, interval, fast) = (check.fall, check.rise, check.interval, check.fast_interval);
+                        *lock(&self.health) = Health::new(fall, rise, interval, fast);
+                        let up = self.unchecked && self.address().is_some();
+                        self.healthy.store(up, Ordering::Relaxed);
+                        *lock(&self.reason) =
+                            if up { "not checked (kind = none)" } else { "back from maintenance: not checked yet" }.to_string();
+                        self.check_now.notify_one();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        before
     }
 
     /// Takes over the state of the same server before a reload changed its settings or its
@@ -118,6 +171,7 @@ impl ServerRuntime {
     /// address is known); one that now is checked keeps its last known health: one that served
     /// unchecked stays in service until its checks fail `fall` times.
     pub(crate) fn inherit(&self, old: &ServerRuntime, check: &halo_config::HealthCheck) {
+        self.admin.copy_from(&old.admin);
         *lock(&self.dns_error) = old.dns_error();
         self.address.send_replace(old.address());
         let (fall, rise, interval, fast) = (check.fall, check.rise, check.interval, check.fast_interval);
@@ -130,8 +184,11 @@ impl ServerRuntime {
             (old.is_healthy(), lock(&old.health).retuned(fall, rise, interval, fast))
         };
         *lock(&self.health) = health;
-        self.healthy.store(healthy, Ordering::Relaxed);
+        self.healthy.store(healthy && !self.in_maint(), Ordering::Relaxed);
         *lock(&self.reason) = if self.unchecked && healthy { "not checked (kind = none)".to_string() } else { old.reason() };
+        if self.in_maint() {
+            *lock(&self.reason) = old.reason();
+        }
     }
 
     /// Takes the health the process this one replaces had decided, and the address its name
@@ -150,6 +207,11 @@ impl ServerRuntime {
             *lock(&self.health) = Health::known(up, fall, rise, interval, fast);
         }
         let healthy = up || (self.unchecked && self.address().is_some());
+        if self.in_maint() {
+            self.healthy.store(false, Ordering::Relaxed);
+            *lock(&self.reason) = "maintenance (set at run time)".to_string();
+            return;
+        }
         self.healthy.store(healthy, Ordering::Relaxed);
         *lock(&self.reason) = if healthy { "up before the upgrade".to_string() } else { "down before the upgrade".to_string() };
     }
@@ -206,7 +268,7 @@ impl ServerRuntime {
                     }
                     None => {
                         tracing::info!(backend, server, name, %address, "server name resolved");
-                        if self.unchecked {
+                        if self.unchecked && !self.in_maint() {
                             self.healthy.store(true, Ordering::Relaxed);
                             *lock(&self.reason) = "not checked (kind = none)".to_string();
                         }
@@ -243,6 +305,10 @@ impl ServerRuntime {
     /// (a server DOWN from the start never flips). A local failure is counted and logged, never
     /// fed to the health.
     pub(crate) fn record(&self, backend: &str, result: Result<(), Failure>) {
+        // A check that was under way when an operator set MAINT says nothing any more.
+        if self.in_maint() {
+            return;
+        }
         if let Err(failure) = &result
             && failure.local
         {

@@ -5,5 +5,6 @@ pub mod import;
 pub mod reload;
 pub mod render;
 pub mod run;
+pub mod server;
 pub mod status;
 pub mod upgrade;

@@ -148,12 +148,12 @@ fn frontend_lines(lines: &mut Vec<String>, frontends: &serde_json::Value, colour
             text(&f["backend"])
         ));
         for s in f["servers"].as_array().into_iter().flatten() {
-            let health = if s["healthy"].as_bool() == Some(true) { "UP" } else { "DOWN" };
+            let health = s["state"].as_str().unwrap_or(if s["healthy"].as_bool() == Some(true) { "UP" } else { "DOWN" });
             lines.push(format!(
                 "  server {:<10} {:<21} {} {:<30} {} open, {} connect errors",
                 text(&s["name"]),
                 text(&s["address"]),
-                paint(health, 4, colour),
+                paint(health, 5, colour),
                 text(&s["reason"]),
                 s["connections"],
                 s["connect_errors"]

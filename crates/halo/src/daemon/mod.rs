@@ -94,6 +94,8 @@ pub(crate) struct Daemon {
     announcers: bgp_announce::Announcers,
     /// Instance tasks that ended.
     exited: mpsc::UnboundedReceiver<instances::Exit>,
+    /// Operators' commands from the status endpoint.
+    commands: mpsc::Receiver<endpoint::commands::ServerCommand>,
 }
 
 /// Duplicates of the status endpoint's listening sockets (TCP, and unix when configured): what
@@ -151,7 +153,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config, vrrp: &VrrpRuntime)
     status.set_generation(generation::Generation::this_process());
     status.set_balancer(&balancer);
     let listeners = bind_status(&config).await?;
-    let status_sockets = serve_status(&config, &status, listeners, &balancer_stopped)?;
+    let (status_sockets, commands) = serve_status(&config, &status, listeners, &balancer_stopped)?;
     let trackers = TrackerSet::start(&config.trackers, links.clone(), &balancer.frontends, vrrp.handle())?;
     let (exits, exited) = mpsc::unbounded_channel();
     // The guard removes the VIPs held if this process is killed (a reload may add instances).
@@ -191,6 +193,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config, vrrp: &VrrpRuntime)
         instances,
         announcers,
         exited,
+        commands,
     })
 }
 
@@ -208,6 +211,7 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
                     daemon.status.set_upgrade(false, why);
                 }
             },
+            Some(command) = daemon.commands.recv() => order_server(&daemon, command),
             Some(exit) = daemon.exited.recv() => {
                 // An instance that ends by itself (not stopped by us) is an error: stop everything.
                 if let Some(error) = daemon.instances.ended_on_its_own(exit) {
@@ -219,6 +223,28 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
         }
     };
     Ok((daemon, ended))
+}
+
+/// An operator's order for one server (`halo server ...`): applied to the balancer, one line
+/// logged with who asked, and answered.
+fn order_server(daemon: &Daemon, command: endpoint::commands::ServerCommand) {
+    let endpoint::commands::ServerCommand { backend, server, order, by, reply } = command;
+    let outcome = daemon.balancer.order_server(&backend, &server, order);
+    match &outcome {
+        Ok(done) => tracing::info!(
+            backend,
+            server,
+            state = done.admin.as_str(),
+            was = done.admin_before.as_str(),
+            weight = done.weight,
+            weight_was = done.weight_before,
+            by,
+            "server state set at run time"
+        ),
+        Err(e) => tracing::warn!(backend, server, by, error = %e, "server command refused"),
+    }
+    // The endpoint may have given up waiting: nothing to tell then.
+    let _ = reply.send(outcome);
 }
 
 /// SIGHUP: the file re-read and applied in place, or refused (logged, on the status endpoint).
@@ -259,14 +285,15 @@ fn status_token(config: &Config) -> anyhow::Result<Option<String>> {
 }
 
 /// Serves the status endpoint on `listeners` until the balancer stops; duplicates of the
-/// sockets, for a successor.
+/// sockets, for a successor, and the commands it receives, for the run loop.
 fn serve_status(
     config: &Config,
     status: &Arc<state::Shared>,
     (tcp, unix): (tokio::net::TcpListener, Option<tokio::net::UnixListener>),
     stopped: &watch::Receiver<bool>,
-) -> anyhow::Result<StatusSockets> {
+) -> anyhow::Result<(StatusSockets, mpsc::Receiver<endpoint::commands::ServerCommand>)> {
     let token = status_token(config)?;
+    let (commands, received) = mpsc::channel(endpoint::commands::QUEUE);
     let sockets = StatusSockets {
         tcp: tcp.as_fd().try_clone_to_owned().context("duplicating the status endpoint's socket")?,
         unix: unix.as_ref().map(|u| u.as_fd().try_clone_to_owned()).transpose().context("duplicating the status socket")?,
@@ -275,12 +302,13 @@ fn serve_status(
         tokio::spawn(endpoint::serve(
             endpoint::Listener::Unix(unix),
             Arc::clone(status),
-            endpoint::Guarded::new(token.clone()),
+            endpoint::Guarded::new(token.clone(), commands.clone()),
             stopped.clone(),
         ));
     }
-    tokio::spawn(endpoint::serve(endpoint::Listener::Tcp(tcp), Arc::clone(status), endpoint::Guarded::new(token), stopped.clone()));
-    Ok(sockets)
+    let guarded = endpoint::Guarded::new(token, commands);
+    tokio::spawn(endpoint::serve(endpoint::Listener::Tcp(tcp), Arc::clone(status), guarded, stopped.clone()));
+    Ok((sockets, received))
 }
 
 /// Whatever ended us: VIPs first (peers take over), then announcements withdrawn (the routers

@@ -23,6 +23,12 @@ pub(super) struct ServerJson {
     /// Why the name did not resolve the last time, while it does not.
     pub(super) dns_error: Option<String>,
     pub(super) healthy: bool,
+    /// UP, DOWN, DRAIN (up, taking no new connections) or MAINT.
+    pub(super) state: &'static str,
+    /// What an operator set: ready, drain or maint.
+    pub(super) admin: &'static str,
+    /// The weight in effect.
+    pub(super) weight: u32,
     pub(super) reason: String,
     pub(super) connections: u64,
     pub(super) total: u64,
@@ -110,6 +116,9 @@ fn server(s: &ServerRuntime) -> ServerJson {
         resolved: s.address().map(|a| a.to_string()),
         dns_error: s.dns_error(),
         healthy: s.is_healthy(),
+        state: state_word(s),
+        admin: s.admin.admin().as_str(),
+        weight: s.weight(),
         reason: s.reason(),
         connections: load(&s.stats.current),
         total: load(&s.stats.total),
@@ -123,6 +132,16 @@ fn server(s: &ServerRuntime) -> ServerJson {
         check_latency_seconds: load(&s.stats.check_latency_us) as f64 / 1e6,
         check_latency_histogram: latency_histogram(s),
         check_latency_sum_seconds: load(&s.stats.check_latency_sum_us) as f64 / 1e6,
+    }
+}
+
+/// The server's state in a word, as haproxy's stats page gives it.
+fn state_word(s: &ServerRuntime) -> &'static str {
+    match (s.admin.admin(), s.is_healthy(), s.takes_new_connections()) {
+        (halo_lb::Admin::Maint, _, _) => "MAINT",
+        (_, false, _) => "DOWN",
+        (_, true, false) => "DRAIN",
+        (_, true, true) => "UP",
     }
 }
 

@@ -1,10 +1,12 @@
 //! The status endpoint: `/healthz` (halo itself), `/status` (JSON) and `/metrics` (Prometheus
 //! text) over HTTP/1.1, on a TCP address (loopback by default) and, when configured, a unix
-//! socket, both behind the bearer token when one is set. It reads the daemon's shared state
-//! ([`super::state`]) and never blocks its writers; only the run loop (and an upgrade's new
-//! process) starts it, and no part of the daemon reads from it.
+//! socket, both behind the bearer token when one is set; and the operators' commands (`POST
+//! /servers/...`, see `commands`). It reads the daemon's shared state ([`super::state`]) and
+//! never blocks its writers; commands go to the run loop by a channel. Only the run loop (and an
+//! upgrade's new process) starts it, and no part of the daemon reads from it.
 
 mod auth;
+pub mod commands;
 mod metrics;
 
 use std::convert::Infallible;
@@ -32,19 +34,30 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     response
 }
 
-fn handle(shared: &Shared, token: Option<&str>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(shared: &Shared, guarded: &Guarded, peer: &commands::Peer, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let token = guarded.token.as_deref();
     // /healthz says nothing about the cluster: it stays open, so probes need no secret.
     if let Some(token) = token.filter(|_| request.uri().path() != "/healthz")
-        && !auth::authorized(request, token)
+        && !auth::authorized(&request, token)
     {
         return respond(StatusCode::UNAUTHORIZED, "text/plain", "a bearer token is required\n".to_string());
     }
-    // Reads only: nothing on the endpoint changes the daemon (RFC 9110 §15.5.6).
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        let mut refused = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET and HEAD\n".to_string());
-        refused.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return refused;
+    let command = request.uri().path().starts_with("/servers/");
+    match (request.method(), command) {
+        (&Method::POST, true) => return commands::server_command(request, peer, token.is_some(), &guarded.commands).await,
+        (&Method::GET | &Method::HEAD, false) => {}
+        _ => {
+            let allowed = if command { "POST" } else { "GET, HEAD" };
+            let mut refused = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", format!("only {allowed}\n"));
+            refused.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static(if command { "POST" } else { "GET, HEAD" }));
+            return refused;
+        }
     }
+    read(shared, &request)
+}
+
+/// The GET and HEAD requests: halo's health, its state as JSON or Prometheus text.
+fn read(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/healthz" => match shared.failure() {
             None => respond(StatusCode::OK, "text/plain", "ok\n".to_string()),
@@ -83,16 +96,18 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// clients that never ask) cannot keep a probe of /healthz out.
 pub struct Guarded {
     token: Option<Arc<str>>,
+    commands: commands::Commands,
     slots: Arc<tokio::sync::Semaphore>,
     waiting: Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>,
     next: std::sync::atomic::AtomicU64,
 }
 
 impl Guarded {
-    /// The token required (when there is one) and [`MAX_CONNECTIONS`] slots.
-    pub fn new(token: Option<String>) -> Arc<Self> {
+    /// The token required (when there is one), where commands go, and [`MAX_CONNECTIONS`] slots.
+    pub fn new(token: Option<String>, commands: commands::Commands) -> Arc<Self> {
         Arc::new(Self {
             token: token.map(Arc::from),
+            commands,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
             waiting: Mutex::new(std::collections::VecDeque::new()),
             next: std::sync::atomic::AtomicU64::new(0),
@@ -161,8 +176,11 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, guarded: Arc<Guarded
         tokio::spawn(async move {
             let served = async {
                 match stream {
-                    Stream::Tcp(s) => serve_connection(s, shared, &guarded, id).await,
-                    Stream::Unix(s) => serve_connection(s, shared, &guarded, id).await,
+                    Stream::Tcp(s) => serve_connection(s, commands::Peer::Tcp, shared, &guarded, id).await,
+                    Stream::Unix(s) => {
+                        let uid = s.peer_cred().ok().map(|c| c.uid());
+                        serve_connection(s, commands::Peer::Unix(uid), shared, &guarded, id).await
+                    }
                 }
             };
             // Evicted only by an explicit close; a dropped sender (the request came) is not one.
@@ -191,16 +209,15 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-async fn serve_connection<S>(stream: S, shared: Arc<Shared>, guarded: &Arc<Guarded>, id: u64)
+async fn serve_connection<S>(stream: S, peer: commands::Peer, shared: Arc<Shared>, guarded: &Arc<Guarded>, id: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let token = guarded.token.clone();
     let marker = Arc::clone(guarded);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         marker.asked(id);
-        let response = handle(&shared, token.as_deref(), &request);
-        async move { Ok::<_, Infallible>(response) }
+        let (shared, guarded, peer) = (Arc::clone(&shared), Arc::clone(&marker), peer.clone());
+        async move { Ok::<_, Infallible>(handle(&shared, &guarded, &peer, request).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

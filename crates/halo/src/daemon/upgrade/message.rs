@@ -173,17 +173,45 @@ pub struct ServerHealthJson {
     pub decided: bool,
     /// Whether it is up.
     pub up: bool,
+    /// What an operator set: ready, drain or maint (ready from a process that knew no such thing).
+    #[serde(default = "ready")]
+    pub admin: String,
+    /// The run-time weight an operator set.
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+fn ready() -> String {
+    halo_lb::Admin::Ready.as_str().to_string()
 }
 
 impl From<halo_lb::ServerHealth> for ServerHealthJson {
     fn from(h: halo_lb::ServerHealth) -> Self {
-        Self { backend: h.backend, server: h.server, configured: h.configured, resolved: h.resolved, decided: h.decided, up: h.up }
+        Self {
+            backend: h.backend,
+            server: h.server,
+            configured: h.configured,
+            resolved: h.resolved,
+            decided: h.decided,
+            up: h.up,
+            admin: h.admin.as_str().to_string(),
+            weight: h.weight,
+        }
     }
 }
 
 impl From<ServerHealthJson> for halo_lb::ServerHealth {
     fn from(h: ServerHealthJson) -> Self {
-        Self { backend: h.backend, server: h.server, configured: h.configured, resolved: h.resolved, decided: h.decided, up: h.up }
+        Self {
+            backend: h.backend,
+            server: h.server,
+            configured: h.configured,
+            resolved: h.resolved,
+            decided: h.decided,
+            up: h.up,
+            admin: halo_lb::Admin::parse(&h.admin).unwrap_or_default(),
+            weight: h.weight,
+        }
     }
 }
 

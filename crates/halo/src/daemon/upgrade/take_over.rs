@@ -198,7 +198,7 @@ async fn commit(
     parts.open.send_replace(true);
     let balancer_stopped = parts.stop_balancer.subscribe();
     let stop_balancer = parts.stop_balancer;
-    let status_sockets = serve_status(&config, &parts.status, parts.status_listeners, &balancer_stopped)?;
+    let (status_sockets, commands) = serve_status(&config, &parts.status, parts.status_listeners, &balancer_stopped)?;
     let previous = Previous { pid: offer.pid, version: offer.version.clone() };
     parts.status.set_generation(Generation { previous: Some(previous), ..Generation::this_process() });
     if let Err(e) = channel.send(&Message::Committed { pid: std::process::id() }, &[]) {
@@ -257,6 +257,7 @@ async fn commit(
         instances,
         announcers,
         exited: parts.exited,
+        commands,
     })
 }
 

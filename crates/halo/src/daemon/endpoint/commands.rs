@@ -1,0 +1,128 @@
+//! The status endpoint's commands (`POST /servers/BACKEND/SERVER`, what `halo server
+//! drain|maint|ready|weight` sends): who may send them, how they are read, and their way to the
+//! daemon — a channel the run loop reads, which applies them to the balancer and answers.
+//!
+//! Who: on the unix socket (mode 0600: root) anyone who can connect, named by uid in the log;
+//! on TCP only with the bearer token, so a listener without `[status] token_file` takes no
+//! command (the loader already refuses a non-loopback listener without one). The body is JSON,
+//! at most 4 KiB: `{"state": "drain" | "maint" | "ready"}` or `{"weight": 0..=256}`. One JSON
+//! answer per command: the server's state and weight before and after, or `{"error": ...}`
+//! with 400 (a bad body), 403, 404 (no such backend or server) or 503 (no answer from the daemon).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// An operator's order for one server, on its way to the run loop.
+pub struct ServerCommand {
+    /// The backend.
+    pub backend: String,
+    /// The server.
+    pub server: String,
+    /// What to do.
+    pub order: halo_lb::Order,
+    /// Who asked: `uid N` (unix socket) or `token` (TCP).
+    pub by: String,
+    /// The outcome, for the answer.
+    pub reply: oneshot::Sender<Result<halo_lb::Ordered, halo_lb::OrderError>>,
+}
+
+/// Where the endpoint sends commands.
+pub type Commands = mpsc::Sender<ServerCommand>;
+
+/// The largest command body read.
+const MAX_BODY: usize = 4096;
+/// How long the endpoint waits for the run loop's answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Commands waiting for the run loop at most; past it a command is refused at once (a flood).
+pub const QUEUE: usize = 16;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// The unix socket, with the connecting process's uid when the kernel said it.
+    Unix(Option<u32>),
+    /// TCP.
+    Tcp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    state: Option<String>,
+    weight: Option<u32>,
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+    answer(status, serde_json::json!({ "error": message.into() }))
+}
+
+/// Reads, checks and forwards one `POST /servers/BACKEND/SERVER`; the answer.
+pub async fn server_command(request: Request<Incoming>, peer: &Peer, token_required: bool, commands: &Commands) -> Response<Full<Bytes>> {
+    let by = match peer {
+        Peer::Unix(uid) => uid.map_or_else(|| "unix socket".to_string(), |uid| format!("uid {uid}")),
+        Peer::Tcp if token_required => "token".to_string(),
+        Peer::Tcp => {
+            return error(StatusCode::FORBIDDEN, "commands over TCP need [status] token_file (or use the unix socket, [status] socket)");
+        }
+    };
+    let path = request.uri().path().to_string();
+    let Some((backend, server)) = path
+        .strip_prefix("/servers/")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(b, s)| !b.is_empty() && !s.is_empty() && !s.contains('/'))
+    else {
+        return error(StatusCode::NOT_FOUND, "commands are POST /servers/BACKEND/SERVER");
+    };
+    let (backend, server) = (backend.to_string(), server.to_string());
+    let bytes = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body could not be read ({e}): at most {MAX_BODY} bytes")),
+    };
+    let order = match serde_json::from_slice::<Body>(&bytes) {
+        Ok(Body { state: Some(state), weight: None }) => match halo_lb::Admin::parse(&state) {
+            Some(admin) => halo_lb::Order::State(admin),
+            None => return error(StatusCode::BAD_REQUEST, format!("state {state:?} is none of ready, drain, maint")),
+        },
+        Ok(Body { state: None, weight: Some(weight) }) => halo_lb::Order::Weight(weight),
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "give one of {\"state\": \"ready|drain|maint\"} or {\"weight\": N}"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not a command: {e}")),
+    };
+    let (reply, answered) = oneshot::channel();
+    let command = ServerCommand { backend: backend.clone(), server: server.clone(), order, by, reply };
+    if commands.try_send(command).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon has too many commands waiting: try again");
+    }
+    match tokio::time::timeout(ANSWER_WITHIN, answered).await {
+        Ok(Ok(Ok(done))) => answer(
+            StatusCode::OK,
+            serde_json::json!({
+                "backend": backend,
+                "server": server,
+                "state": done.admin.as_str(),
+                "weight": done.weight,
+                "state_before": done.admin_before.as_str(),
+                "weight_before": done.weight_before,
+            }),
+        ),
+        Ok(Ok(Err(refused))) => {
+            let status = match refused {
+                halo_lb::OrderError::Weight(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::NOT_FOUND,
+            };
+            error(status, refused.to_string())
+        }
+        Ok(Err(_)) | Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon did not answer"),
+    }
+}
