@@ -170,6 +170,14 @@ impl SyncGroup {
         }
     }
 
+    /// Puts a member's node into maintenance or out of it (see [`Router::set_maintenance`]).
+    pub fn set_maintenance(&mut self, member: usize, now: Instant, on: bool) {
+        if let Some(router) = self.members.get_mut(member) {
+            router.set_maintenance(now, on);
+            self.reconcile(now, member);
+        }
+    }
+
     /// Sets a member's own fault.
     pub fn set_fault(&mut self, member: usize, now: Instant, faulted: bool) {
         if let Some(router) = self.members.get_mut(member) {

@@ -37,6 +37,7 @@ enum Event {
     Heal,
     Adjust(&'static str, i32),
     SetFault(&'static str, bool),
+    Maintenance(&'static str, bool),
 }
 
 struct Node {
@@ -139,6 +140,11 @@ impl Sim {
             Event::SetFault(n, on) => {
                 let i = self.index(n);
                 self.nodes[i].router.set_fault(now, on);
+                self.drain(i, now);
+            }
+            Event::Maintenance(n, on) => {
+                let i = self.index(n);
+                self.nodes[i].router.set_maintenance(now, on);
                 self.drain(i, now);
             }
         }
@@ -317,6 +323,29 @@ fn fault_hands_over_at_once_and_recovery_preempts_back() {
         &[(1100, "b", Fault), (1100, "a", Master), (4000, "b", Master), (4000, "a", Backup)],
     );
     assert_eq!(sim.became("a", Master, 1000), Some(1061), "skew of a (60 ms) + wire (1 ms) after b's priority-0 advert");
+}
+
+#[test]
+fn maintenance_hands_over_at_once_holds_off_preemption_and_ends_with_it() {
+    let sim = scenario(
+        &[v3("a", 100), v3("b", 200)],
+        &[(0, Start("a")), (0, Start("b")), (1000, Maintenance("b", true)), (3000, Maintenance("b", false))],
+        &[(999, "b", Master), (1100, "a", Master), (1100, "b", Backup), (2999, "b", Backup), (4000, "b", Master), (4000, "a", Backup)],
+    );
+    assert_eq!(sim.became("a", Master, 1000), Some(1061), "skew of a (60 ms) + wire (1 ms) after b's priority-0 advert");
+    // Two masters only for the instant of b's preemption at the end (as any preemption).
+    assert!(sim.dual_master_at.len() <= 1 && sim.dual_master_at.iter().all(|t| *t > 3000), "two masters: {:?}", sim.dual_master_at);
+    // b heard a's adverts of priority 100 for 2 s with preemption on, and did not take over.
+    assert_eq!(sim.became("b", Master, 1000), sim.became("b", Master, 3000));
+}
+
+#[test]
+fn a_node_in_maintenance_takes_over_from_nobody_not_even_as_owner() {
+    scenario(
+        &[v3("a", 100), v3("o", 255)],
+        &[(0, Maintenance("o", true)), (0, Start("o")), (0, Start("a")), (1000, Crash("a"))],
+        &[(500, "a", Master), (500, "o", Backup), (5000, "o", Backup)],
+    );
 }
 
 #[test]

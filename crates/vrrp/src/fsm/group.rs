@@ -44,7 +44,7 @@ impl Router {
 
     /// The group takes over: a backup becomes master now. Whether anything changed.
     pub(crate) fn group_master(&mut self, now: Instant) -> bool {
-        if self.state != State::Backup {
+        if self.state != State::Backup || self.maintenance {
             return false;
         }
         self.become_master(now, Reason::Group);

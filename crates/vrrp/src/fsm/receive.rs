@@ -43,6 +43,13 @@ impl Router {
 
     /// RFC 5798 §6.4.2.
     fn backup_receives(&mut self, now: Instant, advert: &Advertisement) -> Result<(), Ignored> {
+        if self.maintenance {
+            // Listening only: it learns the master's interval, and takes over from nobody.
+            if advert.priority != 0 && self.config.version == Version::V3 {
+                self.master_adver_interval_cs = advert.interval_cs;
+            }
+            return Ok(());
+        }
         if advert.priority == 0 {
             self.master_down_at = Some(now + self.skew_time());
             return Ok(());

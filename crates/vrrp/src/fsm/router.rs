@@ -42,6 +42,8 @@ pub struct Router {
     pub(super) group_fault: bool,
     /// A master's answer to a lower master (an advert and an announcement) waits until then.
     pub(super) lower_master_answer_after: Option<Instant>,
+    /// The node is in maintenance: never master (see [`Router::set_maintenance`]).
+    pub(super) maintenance: bool,
     pub(super) actions: VecDeque<Action>,
 }
 
@@ -64,6 +66,7 @@ impl Router {
             wants_master: false,
             group_fault: false,
             lower_master_answer_after: None,
+            maintenance: false,
             actions: VecDeque::new(),
         }
     }
@@ -172,6 +175,37 @@ impl Router {
         }
     }
 
+    /// Node maintenance (`halo node maintenance on`): a master resigns at once (a priority-0
+    /// advert, its addresses removed, then BACKUP) and, on or off, the router never becomes
+    /// master while it lasts — as with an effective priority of 0, which RFC 5798 reserves for a
+    /// resigning master: no master-down timer, no preemption, not even as the address owner. Off,
+    /// it is a backup again: its timer runs, and it preempts as configured.
+    pub fn set_maintenance(&mut self, now: Instant, on: bool) {
+        if self.maintenance == on {
+            return;
+        }
+        self.maintenance = on;
+        match (on, self.state) {
+            (true, State::Master) => {
+                self.actions.push_back(Action::SendAdvert { priority: 0 });
+                self.actions.push_back(Action::RemoveAddresses);
+                self.become_backup(now, Duration::ZERO, Reason::Maintenance);
+                self.master_down_at = None;
+            }
+            (true, State::Backup) => {
+                self.master_down_at = None;
+                self.wants_master = false;
+            }
+            (false, State::Backup) => self.master_down_at = Some(now + self.master_down_interval()),
+            _ => {}
+        }
+    }
+
+    /// Whether the node is in maintenance.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance
+    }
+
     /// Enters or leaves FAULT (this router's own fault: a tracker without weight, its link).
     pub fn set_fault(&mut self, now: Instant, faulted: bool) {
         if self.faulted == faulted {
@@ -226,6 +260,14 @@ impl Router {
     /// Becomes master, or, in a sync group, wants to: keepalived's vrrp_sync_can_goto_master
     /// keeps a member backup (its master-down timer re-armed) until every member wants it.
     fn claim_mastership(&mut self, now: Instant, reason: Reason) {
+        if self.maintenance {
+            let wait = self.master_down_interval();
+            if self.state != State::Backup {
+                self.become_backup(now, wait, Reason::Maintenance);
+            }
+            self.master_down_at = None;
+            return;
+        }
         if !self.grouped {
             self.become_master(now, reason);
             return;
@@ -255,7 +297,8 @@ impl Router {
     pub(super) fn become_backup(&mut self, now: Instant, wait: Duration, reason: Reason) {
         self.clear_timers();
         self.wants_master = false;
-        self.master_down_at = Some(now + wait);
+        // In maintenance a backup waits for no master: it never takes over.
+        self.master_down_at = (!self.maintenance).then(|| now + wait);
         self.transition(State::Backup, reason);
     }
 

@@ -48,4 +48,6 @@ pub enum Reason {
     /// Took the place of the same router in the process it replaces (`halo upgrade`): the state
     /// did not change on the wire.
     Handover,
+    /// The node went into maintenance (`halo node maintenance on`).
+    Maintenance,
 }
