@@ -7,7 +7,7 @@ pub fn paint(word: &str, width: usize, colour: bool) -> String {
     let code = match word {
         "MASTER" | "UP" | "listening" | "yes" | "ANNOUNCED" => "32",
         "FAULT" | "DOWN" | "NOT LISTENING" | "stopped" => "31",
-        "BACKUP" | "INIT" | "WITHDRAWN" | "DRAIN" | "MAINT" => "33",
+        "BACKUP" | "INIT" | "WITHDRAWN" | "DRAIN" | "MAINT" | "MAINTENANCE" => "33",
         _ => return padded,
     };
     if colour { format!("\x1b[{code}m{padded}\x1b[0m") } else { padded }

@@ -24,6 +24,8 @@ pub struct RawNode {
     pub script_user: Option<Text>,
     /// Threads of the daemon's runtime.
     pub worker_threads: Option<Int>,
+    /// Where state that outlives a restart is kept.
+    pub state_directory: Option<Text>,
 }
 
 /// `[status]`

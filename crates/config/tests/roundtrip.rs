@@ -274,6 +274,7 @@ fn classic_config(numbers: Vec<u32>) -> Config {
             interface: None,
             script_user: d.flag().then(|| d.word("hc")),
             worker_threads: None,
+            state_directory: d.flag().then(|| std::path::PathBuf::from("/var/lib/halo-test")),
         },
         status: Status::default(),
         log: Log::default(),

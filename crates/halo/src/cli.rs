@@ -88,6 +88,15 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml", global = true)]
         config: PathBuf,
     },
+    /// This node as a whole (`halo node maintenance on|off`).
+    Node {
+        /// What to do.
+        #[command(subcommand)]
+        action: NodeAction,
+        /// The configuration file the daemon runs with (for the endpoint's address and token).
+        #[arg(short, long, value_name = "FILE", default_value = "/etc/halo/halo.toml", global = true)]
+        config: PathBuf,
+    },
     /// Validate a halo.toml: print every problem with file:line:col, or a summary of what would run.
     Check {
         /// The configuration file.
@@ -364,6 +373,19 @@ pub enum ServerOrder {
         target: (String, String),
         /// The weight.
         weight: u32,
+    },
+}
+
+/// What `halo node` does.
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Node maintenance: `on` hands every VIP over at once (a priority-0 advert) and stays
+    /// backup, withdraws every announcement, lets established connections run on; `off` returns
+    /// to service. Kept in `[node] state_directory`: it outlives reloads, upgrades and restarts.
+    Maintenance {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
 }
 

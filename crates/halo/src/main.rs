@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         cli::Command::Check { config } => cmd::check::run(&config),
         cli::Command::Status { config, json, watch } => cmd::status::run(&config, json, watch),
         cli::Command::Server { order, config } => cmd::server::run(&config, order),
+        cli::Command::Node { action: cli::NodeAction::Maintenance { state }, config } => cmd::server::maintenance(&config, state == "on"),
         cli::Command::Import { haproxy, keepalived, check_script, output, strict, config_id } => {
             cmd::import::run(&cmd::import::Inputs { haproxy, keepalived, check_script, output, strict, config_id })
         }

@@ -18,6 +18,19 @@ pub struct Node {
     /// Threads of the balancer's runtime (listeners, proxying, checks); one per available core
     /// when unset. VRRP, trackers and announcements run on a thread of their own.
     pub worker_threads: Option<u32>,
+    /// Where halo keeps what outlives a restart (node maintenance); [`Node::STATE_DIRECTORY`]
+    /// when unset.
+    pub state_directory: Option<std::path::PathBuf>,
+}
+
+impl Node {
+    /// The state directory when none is set (the packaged unit's `StateDirectory=halo`).
+    pub const STATE_DIRECTORY: &'static str = "/var/lib/halo";
+
+    /// The state directory in force.
+    pub fn state_directory(&self) -> std::path::PathBuf {
+        self.state_directory.clone().unwrap_or_else(|| Self::STATE_DIRECTORY.into())
+    }
 }
 
 /// Where halo reports its state.

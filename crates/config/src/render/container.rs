@@ -7,7 +7,7 @@
 //! loaded on each host and never pulled (`imagePullPolicy: Never`): no registry is needed, and
 //! none is trusted.
 //!
-//! Mounts, all read-only but the status socket's directory: /etc/halo, then each file the
+//! Mounts, all read-only but the status socket's directory and `[node] state_directory`: /etc/halo, then each file the
 //! config names through its directory (so that a file replaced by rename, a renewed
 //! certificate, is seen), unless that directory is a broad one of the system (`/etc`, `/var/lib`,
 //! anything one level below /): then the file alone. Programs in the system's directories are
@@ -123,6 +123,10 @@ pub fn mounts(config: &Config, files: &[HostFile]) -> (Vec<Mount>, Vec<String>) 
     if let Some(socket) = &config.status.socket
         && let Some(directory) = socket.parent().and_then(normal)
     {
+        wanted.insert(Mount { path: directory, file: false, writable: true });
+    }
+    // What outlives a restart of the container (node maintenance) lives on the host.
+    if let Some(directory) = normal(&config.node.state_directory()) {
         wanted.insert(Mount { path: directory, file: false, writable: true });
     }
     if let Some(user) = &config.node.script_user
@@ -318,7 +322,8 @@ mod tests {
         );
         let (mounts, losses) = mounts(&loaded.config, &loaded.host_files);
         let paths: Vec<String> = mounts.iter().map(|m| format!("{}{}", m.path.display(), if m.file { " (file)" } else { "" })).collect();
-        assert_eq!(paths, ["/etc/halo", "/etc/hosts (file)", "/etc/kubernetes/pki", "/usr/local/lib/halo"]);
+        assert_eq!(paths, ["/etc/halo", "/etc/hosts (file)", "/etc/kubernetes/pki", "/usr/local/lib/halo", "/var/lib/halo"]);
+        assert!(mounts.iter().any(|m| m.path == Path::new("/var/lib/halo") && m.writable), "the state directory is writable");
         assert!(losses.is_empty(), "{losses:?}");
         let pod = static_pod(&loaded.config, &loaded.host_files, IMAGE).text;
         assert!(pod.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"SETUID\", \"SETGID\", \"KILL\"]"), "{pod}");
@@ -356,7 +361,15 @@ mod tests {
         let paths: Vec<String> = mounts.iter().map(|m| format!("{}{}", m.path.display(), if m.file { " (file)" } else { "" })).collect();
         assert_eq!(
             paths,
-            ["/etc/halo", "/etc/halo-maint (file)", "/etc/hosts (file)", "/etc/kubernetes/pki", "/var/lib/weight (file)", "/w (file)"]
+            [
+                "/etc/halo",
+                "/etc/halo-maint (file)",
+                "/etc/hosts (file)",
+                "/etc/kubernetes/pki",
+                "/var/lib/halo",
+                "/var/lib/weight (file)",
+                "/w (file)"
+            ]
         );
         let said = losses.join("\n");
         assert!(said.contains("/tmp/w cannot be mounted: /tmp is the container's own"), "{said}");

@@ -37,7 +37,7 @@ pub fn systemd(config: &Config, files: &[crate::host_files::HostFile]) -> Render
     line(&mut out, format_args!("[Service]\nType=notify\nNotifyAccess=main"));
     line(&mut out, format_args!("ExecStart={BINARY} run -c {CONFIG} --pid-file /run/halo/halo.pid"));
     line(&mut out, format_args!("ExecReload={BINARY} reload -c {CONFIG} --pid-file /run/halo/halo.pid"));
-    line(&mut out, format_args!("Restart=on-failure\nRestartSec=1s\nRuntimeDirectory=halo\nLimitNOFILE=65536"));
+    line(&mut out, format_args!("Restart=on-failure\nRestartSec=1s\nRuntimeDirectory=halo\nStateDirectory=halo\nLimitNOFILE=65536"));
     let caps: Vec<String> = CAPABILITIES.iter().map(|c| format!("CAP_{c}")).collect();
     let caps = caps.join(" ");
     line(&mut out, format_args!("AmbientCapabilities={caps}\nCapabilityBoundingSet={caps}\nNoNewPrivileges=yes"));
@@ -59,6 +59,12 @@ pub fn systemd(config: &Config, files: &[crate::host_files::HostFile]) -> Render
              (systemctl edit halo)"
                 .to_string(),
         );
+    }
+    if config.node.state_directory() != std::path::Path::new(crate::model::Node::STATE_DIRECTORY) {
+        losses.push(format!(
+            "[node] state_directory {} is not the unit's StateDirectory (/var/lib/halo): add ReadWritePaths= for it in a drop-in",
+            config.node.state_directory().display()
+        ));
     }
     // PrivateTmp gives halo a /tmp and /var/tmp of its own; ProtectHome hides the homes.
     for file in files {

@@ -27,6 +27,9 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
         if let Some(threads) = config.node.worker_threads {
             line(&mut out, format_args!("worker_threads = {threads}"));
         }
+        if let Some(directory) = &config.node.state_directory {
+            line(&mut out, format_args!("state_directory = {}", quote(&directory.display().to_string())));
+        }
         out.push('\n');
     }
     if config.status != Status::default() {

@@ -23,6 +23,7 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         interface: raw.node.interface.as_ref().and_then(|i| interface_name(report, i, "node.interface")),
         script_user: raw.node.script_user.as_ref().and_then(|u| user_name(report, u)),
         worker_threads: raw.node.worker_threads.as_ref().and_then(|n| count(report, n, "node.worker_threads", 1..=256)),
+        state_directory: raw.node.state_directory.as_ref().and_then(|d| state_directory(report, d)),
     };
     let status = status(report, &raw.status);
     let log = log(report, &raw.log);
@@ -254,6 +255,16 @@ pub(crate) fn socket_addr(report: &mut Report<'_>, text: &Text, key: &str) -> Op
 
 /// The longest name of an instance, tracker, group, frontend, backend, server or announcement.
 pub const NAME_MAX: usize = 64;
+
+/// `node.state_directory`: an absolute path without control characters.
+fn state_directory(report: &mut Report<'_>, text: &Text) -> Option<std::path::PathBuf> {
+    let path = text.get_ref();
+    if !path.starts_with('/') || path.chars().any(char::is_control) {
+        report.error(text.span(), format!("node.state_directory {path:?} is not an absolute path")).hint("like \"/var/lib/halo\"");
+        return None;
+    }
+    Some(path.into())
+}
 
 /// Reports every name seen twice in a list, and every name outside the safe set: names reach
 /// rendered files (keepalived.conf, haproxy.cfg, the systemd unit), metric labels, logs and

@@ -49,6 +49,9 @@ pub fn run(config: &Path, json: bool, watch: bool) -> anyhow::Result<ExitCode> {
 fn table(status: &serde_json::Value, colour: bool) -> String {
     let mut lines = Vec::new();
     generation_lines(&mut lines, &status["generation"]);
+    if status["maintenance"].as_bool() == Some(true) {
+        lines.push(format!("node {}: no VIP held, nothing announced (halo node maintenance off ends it)", paint("MAINTENANCE", 0, colour)));
+    }
     vrrp_lines(&mut lines, &status["vrrp"], colour);
     sync_group_lines(&mut lines, &status["sync_groups"], colour);
     announce_lines(&mut lines, &status["announce"], colour);

@@ -35,6 +35,8 @@ pub struct Announcers {
     runtime: Handle,
     guard: Option<Arc<Guard>>,
     status: Arc<Shared>,
+    /// Node maintenance: every announcement withdrawn while it lasts.
+    maintenance: watch::Receiver<bool>,
 }
 
 struct Running {
@@ -56,11 +58,10 @@ impl Announcers {
         trackers: &[Tracker],
         netlink: Netlink,
         runtime: &Handle,
-        guard: Option<Arc<Guard>>,
-        status: Arc<Shared>,
+        (guard, status, maintenance): (Option<Arc<Guard>>, Arc<Shared>, watch::Receiver<bool>),
         verdicts: &Verdicts,
     ) -> Self {
-        Self::start_as(announce, trackers, (netlink, runtime.clone(), guard, status), verdicts, false)
+        Self::start_as(announce, trackers, (netlink, runtime.clone(), guard, status), (verdicts, maintenance), false)
     }
 
     /// Starts the announcements of a process taking over (`halo upgrade`): an address the
@@ -71,21 +72,20 @@ impl Announcers {
         trackers: &[Tracker],
         netlink: Netlink,
         runtime: &Handle,
-        guard: Option<Arc<Guard>>,
-        status: Arc<Shared>,
+        (guard, status, maintenance): (Option<Arc<Guard>>, Arc<Shared>, watch::Receiver<bool>),
         verdicts: &Verdicts,
     ) -> Self {
-        Self::start_as(announce, trackers, (netlink, runtime.clone(), guard, status), verdicts, true)
+        Self::start_as(announce, trackers, (netlink, runtime.clone(), guard, status), (verdicts, maintenance), true)
     }
 
     fn start_as(
         announce: &[Announce],
         trackers: &[Tracker],
         (netlink, runtime, guard, status): (Netlink, Handle, Option<Arc<Guard>>, Arc<Shared>),
-        verdicts: &Verdicts,
+        (verdicts, maintenance): (&Verdicts, watch::Receiver<bool>),
         adopting: bool,
     ) -> Self {
-        let mut set = Self { running: BTreeMap::new(), netlink, runtime, guard, status };
+        let mut set = Self { running: BTreeMap::new(), netlink, runtime, guard, status, maintenance };
         for a in announce {
             set.spawn(a, trackers, verdicts, adopting);
         }
@@ -127,8 +127,10 @@ impl Announcers {
             missing_logged: false,
             adopting,
         };
-        let task =
-            self.runtime.spawn(driver.run(Inputs { verdicts: verdicts.clone(), config: updated, trackers: trackers_updated }, stopped));
+        let task = self.runtime.spawn(driver.run(
+            Inputs { verdicts: verdicts.clone(), config: updated, trackers: trackers_updated, maintenance: self.maintenance.clone() },
+            stopped,
+        ));
         let running = Running { config: config.clone(), updates, trackers: tracker_updates, stop, task: Some(task) };
         self.running.insert(config.name.clone(), running);
     }
@@ -230,6 +232,7 @@ struct Inputs {
     verdicts: Verdicts,
     config: watch::Receiver<Announce>,
     trackers: watch::Receiver<Vec<Tracker>>,
+    maintenance: watch::Receiver<bool>,
 }
 
 /// One announcement's task.
@@ -255,6 +258,7 @@ impl Driver {
                 self.interface = self.prepare().await;
             }
             let (want, reason) = match self.interface {
+                _ if *inputs.maintenance.borrow_and_update() => (false, "node maintenance (halo node maintenance off ends it)".to_string()),
                 Some(_) => wanted(&self.config.track, &inputs.trackers.borrow(), &inputs.verdicts.borrow(), self.announced),
                 None => (false, format!("interface {} not found", self.config.interface)),
             };
@@ -269,6 +273,7 @@ impl Driver {
                 changed = inputs.verdicts.changed() => if changed.is_err() { break },
                 _ = inputs.config.changed() => {}
                 _ = inputs.trackers.changed() => {}
+                _ = inputs.maintenance.changed() => {}
                 () = tokio::time::sleep(VIP_REFRESH) => {}
                 _ = stop.changed() => break,
             }

@@ -53,6 +53,8 @@ pub struct Instances {
     pub guard: Option<Arc<super::guard::Guard>>,
     /// The sync groups, by name: their members start into them.
     pub groups: BTreeMap<String, Arc<Group>>,
+    /// Node maintenance, followed by every instance.
+    pub maintenance: watch::Receiver<bool>,
 }
 
 impl Instances {
@@ -65,10 +67,10 @@ impl Instances {
         runtime: &Handle,
         status: Arc<super::state::Shared>,
         exits: mpsc::UnboundedSender<Exit>,
-        guard: Option<Arc<super::guard::Guard>>,
+        (guard, maintenance): (Option<Arc<super::guard::Guard>>, watch::Receiver<bool>),
     ) -> Self {
         let (running, groups, runtime) = (BTreeMap::new(), BTreeMap::new(), runtime.clone());
-        let mut instances = Self { running, netlink, runtime, links, status, exits, next_generation: 0, guard, groups };
+        let mut instances = Self { running, netlink, runtime, links, status, exits, next_generation: 0, guard, groups, maintenance };
         instances.regroup(config);
         instances
     }
@@ -100,6 +102,7 @@ impl Instances {
             group,
             start,
             freeze: frozen,
+            maintenance: self.maintenance.clone(),
         });
         let driver = async move {
             tracing::info!(thread = %std::thread::current().name().unwrap_or("unnamed"), "VRRP driver running");

@@ -23,6 +23,7 @@ pub mod exec;
 pub mod generation;
 pub mod guard;
 mod instances;
+pub mod maintenance;
 pub mod notify;
 pub mod process;
 pub mod router_config;
@@ -95,7 +96,9 @@ pub(crate) struct Daemon {
     /// Instance tasks that ended.
     exited: mpsc::UnboundedReceiver<instances::Exit>,
     /// Operators' commands from the status endpoint.
-    commands: mpsc::Receiver<endpoint::commands::ServerCommand>,
+    commands: mpsc::Receiver<endpoint::commands::Command>,
+    /// Node maintenance, followed by the instances and announcements.
+    maintenance: watch::Sender<bool>,
 }
 
 /// Duplicates of the status endpoint's listening sockets (TCP, and unix when configured): what
@@ -158,7 +161,9 @@ async fn start(path: &Path, pid_file: &Path, config: Config, vrrp: &VrrpRuntime)
     let (exits, exited) = mpsc::unbounded_channel();
     // The guard removes the VIPs held if this process is killed (a reload may add instances).
     let guard = guard::Guard::start().map(Arc::new);
-    let mut instances = Instances::new(&config, netlink, links, vrrp.handle(), Arc::clone(&status), exits, guard);
+    let maintenance = start_maintenance(&config, &status);
+    let mut instances =
+        Instances::new(&config, netlink, links, vrrp.handle(), Arc::clone(&status), exits, (guard, maintenance.subscribe()));
     for instance in &config.vrrp {
         instances.start(instance, &config.trackers, &trackers);
     }
@@ -167,8 +172,7 @@ async fn start(path: &Path, pid_file: &Path, config: Config, vrrp: &VrrpRuntime)
         &config.trackers,
         instances.netlink.clone(),
         &instances.runtime,
-        instances.guard.clone(),
-        Arc::clone(&status),
+        (instances.guard.clone(), Arc::clone(&status), maintenance.subscribe()),
         &trackers.verdicts(),
     );
     tracing::info!(
@@ -194,7 +198,18 @@ async fn start(path: &Path, pid_file: &Path, config: Config, vrrp: &VrrpRuntime)
         announcers,
         exited,
         commands,
+        maintenance,
     })
+}
+
+/// The node's maintenance flag as kept in its file (said when on), for a daemon starting.
+pub(crate) fn start_maintenance(config: &Config, status: &state::Shared) -> watch::Sender<bool> {
+    let on = maintenance::read(config);
+    if on {
+        tracing::warn!(file = %maintenance::path(config).display(), "node in maintenance: no VIP held, nothing announced (halo node maintenance off ends it)");
+    }
+    status.set_maintenance(on);
+    watch::Sender::new(on)
 }
 
 /// Serves until a signal stops the daemon, an instance fails, or a successor took over.
@@ -211,7 +226,7 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
                     daemon.status.set_upgrade(false, why);
                 }
             },
-            Some(command) = daemon.commands.recv() => order_server(&daemon, command),
+            Some(command) = daemon.commands.recv() => obey(&daemon, command),
             Some(exit) = daemon.exited.recv() => {
                 // An instance that ends by itself (not stopped by us) is an error: stop everything.
                 if let Some(error) = daemon.instances.ended_on_its_own(exit) {
@@ -223,6 +238,29 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
         }
     };
     Ok((daemon, ended))
+}
+
+/// An operator's command from the status endpoint: carried out, one line logged with who asked,
+/// and answered.
+fn obey(daemon: &Daemon, command: endpoint::commands::Command) {
+    match command {
+        endpoint::commands::Command::Server(command) => order_server(daemon, command),
+        endpoint::commands::Command::Maintenance { on, by, reply } => {
+            let was = *daemon.maintenance.borrow();
+            // Kept first: a flag that could not be written would not outlive a restart.
+            let outcome = maintenance::write(&daemon.config, on).map(|()| {
+                daemon.maintenance.send_replace(on);
+                daemon.status.set_maintenance(on);
+                (on, was)
+            });
+            match &outcome {
+                Ok(_) if on => tracing::warn!(by, was, "node maintenance on: every VIP handed over, every announcement withdrawn"),
+                Ok(_) => tracing::info!(by, was, "node maintenance off: back in service"),
+                Err(e) => tracing::error!(by, error = %format!("{e:#}"), "node maintenance not changed: its file could not be written"),
+            }
+            let _ = reply.send(outcome.map_err(|e| format!("{e:#}")));
+        }
+    }
 }
 
 /// An operator's order for one server (`halo server ...`): applied to the balancer, one line
@@ -291,7 +329,7 @@ fn serve_status(
     status: &Arc<state::Shared>,
     (tcp, unix): (tokio::net::TcpListener, Option<tokio::net::UnixListener>),
     stopped: &watch::Receiver<bool>,
-) -> anyhow::Result<(StatusSockets, mpsc::Receiver<endpoint::commands::ServerCommand>)> {
+) -> anyhow::Result<(StatusSockets, mpsc::Receiver<endpoint::commands::Command>)> {
     let token = status_token(config)?;
     let (commands, received) = mpsc::channel(endpoint::commands::QUEUE);
     let sockets = StatusSockets {

@@ -62,6 +62,8 @@ pub(super) struct FrontendJson {
 pub(super) struct StatusJson {
     /// The daemon's process id (`halo reload` checks it is asking the daemon it signalled).
     pub(super) pid: u32,
+    /// Node maintenance: no VIP held, nothing announced (`halo node maintenance`).
+    pub(super) maintenance: bool,
     pub(super) vrrp: BTreeMap<String, InstanceStatus>,
     pub(super) sync_groups: BTreeMap<String, GroupStatus>,
     pub(super) announce: BTreeMap<String, AnnounceStatus>,
@@ -78,6 +80,7 @@ pub(super) fn snapshot(shared: &Shared) -> StatusJson {
     let frontends = shared.frontends.read().unwrap_or_else(PoisonError::into_inner).clone();
     StatusJson {
         pid: std::process::id(),
+        maintenance: shared.maintenance(),
         vrrp: shared.vrrp.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         sync_groups: shared.sync_groups.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         announce: shared.announce.lock().unwrap_or_else(PoisonError::into_inner).clone(),

@@ -79,6 +79,8 @@ pub struct Shared {
     generation: Mutex<Option<super::generation::Generation>>,
     /// The outcome of the last upgrade this process tried, for `halo upgrade` to confirm.
     upgrade: Mutex<Option<UpgradeJson>>,
+    /// Node maintenance (`halo node maintenance`).
+    maintenance: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of the last upgrade (SIGUSR2, `halo upgrade`) a daemon tried: a daemon that
@@ -105,6 +107,16 @@ pub struct ReloadJson {
 }
 
 impl Shared {
+    /// Records whether the node is in maintenance.
+    pub fn set_maintenance(&self, on: bool) {
+        self.maintenance.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the node is in maintenance.
+    pub fn maintenance(&self) -> bool {
+        self.maintenance.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records the outcome of a reload.
     pub fn set_reload(&self, applied: bool, message: String) {
         let at_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);

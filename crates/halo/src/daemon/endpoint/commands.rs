@@ -1,6 +1,7 @@
-//! The status endpoint's commands (`POST /servers/BACKEND/SERVER`, what `halo server
-//! drain|maint|ready|weight` sends): who may send them, how they are read, and their way to the
-//! daemon — a channel the run loop reads, which applies them to the balancer and answers.
+//! The status endpoint's commands — `POST /servers/BACKEND/SERVER` (what `halo server
+//! drain|maint|ready|weight` sends) and `POST /node/maintenance` (`halo node maintenance
+//! on|off`, body `{"on": true}`): who may send them, how they are read, and their way to the
+//! daemon — a channel the run loop reads, which carries them out and answers.
 //!
 //! Who: on the unix socket (mode 0600: root) anyone who can connect, named by uid in the log;
 //! on TCP only with the bearer token, so a listener without `[status] token_file` takes no
@@ -31,8 +32,23 @@ pub struct ServerCommand {
     pub reply: oneshot::Sender<Result<halo_lb::Ordered, halo_lb::OrderError>>,
 }
 
+/// What the endpoint sends the run loop.
+pub enum Command {
+    /// An order for one server.
+    Server(ServerCommand),
+    /// Node maintenance on or off; the answer is (now, before), or why the flag could not be kept.
+    Maintenance {
+        /// On or off.
+        on: bool,
+        /// Who asked.
+        by: String,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(bool, bool), String>>,
+    },
+}
+
 /// Where the endpoint sends commands.
-pub type Commands = mpsc::Sender<ServerCommand>;
+pub type Commands = mpsc::Sender<Command>;
 
 /// The largest command body read.
 const MAX_BODY: usize = 4096;
@@ -68,15 +84,62 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
     answer(status, serde_json::json!({ "error": message.into() }))
 }
 
+/// Who sent a command, as the log names them; `None` for TCP without a token.
+fn sender(peer: &Peer, token_required: bool) -> Option<String> {
+    match peer {
+        Peer::Unix(uid) => Some(uid.map_or_else(|| "unix socket".to_string(), |uid| format!("uid {uid}"))),
+        Peer::Tcp if token_required => Some("token".to_string()),
+        Peer::Tcp => None,
+    }
+}
+
+fn no_token() -> Response<Full<Bytes>> {
+    error(StatusCode::FORBIDDEN, "commands over TCP need [status] token_file (or use the unix socket, [status] socket)")
+}
+
+/// The request's body, at most [`MAX_BODY`] bytes.
+async fn body(request: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("the body could not be read ({e}): at most {MAX_BODY} bytes"))),
+    }
+}
+
+/// Reads, checks and forwards one `POST /node/maintenance`; the answer.
+pub async fn maintenance_command(
+    request: Request<Incoming>,
+    peer: &Peer,
+    token_required: bool,
+    commands: &Commands,
+) -> Response<Full<Bytes>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Maintenance {
+        on: bool,
+    }
+    let Some(by) = sender(peer, token_required) else { return no_token() };
+    let bytes = match body(request).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    let on = match serde_json::from_slice::<Maintenance>(&bytes) {
+        Ok(Maintenance { on }) => on,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("give {{\"on\": true}} or {{\"on\": false}}: {e}")),
+    };
+    let (reply, answered) = oneshot::channel();
+    if commands.try_send(Command::Maintenance { on, by, reply }).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon has too many commands waiting: try again");
+    }
+    match tokio::time::timeout(ANSWER_WITHIN, answered).await {
+        Ok(Ok(Ok((now, before)))) => answer(StatusCode::OK, serde_json::json!({ "maintenance": now, "maintenance_before": before })),
+        Ok(Ok(Err(why))) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
+        Ok(Err(_)) | Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon did not answer"),
+    }
+}
+
 /// Reads, checks and forwards one `POST /servers/BACKEND/SERVER`; the answer.
 pub async fn server_command(request: Request<Incoming>, peer: &Peer, token_required: bool, commands: &Commands) -> Response<Full<Bytes>> {
-    let by = match peer {
-        Peer::Unix(uid) => uid.map_or_else(|| "unix socket".to_string(), |uid| format!("uid {uid}")),
-        Peer::Tcp if token_required => "token".to_string(),
-        Peer::Tcp => {
-            return error(StatusCode::FORBIDDEN, "commands over TCP need [status] token_file (or use the unix socket, [status] socket)");
-        }
-    };
+    let Some(by) = sender(peer, token_required) else { return no_token() };
     let path = request.uri().path().to_string();
     let Some((backend, server)) = path
         .strip_prefix("/servers/")
@@ -86,9 +149,9 @@ pub async fn server_command(request: Request<Incoming>, peer: &Peer, token_requi
         return error(StatusCode::NOT_FOUND, "commands are POST /servers/BACKEND/SERVER");
     };
     let (backend, server) = (backend.to_string(), server.to_string());
-    let bytes = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body could not be read ({e}): at most {MAX_BODY} bytes")),
+    let bytes = match body(request).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
     let order = match serde_json::from_slice::<Body>(&bytes) {
         Ok(Body { state: Some(state), weight: None }) => match halo_lb::Admin::parse(&state) {
@@ -101,7 +164,7 @@ pub async fn server_command(request: Request<Incoming>, peer: &Peer, token_requi
     };
     let (reply, answered) = oneshot::channel();
     let command = ServerCommand { backend: backend.clone(), server: server.clone(), order, by, reply };
-    if commands.try_send(command).is_err() {
+    if commands.try_send(Command::Server(command)).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon has too many commands waiting: try again");
     }
     match tokio::time::timeout(ANSWER_WITHIN, answered).await {

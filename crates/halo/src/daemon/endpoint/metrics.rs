@@ -156,6 +156,11 @@ fn table<T>(out: &mut String, metrics: &[Metric<T>], rows: &[(String, &T)]) {
 pub(super) fn metrics(shared: &Shared) -> String {
     let status = snapshot(shared);
     let mut out = String::new();
+    out.push_str(&format!(
+        "# HELP halo_node_maintenance 1 while the node is in maintenance (halo node maintenance): no VIP held, nothing announced.\n\
+         # TYPE halo_node_maintenance gauge\nhalo_node_maintenance {}\n",
+        u8::from(status.maintenance)
+    ));
     let instances: Vec<(String, &InstanceStatus)> = status.vrrp.iter().map(|(n, i)| (format!("instance=\"{}\"", label(n)), i)).collect();
     let states = ["INIT", "BACKUP", "MASTER", "FAULT"];
     let state_rows = instances

@@ -42,8 +42,12 @@ async fn handle(shared: &Shared, guarded: &Guarded, peer: &commands::Peer, reque
     {
         return respond(StatusCode::UNAUTHORIZED, "text/plain", "a bearer token is required\n".to_string());
     }
-    let command = request.uri().path().starts_with("/servers/");
+    let path = request.uri().path();
+    let command = path.starts_with("/servers/") || path == "/node/maintenance";
     match (request.method(), command) {
+        (&Method::POST, true) if path == "/node/maintenance" => {
+            return commands::maintenance_command(request, peer, token.is_some(), &guarded.commands).await;
+        }
         (&Method::POST, true) => return commands::server_command(request, peer, token.is_some(), &guarded.commands).await,
         (&Method::GET | &Method::HEAD, false) => {}
         _ => {

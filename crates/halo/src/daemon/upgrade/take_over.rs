@@ -103,6 +103,8 @@ struct Parts {
     exited: mpsc::UnboundedReceiver<Exit>,
     /// The instances waiting to adopt, and the levers of each adoption.
     adopting: BTreeMap<String, Levers>,
+    /// Node maintenance, as kept in its file.
+    maintenance: watch::Sender<bool>,
 }
 
 /// The takeover's end of one instance's adoption.
@@ -132,7 +134,8 @@ async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>, vrrp: &VrrpR
     let (exits, exited) = mpsc::unbounded_channel();
     // Held back until the old process has let go: until then its guard holds the VIPs.
     let guard = guard::Guard::start_held_back().map(Arc::new);
-    let mut instances = Instances::new(config, netlink, links, vrrp.handle(), Arc::clone(&status), exits, guard);
+    let maintenance = crate::daemon::start_maintenance(config, &status);
+    let mut instances = Instances::new(config, netlink, links, vrrp.handle(), Arc::clone(&status), exits, (guard, maintenance.subscribe()));
     let adopt = adoption::adoptable(config, &offer.instances);
     let mut adopting = BTreeMap::new();
     for instance in config.vrrp.iter().filter(|v| adopt.contains(&v.name)) {
@@ -142,7 +145,7 @@ async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>, vrrp: &VrrpR
         instances.start_as(instance, &config.trackers, &trackers, Start::Adopt(Adoption { opened, handover, adopted }));
         adopting.insert(instance.name.clone(), Levers { opened: opened_rx, handover: handover_tx, adopted: adopted_rx });
     }
-    let mut parts = Parts { balancer, stop_balancer, open, status, status_listeners, trackers, instances, exited, adopting };
+    let mut parts = Parts { balancer, stop_balancer, open, status, status_listeners, trackers, instances, exited, adopting, maintenance };
     for (name, levers) in &mut parts.adopting {
         if tokio::time::timeout(STEP_WITHIN, &mut levers.opened).await.map_or(true, |opened| opened.is_err()) {
             return Err(anyhow!("VRRP instance {name} could not start: {}", instance_error(&mut parts.exited)));
@@ -231,8 +234,7 @@ async fn commit(
         &config.trackers,
         instances.netlink.clone(),
         &instances.runtime,
-        instances.guard.clone(),
-        Arc::clone(&parts.status),
+        (instances.guard.clone(), Arc::clone(&parts.status), parts.maintenance.subscribe()),
         &parts.trackers.verdicts(),
     );
     fault_here_when_told("released").await;
@@ -258,6 +260,7 @@ async fn commit(
         announcers,
         exited: parts.exited,
         commands,
+        maintenance: parts.maintenance,
     })
 }
 

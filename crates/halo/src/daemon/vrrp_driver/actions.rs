@@ -153,7 +153,8 @@ pub(super) fn publish(
         &config.name,
         InstanceStatus {
             state: machine.state().to_string(),
-            priority: machine.effective_priority(),
+            // In node maintenance the router acts as if its priority were 0.
+            priority: if machine.in_maintenance() { 0 } else { machine.effective_priority() },
             interface: io.link.name.clone(),
             vrid: config.virtual_router_id.get(),
             last_change: last_change.0.clone(),

@@ -43,12 +43,14 @@ pub(super) struct Inputs {
     pub(super) updates: watch::Receiver<(VrrpInstance, Vec<Tracker>)>,
     pub(super) links: halo_hostnet::netlink::LinkStates,
     pub(super) freeze: mpsc::UnboundedReceiver<oneshot::Sender<Frozen>>,
+    /// Node maintenance (`halo node maintenance on|off`).
+    pub(super) maintenance: watch::Receiver<bool>,
 }
 
 /// The instance's life: actions carried out, then the next packet, timer, tracker verdict,
 /// link change or reload, until it stops or is handed over.
 pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::Sender<()>>, inputs: Inputs) {
-    let Inputs { mut verdicts, mut shutdown, mut updates, mut links, mut freeze } = inputs;
+    let Inputs { mut verdicts, mut shutdown, mut updates, mut links, mut freeze, mut maintenance } = inputs;
     stalls::watch();
     loop {
         driver.carry_out_actions().await;
@@ -79,6 +81,11 @@ pub(super) async fn drive(mut driver: Driver, mut told_adopted: Option<oneshot::
             Ok(()) = verdicts.changed() => {
                 driver.apply_trackers(&verdicts.borrow());
                 tracing::info!(priority = driver.machine.effective_priority(), fault = driver.tracker_fault, "trackers changed");
+            }
+            Ok(()) = maintenance.changed() => {
+                let on = *maintenance.borrow_and_update();
+                driver.machine.set_maintenance(Instant::now(), on);
+                tracing::info!(maintenance = on, state = %driver.machine.state(), "node maintenance");
             }
             Ok(()) = links.changed() => {
                 let up = links.borrow_and_update().get(&driver.io.link.name).copied().unwrap_or(false);
@@ -148,7 +155,7 @@ impl Driver {
         (status, recheck): (Arc<Shared>, Recheck),
         verdicts: &BTreeMap<String, Verdict>,
         group: Option<(Arc<Group>, usize)>,
-        adopted: Option<Frozen>,
+        (adopted, maintenance): (Option<Frozen>, bool),
     ) -> Self {
         let router = Router::new(router_config(&config), io.source);
         let machine = match group {
@@ -177,10 +184,14 @@ impl Driver {
         match adopted {
             Some(frozen) => {
                 driver.machine.adopt(Instant::now(), &frozen.handover);
+                // A master handed over into a node now in maintenance resigns at once.
+                driver.machine.set_maintenance(Instant::now(), maintenance);
                 driver.last_change = frozen.last_change;
                 tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, state = %frozen.handover.state, "taken over from the previous process");
             }
             None => {
+                // Before the start: a node in maintenance never claims, even as the owner.
+                driver.machine.set_maintenance(Instant::now(), maintenance);
                 driver.machine.start(Instant::now());
                 tracing::info!(interface = %driver.io.link.name, source = %driver.io.source, priority = driver.machine.effective_priority(), group, "started");
             }

@@ -88,6 +88,14 @@ impl Machine {
         self.call(|r| r.set_adjustment(now, adjustment), |g, i| g.set_adjustment(i, now, adjustment));
     }
 
+    pub(super) fn set_maintenance(&mut self, now: Instant, on: bool) {
+        self.call(|r| r.set_maintenance(now, on), |g, i| g.set_maintenance(i, now, on));
+    }
+
+    pub(super) fn in_maintenance(&self) -> bool {
+        self.read(Router::in_maintenance).unwrap_or(false)
+    }
+
     pub(super) fn set_fault(&mut self, now: Instant, faulted: bool) {
         self.call(|r| r.set_fault(now, faulted), |g, i| g.set_fault(i, now, faulted));
     }

@@ -59,6 +59,8 @@ pub struct Instance {
     /// Asks the instance to hand itself over (`halo upgrade`): it answers with what it was
     /// and ends without a word.
     pub freeze: mpsc::UnboundedReceiver<oneshot::Sender<Frozen>>,
+    /// Node maintenance: on, the instance never is master.
+    pub maintenance: watch::Receiver<bool>,
 }
 
 /// How an instance starts.
@@ -84,17 +86,32 @@ pub struct Adoption {
 
 /// Runs until shutdown; returns after a master has announced priority 0 and removed its VIPs.
 pub async fn run(instance: Instance) -> anyhow::Result<()> {
-    let Instance { config, trackers, mut verdicts, recheck, shutdown, updates, netlink, links, status, guard, group, start, freeze } =
-        instance;
+    let Instance {
+        config,
+        trackers,
+        mut verdicts,
+        recheck,
+        shutdown,
+        updates,
+        netlink,
+        links,
+        status,
+        guard,
+        group,
+        start,
+        freeze,
+        mut maintenance,
+    } = instance;
     let io = open(&config, &netlink, guard, &links).await?;
     let Some((adopted, told_adopted)) = begin(start, &io, &config, group.as_ref(), &status, &mut verdicts).await? else {
         return Ok(());
     };
     let current = verdicts.borrow().clone();
     let name = config.name.clone();
-    let driver = Driver::start(config, trackers, io, (status, recheck), &current, group, adopted);
+    let in_maintenance = *maintenance.borrow_and_update();
+    let driver = Driver::start(config, trackers, io, (status, recheck), &current, group, (adopted, in_maintenance));
     super::test_hooks::instance_started(&name);
-    drive(driver, told_adopted, Inputs { verdicts, shutdown, updates, links, freeze }).await;
+    drive(driver, told_adopted, Inputs { verdicts, shutdown, updates, links, freeze, maintenance }).await;
     Ok(())
 }
 
