@@ -177,6 +177,8 @@ pub struct RawFrontend {
     pub queue_timeout: Option<Text>,
     /// Duration string; "0s" disables it.
     pub first_byte_timeout: Option<Text>,
+    /// Client networks accepted (CIDR or address).
+    pub allow: Option<Vec<Text>>,
 }
 
 /// `[[backend]]`

@@ -264,3 +264,31 @@ fn timeouts_over_a_week_are_capped_on_import() {
     let rendered = halo_toml(&imported.config, &imported.notes);
     assert!(halo_config::load_str("imported.toml", &rendered).is_ok(), "the imported file does not load:\n{rendered}");
 }
+
+/// haproxy's client rules in the forms that name the sources let through become the
+/// frontend's `allow` list; other reject rules stay a warning (halo accepts those clients).
+#[test]
+fn source_rules_become_the_allow_list() {
+    let frontend = |rules: &str| {
+        let haproxy = format!(
+            "frontend api\n    bind *:8443\n    mode tcp\n{rules}    default_backend masters\n\nbackend masters\n    mode tcp\n    server m1 10.0.0.1:6443 check\n"
+        );
+        let imported = import(&Inputs { haproxy: Some(Source { file: "h", text: &haproxy }), ..Inputs::default() }, &());
+        assert!(!imported.has_errors(), "{:?}", imported.diagnostics);
+        let warnings: Vec<String> = imported.diagnostics.iter().map(ToString::to_string).collect();
+        let allow: Vec<String> = imported.config.frontends[0].allow.iter().map(ToString::to_string).collect();
+        (allow, warnings, halo_toml(&imported.config, &imported.notes))
+    };
+    let (allow, _, toml) = frontend("    acl internal src 10.150.0.0/24 192.168.1.7\n    tcp-request connection reject if !internal\n");
+    assert_eq!(allow, ["10.150.0.0/24", "192.168.1.7/32"]);
+    assert!(toml.contains("allow = [\"10.150.0.0/24\", \"192.168.1.7/32\"]"), "{toml}");
+    halo_config::load_str("imported", &toml).expect("the imported allow list loads");
+    let (allow, _, _) = frontend("    tcp-request connection reject if !{ src 10.0.0.0/8 2001:db8::/32 }\n");
+    assert_eq!(allow, ["10.0.0.0/8", "2001:db8::/32"]);
+    let (allow, _, _) = frontend("    tcp-request connection reject unless { src 10.0.0.0/8 }\n");
+    assert_eq!(allow, ["10.0.0.0/8"]);
+    // A deny list is no allow list: warned, not imported.
+    let (allow, warnings, _) = frontend("    tcp-request connection reject if { src 10.9.9.9 }\n");
+    assert!(allow.is_empty());
+    assert!(warnings.iter().any(|w| w.contains("is not imported: halo accepts every client this rule rejected")), "{warnings:?}");
+}

@@ -481,3 +481,19 @@ fn names_and_interface_names_that_could_break_rendered_files_are_refused() {
         assert!(got.iter().any(|g| g.starts_with(expected)), "expected {expected:?} in {got:#?}");
     }
 }
+
+/// `allow` takes networks and single addresses; host bits and nonsense are errors at their place.
+#[test]
+fn allow_lists_are_networks_or_addresses() {
+    let with = |allow: &str| {
+        format!(
+            "[[frontend]]\nname = \"api\"\nbind = [\"127.0.0.1:8443\"]\nbackend = \"api\"\nallow = [{allow}]\n\n[[backend]]\nname = \"api\"\n[[backend.server]]\nname = \"m1\"\naddress = \"127.0.0.1:6443\"\n"
+        )
+    };
+    let loaded = halo_config::load_str("t.toml", &with("\"10.150.0.0/24\", \"10.0.0.5\", \"2001:db8::/64\"")).expect("valid");
+    let allow: Vec<String> = loaded.config.frontends[0].allow.iter().map(ToString::to_string).collect();
+    assert_eq!(allow, ["10.150.0.0/24", "10.0.0.5/32", "2001:db8::/64"]);
+    let errors = heads(&with("\"10.150.0.1/24\", \"lan\""));
+    assert!(errors.iter().any(|e| e.starts_with("t.toml:5:10: error: allow \"10.150.0.1/24\" has host bits set")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("t.toml:5:27: error: allow \"lan\" is not a network or an address")), "{errors:?}");
+}

@@ -125,6 +125,7 @@ fn balancer(d: &mut Draw, frontends: &mut Vec<Frontend>, backends: &mut Vec<Back
         queue_timeout: d.ms(1, 60_000),
         // The classic formats cannot carry it: halo's default, which the import gives.
         first_byte_timeout: halo_config::defaults::FIRST_BYTE_TIMEOUT,
+        allow: if d.flag() { vec!["10.150.0.0/24".parse().expect("net"), "2001:db8::/64".parse().expect("net")] } else { Vec::new() },
     });
 }
 

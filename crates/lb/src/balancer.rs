@@ -467,6 +467,11 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
             _ = stop.changed() => break,
         };
         match accepted {
+            // Closed at once: nothing read, no server asked, its place free again.
+            Ok((client, peer)) if !frontend.allows(peer.ip()) => {
+                frontend.refuse(peer);
+                drop((client, place));
+            }
             Ok((client, peer)) => {
                 frontend.stats.total.fetch_add(1, Ordering::Relaxed);
                 frontend.stats.current.fetch_add(1, Ordering::Relaxed);

@@ -270,6 +270,8 @@ pub struct FrontendStats {
     pub no_server: AtomicU64,
     /// Connections closed unserved because they sent nothing within `first_byte_timeout`.
     pub first_byte_timeouts: AtomicU64,
+    /// Connections closed at accept: their source is not in the frontend's `allow` list.
+    pub refused: AtomicU64,
 }
 
 /// One frontend at run time. Its settings and backend are swapped by a reload while
@@ -294,6 +296,8 @@ pub struct FrontendRuntime {
     pub(crate) log: Arc<ConnectionLog>,
     /// Pausing relays for an upgrade (shared by all frontends).
     pub(crate) handover: Arc<Handover>,
+    /// When a refused client was last logged, and how many were refused since.
+    refused_logged: Mutex<(Option<Instant>, u64)>,
 }
 
 impl FrontendRuntime {
@@ -309,12 +313,33 @@ impl FrontendRuntime {
             silent: Silent::default(),
             listening: AtomicU64::new(0),
             stats: FrontendStats::default(),
+            refused_logged: Mutex::new((None, 0)),
         }
     }
 
     /// The backend connections go to now.
     pub fn backend(&self) -> Arc<BackendRuntime> {
         Arc::clone(&self.backend.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether a client from `peer` may connect: its address is in the `allow` list, or the
+    /// list is empty. An IPv4 address mapped into IPv6 counts as the IPv4 one.
+    pub(crate) fn allows(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        let settings = self.settings.read().unwrap_or_else(PoisonError::into_inner);
+        settings.allow.is_empty() || settings.allow.iter().any(|net| net.contains(&peer))
+    }
+
+    /// A client its source refused: counted, and logged at most once a second (with how many
+    /// were refused since the last line), so that a flood of them writes no flood of lines.
+    pub(crate) fn refuse(&self, peer: SocketAddr) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let mut logged = lock(&self.refused_logged);
+        logged.1 += 1;
+        if logged.0.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(frontend = %self.name, %peer, refused = logged.1, "connection refused: its source is not in the frontend's allow list");
+            *logged = (Some(Instant::now()), 0);
+        }
     }
 
     /// The settings in force.

@@ -23,6 +23,8 @@ pub struct Frontend {
     /// How long a new connection may stay silent before it is closed, unserved (TLS clients
     /// speak first); zero waits for nothing, for protocols where the server speaks first.
     pub first_byte_timeout: Duration,
+    /// The client networks accepted; empty: every client. Others are closed at accept.
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 /// A pool of servers.

@@ -65,7 +65,11 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
         line(&mut out, format_args!("[[frontend]]\nname = {}\nbind = {}\nbackend = {}", quote(&f.name), list(&f.binds), quote(&f.backend)));
         line(&mut out, format_args!("max_connections = {}", f.max_connections));
         line(&mut out, format_args!("queue_timeout = {}", dur(f.queue_timeout)));
-        line(&mut out, format_args!("first_byte_timeout = {}\n", dur(f.first_byte_timeout)));
+        line(&mut out, format_args!("first_byte_timeout = {}", dur(f.first_byte_timeout)));
+        if !f.allow.is_empty() {
+            line(&mut out, format_args!("allow = {}", list(&f.allow)));
+        }
+        out.push('\n');
     }
     for b in &config.backends {
         backend(&mut out, b, notes);

@@ -48,6 +48,7 @@ pub(super) fn frontends(report: &mut Report<'_>, raw: &[RawFrontend], backends: 
         let max_connections = count_or(report, &f.max_connections, "max_connections", 1..=1_000_000, d::MAX_CONNECTIONS);
         let queue_timeout = duration_or(report, &f.queue_timeout, "queue_timeout", d::QUEUE_TIMEOUT);
         let first_byte_timeout = duration_or(report, &f.first_byte_timeout, "first_byte_timeout", d::FIRST_BYTE_TIMEOUT);
+        let allow = allow_list(report, f.allow.as_deref().unwrap_or_default());
         out.push(Frontend {
             name: f.name.get_ref().clone(),
             binds,
@@ -55,9 +56,34 @@ pub(super) fn frontends(report: &mut Report<'_>, raw: &[RawFrontend], backends: 
             max_connections: max_connections?,
             queue_timeout: queue_timeout?,
             first_byte_timeout: first_byte_timeout?,
+            allow,
         });
     }
     Some(out)
+}
+
+/// `allow`: networks (`10.150.0.0/24`) or single addresses (`10.150.0.5`), host bits refused;
+/// each error at its place.
+fn allow_list(report: &mut Report<'_>, raw: &[crate::raw::Text]) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for text in raw {
+        let value = text.get_ref();
+        let parsed = value.parse::<ipnet::IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) if net.trunc() != net => {
+                report
+                    .error(text.span(), format!("allow {value:?} has host bits set"))
+                    .hint(format!("did you mean {}? (or the address alone)", net.trunc()));
+            }
+            Ok(net) => out.push(net),
+            Err(_) => {
+                report
+                    .error(text.span(), format!("allow {value:?} is not a network or an address"))
+                    .hint("like \"10.150.0.0/24\" or \"2001:db8::/64\"");
+            }
+        }
+    }
+    out
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {

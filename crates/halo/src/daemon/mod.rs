@@ -106,6 +106,8 @@ pub(crate) struct Daemon {
 pub(crate) struct StatusSockets {
     tcp: OwnedFd,
     unix: Option<OwnedFd>,
+    /// The listeners' guards, whose token a reload replaces.
+    guards: Vec<Arc<endpoint::Guarded>>,
 }
 
 /// How the serving loop ended.
@@ -289,7 +291,10 @@ fn order_server(daemon: &Daemon, command: endpoint::commands::ServerCommand) {
 async fn reload_in_place(daemon: &mut Daemon) {
     sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
     match reload(&daemon.path, &daemon.config, &mut daemon.balancer, &mut daemon.trackers, &mut daemon.instances).await {
-        Ok(new) => {
+        Ok((new, token)) => {
+            for guarded in &daemon.status_sockets.guards {
+                guarded.set_token(token.clone());
+            }
             daemon.announcers.reload(&new.announce, &new.trackers, &daemon.trackers.verdicts()).await;
             daemon.config = new;
             daemon.status.set_balancer(&daemon.balancer);
@@ -332,19 +337,18 @@ fn serve_status(
 ) -> anyhow::Result<(StatusSockets, mpsc::Receiver<endpoint::commands::Command>)> {
     let token = status_token(config)?;
     let (commands, received) = mpsc::channel(endpoint::commands::QUEUE);
-    let sockets = StatusSockets {
+    let mut sockets = StatusSockets {
         tcp: tcp.as_fd().try_clone_to_owned().context("duplicating the status endpoint's socket")?,
         unix: unix.as_ref().map(|u| u.as_fd().try_clone_to_owned()).transpose().context("duplicating the status socket")?,
+        guards: Vec::new(),
     };
     if let Some(unix) = unix {
-        tokio::spawn(endpoint::serve(
-            endpoint::Listener::Unix(unix),
-            Arc::clone(status),
-            endpoint::Guarded::new(token.clone(), commands.clone()),
-            stopped.clone(),
-        ));
+        let guarded = endpoint::Guarded::new(token.clone(), commands.clone());
+        sockets.guards.push(Arc::clone(&guarded));
+        tokio::spawn(endpoint::serve(endpoint::Listener::Unix(unix), Arc::clone(status), guarded, stopped.clone()));
     }
     let guarded = endpoint::Guarded::new(token, commands);
+    sockets.guards.push(Arc::clone(&guarded));
     tokio::spawn(endpoint::serve(endpoint::Listener::Tcp(tcp), Arc::clone(status), guarded, stopped.clone()));
     Ok((sockets, received))
 }
@@ -381,7 +385,7 @@ async fn reload(
     balancer: &mut halo_lb::Balancer,
     trackers: &mut TrackerSet,
     instances: &mut Instances,
-) -> Result<Config, String> {
+) -> Result<(Config, Option<String>), String> {
     let new = match halo_config::load_file(path) {
         Ok(loaded) => {
             // What the next start would refuse (a missing script, certificate, token) is refused now.
@@ -403,8 +407,11 @@ async fn reload(
         Err(e) => return Err(format!("{e:#}")),
     };
     exec::check_script_user(new.node.script_user.as_deref()).map_err(|e| format!("{e:#}"))?;
-    if new.status != current.status {
-        tracing::warn!("[status] changed: it takes effect at the next start (the endpoint keeps its address and token)");
+    // The token is read again (a rotation needs no restart); one that cannot be read stops the
+    // reload as it would stop a start.
+    let token = status_token(&new).map_err(|e| format!("{e:#}"))?;
+    if (new.status.listen, &new.status.socket) != (current.status.listen, &current.status.socket) {
+        tracing::warn!("[status] listen or socket changed: it takes effect at the next start (the endpoint keeps its address)");
     }
     match balancer.reload(&new) {
         Ok(changes) => {
@@ -436,5 +443,5 @@ async fn reload(
         }
     }
     tracing::info!("reloaded");
-    Ok(new)
+    Ok((new, token))
 }

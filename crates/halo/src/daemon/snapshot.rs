@@ -55,6 +55,8 @@ pub(super) struct FrontendJson {
     pub(super) queue_drops: u64,
     pub(super) no_server: u64,
     pub(super) first_byte_timeouts: u64,
+    /// Closed at accept: the source is not in `allow`.
+    pub(super) refused: u64,
     pub(super) servers: Vec<ServerJson>,
 }
 
@@ -107,6 +109,7 @@ fn frontend(f: &FrontendRuntime) -> FrontendJson {
         queue_drops: load(&f.stats.queue_drops),
         no_server: load(&f.stats.no_server),
         first_byte_timeouts: load(&f.stats.first_byte_timeouts),
+        refused: load(&f.stats.refused),
         servers: backend.servers.iter().map(|s| server(s)).collect(),
     }
 }

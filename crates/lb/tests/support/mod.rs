@@ -233,6 +233,7 @@ pub fn config(servers: &[(&str, SocketAddr, u32)], balance: Balance, check: Heal
             max_connections: 10_000,
             queue_timeout: Duration::from_secs(5),
             first_byte_timeout: Duration::from_secs(5),
+            allow: Vec::new(),
         }],
         backends: vec![Backend {
             name: "api".to_string(),

@@ -56,6 +56,7 @@ pub(super) fn frontend(
         max_connections: maxconn,
         queue_timeout: p.timeout("queue").map_or(d::QUEUE_TIMEOUT, |(t, _)| t),
         first_byte_timeout: d::FIRST_BYTE_TIMEOUT,
+        allow: p.allow.clone().map(|(nets, _)| nets).unwrap_or_default(),
     })
 }
 

@@ -84,6 +84,10 @@ pub(super) struct Proxy {
     pub(super) tcplog: At<bool>,
     pub(super) binds: Vec<(SocketAddr, usize)>,
     pub(super) servers: Vec<(String, ServerAddress, ServerParams, usize)>,
+    /// `acl NAME src NET...` seen so far: what an allow rule may name.
+    pub(super) source_acls: Vec<(String, Vec<ipnet::IpNet>)>,
+    /// The networks `tcp-request connection reject` lets through (the rest rejected).
+    pub(super) allow: At<Vec<ipnet::IpNet>>,
 }
 
 impl Proxy {
@@ -177,6 +181,17 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
         ("option", "tcplog") => p.tcplog = Some((true, n)),
         ("no", "option") if line.word(2) == "tcplog" => p.tcplog = Some((false, n)),
         ("server-template", _) if !in_defaults => server_template(src, line, p, sink),
+        ("acl", _) if line.word(2) == "src" && networks(&line.words[3..]).is_some() => {
+            let nets = networks(&line.words[3..]).unwrap_or_default();
+            p.source_acls.push((line.word(1).to_string(), nets));
+        }
+        ("tcp-request", "connection") if allowed_sources(line, &p.source_acls).is_some() => {
+            let nets = allowed_sources(line, &p.source_acls).unwrap_or_default();
+            if p.allow.is_some() {
+                sink.warn(src.file, n, "a second `tcp-request connection reject` rule: imported as the last one alone", "halo keeps one allow list per frontend");
+            }
+            p.allow = Some((nets, n));
+        }
         ("tcp-request" | "tcp-response", _) if line.words.iter().any(|w| w == "reject") => sink.warn(
             src.file,
             n,
@@ -187,6 +202,36 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
         ("server", _) if !in_defaults => server(src, line, p, sink),
         (keyword, _) => sink.unmapped(src.file, n, &line.words.join(" "), &format!("halo does not know `{keyword}` in this place")),
     }
+}
+
+/// Networks (`10.0.0.0/8`) or addresses, every one of them; `None` if any is something else
+/// (or there is none).
+fn networks(words: &[String]) -> Option<Vec<ipnet::IpNet>> {
+    let nets: Option<Vec<ipnet::IpNet>> = words
+        .iter()
+        .map(|w| w.parse::<ipnet::IpNet>().map(|n| n.trunc()).or_else(|_| w.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).ok())
+        .collect();
+    nets.filter(|n| !n.is_empty())
+}
+
+/// The sources a `tcp-request connection reject` rule lets through, in its forms that name
+/// them: `if !{ src NET... }`, `unless { src NET... }`, `if !ACL` and `unless ACL` with `acl ACL
+/// src NET...`. `None` for any other rule.
+fn allowed_sources(line: &Line, acls: &[(String, Vec<ipnet::IpNet>)]) -> Option<Vec<ipnet::IpNet>> {
+    let words: Vec<&str> = line.words.iter().map(String::as_str).collect();
+    let condition = match words.get(2..4)? {
+        ["reject", "if"] => words.get(4..)?.to_vec(),
+        ["reject", "unless"] => std::iter::once("!").chain(words.get(4..)?.iter().copied()).collect(),
+        _ => return None,
+    };
+    // `!{ src ... }` (the `!` may stand alone or stick to the brace), or `!ACL`.
+    let joined = condition.join(" ").replace("! {", "!{").replace("! ", "!");
+    if let Some(inner) = joined.strip_prefix("!{").and_then(|rest| rest.strip_suffix('}')) {
+        let inner: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
+        return if inner.first().map(String::as_str) == Some("src") { networks(&inner[1..]) } else { None };
+    }
+    let name = joined.strip_prefix('!')?;
+    acls.iter().rev().find(|(acl, _)| acl == name).map(|(_, nets)| nets.clone())
 }
 
 /// `bind ADDR[,ADDR...] [options]`

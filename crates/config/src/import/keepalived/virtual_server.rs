@@ -80,6 +80,7 @@ pub(super) fn virtual_server(node: &Node, sink: &mut Sink) -> Option<(Frontend, 
         max_connections: d::MAX_CONNECTIONS,
         queue_timeout: d::QUEUE_TIMEOUT,
         first_byte_timeout: d::FIRST_BYTE_TIMEOUT,
+        allow: Vec::new(),
     };
     Some((frontend, backend))
 }

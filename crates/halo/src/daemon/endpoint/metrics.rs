@@ -63,6 +63,12 @@ const FRONTEND_METRICS: &[Metric<FrontendJson>] = &[
         value: |f| f.first_byte_timeouts as f64,
     },
     Metric {
+        name: "halo_frontend_refused_total",
+        kind: "counter",
+        help: "Connections closed at accept: their source is not in the frontend's allow list.",
+        value: |f| f.refused as f64,
+    },
+    Metric {
         name: "halo_frontend_no_server_total",
         kind: "counter",
         help: "Connections closed because no server could take them.",

@@ -35,7 +35,8 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
 }
 
 async fn handle(shared: &Shared, guarded: &Guarded, peer: &commands::Peer, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let token = guarded.token.as_deref();
+    let token = guarded.token();
+    let token = token.as_deref();
     // /healthz says nothing about the cluster: it stays open, so probes need no secret.
     if let Some(token) = token.filter(|_| request.uri().path() != "/healthz")
         && !auth::authorized(&request, token)
@@ -99,7 +100,8 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// the oldest of those makes room for the newcomer, so that idle connections (a flood, or
 /// clients that never ask) cannot keep a probe of /healthz out.
 pub struct Guarded {
-    token: Option<Arc<str>>,
+    /// Replaced by a reload that re-reads the token file (a rotation needs no restart).
+    token: std::sync::RwLock<Option<Arc<str>>>,
     commands: commands::Commands,
     slots: Arc<tokio::sync::Semaphore>,
     waiting: Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>,
@@ -110,12 +112,22 @@ impl Guarded {
     /// The token required (when there is one), where commands go, and [`MAX_CONNECTIONS`] slots.
     pub fn new(token: Option<String>, commands: commands::Commands) -> Arc<Self> {
         Arc::new(Self {
-            token: token.map(Arc::from),
+            token: std::sync::RwLock::new(token.map(Arc::from)),
             commands,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
             waiting: Mutex::new(std::collections::VecDeque::new()),
             next: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The token required now.
+    fn token(&self) -> Option<Arc<str>> {
+        self.token.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Requires `token` from now on (`None`: none).
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token.map(Arc::from);
     }
 
     /// A slot for a new connection: a free one, or the one of the oldest connection that has
