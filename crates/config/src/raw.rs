@@ -50,6 +50,12 @@ pub struct RawLog {
     pub format: Option<Text>,
     /// One line per proxied connection.
     pub connections: Option<Flag>,
+    /// stderr | syslog
+    pub target: Option<Text>,
+    /// syslog: daemon | local0..local7
+    pub facility: Option<Text>,
+    /// syslog: the socket.
+    pub syslog_socket: Option<Text>,
 }
 
 /// `[[vrrp]]`

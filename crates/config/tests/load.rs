@@ -497,3 +497,16 @@ fn allow_lists_are_networks_or_addresses() {
     assert!(errors.iter().any(|e| e.starts_with("t.toml:5:10: error: allow \"10.150.0.1/24\" has host bits set")), "{errors:?}");
     assert!(errors.iter().any(|e| e.starts_with("t.toml:5:27: error: allow \"lan\" is not a network or an address")), "{errors:?}");
 }
+
+/// `[log] target`: syslog with its facility and socket; their keys without it are errors.
+#[test]
+fn log_targets_and_their_keys() {
+    let with = |log: &str| format!("[log]\n{log}\n{MINIMAL_LB}");
+    let loaded = halo_config::load_str("t.toml", &with("target = \"syslog\"\nfacility = \"local0\"")).expect("valid");
+    assert_eq!(loaded.config.log.target, halo_config::LogTarget::Syslog { socket: "/dev/log".into(), facility: 16 });
+    let errors = heads(&with("facility = \"local0\""));
+    assert!(errors.iter().any(|e| e.starts_with("t.toml:2:12: error: log.facility is for target = \"syslog\"")), "{errors:?}");
+    let errors = heads(&with("target = \"syslog\"\nfacility = \"kern\"\nsyslog_socket = \"log\""));
+    assert!(errors.iter().any(|e| e.starts_with("t.toml:3:12: error: log.facility")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("t.toml:4:17: error: log.syslog_socket \"log\" is not an absolute path")), "{errors:?}");
+}

@@ -72,7 +72,40 @@ pub struct Log {
     /// frontend, server, waits, bytes each way, duration, how it ended. Rate-limited: beyond
     /// [`CONNECTION_LOG_RATE`] lines a second the rest are counted, and the count is logged.
     pub connections: bool,
+    /// Where the lines go.
+    pub target: LogTarget,
 }
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogTarget {
+    /// Standard error (journald under systemd, the container's log in a pod).
+    #[default]
+    Stderr,
+    /// Syslog: RFC 5424 datagrams to a local socket, as haproxy's `log /dev/log local0`.
+    Syslog {
+        /// The socket (`/dev/log` by default).
+        socket: std::path::PathBuf,
+        /// The facility's number (RFC 5424: daemon 3, local0..local7 16..23).
+        facility: u8,
+    },
+}
+
+/// The syslog socket when none is named.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// The facilities `[log] facility` takes, by name, with their RFC 5424 numbers.
+pub const FACILITIES: [(&str, u8); 9] = [
+    ("daemon", 3),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
 
 /// Connection-log lines written per second at most; the excess is counted, never queued.
 pub const CONNECTION_LOG_RATE: u32 = 1000;

@@ -15,7 +15,9 @@ use std::time::Duration;
 pub use self::announce::{Announce, Bgp, BgpNeighbor};
 pub use self::balancer::{AddressFamily, Backend, Balance, Frontend, ProxyProtocol, Server, ServerAddress};
 pub use self::health_check::{CheckKind, ClientCert, HealthCheck, TlsVerify};
-pub use self::host::{CONNECTION_LOG_RATE, DEFAULT_STATUS_LISTEN, Log, LogFormat, LogLevel, Node, Status};
+pub use self::host::{
+    CONNECTION_LOG_RATE, DEFAULT_STATUS_LISTEN, FACILITIES, Log, LogFormat, LogLevel, LogTarget, Node, SYSLOG_SOCKET, Status,
+};
 pub use self::tracker::{Tracker, TrackerKind};
 pub use self::vrrp::{ChecksumMode, Gratuitous, InitialState, Notify, SyncGroup, VrrpInstance};
 

@@ -125,6 +125,12 @@ pub fn mounts(config: &Config, files: &[HostFile]) -> (Vec<Mount>, Vec<String>) 
     {
         wanted.insert(Mount { path: directory, file: false, writable: true });
     }
+    // Syslog's socket, when the lines go there: a writable file mount is a socket's.
+    if let crate::model::LogTarget::Syslog { socket, .. } = &config.log.target
+        && let Some(socket) = normal(socket)
+    {
+        wanted.insert(Mount { path: socket, file: true, writable: true });
+    }
     // What outlives a restart of the container (node maintenance) lives on the host.
     if let Some(directory) = normal(&config.node.state_directory()) {
         wanted.insert(Mount { path: directory, file: false, writable: true });
@@ -249,7 +255,8 @@ pub fn static_pod(config: &Config, files: &[HostFile], image: &str) -> Rendered 
     line(&mut out, format_args!("  volumes:"));
     for (i, mount) in mounts.iter().enumerate() {
         let kind = match (mount.file, mount.writable) {
-            (true, _) => "File",
+            (true, true) => "Socket",
+            (true, false) => "File",
             (false, true) => "DirectoryOrCreate",
             (false, false) => "Directory",
         };
@@ -376,6 +383,16 @@ mod tests {
         assert!(said.contains("the image has no /usr/bin/curl"), "{said}");
         assert!(said.contains("script_user halo: the image knows only root and nobody"), "{said}");
         assert!(said.contains("/var/lib/weight is mounted alone"), "{said}");
+    }
+
+    #[test]
+    fn a_syslog_target_mounts_its_socket() {
+        let loaded = loaded("[log]\ntarget = \"syslog\"\nfacility = \"local0\"");
+        let pod = static_pod(&loaded.config, &loaded.host_files, IMAGE).text;
+        assert!(pod.contains("        path: \"/dev/log\"\n        type: Socket"), "{pod}");
+        assert!(pod.contains("          mountPath: \"/dev/log\"\n          readOnly: false"), "{pod}");
+        let unit = quadlet(&loaded.config, &loaded.host_files, IMAGE).text;
+        assert!(unit.contains("Volume=/dev/log:/dev/log:rw\n"), "{unit}");
     }
 
     #[test]

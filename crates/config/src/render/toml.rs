@@ -49,6 +49,11 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
         if config.log.connections {
             line(&mut out, format_args!("connections = true"));
         }
+        if let crate::model::LogTarget::Syslog { socket, facility } = &config.log.target {
+            let name = crate::model::FACILITIES.iter().find(|(_, n)| n == facility).map_or("daemon", |(name, _)| name);
+            line(&mut out, format_args!("target = \"syslog\"\nfacility = {}", quote(name)));
+            line(&mut out, format_args!("syslog_socket = {}", quote(&socket.display().to_string())));
+        }
         out.push('\n');
     }
     for v in &config.vrrp {

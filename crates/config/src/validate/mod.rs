@@ -124,7 +124,32 @@ fn log(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> Log {
         level: level.unwrap_or_default(),
         format: format.unwrap_or_default(),
         connections: raw.connections.as_ref().is_some_and(|c| *c.get_ref()),
+        target: log_target(report, raw),
     }
+}
+
+/// `[log] target`, and for syslog its `facility` and `syslog_socket` (errors for them without it).
+fn log_target(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> crate::model::LogTarget {
+    use crate::model::{FACILITIES, LogTarget, SYSLOG_SOCKET};
+    let syslog = raw.target.as_ref().and_then(|t| choice(report, t, "log.target", &[("stderr", false), ("syslog", true)])).unwrap_or(false);
+    if !syslog {
+        for (key, value) in [("facility", &raw.facility), ("syslog_socket", &raw.syslog_socket)] {
+            if let Some(value) = value {
+                report.error(value.span(), format!("log.{key} is for target = \"syslog\"")).hint("set target = \"syslog\", or remove it");
+            }
+        }
+        return LogTarget::Stderr;
+    }
+    let facility = raw.facility.as_ref().and_then(|f| choice(report, f, "log.facility", &FACILITIES)).unwrap_or(FACILITIES[0].1);
+    let socket = match &raw.syslog_socket {
+        Some(path) if !path.get_ref().starts_with('/') || path.get_ref().chars().any(char::is_control) => {
+            report.error(path.span(), format!("log.syslog_socket {:?} is not an absolute path", path.get_ref())).hint("like \"/dev/log\"");
+            SYSLOG_SOCKET.into()
+        }
+        Some(path) => path.get_ref().into(),
+        None => SYSLOG_SOCKET.into(),
+    };
+    LogTarget::Syslog { socket, facility }
 }
 
 /// A user name as `useradd` takes it (`[a-z_][a-z0-9_.-]*`, `$` last allowed, at most 32): a

@@ -30,6 +30,7 @@ pub mod router_config;
 mod snapshot;
 pub mod state;
 pub mod sync_group;
+pub mod syslog;
 mod test_hooks;
 pub mod tracker;
 pub mod upgrade;

@@ -67,11 +67,24 @@ pub fn init_logging(config: &Config) {
         }),
         Err(_) => configured,
     };
-    let ansi = std::io::stderr().is_terminal();
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    match config.log.format {
-        LogFormat::Json => tracing_subscriber::registry().with(layer.json()).with(filter).init(),
-        LogFormat::Text => tracing_subscriber::registry().with(layer).with(filter).init(),
+    match &config.log.target {
+        halo_config::LogTarget::Stderr => {
+            let ansi = std::io::stderr().is_terminal();
+            let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+            match config.log.format {
+                LogFormat::Json => tracing_subscriber::registry().with(layer.json()).with(filter).init(),
+                LogFormat::Text => tracing_subscriber::registry().with(layer).with(filter).init(),
+            }
+        }
+        // The datagram's header has the time: the line does without its own.
+        halo_config::LogTarget::Syslog { socket, facility } => {
+            let writer = super::syslog::Syslog::new(socket.clone(), *facility);
+            let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false).without_time();
+            match config.log.format {
+                LogFormat::Json => tracing_subscriber::registry().with(layer.json()).with(filter).init(),
+                LogFormat::Text => tracing_subscriber::registry().with(layer).with(filter).init(),
+            }
+        }
     }
 }
 
