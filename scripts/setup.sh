@@ -25,6 +25,7 @@ packages=(
   catatonit     # the pause process of podman's pods
   containerd    # ctr images import of the image, as the kubelet's runtime would
   ignition      # ignition-validate for the ostree (Ignition) snippet in docs
+  chromium      # the status page checked in a real browser (headless, driven over its DevTools protocol)
   rpm           # rpmbuild for scripts/rpm.sh; rpm for the package test's install into a scratch root
 )
 

@@ -88,6 +88,8 @@ pub struct ServerRuntime {
     local_logged: Mutex<Option<Instant>>,
     /// What an operator set at run time (drain, maint, a weight).
     pub admin: AdminState,
+    /// When its state last changed (a flip, an operator's order), seconds since the Unix epoch.
+    changed_unix: AtomicU64,
 }
 
 impl ServerRuntime {
@@ -113,7 +115,13 @@ impl ServerRuntime {
             last_check_started: Mutex::new(None),
             local_logged: Mutex::new(None),
             admin: AdminState::default(),
+            changed_unix: AtomicU64::new(unix_now()),
         }
+    }
+
+    /// When its state last changed (seconds since the Unix epoch; its start before any change).
+    pub fn changed_unix(&self) -> u64 {
+        self.changed_unix.load(Ordering::Relaxed)
     }
 
     /// The weight selection uses: the run-time one when set, else the configured one.
@@ -138,6 +146,7 @@ impl ServerRuntime {
     /// weight.
     pub(crate) fn order(&self, order: Order, check: &halo_config::HealthCheck) -> (Admin, u32) {
         let before = (self.admin.admin(), self.weight());
+        self.changed_unix.store(unix_now(), Ordering::Relaxed);
         match order {
             Order::Weight(weight) => {
                 self.admin.set_weight(Some(weight));
@@ -326,6 +335,7 @@ impl ServerRuntime {
         *lock(&self.reason) = if ok { "ok".to_string() } else { reason.clone() };
         if let Some(up) = flipped {
             self.healthy.store(up, Ordering::Relaxed);
+            self.changed_unix.store(unix_now(), Ordering::Relaxed);
             self.stats.flips.fetch_add(1, Ordering::Relaxed);
             if up {
                 tracing::info!(backend, server = %self.config.name, address = %self.display_address(), %reason, "server UP");
@@ -380,4 +390,9 @@ impl ServerRuntime {
         self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
         self.check_now.notify_one();
     }
+}
+
+/// Seconds since the Unix epoch now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -29,6 +29,8 @@ pub(super) struct ServerJson {
     pub(super) admin: &'static str,
     /// The weight in effect.
     pub(super) weight: u32,
+    /// When its state last changed (seconds since the Unix epoch).
+    pub(super) last_change_unix: u64,
     pub(super) reason: String,
     pub(super) connections: u64,
     pub(super) total: u64,
@@ -61,7 +63,7 @@ pub(super) struct FrontendJson {
 }
 
 #[derive(Serialize)]
-pub(super) struct StatusJson {
+pub(crate) struct StatusJson {
     /// The daemon's process id (`halo reload` checks it is asking the daemon it signalled).
     pub(super) pid: u32,
     /// Node maintenance: no VIP held, nothing announced (`halo node maintenance`).
@@ -125,6 +127,7 @@ fn server(s: &ServerRuntime) -> ServerJson {
         state: state_word(s),
         admin: s.admin.admin().as_str(),
         weight: s.weight(),
+        last_change_unix: s.changed_unix(),
         reason: s.reason(),
         connections: load(&s.stats.current),
         total: load(&s.stats.total),

@@ -8,6 +8,7 @@
 mod auth;
 pub mod commands;
 mod metrics;
+mod page;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -73,8 +74,24 @@ fn read(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
             Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
         },
         "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", metrics::metrics(shared)),
+        // A browser (it asks for HTML) gets the status page; anything else the index.
+        "/" if accepts_html(request) => {
+            let mut page = respond(StatusCode::OK, "text/html; charset=utf-8", page::page(&snapshot(shared)));
+            // Nothing on the page may load or run anything, whatever a name holds.
+            page.headers_mut().insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+            );
+            page
+        }
+        "/" => respond(StatusCode::OK, "text/plain", "/ (HTML, for a browser), /healthz, /status, /metrics\n".to_string()),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "/healthz, /status, /metrics\n".to_string()),
     }
+}
+
+/// Whether the request's Accept names HTML (content negotiation: a browser's does).
+fn accepts_html(request: &Request<Incoming>) -> bool {
+    request.headers().get_all(hyper::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("text/html"))
 }
 
 /// A bound endpoint: the TCP address and, when configured, the unix socket.
