@@ -1,7 +1,7 @@
 //! The status endpoint's `/metrics`: everything it knows as Prometheus text, one table row per
 //! metric.
 
-use crate::daemon::snapshot::{FrontendJson, ServerJson, snapshot};
+use crate::daemon::snapshot::{FrontendJson, ServerJson, StatusJson, snapshot};
 use crate::daemon::state::{InstanceStatus, Shared};
 
 /// Prometheus label value escaping.
@@ -143,11 +143,16 @@ const SERVER_METRICS: &[Metric<ServerJson>] = &[
     },
 ];
 
-/// Writes one metric family: its HELP and TYPE lines, then `name{labels} value` per row.
+/// Writes one metric family: its HELP and TYPE lines, then `name{labels} value` per row (`name
+/// value` for a row without labels).
 fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: impl IntoIterator<Item = (String, f64)>) {
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
     for (labels, value) in rows {
-        out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        if labels.is_empty() {
+            out.push_str(&format!("{name} {value}\n"));
+        } else {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
     }
 }
 
@@ -199,7 +204,47 @@ pub(super) fn metrics(shared: &Shared) -> String {
         "1 while the address is announced by BGP (held for FRR to redistribute).",
         announced,
     );
+    outcomes(&mut out, &status);
     out
+}
+
+/// The last reload's and the last upgrade's outcomes: no sample before the first of each.
+fn outcomes(out: &mut String, status: &StatusJson) {
+    let reload = status.last_reload.as_ref();
+    family(
+        out,
+        "halo_last_reload_success",
+        "gauge",
+        "1 if the last reload (SIGHUP) put its file in force, 0 if it was refused and the previous configuration runs on.",
+        reload.map(|r| (String::new(), f64::from(u8::from(r.applied)))),
+    );
+    family(
+        out,
+        "halo_last_reload_timestamp_seconds",
+        "gauge",
+        "When the last reload ended, in seconds since the Unix epoch.",
+        reload.map(|r| (String::new(), seconds(r.at_unix_ms))),
+    );
+    let upgrade = status.last_upgrade.as_ref();
+    family(
+        out,
+        "halo_last_upgrade_success",
+        "gauge",
+        "1 if the last upgrade this process tried handed over to the new binary, 0 if it was refused and this process runs on.",
+        upgrade.map(|u| (String::new(), f64::from(u8::from(u.handed_over)))),
+    );
+    family(
+        out,
+        "halo_last_upgrade_timestamp_seconds",
+        "gauge",
+        "When the last upgrade this process tried ended, in seconds since the Unix epoch.",
+        upgrade.map(|u| (String::new(), seconds(u.at_unix_ms))),
+    );
+}
+
+/// Milliseconds since the Unix epoch as seconds.
+fn seconds(unix_ms: u64) -> f64 {
+    unix_ms as f64 / 1000.0
 }
 
 /// The health checks' latency as one Prometheus histogram per server.
@@ -214,5 +259,80 @@ fn check_latency_histogram(out: &mut String, servers: &[(String, &ServerJson)]) 
         let total = server.check_latency_histogram.last().map_or(0, |(_, c)| *c);
         out.push_str(&format!("halo_server_check_latency_seconds_sum{{{labels}}} {}\n", server.check_latency_sum_seconds));
         out.push_str(&format!("halo_server_check_latency_seconds_count{{{labels}}} {total}\n"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample lines of one family, its HELP and TYPE lines left out.
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.split([' ', '{']).next() == Some(name)).collect()
+    }
+
+    /// The value of the one sample of a family without labels.
+    fn value(text: &str, name: &str) -> f64 {
+        let lines = samples(text, name);
+        assert_eq!(lines.len(), 1, "{name}: {text}");
+        lines[0].strip_prefix(&format!("{name} ")).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{}", lines[0]))
+    }
+
+    fn now_seconds() -> f64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    const OUTCOMES: [&str; 4] = [
+        "halo_last_reload_success",
+        "halo_last_reload_timestamp_seconds",
+        "halo_last_upgrade_success",
+        "halo_last_upgrade_timestamp_seconds",
+    ];
+
+    #[test]
+    fn before_any_reload_or_upgrade_their_families_are_described_without_a_sample() {
+        let text = metrics(&Shared::default());
+        for name in OUTCOMES {
+            assert!(text.contains(&format!("# HELP {name} ")), "{text}");
+            assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{text}");
+            assert!(samples(&text, name).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_last_reload_reads_1_when_applied_0_when_refused_and_when_it_ended_in_seconds() {
+        let shared = Shared::default();
+        shared.set_reload(false, "line 3: unknown key".to_string());
+        let text = metrics(&shared);
+        assert_eq!(value(&text, "halo_last_reload_success"), 0.0);
+        let at = value(&text, "halo_last_reload_timestamp_seconds");
+        assert!((at - now_seconds()).abs() < 60.0, "seconds, not milliseconds: {at}");
+        let ms = shared.last_reload().map(|r| r.at_unix_ms).unwrap_or_default();
+        assert_eq!(at, ms as f64 / 1000.0);
+        assert!(samples(&text, "halo_last_upgrade_success").is_empty(), "a reload is no upgrade: {text}");
+
+        shared.set_reload(true, "applied".to_string());
+        assert_eq!(value(&metrics(&shared), "halo_last_reload_success"), 1.0);
+    }
+
+    #[test]
+    fn the_last_upgrade_reads_1_when_handed_over_0_when_refused_and_when_it_ended_in_seconds() {
+        let shared = Shared::default();
+        shared.set_upgrade(false, "the new binary did not start".to_string());
+        let text = metrics(&shared);
+        assert_eq!(value(&text, "halo_last_upgrade_success"), 0.0);
+        let at = value(&text, "halo_last_upgrade_timestamp_seconds");
+        assert!((at - now_seconds()).abs() < 60.0, "seconds, not milliseconds: {at}");
+        assert!(samples(&text, "halo_last_reload_success").is_empty(), "an upgrade is no reload: {text}");
+
+        shared.set_upgrade(true, "handed over to pid 42".to_string());
+        assert_eq!(value(&metrics(&shared), "halo_last_upgrade_success"), 1.0);
+    }
+
+    #[test]
+    fn a_family_without_labels_writes_its_samples_without_braces() {
+        let mut out = String::new();
+        family(&mut out, "x", "gauge", "An x.", [(String::new(), 1.5), ("a=\"b\"".to_string(), 2.0)]);
+        assert_eq!(out, "# HELP x An x.\n# TYPE x gauge\nx 1.5\nx{a=\"b\"} 2\n");
     }
 }
