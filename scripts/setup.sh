@@ -27,6 +27,8 @@ packages=(
   ignition      # ignition-validate for the ostree (Ignition) snippet in docs
   chromium      # the status page checked in a real browser (headless, driven over its DevTools protocol)
   rpm           # rpmbuild for scripts/rpm.sh; rpm for the package test's install into a scratch root
+  jq            # scripts/test-monitoring.sh reads the Grafana dashboard
+  prometheus    # promtool: checks and unit-tests the alerting rules, checks the /metrics text (no server is started)
 )
 
 if [ "$#" -gt 0 ]; then
@@ -72,6 +74,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
         kill -TERM "$pid" || true
       fi
     done
+  fi
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    # Only promtool is used: the server that the package enables is not wanted at boot either
+    # (without a running systemd, `disable` removes the link all the same).
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --quiet --now prometheus.service || true
+    elif command -v systemctl >/dev/null; then
+      systemctl disable --quiet prometheus.service || true
+    fi
   fi
 else
   echo "setup.sh: all system packages present"
