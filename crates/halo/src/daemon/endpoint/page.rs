@@ -158,7 +158,7 @@ fn transitions(out: &mut String, status: &StatusJson) {
             recent.push((s.last_change_unix, format!("server {}/{}", f.backend, s.name), format!("{} ({})", s.state, s.reason)));
         }
     }
-    recent.sort_by(|a, b| b.0.cmp(&a.0));
+    recent.sort_by_key(|r| std::cmp::Reverse(r.0));
     out.push_str("<h2>Recent transitions</h2>\n<table id=\"transitions\"><tr><th>when</th><th>what</th><th>now</th></tr>\n");
     for (at, subject, now) in recent.into_iter().take(RECENT) {
         let _ = writeln!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", when(at), escape(&subject), escape(&now));
