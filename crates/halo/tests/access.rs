@@ -2,28 +2,14 @@
 //! accept, counted, logged at most once a second, changed by a reload), and the status token
 //! rotated by a reload without a restart. The daemon is ended by its PID.
 
+mod loopback;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
-            eprintln!("warning: could not end halo {}: {e}", self.child.id());
-        }
-    }
-}
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
-}
+use loopback::{Daemon, free, get, wait_for};
 
 /// A server that answers every line with "ok".
 fn server() -> SocketAddr {
@@ -59,27 +45,6 @@ fn served_from(source: &str, front: SocketAddr) -> bool {
     stream.write_all(b"hi\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"ok\n"
 }
 
-fn get(status: SocketAddr, path: &str, token: &str) -> (String, String) {
-    let mut s = TcpStream::connect(status).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").expect("write");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
-    (head.split_whitespace().nth(1).unwrap_or("").to_string(), body.to_string())
-}
-
-fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn reload(config: &std::path::Path, pid_file: &std::path::Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_halo"))
         .args(["reload", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()])
@@ -106,17 +71,8 @@ fn the_allow_list_closes_other_clients_at_accept_and_a_reload_rotates_the_token(
     };
     std::fs::write(&config, text("\"127.0.0.2/32\"")).expect("config");
     let pid_file = dir.path().join("halo.pid");
-    let log = dir.path().join("halo.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["run", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn");
-    let daemon = Daemon { child, log };
-    let said = || std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    let daemon = Daemon::start(&config, &pid_file, dir.path().join("halo.log"));
+    let said = || daemon.log();
     assert!(wait_for(Duration::from_secs(10), || served_from("127.0.0.2", front)), "the allowed source was not served:\n{}", said());
 
     // A flood from a source not allowed: every connection closed unserved, counted, and a line
@@ -125,7 +81,7 @@ fn the_allow_list_closes_other_clients_at_accept_and_a_reload_rotates_the_token(
     let refused_served = (0..flood).filter(|_| served_from("127.0.0.1", front)).count();
     assert_eq!(refused_served, 0, "a client from outside the allow list was served");
     assert!(served_from("127.0.0.2", front), "the allowed source was not served during the flood");
-    let metrics = get(status, "/metrics", "first").1;
+    let metrics = get(status, "/metrics", Some("first")).1;
     let refused: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("halo_frontend_refused_total{frontend=\"api\"} "))
@@ -141,6 +97,6 @@ fn the_allow_list_closes_other_clients_at_accept_and_a_reload_rotates_the_token(
     std::fs::write(&token, "second\n").expect("token");
     reload(&config, &pid_file);
     assert!(served_from("127.0.0.1", front), "the widened allow list was not applied:\n{}", said());
-    assert_eq!(get(status, "/status", "first").0, "401", "the rotated-out token still works");
-    assert_eq!(get(status, "/status", "second").0, "200", "the new token does not work:\n{}", said());
+    assert_eq!(get(status, "/status", Some("first")).0, "401", "the rotated-out token still works");
+    assert_eq!(get(status, "/status", Some("second")).0, "200", "the new token does not work:\n{}", said());
 }

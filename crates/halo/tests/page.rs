@@ -4,12 +4,15 @@
 //! the page; no script runs on it. Chromium is started with its background networking off and
 //! asked for loopback addresses only; it and the daemon are ended by their PIDs.
 
+mod loopback;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use loopback::{Daemon, NamedServer, free};
 
 struct Ended(Child);
 
@@ -19,33 +22,6 @@ impl Drop for Ended {
             eprintln!("warning: could not end {}: {e}", self.0.id());
         }
     }
-}
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
-}
-
-/// A server that accepts while `open` is true (a TCP check passes), its port closed otherwise.
-fn server(open: Arc<AtomicBool>) -> SocketAddr {
-    let address = free();
-    std::thread::spawn(move || {
-        loop {
-            if !open.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            let Ok(listener) = TcpListener::bind(address) else {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            };
-            listener.set_nonblocking(true).expect("nonblocking");
-            while open.load(Ordering::Relaxed) {
-                let _ = listener.accept();
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    });
-    address
 }
 
 /// One DevTools session with a page of the browser.
@@ -148,8 +124,7 @@ fn the_status_page_in_a_browser_shows_a_server_going_down_within_a_refresh() {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
-    let (m1_open, m2_open) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)));
-    let (m1, m2) = (server(Arc::clone(&m1_open)), server(Arc::clone(&m2_open)));
+    let (m1, m2) = (NamedServer::start("m1"), NamedServer::start("m2"));
     let (status, front) = (free(), free());
     let token = dir.path().join("token");
     std::fs::write(&token, "v1ewer\n").expect("token");
@@ -161,19 +136,14 @@ fn the_status_page_in_a_browser_shows_a_server_going_down_within_a_refresh() {
         format!(
             "[status]\nlisten = \"{status}\"\ntoken_file = \"{}\"\n\n[[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n\
              [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"200ms\"\nfall = 1\nrise = 1\n\
-             [[backend.server]]\nname = \"m1\"\naddress = \"{m1}\"\n[[backend.server]]\nname = \"m2\"\naddress = \"{m2}\"\n",
-            token.display()
+             [[backend.server]]\nname = \"m1\"\naddress = \"{}\"\n[[backend.server]]\nname = \"m2\"\naddress = \"{}\"\n",
+            token.display(),
+            m1.address,
+            m2.address
         ),
     )
     .expect("config");
-    let daemon = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["run", "-c", &config.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("halo");
-    let _daemon = Ended(daemon);
+    let _daemon = Daemon::start(&config, &dir.path().join("halo.pid"), dir.path().join("halo.log"));
     let start = Instant::now();
     while TcpStream::connect(status).is_err() {
         assert!(start.elapsed() < Duration::from_secs(10), "the status endpoint never listened");
@@ -211,7 +181,7 @@ fn the_status_page_in_a_browser_shows_a_server_going_down_within_a_refresh() {
 
     // m2's port closes: its check fails (fall = 1 every 200 ms) and the page refreshes itself
     // every 2 s, so it says DOWN within about one refresh, without anyone reloading it.
-    m2_open.store(false, Ordering::Relaxed);
+    m2.open.store(false, Ordering::Relaxed);
     let shown = wait(&mut page, "m2", "DOWN", Duration::from_secs(10));
     eprintln!("the page showed m2 DOWN {shown:?} after its port closed");
     assert!(shown.is_some(), "the page never showed m2 DOWN: {:?}", page.evaluate("document.body.innerText"));
@@ -223,5 +193,5 @@ fn the_status_page_in_a_browser_shows_a_server_going_down_within_a_refresh() {
     std::thread::sleep(Duration::from_millis(500));
     let text = page.evaluate("document.body.innerText").as_str().unwrap_or_default().to_string();
     assert!(text.contains("a bearer token is required"), "{text}");
-    m1_open.store(false, Ordering::Relaxed);
+    m1.open.store(false, Ordering::Relaxed);
 }

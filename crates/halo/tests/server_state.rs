@@ -4,87 +4,16 @@
 //! say, who the log names, what `halo reload` keeps and forgets, and what is refused with
 //! nothing changed. Loopback only; the daemon is ended by its PID.
 
+mod loopback;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
-            eprintln!("warning: could not end halo {}: {e}", self.child.id());
-        }
-    }
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
-}
-
-/// A server that answers each connection's first line with its name, then echoes; it stops
-/// accepting (its port closed) when `open` turns false, and listens again when it turns true.
-struct NamedServer {
-    address: SocketAddr,
-    open: Arc<AtomicBool>,
-}
-
-impl NamedServer {
-    fn start(name: &'static str) -> Self {
-        let address = free();
-        let open = Arc::new(AtomicBool::new(true));
-        let listening = Arc::clone(&open);
-        std::thread::spawn(move || {
-            loop {
-                if !listening.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
-                let Ok(listener) = TcpListener::bind(address) else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                listener.set_nonblocking(true).expect("nonblocking");
-                while listening.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            std::thread::spawn(move || serve(stream, name));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            }
-        });
-        Self { address, open }
-    }
-}
-
-fn serve(stream: TcpStream, name: &str) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut line = String::new();
-    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-        if writer.write_all(format!("{name} {line}").as_bytes()).is_err() {
-            return;
-        }
-        line.clear();
-    }
-}
+use loopback::{Daemon, NamedServer, free, get, wait_for};
 
 /// A connection through the frontend: the server that answered its first line.
 fn ask(front: SocketAddr) -> Option<(String, TcpStream)> {
@@ -103,15 +32,6 @@ fn who_answers(front: SocketAddr, times: usize) -> Vec<String> {
     names
 }
 
-fn get(address: SocketAddr, path: &str, token: &str) -> String {
-    let mut s = TcpStream::connect(address).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").expect("write");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
-    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
-}
-
 fn halo(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_halo")).args(args).output().expect("halo")
 }
@@ -121,20 +41,9 @@ fn text(out: &Output) -> String {
 }
 
 fn server_json(status: SocketAddr, token: &str, name: &str) -> serde_json::Value {
-    let body = get(status, "/status", token);
+    let body = get(status, "/status", Some(token)).1;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     json["frontends"][0]["servers"].as_array().expect("servers").iter().find(|s| s["name"] == name).cloned().expect("server")
-}
-
-fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 struct Setup {
@@ -181,16 +90,7 @@ fn start(servers: &[(&str, SocketAddr)], with_token: bool) -> (Setup, Daemon) {
     std::fs::write(&config, config_text(status, with_token.then_some(token_file.as_path()), Some(&socket), front, servers))
         .expect("config");
     let pid_file = dir.path().join("halo.pid");
-    let log = dir.path().join("halo.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["run", "-c", &config.to_string_lossy(), "--pid-file", &pid_file.to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn");
-    let daemon = Daemon { child, log };
+    let daemon = Daemon::start(&config, &pid_file, dir.path().join("halo.log"));
     assert!(wait_for(Duration::from_secs(10), || TcpStream::connect(status).is_ok()), "the status endpoint never listened");
     (Setup { _dir: dir, config, pid_file, status, front, token: "op3rator".to_string() }, daemon)
 }
@@ -220,7 +120,7 @@ fn drain_maint_ready_and_weight_at_run_time() {
     BufReader::new(stream.try_clone().expect("clone")).read_line(&mut line).expect("read");
     assert_eq!(line, "m1 still there?\n", "the established connection to the drained server");
     assert_eq!(server_json(setup.status, &setup.token, "m1")["state"], "DRAIN");
-    let metrics = get(setup.status, "/metrics", &setup.token);
+    let metrics = get(setup.status, "/metrics", Some(&setup.token)).1;
     assert!(metrics.contains("halo_server_drain{backend=\"api\",server=\"m1\"} 1"), "{metrics}");
     // Over the unix socket halo server uses (the config names one): the log names the uid; over
     // TCP, with the token, it says so.
@@ -236,7 +136,7 @@ fn drain_maint_ready_and_weight_at_run_time() {
     std::thread::sleep(Duration::from_millis(600));
     let m1_now = server_json(setup.status, &setup.token, "m1");
     assert_eq!((m1_now["state"].as_str(), m1_now["reason"].as_str()), (Some("MAINT"), Some("maintenance (set at run time)")), "{m1_now}");
-    assert!(get(setup.status, "/metrics", &setup.token).contains("halo_server_maint{backend=\"api\",server=\"m1\"} 1"));
+    assert!(get(setup.status, "/metrics", Some(&setup.token)).1.contains("halo_server_maint{backend=\"api\",server=\"m1\"} 1"));
 
     // ready: checked again first — its port is closed, so DOWN; listening again, UP and serving.
     assert!(halo(&["server", "ready", "api/m1", "-c", &config]).status.success());

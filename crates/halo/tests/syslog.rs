@@ -2,25 +2,14 @@
 //! connection log's too, as an RFC 5424 datagram to a socket the test binds in place of
 //! /dev/log; in JSON, the message is one JSON object. Loopback only; the daemon is ended by its PID.
 
+mod loopback;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
-            eprintln!("warning: could not end halo {}: {e}", self.0.id());
-        }
-    }
-}
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
-}
+use loopback::{Daemon, free};
 
 #[test]
 fn every_line_goes_to_the_syslog_socket_as_rfc_5424() {
@@ -50,14 +39,7 @@ fn every_line_goes_to_the_syslog_socket_as_rfc_5424() {
         ),
     )
     .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["run", "-c", &config.to_string_lossy(), "--pid-file", &dir.path().join("halo.pid").to_string_lossy()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let daemon = Daemon(child);
+    let daemon = Daemon::start(&config, &dir.path().join("halo.pid"), dir.path().join("halo.log"));
     let mut datagrams = Vec::new();
     let mut buffer = vec![0u8; 65536];
     let mut asked = false;
