@@ -9,6 +9,8 @@
 # outside CI; 1 otherwise. The last line says which.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/loopback-config.sh
+. scripts/loopback-config.sh
 
 dir=deploy/monitoring
 rules=$dir/halo.rules.yml
@@ -82,23 +84,7 @@ promtool check rules "$work/dashboard.rules.yml" >"$work/check-dashboard.log" 2>
 
 # A live halo: a frontend whose one server refuses, a status endpoint, both on loopback. A reload
 # (SIGHUP) makes it describe the last reload with a sample.
-cat >"$work/halo.toml" <<TOML
-[status]
-listen = "$status"
-
-[[frontend]]
-name = "api"
-bind = ["$frontend"]
-backend = "api"
-
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "none"
-address = "127.0.0.1:9"
-TOML
+loopback_config "$status" "$frontend" >"$work/halo.toml"
 "$halo" run -c "$work/halo.toml" --pid-file "$work/halo.pid" </dev/null >"$work/halo.log" 2>&1 &
 pid=$!
 scrape() { curl -fsS --max-time 2 "http://$status/metrics" >"$work/metrics" 2>/dev/null; }

@@ -8,6 +8,8 @@
 # all hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/loopback-config.sh
+. scripts/loopback-config.sh
 if [ "$(id -u)" -ne 0 ]; then
   echo "test-package.sh: dpkg -i needs root" >&2
   exit 2
@@ -58,23 +60,7 @@ if [ -s /run/halo/halo.pid ] && kill -0 "$(cat /run/halo/halo.pid)" 2>/dev/null;
   fail "/run/halo/halo.pid names a running process (a halo runs here); not touching it"
 fi
 mkdir -p /etc/halo
-cat >/etc/halo/halo.toml <<'TOML'
-[status]
-listen = "127.0.0.1:19472"
-
-[[frontend]]
-name = "api"
-bind = ["127.0.0.1:19471"]
-backend = "api"
-
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "none"
-address = "127.0.0.1:9"
-TOML
+loopback_config 127.0.0.1:19472 127.0.0.1:19471 >/etc/halo/halo.toml
 /usr/bin/halo run -c /etc/halo/halo.toml --pid-file /run/halo/halo.pid </dev/null >target/package-halo.log 2>&1 &
 first=$!
 # The daemons this test started: the first, and the one it handed over to (named by the pid
@@ -177,23 +163,7 @@ post=$(scratch_rpm -qp --qf '%{POSTIN}' "$rpm_pkg") || fail "rpm -qp --qf %{POST
 post=$(echo "$post" | sed -e "s#/usr/bin/halo#$scratch/usr/bin/halo#g" -e "s#/etc/halo/#$scratch/etc/halo/#g" -e "s#/run/halo/#$scratch/run/halo/#g")
 echo "$post" | grep -qE '(^|[ ="])/(usr/bin|etc|run)/halo' && fail "the %post names a path this test did not move: $post"
 mkdir -p "$scratch/etc/halo" "$scratch/run/halo"
-cat >"$scratch/etc/halo/halo.toml" <<'TOML'
-[status]
-listen = "127.0.0.1:19474"
-
-[[frontend]]
-name = "api"
-bind = ["127.0.0.1:19473"]
-backend = "api"
-
-[[backend]]
-name = "api"
-[backend.health]
-kind = "tcp"
-[[backend.server]]
-name = "none"
-address = "127.0.0.1:9"
-TOML
+loopback_config 127.0.0.1:19474 127.0.0.1:19473 >"$scratch/etc/halo/halo.toml"
 log=target/package-rpm-halo.log
 "$scratch/usr/bin/halo" run -c "$scratch/etc/halo/halo.toml" --pid-file "$scratch/run/halo/halo.pid" </dev/null >"$log" 2>&1 &
 first=$!
