@@ -283,6 +283,9 @@ fn source_rules_become_the_allow_list() {
     assert_eq!(allow, ["10.150.0.0/24", "192.168.1.7/32"]);
     assert!(toml.contains("allow = [\"10.150.0.0/24\", \"192.168.1.7/32\"]"), "{toml}");
     halo_config::load_str("imported", &toml).expect("the imported allow list loads");
+    // Lines of one name add up, as haproxy ORs them.
+    let (allow, _, _) = frontend("    acl ok src 10.0.0.0/8\n    acl ok src 192.168.0.0/16\n    tcp-request connection reject if !ok\n");
+    assert_eq!(allow, ["10.0.0.0/8", "192.168.0.0/16"]);
     let (allow, _, _) = frontend("    tcp-request connection reject if !{ src 10.0.0.0/8 2001:db8::/32 }\n");
     assert_eq!(allow, ["10.0.0.0/8", "2001:db8::/32"]);
     let (allow, _, _) = frontend("    tcp-request connection reject unless { src 10.0.0.0/8 }\n");

@@ -65,8 +65,8 @@ fn check_invalid_config_prints_every_error_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     let name = file.display().to_string();
-    assert!(stderr.contains(&format!("{name}:18:21: error: virtual_router_id must be 1..=255, got 0")), "{stderr}");
-    assert!(stderr.contains(&format!("{name}:70:11: error: server address: `10.150.0.157` has no port")), "{stderr}");
+    assert!(stderr.contains(&format!("{name}:19:21: error: virtual_router_id must be 1..=255, got 0")), "{stderr}");
+    assert!(stderr.contains(&format!("{name}:71:11: error: server address: `10.150.0.157` has no port")), "{stderr}");
     assert!(stderr.contains("2 error(s); nothing was changed"), "{stderr}");
     assert!(out.stdout.is_empty());
 }

@@ -199,15 +199,17 @@ fn the_image_is_reproducible_and_loads_into_podman_and_containerd() {
     assert!(listed.lines().any(|l| l.trim() == reference()), "ctr images list: {listed}");
 }
 
-fn config(priority: u8) -> String {
+/// A balancer's halo.toml; its state directory is `state`, a directory of the test's.
+fn config(priority: u8, state: &Path) -> String {
     format!(
-        "[status]\nlisten = \"127.0.0.1:9470\"\n\n\
+        "[node]\nstate_directory = \"{}\"\n\n[status]\nlisten = \"127.0.0.1:9470\"\n\n\
          [[vrrp]]\nname = \"api\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\nversion = 3\n\
          advert_interval = \"100ms\"\nvirtual_addresses = [\"{VIP}/24\"]\n\n\
          [[tracker]]\nname = \"orphans\"\nkind = \"script\"\ncommand = [\"/etc/halo/orphans.sh\"]\ninterval = \"300ms\"\nweight = 1\n\n\
          [[frontend]]\nname = \"api\"\nbind = [\"0.0.0.0:8443\"]\nbackend = \"api\"\n\n\
          [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"tcp\"\ninterval = \"500ms\"\n\
-         [[backend.server]]\nname = \"m1\"\naddress = \"192.0.2.13:6443\"\n"
+         [[backend.server]]\nname = \"m1\"\naddress = \"192.0.2.13:6443\"\n",
+        state.display()
     )
 }
 
@@ -274,7 +276,7 @@ fn the_rendered_static_pod_holds_the_vip_serves_and_fails_over_under_podman() {
     for (i, priority) in [(0usize, 200u8), (1, 100)] {
         let own = dir.path().join(format!("balancer{i}"));
         std::fs::create_dir_all(&own).expect("dir");
-        let etc = etc_with(&own, &config(priority));
+        let etc = etc_with(&own, &config(priority, &own.join("state")));
         // The manifest exactly as `halo render static-pod` writes it for this config.
         let pod = Command::new(env!("CARGO_BIN_EXE_halo"))
             .args(["render", "static-pod", "-c"])
@@ -338,6 +340,15 @@ fn podman_run_of_quadlet(unit: &str) -> Vec<String> {
             section = line;
             continue;
         }
+        if section == "[Service]" {
+            // What systemd runs before the container: the directories podman wants to exist.
+            if let Some(directory) = line.strip_prefix("ExecStartPre=/usr/bin/mkdir -p ") {
+                std::fs::create_dir_all(directory).expect("ExecStartPre's directory");
+            } else if line.starts_with("ExecStartPre=") {
+                panic!("an ExecStartPre this test does not carry out: {line}");
+            }
+            continue;
+        }
         if section != "[Container]" {
             continue;
         }
@@ -368,7 +379,7 @@ fn the_rendered_quadlet_runs_the_image_and_gives_the_vip_up_when_stopped() {
     let lan = Lan::new(3);
     let _api = GreetingServer::start(lan.host(2), "192.0.2.13:6443", greeting, "api");
     let dir = tempfile::tempdir().expect("dir");
-    let etc = etc_with(dir.path(), &config(200));
+    let etc = etc_with(dir.path(), &config(200, &dir.path().join("state")));
     let unit = Command::new(env!("CARGO_BIN_EXE_halo"))
         .args(["render", "quadlet", "-c"])
         .arg(etc.join("halo/halo.toml"))

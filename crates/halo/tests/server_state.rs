@@ -160,6 +160,19 @@ fn drain_maint_ready_and_weight_at_run_time() {
     assert!(reloaded.status.success(), "{}", text(&reloaded));
     assert_eq!(server_json(setup.status, &setup.token, "m1")["state"], "DRAIN");
     assert_eq!(server_json(setup.status, &setup.token, "m2")["weight"], 0);
+    // A weight changed in the file wins over the run-time one.
+    let file = std::fs::read_to_string(&setup.config).expect("config");
+    let reweighed = file.replacen(
+        &format!("name = \"m2\"\naddress = \"{}\"\n", m2.address),
+        &format!("name = \"m2\"\naddress = \"{}\"\nweight = 3\n", m2.address),
+        1,
+    );
+    assert_ne!(file, reweighed);
+    std::fs::write(&setup.config, reweighed).expect("config");
+    let reloaded = halo(&["reload", "-c", &config, "--pid-file", &setup.pid_file.to_string_lossy()]);
+    assert!(reloaded.status.success(), "{}", text(&reloaded));
+    assert_eq!(server_json(setup.status, &setup.token, "m2")["weight"], 3, "the configured weight did not win");
+    assert_eq!(server_json(setup.status, &setup.token, "m1")["state"], "DRAIN", "what stays set is kept");
 
     // Refused, nothing changed: unknown names, a weight out of range, a malformed target.
     for (args, code, said) in [

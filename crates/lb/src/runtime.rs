@@ -203,7 +203,16 @@ impl BackendRuntime {
             let wait = lock(&server.health).next_interval();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = admin_changes.changed() => {}
+                // An operator's order: the next check comes sooner, never closer than the fast
+                // interval to the last (a burst of orders makes no burst of checks).
+                _ = admin_changes.changed() => {
+                    let earliest = started + self.config.health.fast_interval;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(earliest) => {}
+                        _ = shutdown.changed() => return,
+                        _ = replaced.changed() => return,
+                    }
+                }
                 () = server.check_now.notified() => {
                     // A failed connect asks for a check now; checks still start no closer
                     // together than the fast interval, so failing clients cannot make a storm.

@@ -181,6 +181,11 @@ impl ServerRuntime {
     /// unchecked stays in service until its checks fail `fall` times.
     pub(crate) fn inherit(&self, old: &ServerRuntime, check: &halo_config::HealthCheck) {
         self.admin.copy_from(&old.admin);
+        // A weight changed in the file wins over one set at run time.
+        if old.config.weight != self.config.weight && self.admin.set_weight(None).is_some() {
+            tracing::info!(server = %self.config.name, weight = self.config.weight, "the configured weight changed: the run-time weight is dropped");
+        }
+        self.changed_unix.store(old.changed_unix(), Ordering::Relaxed);
         *lock(&self.dns_error) = old.dns_error();
         self.address.send_replace(old.address());
         let (fall, rise, interval, fast) = (check.fall, check.rise, check.interval, check.fast_interval);

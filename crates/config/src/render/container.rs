@@ -298,7 +298,15 @@ pub fn quadlet(config: &Config, files: &[HostFile], image: &str) -> Rendered {
         let mode = if mount.writable { "rw" } else { "ro" };
         line(&mut out, format_args!("Volume={0}:{0}:{mode}", unit_text(&text)));
     }
-    line(&mut out, format_args!("\n[Service]\nExecReload=/usr/bin/podman exec halo /usr/bin/halo reload -c {CONFIG}"));
+    line(&mut out, format_args!("\n[Service]"));
+    // podman refuses a volume whose directory is missing (the pod's DirectoryOrCreate makes it).
+    for mount in mounts.iter().filter(|m| m.writable && !m.file) {
+        let text = mount.path.to_string_lossy();
+        if !(text.contains(':') || text.chars().any(char::is_whitespace)) {
+            line(&mut out, format_args!("ExecStartPre=/usr/bin/mkdir -p {}", unit_text(&text)));
+        }
+    }
+    line(&mut out, format_args!("ExecReload=/usr/bin/podman exec halo /usr/bin/halo reload -c {CONFIG}"));
     line(&mut out, format_args!("Restart=on-failure\nRestartSec=1s\n"));
     line(&mut out, format_args!("[Install]\nWantedBy=multi-user.target"));
     Rendered { text: out, losses }
@@ -338,6 +346,8 @@ mod tests {
         assert!(pod.contains("        path: \"/etc/hosts\"\n        type: File"), "{pod}");
         let quadlet = quadlet(&loaded.config, &loaded.host_files, IMAGE).text;
         assert!(quadlet.contains("Volume=/etc/kubernetes/pki:/etc/kubernetes/pki:ro\n"), "{quadlet}");
+        assert!(quadlet.contains("Volume=/var/lib/halo:/var/lib/halo:rw\n"), "{quadlet}");
+        assert!(quadlet.contains("ExecStartPre=/usr/bin/mkdir -p /var/lib/halo\n"), "podman wants the directory: {quadlet}");
         assert!(
             quadlet.contains("AddCapability=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL\n"),
             "{quadlet}"

@@ -30,6 +30,10 @@ pub fn haproxy(config: &Config) -> Rendered {
         if let Some(idle) = idle {
             line(&mut out, format_args!("    timeout client {}", haproxy_time(idle)));
         }
+        if !f.allow.is_empty() {
+            let sources: Vec<String> = f.allow.iter().map(ToString::to_string).collect();
+            line(&mut out, format_args!("    tcp-request connection reject if !{{ src {} }}", sources.join(" ")));
+        }
         line(&mut out, format_args!("    default_backend {}\n", f.backend));
     }
     for b in &config.backends {

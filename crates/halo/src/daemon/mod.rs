@@ -246,9 +246,16 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
 /// An operator's command from the status endpoint: carried out, one line logged with who asked,
 /// and answered.
 fn obey(daemon: &Daemon, command: endpoint::commands::Command) {
+    use endpoint::commands::Command;
+    // Taken too late (the loop was busy): the endpoint has said nothing changed, so nothing does.
+    let (Command::Server(endpoint::commands::ServerCommand { deadline, by, .. }) | Command::Maintenance { deadline, by, .. }) = &command;
+    if std::time::Instant::now() > *deadline {
+        tracing::warn!(by, "a command waited too long while the daemon was busy: dropped, as its answer said");
+        return;
+    }
     match command {
-        endpoint::commands::Command::Server(command) => order_server(daemon, command),
-        endpoint::commands::Command::Maintenance { on, by, reply } => {
+        Command::Server(command) => order_server(daemon, command),
+        Command::Maintenance { on, by, reply, .. } => {
             let was = *daemon.maintenance.borrow();
             // Kept first: a flag that could not be written would not outlive a restart.
             let outcome = maintenance::write(&daemon.config, on).map(|()| {
@@ -269,7 +276,7 @@ fn obey(daemon: &Daemon, command: endpoint::commands::Command) {
 /// An operator's order for one server (`halo server ...`): applied to the balancer, one line
 /// logged with who asked, and answered.
 fn order_server(daemon: &Daemon, command: endpoint::commands::ServerCommand) {
-    let endpoint::commands::ServerCommand { backend, server, order, by, reply } = command;
+    let endpoint::commands::ServerCommand { backend, server, order, by, reply, .. } = command;
     let outcome = daemon.balancer.order_server(&backend, &server, order);
     match &outcome {
         Ok(done) => tracing::info!(
@@ -295,6 +302,12 @@ async fn reload_in_place(daemon: &mut Daemon) {
         Ok((new, token)) => {
             for guarded in &daemon.status_sockets.guards {
                 guarded.set_token(token.clone());
+            }
+            // The maintenance flag follows its directory, so that a restart still finds it.
+            if new.node.state_directory() != daemon.config.node.state_directory()
+                && let Err(e) = maintenance::write(&new, *daemon.maintenance.borrow())
+            {
+                tracing::error!(error = %format!("{e:#}"), "node maintenance not kept in the new state directory: a restart would not know it");
             }
             daemon.announcers.reload(&new.announce, &new.trackers, &daemon.trackers.verdicts()).await;
             daemon.config = new;
@@ -411,6 +424,13 @@ async fn reload(
     // The token is read again (a rotation needs no restart); one that cannot be read stops the
     // reload as it would stop a start.
     let token = status_token(&new).map_err(|e| format!("{e:#}"))?;
+    // The address stays the one bound at the start: a reload must not leave it open to all.
+    if token.is_none() && !current.status.listen.ip().is_loopback() {
+        return Err(format!(
+            "the status endpoint listens on {} (until a restart) and the new file gives it no token: refused",
+            current.status.listen
+        ));
+    }
     if (new.status.listen, &new.status.socket) != (current.status.listen, &current.status.socket) {
         tracing::warn!("[status] listen or socket changed: it takes effect at the next start (the endpoint keeps its address)");
     }

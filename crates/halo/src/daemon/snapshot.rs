@@ -147,6 +147,8 @@ fn server(s: &ServerRuntime) -> ServerJson {
 /// The server's state in a word, as haproxy's stats page gives it.
 fn state_word(s: &ServerRuntime) -> &'static str {
     match (s.admin.admin(), s.is_healthy(), s.takes_new_connections()) {
+        // `disabled = true` in the file: out of service, as haproxy shows it.
+        _ if s.config.disabled => "MAINT",
         (halo_lb::Admin::Maint, _, _) => "MAINT",
         (_, false, _) => "DOWN",
         (_, true, false) => "DRAIN",

@@ -19,6 +19,8 @@ pub struct Syslog {
     facility: u8,
     hostname: String,
     pid: u32,
+    /// Whether a line went to standard error yet (said once).
+    fell_back: std::sync::atomic::AtomicBool,
 }
 
 impl Syslog {
@@ -26,20 +28,34 @@ impl Syslog {
     pub fn new(path: PathBuf, facility: u8) -> Self {
         let socket = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s)).ok();
         let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty());
-        Self { socket, path, facility, hostname: hostname.unwrap_or_else(|| "-".to_string()), pid: std::process::id() }
+        let hostname = hostname.unwrap_or_else(|| "-".to_string());
+        Self { socket, path, facility, hostname, pid: std::process::id(), fell_back: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// One datagram: the header, then the line without its end.
     fn send(&self, severity: u8, msgid: &str, line: &[u8]) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.trim_ascii_start();
         let timestamp = humantime::format_rfc3339_micros(std::time::SystemTime::now());
         let mut datagram =
             format!("<{}>1 {timestamp} {} halo {} {msgid} - ", self.facility * 8 + severity, self.hostname, self.pid).into_bytes();
         datagram.extend_from_slice(line);
-        let sent = self.socket.as_ref().is_some_and(|s| s.send_to(&datagram, &self.path).is_ok());
-        if !sent {
+        let sent = match &self.socket {
+            Some(socket) => socket.send_to(&datagram, &self.path).map(drop),
+            None => Err(std::io::Error::other("no datagram socket")),
+        };
+        if let Err(e) = sent {
+            // With its time, which the line itself leaves to the syslog header; the first one
+            // says why, once.
             let mut stderr = std::io::stderr().lock();
-            let _ = stderr.write_all(line).and_then(|()| stderr.write_all(b"\n"));
+            if !self.fell_back.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let _ = writeln!(
+                    stderr,
+                    "{timestamp} halo: the syslog socket {} does not take lines ({e}): writing them here",
+                    self.path.display()
+                );
+            }
+            let _ = write!(stderr, "{timestamp} ").and_then(|()| stderr.write_all(line)).and_then(|()| stderr.write_all(b"\n"));
         }
     }
 }
@@ -106,7 +122,7 @@ mod tests {
         let syslog = Syslog::new(path.clone(), 16);
         {
             let mut line = Line { syslog: &syslog, severity: 4, msgid: "connection", buffer: Vec::new() };
-            line.write_all(b"WARN something happened\n").expect("write");
+            line.write_all(b" WARN something happened\n").expect("write");
         }
         let mut buffer = [0u8; 512];
         let n = receiver.recv(&mut buffer).expect("a datagram");

@@ -230,8 +230,10 @@ fn allowed_sources(line: &Line, acls: &[(String, Vec<ipnet::IpNet>)]) -> Option<
         let inner: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
         return if inner.first().map(String::as_str) == Some("src") { networks(&inner[1..]) } else { None };
     }
+    // Lines of one name add up (haproxy ORs them).
     let name = joined.strip_prefix('!')?;
-    acls.iter().rev().find(|(acl, _)| acl == name).map(|(_, nets)| nets.clone())
+    let nets: Vec<ipnet::IpNet> = acls.iter().filter(|(acl, _)| acl == name).flat_map(|(_, nets)| nets.iter().copied()).collect();
+    (!nets.is_empty()).then_some(nets)
 }
 
 /// `bind ADDR[,ADDR...] [options]`

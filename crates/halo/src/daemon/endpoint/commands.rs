@@ -28,6 +28,8 @@ pub struct ServerCommand {
     pub order: halo_lb::Order,
     /// Who asked: `uid N` (unix socket) or `token` (TCP).
     pub by: String,
+    /// Not carried out after this: the endpoint has answered that nothing changed.
+    pub deadline: std::time::Instant,
     /// The outcome, for the answer.
     pub reply: oneshot::Sender<Result<halo_lb::Ordered, halo_lb::OrderError>>,
 }
@@ -42,6 +44,8 @@ pub enum Command {
         on: bool,
         /// Who asked.
         by: String,
+        /// Not carried out after this (see [`ServerCommand::deadline`]).
+        deadline: std::time::Instant,
         /// The outcome.
         reply: oneshot::Sender<Result<(bool, bool), String>>,
     },
@@ -52,8 +56,18 @@ pub type Commands = mpsc::Sender<Command>;
 
 /// The largest command body read.
 const MAX_BODY: usize = 4096;
-/// How long the endpoint waits for the run loop's answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long the endpoint waits for the run loop's answer (under the client's 5 s).
+const ANSWER_WITHIN: Duration = Duration::from_secs(4);
+/// A command the run loop has not taken within this (it was busy: a reload, an upgrade) is
+/// dropped there, a second before the endpoint gives up and says that nothing changed.
+const TAKEN_WITHIN: Duration = Duration::from_secs(3);
+
+fn busy() -> Response<Full<Bytes>> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the daemon was busy (a reload, an upgrade) and did not take the command: nothing was changed; try again",
+    )
+}
 /// Commands waiting for the run loop at most; past it a command is refused at once (a flood).
 pub const QUEUE: usize = 16;
 
@@ -127,13 +141,14 @@ pub async fn maintenance_command(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("give {{\"on\": true}} or {{\"on\": false}}: {e}")),
     };
     let (reply, answered) = oneshot::channel();
-    if commands.try_send(Command::Maintenance { on, by, reply }).is_err() {
+    let deadline = std::time::Instant::now() + TAKEN_WITHIN;
+    if commands.try_send(Command::Maintenance { on, by, deadline, reply }).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon has too many commands waiting: try again");
     }
     match tokio::time::timeout(ANSWER_WITHIN, answered).await {
         Ok(Ok(Ok((now, before)))) => answer(StatusCode::OK, serde_json::json!({ "maintenance": now, "maintenance_before": before })),
         Ok(Ok(Err(why))) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
-        Ok(Err(_)) | Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon did not answer"),
+        Ok(Err(_)) | Err(_) => busy(),
     }
 }
 
@@ -163,7 +178,8 @@ pub async fn server_command(request: Request<Incoming>, peer: &Peer, token_requi
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not a command: {e}")),
     };
     let (reply, answered) = oneshot::channel();
-    let command = ServerCommand { backend: backend.clone(), server: server.clone(), order, by, reply };
+    let deadline = std::time::Instant::now() + TAKEN_WITHIN;
+    let command = ServerCommand { backend: backend.clone(), server: server.clone(), order, by, deadline, reply };
     if commands.try_send(Command::Server(command)).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon has too many commands waiting: try again");
     }
@@ -186,6 +202,6 @@ pub async fn server_command(request: Request<Incoming>, peer: &Peer, token_requi
             };
             error(status, refused.to_string())
         }
-        Ok(Err(_)) | Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon did not answer"),
+        Ok(Err(_)) | Err(_) => busy(),
     }
 }

@@ -82,6 +82,8 @@ fn read(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 hyper::header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
             );
+            page.headers_mut().insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            page.headers_mut().insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             page
         }
         "/" => respond(StatusCode::OK, "text/plain", "/ (HTML, for a browser), /healthz, /status, /metrics\n".to_string()),
