@@ -13,49 +13,7 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
     if notes.contains_key("header") {
         out.push('\n');
     }
-    if config.node != Node::default() {
-        line(&mut out, format_args!("[node]"));
-        if let Some(name) = &config.node.name {
-            line(&mut out, format_args!("name = {}", quote(name)));
-        }
-        if let Some(interface) = &config.node.interface {
-            line(&mut out, format_args!("interface = {}", quote(interface)));
-        }
-        if let Some(user) = &config.node.script_user {
-            line(&mut out, format_args!("script_user = {}", quote(user)));
-        }
-        if let Some(threads) = config.node.worker_threads {
-            line(&mut out, format_args!("worker_threads = {threads}"));
-        }
-        if let Some(directory) = &config.node.state_directory {
-            line(&mut out, format_args!("state_directory = {}", quote(&directory.display().to_string())));
-        }
-        out.push('\n');
-    }
-    if config.status != Status::default() {
-        line(&mut out, format_args!("[status]\nlisten = {}", quote(&config.status.listen.to_string())));
-        if let Some(token) = &config.status.token_file {
-            line(&mut out, format_args!("token_file = {}", quote(&token.display().to_string())));
-        }
-        if let Some(socket) = &config.status.socket {
-            line(&mut out, format_args!("socket = {}", quote(&socket.display().to_string())));
-        }
-        out.push('\n');
-    }
-    if config.log != Log::default() {
-        let level = format!("{:?}", config.log.level).to_lowercase();
-        let format = format!("{:?}", config.log.format).to_lowercase();
-        line(&mut out, format_args!("[log]\nlevel = {}\nformat = {}", quote(&level), quote(&format)));
-        if config.log.connections {
-            line(&mut out, format_args!("connections = true"));
-        }
-        if let crate::model::LogTarget::Syslog { socket, facility } = &config.log.target {
-            let name = crate::model::FACILITIES.iter().find(|(_, n)| n == facility).map_or("daemon", |(name, _)| name);
-            line(&mut out, format_args!("target = \"syslog\"\nfacility = {}", quote(name)));
-            line(&mut out, format_args!("syslog_socket = {}", quote(&socket.display().to_string())));
-        }
-        out.push('\n');
-    }
+    host_sections(&mut out, config);
     for v in &config.vrrp {
         vrrp(&mut out, v, notes);
     }
@@ -97,6 +55,53 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `[node]`, `[status]` and `[log]`, each when it differs from the defaults.
+fn host_sections(out: &mut String, config: &Config) {
+    if config.node != Node::default() {
+        line(out, format_args!("[node]"));
+        if let Some(name) = &config.node.name {
+            line(out, format_args!("name = {}", quote(name)));
+        }
+        if let Some(interface) = &config.node.interface {
+            line(out, format_args!("interface = {}", quote(interface)));
+        }
+        if let Some(user) = &config.node.script_user {
+            line(out, format_args!("script_user = {}", quote(user)));
+        }
+        if let Some(threads) = config.node.worker_threads {
+            line(out, format_args!("worker_threads = {threads}"));
+        }
+        if let Some(directory) = &config.node.state_directory {
+            line(out, format_args!("state_directory = {}", quote(&directory.display().to_string())));
+        }
+        out.push('\n');
+    }
+    if config.status != Status::default() {
+        line(out, format_args!("[status]\nlisten = {}", quote(&config.status.listen.to_string())));
+        if let Some(token) = &config.status.token_file {
+            line(out, format_args!("token_file = {}", quote(&token.display().to_string())));
+        }
+        if let Some(socket) = &config.status.socket {
+            line(out, format_args!("socket = {}", quote(&socket.display().to_string())));
+        }
+        out.push('\n');
+    }
+    if config.log != Log::default() {
+        let level = format!("{:?}", config.log.level).to_lowercase();
+        let format = format!("{:?}", config.log.format).to_lowercase();
+        line(out, format_args!("[log]\nlevel = {}\nformat = {}", quote(&level), quote(&format)));
+        if config.log.connections {
+            line(out, format_args!("connections = true"));
+        }
+        if let crate::model::LogTarget::Syslog { socket, facility } = &config.log.target {
+            let name = crate::model::FACILITIES.iter().find(|(_, n)| n == facility).map_or("daemon", |(name, _)| name);
+            line(out, format_args!("target = \"syslog\"\nfacility = {}", quote(name)));
+            line(out, format_args!("syslog_socket = {}", quote(&socket.display().to_string())));
+        }
+        out.push('\n');
+    }
 }
 
 fn vrrp(out: &mut String, v: &VrrpInstance, notes: &Notes) {

@@ -181,17 +181,7 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
         ("option", "tcplog") => p.tcplog = Some((true, n)),
         ("no", "option") if line.word(2) == "tcplog" => p.tcplog = Some((false, n)),
         ("server-template", _) if !in_defaults => server_template(src, line, p, sink),
-        ("acl", _) if line.word(2) == "src" && networks(&line.words[3..]).is_some() => {
-            let nets = networks(&line.words[3..]).unwrap_or_default();
-            p.source_acls.push((line.word(1).to_string(), nets));
-        }
-        ("tcp-request", "connection") if allowed_sources(line, &p.source_acls).is_some() => {
-            let nets = allowed_sources(line, &p.source_acls).unwrap_or_default();
-            if p.allow.is_some() {
-                sink.warn(src.file, n, "a second `tcp-request connection reject` rule: imported as the last one alone", "halo keeps one allow list per frontend");
-            }
-            p.allow = Some((nets, n));
-        }
+        ("acl" | "tcp-request", _) if source_rule(src, line, p, sink) => {}
         ("tcp-request" | "tcp-response", _) if line.words.iter().any(|w| w == "reject") => sink.warn(
             src.file,
             n,
@@ -202,6 +192,30 @@ pub(super) fn directive(src: Source<'_>, line: &Line, in_defaults: bool, p: &mut
         ("server", _) if !in_defaults => server(src, line, p, sink),
         (keyword, _) => sink.unmapped(src.file, n, &line.words.join(" "), &format!("halo does not know `{keyword}` in this place")),
     }
+}
+
+/// Takes `acl NAME src NET...` and a `tcp-request connection reject` rule naming the sources it
+/// lets through (see [`allowed_sources`]); whether the line was one of them.
+fn source_rule(src: Source<'_>, line: &Line, p: &mut Proxy, sink: &mut Sink) -> bool {
+    if line.word(0) == "acl" && line.word(2) == "src" {
+        let Some(nets) = line.words.get(3..).and_then(networks) else { return false };
+        p.source_acls.push((line.word(1).to_string(), nets));
+        return true;
+    }
+    if line.word(1) != "connection" {
+        return false;
+    }
+    let Some(nets) = allowed_sources(line, &p.source_acls) else { return false };
+    if p.allow.is_some() {
+        sink.warn(
+            src.file,
+            line.number,
+            "a second `tcp-request connection reject` rule: imported as the last one alone",
+            "halo keeps one allow list per frontend",
+        );
+    }
+    p.allow = Some((nets, line.number));
+    true
 }
 
 /// Networks (`10.0.0.0/8`) or addresses, every one of them; `None` if any is something else
