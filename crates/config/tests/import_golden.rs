@@ -288,6 +288,9 @@ fn source_rules_become_the_allow_list() {
     assert_eq!(allow, ["10.0.0.0/8", "192.168.0.0/16"]);
     let (allow, _, _) = frontend("    tcp-request connection reject if !{ src 10.0.0.0/8 2001:db8::/32 }\n");
     assert_eq!(allow, ["10.0.0.0/8", "2001:db8::/32"]);
+    // haproxy sees IPv4 clients of a dual-stack listener as IPv4-mapped; halo as IPv4.
+    let (allow, _, _) = frontend("    tcp-request connection reject if !{ src ::ffff:10.0.0.0/104 }\n");
+    assert_eq!(allow, ["10.0.0.0/8"]);
     let (allow, _, _) = frontend("    tcp-request connection reject unless { src 10.0.0.0/8 }\n");
     assert_eq!(allow, ["10.0.0.0/8"]);
     // A deny list is no allow list: warned, not imported.

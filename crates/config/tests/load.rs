@@ -493,6 +493,8 @@ fn allow_lists_are_networks_or_addresses() {
     let loaded = halo_config::load_str("t.toml", &with("\"10.150.0.0/24\", \"10.0.0.5\", \"2001:db8::/64\"")).expect("valid");
     let allow: Vec<String> = loaded.config.frontends[0].allow.iter().map(ToString::to_string).collect();
     assert_eq!(allow, ["10.150.0.0/24", "10.0.0.5/32", "2001:db8::/64"]);
+    let mapped = heads(&with("\"::ffff:127.0.0.0/104\""));
+    assert!(mapped.iter().any(|e| e.contains("is an IPv4-mapped IPv6 network")), "{mapped:?}");
     let errors = heads(&with("\"10.150.0.1/24\", \"lan\""));
     assert!(errors.iter().any(|e| e.starts_with("t.toml:5:10: error: allow \"10.150.0.1/24\" has host bits set")), "{errors:?}");
     assert!(errors.iter().any(|e| e.starts_with("t.toml:5:27: error: allow \"lan\" is not a network or an address")), "{errors:?}");

@@ -70,6 +70,12 @@ fn allow_list(report: &mut Report<'_>, raw: &[crate::raw::Text]) -> Vec<ipnet::I
         let value = text.get_ref();
         let parsed = value.parse::<ipnet::IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
+            // halo's IPv6 listeners take IPv6 clients only: an IPv4-mapped network matches nobody.
+            Ok(ipnet::IpNet::V6(net)) if net.addr().to_ipv4_mapped().is_some() => {
+                report
+                    .error(text.span(), format!("allow {value:?} is an IPv4-mapped IPv6 network, which no client of halo has"))
+                    .hint("write the IPv4 network itself");
+            }
             Ok(net) if net.trunc() != net => {
                 report
                     .error(text.span(), format!("allow {value:?} has host bits set"))

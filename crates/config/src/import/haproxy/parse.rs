@@ -224,8 +224,21 @@ fn networks(words: &[String]) -> Option<Vec<ipnet::IpNet>> {
     let nets: Option<Vec<ipnet::IpNet>> = words
         .iter()
         .map(|w| w.parse::<ipnet::IpNet>().map(|n| n.trunc()).or_else(|_| w.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).ok())
+        .map(|net| net.map(unmapped))
         .collect();
     nets.filter(|n| !n.is_empty())
+}
+
+/// An IPv4-mapped IPv6 network (haproxy's dual-stack listeners see IPv4 clients so) as the IPv4
+/// network it is: halo's IPv6 listeners are IPv6-only, its IPv4 clients come as IPv4.
+fn unmapped(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, ipnet::IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 /// The sources a `tcp-request connection reject` rule lets through, in its forms that name
