@@ -3,7 +3,7 @@
 //! run on; checks go on), `maint` (drain, and checks stop: shown as MAINT) — and a run-time
 //! weight (0 to 256; 0 takes no new connections, as in haproxy). It survives a reload for a
 //! server that stays and is handed over by `halo upgrade`; a restart forgets it (as haproxy
-//! forgets its runtime changes without a state file).
+//! forgets its runtime changes without a state file). [`crate::Balancer::order_server`] applies them.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -98,6 +98,44 @@ pub enum Order {
     State(Admin),
     /// Set the run-time weight.
     Weight(u32),
+}
+
+/// A server's operator state before and after an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ordered {
+    /// The state before.
+    pub admin_before: Admin,
+    /// The weight in effect before.
+    pub weight_before: u32,
+    /// The state now.
+    pub admin: Admin,
+    /// The weight in effect now.
+    pub weight: u32,
+}
+
+impl crate::Balancer {
+    /// Applies an operator's order to one server (`halo server drain|maint|ready|weight`); the
+    /// server's state before and after. Refused, with nothing changed, for an unknown backend or
+    /// server or a weight above [`crate::admin::MAX_WEIGHT`].
+    pub fn order_server(&self, backend: &str, server: &str, order: Order) -> Result<Ordered, crate::OrderError> {
+        let runtime = self
+            .backends
+            .iter()
+            .find(|b| b.config.name == backend)
+            .ok_or_else(|| crate::OrderError::UnknownBackend(backend.to_string()))?;
+        let target = runtime
+            .servers
+            .iter()
+            .find(|s| s.config.name == server)
+            .ok_or_else(|| crate::OrderError::UnknownServer { backend: backend.to_string(), server: server.to_string() })?;
+        if let Order::Weight(weight) = order
+            && weight > crate::admin::MAX_WEIGHT
+        {
+            return Err(crate::OrderError::Weight(weight));
+        }
+        let (admin_before, weight_before) = target.order(order, &runtime.config.health);
+        Ok(Ordered { admin_before, weight_before, admin: target.admin.admin(), weight: target.weight() })
+    }
 }
 
 #[cfg(test)]

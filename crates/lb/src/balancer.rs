@@ -13,12 +13,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::{Admin, Order};
+use crate::LbError;
 use crate::connlog::ConnectionLog;
 use crate::established::{Established, Handover};
 use crate::probe::local_error;
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
-use crate::{LbError, OrderError};
 
 /// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
 /// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds, and the
@@ -88,19 +87,6 @@ pub struct Balancer {
     accepting: watch::Receiver<bool>,
     /// Pauses the relays for an upgrade and keeps what they hand over.
     handover: Arc<Handover>,
-}
-
-/// A server's operator state before and after an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ordered {
-    /// The state before.
-    pub admin_before: Admin,
-    /// The weight in effect before.
-    pub weight_before: u32,
-    /// The state now.
-    pub admin: Admin,
-    /// The weight in effect now.
-    pub weight: u32,
 }
 
 /// What a balancer that takes over from a running one starts with (`halo upgrade`).
@@ -316,26 +302,6 @@ impl Balancer {
     /// pause, relay on here. The connections paused and not taken yet are returned.
     pub fn call_off_pause(&self) -> Vec<Established> {
         self.handover.call_off()
-    }
-
-    /// Applies an operator's order to one server (`halo server drain|maint|ready|weight`); the
-    /// server's state before and after. Refused, with nothing changed, for an unknown backend or
-    /// server or a weight above [`crate::admin::MAX_WEIGHT`].
-    pub fn order_server(&self, backend: &str, server: &str, order: Order) -> Result<Ordered, OrderError> {
-        let runtime =
-            self.backends.iter().find(|b| b.config.name == backend).ok_or_else(|| OrderError::UnknownBackend(backend.to_string()))?;
-        let target = runtime
-            .servers
-            .iter()
-            .find(|s| s.config.name == server)
-            .ok_or_else(|| OrderError::UnknownServer { backend: backend.to_string(), server: server.to_string() })?;
-        if let Order::Weight(weight) = order
-            && weight > crate::admin::MAX_WEIGHT
-        {
-            return Err(OrderError::Weight(weight));
-        }
-        let (admin_before, weight_before) = target.order(order, &runtime.config.health);
-        Ok(Ordered { admin_before, weight_before, admin: target.admin.admin(), weight: target.weight() })
     }
 
     /// Connections open now (accepted, not yet ended or handed over).

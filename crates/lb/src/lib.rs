@@ -21,8 +21,8 @@ pub mod silent;
 mod slots;
 pub mod tls;
 
-pub use admin::{Admin, Order};
-pub use balancer::{Adopter, Balancer, Changes, Inherited, Ordered};
+pub use admin::{Admin, Order, Ordered};
+pub use balancer::{Adopter, Balancer, Changes, Inherited};
 pub use handover::ServerHealth;
 
 /// Why the balancer could not start.

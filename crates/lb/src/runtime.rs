@@ -54,7 +54,7 @@ impl BackendRuntime {
                 let kept = previous.and_then(|p| p.servers.iter().find(|o| o.config.name == s.name && o.config.address == s.address));
                 // The runtime holds the check's kind and thresholds: kept whole only when they
                 // are unchanged too.
-                let same_check = previous.is_some_and(|p| same_server_check(&p.config.health, &config.health));
+                let same_check = previous.is_some_and(|p| crate::server::same_server_check(&p.config.health, &config.health));
                 match kept {
                     Some(old) if old.config == *s && same_check => Arc::clone(old),
                     Some(old) => {
@@ -257,13 +257,6 @@ async fn connect_to(address: SocketAddr) -> std::io::Result<TcpStream> {
         tracing::debug!(error = %e, "connection options not set on a server socket");
     }
     socket.connect(address).await
-}
-
-/// Whether two checks leave a server's run-time state as it is: whether it is probed at all,
-/// its thresholds and intervals.
-fn same_server_check(a: &halo_config::HealthCheck, b: &halo_config::HealthCheck) -> bool {
-    (a.kind == CheckKind::None) == (b.kind == CheckKind::None)
-        && (a.fall, a.rise, a.interval, a.fast_interval) == (b.fall, b.rise, b.interval, b.fast_interval)
 }
 
 /// Counters of one frontend.

@@ -401,3 +401,10 @@ impl ServerRuntime {
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// Whether two checks leave a server's run-time state as it is: whether it is probed at all,
+/// its thresholds and intervals.
+pub(crate) fn same_server_check(a: &halo_config::HealthCheck, b: &halo_config::HealthCheck) -> bool {
+    (a.kind == CheckKind::None) == (b.kind == CheckKind::None)
+        && (a.fall, a.rise, a.interval, a.fast_interval) == (b.fall, b.rise, b.interval, b.fast_interval)
+}
