@@ -32,7 +32,7 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 # A failing test must not stop the run before the closing line: cargo's own status is kept.
 cargo_status=0
-cargo test --workspace --locked "${features[@]}" -- --nocapture --test-threads=2 2>&1 | tee target/test.log || cargo_status=$?
+cargo test --workspace --locked --no-fail-fast "${features[@]}" -- --nocapture --test-threads=2 2>&1 | tee target/test.log || cargo_status=$?
 
 # The Debian package: built with cargo-deb, installed with dpkg -i, checked, purged; it counts as
 # one test in the closing line.

@@ -44,7 +44,10 @@ fn every_line_goes_to_the_syslog_socket_as_rfc_5424() {
     let mut buffer = vec![0u8; 65536];
     let mut asked = false;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) && !datagrams.iter().any(|d: &String| d.contains(" connection - ")) {
+    // The balancer checks and serves before the daemon says "halo running" (the guard and the
+    // instances start in between): wait for both lines, whichever comes first.
+    let seen = |datagrams: &[String], text: &str| datagrams.iter().any(|d| d.contains(text));
+    while start.elapsed() < Duration::from_secs(15) && !(seen(&datagrams, " connection - ") && seen(&datagrams, "halo running")) {
         if let Ok(n) = syslog.recv(&mut buffer) {
             datagrams.push(String::from_utf8_lossy(&buffer[..n]).to_string());
         }
