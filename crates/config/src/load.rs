@@ -61,7 +61,7 @@ pub fn load_str(file: &str, text: &str) -> Result<Loaded, LoadError> {
     }
 }
 
-const SECTIONS: &str = "node, status, log, vrrp, tracker, frontend, backend, sync_group, announce, bgp";
+const SECTIONS: &str = "node, status, log, balancer, vrrp, tracker, frontend, backend, sync_group, announce, bgp";
 
 /// TOML syntax and types. `None` when the syntax is broken (later errors would be noise).
 fn parse(report: &mut Report<'_>, text: &str) -> Option<RawConfig> {
@@ -79,6 +79,7 @@ fn parse(report: &mut Report<'_>, text: &str) -> Option<RawConfig> {
             "node" => raw.node = section(report, value).unwrap_or_default(),
             "status" => raw.status = section(report, value).unwrap_or_default(),
             "log" => raw.log = section(report, value).unwrap_or_default(),
+            "balancer" => raw.balancer = section(report, value).unwrap_or_default(),
             "vrrp" => raw.vrrp = array_section(report, "vrrp", value),
             "tracker" => raw.tracker = array_section(report, "tracker", value),
             "frontend" => raw.frontend = array_section(report, "frontend", value),

@@ -58,6 +58,14 @@ pub struct RawLog {
     pub syslog_socket: Option<Text>,
 }
 
+/// `[balancer]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancer {
+    /// auto | kernel | user
+    pub forwarding: Option<Text>,
+}
+
 /// `[[vrrp]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -277,6 +285,8 @@ pub struct RawConfig {
     pub status: RawStatus,
     /// `[log]`
     pub log: RawLog,
+    /// `[balancer]`
+    pub balancer: RawBalancer,
     /// `[[vrrp]]`
     pub vrrp: Vec<RawVrrp>,
     /// `[[tracker]]`

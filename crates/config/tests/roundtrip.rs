@@ -280,6 +280,7 @@ fn classic_config(numbers: Vec<u32>) -> Config {
         },
         status: Status::default(),
         log: Log::default(),
+        balancer: Balancer::default(),
         vrrp,
         trackers,
         frontends,
@@ -326,8 +327,13 @@ proptest! {
     }
 
     #[test]
-    fn halo_toml_round_trips(numbers in prop::collection::vec(any::<u32>(), 400)) {
-        let config = classic_config(numbers);
+    fn halo_toml_round_trips(
+        numbers in prop::collection::vec(any::<u32>(), 400),
+        forwarding in prop::sample::select(vec![Forwarding::Auto, Forwarding::Kernel, Forwarding::User]),
+    ) {
+        let mut config = classic_config(numbers);
+        // halo.toml carries what the classic formats cannot, such as the forwarding mode.
+        config.balancer.forwarding = forwarding;
         let toml = render::halo_toml(&config, &Default::default());
         let loaded = load_str("generated.toml", &toml).map(|l| l.config);
         prop_assert_eq!(loaded.ok(), Some(config));

@@ -119,6 +119,7 @@ pub fn import(inputs: &Inputs<'_>, resolver: &dyn Resolver) -> Imported {
         node: Node::default(),
         status: Status::default(),
         log: Log::default(),
+        balancer: Default::default(),
         vrrp: Vec::new(),
         trackers: Vec::new(),
         sync_groups: Vec::new(),

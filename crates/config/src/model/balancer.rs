@@ -1,11 +1,34 @@
-//! The balancer: frontends (`[[frontend]]`) listening, backends (`[[backend]]`) with their
-//! servers, how a server is chosen and addressed, and the PROXY header sent to it. Their health
-//! checks are in `health_check`.
+//! The balancer: how it forwards established connections (`[balancer]`), frontends
+//! (`[[frontend]]`) listening, backends (`[[backend]]`) with their servers, how a server is chosen
+//! and addressed, and the PROXY header sent to it. Their health checks are in `health_check`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::health_check::HealthCheck;
+
+/// `[balancer]`: settings of the whole balancer, beside its frontends and backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Balancer {
+    /// How the bytes of an established connection go from one side to the other.
+    pub forwarding: Forwarding,
+}
+
+/// How the bytes of an established (proxied) connection are forwarded between the client and
+/// the server. Accepting, choosing a server, connecting, the PROXY header and the connection log
+/// are halo's in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forwarding {
+    /// In the kernel when this host allows it: once established, a flow is forwarded by a BPF
+    /// sk_skb program on a SOCKHASH map, without waking halo. When BPF is unavailable here
+    /// (capabilities, kernel), halo falls back to user space and logs why, once.
+    #[default]
+    Auto,
+    /// As `Auto`, but halo refuses to start when BPF is unavailable, rather than fall back.
+    Kernel,
+    /// Every byte through halo's user-space relay (splice), never BPF.
+    User,
+}
 
 /// A listening side of the balancer.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ mod vrrp;
 use std::time::Duration;
 
 pub use self::announce::{Announce, Bgp, BgpNeighbor};
-pub use self::balancer::{AddressFamily, Backend, Balance, Frontend, ProxyProtocol, Server, ServerAddress};
+pub use self::balancer::{AddressFamily, Backend, Balance, Balancer, Forwarding, Frontend, ProxyProtocol, Server, ServerAddress};
 pub use self::health_check::{CheckKind, ClientCert, HealthCheck, TlsVerify};
 pub use self::host::{
     CONNECTION_LOG_RATE, DEFAULT_STATUS_LISTEN, FACILITIES, Log, LogFormat, LogLevel, LogTarget, Node, SYSLOG_SOCKET, Status,
@@ -34,6 +34,8 @@ pub struct Config {
     pub status: Status,
     /// Logging.
     pub log: Log,
+    /// How the balancer forwards established connections (`[balancer]`).
+    pub balancer: Balancer,
     /// VRRP instances, each floating one set of virtual addresses.
     pub vrrp: Vec<VrrpInstance>,
     /// Health inputs that adjust VRRP priority.

@@ -57,7 +57,7 @@ pub fn halo_toml(config: &Config, notes: &Notes) -> String {
     out
 }
 
-/// `[node]`, `[status]` and `[log]`, each when it differs from the defaults.
+/// `[node]`, `[status]`, `[log]` and `[balancer]`, each when it differs from the defaults.
 fn host_sections(out: &mut String, config: &Config) {
     if config.node != Node::default() {
         line(out, format_args!("[node]"));
@@ -101,6 +101,10 @@ fn host_sections(out: &mut String, config: &Config) {
             line(out, format_args!("syslog_socket = {}", quote(&socket.display().to_string())));
         }
         out.push('\n');
+    }
+    if config.balancer != Balancer::default() {
+        let forwarding = format!("{:?}", config.balancer.forwarding).to_lowercase();
+        line(out, format_args!("[balancer]\nforwarding = {}\n", quote(&forwarding)));
     }
 }
 

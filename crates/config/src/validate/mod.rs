@@ -13,7 +13,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::diag::{Hint, Report};
-use crate::model::{Config, Log, LogFormat, LogLevel, MAX_DURATION, Node, Status};
+use crate::model::{Balancer, Config, Forwarding, Log, LogFormat, LogLevel, MAX_DURATION, Node, Status};
 use crate::raw::{Int, RawConfig, Text};
 
 /// Checks the raw file; `None` when an error was found (all of them are in `report`).
@@ -27,6 +27,7 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
     };
     let status = status(report, &raw.status);
     let log = log(report, &raw.log);
+    let balancer = balancer(report, &raw.balancer);
     let backends = lb::backends(report, &raw.backend);
     let frontends = lb::frontends(report, &raw.frontend, &raw.backend);
     let trackers = vrrp::trackers(report, &raw.tracker, &raw.frontend, &raw.backend);
@@ -53,6 +54,7 @@ pub fn validate(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         node,
         status,
         log,
+        balancer,
         vrrp: instances?,
         trackers: trackers?,
         frontends: frontends?,
@@ -150,6 +152,13 @@ fn log_target(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> crate::model
         None => SYSLOG_SOCKET.into(),
     };
     LogTarget::Syslog { socket, facility }
+}
+
+/// `[balancer]`: `forwarding` is one of its three words, `auto` when absent.
+fn balancer(report: &mut Report<'_>, raw: &crate::raw::RawBalancer) -> Balancer {
+    let options = [("auto", Forwarding::Auto), ("kernel", Forwarding::Kernel), ("user", Forwarding::User)];
+    let forwarding = raw.forwarding.as_ref().and_then(|f| choice(report, f, "balancer.forwarding", &options));
+    Balancer { forwarding: forwarding.unwrap_or_default() }
 }
 
 /// A user name as `useradd` takes it (`[a-z_][a-z0-9_.-]*`, `$` last allowed, at most 32): a

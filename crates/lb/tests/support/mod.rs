@@ -221,6 +221,7 @@ pub fn config(servers: &[(&str, SocketAddr, u32)], balance: Balance, check: Heal
         node: Node::default(),
         status: Status::default(),
         log: Log::default(),
+        balancer: Default::default(),
         vrrp: Vec::new(),
         trackers: Vec::new(),
         sync_groups: Vec::new(),
