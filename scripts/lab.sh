@@ -13,6 +13,6 @@ fi
 # The lab needs iproute2 (ip netns), procps (sysctl) and, for `--mode bgp`, FRR (zebra, bgpd,
 # bfdd and vtysh, run inside the lab's namespaces).
 # setup.sh installs them without letting frr.service (or any other) start on the host.
-scripts/setup.sh iproute2 procps ca-certificates frr >/dev/null
+scripts/setup.sh iproute2 procps ca-certificates frr clang libbpf-dev >/dev/null
 cargo build --quiet --locked --release -p halo
 exec target/release/halo lab "$@"

@@ -28,6 +28,8 @@ packages=(
   chromium      # the status page checked in a real browser (headless, driven over its DevTools protocol)
   rpm           # rpmbuild for scripts/rpm.sh; rpm for the package test's install into a scratch root
   jq            # scripts/test-monitoring.sh reads the Grafana dashboard
+  clang         # builds the kernel data path's BPF program (crates/lb/bpf/forward.c) in every build
+  libbpf-dev    # its <bpf/bpf_helpers.h>; halo links no libbpf (the program is loaded by a Rust crate)
   prometheus    # promtool: checks and unit-tests the alerting rules, checks the /metrics text (no server is started)
 )
 

@@ -87,6 +87,9 @@ pub struct Balancer {
     accepting: watch::Receiver<bool>,
     /// Pauses the relays for an upgrade and keeps what they hand over.
     handover: Arc<Handover>,
+    /// The kernel data path, chosen at start by `[balancer] forwarding`.
+    kernel: Option<Arc<crate::kernel::KernelPath>>,
+    forwarding: halo_config::Forwarding,
 }
 
 /// What a balancer that takes over from a running one starts with (`halo upgrade`).
@@ -124,6 +127,8 @@ impl Balancer {
             inherited: pool,
             accepting: inherited.accepting,
             handover: Arc::new(Handover::new()),
+            kernel: crate::kernel::choose(config.balancer.forwarding)?,
+            forwarding: config.balancer.forwarding,
         };
         balancer.reload(config)?;
         for (address, _) in std::mem::take(&mut balancer.inherited) {
@@ -151,6 +156,13 @@ impl Balancer {
         let wanted = wanted_binds(config);
         let fresh = self.bind_new_addresses(&wanted)?;
         // From here on nothing fails.
+        if config.balancer.forwarding != self.forwarding {
+            tracing::warn!(
+                now = ?self.forwarding,
+                asked = ?config.balancer.forwarding,
+                "[balancer] forwarding changes at the next start or `halo upgrade`, not on reload"
+            );
+        }
         self.connection_log.set_enabled(config.log.connections);
         self.close_unwanted_listeners(&wanted, &mut changes);
         self.frontends = self.update_frontends(config, &backends);
@@ -234,7 +246,11 @@ impl Balancer {
                 None => frontends.push(Arc::new(FrontendRuntime::new(
                     f,
                     backend,
-                    (Arc::clone(&self.connection_log), Arc::clone(&self.handover)),
+                    crate::runtime::Shared {
+                        log: Arc::clone(&self.connection_log),
+                        handover: Arc::clone(&self.handover),
+                        kernel: self.kernel.clone(),
+                    },
                 ))),
             }
         }

@@ -11,9 +11,29 @@ use tokio::net::TcpStream;
 
 use crate::connlog::{Outcome, Record};
 use crate::established::{Connection, Established};
+use crate::kernel;
 use crate::proxy::{Ended, Mode, relay};
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
 use crate::slots::Slot;
+
+/// Where a connection's bytes go.
+enum Joined {
+    /// The kernel moves them.
+    Kernel(kernel::Flow, (std::net::TcpStream, std::net::TcpStream)),
+    /// halo's relay does.
+    User(TcpStream, TcpStream),
+    /// Its sockets were lost on the way (closed).
+    Lost,
+}
+
+/// The log's word for how a relay ended (a pause is no end).
+fn outcome(ended: Ended) -> Outcome {
+    match ended {
+        Ended::Closed => Outcome::Closed,
+        Ended::Idle => Outcome::Idle,
+        Ended::Error | Ended::Paused => Outcome::Error,
+    }
+}
 
 /// Counters of a connection whose server is gone from the configuration.
 static NOWHERE: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -61,7 +81,7 @@ impl FrontendRuntime {
     async fn relay_to_end(
         &self,
         backend: &BackendRuntime,
-        (mut client, mut upstream): (TcpStream, TcpStream),
+        (client, upstream): (TcpStream, TcpStream),
         server: Option<&Arc<ServerRuntime>>,
         (server_name, address): (&str, SocketAddr),
         (peer, accepted): (SocketAddr, Instant),
@@ -81,6 +101,17 @@ impl FrontendRuntime {
         tokio::pin!(retired_then_drained);
         let pause = self.handover.pause();
         let mut total = before;
+        let (mut client, mut upstream) = match self.join_kernel(client, upstream) {
+            Joined::Kernel(flow, sockets) => {
+                let relayed = tokio::select! {
+                    relayed = kernel::relay::relay(flow, sockets, backend.config.idle_timeout, counters) => relayed,
+                    () = &mut retired_then_drained => return Some((Outcome::Drained, total.0, total.1)),
+                };
+                return Some((outcome(relayed.ended), total.0 + relayed.up, total.1 + relayed.down));
+            }
+            Joined::User(client, upstream) => (client, upstream),
+            Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
+        };
         loop {
             let relayed = tokio::select! {
                 relayed = relay((&client, &upstream), backend.config.idle_timeout, counters, Mode::Splice, &pause) => relayed,
@@ -88,9 +119,7 @@ impl FrontendRuntime {
             };
             total = (total.0 + relayed.up, total.1 + relayed.down);
             let outcome = match relayed.ended {
-                Ended::Closed => Outcome::Closed,
-                Ended::Idle => Outcome::Idle,
-                Ended::Error => Outcome::Error,
+                Ended::Closed | Ended::Idle | Ended::Error => outcome(relayed.ended),
                 Ended::Paused => match self.hand_over(client, upstream, (backend, server_name, address), peer, accepted, total) {
                     Ok(()) => return None,
                     Err(back) => {
@@ -100,6 +129,33 @@ impl FrontendRuntime {
                 },
             };
             return Some((outcome, total.0, total.1));
+        }
+    }
+
+    /// Puts the connection in the kernel data path when this balancer has one and it takes it;
+    /// else it stays with user space.
+    fn join_kernel(&self, client: TcpStream, upstream: TcpStream) -> Joined {
+        let Some(path) = &self.kernel else { return Joined::User(client, upstream) };
+        // Out of tokio's hands: the bytes the kernel moves must wake nobody.
+        let sockets = match (client.into_std(), upstream.into_std()) {
+            (Ok(client), Ok(server)) => (client, server),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(frontend = %self.name, error = %e, "a connection's sockets could not be taken from the runtime: closed");
+                return Joined::Lost;
+            }
+        };
+        match path.join(&sockets.0, &sockets.1) {
+            Ok(flow) => {
+                self.stats.kernel_forwarded.fetch_add(1, Ordering::Relaxed);
+                Joined::Kernel(flow, sockets)
+            }
+            Err(e) => {
+                tracing::debug!(frontend = %self.name, error = %e, "a connection stays in user space");
+                match (TcpStream::from_std(sockets.0), TcpStream::from_std(sockets.1)) {
+                    (Ok(client), Ok(upstream)) => Joined::User(client, upstream),
+                    _ => Joined::Lost,
+                }
+            }
         }
     }
 

@@ -9,6 +9,7 @@ pub mod connlog;
 pub mod established;
 pub mod handover;
 pub mod health;
+pub mod kernel;
 mod lock;
 pub mod probe;
 pub mod proxy;
@@ -49,6 +50,9 @@ pub enum LbError {
     /// A listening socket handed over by the process this one replaces is unusable.
     #[error("a listening socket handed over is unusable")]
     Inherited(#[source] std::io::Error),
+    /// `[balancer] forwarding = "kernel"` and the kernel data path could not be set up.
+    #[error("[balancer] forwarding = \"kernel\"")]
+    Kernel(#[source] kernel::KernelError),
     /// A frontend names a backend that does not exist (the loader prevents this).
     #[error("unknown backend {0}")]
     UnknownBackend(String),

@@ -274,6 +274,8 @@ pub struct FrontendStats {
     pub first_byte_timeouts: AtomicU64,
     /// Connections closed at accept: their source is not in the frontend's `allow` list.
     pub refused: AtomicU64,
+    /// Connections whose bytes the kernel forwarded (`[balancer] forwarding`).
+    pub kernel_forwarded: AtomicU64,
 }
 
 /// One frontend at run time. Its settings and backend are swapped by a reload while
@@ -298,15 +300,26 @@ pub struct FrontendRuntime {
     pub(crate) log: Arc<ConnectionLog>,
     /// Pausing relays for an upgrade (shared by all frontends).
     pub(crate) handover: Arc<Handover>,
+    /// The kernel data path, when `[balancer] forwarding` uses it (shared by all frontends).
+    pub(crate) kernel: Option<Arc<crate::kernel::KernelPath>>,
     /// When a refused client was last logged, and how many were refused since.
     refused_logged: Mutex<(Option<Instant>, u64)>,
 }
 
+/// What a balancer's frontends share.
+pub(crate) struct Shared {
+    pub(crate) log: Arc<ConnectionLog>,
+    pub(crate) handover: Arc<Handover>,
+    pub(crate) kernel: Option<Arc<crate::kernel::KernelPath>>,
+}
+
 impl FrontendRuntime {
-    pub(crate) fn new(config: &Frontend, backend: Arc<BackendRuntime>, (log, handover): (Arc<ConnectionLog>, Arc<Handover>)) -> Self {
+    pub(crate) fn new(config: &Frontend, backend: Arc<BackendRuntime>, shared: Shared) -> Self {
+        let Shared { log, handover, kernel } = shared;
         Self {
             log,
             handover,
+            kernel,
             name: config.name.clone(),
             settings: RwLock::new(config.clone()),
             backend: RwLock::new(backend),
