@@ -271,7 +271,7 @@ fn rendered_unit_passes_systemd_analyze_and_the_pod_has_what_it_needs() {
     for expected in [
         "Type=notify\nNotifyAccess=main\n",
         "ExecReload=/usr/bin/halo reload",
-        "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL\n",
+        "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID CAP_KILL\n",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectKernelTunables=yes",

@@ -345,6 +345,12 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     assert_eq!(now["pid"], second);
     assert_eq!(now["frontends"][0]["servers"][0]["weight"], 7, "the run-time weight was lost in the upgrade");
     assert_eq!(now["generation"]["version"], format!("{}+upgrade-test", env!("CARGO_PKG_VERSION")));
+    // As root the streams are in the kernel data path (`forwarding = "auto"`): the new process
+    // took them over there, sockets still in the maps handed over.
+    if nix::unistd::geteuid().is_root() {
+        let kernel = now["frontends"][0]["kernel_forwarded"].as_u64().unwrap_or(0);
+        assert!(kernel >= 10, "the new process has {kernel} kernel-forwarded streams of 10:\n{}", daemon.log());
+    }
 
     // systemd: the old main process named the new one and said nothing after it.
     assert!(notify.has(first, &format!("MAINPID={second}")), "{:?}", notify.seen());

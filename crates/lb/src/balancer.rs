@@ -98,13 +98,21 @@ pub struct Inherited {
     pub listeners: Vec<std::net::TcpListener>,
     /// Accept loops wait until this becomes true (the moment the new process takes over).
     pub accepting: watch::Receiver<bool>,
+    /// The kernel data path's maps, with the connections in them.
+    pub kernel: Option<crate::kernel::InheritedPath>,
 }
 
 impl Balancer {
+    /// The kernel data path, when this balancer has one (its maps go to the process that
+    /// replaces this one).
+    pub fn kernel_path(&self) -> Option<&Arc<crate::kernel::KernelPath>> {
+        self.kernel.as_ref()
+    }
+
     /// Binds every listener (all or nothing) and starts the health checks and accept loops.
     pub fn start(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, LbError> {
         let accepting = watch::Sender::new(true).subscribe();
-        Self::start_inheriting(config, shutdown, Inherited { listeners: Vec::new(), accepting })
+        Self::start_inheriting(config, shutdown, Inherited { listeners: Vec::new(), accepting, kernel: None })
     }
 
     /// As [`Balancer::start`], taking over the listening sockets of `inherited` for the binds of
@@ -127,7 +135,7 @@ impl Balancer {
             inherited: pool,
             accepting: inherited.accepting,
             handover: Arc::new(Handover::new()),
-            kernel: crate::kernel::choose(config.balancer.forwarding)?,
+            kernel: crate::kernel::choose(config.balancer.forwarding, inherited.kernel)?,
             forwarding: config.balancer.forwarding,
         };
         balancer.reload(config)?;

@@ -12,22 +12,22 @@ use tokio::net::TcpStream;
 use crate::connlog::{Outcome, Record};
 use crate::established::{Connection, Established};
 use crate::kernel;
+use crate::kernel::carry::Joined;
 use crate::proxy::{Ended, Mode, relay};
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
 use crate::slots::Slot;
 
-/// Where a connection's bytes go.
-enum Joined {
-    /// The kernel moves them.
-    Kernel(kernel::Flow, (std::net::TcpStream, std::net::TcpStream)),
-    /// halo's relay does.
-    User(TcpStream, TcpStream),
-    /// Its sockets were lost on the way (closed).
-    Lost,
+/// What is known of a connection being carried.
+pub(crate) struct About<'a> {
+    pub(crate) backend: &'a BackendRuntime,
+    pub(crate) server_name: &'a str,
+    pub(crate) address: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    pub(crate) accepted: Instant,
 }
 
 /// The log's word for how a relay ended (a pause is no end).
-fn outcome(ended: Ended) -> Outcome {
+pub(crate) fn outcome(ended: Ended) -> Outcome {
     match ended {
         Ended::Closed => Outcome::Closed,
         Ended::Idle => Outcome::Idle,
@@ -43,12 +43,13 @@ impl FrontendRuntime {
     /// upgrade is handed over instead. A removed server's connections get its backend's
     /// `drain_timeout`.
     pub(crate) async fn carry(&self, backend: &BackendRuntime, connection: Connection, slot: Option<Slot>) {
-        let Connection { client, upstream, server, address, peer, accepted, queued, connecting, before } = connection;
+        let Connection { client, upstream, server, address, peer, accepted, queued, connecting, before, kernel } = connection;
         if let Some(server) = &server {
             server.stats.current.fetch_add(1, Ordering::Relaxed);
         }
         let server_name = server.as_ref().map_or("-", |s| s.config.name.as_str());
-        let ended = self.relay_to_end(backend, (client, upstream), server.as_ref(), (server_name, address), (peer, accepted), before).await;
+        let about = About { backend, server_name, address, peer, accepted };
+        let ended = self.relay_to_end(&about, (client, upstream), server.as_ref(), before, kernel).await;
         if let Some(server) = &server {
             server.stats.current.fetch_sub(1, Ordering::Relaxed);
         }
@@ -77,19 +78,19 @@ impl FrontendRuntime {
 
     /// Relays until the connection ends: how, and the bytes each way (those relayed `before`
     /// included); `None` when it was handed over. A pause that comes when the handover has been
-    /// called off is no end: it relays on.
+    /// called off is no end: it relays on. `joined`: the connection is in the kernel path already
+    /// (handed over by the process this one replaced).
     async fn relay_to_end(
         &self,
-        backend: &BackendRuntime,
+        about: &About<'_>,
         (client, upstream): (TcpStream, TcpStream),
         server: Option<&Arc<ServerRuntime>>,
-        (server_name, address): (&str, SocketAddr),
-        (peer, accepted): (SocketAddr, Instant),
         before: (u64, u64),
+        joined: Option<kernel::Joined>,
     ) -> Option<(Outcome, u64, u64)> {
         let counters = server.map_or((&NOWHERE.0, &NOWHERE.1), |s| (&s.stats.bytes_up, &s.stats.bytes_down));
         let mut retired = server.map(|s| s.retired.subscribe());
-        let drain = backend.config.drain_timeout;
+        let drain = about.backend.config.drain_timeout;
         let retired_then_drained = async {
             if let Some(retired) = &mut retired
                 && retired.wait_for(|r| *r).await.is_err()
@@ -101,97 +102,79 @@ impl FrontendRuntime {
         tokio::pin!(retired_then_drained);
         let pause = self.handover.pause();
         let mut total = before;
-        let (mut client, mut upstream) = match self.join_kernel(client, upstream) {
+        let (mut client, mut upstream) = match self.join_kernel(client, upstream, joined) {
             Joined::Kernel(flow, sockets) => {
-                let relayed = tokio::select! {
-                    relayed = kernel::relay::relay(flow, sockets, backend.config.idle_timeout, counters) => relayed,
-                    () = &mut retired_then_drained => return Some((Outcome::Drained, total.0, total.1)),
-                };
-                return Some((outcome(relayed.ended), total.0 + relayed.up, total.1 + relayed.down));
+                return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
             }
             Joined::User(client, upstream) => (client, upstream),
             Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
         };
         loop {
             let relayed = tokio::select! {
-                relayed = relay((&client, &upstream), backend.config.idle_timeout, counters, Mode::Splice, &pause) => relayed,
+                relayed = relay((&client, &upstream), about.backend.config.idle_timeout, counters, Mode::Splice, &pause) => relayed,
                 () = &mut retired_then_drained => return Some((Outcome::Drained, total.0, total.1)),
             };
             total = (total.0 + relayed.up, total.1 + relayed.down);
             let outcome = match relayed.ended {
                 Ended::Closed | Ended::Idle | Ended::Error => outcome(relayed.ended),
-                Ended::Paused => match self.hand_over(client, upstream, (backend, server_name, address), peer, accepted, total) {
-                    Ok(()) => return None,
-                    Err(back) => {
-                        (client, upstream) = back;
-                        continue;
+                Ended::Paused => {
+                    let sockets = match (client.into_std(), upstream.into_std()) {
+                        (Ok(client), Ok(server)) => (client, server),
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::warn!(frontend = %self.name, error = %e, "a paused connection could not be handed over: closed");
+                            return None;
+                        }
+                    };
+                    match self.keep(self.established(about, sockets, total, None)) {
+                        Ok(()) => return None,
+                        Err(back) => match (TcpStream::from_std(back.client), TcpStream::from_std(back.server)) {
+                            (Ok(c), Ok(u)) => {
+                                (client, upstream) = (c, u);
+                                continue;
+                            }
+                            _ => Outcome::Error,
+                        },
                     }
-                },
+                }
             };
             return Some((outcome, total.0, total.1));
         }
     }
 
-    /// Puts the connection in the kernel data path when this balancer has one and it takes it;
-    /// else it stays with user space.
-    fn join_kernel(&self, client: TcpStream, upstream: TcpStream) -> Joined {
-        let Some(path) = &self.kernel else { return Joined::User(client, upstream) };
-        // Out of tokio's hands: the bytes the kernel moves must wake nobody.
-        let sockets = match (client.into_std(), upstream.into_std()) {
-            (Ok(client), Ok(server)) => (client, server),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!(frontend = %self.name, error = %e, "a connection's sockets could not be taken from the runtime: closed");
-                return Joined::Lost;
-            }
-        };
-        match path.join(&sockets.0, &sockets.1) {
-            Ok(flow) => {
-                self.stats.kernel_forwarded.fetch_add(1, Ordering::Relaxed);
-                Joined::Kernel(flow, sockets)
-            }
-            Err(e) => {
-                tracing::debug!(frontend = %self.name, error = %e, "a connection stays in user space");
-                match (TcpStream::from_std(sockets.0), TcpStream::from_std(sockets.1)) {
-                    (Ok(client), Ok(upstream)) => Joined::User(client, upstream),
-                    _ => Joined::Lost,
-                }
-            }
-        }
-    }
-
-    /// Keeps a paused connection for the process that replaces this one; the sockets back when
-    /// the handover was called off meanwhile.
-    fn hand_over(
+    /// What the process that replaces this one is handed of a paused connection.
+    pub(crate) fn established(
         &self,
-        client: TcpStream,
-        upstream: TcpStream,
-        (backend, server_name, address): (&BackendRuntime, &str, SocketAddr),
-        peer: SocketAddr,
-        accepted: Instant,
+        about: &About<'_>,
+        (client, server): (std::net::TcpStream, std::net::TcpStream),
         (bytes_up, bytes_down): (u64, u64),
-    ) -> Result<(), (TcpStream, TcpStream)> {
-        let mut paused = self.handover.kept();
-        let Some(kept) = paused.as_mut() else { return Err((client, upstream)) };
-        let (client, server) = match (client.into_std(), upstream.into_std()) {
-            (Ok(client), Ok(server)) => (client, server),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(frontend = %self.name, error = %e, "a paused connection could not be handed over: closed");
-                return Ok(());
-            }
-        };
-        kept.push(Established {
+        kernel: Option<kernel::Joined>,
+    ) -> Established {
+        Established {
             client,
             server,
             frontend: self.name.clone(),
-            backend: backend.config.name.clone(),
-            server_name: server_name.to_string(),
-            server_address: address,
-            peer,
-            age: accepted.elapsed(),
+            backend: about.backend.config.name.clone(),
+            server_name: about.server_name.to_string(),
+            server_address: about.address,
+            peer: about.peer,
+            age: about.accepted.elapsed(),
             bytes_up,
             bytes_down,
-        });
-        Ok(())
+            kernel,
+        }
+    }
+
+    /// Keeps a paused connection for the process that replaces this one; back when the
+    /// handover was called off meanwhile.
+    pub(crate) fn keep(&self, established: Established) -> Result<(), Box<Established>> {
+        let mut paused = self.handover.kept();
+        match paused.as_mut() {
+            Some(kept) => {
+                kept.push(established);
+                Ok(())
+            }
+            None => Err(Box::new(established)),
+        }
     }
 
     /// Relays on a connection the process this one replaced handed over: on its server when the
@@ -223,6 +206,7 @@ impl FrontendRuntime {
             queued: Duration::ZERO,
             connecting: Duration::ZERO,
             before: (established.bytes_up, established.bytes_down),
+            kernel: established.kernel,
         };
         let slot = self.slots.adopt();
         self.carry(&backend, connection, slot).await;

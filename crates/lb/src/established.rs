@@ -26,6 +26,8 @@ pub(crate) struct Connection {
     pub(crate) connecting: Duration,
     /// Bytes relayed up and down before (by the process this one took it over from).
     pub(crate) before: (u64, u64),
+    /// In the kernel path already (handed over so by the process this one took it over from).
+    pub(crate) kernel: Option<crate::kernel::Joined>,
 }
 
 /// A connection paused for the process that replaces this one: both sockets, and what is known
@@ -52,6 +54,8 @@ pub struct Established {
     pub bytes_up: u64,
     /// Bytes relayed so far, server to client.
     pub bytes_down: u64,
+    /// In the kernel data path (its sockets are in the maps handed over with the listeners).
+    pub kernel: Option<crate::kernel::Joined>,
 }
 
 /// Pausing a balancer's relays and keeping what they hand over (one, shared by its frontends).

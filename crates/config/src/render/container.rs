@@ -185,10 +185,20 @@ fn mount_for(path: &Path, role: Role) -> Result<(Mount, Option<String>), String>
 }
 
 /// The capabilities this config needs, without the `CAP_` prefix: NET_ADMIN, NET_RAW and
-/// NET_BIND_SERVICE always; SETUID, SETGID and KILL when scripts run as `script_user`.
+/// NET_BIND_SERVICE always; BPF and PERFMON unless `[balancer] forwarding = "user"`; SETUID,
+/// SETGID and KILL when scripts run as `script_user`.
 pub fn capabilities(config: &Config) -> Vec<&'static str> {
-    let needed = if config.node.script_user.is_some() { CAPABILITIES.len() } else { 3 };
-    CAPABILITIES[..needed].to_vec()
+    let kernel = config.balancer.forwarding != crate::Forwarding::User;
+    let scripts = config.node.script_user.is_some();
+    CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| match *c {
+            "BPF" | "PERFMON" => kernel,
+            "SETUID" | "SETGID" | "KILL" => scripts,
+            _ => true,
+        })
+        .collect()
 }
 
 /// A path as a YAML double-quoted scalar (control characters never reach here: the loader
@@ -341,7 +351,7 @@ mod tests {
         assert!(mounts.iter().any(|m| m.path == Path::new("/var/lib/halo") && m.writable), "the state directory is writable");
         assert!(losses.is_empty(), "{losses:?}");
         let pod = static_pod(&loaded.config, &loaded.host_files, IMAGE).text;
-        assert!(pod.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"SETUID\", \"SETGID\", \"KILL\"]"), "{pod}");
+        assert!(pod.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"BPF\", \"PERFMON\", \"SETUID\", \"SETGID\", \"KILL\"]"), "{pod}");
         assert!(pod.contains(&format!("image: \"{IMAGE}\"\n      imagePullPolicy: Never")), "{pod}");
         assert!(pod.contains("        path: \"/etc/hosts\"\n        type: File"), "{pod}");
         let quadlet = quadlet(&loaded.config, &loaded.host_files, IMAGE).text;
@@ -349,16 +359,19 @@ mod tests {
         assert!(quadlet.contains("Volume=/var/lib/halo:/var/lib/halo:rw\n"), "{quadlet}");
         assert!(quadlet.contains("ExecStartPre=/usr/bin/mkdir -p /var/lib/halo\n"), "podman wants the directory: {quadlet}");
         assert!(
-            quadlet.contains("AddCapability=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL\n"),
+            quadlet.contains("AddCapability=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID CAP_KILL\n"),
             "{quadlet}"
         );
     }
 
     #[test]
-    fn without_script_user_the_pod_gets_three_capabilities() {
-        let loaded = loaded("[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
-        let pod = static_pod(&loaded.config, &loaded.host_files, IMAGE);
-        assert!(pod.text.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]\n"), "{}", pod.text);
+    fn without_script_user_the_pod_gets_no_script_capabilities_and_user_forwarding_no_bpf() {
+        let tracked = loaded("[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
+        let pod = static_pod(&tracked.config, &tracked.host_files, IMAGE);
+        assert!(pod.text.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"BPF\", \"PERFMON\"]\n"), "{}", pod.text);
+        let user = loaded("[balancer]\nforwarding = \"user\"\n");
+        let pod_user = static_pod(&user.config, &user.host_files, IMAGE);
+        assert!(pod_user.text.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]\n"), "{}", pod_user.text);
         assert!(pod.text.contains("        path: \"/var/lib/halo\"\n        type: Directory"), "{}", pod.text);
         assert!(pod.losses.is_empty(), "{:?}", pod.losses);
     }

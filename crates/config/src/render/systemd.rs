@@ -10,9 +10,11 @@ pub const BINARY: &str = "/usr/bin/halo";
 pub const CONFIG: &str = "/etc/halo/halo.toml";
 
 /// Every capability a feature of halo needs: NET_ADMIN (addresses, links, their settings over
-/// netlink), NET_RAW (VRRP, ARP and NA sockets), NET_BIND_SERVICE (ports below 1024), SETUID and
-/// SETGID (scripts run as `[node] script_user`), KILL (ending such a script at its timeout).
-pub const CAPABILITIES: [&str; 6] = ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "SETUID", "SETGID", "KILL"];
+/// netlink), NET_RAW (VRRP, ARP and NA sockets), NET_BIND_SERVICE (ports below 1024), BPF and
+/// PERFMON (the kernel data path: its program and maps, and the program's look at a socket's
+/// send buffer), SETUID and SETGID (scripts run as `[node] script_user`), KILL (ending such a
+/// script at its timeout).
+pub const CAPABILITIES: [&str; 8] = ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "BPF", "PERFMON", "SETUID", "SETGID", "KILL"];
 
 /// A hardened unit, the same for every configuration, so that the packaged one fits whatever
 /// /etc/halo/halo.toml says: Type=notify (halo reports READY, RELOADING, STOPPING), reload
@@ -100,7 +102,7 @@ mod unit_tests {
         assert!(!plain.contains("10.0.0.10") && !plain.contains("eth0") && !plain.contains("ExecStopPost"), "{plain}");
         assert!(plain.contains("ProtectKernelTunables=yes"), "{plain}");
         assert!(
-            plain.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL\n"),
+            plain.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID CAP_KILL\n"),
             "{plain}"
         );
         // halo upgrade: the old main process names its successor (MAINPID=), which main allows.

@@ -59,6 +59,8 @@ pub(super) struct FrontendJson {
     pub(super) first_byte_timeouts: u64,
     /// Closed at accept: the source is not in `allow`.
     pub(super) refused: u64,
+    /// Forwarded in the kernel (`[balancer] forwarding`).
+    pub(super) kernel_forwarded: u64,
     pub(super) servers: Vec<ServerJson>,
 }
 
@@ -112,6 +114,7 @@ fn frontend(f: &FrontendRuntime) -> FrontendJson {
         no_server: load(&f.stats.no_server),
         first_byte_timeouts: load(&f.stats.first_byte_timeouts),
         refused: load(&f.stats.refused),
+        kernel_forwarded: load(&f.stats.kernel_forwarded),
         servers: backend.servers.iter().map(|s| server(s)).collect(),
     }
 }

@@ -13,17 +13,18 @@
 //! (see bpf/forward.c) and the relay takes it over in user space, once the partner has taken
 //! every byte the program sent it: memory stays bounded by the sockets' own buffers.
 
+pub(crate) mod carry;
 pub(crate) mod flows;
 pub(crate) mod relay;
 pub(crate) mod sockinfo;
 pub(crate) mod watch;
 
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, SockHash};
+use aya::maps::{HashMap as BpfHashMap, IterableMap, Map, MapData, RingBuf, SockHash};
 use aya::programs::SkSkb;
 use aya::{Ebpf, EbpfLoader};
 
@@ -50,8 +51,19 @@ pub enum KernelError {
 
 /// The kernel data path `forwarding` asks for: `None` for user space (asked, or `auto` where
 /// the kernel refuses, said once here); an error only when `kernel` was asked and refused.
-pub(crate) fn choose(forwarding: halo_config::Forwarding) -> Result<Option<Arc<KernelPath>>, crate::LbError> {
+pub(crate) fn choose(forwarding: halo_config::Forwarding, inherited: Option<InheritedPath>) -> Result<Option<Arc<KernelPath>>, crate::LbError> {
     use halo_config::Forwarding;
+    if let Some(inherited) = inherited {
+        // The maps of the process this one replaces, with its connections in them: kept for
+        // them whatever this configuration says; new connections join only if it asks.
+        match KernelPath::inherit(inherited, forwarding != Forwarding::User) {
+            Ok(path) => {
+                tracing::info!("the kernel data path and its connections are taken over");
+                return Ok(Some(path));
+            }
+            Err(e) => tracing::warn!(error = %e, "the kernel data path handed over is unusable: its connections end with the old process"),
+        }
+    }
     if forwarding == Forwarding::User {
         return Ok(None);
     }
@@ -76,6 +88,9 @@ fn test_capacity() -> Option<u32> {
     None
 }
 
+/// The path's maps: the sockets, the states, the counts user space wrote, the ring.
+type Maps = (SockHash<MapData, FlowKey>, BpfHashMap<MapData, FlowKey, FlowState>, BpfHashMap<MapData, FlowKey, u64>, RingBuf<MapData>);
+
 /// The program loaded and attached, its maps, and the watcher of its connections.
 pub struct KernelPath {
     flows: Mutex<SockHash<MapData, FlowKey>>,
@@ -84,8 +99,37 @@ pub struct KernelPath {
     watch: Arc<Watch>,
     joined: AtomicUsize,
     capacity: usize,
-    /// Keeps the program attached to the map for as long as this path lives.
-    _program: Ebpf,
+    /// Whether new connections join (else the path serves only connections taken over).
+    open: bool,
+    /// The maps' descriptors, for the process that replaces this one.
+    handover: [OwnedFd; 4],
+    /// The program as loaded here (`None` when the path was taken over: the program the first
+    /// process attached stays attached to the map for as long as the map lives).
+    _program: Option<Ebpf>,
+}
+
+/// The layout of the maps and of the program's keys and states: a process hands its path over
+/// only to one of the same layout.
+pub const LAYOUT: u32 = 1;
+
+/// The maps handed over by the process this one replaces: the sockets, the states, the counts
+/// written by user space, the ring (in that order), of [`LAYOUT`].
+#[derive(Debug)]
+pub struct InheritedPath {
+    /// The four descriptors.
+    pub maps: [OwnedFd; 4],
+}
+
+/// What a connection in the kernel path carries to the process that replaces this one: the bytes
+/// written to each socket and read from each before it joined, client then server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// Bytes written to each socket before it joined.
+    pub written_before: [u64; 2],
+    /// Bytes each socket had received and user space read before it joined.
+    pub read_before: [u64; 2],
+    /// Bytes written to each socket since it joined that are counted already.
+    pub counted: [u64; 2],
 }
 
 impl std::fmt::Debug for KernelPath {
@@ -118,7 +162,34 @@ impl KernelPath {
             .try_into()
             .map_err(|e| refused(&e))?;
         verdict.load().map_err(|e| refused(&e))?;
-        verdict.attach(&map_fd).map_err(|e| refused(&e))?;
+        let link = verdict.attach(&map_fd).map_err(|e| refused(&e))?;
+        // Never detached: the program stays attached to the map for as long as the map lives,
+        // in this process or in the one it is handed to (`halo upgrade`).
+        std::mem::forget(verdict.take_link(link).map_err(|e| refused(&e))?);
+        Self::assemble((flows, states, copied, held), capacity as usize, true, Some(program))
+    }
+
+    /// The path of the process this one replaces, from its maps' descriptors; `open`: whether
+    /// new connections join it.
+    fn inherit(inherited: InheritedPath, open: bool) -> Result<Arc<Self>, KernelError> {
+        let refused = |e: &dyn std::fmt::Display| KernelError::Refused(e.to_string());
+        let [flows, states, copied, held] = inherited.maps.map(|fd| MapData::from_fd(fd).map_err(|e| refused(&e)));
+        let flows: SockHash<MapData, FlowKey> = SockHash::try_from(Map::SockHash(flows?)).map_err(|e| refused(&e))?;
+        let capacity = test_capacity().unwrap_or(CAPACITY) as usize;
+        let states = BpfHashMap::try_from(Map::HashMap(states?)).map_err(|e| refused(&e))?;
+        let copied = BpfHashMap::try_from(Map::HashMap(copied?)).map_err(|e| refused(&e))?;
+        let held = RingBuf::try_from(Map::RingBuf(held?)).map_err(|e| refused(&e))?;
+        Self::assemble((flows, states, copied, held), capacity, open, None)
+    }
+
+    fn assemble(
+        (flows, states, copied, held): Maps,
+        capacity: usize,
+        open: bool,
+        program: Option<Ebpf>,
+    ) -> Result<Arc<Self>, KernelError> {
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(KernelError::Watch);
+        let handover = [dup(flows.fd().as_fd())?, dup(states.map().fd().as_fd())?, dup(copied.map().fd().as_fd())?, dup(held.as_fd())?];
         let watch = Watch::start(held).map_err(KernelError::Watch)?;
         Ok(Arc::new(Self {
             flows: Mutex::new(flows),
@@ -126,15 +197,25 @@ impl KernelPath {
             copied: Mutex::new(copied),
             watch,
             joined: AtomicUsize::new(0),
-            capacity: capacity as usize,
+            capacity,
+            open,
+            handover,
             _program: program,
         }))
+    }
+
+    /// The maps' descriptors for the process that replaces this one (see [`InheritedPath`]).
+    pub fn handover_fds(&self) -> [BorrowedFd<'_>; 4] {
+        [self.handover[0].as_fd(), self.handover[1].as_fd(), self.handover[2].as_fd(), self.handover[3].as_fd()]
     }
 
     /// Puts a connection's sockets in the map: from now on the kernel moves its bytes. Refused
     /// (the connection stays in user space, nothing of it changed) when the map is full or a
     /// socket cannot join.
     pub(crate) fn join(self: &Arc<Self>, client: &TcpStream, server: &TcpStream) -> std::io::Result<Flow> {
+        if !self.open {
+            return Err(std::io::Error::other("[balancer] forwarding = \"user\": only connections taken over are in the kernel path"));
+        }
         let keys = [FlowKey::new(client.local_addr()?, client.peer_addr()?), FlowKey::new(server.local_addr()?, server.peer_addr()?)];
         let base = [sockinfo::written(client)?, sockinfo::written(server)?];
         let consumed = [consumed_before(client)?, consumed_before(server)?];
@@ -143,7 +224,7 @@ impl KernelPath {
             return Err(std::io::Error::other("the kernel forwarding map is full"));
         }
         // From here on, dropping the flow undoes what was done.
-        let mut flow = Flow { path: Arc::clone(self), keys, tokens: [None, None], signals: Arc::new(Signals::default()), base, consumed, in_map: [false; 2] };
+        let mut flow = Flow { path: Arc::clone(self), keys, tokens: [None, None], signals: Arc::new(Signals::default()), base, consumed, in_map: [false; 2], released: false, counted: [AtomicU64::new(0), AtomicU64::new(0)] };
         {
             let (mut states, mut copied) = (lock(&self.states), lock(&self.copied));
             for key in &flow.keys {
@@ -180,6 +261,30 @@ impl KernelPath {
         Ok(flow)
     }
 
+    /// A connection the process this one replaces had in the same maps: its sockets are in the
+    /// map already; this watches them.
+    pub(crate) fn rejoin(self: &Arc<Self>, client: &TcpStream, server: &TcpStream, joined: Joined) -> std::io::Result<Flow> {
+        let keys = [FlowKey::new(client.local_addr()?, client.peer_addr()?), FlowKey::new(server.local_addr()?, server.peer_addr()?)];
+        self.joined.fetch_add(2, Ordering::AcqRel);
+        let mut flow = Flow {
+            path: Arc::clone(self),
+            keys,
+            tokens: [None, None],
+            signals: Arc::new(Signals::default()),
+            base: joined.written_before,
+            consumed: joined.read_before,
+            in_map: [true; 2],
+            released: false,
+            counted: joined.counted.map(AtomicU64::new),
+        };
+        for (side, socket) in [(Side::Client, client), (Side::Server, server)] {
+            flow.tokens[side as usize] = Some(self.watch.add(socket, flow.keys[side as usize], side, &flow.signals)?);
+        }
+        // A hang-up, a held direction or an error while nobody watched is looked for now.
+        flow.signals.raise_all();
+        Ok(flow)
+    }
+
     fn state(&self, key: &FlowKey) -> FlowState {
         lock(&self.states).get(key, 0).unwrap_or_default()
     }
@@ -197,6 +302,10 @@ pub(crate) struct Flow {
     consumed: [u64; 2],
     /// Which sockets are in the map.
     in_map: [bool; 2],
+    /// Handed to the process that replaces this one: its entries in the maps stay.
+    released: bool,
+    /// Bytes written to each socket since it joined that are counted (client, server).
+    pub(crate) counted: [AtomicU64; 2],
 }
 
 impl Flow {
@@ -218,6 +327,17 @@ impl Flow {
         // The FIN counts one.
         let received = sockinfo::tcp_info(socket)?.bytes_received.saturating_sub(self.consumed[side as usize] + 1);
         Ok(self.state(side).redirected + copied >= received)
+    }
+
+    /// What the process that replaces this one needs to go on with it.
+    pub(crate) fn joined(&self) -> Joined {
+        Joined { written_before: self.base, read_before: self.consumed, counted: self.counted.each_ref().map(|c| c.load(Ordering::Relaxed)) }
+    }
+
+    /// Lets go of the connection for the process that replaces this one: its entries in the maps
+    /// stay there.
+    pub(crate) fn release(mut self) {
+        self.released = true;
     }
 
     /// Tells the program how many bytes of `side`'s direction user space has written on.
@@ -244,11 +364,14 @@ impl Drop for Flow {
                 self.path.watch.forget(*token, *key);
             }
         }
+        self.path.joined.fetch_sub(2, Ordering::AcqRel);
+        if self.released {
+            return;
+        }
         let (mut states, mut copied) = (lock(&self.path.states), lock(&self.path.copied));
         for key in &self.keys {
             let _ = states.remove(key);
             let _ = copied.remove(key);
         }
-        self.path.joined.fetch_sub(2, Ordering::AcqRel);
     }
 }

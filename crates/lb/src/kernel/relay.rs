@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::Flow;
 use super::sockinfo;
 use super::watch::{ERROR, HANGUP, HELD, Side, bit};
-use crate::proxy::{Ended, Relayed};
+use crate::proxy::{Ended, Pause, Relayed};
 
 /// How often the live byte counters are brought up to date.
 const SAMPLE: Duration = Duration::from_secs(10);
@@ -47,14 +47,30 @@ enum Woke {
 
 type Task<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
 
+/// How a kernel relay ended.
+pub(crate) enum Outcome {
+    /// The connection ended: how, and the bytes counted by this relay.
+    Ended(Relayed),
+    /// Paused for `halo upgrade` while the kernel moved every byte (halo holds none): the
+    /// connection, to be handed over, and the bytes counted by this relay.
+    Paused(Flow, (TcpStream, TcpStream), Relayed),
+}
+
 /// Relays `client` and `server`, joined to the kernel path as `flow`, until both directions
-/// are done, one fails, or nothing arrives for `idle`. Bytes are added to `upstream` and
-/// `downstream` as they are sampled.
-pub(crate) async fn relay(flow: Flow, (client, server): (TcpStream, TcpStream), idle: Duration, (upstream, downstream): (&AtomicU64, &AtomicU64)) -> Relayed {
+/// are done, one fails, nothing arrives for `idle`, or `pause` asks while the kernel moves both
+/// directions. Bytes are added to `upstream` and `downstream` as they are sampled.
+pub(crate) async fn relay(
+    flow: Flow,
+    (client, server): (TcpStream, TcpStream),
+    idle: Duration,
+    (upstream, downstream): (&AtomicU64, &AtomicU64),
+    pause: &Pause,
+) -> Outcome {
     let sockets = [&client, &server];
     let mut directions = [Direction::Kernel; 2];
     let mut tasks: [Option<Task<'_>>; 2] = [None, None];
-    let mut counted = [0u64; 2];
+    let start = flow.counted.each_ref().map(|c| c.load(Ordering::Relaxed));
+    let mut pause = pause.clone();
     if !flow.complete() {
         for side in [Side::Client, Side::Server] {
             tasks[side as usize] = Some(Box::pin(take_over(&flow, sockets, side)));
@@ -71,15 +87,23 @@ pub(crate) async fn relay(flow: Flow, (client, server): (TcpStream, TcpStream), 
             Err(_) => break Ended::Error,
         };
         let [first, second] = &mut tasks;
+        let kernel_only = directions == [Direction::Kernel; 2];
         let woke = tokio::select! {
             () = flow.signals.notify.notified() => Woke::Signalled(flow.signals.events.swap(0, Ordering::AcqRel)),
+            asked = pause.wait_for(|p| *p), if kernel_only => match asked {
+                Ok(_) => break Ended::Paused,
+                // Nobody can ask any more.
+                Err(_) => Woke::Looked,
+            },
             result = run(first) => Woke::Finished(Side::Client, result),
             result = run(second) => Woke::Finished(Side::Server, result),
             () = tokio::time::sleep(wait) => Woke::Looked,
         };
         let needing = match woke {
             Woke::Signalled(events) if events & (bit(ERROR, Side::Client) | bit(ERROR, Side::Server)) != 0 => break Ended::Error,
-            Woke::Signalled(events) => [Side::Client, Side::Server].map(|side| events & (bit(HANGUP, side) | bit(HELD, side)) != 0),
+            Woke::Signalled(events) => {
+                [Side::Client, Side::Server].map(|side| events & (bit(HANGUP, side) | bit(HELD, side)) != 0 || flow.state(side).held != 0)
+            }
             Woke::Finished(side, Err(e)) => {
                 tracing::debug!(?side, error = %e, "a kernel-forwarded connection failed");
                 break Ended::Error;
@@ -97,11 +121,16 @@ pub(crate) async fn relay(flow: Flow, (client, server): (TcpStream, TcpStream), 
                 directions[side as usize] = Direction::Moving;
             }
         }
-        count(&flow, sockets, directions, &mut counted, (upstream, downstream));
+        count(&flow, sockets, directions, (upstream, downstream));
     };
-    count(&flow, sockets, directions, &mut counted, (upstream, downstream));
+    count(&flow, sockets, directions, (upstream, downstream));
     drop(tasks);
-    Relayed { ended, up: counted[Side::Server as usize], down: counted[Side::Client as usize] }
+    let now = flow.counted.each_ref().map(|c| c.load(Ordering::Relaxed));
+    let relayed = Relayed { ended, up: now[Side::Server as usize] - start[Side::Server as usize], down: now[Side::Client as usize] - start[Side::Client as usize] };
+    match ended {
+        Ended::Paused => Outcome::Paused(flow, (client, server), relayed),
+        _ => Outcome::Ended(relayed),
+    }
 }
 
 /// Runs a direction's task, if it has one (else waits forever); the slot is emptied when done.
@@ -126,15 +155,15 @@ fn next_look(sockets: [&TcpStream; 2], idle: Duration) -> io::Result<Option<Dura
 
 /// Brings the counters up to date: bytes written to each socket since it joined, its FIN not
 /// counted.
-fn count(flow: &Flow, sockets: [&TcpStream; 2], directions: [Direction; 2], counted: &mut [u64; 2], shared: (&AtomicU64, &AtomicU64)) {
+fn count(flow: &Flow, sockets: [&TcpStream; 2], directions: [Direction; 2], shared: (&AtomicU64, &AtomicU64)) {
     // Bytes arriving on one side are written to the other.
     for (to, from, counter) in [(Side::Server, Side::Client, shared.0), (Side::Client, Side::Server, shared.1)] {
         let Ok(written) = flow.written_since(to, sockets[to as usize]) else { continue };
         let fin = u64::from(directions[from as usize] == Direction::Done);
         let bytes = written.saturating_sub(fin);
-        if bytes > counted[to as usize] {
-            counter.fetch_add(bytes - counted[to as usize], Ordering::Relaxed);
-            counted[to as usize] = bytes;
+        let before = flow.counted[to as usize].fetch_max(bytes, Ordering::Relaxed);
+        if bytes > before {
+            counter.fetch_add(bytes - before, Ordering::Relaxed);
         }
     }
 }

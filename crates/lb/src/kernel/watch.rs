@@ -47,6 +47,11 @@ impl Signals {
         self.events.fetch_or(bits, Ordering::AcqRel);
         self.notify.notify_one();
     }
+
+    /// Wakes the connection to look at everything (the program's state included).
+    pub(crate) fn raise_all(&self) {
+        self.notify.notify_one();
+    }
 }
 
 /// The epoll set as a file tokio can wait on.

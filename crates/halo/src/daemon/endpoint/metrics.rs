@@ -69,6 +69,12 @@ const FRONTEND_METRICS: &[Metric<FrontendJson>] = &[
         value: |f| f.refused as f64,
     },
     Metric {
+        name: "halo_frontend_kernel_forwarded_total",
+        kind: "counter",
+        help: "Connections whose bytes the kernel forwarded ([balancer] forwarding), taken over in an upgrade included.",
+        value: |f| f.kernel_forwarded as f64,
+    },
+    Metric {
         name: "halo_frontend_no_server_total",
         kind: "counter",
         help: "Connections closed because no server could take them.",

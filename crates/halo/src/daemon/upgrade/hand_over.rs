@@ -130,6 +130,12 @@ fn offer(daemon: &Daemon, channel: &Channel) -> Result<(), String> {
     if let Some(unix) = &daemon.status_sockets.unix {
         fds.push(unix.as_fd());
     }
+    // The kernel data path's maps, its connections' sockets in them: they go on in the new
+    // process without a byte leaving the kernel.
+    let kernel = daemon.balancer.kernel_path();
+    if let Some(path) = kernel {
+        fds.extend(path.handover_fds());
+    }
     let offer = Offer {
         protocol: PROTOCOL,
         pid: std::process::id(),
@@ -138,6 +144,7 @@ fn offer(daemon: &Daemon, channel: &Channel) -> Result<(), String> {
         status_unix: daemon.status_sockets.unix.is_some(),
         health: daemon.balancer.server_health().into_iter().map(ServerHealthJson::from).collect(),
         instances: adoption::offered(&daemon.config),
+        kernel: kernel.map(|_| halo_lb::kernel::LAYOUT),
     };
     channel.send(&Message::Offer(offer), &fds).map_err(|e| format!("{e}"))
 }

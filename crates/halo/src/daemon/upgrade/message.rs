@@ -93,12 +93,16 @@ pub struct Offer {
     pub health: Vec<ServerHealthJson>,
     /// Its VRRP instances.
     pub instances: Vec<InstanceOffer>,
+    /// The layout of its kernel data path ([`halo_lb::kernel::LAYOUT`]) when that path's four
+    /// maps are attached after the status endpoint's sockets.
+    #[serde(default)]
+    pub kernel: Option<u32>,
 }
 
 impl Offer {
     /// How many descriptors come with it.
     pub fn descriptors(&self) -> usize {
-        self.listeners.len() + 1 + usize::from(self.status_unix)
+        self.listeners.len() + 1 + usize::from(self.status_unix) + if self.kernel.is_some() { 4 } else { 0 }
     }
 }
 
@@ -123,6 +127,21 @@ pub struct ConnectionJson {
     pub bytes_up: u64,
     /// Bytes relayed so far, server to client.
     pub bytes_down: u64,
+    /// In the kernel data path: what it needs to go on there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelJoinedJson>,
+}
+
+/// A connection in the kernel data path, as [`halo_lb::kernel::Joined`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelJoinedJson {
+    /// Bytes written to the client's and the server's socket before they joined.
+    pub written_before: [u64; 2],
+    /// Bytes read from each before they joined.
+    pub read_before: [u64; 2],
+    /// Bytes written to each since, counted already.
+    pub counted: [u64; 2],
 }
 
 impl ConnectionJson {
@@ -137,6 +156,7 @@ impl ConnectionJson {
             age_ms: u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
             bytes_up: e.bytes_up,
             bytes_down: e.bytes_down,
+            kernel: e.kernel.map(|k| KernelJoinedJson { written_before: k.written_before, read_before: k.read_before, counted: k.counted }),
         }
     }
 
@@ -153,6 +173,7 @@ impl ConnectionJson {
             age: std::time::Duration::from_millis(self.age_ms),
             bytes_up: self.bytes_up,
             bytes_down: self.bytes_down,
+            kernel: self.kernel.map(|k| halo_lb::kernel::Joined { written_before: k.written_before, read_before: k.read_before, counted: k.counted }),
         }
     }
 }
@@ -435,6 +456,7 @@ mod tests {
                 },
                 sync_group: None,
             }],
+            kernel: None,
         }
     }
 

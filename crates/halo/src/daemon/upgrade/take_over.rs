@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use halo_config::Config;
+use halo_lb::kernel::InheritedPath;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::message::{Channel, ChannelError, Message, Offer, PROTOCOL};
@@ -117,14 +118,14 @@ struct Levers {
 /// Builds everything on the sockets handed over; the instances it adopts wait with their
 /// sockets open.
 async fn prepare(config: &Config, offer: &Offer, fds: Vec<OwnedFd>, vrrp: &VrrpRuntime) -> anyhow::Result<Parts> {
-    let (listeners, status_listeners) = split(offer, fds)?;
+    let (listeners, status_listeners, kernel) = split(offer, fds)?;
     exec::check_script_user(config.node.script_user.as_deref())?;
     exec::set_script_user(config.node.script_user.clone());
     crate::daemon::status_token(config)?;
     let (netlink, links) = vrrp.open_netlink().await?;
     let (stop_balancer, balancer_stopped) = watch::channel(false);
     let (open, accepting) = watch::channel(false);
-    let inherited = halo_lb::Inherited { listeners, accepting };
+    let inherited = halo_lb::Inherited { listeners, accepting, kernel };
     let balancer = halo_lb::Balancer::start_inheriting(config, balancer_stopped, inherited).context("starting the balancer")?;
     let known: Vec<halo_lb::ServerHealth> = offer.health.iter().cloned().map(Into::into).collect();
     let servers = balancer.adopt_health(&known);
@@ -163,9 +164,22 @@ fn instance_error(exited: &mut mpsc::UnboundedReceiver<Exit>) -> String {
     }
 }
 
-/// The descriptors of the offer: the balancer's listening sockets, then the status endpoint's.
-fn split(offer: &Offer, mut fds: Vec<OwnedFd>) -> anyhow::Result<(Vec<std::net::TcpListener>, StatusListeners)> {
+/// The descriptors of the offer: the balancer's listening sockets, then the status endpoint's,
+/// then the kernel data path's maps (taken only when of this process's layout).
+fn split(offer: &Offer, mut fds: Vec<OwnedFd>) -> anyhow::Result<(Vec<std::net::TcpListener>, StatusListeners, Option<InheritedPath>)> {
     let mut rest = fds.split_off(offer.listeners.len());
+    let kernel = match offer.kernel {
+        Some(layout) if rest.len() >= 4 => {
+            let maps: [OwnedFd; 4] = rest.split_off(rest.len() - 4).try_into().map_err(|_| anyhow!("the kernel data path's maps"))?;
+            if layout == halo_lb::kernel::LAYOUT {
+                Some(InheritedPath { maps })
+            } else {
+                tracing::warn!(theirs = layout, ours = halo_lb::kernel::LAYOUT, "upgrade: the kernel data path handed over is of another layout: its connections end with the old process");
+                None
+            }
+        }
+        _ => None,
+    };
     let listeners = fds.into_iter().map(std::net::TcpListener::from).collect();
     let unix = if offer.status_unix { rest.pop() } else { None };
     let tcp = rest.pop().ok_or_else(|| anyhow!("the offer came without the status endpoint's socket"))?;
@@ -180,7 +194,7 @@ fn split(offer: &Offer, mut fds: Vec<OwnedFd>) -> anyhow::Result<(Vec<std::net::
         })
         .transpose()
         .context("the status endpoint's unix socket")?;
-    Ok((listeners, (tcp, unix)))
+    Ok((listeners, (tcp, unix), kernel))
 }
 
 /// Ready, adopt, accept, commit, then start the rest once released.
