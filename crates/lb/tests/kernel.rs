@@ -412,6 +412,11 @@ async fn a_reset_mid_message_ends_both_sides_in_both_modes() {
         let read = read.unwrap_or_else(|_| panic!("{forwarding:?}: the client's read still open 10 s after the server's reset"));
         eprintln!("{forwarding:?}: the server reset; the client's read ended in {:?}: {read:?}", reset.elapsed());
         assert!(got.is_empty(), "{forwarding:?}: the client read {} bytes the server never sent", got.len());
+        // A reset, not a FIN: a FIN would pass for the end of a message.
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{forwarding:?}: the server's reset reached the client as {read:?}"
+        );
         let wrote = writing.await.expect("the writer").unwrap_or_else(|_| panic!("{forwarding:?}: the client's write still going 20 s on"));
         assert!(wrote.is_err(), "{forwarding:?}: a {MESSAGE}-byte message the server reset after {CUT} bytes was written whole");
         until_no_connection(&first, forwarding).await;
@@ -433,7 +438,7 @@ async fn a_reset_mid_message_ends_both_sides_in_both_modes() {
         let ended =
             ended.unwrap_or_else(|_| panic!("{forwarding:?}: the server still sending 10 s after the client's reset")).expect("a report");
         eprintln!("{forwarding:?}: the client reset; the server's side ended in {:?}: {ended}", reset.elapsed());
-        assert!(ended.starts_with("the read") || ended.starts_with("the write failed"), "{forwarding:?}: {ended}");
+        assert!(ended.starts_with("the read failed") || ended.starts_with("the write failed"), "{forwarding:?}: the client's reset reached the server as: {ended}");
         until_no_connection(&balancer, forwarding).await;
         let kernel = kernel_forwarded(&balancer);
         assert_eq!(kernel, u64::from(forwarding == Forwarding::Kernel), "{forwarding:?}: connections in the kernel");
