@@ -116,7 +116,13 @@ impl FrontendRuntime {
             };
             total = (total.0 + relayed.up, total.1 + relayed.down);
             let outcome = match relayed.ended {
-                Ended::Closed | Ended::Idle | Ended::Error => outcome(relayed.ended),
+                Ended::Error => {
+                    // A reset on one side is a reset on the other.
+                    crate::proxy::abort(&client);
+                    crate::proxy::abort(&upstream);
+                    Outcome::Error
+                }
+                Ended::Closed | Ended::Idle => outcome(relayed.ended),
                 Ended::Paused => {
                     let sockets = match (client.into_std(), upstream.into_std()) {
                         (Ok(client), Ok(server)) => (client, server),

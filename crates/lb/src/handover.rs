@@ -99,7 +99,8 @@ mod tests {
             old.listening_sockets().iter().map(|(_, fd)| std::net::TcpListener::from(fd.try_clone_to_owned().expect("dup"))).collect();
         assert_eq!(sockets.len(), 1);
         let (open, accepting) = tokio::sync::watch::channel(false);
-        let new = Balancer::start_inheriting(&config(port), stopped, crate::Inherited { listeners: sockets, accepting, kernel: None }).expect("new");
+        let new = Balancer::start_inheriting(&config(port), stopped, crate::Inherited { listeners: sockets, accepting, kernel: None })
+            .expect("new");
         // The old one binds the port still: the new one could only take it over.
         assert_eq!(new.listening_sockets()[0].0.port(), port);
         let known = vec![

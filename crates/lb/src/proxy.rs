@@ -24,7 +24,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
@@ -121,10 +121,12 @@ pub async fn relay(
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let (up_count, down_count) = (Count { shared: upstream, own: &up }, Count { shared: downstream, own: &down });
     let at_rest = AtRest::new(0);
+    // Whether each side (client, server) has been sent its FIN.
+    let shut = [AtomicBool::new(false), AtomicBool::new(false)];
     let both = async {
         tokio::try_join!(
-            pump((client, server), &up_count, &activity, mode, (pause.clone(), &at_rest)),
-            pump((server, client), &down_count, &activity, mode, (pause.clone(), &at_rest))
+            pump((client, server), &up_count, &activity, mode, (pause.clone(), &at_rest), [&shut[0], &shut[1]]),
+            pump((server, client), &down_count, &activity, mode, (pause.clone(), &at_rest), [&shut[1], &shut[0]])
         )
     };
     let watchdog = async {
@@ -145,6 +147,12 @@ pub async fn relay(
         () = watchdog => Ended::Idle,
     };
     Relayed { ended, up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed) }
+}
+
+/// Closes `socket` with a reset when it is dropped (SO_LINGER 0): a side that failed is passed
+/// on as a failure.
+pub(crate) fn abort(socket: &impl std::os::fd::AsFd) {
+    let _ = SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
 /// Bytes of one direction: the server's counter (shared, live) and this connection's own.
@@ -219,10 +227,17 @@ async fn pump(
     activity: &Activity<'_>,
     mode: Mode,
     (mut pause, at_rest): (Pause, &AtRest),
+    [from_shut, to_shut]: [&AtomicBool; 2],
 ) -> io::Result<Pumped> {
     let mut splice_works = mode == Mode::Splice;
     let finished = |to: &TcpStream| {
+        // The end of a socket this side has not shut is a reset when TCP says closed: the reset
+        // is passed on as one (its error may have gone to the other direction's write).
+        if crate::kernel::sockinfo::was_reset(from, from_shut.load(Ordering::Acquire)) {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
         let passed = pass_fin(to);
+        to_shut.store(true, Ordering::Release);
         at_rest.send_modify(|n| *n += 1);
         passed.map(|()| Pumped::Finished)
     };

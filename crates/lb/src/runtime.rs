@@ -416,7 +416,18 @@ impl FrontendRuntime {
             }
         }
         server.stats.total.fetch_add(1, Ordering::Relaxed);
-        let connection = Connection { client, upstream, server: Some(server), address, peer, accepted, queued, connecting, before: (0, 0), kernel: None };
+        let connection = Connection {
+            client,
+            upstream,
+            server: Some(server),
+            address,
+            peer,
+            accepted,
+            queued,
+            connecting,
+            before: (0, 0),
+            kernel: None,
+        };
         self.carry(&backend, connection, Some(slot)).await;
     }
 

@@ -42,7 +42,9 @@ const CAPACITY: u32 = 65_536;
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// Loading or attaching the program, or making its maps, was refused.
-    #[error("the kernel refused the forwarding program (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root; Linux 5.13 or later with BTF): {0}")]
+    #[error(
+        "the kernel refused the forwarding program (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root; Linux 5.13 or later with BTF): {0}"
+    )]
     Refused(String),
     /// The watcher could not start.
     #[error("the kernel forwarding watcher could not start")]
@@ -51,7 +53,10 @@ pub enum KernelError {
 
 /// The kernel data path `forwarding` asks for: `None` for user space (asked, or `auto` where
 /// the kernel refuses, said once here); an error only when `kernel` was asked and refused.
-pub(crate) fn choose(forwarding: halo_config::Forwarding, inherited: Option<InheritedPath>) -> Result<Option<Arc<KernelPath>>, crate::LbError> {
+pub(crate) fn choose(
+    forwarding: halo_config::Forwarding,
+    inherited: Option<InheritedPath>,
+) -> Result<Option<Arc<KernelPath>>, crate::LbError> {
     use halo_config::Forwarding;
     if let Some(inherited) = inherited {
         // The maps of the process this one replaces, with its connections in them: kept for
@@ -182,12 +187,7 @@ impl KernelPath {
         Self::assemble((flows, states, copied, held), capacity, open, None)
     }
 
-    fn assemble(
-        (flows, states, copied, held): Maps,
-        capacity: usize,
-        open: bool,
-        program: Option<Ebpf>,
-    ) -> Result<Arc<Self>, KernelError> {
+    fn assemble((flows, states, copied, held): Maps, capacity: usize, open: bool, program: Option<Ebpf>) -> Result<Arc<Self>, KernelError> {
         let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(KernelError::Watch);
         let handover = [dup(flows.fd().as_fd())?, dup(states.map().fd().as_fd())?, dup(copied.map().fd().as_fd())?, dup(held.as_fd())?];
         let watch = Watch::start(held).map_err(KernelError::Watch)?;
@@ -224,7 +224,18 @@ impl KernelPath {
             return Err(std::io::Error::other("the kernel forwarding map is full"));
         }
         // From here on, dropping the flow undoes what was done.
-        let mut flow = Flow { path: Arc::clone(self), keys, tokens: [None, None], signals: Arc::new(Signals::default()), base, consumed, in_map: [false; 2], released: false, counted: [AtomicU64::new(0), AtomicU64::new(0)] };
+        let mut flow = Flow {
+            path: Arc::clone(self),
+            keys,
+            tokens: [None, None],
+            signals: Arc::new(Signals::default()),
+            base,
+            consumed,
+            in_map: [false; 2],
+            released: false,
+            counted: [AtomicU64::new(0), AtomicU64::new(0)],
+            shut: Default::default(),
+        };
         {
             let (mut states, mut copied) = (lock(&self.states), lock(&self.copied));
             for key in &flow.keys {
@@ -276,6 +287,7 @@ impl KernelPath {
             in_map: [true; 2],
             released: false,
             counted: joined.counted.map(AtomicU64::new),
+            shut: Default::default(),
         };
         for (side, socket) in [(Side::Client, client), (Side::Server, server)] {
             flow.tokens[side as usize] = Some(self.watch.add(socket, flow.keys[side as usize], side, &flow.signals)?);
@@ -306,6 +318,8 @@ pub(crate) struct Flow {
     released: bool,
     /// Bytes written to each socket since it joined that are counted (client, server).
     pub(crate) counted: [AtomicU64; 2],
+    /// Whether each socket has been sent its FIN.
+    pub(crate) shut: [std::sync::atomic::AtomicBool; 2],
 }
 
 impl Flow {
@@ -319,7 +333,6 @@ impl Flow {
         self.in_map == [true; 2]
     }
 
-
     /// Whether user space has read every byte of `side`'s direction the program left with its
     /// socket, `copied` so far, once its FIN came: a read finds the end while the kernel's worker
     /// may still be moving the last bytes to where reads take them.
@@ -331,7 +344,11 @@ impl Flow {
 
     /// What the process that replaces this one needs to go on with it.
     pub(crate) fn joined(&self) -> Joined {
-        Joined { written_before: self.base, read_before: self.consumed, counted: self.counted.each_ref().map(|c| c.load(Ordering::Relaxed)) }
+        Joined {
+            written_before: self.base,
+            read_before: self.consumed,
+            counted: self.counted.each_ref().map(|c| c.load(Ordering::Relaxed)),
+        }
     }
 
     /// Lets go of the connection for the process that replaces this one: its entries in the maps

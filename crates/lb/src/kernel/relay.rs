@@ -125,8 +125,18 @@ pub(crate) async fn relay(
     };
     count(&flow, sockets, directions, (upstream, downstream));
     drop(tasks);
+    if ended == Ended::Error {
+        // A reset on one side is a reset on the other, not a FIN that could pass for the end
+        // of a message.
+        crate::proxy::abort(&client);
+        crate::proxy::abort(&server);
+    }
     let now = flow.counted.each_ref().map(|c| c.load(Ordering::Relaxed));
-    let relayed = Relayed { ended, up: now[Side::Server as usize] - start[Side::Server as usize], down: now[Side::Client as usize] - start[Side::Client as usize] };
+    let relayed = Relayed {
+        ended,
+        up: now[Side::Server as usize] - start[Side::Server as usize],
+        down: now[Side::Client as usize] - start[Side::Client as usize],
+    };
     match ended {
         Ended::Paused => Outcome::Paused(flow, (client, server), relayed),
         _ => Outcome::Ended(relayed),
@@ -210,8 +220,12 @@ async fn take_over(flow: &Flow, sockets: [&TcpStream; 2], side: Side) -> io::Res
         from.readable().await?;
         let n = match from.try_read(&mut buffer) {
             Ok(0) => {
+                if sockinfo::was_reset(sockets[side as usize], flow.shut[side as usize].load(Ordering::Acquire)) {
+                    return Err(io::ErrorKind::ConnectionReset.into());
+                }
                 partner_caught_up(flow, sockets, side, copied).await?;
                 if flow.all_read(side, sockets[side as usize], copied)? {
+                    flow.shut[other(side) as usize].store(true, Ordering::Release);
                     return to.into_std().and_then(|s| s.shutdown(Shutdown::Write));
                 }
                 // The kernel's worker still moves the last bytes to where reads take them.

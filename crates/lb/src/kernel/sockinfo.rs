@@ -12,6 +12,9 @@ use std::os::fd::AsRawFd;
 pub(crate) struct TcpInfo {
     /// Whether the connection is established both ways (no FIN received or sent).
     pub(crate) established: bool,
+    /// Whether it is closed (TCP_CLOSE): after a reset, or after both FINs once the last one
+    /// this side sent was acknowledged.
+    pub(crate) closed: bool,
     /// Milliseconds since the socket last received data.
     pub(crate) last_data_recv_ms: u32,
     /// Bytes the peer acknowledged (`tcpi_bytes_acked`).
@@ -33,10 +36,20 @@ pub(crate) fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfo> {
     // SAFETY: zero-initialised and partly written by the kernel: every bit pattern is valid.
     let info = unsafe { info.assume_init() };
     const ESTABLISHED: u8 = 1;
+    const CLOSE: u8 = 7;
     Ok(TcpInfo {
         established: info.tcpi_state == ESTABLISHED,
-        last_data_recv_ms: info.tcpi_last_data_recv, bytes_acked: info.tcpi_bytes_acked, bytes_received: info.tcpi_bytes_received,
+        closed: info.tcpi_state == CLOSE,
+        last_data_recv_ms: info.tcpi_last_data_recv,
+        bytes_acked: info.tcpi_bytes_acked,
+        bytes_received: info.tcpi_bytes_received,
     })
+}
+
+/// Whether the end `socket` just read is a reset rather than its peer's FIN, given whether this
+/// side has sent its own FIN (`shut`): without it, only a reset closes a TCP connection.
+pub(crate) fn was_reset(socket: &impl AsRawFd, shut: bool) -> bool {
+    !shut && tcp_info(socket).is_ok_and(|info| info.closed)
 }
 
 /// Bytes written to `socket` so far: those its peer acknowledged and those still in its send
