@@ -64,6 +64,8 @@ pub struct RawLog {
 pub struct RawBalancer {
     /// auto | kernel | user
     pub forwarding: Option<Text>,
+    /// A duration: user space first, then the kernel path.
+    pub kernel_after: Option<Text>,
 }
 
 /// `[[vrrp]]`

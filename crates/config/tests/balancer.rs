@@ -34,7 +34,7 @@ fn with(balancer: &str) -> String {
 fn forwarding_is_auto_by_default() {
     assert_eq!(Balancer::default().forwarding, Forwarding::Auto);
     let config = load_str("t.toml", MINIMAL_LB).expect("loads").config;
-    assert_eq!(config.balancer, Balancer { forwarding: Forwarding::Auto });
+    assert_eq!(config.balancer, Balancer { forwarding: Forwarding::Auto, kernel_after: halo_config::KERNEL_AFTER });
     let config = load_str("t.toml", &with("")).expect("an empty [balancer] loads").config;
     assert_eq!(config.balancer.forwarding, Forwarding::Auto);
 }
@@ -59,7 +59,7 @@ fn an_unknown_forwarding_is_an_error_at_its_place_naming_the_choices() {
 fn an_unknown_key_in_balancer_is_refused() {
     let got = problems(&with("forwarding = \"user\"\nsplice = true"));
     assert_eq!(got.len(), 1, "{got:#?}");
-    assert!(got[0].starts_with("t.toml:3:1: error: unknown field `splice`, expected `forwarding`"), "{got:#?}");
+    assert!(got[0].starts_with("t.toml:3:1: error: unknown field `splice`, expected `forwarding` or `kernel_after`"), "{got:#?}");
     let got = problems(&format!("balancer = \"kernel\"\n{MINIMAL_LB}"));
     assert!(got.iter().any(|p| p.starts_with("t.toml:1:12: error: invalid type")), "{got:#?}");
 }
@@ -82,4 +82,13 @@ fn halo_toml_writes_the_section_only_when_not_the_default_and_loads_it_back() {
         assert!(text.contains("[balancer]\nforwarding = "), "{text}");
         assert_eq!(load_str("rendered.toml", &text).expect("rendered loads").config, config);
     }
+}
+
+#[test]
+fn kernel_after_is_a_duration_zero_allowed_one_second_by_default() {
+    assert_eq!(load_str("t.toml", MINIMAL_LB).expect("loads").config.balancer.kernel_after, std::time::Duration::from_secs(1));
+    let at_once = load_str("t.toml", &with("kernel_after = \"0s\"")).expect("loads").config;
+    assert_eq!(at_once.balancer.kernel_after, std::time::Duration::ZERO);
+    let got = problems(&with("kernel_after = \"soon\""));
+    assert!(got.iter().any(|p| p.starts_with("t.toml:2:16: error: balancer.kernel_after")), "{got:#?}");
 }

@@ -330,10 +330,12 @@ proptest! {
     fn halo_toml_round_trips(
         numbers in prop::collection::vec(any::<u32>(), 400),
         forwarding in prop::sample::select(vec![Forwarding::Auto, Forwarding::Kernel, Forwarding::User]),
+        kernel_after_ms in prop::sample::select(vec![0u64, 250, 1000, 30_000]),
     ) {
         let mut config = classic_config(numbers);
         // halo.toml carries what the classic formats cannot, such as the forwarding mode.
         config.balancer.forwarding = forwarding;
+        config.balancer.kernel_after = std::time::Duration::from_millis(kernel_after_ms);
         let toml = render::halo_toml(&config, &Default::default());
         let loaded = load_str("generated.toml", &toml).map(|l| l.config);
         prop_assert_eq!(loaded.ok(), Some(config));

@@ -39,7 +39,7 @@ fn root_or_skip(test: &str) -> bool {
 fn config(dir: &Path, forwarding: &str, server: SocketAddr) -> (PathBuf, SocketAddr) {
     let (status, front) = (free(), free());
     let text = format!(
-        "[status]\nlisten = \"{status}\"\n\n[balancer]\nforwarding = \"{forwarding}\"\n\n\
+        "[status]\nlisten = \"{status}\"\n\n[balancer]\nforwarding = \"{forwarding}\"\nkernel_after = \"0s\"\n\n\
          [log]\nformat = \"json\"\nconnections = true\ntarget = \"stderr\"\n\n\
          [[frontend]]\nname = \"api\"\nbind = [\"{front}\"]\nbackend = \"api\"\n\n\
          [[backend]]\nname = \"api\"\nretries = 0\nredispatch = false\n[backend.health]\nkind = \"none\"\n\n\

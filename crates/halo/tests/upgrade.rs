@@ -329,6 +329,11 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     assert!(wait_until(Duration::from_secs(5), || notify.has(first, "READY=1")), "{:?}", notify.seen());
     let mut streams: Vec<Stream> = (0..10).map(|_| Stream::open(front).expect("stream")).collect();
     assert!(streams.iter_mut().all(Stream::echoes));
+    // As root the streams join the kernel data path once they have lived `kernel_after` (1 s).
+    let root = nix::unistd::geteuid().is_root();
+    let joined = || status(None, config)["frontends"][0]["kernel_forwarded"].as_u64().unwrap_or(0) >= 10;
+    assert!(!root || wait_until(Duration::from_secs(10), joined), "the streams never joined the kernel path:\n{}", daemon.log());
+    assert!(streams.iter_mut().all(Stream::echoes), "a stream broke as it joined the kernel path");
     // What an operator set at run time goes over with the upgrade.
     let weighed = halo(None, &["server", "weight", "api/s1", "7", "-c", &config.to_string_lossy()]);
     assert_eq!(weighed.status.code(), Some(0), "{}", text(&weighed));
@@ -347,7 +352,7 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     assert_eq!(now["generation"]["version"], format!("{}+upgrade-test", env!("CARGO_PKG_VERSION")));
     // As root the streams are in the kernel data path (`forwarding = "auto"`): the new process
     // took them over there, sockets still in the maps handed over.
-    if nix::unistd::geteuid().is_root() {
+    if root {
         let kernel = now["frontends"][0]["kernel_forwarded"].as_u64().unwrap_or(0);
         assert!(kernel >= 10, "the new process has {kernel} kernel-forwarded streams of 10:\n{}", daemon.log());
     }

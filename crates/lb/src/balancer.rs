@@ -172,6 +172,9 @@ impl Balancer {
             );
         }
         self.connection_log.set_enabled(config.log.connections);
+        if let Some(path) = &self.kernel {
+            path.set_join_after(config.balancer.kernel_after);
+        }
         self.close_unwanted_listeners(&wanted, &mut changes);
         self.frontends = self.update_frontends(config, &backends);
         self.replace_backends(backends, &mut changes);

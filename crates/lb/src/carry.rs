@@ -102,19 +102,49 @@ impl FrontendRuntime {
         tokio::pin!(retired_then_drained);
         let pause = self.handover.pause();
         let mut total = before;
-        let (mut client, mut upstream) = match self.join_kernel(client, upstream, joined) {
-            Joined::Kernel(flow, sockets) => {
-                return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
-            }
-            Joined::User(client, upstream) => (client, upstream),
-            Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
+        // A connection handed over in the kernel path goes on there; a new one joins it once it
+        // has lived `kernel_after` (when this balancer has a path that takes new connections).
+        let (mut client, mut upstream) = match joined {
+            Some(joined) => match self.join_kernel(client, upstream, Some(joined)) {
+                Joined::Kernel(flow, sockets) => {
+                    return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
+                }
+                Joined::User(client, upstream) => (client, upstream),
+                Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
+            },
+            None => (client, upstream),
         };
+        let mut join_at = self.kernel.as_ref().and_then(|path| path.join_at(about.accepted));
+        if join_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            // Due already (`kernel_after = "0s"`): before halo reads a byte.
+            match self.join_kernel(client, upstream, None) {
+                Joined::Kernel(flow, sockets) => {
+                    return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
+                }
+                Joined::User(c, u) => (client, upstream, join_at) = (c, u, None),
+                Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
+            }
+        }
         loop {
-            let relayed = tokio::select! {
-                relayed = relay((&client, &upstream), about.backend.config.idle_timeout, counters, Mode::Splice, &pause) => relayed,
+            let (relayed, joining) = tokio::select! {
+                relayed = self.relay_in_user_space((&client, &upstream), about, counters, &pause, join_at) => relayed,
                 () = &mut retired_then_drained => return Some((Outcome::Drained, total.0, total.1)),
             };
             total = (total.0 + relayed.up, total.1 + relayed.down);
+            if relayed.ended == Ended::Paused && joining && !*pause.borrow() {
+                // At rest for the kernel path: halo holds none of its bytes.
+                join_at = None;
+                match self.join_kernel(client, upstream, None) {
+                    Joined::Kernel(flow, sockets) => {
+                        return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
+                    }
+                    Joined::User(c, u) => {
+                        (client, upstream) = (c, u);
+                        continue;
+                    }
+                    Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
+                }
+            }
             let outcome = match relayed.ended {
                 Ended::Error => {
                     // A reset on one side is a reset on the other.
@@ -144,6 +174,39 @@ impl FrontendRuntime {
                 }
             };
             return Some((outcome, total.0, total.1));
+        }
+    }
+
+    /// The user-space relay, paused when `halo upgrade` asks (`pause`) or, from `join_at`, to join
+    /// the kernel path; whether it was asked to join.
+    async fn relay_in_user_space(
+        &self,
+        sockets: (&TcpStream, &TcpStream),
+        about: &About<'_>,
+        counters: (&AtomicU64, &AtomicU64),
+        pause: &crate::proxy::Pause,
+        join_at: Option<tokio::time::Instant>,
+    ) -> (crate::proxy::Relayed, bool) {
+        let idle = about.backend.config.idle_timeout;
+        let Some(join_at) = join_at else { return (relay(sockets, idle, counters, Mode::Splice, pause).await, false) };
+        let (ask, asked) = tokio::sync::watch::channel(*pause.borrow());
+        let (mut upgrade, mut watching, mut joining) = (pause.clone(), true, false);
+        let relaying = relay(sockets, idle, counters, Mode::Splice, &asked);
+        tokio::pin!(relaying);
+        loop {
+            tokio::select! {
+                relayed = &mut relaying => return (relayed, joining),
+                changed = upgrade.changed(), if watching => match changed {
+                    Ok(()) => {
+                        ask.send_replace(*upgrade.borrow() || joining);
+                    }
+                    Err(_) => watching = false,
+                },
+                () = tokio::time::sleep_until(join_at), if !joining => {
+                    joining = true;
+                    ask.send_replace(true);
+                }
+            }
         }
     }
 

@@ -40,6 +40,8 @@ async fn balancer_with(
 ) -> (halo_lb::Balancer, SocketAddr, watch::Sender<bool>) {
     let mut config = support::config(&[("m1", server, 1)], Balance::RoundRobin, support::health(CheckKind::Tcp));
     config.balancer.forwarding = forwarding;
+    // Every connection joins the kernel path at once (the default waits a second).
+    config.balancer.kernel_after = Duration::ZERO;
     tweak(&mut config);
     let (stop, stopped) = watch::channel(false);
     let balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
@@ -504,4 +506,43 @@ async fn the_servers_byte_counters_are_the_bytes_each_way_in_both_modes() {
         until_no_connection(&balancer, forwarding).await;
         assert_eq!(kernel_forwarded(&balancer), u64::from(forwarding == Forwarding::Kernel), "{forwarding:?}: connections in the kernel");
     }
+}
+
+/// With the default `kernel_after` (1 s), a short connection never joins the kernel path and a
+/// long one joins it while bytes flow both ways, none lost, duplicated or reordered at the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_joins_the_kernel_path_after_kernel_after_without_losing_a_byte() {
+    if !can_forward_in_kernel("a_connection_joins_the_kernel_path_after_kernel_after_without_losing_a_byte") {
+        return;
+    }
+    let (echo, _task) = support::echo_server().await;
+    let (balancer, front, _stop) = balancer_with(Forwarding::Kernel, echo, |c| c.balancer.kernel_after = halo_config::KERNEL_AFTER).await;
+    let mut short = TcpStream::connect(front).await.expect("connect");
+    short.write_all(b"ping").await.expect("write");
+    let mut back = [0u8; 4];
+    short.read_exact(&mut back).await.expect("read");
+    drop(short);
+    assert_eq!(kernel_forwarded(&balancer), 0, "a connection shorter than kernel_after joined the kernel path");
+    // A stream of numbered messages for 2.5 s: the switch happens in the middle of it.
+    let mut client = TcpStream::connect(front).await.expect("connect");
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_millis(2500) && i < 1_000_000 {
+        let message = format!("{i:012}").repeat(1 + (i % 50) as usize);
+        client.write_all(message.as_bytes()).await.expect("write");
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut echoed)).await.expect("in time").expect("read");
+        assert!(echoed == message.as_bytes(), "message {i} came back as something else");
+        i += 1;
+    }
+    assert!(i > 100, "only {i} messages in 2.5 s");
+    assert_eq!(kernel_forwarded(&balancer), 1, "the long connection joined the kernel path after {i} messages");
+    // And a burst in flight at once, checked whole.
+    let burst = pattern(11, 4 << 20);
+    let (mut reader, mut writer) = client.split();
+    let mut got = vec![0u8; burst.len()];
+    let (wrote, read) = tokio::join!(writer.write_all(&burst), tokio::time::timeout(Duration::from_secs(30), reader.read_exact(&mut got)));
+    wrote.expect("write");
+    read.expect("in time").expect("read");
+    assert!(got == burst, "the burst after the switch came back altered");
 }

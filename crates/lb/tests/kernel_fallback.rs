@@ -40,6 +40,7 @@ async fn one_in_the_kernel_one_in_user_space() {
     let (echo, _task) = support::echo_server().await;
     let mut config = support::config(&[("m1", echo, 1)], Balance::RoundRobin, support::health(CheckKind::Tcp));
     config.balancer.forwarding = Forwarding::Kernel;
+    config.balancer.kernel_after = Duration::ZERO;
     let (_stop, stopped) = watch::channel(false);
     let balancer = halo_lb::Balancer::start(&config, stopped).expect("start");
     support::until_healthy(&balancer, 1).await;

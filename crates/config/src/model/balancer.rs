@@ -8,10 +8,23 @@ use std::time::Duration;
 use super::health_check::HealthCheck;
 
 /// `[balancer]`: settings of the whole balancer, beside its frontends and backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Balancer {
     /// How the bytes of an established connection go from one side to the other.
     pub forwarding: Forwarding,
+    /// How long a connection is relayed in user space before it joins the kernel path (`0s`: at
+    /// once). Joining costs a few dozen system calls: a short connection (a request, a health
+    /// probe) would pay more for it than it saves.
+    pub kernel_after: Duration,
+}
+
+/// The default `kernel_after`.
+pub const KERNEL_AFTER: Duration = Duration::from_secs(1);
+
+impl Default for Balancer {
+    fn default() -> Self {
+        Self { forwarding: Forwarding::default(), kernel_after: KERNEL_AFTER }
+    }
 }
 
 /// How the bytes of an established (proxied) connection are forwarded between the client and

@@ -13,7 +13,9 @@ mod vrrp;
 use std::time::Duration;
 
 pub use self::announce::{Announce, Bgp, BgpNeighbor};
-pub use self::balancer::{AddressFamily, Backend, Balance, Balancer, Forwarding, Frontend, ProxyProtocol, Server, ServerAddress};
+pub use self::balancer::{
+    AddressFamily, Backend, Balance, Balancer, Forwarding, Frontend, KERNEL_AFTER, ProxyProtocol, Server, ServerAddress,
+};
 pub use self::health_check::{CheckKind, ClientCert, HealthCheck, TlsVerify};
 pub use self::host::{
     CONNECTION_LOG_RATE, DEFAULT_STATUS_LISTEN, FACILITIES, Log, LogFormat, LogLevel, LogTarget, Node, SYSLOG_SOCKET, Status,

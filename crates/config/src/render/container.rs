@@ -351,7 +351,10 @@ mod tests {
         assert!(mounts.iter().any(|m| m.path == Path::new("/var/lib/halo") && m.writable), "the state directory is writable");
         assert!(losses.is_empty(), "{losses:?}");
         let pod = static_pod(&loaded.config, &loaded.host_files, IMAGE).text;
-        assert!(pod.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"BPF\", \"PERFMON\", \"SETUID\", \"SETGID\", \"KILL\"]"), "{pod}");
+        assert!(
+            pod.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"BPF\", \"PERFMON\", \"SETUID\", \"SETGID\", \"KILL\"]"),
+            "{pod}"
+        );
         assert!(pod.contains(&format!("image: \"{IMAGE}\"\n      imagePullPolicy: Never")), "{pod}");
         assert!(pod.contains("        path: \"/etc/hosts\"\n        type: File"), "{pod}");
         let quadlet = quadlet(&loaded.config, &loaded.host_files, IMAGE).text;
@@ -359,7 +362,9 @@ mod tests {
         assert!(quadlet.contains("Volume=/var/lib/halo:/var/lib/halo:rw\n"), "{quadlet}");
         assert!(quadlet.contains("ExecStartPre=/usr/bin/mkdir -p /var/lib/halo\n"), "podman wants the directory: {quadlet}");
         assert!(
-            quadlet.contains("AddCapability=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID CAP_KILL\n"),
+            quadlet.contains(
+                "AddCapability=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID CAP_KILL\n"
+            ),
             "{quadlet}"
         );
     }

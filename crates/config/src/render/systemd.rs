@@ -102,7 +102,9 @@ mod unit_tests {
         assert!(!plain.contains("10.0.0.10") && !plain.contains("eth0") && !plain.contains("ExecStopPost"), "{plain}");
         assert!(plain.contains("ProtectKernelTunables=yes"), "{plain}");
         assert!(
-            plain.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID CAP_KILL\n"),
+            plain.contains(
+                "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_SETUID CAP_SETGID CAP_KILL\n"
+            ),
             "{plain}"
         );
         // halo upgrade: the old main process names its successor (MAINPID=), which main allows.

@@ -104,7 +104,7 @@ fn host_sections(out: &mut String, config: &Config) {
     }
     if config.balancer != Balancer::default() {
         let forwarding = format!("{:?}", config.balancer.forwarding).to_lowercase();
-        line(out, format_args!("[balancer]\nforwarding = {}\n", quote(&forwarding)));
+        line(out, format_args!("[balancer]\nforwarding = {}\nkernel_after = {}\n", quote(&forwarding), dur(config.balancer.kernel_after)));
     }
 }
 

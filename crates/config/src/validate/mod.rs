@@ -154,11 +154,13 @@ fn log_target(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> crate::model
     LogTarget::Syslog { socket, facility }
 }
 
-/// `[balancer]`: `forwarding` is one of its three words, `auto` when absent.
+/// `[balancer]`: `forwarding` is one of its three words, `auto` when absent; `kernel_after` a
+/// duration, zero allowed.
 fn balancer(report: &mut Report<'_>, raw: &crate::raw::RawBalancer) -> Balancer {
     let options = [("auto", Forwarding::Auto), ("kernel", Forwarding::Kernel), ("user", Forwarding::User)];
     let forwarding = raw.forwarding.as_ref().and_then(|f| choice(report, f, "balancer.forwarding", &options));
-    Balancer { forwarding: forwarding.unwrap_or_default() }
+    let kernel_after = duration_or(report, &raw.kernel_after, "balancer.kernel_after", crate::KERNEL_AFTER);
+    Balancer { forwarding: forwarding.unwrap_or_default(), kernel_after: kernel_after.unwrap_or(crate::KERNEL_AFTER) }
 }
 
 /// A user name as `useradd` takes it (`[a-z_][a-z0-9_.-]*`, `$` last allowed, at most 32): a

@@ -106,6 +106,9 @@ pub struct KernelPath {
     capacity: usize,
     /// Whether new connections join (else the path serves only connections taken over).
     open: bool,
+    /// How long a new connection stays in user space first (`[balancer] kernel_after`), in
+    /// milliseconds (a reload changes it).
+    join_after_ms: AtomicU64,
     /// The maps' descriptors, for the process that replaces this one.
     handover: [OwnedFd; 4],
     /// The program as loaded here (`None` when the path was taken over: the program the first
@@ -199,14 +202,27 @@ impl KernelPath {
             joined: AtomicUsize::new(0),
             capacity,
             open,
+            join_after_ms: AtomicU64::new(halo_config::KERNEL_AFTER.as_millis() as u64),
             handover,
             _program: program,
         }))
     }
 
+    /// When a connection accepted at `accepted` joins the path, `None` when it takes no new ones.
+    pub(crate) fn join_at(&self, accepted: std::time::Instant) -> Option<tokio::time::Instant> {
+        let after = std::time::Duration::from_millis(self.join_after_ms.load(Ordering::Relaxed));
+        self.open.then(|| tokio::time::Instant::from_std(accepted + after))
+    }
+
     /// The maps' descriptors for the process that replaces this one (see [`InheritedPath`]).
     pub fn handover_fds(&self) -> [BorrowedFd<'_>; 4] {
         [self.handover[0].as_fd(), self.handover[1].as_fd(), self.handover[2].as_fd(), self.handover[3].as_fd()]
+    }
+
+    /// Sets how long a new connection stays in user space before it joins (`kernel_after`, on
+    /// start and reload).
+    pub(crate) fn set_join_after(&self, after: std::time::Duration) {
+        self.join_after_ms.store(u64::try_from(after.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Puts a connection's sockets in the map: from now on the kernel moves its bytes. Refused

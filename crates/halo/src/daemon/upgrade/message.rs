@@ -173,7 +173,11 @@ impl ConnectionJson {
             age: std::time::Duration::from_millis(self.age_ms),
             bytes_up: self.bytes_up,
             bytes_down: self.bytes_down,
-            kernel: self.kernel.map(|k| halo_lb::kernel::Joined { written_before: k.written_before, read_before: k.read_before, counted: k.counted }),
+            kernel: self.kernel.map(|k| halo_lb::kernel::Joined {
+                written_before: k.written_before,
+                read_before: k.read_before,
+                counted: k.counted,
+            }),
         }
     }
 }

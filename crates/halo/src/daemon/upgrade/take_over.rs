@@ -174,7 +174,11 @@ fn split(offer: &Offer, mut fds: Vec<OwnedFd>) -> anyhow::Result<(Vec<std::net::
             if layout == halo_lb::kernel::LAYOUT {
                 Some(InheritedPath { maps })
             } else {
-                tracing::warn!(theirs = layout, ours = halo_lb::kernel::LAYOUT, "upgrade: the kernel data path handed over is of another layout: its connections end with the old process");
+                tracing::warn!(
+                    theirs = layout,
+                    ours = halo_lb::kernel::LAYOUT,
+                    "upgrade: the kernel data path handed over is of another layout: its connections end with the old process"
+                );
                 None
             }
         }
