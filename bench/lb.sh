@@ -36,7 +36,10 @@ pid $WORK/nginx.pid;
 error_log stderr crit;
 master_process off;
 events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:28080; root $WORK/www; } }
+# Connections kept for as long as the clients keep them (an API server does): nginx would close
+# a kept-alive connection after 1000 requests, and no connection would live long enough to show
+# the kernel path (kernel_after).
+http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s; server { listen 127.0.0.1:28080; root $WORK/www; } }
 NGINX
 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
 

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::LbError;
+use crate::adopter::Adopter;
 use crate::connlog::ConnectionLog;
 use crate::established::{Established, Handover};
 use crate::probe::local_error;
@@ -32,7 +33,7 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
         socket.set_freebind_v4(true)?;
     }
     socket.set_nonblocking(true)?;
-    crate::runtime::set_connection_options(socket2::SockRef::from(&socket))?;
+    crate::sockopt::set_connection_options(socket2::SockRef::from(&socket))?;
     socket.bind(&address.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
@@ -317,6 +318,9 @@ impl Balancer {
     /// upgrade`): each one that does is kept for [`Balancer::take_paused`]. Connections accepted
     /// but not relaying yet pause as soon as they relay.
     pub fn pause_connections(&self) {
+        if let Some(path) = &self.kernel {
+            path.handing_over(true);
+        }
         self.handover.ask();
     }
 
@@ -328,6 +332,7 @@ impl Balancer {
     /// Calls the pause off (the handover is over): connections at rest, and those still to
     /// pause, relay on here. The connections paused and not taken yet are returned.
     pub fn call_off_pause(&self) -> Vec<Established> {
+        // The kernel path's ring stays with the new process (see `pause_connections`).
         self.handover.call_off()
     }
 
@@ -363,33 +368,6 @@ async fn report_connection_log_losses(log: Arc<ConnectionLog>, mut shutdown: wat
             () = tokio::time::sleep(Duration::from_secs(1)) => log.tick(),
             _ = shutdown.changed() => return,
         }
-    }
-}
-
-/// Adopts connections handed over by the process this one replaces (`halo upgrade`): each is
-/// relayed on by its frontend (by name; the first frontend when the new configuration has
-/// no frontend of that name), counted as open.
-#[derive(Clone)]
-pub struct Adopter {
-    frontends: Vec<Arc<FrontendRuntime>>,
-    in_flight: Arc<AtomicU64>,
-}
-
-impl Adopter {
-    /// Relays `established` on, from a task of the current runtime.
-    pub fn adopt(&self, established: Established) {
-        let Some(frontend) = self.frontends.iter().find(|f| f.name == established.frontend).or(self.frontends.first()).cloned() else {
-            tracing::warn!(frontend = %established.frontend, "a connection handed over has no frontend here: closed");
-            return;
-        };
-        frontend.stats.current.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = Arc::clone(&self.in_flight);
-        tokio::spawn(async move {
-            frontend.adopt(established).await;
-            frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
     }
 }
 

@@ -2,7 +2,6 @@
 //! paused where halo holds none of its bytes and handed to the process that replaces this one,
 //! which adopts it and relays on, the bytes counted so far carried along.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,30 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::connlog::{Outcome, Record};
-use crate::established::{Connection, Established};
+use crate::established::{About, Connection, Established, outcome};
 use crate::kernel;
 use crate::kernel::carry::Joined;
 use crate::proxy::{Ended, Mode, relay};
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
 use crate::slots::Slot;
-
-/// What is known of a connection being carried.
-pub(crate) struct About<'a> {
-    pub(crate) backend: &'a BackendRuntime,
-    pub(crate) server_name: &'a str,
-    pub(crate) address: SocketAddr,
-    pub(crate) peer: SocketAddr,
-    pub(crate) accepted: Instant,
-}
-
-/// The log's word for how a relay ended (a pause is no end).
-pub(crate) fn outcome(ended: Ended) -> Outcome {
-    match ended {
-        Ended::Closed => Outcome::Closed,
-        Ended::Idle => Outcome::Idle,
-        Ended::Error | Ended::Paused => Outcome::Error,
-    }
-}
 
 /// Counters of a connection whose server is gone from the configuration.
 static NOWHERE: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));

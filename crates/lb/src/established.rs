@@ -102,3 +102,23 @@ impl Handover {
         lock(&self.paused).as_mut().map(std::mem::take).unwrap_or_default()
     }
 }
+
+/// What is known of a connection being carried.
+pub(crate) struct About<'a> {
+    pub(crate) backend: &'a crate::backend::BackendRuntime,
+    pub(crate) server_name: &'a str,
+    pub(crate) address: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    pub(crate) accepted: Instant,
+}
+
+/// The log's word for how a relay ended (a pause is no end).
+pub(crate) fn outcome(ended: crate::proxy::Ended) -> crate::connlog::Outcome {
+    use crate::connlog::Outcome;
+    use crate::proxy::Ended;
+    match ended {
+        Ended::Closed => Outcome::Closed,
+        Ended::Idle => Outcome::Idle,
+        Ended::Error | Ended::Paused => Outcome::Error,
+    }
+}

@@ -3,6 +3,8 @@
 //! proxy data path. Driven by the frontends and backends of the config model.
 
 pub mod admin;
+pub mod adopter;
+pub mod backend;
 pub mod balancer;
 mod carry;
 pub mod connlog;
@@ -20,10 +22,12 @@ pub mod select;
 pub mod server;
 pub mod silent;
 mod slots;
+mod sockopt;
 pub mod tls;
 
 pub use admin::{Admin, Order, Ordered};
-pub use balancer::{Adopter, Balancer, Changes, Inherited};
+pub use adopter::Adopter;
+pub use balancer::{Balancer, Changes, Inherited};
 pub use handover::ServerHealth;
 
 /// Why the balancer could not start.

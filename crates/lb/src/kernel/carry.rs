@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 
 use super::Flow;
 use super::relay::{Outcome as KernelOutcome, relay};
-use crate::carry::{About, outcome};
 use crate::connlog::Outcome;
+use crate::established::{About, outcome};
 use crate::proxy::Pause;
 use crate::runtime::FrontendRuntime;
 
@@ -40,12 +40,19 @@ impl FrontendRuntime {
         let sockets = match (client.into_std(), upstream.into_std()) {
             (Ok(client), Ok(server)) => (client, server),
             (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!(frontend = %self.name, error = %e, "a connection's sockets could not be taken from the runtime: closed");
+                tracing::warn!(frontend = %self.name, error = %e, "a connection's sockets could not be taken from the runtime: closed");
                 return Joined::Lost;
             }
         };
         let flow = match joined {
-            Some(joined) => path.rejoin(&sockets.0, &sockets.1, joined),
+            Some(joined) => match path.rejoin(&sockets.0, &sockets.1, joined) {
+                Ok(flow) => Ok(flow),
+                Err(e) => {
+                    // Its sockets are in the map: user space cannot relay them in order.
+                    tracing::warn!(frontend = %self.name, error = %e, "a kernel-forwarded connection handed over could not be watched here: closed");
+                    return Joined::Lost;
+                }
+            },
             None => path.join(&sockets.0, &sockets.1),
         };
         match flow {
@@ -57,7 +64,10 @@ impl FrontendRuntime {
                 tracing::debug!(frontend = %self.name, error = %e, "a connection stays in user space");
                 match (TcpStream::from_std(sockets.0), TcpStream::from_std(sockets.1)) {
                     (Ok(client), Ok(upstream)) => Joined::User(client, upstream),
-                    _ => Joined::Lost,
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(frontend = %self.name, error = %e, "a connection's sockets could not go back to the runtime: closed");
+                        Joined::Lost
+                    }
                 }
             }
         }
@@ -82,7 +92,7 @@ impl FrontendRuntime {
             };
             let (paused, paused_sockets, relayed) = match ended {
                 KernelOutcome::Ended(relayed) => return Some((outcome(relayed.ended), total.0 + relayed.up, total.1 + relayed.down)),
-                KernelOutcome::Paused(flow, sockets, relayed) => (flow, sockets, relayed),
+                KernelOutcome::Paused(flow, sockets, relayed) => (*flow, sockets, relayed),
             };
             total = (total.0 + relayed.up, total.1 + relayed.down);
             let joined = paused.joined();

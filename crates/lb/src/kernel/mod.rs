@@ -60,14 +60,12 @@ pub(crate) fn choose(
     use halo_config::Forwarding;
     if let Some(inherited) = inherited {
         // The maps of the process this one replaces, with its connections in them: kept for
-        // them whatever this configuration says; new connections join only if it asks.
-        match KernelPath::inherit(inherited, forwarding != Forwarding::User) {
-            Ok(path) => {
-                tracing::info!("the kernel data path and its connections are taken over");
-                return Ok(Some(path));
-            }
-            Err(e) => tracing::warn!(error = %e, "the kernel data path handed over is unusable: its connections end with the old process"),
-        }
+        // them whatever this configuration says; new connections join only if it asks. Should
+        // they be unusable here, the upgrade is refused: the connections in them can only go on
+        // in a process that has them.
+        let path = KernelPath::inherit(inherited, forwarding != Forwarding::User).map_err(crate::LbError::Kernel)?;
+        tracing::info!("the kernel data path and its connections are taken over");
+        return Ok(Some(path));
     }
     if forwarding == Forwarding::User {
         return Ok(None);
@@ -138,6 +136,8 @@ pub struct Joined {
     pub read_before: [u64; 2],
     /// Bytes written to each socket since it joined that are counted already.
     pub counted: [u64; 2],
+    /// Bytes of each direction (client's, server's) user space wrote on while the program held it.
+    pub copied: [u64; 2],
 }
 
 impl std::fmt::Debug for KernelPath {
@@ -214,6 +214,11 @@ impl KernelPath {
         self.open.then(|| tokio::time::Instant::from_std(accepted + after))
     }
 
+    /// While this process hands its path over, the new one reads the program's ring alone.
+    pub(crate) fn handing_over(&self, handing: bool) {
+        self.watch.set_reading(!handing);
+    }
+
     /// The maps' descriptors for the process that replaces this one (see [`InheritedPath`]).
     pub fn handover_fds(&self) -> [BorrowedFd<'_>; 4] {
         [self.handover[0].as_fd(), self.handover[1].as_fd(), self.handover[2].as_fd(), self.handover[3].as_fd()]
@@ -251,6 +256,7 @@ impl KernelPath {
             released: false,
             counted: [AtomicU64::new(0), AtomicU64::new(0)],
             shut: Default::default(),
+            user_copied: Default::default(),
         };
         {
             let (mut states, mut copied) = (lock(&self.states), lock(&self.copied));
@@ -304,9 +310,17 @@ impl KernelPath {
             released: false,
             counted: joined.counted.map(AtomicU64::new),
             shut: Default::default(),
+            user_copied: joined.copied.map(AtomicU64::new),
         };
         for (side, socket) in [(Side::Client, client), (Side::Server, server)] {
-            flow.tokens[side as usize] = Some(self.watch.add(socket, flow.keys[side as usize], side, &flow.signals)?);
+            match self.watch.add(socket, flow.keys[side as usize], side, &flow.signals) {
+                Ok(token) => flow.tokens[side as usize] = Some(token),
+                Err(e) => {
+                    // Closed by the caller; its map entries go with its sockets' close.
+                    flow.released = true;
+                    return Err(e);
+                }
+            }
         }
         // A hang-up, a held direction or an error while nobody watched is looked for now.
         flow.signals.raise_all();
@@ -336,6 +350,8 @@ pub(crate) struct Flow {
     pub(crate) counted: [AtomicU64; 2],
     /// Whether each socket has been sent its FIN.
     pub(crate) shut: [std::sync::atomic::AtomicBool; 2],
+    /// Bytes of each direction user space has written on.
+    user_copied: [AtomicU64; 2],
 }
 
 impl Flow {
@@ -364,6 +380,7 @@ impl Flow {
             written_before: self.base,
             read_before: self.consumed,
             counted: self.counted.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            copied: self.user_copied.each_ref().map(|c| c.load(Ordering::Acquire)),
         }
     }
 
@@ -373,9 +390,16 @@ impl Flow {
         self.released = true;
     }
 
-    /// Tells the program how many bytes of `side`'s direction user space has written on.
+    /// Tells the program how many bytes of `side`'s direction user space has written on (all
+    /// its tasks together).
     pub(crate) fn set_copied(&self, side: Side, bytes: u64) -> std::io::Result<()> {
+        self.user_copied[side as usize].store(bytes, Ordering::Release);
         lock(&self.path.copied).insert(self.keys[side as usize], bytes, 0).map_err(std::io::Error::other)
+    }
+
+    /// Bytes of `side`'s direction user space has written on so far.
+    pub(crate) fn copied(&self, side: Side) -> u64 {
+        self.user_copied[side as usize].load(Ordering::Acquire)
     }
 
     /// Bytes written to `side`'s socket since the connection joined.

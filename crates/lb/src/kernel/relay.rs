@@ -40,12 +40,21 @@ enum Woke {
     /// The watcher's events.
     Signalled(u32),
     /// A direction's task ended.
-    Finished(Side, io::Result<()>),
+    Finished(Side, io::Result<TakenOver>),
     /// The time to look again (idle timeout, counters, the program's state).
     Looked,
 }
 
-type Task<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+/// How a direction's task ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TakenOver {
+    /// Its FIN was passed on.
+    Finished,
+    /// The program has it again.
+    Back,
+}
+
+type Task<'a> = Pin<Box<dyn Future<Output = io::Result<TakenOver>> + Send + 'a>>;
 
 /// How a kernel relay ended.
 pub(crate) enum Outcome {
@@ -53,7 +62,7 @@ pub(crate) enum Outcome {
     Ended(Relayed),
     /// Paused for `halo upgrade` while the kernel moved every byte (halo holds none): the
     /// connection, to be handed over, and the bytes counted by this relay.
-    Paused(Flow, (TcpStream, TcpStream), Relayed),
+    Paused(Box<Flow>, (TcpStream, TcpStream), Relayed),
 }
 
 /// Relays `client` and `server`, joined to the kernel path as `flow`, until both directions
@@ -71,6 +80,7 @@ pub(crate) async fn relay(
     let mut tasks: [Option<Task<'_>>; 2] = [None, None];
     let start = flow.counted.each_ref().map(|c| c.load(Ordering::Relaxed));
     let mut pause = pause.clone();
+    let mut pausable = true;
     if !flow.complete() {
         for side in [Side::Client, Side::Server] {
             tasks[side as usize] = Some(Box::pin(take_over(&flow, sockets, side)));
@@ -90,17 +100,26 @@ pub(crate) async fn relay(
         let kernel_only = directions == [Direction::Kernel; 2];
         let woke = tokio::select! {
             () = flow.signals.notify.notified() => Woke::Signalled(flow.signals.events.swap(0, Ordering::AcqRel)),
-            asked = pause.wait_for(|p| *p), if kernel_only => match asked {
+            asked = pause.wait_for(|p| *p), if kernel_only && pausable => match asked {
                 Ok(_) => break Ended::Paused,
-                // Nobody can ask any more.
-                Err(_) => Woke::Looked,
+                Err(_) => {
+                    // Nobody can ask any more.
+                    pausable = false;
+                    Woke::Signalled(0)
+                }
             },
             result = run(first) => Woke::Finished(Side::Client, result),
             result = run(second) => Woke::Finished(Side::Server, result),
             () = tokio::time::sleep(wait) => Woke::Looked,
         };
         let needing = match woke {
-            Woke::Signalled(events) if events & (bit(ERROR, Side::Client) | bit(ERROR, Side::Server)) != 0 => break Ended::Error,
+            Woke::Signalled(events) if events & (bit(ERROR, Side::Client) | bit(ERROR, Side::Server)) != 0 => {
+                tracing::debug!(
+                    client = events & bit(ERROR, Side::Client) != 0,
+                    "a kernel-forwarded connection failed: reset or error on a socket"
+                );
+                break Ended::Error;
+            }
             Woke::Signalled(events) => {
                 [Side::Client, Side::Server].map(|side| events & (bit(HANGUP, side) | bit(HELD, side)) != 0 || flow.state(side).held != 0)
             }
@@ -108,9 +127,17 @@ pub(crate) async fn relay(
                 tracing::debug!(?side, error = %e, "a kernel-forwarded connection failed");
                 break Ended::Error;
             }
-            Woke::Finished(side, Ok(())) => {
+            Woke::Finished(side, Ok(TakenOver::Finished)) => {
                 directions[side as usize] = Direction::Done;
                 [false; 2]
+            }
+            Woke::Finished(side, Ok(TakenOver::Back)) => {
+                directions[side as usize] = Direction::Kernel;
+                // Held again meanwhile, or its FIN came: looked at again at once.
+                let mut again = [false; 2];
+                again[side as usize] =
+                    flow.state(side).held != 0 || !sockinfo::tcp_info(sockets[side as usize]).is_ok_and(|i| i.established);
+                again
             }
             // A held direction whose word was lost (the ring was full) is found here.
             Woke::Looked => [Side::Client, Side::Server].map(|side| flow.state(side).held != 0),
@@ -138,13 +165,13 @@ pub(crate) async fn relay(
         down: now[Side::Client as usize] - start[Side::Client as usize],
     };
     match ended {
-        Ended::Paused => Outcome::Paused(flow, (client, server), relayed),
+        Ended::Paused => Outcome::Paused(Box::new(flow), (client, server), relayed),
         _ => Outcome::Ended(relayed),
     }
 }
 
 /// Runs a direction's task, if it has one (else waits forever); the slot is emptied when done.
-async fn run(task: &mut Option<Task<'_>>) -> io::Result<()> {
+async fn run(task: &mut Option<Task<'_>>) -> io::Result<TakenOver> {
     match task {
         Some(running) => {
             let result = running.await;
@@ -211,14 +238,30 @@ async fn partner_caught_up(flow: &Flow, sockets: [&TcpStream; 2], side: Side, co
 /// program or by this), and the program is told, so that it takes the direction back when
 /// nothing is left here. A socket in the map is read through the kernel's sockmap receive path,
 /// which splice(2) does not see: this reads.
-async fn take_over(flow: &Flow, sockets: [&TcpStream; 2], side: Side) -> io::Result<()> {
+async fn take_over(flow: &Flow, sockets: [&TcpStream; 2], side: Side) -> io::Result<TakenOver> {
     let (from, to) = (registered(sockets[side as usize])?, registered(sockets[other(side) as usize])?);
     let mut buffer = vec![0u8; BUFFER];
-    let mut copied = 0u64;
+    // What this direction's tasks have copied so far: the program and the barrier count all of it.
+    let mut copied = flow.copied(side);
+    let copied_before = copied;
     let mut step = Duration::from_millis(1);
     loop {
+        // Back in the kernel's hands: the program took the direction back (user space had
+        // written on all it was left), and no FIN is waiting for this task.
+        let state = flow.state(side);
+        if copied > copied_before && state.held == 0 && copied == state.passed && sockinfo::tcp_info(sockets[side as usize])?.established {
+            return Ok(TakenOver::Back);
+        }
         from.readable().await?;
-        let n = match from.try_read(&mut buffer) {
+        // Bytes still in the socket's own queue (the program has not seen them) are read whole,
+        // skb by skb: the kernel would hand a half-read one to the program whole, and its first
+        // half would go out twice (seen: one 64 KB segment twice at the end of a gigabyte).
+        let queued = usize::try_from(sockinfo::unread(sockets[side as usize])?).unwrap_or(usize::MAX);
+        let want = if queued > 0 { queued } else { BUFFER };
+        if buffer.len() < want {
+            buffer.resize(want, 0);
+        }
+        let n = match from.try_read(&mut buffer[..want]) {
             Ok(0) => {
                 if sockinfo::was_reset(sockets[side as usize], flow.shut[side as usize].load(Ordering::Acquire)) {
                     return Err(io::ErrorKind::ConnectionReset.into());
@@ -226,7 +269,7 @@ async fn take_over(flow: &Flow, sockets: [&TcpStream; 2], side: Side) -> io::Res
                 partner_caught_up(flow, sockets, side, copied).await?;
                 if flow.all_read(side, sockets[side as usize], copied)? {
                     flow.shut[other(side) as usize].store(true, Ordering::Release);
-                    return to.into_std().and_then(|s| s.shutdown(Shutdown::Write));
+                    return to.into_std().and_then(|s| s.shutdown(Shutdown::Write)).map(|()| TakenOver::Finished);
                 }
                 // The kernel's worker still moves the last bytes to where reads take them.
                 tokio::time::sleep(step).await;

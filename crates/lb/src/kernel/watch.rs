@@ -75,6 +75,10 @@ pub(crate) struct Watch {
     epoll: Epoll,
     registry: Mutex<Registry>,
     next: AtomicU64,
+    /// Whether this process reads the ring: not while it hands its path over (`halo upgrade`),
+    /// so that the new process, which reads the same ring, misses none of its connections'
+    /// words. What stays here is looked at now and then instead.
+    reading: std::sync::atomic::AtomicBool,
 }
 
 impl Watch {
@@ -87,7 +91,12 @@ impl Watch {
         let waiting = AsyncFd::new(EpollFd(Epoll(epoll.0.try_clone()?)))?;
         #[allow(deprecated)]
         let ring = AsyncFd::new(held)?;
-        let watch = Arc::new(Self { epoll, registry: Mutex::new(Registry::default()), next: AtomicU64::new(1) });
+        let watch = Arc::new(Self {
+            epoll,
+            registry: Mutex::new(Registry::default()),
+            next: AtomicU64::new(1),
+            reading: std::sync::atomic::AtomicBool::new(true),
+        });
         tokio::spawn(run(Arc::downgrade(&watch), waiting, ring));
         Ok(watch)
     }
@@ -114,6 +123,11 @@ impl Watch {
         let mut registry = lock(&self.registry);
         registry.by_token.remove(&token);
         registry.by_key.remove(&key);
+    }
+
+    /// Stops or resumes reading the ring (see `reading`).
+    pub(crate) fn set_reading(&self, reading: bool) {
+        self.reading.store(reading, Ordering::Relaxed);
     }
 
     fn hang_ups(&self) {
@@ -159,9 +173,11 @@ async fn run(watch: std::sync::Weak<Watch>, waiting: AsyncFd<EpollFd>, mut ring:
             ready = ring.readable_mut() => {
                 let Ok(mut guard) = ready else { return };
                 let Some(watch) = watch.upgrade() else { return };
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    watch.held(&item);
+                if watch.reading.load(Ordering::Relaxed) {
+                    let ring = guard.get_inner_mut();
+                    while let Some(item) = ring.next() {
+                        watch.held(&item);
+                    }
                 }
                 guard.clear_ready();
             }

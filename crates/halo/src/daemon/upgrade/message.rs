@@ -142,6 +142,8 @@ pub struct KernelJoinedJson {
     pub read_before: [u64; 2],
     /// Bytes written to each since, counted already.
     pub counted: [u64; 2],
+    /// Bytes of each direction user space wrote on while the program held it.
+    pub copied: [u64; 2],
 }
 
 impl ConnectionJson {
@@ -156,7 +158,12 @@ impl ConnectionJson {
             age_ms: u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
             bytes_up: e.bytes_up,
             bytes_down: e.bytes_down,
-            kernel: e.kernel.map(|k| KernelJoinedJson { written_before: k.written_before, read_before: k.read_before, counted: k.counted }),
+            kernel: e.kernel.map(|k| KernelJoinedJson {
+                written_before: k.written_before,
+                read_before: k.read_before,
+                counted: k.counted,
+                copied: k.copied,
+            }),
         }
     }
 
@@ -177,6 +184,7 @@ impl ConnectionJson {
                 written_before: k.written_before,
                 read_before: k.read_before,
                 counted: k.counted,
+                copied: k.copied,
             }),
         }
     }

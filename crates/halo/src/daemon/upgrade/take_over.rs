@@ -171,16 +171,15 @@ fn split(offer: &Offer, mut fds: Vec<OwnedFd>) -> anyhow::Result<(Vec<std::net::
     let kernel = match offer.kernel {
         Some(layout) if rest.len() >= 4 => {
             let maps: [OwnedFd; 4] = rest.split_off(rest.len() - 4).try_into().map_err(|_| anyhow!("the kernel data path's maps"))?;
-            if layout == halo_lb::kernel::LAYOUT {
-                Some(InheritedPath { maps })
-            } else {
-                tracing::warn!(
-                    theirs = layout,
-                    ours = halo_lb::kernel::LAYOUT,
-                    "upgrade: the kernel data path handed over is of another layout: its connections end with the old process"
-                );
-                None
+            if layout != halo_lb::kernel::LAYOUT {
+                // Its connections are in those maps and could only go on in a process that works
+                // them: refused, the running daemon keeps serving (restart to change layouts).
+                return Err(anyhow!(
+                    "the running daemon's kernel data path is of layout {layout}, this binary's of {}: restart halo instead of upgrading",
+                    halo_lb::kernel::LAYOUT
+                ));
             }
+            Some(InheritedPath { maps })
         }
         _ => None,
     };
