@@ -735,8 +735,10 @@ impl KilledAt {
         // Inherited by the new process, which kills itself at that step; the first one ignores it.
         let env = [("HALO_TEST_UPGRADE_KILLED_AT", step)];
         let mut daemon = start(&installed, Some(&ns), &config, &pid_file, &lan.dir.path().join("halo.log"), &env);
-        let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
+        // keepalived joins once halo is master: what is checked is the upgrade, not who wins an
+        // election when both start at once (halo's start now loads the kernel data path first).
         assert!(wait_until(GENEROUS, || lan.holds(0, VIP)), "halo never took the VIP:\n{}", daemon.log());
+        let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
         let first = daemon.current().expect("pid");
         replace(&installed, second_build());
         Self { lan, config, pid_file, ns, daemon, keepalived, first }
