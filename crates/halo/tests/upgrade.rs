@@ -571,8 +571,10 @@ fn an_upgrade_of_the_master_is_invisible_to_clients_and_to_the_backup() {
     let pid_file = lan.dir.path().join("halo.pid");
     let ns = lan.host(0).to_string();
     let mut daemon = start(&installed, Some(&ns), &config, &pid_file, &lan.dir.path().join("halo.log"), &[]);
-    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
+    // The backup joins a master that is one already: the test is about the upgrade, not the
+    // first election (halo's start loads the kernel data path before its instances start).
     assert!(wait_until(GENEROUS, || lan.holds(0, VIP)), "halo never took the VIP:\n{}", daemon.log());
+    let keepalived = Daemon::keepalived(&lan, 1, "keepalived", &keepalived_conf(3, 100, "0.1", &format!("{VIP}/24"), ""));
     let target: SocketAddr = format!("{VIP}:6443").parse().expect("address");
     let client = lan.host(5).to_string();
     // Through the VIP before any load: every server up, and the balancer serves.
