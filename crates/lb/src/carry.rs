@@ -83,78 +83,72 @@ impl FrontendRuntime {
         tokio::pin!(retired_then_drained);
         let pause = self.handover.pause();
         let mut total = before;
-        // A connection handed over in the kernel path goes on there; a new one joins it once it
-        // has lived `kernel_after` (when this balancer has a path that takes new connections).
-        let (mut client, mut upstream) = match joined {
-            Some(joined) => match self.join_kernel(client, upstream, Some(joined)) {
-                Joined::Kernel(flow, sockets) => {
-                    return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
-                }
-                Joined::User(client, upstream) => (client, upstream),
-                Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
-            },
-            None => (client, upstream),
-        };
         let mut join_at = self.kernel.as_ref().and_then(|path| path.join_at(about.accepted));
-        if join_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
-            // Due already (`kernel_after = "0s"`): before halo reads a byte.
-            match self.join_kernel(client, upstream, None) {
-                Joined::Kernel(flow, sockets) => {
-                    return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
-                }
-                Joined::User(c, u) => (client, upstream, join_at) = (c, u, None),
-                Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
-            }
-        }
+        // A connection handed over in the kernel path goes on there; a new one joins it once it
+        // has lived `kernel_after` (at once when that is zero: before halo reads a byte).
+        let mut join_now = joined.is_some() || join_at.is_some_and(|at| at <= tokio::time::Instant::now());
+        let (mut joined, mut client, mut upstream) = (joined, client, upstream);
         loop {
+            if join_now {
+                join_at = None;
+                match self.join_kernel(client, upstream, joined.take()) {
+                    Joined::Kernel(flow, sockets) => {
+                        return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
+                    }
+                    Joined::User(c, u) => (client, upstream) = (c, u),
+                    Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
+                }
+            }
             let (relayed, joining) = tokio::select! {
                 relayed = self.relay_in_user_space((&client, &upstream), about, counters, &pause, join_at) => relayed,
                 () = &mut retired_then_drained => return Some((Outcome::Drained, total.0, total.1)),
             };
             total = (total.0 + relayed.up, total.1 + relayed.down);
-            if relayed.ended == Ended::Paused && joining && !*pause.borrow() {
-                // At rest for the kernel path: halo holds none of its bytes.
-                join_at = None;
-                match self.join_kernel(client, upstream, None) {
-                    Joined::Kernel(flow, sockets) => {
-                        return self.relay_in_kernel(about, (flow, sockets), counters, &pause, total, retired_then_drained.as_mut()).await;
+            // Paused to join the kernel path: at rest, halo holds none of its bytes.
+            join_now = relayed.ended == Ended::Paused && joining && !*pause.borrow();
+            if join_now {
+                continue;
+            }
+            match self.after_user_relay(relayed.ended, (client, upstream), about, total) {
+                Ok(outcome) => return outcome.map(|o| (o, total.0, total.1)),
+                Err((c, u)) => (client, upstream) = (c, u),
+            }
+        }
+    }
+
+    /// What a user-space relay that ended as `ended` comes to: its outcome (`None`: handed over),
+    /// or its sockets back to relay on (a handover called off meanwhile).
+    fn after_user_relay(
+        &self,
+        ended: Ended,
+        (client, upstream): (TcpStream, TcpStream),
+        about: &About<'_>,
+        total: (u64, u64),
+    ) -> Result<Option<Outcome>, (TcpStream, TcpStream)> {
+        match ended {
+            Ended::Error => {
+                // A reset on one side is a reset on the other.
+                crate::proxy::abort(&client);
+                crate::proxy::abort(&upstream);
+                Ok(Some(Outcome::Error))
+            }
+            Ended::Closed | Ended::Idle => Ok(Some(outcome(ended))),
+            Ended::Paused => {
+                let sockets = match (client.into_std(), upstream.into_std()) {
+                    (Ok(client), Ok(server)) => (client, server),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(frontend = %self.name, error = %e, "a paused connection could not be handed over: closed");
+                        return Ok(None);
                     }
-                    Joined::User(c, u) => {
-                        (client, upstream) = (c, u);
-                        continue;
-                    }
-                    Joined::Lost => return Some((Outcome::Error, total.0, total.1)),
+                };
+                match self.keep(self.established(about, sockets, total, None)) {
+                    Ok(()) => Ok(None),
+                    Err(back) => match (TcpStream::from_std(back.client), TcpStream::from_std(back.server)) {
+                        (Ok(c), Ok(u)) => Err((c, u)),
+                        _ => Ok(Some(Outcome::Error)),
+                    },
                 }
             }
-            let outcome = match relayed.ended {
-                Ended::Error => {
-                    // A reset on one side is a reset on the other.
-                    crate::proxy::abort(&client);
-                    crate::proxy::abort(&upstream);
-                    Outcome::Error
-                }
-                Ended::Closed | Ended::Idle => outcome(relayed.ended),
-                Ended::Paused => {
-                    let sockets = match (client.into_std(), upstream.into_std()) {
-                        (Ok(client), Ok(server)) => (client, server),
-                        (Err(e), _) | (_, Err(e)) => {
-                            tracing::warn!(frontend = %self.name, error = %e, "a paused connection could not be handed over: closed");
-                            return None;
-                        }
-                    };
-                    match self.keep(self.established(about, sockets, total, None)) {
-                        Ok(()) => return None,
-                        Err(back) => match (TcpStream::from_std(back.client), TcpStream::from_std(back.server)) {
-                            (Ok(c), Ok(u)) => {
-                                (client, upstream) = (c, u);
-                                continue;
-                            }
-                            _ => Outcome::Error,
-                        },
-                    }
-                }
-            };
-            return Some((outcome, total.0, total.1));
         }
     }
 

@@ -76,16 +76,7 @@ async fn sizes_across_buffer_boundaries_and_fins_arrive_whole_in_both_modes() {
             let mut first = [0u8; 1];
             client.read_exact(&mut first).await.expect("the first byte back");
             let sent = pattern(len as u64, len);
-            let (mut reader, mut writer) = client.split();
-            let write = async {
-                writer.write_all(&sent).await.expect("write");
-                // The FIN after the data: the echo passes it back after the echoed bytes.
-                writer.shutdown().await.expect("shutdown");
-            };
-            let mut got = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut got));
-            let ((), read) = tokio::join!(write, read);
-            read.expect("the echo and its FIN within 30 s").expect("read");
+            let got = support::echo_through(&mut client, &sent).await.unwrap_or_else(|e| panic!("{forwarding:?}: {len} bytes: {e}"));
             assert!(got == sent, "{forwarding:?}: {len} bytes sent, {} came back (or other bytes)", got.len());
         }
         let kernel = balancer.frontends[0].stats.kernel_forwarded.load(Ordering::Relaxed);

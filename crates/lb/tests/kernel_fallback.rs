@@ -94,17 +94,10 @@ async fn round_trip(client: &mut TcpStream, message: &[u8]) {
 /// back before the FIN (within 30 s).
 async fn exchange(mut client: TcpStream, seed: u64) -> bool {
     let sent: Vec<u8> = (0..3u64 << 17).flat_map(|word| mix((seed << 40) + word).to_le_bytes()).collect();
-    let (mut reader, mut writer) = client.split();
-    let write = async {
-        writer.write_all(&sent).await.expect("write");
-        writer.shutdown().await.expect("shutdown");
-    };
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut got));
-    let ((), read) = tokio::join!(write, read);
-    let whole = matches!(read, Ok(Ok(_))) && got == sent;
+    let back = support::echo_through(&mut client, &sent).await;
+    let whole = back.as_ref().is_ok_and(|got| *got == sent);
     if !whole {
-        eprintln!("seed {seed}: {read:?}, {} of {} bytes back", got.len(), sent.len());
+        eprintln!("seed {seed}: {} of {} bytes back", back.as_ref().map_or_else(|e| e.clone(), |g| g.len().to_string()), sent.len());
     }
     whole
 }

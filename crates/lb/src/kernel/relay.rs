@@ -23,6 +23,8 @@ const SAMPLE: Duration = Duration::from_secs(10);
 const BARRIER_STEP: Duration = Duration::from_millis(20);
 /// What a held direction reads at once.
 const BUFFER: usize = 64 * 1024;
+/// The most of a socket's own queue read at once (a receive buffer is smaller on any sane host).
+const MOST_QUEUED: usize = 64 << 20;
 
 /// Where a direction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,35 +114,9 @@ pub(crate) async fn relay(
             result = run(second) => Woke::Finished(Side::Server, result),
             () = tokio::time::sleep(wait) => Woke::Looked,
         };
-        let needing = match woke {
-            Woke::Signalled(events) if events & (bit(ERROR, Side::Client) | bit(ERROR, Side::Server)) != 0 => {
-                tracing::debug!(
-                    client = events & bit(ERROR, Side::Client) != 0,
-                    "a kernel-forwarded connection failed: reset or error on a socket"
-                );
-                break Ended::Error;
-            }
-            Woke::Signalled(events) => {
-                [Side::Client, Side::Server].map(|side| events & (bit(HANGUP, side) | bit(HELD, side)) != 0 || flow.state(side).held != 0)
-            }
-            Woke::Finished(side, Err(e)) => {
-                tracing::debug!(?side, error = %e, "a kernel-forwarded connection failed");
-                break Ended::Error;
-            }
-            Woke::Finished(side, Ok(TakenOver::Finished)) => {
-                directions[side as usize] = Direction::Done;
-                [false; 2]
-            }
-            Woke::Finished(side, Ok(TakenOver::Back)) => {
-                directions[side as usize] = Direction::Kernel;
-                // Held again meanwhile, or its FIN came: looked at again at once.
-                let mut again = [false; 2];
-                again[side as usize] =
-                    flow.state(side).held != 0 || !sockinfo::tcp_info(sockets[side as usize]).is_ok_and(|i| i.established);
-                again
-            }
-            // A held direction whose word was lost (the ring was full) is found here.
-            Woke::Looked => [Side::Client, Side::Server].map(|side| flow.state(side).held != 0),
+        let needing = match needing(&flow, sockets, woke, &mut directions) {
+            Ok(needing) => needing,
+            Err(ended) => break ended,
         };
         for side in [Side::Client, Side::Server] {
             if needing[side as usize] && directions[side as usize] == Direction::Kernel {
@@ -167,6 +143,40 @@ pub(crate) async fn relay(
     match ended {
         Ended::Paused => Outcome::Paused(Box::new(flow), (client, server), relayed),
         _ => Outcome::Ended(relayed),
+    }
+}
+
+/// What a wake-up asks for: the directions (by the side their bytes arrive on) that need a task
+/// now, or the end of the relay (an error on a socket or in a task).
+fn needing(flow: &Flow, sockets: [&TcpStream; 2], woke: Woke, directions: &mut [Direction; 2]) -> Result<[bool; 2], Ended> {
+    match woke {
+        Woke::Signalled(events) if events & (bit(ERROR, Side::Client) | bit(ERROR, Side::Server)) != 0 => {
+            tracing::debug!(
+                client = events & bit(ERROR, Side::Client) != 0,
+                "a kernel-forwarded connection failed: reset or error on a socket"
+            );
+            Err(Ended::Error)
+        }
+        Woke::Signalled(events) => {
+            Ok([Side::Client, Side::Server].map(|side| events & (bit(HANGUP, side) | bit(HELD, side)) != 0 || flow.state(side).held != 0))
+        }
+        Woke::Finished(side, Err(e)) => {
+            tracing::debug!(?side, error = %e, "a kernel-forwarded connection failed");
+            Err(Ended::Error)
+        }
+        Woke::Finished(side, Ok(TakenOver::Finished)) => {
+            directions[side as usize] = Direction::Done;
+            Ok([false; 2])
+        }
+        Woke::Finished(side, Ok(TakenOver::Back)) => {
+            directions[side as usize] = Direction::Kernel;
+            // Held again meanwhile, or its FIN came: looked at again at once.
+            let mut again = [false; 2];
+            again[side as usize] = flow.state(side).held != 0 || !sockinfo::tcp_info(sockets[side as usize]).is_ok_and(|i| i.established);
+            Ok(again)
+        }
+        // A held direction whose word was lost (the ring was full) is found here.
+        Woke::Looked => Ok([Side::Client, Side::Server].map(|side| flow.state(side).held != 0)),
     }
 }
 
@@ -256,7 +266,7 @@ async fn take_over(flow: &Flow, sockets: [&TcpStream; 2], side: Side) -> io::Res
         // Bytes still in the socket's own queue (the program has not seen them) are read whole,
         // skb by skb: the kernel would hand a half-read one to the program whole, and its first
         // half would go out twice (seen: one 64 KB segment twice at the end of a gigabyte).
-        let queued = usize::try_from(sockinfo::unread(sockets[side as usize])?).unwrap_or(usize::MAX);
+        let queued = usize::try_from(sockinfo::unread(sockets[side as usize])?).unwrap_or(MOST_QUEUED).min(MOST_QUEUED);
         let want = if queued > 0 { queued } else { BUFFER };
         if buffer.len() < want {
             buffer.resize(want, 0);

@@ -268,3 +268,20 @@ pub async fn until_healthy(balancer: &halo_lb::Balancer, n: usize) {
     let states: Vec<String> = backend.servers.iter().map(|s| format!("{}: {} ({})", s.config.name, s.is_healthy(), s.reason())).collect();
     panic!("never {n} healthy servers: {states:?}");
 }
+
+/// Writes `sent` and then the FIN through `client`, an echo behind it, while reading to the
+/// echoed FIN: what came back, or why not (within 30 s).
+pub async fn echo_through(client: &mut TcpStream, sent: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut reader, mut writer) = client.split();
+    let write = async {
+        writer.write_all(sent).await?;
+        // The FIN after the data: the echo passes it back after the echoed bytes.
+        writer.shutdown().await
+    };
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut got));
+    let (written, read) = tokio::join!(write, read);
+    written.map_err(|e| format!("write: {e}"))?;
+    read.map_err(|_| format!("no echoed FIN within 30 s ({} bytes back)", got.len()))?.map_err(|e| format!("read: {e}"))?;
+    Ok(got)
+}

@@ -50,6 +50,7 @@
 //! (systemd restarts it); the old one has begun to drain by then.
 
 pub mod adoption;
+mod connection_json;
 mod connections;
 mod hand_over;
 pub mod message;
