@@ -24,6 +24,7 @@ pub mod generation;
 pub mod guard;
 mod instances;
 pub mod maintenance;
+mod memory;
 pub mod notify;
 pub mod process;
 pub mod router_config;
@@ -217,11 +218,21 @@ pub(crate) fn start_maintenance(config: &Config, status: &state::Shared) -> watc
 
 /// Serves until a signal stops the daemon, an instance fails, or a successor took over.
 async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Daemon, Ended)> {
+    // Once the start (or a reload) has settled, what it alone used goes back ([`memory`]).
+    let mut release_at = Some(tokio::time::Instant::now() + MEMORY_RELEASE_AFTER);
     let ended = loop {
         tokio::select! {
             _ = signals.term.recv() => break Ended::Stop("SIGTERM"),
             _ = signals.int.recv() => break Ended::Stop("SIGINT"),
-            _ = signals.hup.recv() => reload_in_place(&mut daemon).await,
+            _ = signals.hup.recv() => {
+                reload_in_place(&mut daemon).await;
+                release_at = Some(tokio::time::Instant::now() + MEMORY_RELEASE_AFTER);
+            }
+            () = sleep_until_some(release_at) => {
+                release_at = None;
+                let released = memory::release();
+                tracing::debug!(mapped = released.mapped, heap = released.heap, "start-up memory given back");
+            }
             _ = signals.usr2.recv() => match upgrade::hand_over(&mut daemon).await {
                 upgrade::Outcome::HandedOver(handed) => break Ended::HandedOver(handed),
                 upgrade::Outcome::Refused(why) => {
@@ -241,6 +252,17 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
         }
     };
     Ok((daemon, ended))
+}
+
+/// How long after a start or a reload halo gives back the memory only they used.
+const MEMORY_RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sleeps until `at`; forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// An operator's command from the status endpoint: carried out, one line logged with who asked,
