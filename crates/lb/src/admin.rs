@@ -5,7 +5,7 @@
 //! server that stays and is handed over by `halo upgrade`; a restart forgets it (as haproxy
 //! forgets its runtime changes without a state file). [`crate::Balancer::order_server`] applies them.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use tokio::sync::watch;
 
@@ -33,8 +33,10 @@ impl Admin {
 
     /// The state of that name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Ready, Self::Drain, Self::Maint].into_iter().find(|a| a.as_str() == text)
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
     }
+
+    const ALL: [Self; 3] = [Self::Ready, Self::Drain, Self::Maint];
 }
 
 /// The largest run-time weight (the configuration's too).
@@ -46,23 +48,26 @@ const CONFIGURED: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct AdminState {
     admin: watch::Sender<Admin>,
+    /// The same state as a number, read without a lock by every server choice.
+    current: AtomicU8,
     weight: AtomicU32,
 }
 
 impl Default for AdminState {
     fn default() -> Self {
-        Self { admin: watch::Sender::new(Admin::Ready), weight: AtomicU32::new(CONFIGURED) }
+        Self { admin: watch::Sender::new(Admin::Ready), current: AtomicU8::new(Admin::Ready as u8), weight: AtomicU32::new(CONFIGURED) }
     }
 }
 
 impl AdminState {
     /// The state set.
     pub fn admin(&self) -> Admin {
-        *self.admin.borrow()
+        Admin::ALL[usize::from(self.current.load(Ordering::Relaxed))]
     }
 
     /// Sets it; the previous one.
     pub fn set_admin(&self, admin: Admin) -> Admin {
+        self.current.store(admin as u8, Ordering::Relaxed);
         self.admin.send_replace(admin)
     }
 

@@ -2,8 +2,10 @@
 //! choice, and the connect with retries and redispatch.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
 
 use halo_config::{Backend, CheckKind};
 use socket2::SockRef;
@@ -14,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use crate::LbError;
 use crate::lock::lock;
 use crate::probe::{Failure, probe, short};
-use crate::select::{Candidate, pick};
+use crate::select::{Candidate, Schedule};
 use crate::server::ServerRuntime;
 use crate::sockopt::set_connection_options;
 
@@ -24,7 +26,10 @@ pub struct BackendRuntime {
     pub config: Backend,
     /// Its servers, in configuration order.
     pub servers: Vec<Arc<ServerRuntime>>,
-    selection: Mutex<Vec<Candidate>>,
+    /// Server choice: the schedule of the servers' current states, swapped whole when one
+    /// changes, and the round-robin turn. Read by every connection without a lock.
+    selection: ArcSwap<Selection>,
+    turn: AtomicUsize,
     tls: Option<TlsConnector>,
     /// Set when a reload replaces this backend: its check tasks end.
     stop_checks: watch::Sender<bool>,
@@ -61,9 +66,8 @@ impl BackendRuntime {
                 }
             })
             .collect();
-        let selection =
-            servers.iter().map(|s| Candidate::new(s.config.weight, s.config.backup, s.config.disabled, s.is_healthy())).collect();
-        Ok(Self { config: config.clone(), servers, selection: Mutex::new(selection), tls, stop_checks: watch::Sender::new(false) })
+        let selection = ArcSwap::from_pointee(Selection::of(&servers));
+        Ok(Self { config: config.clone(), servers, selection, turn: AtomicUsize::new(0), tls, stop_checks: watch::Sender::new(false) })
     }
 
     /// Stops this backend's health checks (a reload replaced it).
@@ -96,15 +100,20 @@ impl BackendRuntime {
         self.servers.iter().filter(|s| s.is_healthy() && !s.config.disabled && s.takes_new_connections()).count()
     }
 
-    fn choose(&self, exclude: &[usize]) -> Option<usize> {
-        let mut candidates = lock(&self.selection);
-        for (candidate, server) in candidates.iter_mut().zip(&self.servers) {
-            candidate.healthy = server.is_healthy() && server.address().is_some();
-            candidate.disabled = server.config.disabled || !server.takes_new_connections();
-            candidate.weight = server.weight().max(1);
-            candidate.active = server.stats.current.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
+    /// The next server for a client, skipping those already tried, with the address to
+    /// connect to. No lock: the schedule is rebuilt (and swapped in) only when a server's state
+    /// differs from the one it was built from.
+    fn choose(&self, exclude: &[usize]) -> Option<(usize, SocketAddr)> {
+        let mut selection = self.selection.load();
+        if !selection.is_current(&self.servers) {
+            self.selection.store(Arc::new(Selection::of(&self.servers)));
+            selection = self.selection.load();
         }
-        pick(self.config.balance, &mut candidates, exclude)
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let active = |i: usize| self.servers[i].stats.current.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
+        let index = selection.schedule.pick(self.config.balance, turn, active, exclude)?;
+        // A usable server has an address: the schedule was built from it.
+        selection.addresses[index].map(|address| (index, address))
     }
 
     /// A connected server. A refused (or otherwise failed) connect is retried on the same server
@@ -115,12 +124,8 @@ impl BackendRuntime {
     /// no other server would escape: that ends the attempt.
     pub(crate) async fn connect(&self) -> Option<(Arc<ServerRuntime>, SocketAddr, TcpStream)> {
         let mut tried = Vec::new();
-        while let Some(index) = self.choose(&tried) {
+        while let Some((index, address)) = self.choose(&tried) {
             let server = &self.servers[index];
-            let Some(address) = server.address() else {
-                tried.push(index);
-                continue;
-            };
             for attempt in 0..=self.config.retries {
                 if attempt > 0 {
                     server.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -240,6 +245,36 @@ impl BackendRuntime {
                 _ = replaced.changed() => return,
             }
         }
+    }
+}
+
+/// The servers' states a schedule was built from, the schedule, and the addresses then.
+struct Selection {
+    keys: Vec<u64>,
+    addresses: Vec<Option<SocketAddr>>,
+    schedule: Schedule,
+}
+
+impl Selection {
+    /// The selection of the servers as they are now.
+    fn of(servers: &[Arc<ServerRuntime>]) -> Self {
+        // The keys first: a change while the rest is read gives a key that differs later.
+        let keys = servers.iter().map(|s| s.selection_key()).collect();
+        let addresses: Vec<Option<SocketAddr>> = servers.iter().map(|s| s.address()).collect();
+        let candidates: Vec<Candidate> = servers
+            .iter()
+            .zip(&addresses)
+            .map(|(s, address)| {
+                let usable = s.is_healthy() && address.is_some() && !s.config.disabled && s.takes_new_connections();
+                Candidate::new(s.weight(), s.config.backup, usable)
+            })
+            .collect();
+        Self { keys, addresses, schedule: Schedule::build(&candidates) }
+    }
+
+    /// Whether every server is still in the state this was built from.
+    fn is_current(&self, servers: &[Arc<ServerRuntime>]) -> bool {
+        self.keys.iter().zip(servers).all(|(key, server)| *key == server.selection_key())
     }
 }
 

@@ -1,10 +1,13 @@
 //! The balancer's frontends at run time: a connection cap and a bounded wait, admission, the
 //! serving of a connection, counters (backends are in [`crate::backend`]). Shared state is
-//! atomics and short mutexes; the hot path never waits on a health check.
+//! atomics, and settings swapped whole by a reload: a connection takes no lock on its way to a
+//! server, and never waits on a health check.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use halo_config::Frontend;
@@ -44,8 +47,9 @@ pub struct FrontendStats {
 pub struct FrontendRuntime {
     /// Name (stable across reloads).
     pub name: String,
-    settings: RwLock<Frontend>,
-    backend: RwLock<Arc<BackendRuntime>>,
+    /// Read by every connection without a lock; swapped whole by a reload.
+    settings: ArcSwap<Frontend>,
+    backend: ArcSwap<BackendRuntime>,
     pub(crate) slots: Slots,
     /// Places of accepted connections that are not served yet (waiting for their first byte,
     /// then for a slot), as many as slots: the accept loop takes one before it accepts, so a
@@ -82,8 +86,8 @@ impl FrontendRuntime {
             handover,
             kernel,
             name: config.name.clone(),
-            settings: RwLock::new(config.clone()),
-            backend: RwLock::new(backend),
+            settings: ArcSwap::from_pointee(config.clone()),
+            backend: ArcSwap::new(backend),
             slots: Slots::new(config.max_connections as usize),
             waiting: Slots::new(config.max_connections as usize),
             silent: Silent::default(),
@@ -95,14 +99,14 @@ impl FrontendRuntime {
 
     /// The backend connections go to now.
     pub fn backend(&self) -> Arc<BackendRuntime> {
-        Arc::clone(&self.backend.read().unwrap_or_else(PoisonError::into_inner))
+        self.backend.load_full()
     }
 
     /// Whether a client from `peer` may connect: its address is in the `allow` list, or the
     /// list is empty. An IPv4 address mapped into IPv6 counts as the IPv4 one.
     pub(crate) fn allows(&self, peer: std::net::IpAddr) -> bool {
         let peer = peer.to_canonical();
-        let settings = self.settings.read().unwrap_or_else(PoisonError::into_inner);
+        let settings = self.settings.load();
         settings.allow.is_empty() || settings.allow.iter().any(|net| net.contains(&peer))
     }
 
@@ -120,13 +124,13 @@ impl FrontendRuntime {
 
     /// The settings in force.
     pub fn settings(&self) -> Frontend {
-        self.settings.read().unwrap_or_else(PoisonError::into_inner).clone()
+        Frontend::clone(&self.settings.load())
     }
 
     /// Applies new settings and backend; the connection cap grows or shrinks by the difference.
     pub(crate) fn update(&self, config: &Frontend, backend: Arc<BackendRuntime>) {
-        let old = std::mem::replace(&mut *self.settings.write().unwrap_or_else(PoisonError::into_inner), config.clone());
-        *self.backend.write().unwrap_or_else(PoisonError::into_inner) = backend;
+        let old = self.settings.swap(Arc::new(config.clone()));
+        self.backend.store(backend);
         let (before, after) = (old.max_connections as usize, config.max_connections as usize);
         self.waiting.resize(before, after);
         let owed = self.slots.resize(before, after);
@@ -217,7 +221,7 @@ impl FrontendRuntime {
     /// when it is the oldest silent one and others wait in the backlog ([`crate::silent`]). False
     /// when the connection ends here (silent, or closed before a byte).
     async fn first_byte(&self, client: &TcpStream, backend: &BackendRuntime, peer: SocketAddr, accepted: Instant) -> bool {
-        let wait = self.settings.read().unwrap_or_else(PoisonError::into_inner).first_byte_timeout;
+        let wait = self.settings.load().first_byte_timeout;
         if wait.is_zero() {
             return true;
         }
@@ -247,7 +251,7 @@ impl FrontendRuntime {
 
     /// A connection slot ([`Slots::acquire`]) under the queue timeout in force.
     async fn slot(&self) -> Option<Slot> {
-        let queue_timeout = self.settings.read().unwrap_or_else(PoisonError::into_inner).queue_timeout;
+        let queue_timeout = self.settings.load().queue_timeout;
         self.slots.acquire(queue_timeout).await
     }
 

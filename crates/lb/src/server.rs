@@ -90,6 +90,9 @@ pub struct ServerRuntime {
     pub admin: AdminState,
     /// When its state last changed (a flip, an operator's order), seconds since the Unix epoch.
     changed_unix: AtomicU64,
+    /// Counts changes of `address`: part of what server choice compares to see that its
+    /// schedule is stale ([`ServerRuntime::selection_key`]).
+    address_changes: AtomicU64,
 }
 
 impl ServerRuntime {
@@ -116,7 +119,28 @@ impl ServerRuntime {
             local_logged: Mutex::new(None),
             admin: AdminState::default(),
             changed_unix: AtomicU64::new(unix_now()),
+            address_changes: AtomicU64::new(0),
         }
+    }
+
+    /// Everything server choice reads of this server, packed in one number read without a
+    /// lock: health, operator state, weight and the address's change count. A backend rebuilds
+    /// its schedule when any server's key differs from the one it was built with.
+    pub(crate) fn selection_key(&self) -> u64 {
+        let healthy = u64::from(self.healthy.load(Ordering::Relaxed));
+        let admin = self.admin.admin() as u64;
+        // At most MAX_WEIGHT (256): nine bits.
+        let weight = u64::from(self.weight().min(crate::admin::MAX_WEIGHT));
+        (self.address_changes.load(Ordering::Relaxed) << 12) | (weight << 3) | (admin << 1) | healthy
+    }
+
+    /// Sets the address connections go to; the previous one.
+    fn set_address(&self, address: Option<SocketAddr>) -> Option<SocketAddr> {
+        let previous = self.address.send_replace(address);
+        if previous != address {
+            self.address_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        previous
     }
 
     /// When its state last changed (seconds since the Unix epoch; its start before any change).
@@ -187,7 +211,7 @@ impl ServerRuntime {
         }
         self.changed_unix.store(old.changed_unix(), Ordering::Relaxed);
         *lock(&self.dns_error) = old.dns_error();
-        self.address.send_replace(old.address());
+        self.set_address(old.address());
         let (fall, rise, interval, fast) = (check.fall, check.rise, check.interval, check.fast_interval);
         let (healthy, health) = if self.unchecked {
             (self.address().is_some(), Health::new(fall, rise, interval, fast))
@@ -211,7 +235,7 @@ impl ServerRuntime {
         if self.address().is_none()
             && let Some(address) = resolved
         {
-            self.address.send_replace(Some(address));
+            self.set_address(Some(address));
         }
         if self.address().is_none() {
             return;
@@ -273,7 +297,7 @@ impl ServerRuntime {
                 if let Some(error) = lock(&self.dns_error).take() {
                     tracing::info!(backend, server, name, %address, was = %error, "server name resolves again");
                 }
-                let previous = self.address.send_replace(Some(address));
+                let previous = self.set_address(Some(address));
                 match previous {
                     Some(old) if old == address => {}
                     Some(old) => {
