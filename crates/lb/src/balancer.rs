@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use halo_config::Config;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,40 +16,8 @@ use crate::LbError;
 use crate::adopter::Adopter;
 use crate::connlog::ConnectionLog;
 use crate::established::{Established, Handover};
-use crate::probe::local_error;
+use crate::listener::{Listener, Start};
 use crate::runtime::{BackendRuntime, FrontendRuntime, ServerRuntime};
-
-/// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
-/// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds, and the
-/// proxied connections' options, which accepted sockets inherit (no system call per client).
-pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if address.is_ipv6() {
-        socket.set_only_v6(true)?;
-        socket.set_freebind_v6(true)?;
-    } else {
-        socket.set_freebind_v4(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    crate::sockopt::set_connection_options(socket2::SockRef::from(&socket))?;
-    socket.bind(&address.into())?;
-    socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
-}
-
-/// One accept loop, stoppable on its own (reload) or with everything (shutdown). The frontend
-/// it serves can change under it: a bind that moves to another (or a renamed) frontend keeps its
-/// socket, so no connection is refused and no rebind can fail.
-pub(crate) struct Listener {
-    frontend: String,
-    pub(crate) address: SocketAddr,
-    stop: watch::Sender<bool>,
-    target: watch::Sender<Arc<FrontendRuntime>>,
-    /// The listening socket itself (the accept loop has a duplicate): what `halo upgrade` hands
-    /// to the next process.
-    pub(crate) socket: std::os::fd::OwnedFd,
-}
 
 /// What a reload changed, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -194,24 +161,32 @@ impl Balancer {
         Ok(backends)
     }
 
-    /// Binds the addresses no current listener has: with a socket handed over for that address
-    /// when there is one, else a new one.
+    /// Binds the addresses no current listener has, a group of sockets each
+    /// ([`crate::listener::shards`]): the sockets handed over for that address when there are
+    /// some, as many as the old process had (a socket added here would take its share of new
+    /// connections before this process accepts, and reset them should the upgrade be called
+    /// off), else new ones.
     fn bind_new_addresses(&mut self, wanted: &[(String, SocketAddr)]) -> Result<Vec<Opened>, LbError> {
+        let shards = crate::listener::shards(wanted.len());
         let mut fresh = Vec::new();
         for (frontend, address) in wanted {
             if !self.listeners.iter().any(|l| l.address == *address) {
-                let listener = match self.inherited.iter().position(|(a, _)| a == address) {
-                    Some(at) => {
-                        let (_, listener) = self.inherited.swap_remove(at);
-                        listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener))
-                    }
-                    None => bind(*address),
-                };
-                let listener = listener.map_err(|source| LbError::Bind { address: *address, source })?;
-                fresh.push((frontend.clone(), *address, listener));
+                let group = self.take_inherited(*address).unwrap_or_else(|| crate::listener::bind_group(*address, shards));
+                let group = group.map_err(|source| LbError::Bind { address: *address, source })?;
+                fresh.push((frontend.clone(), *address, group));
             }
         }
         Ok(fresh)
+    }
+
+    /// Every socket handed over for `address`, ready to accept on; `None` when none was.
+    fn take_inherited(&mut self, address: SocketAddr) -> Option<std::io::Result<Vec<TcpListener>>> {
+        let (taken, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inherited).into_iter().partition(|(a, _)| *a == address);
+        self.inherited = rest;
+        if taken.is_empty() {
+            return None;
+        }
+        Some(taken.into_iter().map(|(_, listener)| listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener))).collect())
     }
 
     /// Stops the listeners of addresses no longer bound by any frontend, keeps the others.
@@ -294,23 +269,12 @@ impl Balancer {
     /// Starts the accept loops of the new listeners.
     fn start_listeners(&mut self, fresh: Vec<Opened>, changes: &mut Changes) {
         changes.listeners_added = fresh.len();
-        for (name, address, listener) in fresh {
+        let start = Start { shutdown: self.shutdown.clone(), accepting: self.accepting.clone(), in_flight: Arc::clone(&self.in_flight) };
+        for (name, address, group) in fresh {
             let Some(frontend) = self.frontend(&name).cloned() else { continue };
-            // A duplicate of the socket for a handover; without one (out of descriptors) the
-            // listener serves all the same, and an upgrade would bind the address anew.
-            let socket = match std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned() {
-                Ok(socket) => socket,
-                Err(e) => {
-                    tracing::error!(%address, error = %e, "cannot duplicate a listening socket: not served");
-                    continue;
-                }
-            };
-            let (stop, stopped) = watch::channel(false);
-            frontend.listener_started();
-            let (target, targeted) = watch::channel(frontend);
-            let gates = Gates { shutdown: self.shutdown.clone(), stop: stopped, accepting: self.accepting.clone() };
-            self.tasks.spawn(accept_loop(targeted, listener, gates, Arc::clone(&self.in_flight)));
-            self.listeners.push(Listener { frontend: name, address, stop, target, socket });
+            if let Some(listener) = Listener::start(name, address, group, &frontend, &start, &mut self.tasks) {
+                self.listeners.push(listener);
+            }
         }
     }
 
@@ -371,8 +335,9 @@ async fn report_connection_log_losses(log: Arc<ConnectionLog>, mut shutdown: wat
     }
 }
 
-/// A socket bound for a frontend, not yet accepting: (frontend, address, socket).
-type Opened = (String, SocketAddr, TcpListener);
+/// The sockets bound for a frontend's bind, not yet accepting: (frontend, address, sockets).
+type Opened = (String, SocketAddr, Vec<TcpListener>);
+
 
 /// Every (frontend, address) the config binds.
 fn wanted_binds(config: &Config) -> Vec<(String, SocketAddr)> {
@@ -388,102 +353,4 @@ fn server_stays(backends: &[Arc<BackendRuntime>], old: &BackendRuntime, server: 
                 || (s.config.name == server.config.name && s.config.address == server.config.address && b.config.name == old.config.name)
         })
     })
-}
-
-/// What ends or holds an accept loop: the balancer's shutdown, the listener's own stop (a
-/// reload), and whether this process accepts yet.
-struct Gates {
-    shutdown: watch::Receiver<bool>,
-    stop: watch::Receiver<bool>,
-    accepting: watch::Receiver<bool>,
-}
-
-async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener: TcpListener, gates: Gates, in_flight: Arc<AtomicU64>) {
-    let Gates { mut shutdown, mut stop, mut accepting } = gates;
-    // A process taking over accepts only from the moment it does: until then the running one
-    // accepts on the same socket, and a connection accepted here would die with a failed start.
-    tokio::select! {
-        open = accepting.wait_for(|open| *open) => if open.is_err() { target.borrow().listener_stopped(); return },
-        _ = shutdown.changed() => { target.borrow().listener_stopped(); return },
-        _ = stop.changed() => { target.borrow().listener_stopped(); return },
-    }
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        // A place first: while every place is taken, new connections wait in the kernel's
-        // backlog, not in halo's descriptors.
-        let frontend = target.borrow().clone();
-        let place = tokio::select! {
-            biased;
-            place = frontend.admission() => match place {
-                Some(place) => place,
-                None => break,
-            },
-            // Every place taken and connections waiting in the backlog: the connection silent
-            // the longest is closed, and its place comes free (waited for, so that one closes
-            // for each connection accepted).
-            () = frontend.silent.make_room(&listener) => match frontend.admission().await {
-                Some(place) => place,
-                None => break,
-            },
-            // A reload gave this listener to another frontend: its places, then.
-            Ok(()) = target.changed() => continue,
-            _ = shutdown.changed() => break,
-            _ = stop.changed() => break,
-        };
-        // Not biased: under a flood that never leaves the accept queue empty, a shutdown or a
-        // reload closing this listener must still be seen.
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-            _ = stop.changed() => break,
-        };
-        match accepted {
-            // Closed at once: nothing read, no server asked, its place free again.
-            Ok((client, peer)) if !frontend.allows(peer.ip()) => {
-                frontend.refuse(peer);
-                drop((client, place));
-            }
-            Ok((client, peer)) => {
-                frontend.stats.total.fetch_add(1, Ordering::Relaxed);
-                frontend.stats.current.fetch_add(1, Ordering::Relaxed);
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (frontend, in_flight) = (Arc::clone(&frontend), Arc::clone(&in_flight));
-                tokio::spawn(async move {
-                    Arc::clone(&frontend).serve(client, peer, place).await;
-                    frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-            Err(e) if local_error(&e) => {
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(frontend = %frontend.name, error = %e, "cannot accept: out of resources; backing off");
-                    last_warning = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => tracing::debug!(frontend = %frontend.name, error = %e, "accept failed"),
-        }
-    }
-    target.borrow().listener_stopped();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The proxied connections' options are set once on the listener: the kernel must hand them
-    /// to every accepted socket, or clients would go without keepalive and TCP_NODELAY.
-    #[tokio::test]
-    async fn accepted_sockets_inherit_keepalive_and_nodelay() {
-        let listener = bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
-        let address = listener.local_addr().expect("its address");
-        let client = tokio::net::TcpStream::connect(address).await.expect("connect");
-        let (accepted, _) = listener.accept().await.expect("accept");
-        let socket = socket2::SockRef::from(&accepted);
-        assert!(socket.tcp_nodelay().expect("TCP_NODELAY"), "TCP_NODELAY not inherited");
-        assert!(socket.keepalive().expect("SO_KEEPALIVE"), "SO_KEEPALIVE not inherited");
-        assert_eq!(socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"), Duration::from_secs(60));
-        assert_eq!(socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), Duration::from_secs(10));
-        drop(client);
-    }
 }

@@ -32,7 +32,7 @@ pub struct ServerHealth {
 impl Balancer {
     /// The listening sockets, by address.
     pub fn listening_sockets(&self) -> Vec<(SocketAddr, BorrowedFd<'_>)> {
-        self.listeners.iter().map(|l| (l.address, l.socket.as_fd())).collect()
+        self.listeners.iter().flat_map(|l| l.sockets.iter().map(|socket| (l.address, socket.as_fd()))).collect()
     }
 
     /// What the checks know of every server.
@@ -132,6 +132,23 @@ mod tests {
         assert_eq!((health[0].admin, health[0].weight), (crate::Admin::Drain, Some(7)));
         assert!(!health[1].up && !health[1].decided);
         assert_eq!((health[1].admin, health[1].weight), (crate::Admin::Ready, None));
+        drop(open);
+    }
+
+    /// A bind's whole group of sockets goes over, and the new balancer binds nothing anew (the
+    /// old one still listens: a new group could not be bound).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_socket_of_a_bind_goes_over() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let old = Balancer::start(&config(port), stopped.clone()).expect("old");
+        let sockets: Vec<std::net::TcpListener> =
+            old.listening_sockets().iter().map(|(_, fd)| std::net::TcpListener::from(fd.try_clone_to_owned().expect("dup"))).collect();
+        assert_eq!(sockets.len(), 2, "one socket per worker thread");
+        let (open, accepting) = tokio::sync::watch::channel(false);
+        let new = Balancer::start_inheriting(&config(port), stopped, crate::Inherited { listeners: sockets, accepting, kernel: None })
+            .expect("new");
+        assert_eq!(new.listening_sockets().len(), 2);
         drop(open);
     }
 }

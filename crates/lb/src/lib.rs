@@ -12,6 +12,7 @@ pub mod established;
 pub mod handover;
 pub mod health;
 pub mod kernel;
+pub mod listener;
 mod lock;
 pub mod probe;
 pub mod proxy;

@@ -1,0 +1,261 @@
+//! A frontend's bind at run time: its listening sockets — a `SO_REUSEPORT` group, one socket and
+//! one accept loop per worker thread of the runtime, so that accepting scales with the threads
+//! and the kernel spreads new connections over the loops — and the accept loop itself.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::probe::local_error;
+use crate::runtime::FrontendRuntime;
+
+/// The most listening sockets a balancer opens over all its binds: `halo upgrade` hands them
+/// over in one message (with the status sockets and the kernel path's maps), which carries at
+/// most 64 descriptors. Binds past it get fewer sockets each (at least one).
+pub const MAX_LISTENING_SOCKETS: usize = 48;
+
+/// How many sockets each of `binds` binds gets: one per worker thread of the current runtime,
+/// within [`MAX_LISTENING_SOCKETS`] over all of them.
+pub(crate) fn shards(binds: usize) -> usize {
+    let threads = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+    threads.min(MAX_LISTENING_SOCKETS / binds.max(1)).max(1)
+}
+
+/// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
+/// so a backup is ready the instant it becomes master), IPv6-only for IPv6 binds, and the
+/// proxied connections' options, which accepted sockets inherit (no system call per client).
+/// `SO_REUSEPORT` is set after the bind: a socket some other program listens on with
+/// `SO_REUSEPORT` is refused (address in use) rather than silently shared with it, and the
+/// group's other sockets can still join.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket(address)?;
+    socket.bind(&address.into())?;
+    socket.set_reuse_port(true)?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// `count` listening sockets on `address` in one `SO_REUSEPORT` group (all or none): the first
+/// bound as [`bind`] does, the others joining it.
+pub fn bind_group(address: SocketAddr, count: usize) -> std::io::Result<Vec<TcpListener>> {
+    let first = bind(address)?;
+    // Port 0 binds the group on the port the first socket got.
+    let address = first.local_addr()?;
+    let mut group = vec![first];
+    while group.len() < count {
+        let socket = socket(address)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(4096)?;
+        group.push(TcpListener::from_std(socket.into())?);
+    }
+    Ok(group)
+}
+
+fn socket(address: SocketAddr) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    crate::sockopt::set_connection_options(socket2::SockRef::from(&socket))?;
+    Ok(socket)
+}
+
+/// A bind's accept loops, stoppable on their own (reload) or with everything (shutdown). The
+/// frontend they serve can change under them: a bind that moves to another (or a renamed)
+/// frontend keeps its sockets, so no connection is refused and no rebind can fail.
+pub(crate) struct Listener {
+    pub(crate) frontend: String,
+    pub(crate) address: SocketAddr,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) target: watch::Sender<Arc<FrontendRuntime>>,
+    /// The listening sockets themselves (each accept loop has a duplicate of its own): what
+    /// `halo upgrade` hands to the next process. Never closed one by one: closing a socket of a
+    /// `SO_REUSEPORT` group would reset the connections waiting in its queue.
+    pub(crate) sockets: Vec<OwnedFd>,
+}
+
+/// What an accept loop is started with besides its socket.
+pub(crate) struct Start {
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) accepting: watch::Receiver<bool>,
+    pub(crate) in_flight: Arc<AtomicU64>,
+}
+
+impl Listener {
+    /// Starts one accept loop per socket of `group` for `frontend`. A socket that cannot be
+    /// duplicated for a handover (out of descriptors) is not served; `None` when none is.
+    pub(crate) fn start(
+        name: String,
+        address: SocketAddr,
+        group: Vec<TcpListener>,
+        frontend: &Arc<FrontendRuntime>,
+        start: &Start,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> Option<Self> {
+        let (stop, stopped) = watch::channel(false);
+        let (target, targeted) = watch::channel(Arc::clone(frontend));
+        let mut sockets = Vec::new();
+        for listener in group {
+            // A duplicate of the socket for a handover; without one an upgrade could not take it
+            // over, and the socket is closed before it accepts anything.
+            match listener.as_fd().try_clone_to_owned() {
+                Ok(socket) => sockets.push(socket),
+                Err(e) => {
+                    tracing::error!(%address, error = %e, "cannot duplicate a listening socket: not served");
+                    continue;
+                }
+            }
+            frontend.listener_started();
+            let gates = Gates { shutdown: start.shutdown.clone(), stop: stopped.clone(), accepting: start.accepting.clone() };
+            tasks.spawn(accept_loop(targeted.clone(), listener, gates, Arc::clone(&start.in_flight)));
+        }
+        (!sockets.is_empty()).then_some(Self { frontend: name, address, stop, target, sockets })
+    }
+}
+
+/// What ends or holds an accept loop: the balancer's shutdown, the listener's own stop (a
+/// reload), and whether this process accepts yet.
+struct Gates {
+    shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    accepting: watch::Receiver<bool>,
+}
+
+async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener: TcpListener, gates: Gates, in_flight: Arc<AtomicU64>) {
+    let Gates { mut shutdown, mut stop, mut accepting } = gates;
+    // A process taking over accepts only from the moment it does: until then the running one
+    // accepts on the same socket, and a connection accepted here would die with a failed start.
+    tokio::select! {
+        open = accepting.wait_for(|open| *open) => if open.is_err() { target.borrow().listener_stopped(); return },
+        _ = shutdown.changed() => { target.borrow().listener_stopped(); return },
+        _ = stop.changed() => { target.borrow().listener_stopped(); return },
+    }
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        // A place first: while every place is taken, new connections wait in the kernel's
+        // backlog, not in halo's descriptors.
+        let frontend = target.borrow().clone();
+        let place = tokio::select! {
+            biased;
+            place = frontend.admission() => match place {
+                Some(place) => place,
+                None => break,
+            },
+            // Every place taken and connections waiting in the backlog: the connection silent
+            // the longest is closed, and its place comes free (waited for, so that one closes
+            // for each connection accepted).
+            () = frontend.silent.make_room(&listener) => match frontend.admission().await {
+                Some(place) => place,
+                None => break,
+            },
+            // A reload gave this listener to another frontend: its places, then.
+            Ok(()) = target.changed() => continue,
+            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
+        };
+        // Not biased: under a flood that never leaves the accept queue empty, a shutdown or a
+        // reload closing this listener must still be seen.
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
+        };
+        match accepted {
+            // Closed at once: nothing read, no server asked, its place free again.
+            Ok((client, peer)) if !frontend.allows(peer.ip()) => {
+                frontend.refuse(peer);
+                drop((client, place));
+            }
+            Ok((client, peer)) => {
+                frontend.stats.total.fetch_add(1, Ordering::Relaxed);
+                frontend.stats.current.fetch_add(1, Ordering::Relaxed);
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let (frontend, in_flight) = (Arc::clone(&frontend), Arc::clone(&in_flight));
+                tokio::spawn(async move {
+                    Arc::clone(&frontend).serve(client, peer, place).await;
+                    frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) if local_error(&e) => {
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(frontend = %frontend.name, error = %e, "cannot accept: out of resources; backing off");
+                    last_warning = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => tracing::debug!(frontend = %frontend.name, error = %e, "accept failed"),
+        }
+    }
+    target.borrow().listener_stopped();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proxied connections' options are set once on the listener: the kernel must hand them
+    /// to every accepted socket, or clients would go without keepalive and TCP_NODELAY.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_keepalive_and_nodelay() {
+        let listener = bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
+        let address = listener.local_addr().expect("its address");
+        let client = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().expect("TCP_NODELAY"), "TCP_NODELAY not inherited");
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"), "SO_KEEPALIVE not inherited");
+        assert_eq!(socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"), Duration::from_secs(60));
+        assert_eq!(socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"), Duration::from_secs(10));
+        drop(client);
+    }
+
+    /// One socket per worker thread, in one group: the kernel spreads new connections over
+    /// them, and each is accepted on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bind_is_one_socket_per_worker_and_the_kernel_spreads_connections_over_them() {
+        assert_eq!(shards(1), 2);
+        assert_eq!(shards(MAX_LISTENING_SOCKETS), 1, "binds share the sockets one message can hand over");
+        assert_eq!(shards(MAX_LISTENING_SOCKETS * 2), 1, "and each bind has one at least");
+        let group = bind_group("127.0.0.1:0".parse().expect("an address"), shards(1)).expect("bind");
+        let address = group[0].local_addr().expect("its address");
+        assert!(group.iter().all(|l| l.local_addr().ok() == Some(address)));
+        let mut clients = Vec::new();
+        for _ in 0..64 {
+            clients.push(tokio::net::TcpStream::connect(address).await.expect("connect"));
+        }
+        let mut accepted = [0usize; 2];
+        for (at, listener) in group.iter().enumerate() {
+            while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await {
+                accepted[at] += 1;
+            }
+        }
+        assert_eq!(accepted[0] + accepted[1], 64, "a connection was lost: {accepted:?}");
+        assert!(accepted[0] > 0 && accepted[1] > 0, "one socket took every connection: {accepted:?}");
+    }
+
+    /// Another program listening with SO_REUSEPORT on the port would otherwise share halo's
+    /// connections without a word: the bind is refused instead, as any port in use.
+    #[tokio::test]
+    async fn a_port_another_program_listens_on_with_reuse_port_is_refused() {
+        let other = socket("127.0.0.1:0".parse().expect("an address")).expect("socket");
+        other.set_reuse_port(true).expect("SO_REUSEPORT");
+        other.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("an address").into()).expect("bind");
+        other.listen(16).expect("listen");
+        let address = other.local_addr().expect("its address").as_socket().expect("inet");
+        let error = bind_group(address, 2).expect_err("a port in use was shared");
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    }
+}
