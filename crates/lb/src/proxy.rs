@@ -23,7 +23,6 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -38,14 +37,18 @@ use tokio::sync::watch;
 const CHUNK: usize = 64 * 1024;
 /// The buffer each readable side's first bytes are read into.
 const SMALL: usize = 16 * 1024;
-/// Pipes kept for reuse; more are created (and closed after use) under load.
-const POOL: usize = 64;
+/// Pipes kept for reuse by each worker thread; more are created (and closed after use) under
+/// load.
+const POOL: usize = 32;
 
-static PIPES: Mutex<Vec<(OwnedFd, OwnedFd)>> = Mutex::new(Vec::new());
+thread_local! {
+    /// The thread's pipes for reuse: no lock is shared between threads for them. A relay may
+    /// take a pipe on one thread and give it back on another; each pool stays within [`POOL`].
+    static PIPES: std::cell::RefCell<Vec<(OwnedFd, OwnedFd)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 fn take_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let pooled = PIPES.lock().map(|mut p| p.pop()).unwrap_or(None);
-    match pooled {
+    match PIPES.with_borrow_mut(Vec::pop) {
         Some(pipe) => Ok(pipe),
         None => nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).map_err(io::Error::from),
     }
@@ -53,11 +56,11 @@ fn take_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Returns an empty pipe to the pool (a pipe with bytes left in it is closed instead).
 fn give_back(pipe: (OwnedFd, OwnedFd)) {
-    if let Ok(mut pool) = PIPES.lock()
-        && pool.len() < POOL
-    {
-        pool.push(pipe);
-    }
+    PIPES.with_borrow_mut(|pool| {
+        if pool.len() < POOL {
+            pool.push(pipe);
+        }
+    });
 }
 
 /// How bytes are moved.
