@@ -338,7 +338,6 @@ async fn report_connection_log_losses(log: Arc<ConnectionLog>, mut shutdown: wat
 /// The sockets bound for a frontend's bind, not yet accepting: (frontend, address, sockets).
 type Opened = (String, SocketAddr, Vec<TcpListener>);
 
-
 /// Every (frontend, address) the config binds.
 fn wanted_binds(config: &Config) -> Vec<(String, SocketAddr)> {
     config.frontends.iter().flat_map(|f| f.binds.iter().map(move |a| (f.name.clone(), *a))).collect()
@@ -353,4 +352,89 @@ fn server_stays(backends: &[Arc<BackendRuntime>], old: &BackendRuntime, server: 
                 || (s.config.name == server.config.name && s.config.address == server.config.address && b.config.name == old.config.name)
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port()
+    }
+
+    /// Two frontends' binds and a backend whose one server is never checked (up at once).
+    fn config(a: &[u16], b: &[u16], max_connections: u32, server: u16) -> Config {
+        let binds = |ports: &[u16]| ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            "[[frontend]]\nname = \"a\"\nbind = [{}]\nbackend = \"api\"\nmax_connections = {max_connections}\n\n\
+             [[frontend]]\nname = \"b\"\nbind = [{}]\nbackend = \"api\"\n\n\
+             [[backend]]\nname = \"api\"\n[backend.health]\nkind = \"none\"\n[[backend.server]]\nname = \"s\"\naddress = \"127.0.0.1:{server}\"\n",
+            binds(a),
+            binds(b)
+        );
+        halo_config::load_str("t.toml", &text).expect("valid").config
+    }
+
+    /// Waits (bounded) until `frontend` has `loops` accept loops.
+    async fn loops_become(balancer: &Balancer, frontend: &str, loops: u64) {
+        let runtime = Arc::clone(balancer.frontend(frontend).expect("the frontend"));
+        for _ in 0..200 {
+            if runtime.accept_loops() == loops {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("frontend {frontend}: {} accept loops, not {loops}", runtime.accept_loops());
+    }
+
+    /// Each socket of a bind is an accept loop counted by the frontend it serves, through a move
+    /// to another frontend and the bind's removal (a miscount makes `is_listening` lie, and the
+    /// balancer tracker fail a frontend that serves, or pass one that does not).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accept_loops_are_counted_where_they_serve_through_a_move() {
+        let (p1, p2, p3) = (port(), port(), port());
+        let (_stop, stopped) = watch::channel(false);
+        let mut balancer = Balancer::start(&config(&[p1], &[p2], 100, 9), stopped).expect("start");
+        loops_become(&balancer, "a", 2).await;
+        loops_become(&balancer, "b", 2).await;
+        balancer.reload(&config(&[p3], &[p2, p1], 100, 9)).expect("p1 moves to b");
+        loops_become(&balancer, "a", 2).await;
+        loops_become(&balancer, "b", 4).await;
+        balancer.reload(&config(&[p3], &[p2], 100, 9)).expect("p1 removed");
+        loops_become(&balancer, "b", 2).await;
+        loops_become(&balancer, "a", 2).await;
+    }
+
+    /// A frontend capped at one connection, with two accept loops: each client in turn is
+    /// served, whichever socket of the group the kernel gives it to (a loop holding the only
+    /// place for its empty queue would leave the other loop's client waiting for ever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cap_below_the_accept_loops_still_serves_every_client() {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("echo");
+        let server = echo.local_addr().expect("its address").port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let mut byte = [0u8; 1];
+                    while stream.read_exact(&mut byte).await.is_ok() && stream.write_all(&byte).await.is_ok() {}
+                });
+            }
+        });
+        let front = port();
+        let (_stop, stopped) = watch::channel(false);
+        let balancer = Balancer::start(&config(&[front], &[port()], 1, server), stopped).expect("start");
+        loops_become(&balancer, "a", 2).await;
+        for client in 0..16 {
+            let exchange = async {
+                let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", front)).await?;
+                stream.write_all(b"x").await?;
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).await?;
+                Ok::<_, std::io::Error>(byte)
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(5), exchange).await;
+            assert!(matches!(answer, Ok(Ok(b))if &b == b"x"), "client {client} not served: {answer:?}");
+        }
+    }
 }

@@ -139,6 +139,11 @@ impl FrontendRuntime {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn accept_loops(&self) -> u64 {
+        self.listening.load(Ordering::Relaxed)
+    }
+
     /// True while at least one bind accepts connections.
     pub fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Relaxed) > 0

@@ -76,7 +76,9 @@ mod tests {
     #[test]
     fn the_lines_of_the_binary_without_write_permission_are_taken() {
         let dev = libc::makedev(0xfd, 0x01);
-        let line = |perms: &str, device: &str, inode: u64| format!("55d81d193000-55d81d195000 {perms} 0004e000 {device} {inode}  /usr/bin/halo (deleted)");
+        let line = |perms: &str, device: &str, inode: u64| {
+            format!("55d81d193000-55d81d195000 {perms} 0004e000 {device} {inode}  /usr/bin/halo (deleted)")
+        };
         assert_eq!(binary_mapping(&line("r-xp", "fd:01", 42), dev, 42), Some((0x55d8_1d19_3000, 0x2000)));
         assert_eq!(binary_mapping(&line("r--p", "fd:01", 42), dev, 42), Some((0x55d8_1d19_3000, 0x2000)));
         assert_eq!(binary_mapping(&line("rw-p", "fd:01", 42), dev, 42), None, "writable: data, never advised out");
