@@ -149,7 +149,8 @@ sample() {
   local end=$((SECONDS + $2)) upstream queue
   while [ $SECONDS -lt "$end" ] && [ ! -e "$WORK/stop" ] && [ -e "/proc/$1" ]; do
     upstream=$(ip netns exec "$P-m1" ss -Htn state established '( sport = :6443 )' | wc -l)
-    queue=$(ip netns exec "$P-b1" ss -Hltn '( sport = :8443 )' | awk '{ print $2; exit }')
+    # Summed over the listening sockets (halo binds one per worker thread, a SO_REUSEPORT group).
+    queue=$(ip netns exec "$P-b1" ss -Hltn '( sport = :8443 )' | awk '{ q += $2 } END { print q + 0 }')
     echo "$(fds "$1") $(rss "$1") $upstream ${queue:-0}"
     sleep 0.1
   done
@@ -176,7 +177,7 @@ trial() {
   fi
   sleep 0.5
   fd0=$(fds "$balancer") rss0=$(rss "$balancer")
-  backlog=$(ip netns exec "$P-b1" ss -Hltn '( sport = :8443 )' | awk '{ print $3; exit }')
+  backlog=$(ip netns exec "$P-b1" ss -Hltn '( sport = :8443 )' | awk '{ b += $3 } END { print b + 0 }')
   rm -f "$WORK/stop"
   sample "$balancer" $((BOUND + MIN_HOLD + 20)) > "$WORK/samples" &
   sampler=$!; track "$sampler"

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -17,7 +17,7 @@ use crate::LbError;
 use crate::lock::lock;
 use crate::probe::{Failure, probe, short};
 use crate::select::{Candidate, Schedule};
-use crate::server::ServerRuntime;
+use crate::server::{SelectionKey, ServerRuntime};
 use crate::sockopt::set_connection_options;
 
 /// One backend at run time.
@@ -29,6 +29,8 @@ pub struct BackendRuntime {
     /// Server choice: the schedule of the servers' current states, swapped whole when one
     /// changes, and the round-robin turn. Read by every connection without a lock.
     selection: ArcSwap<Selection>,
+    /// Set while one thread rebuilds the schedule: the others choose from the one they have.
+    rebuilding: AtomicBool,
     turn: AtomicUsize,
     tls: Option<TlsConnector>,
     /// Set when a reload replaces this backend: its check tasks end.
@@ -67,7 +69,15 @@ impl BackendRuntime {
             })
             .collect();
         let selection = ArcSwap::from_pointee(Selection::of(&servers));
-        Ok(Self { config: config.clone(), servers, selection, turn: AtomicUsize::new(0), tls, stop_checks: watch::Sender::new(false) })
+        Ok(Self {
+            config: config.clone(),
+            servers,
+            selection,
+            rebuilding: AtomicBool::new(false),
+            turn: AtomicUsize::new(0),
+            tls,
+            stop_checks: watch::Sender::new(false),
+        })
     }
 
     /// Stops this backend's health checks (a reload replaced it).
@@ -105,8 +115,11 @@ impl BackendRuntime {
     /// differs from the one it was built from.
     fn choose(&self, exclude: &[usize]) -> Option<(usize, SocketAddr)> {
         let mut selection = self.selection.load();
-        if !selection.is_current(&self.servers) {
+        // One thread rebuilds a stale schedule; the others go on with it meanwhile (a server it
+        // names that cannot take the connection fails the connect, and the next is tried).
+        if !selection.is_current(&self.servers) && !self.rebuilding.swap(true, Ordering::Acquire) {
             self.selection.store(Arc::new(Selection::of(&self.servers)));
+            self.rebuilding.store(false, Ordering::Release);
             selection = self.selection.load();
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
@@ -250,7 +263,7 @@ impl BackendRuntime {
 
 /// The servers' states a schedule was built from, the schedule, and the addresses then.
 struct Selection {
-    keys: Vec<u64>,
+    keys: Vec<SelectionKey>,
     addresses: Vec<Option<SocketAddr>>,
     schedule: Schedule,
 }
@@ -258,15 +271,15 @@ struct Selection {
 impl Selection {
     /// The selection of the servers as they are now.
     fn of(servers: &[Arc<ServerRuntime>]) -> Self {
-        // The keys first: a change while the rest is read gives a key that differs later.
-        let keys = servers.iter().map(|s| s.selection_key()).collect();
-        let addresses: Vec<Option<SocketAddr>> = servers.iter().map(|s| s.address()).collect();
+        // Built from the keys alone (and the addresses read with them): a change after the
+        // reading gives a key that differs, and the next choice rebuilds.
+        let (keys, addresses): (Vec<SelectionKey>, Vec<Option<SocketAddr>>) = servers.iter().map(|s| s.selection_state()).unzip();
         let candidates: Vec<Candidate> = servers
             .iter()
-            .zip(&addresses)
-            .map(|(s, address)| {
-                let usable = s.is_healthy() && address.is_some() && !s.config.disabled && s.takes_new_connections();
-                Candidate::new(s.weight(), s.config.backup, usable)
+            .zip(keys.iter().zip(&addresses))
+            .map(|(s, (key, address))| {
+                let usable = key.takes_connections() && address.is_some() && !s.config.disabled;
+                Candidate::new(key.weight(), s.config.backup, usable)
             })
             .collect();
         Self { keys, addresses, schedule: Schedule::build(&candidates) }

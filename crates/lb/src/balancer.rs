@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use halo_config::Config;
-use tokio::net::TcpListener;
+use std::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::LbError;
@@ -50,7 +50,7 @@ pub struct Balancer {
     pub connection_log: Arc<ConnectionLog>,
     /// Listening sockets handed over by the process this one replaces, taken by the binds
     /// of their addresses instead of new sockets (`halo upgrade`).
-    inherited: Vec<(SocketAddr, std::net::TcpListener)>,
+    inherited: Vec<(SocketAddr, TcpListener)>,
     /// Accept loops accept only while this is true (false until a new process takes over).
     accepting: watch::Receiver<bool>,
     /// Pauses the relays for an upgrade and keeps what they hand over.
@@ -63,7 +63,7 @@ pub struct Balancer {
 /// What a balancer that takes over from a running one starts with (`halo upgrade`).
 pub struct Inherited {
     /// The listening sockets handed over; a bind on one of their addresses uses it.
-    pub listeners: Vec<std::net::TcpListener>,
+    pub listeners: Vec<TcpListener>,
     /// Accept loops wait until this becomes true (the moment the new process takes over).
     pub accepting: watch::Receiver<bool>,
     /// The kernel data path's maps, with the connections in them.
@@ -167,7 +167,9 @@ impl Balancer {
     /// connections before this process accepts, and reset them should the upgrade be called
     /// off), else new ones.
     fn bind_new_addresses(&mut self, wanted: &[(String, SocketAddr)]) -> Result<Vec<Opened>, LbError> {
-        let shards = crate::listener::shards(wanted.len());
+        let open = self.listeners.iter().map(|l| l.sockets.len()).sum::<usize>() + self.inherited.len();
+        let new_binds = wanted.iter().filter(|(_, a)| !self.listeners.iter().any(|l| l.address == *a)).count();
+        let shards = crate::listener::shards(new_binds, open);
         let mut fresh = Vec::new();
         for (frontend, address) in wanted {
             if !self.listeners.iter().any(|l| l.address == *address) {
@@ -186,7 +188,7 @@ impl Balancer {
         if taken.is_empty() {
             return None;
         }
-        Some(taken.into_iter().map(|(_, listener)| listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener))).collect())
+        Some(taken.into_iter().map(|(_, listener)| listener.set_nonblocking(true).map(|()| listener)).collect())
     }
 
     /// Stops the listeners of addresses no longer bound by any frontend, keeps the others.
@@ -210,8 +212,11 @@ impl Balancer {
             if Arc::ptr_eq(&previous, frontend) {
                 continue;
             }
-            frontend.listener_started();
-            previous.listener_stopped();
+            // One accept loop per socket, each counted where it serves.
+            for _ in &listener.sockets {
+                frontend.listener_started();
+                previous.listener_stopped();
+            }
             listener.target.send_replace(Arc::clone(frontend));
             tracing::info!(address = %listener.address, from = %previous.name, to = %frontend.name, "bind moved to another frontend, socket kept");
             listener.frontend = name.clone();

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use std::net::TcpListener;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use crate::probe::local_error;
@@ -20,11 +22,12 @@ use crate::runtime::FrontendRuntime;
 /// most 64 descriptors. Binds past it get fewer sockets each (at least one).
 pub const MAX_LISTENING_SOCKETS: usize = 48;
 
-/// How many sockets each of `binds` binds gets: one per worker thread of the current runtime,
-/// within [`MAX_LISTENING_SOCKETS`] over all of them.
-pub(crate) fn shards(binds: usize) -> usize {
+/// How many sockets each of `binds` new binds gets, `open` sockets being open already: one per
+/// worker thread of the current runtime, within [`MAX_LISTENING_SOCKETS`] over all of them
+/// (at least one each).
+pub(crate) fn shards(binds: usize, open: usize) -> usize {
     let threads = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
-    threads.min(MAX_LISTENING_SOCKETS / binds.max(1)).max(1)
+    threads.min(MAX_LISTENING_SOCKETS.saturating_sub(open) / binds.max(1)).max(1)
 }
 
 /// A listening socket: SO_REUSEADDR, IP_FREEBIND (a bind on a VIP works before the VIP is here,
@@ -38,7 +41,7 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&address.into())?;
     socket.set_reuse_port(true)?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// `count` listening sockets on `address` in one `SO_REUSEPORT` group (all or none): the first
@@ -53,7 +56,7 @@ pub fn bind_group(address: SocketAddr, count: usize) -> std::io::Result<Vec<TcpL
         socket.set_reuse_port(true)?;
         socket.bind(&address.into())?;
         socket.listen(4096)?;
-        group.push(TcpListener::from_std(socket.into())?);
+        group.push(socket.into());
     }
     Ok(group)
 }
@@ -81,8 +84,9 @@ pub(crate) struct Listener {
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) target: watch::Sender<Arc<FrontendRuntime>>,
     /// The listening sockets themselves (each accept loop has a duplicate of its own): what
-    /// `halo upgrade` hands to the next process. Never closed one by one: closing a socket of a
-    /// `SO_REUSEPORT` group would reset the connections waiting in its queue.
+    /// `halo upgrade` hands to the next process. Closed together: closing a socket of a
+    /// `SO_REUSEPORT` group resets the connections waiting in its queue (the one exception: a
+    /// socket that cannot be duplicated, out of descriptors, is closed at start).
     pub(crate) sockets: Vec<OwnedFd>,
 }
 
@@ -133,8 +137,28 @@ struct Gates {
     accepting: watch::Receiver<bool>,
 }
 
+/// The listener registered with the runtime for readiness.
+#[allow(unsafe_code)]
+fn watched(listener: TcpListener) -> std::io::Result<AsyncFd<TcpListener>> {
+    // SAFETY: the AsyncFd owns the listener, whose descriptor stays open and the same until the
+    // AsyncFd drops it (nothing here takes it out or closes it).
+    unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }.map_err(std::io::Error::from)
+}
+
+/// Accepts on one socket of a group until stopped. A loop waits until a connection is in its
+/// socket's queue before it takes a place, then accepts: the loops of a bind hold no place for
+/// queues that are empty (with a cap below the number of loops, a loop holding the last place
+/// for an empty queue would leave another loop's client unserved).
 async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener: TcpListener, gates: Gates, in_flight: Arc<AtomicU64>) {
     let Gates { mut shutdown, mut stop, mut accepting } = gates;
+    let listener = match watched(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(frontend = %target.borrow().name, error = %e, "a listening socket cannot be watched: not served");
+            target.borrow().listener_stopped();
+            return;
+        }
+    };
     // A process taking over accepts only from the moment it does: until then the running one
     // accepts on the same socket, and a connection accepted here would die with a failed start.
     tokio::select! {
@@ -144,8 +168,21 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
     }
     let mut last_warning: Option<Instant> = None;
     loop {
-        // A place first: while every place is taken, new connections wait in the kernel's
-        // backlog, not in halo's descriptors.
+        // A connection waiting first, then a place: while every place is taken, new
+        // connections wait in the kernel's backlog, not in halo's descriptors. Not biased:
+        // under a flood that never leaves the accept queue empty, a shutdown or a reload
+        // closing this listener must still be seen.
+        let mut ready = tokio::select! {
+            ready = listener.readable() => match ready {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::error!(frontend = %target.borrow().name, error = %e, "a listening socket failed: no longer served");
+                    break;
+                }
+            },
+            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
+        };
         let frontend = target.borrow().clone();
         let place = tokio::select! {
             biased;
@@ -156,7 +193,7 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
             // Every place taken and connections waiting in the backlog: the connection silent
             // the longest is closed, and its place comes free (waited for, so that one closes
             // for each connection accepted).
-            () = frontend.silent.make_room(&listener) => match frontend.admission().await {
+            () = frontend.silent.make_room(listener.get_ref()) => match frontend.admission().await {
                 Some(place) => place,
                 None => break,
             },
@@ -165,13 +202,12 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
             _ = shutdown.changed() => break,
             _ = stop.changed() => break,
         };
-        // Not biased: under a flood that never leaves the accept queue empty, a shutdown or a
-        // reload closing this listener must still be seen.
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-            _ = stop.changed() => break,
-        };
+        // The client may have gone meanwhile (then the place goes back, and the loop waits).
+        let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) else { continue };
+        let accepted = accepted.and_then(|(client, peer)| {
+            client.set_nonblocking(true)?;
+            Ok((tokio::net::TcpStream::from_std(client)?, peer))
+        });
         match accepted {
             // Closed at once: nothing read, no server asked, its place free again.
             Ok((client, peer)) if !frontend.allows(peer.ip()) => {
@@ -210,7 +246,7 @@ mod tests {
     /// to every accepted socket, or clients would go without keepalive and TCP_NODELAY.
     #[tokio::test]
     async fn accepted_sockets_inherit_keepalive_and_nodelay() {
-        let listener = bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
+        let listener = tokio::net::TcpListener::from_std(bind("127.0.0.1:0".parse().expect("an address")).expect("bind")).expect("tokio");
         let address = listener.local_addr().expect("its address");
         let client = tokio::net::TcpStream::connect(address).await.expect("connect");
         let (accepted, _) = listener.accept().await.expect("accept");
@@ -226,10 +262,13 @@ mod tests {
     /// them, and each is accepted on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bind_is_one_socket_per_worker_and_the_kernel_spreads_connections_over_them() {
-        assert_eq!(shards(1), 2);
-        assert_eq!(shards(MAX_LISTENING_SOCKETS), 1, "binds share the sockets one message can hand over");
-        assert_eq!(shards(MAX_LISTENING_SOCKETS * 2), 1, "and each bind has one at least");
-        let group = bind_group("127.0.0.1:0".parse().expect("an address"), shards(1)).expect("bind");
+        assert_eq!(shards(1, 0), 2);
+        assert_eq!(shards(MAX_LISTENING_SOCKETS, 0), 1, "binds share the sockets one message can hand over");
+        assert_eq!(shards(MAX_LISTENING_SOCKETS * 2, 0), 1, "and each bind has one at least");
+        assert_eq!(shards(1, MAX_LISTENING_SOCKETS - 1), 1, "sockets open already count");
+        assert_eq!(shards(1, MAX_LISTENING_SOCKETS + 5), 1);
+        let group = bind_group("127.0.0.1:0".parse().expect("an address"), shards(1, 0)).expect("bind");
+        let group: Vec<tokio::net::TcpListener> = group.into_iter().map(|l| tokio::net::TcpListener::from_std(l).expect("tokio")).collect();
         let address = group[0].local_addr().expect("its address");
         assert!(group.iter().all(|l| l.local_addr().ok() == Some(address)));
         let mut clients = Vec::new();

@@ -39,7 +39,7 @@ const CHUNK: usize = 64 * 1024;
 const SMALL: usize = 16 * 1024;
 /// Pipes kept for reuse by each worker thread; more are created (and closed after use) under
 /// load.
-const POOL: usize = 32;
+const POOL: usize = 16;
 
 thread_local! {
     /// The thread's pipes for reuse: no lock is shared between threads for them. A relay may

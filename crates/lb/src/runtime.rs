@@ -139,6 +139,7 @@ impl FrontendRuntime {
         }
     }
 
+    /// Accept loops serving this frontend now (one per listening socket).
     #[cfg(test)]
     pub(crate) fn accept_loops(&self) -> u64 {
         self.listening.load(Ordering::Relaxed)

@@ -25,6 +25,11 @@ impl Candidate {
     }
 }
 
+thread_local! {
+    /// Least connections' reading of the loads, kept per thread: no allocation per choice.
+    static LOADS: std::cell::RefCell<Vec<(usize, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Longest smooth round-robin sequence kept per tier; weights are reduced by their greatest
 /// common divisor first, so only unusual weight mixes over many servers come near it. Beyond
 /// it, weights are scaled down (each server keeps at least one turn).
@@ -36,7 +41,7 @@ const MAX_SEQUENCE: u64 = 1 << 16;
 struct Tier {
     members: Vec<usize>,
     weights: Vec<u32>,
-    sequence: Vec<u16>,
+    sequence: Vec<u32>,
 }
 
 /// The choices of one backend's servers in one state: immutable, replaced as a whole when a
@@ -74,17 +79,24 @@ impl Schedule {
             Balance::First => tier.members.iter().copied().find(|i| !exclude.contains(i)),
             Balance::RoundRobin => {
                 let len = tier.sequence.len();
-                (0..len).map(|step| tier.members[usize::from(tier.sequence[(turn + step) % len])]).find(|i| !exclude.contains(i))
+                (0..len).map(|step| tier.members[tier.sequence[turn.wrapping_add(step) % len] as usize]).find(|i| !exclude.contains(i))
             }
             Balance::LeastConn => {
                 // active / weight, compared without division; servers as loaded as each other
                 // take turns (haproxy's leastconn does too), so idle servers share one-at-a-time
-                // clients instead of the first taking them all.
-                let load = |at: usize| u64::from(active(tier.members[at])) * 1_000_000 / u64::from(tier.weights[at]);
-                let open_at = || (0..tier.members.len()).filter(|&at| !exclude.contains(&tier.members[at]));
-                let least = open_at().map(load).min()?;
-                let ties = open_at().filter(|&at| load(at) == least).count();
-                open_at().filter(|&at| load(at) == least).nth(turn % ties).map(|at| tier.members[at])
+                // clients instead of the first taking them all. Each count is read once: other
+                // threads change them meanwhile, and the choice must rest on one reading.
+                LOADS.with_borrow_mut(|loads| {
+                    loads.clear();
+                    for (at, &member) in tier.members.iter().enumerate() {
+                        if !exclude.contains(&member) {
+                            loads.push((member, u64::from(active(member)) * 1_000_000 / u64::from(tier.weights[at])));
+                        }
+                    }
+                    let least = loads.iter().map(|&(_, load)| load).min()?;
+                    let ties = loads.iter().filter(|&&(_, load)| load == least).count();
+                    loads.iter().filter(|&&(_, load)| load == least).nth(turn % ties.max(1)).map(|&(member, _)| member)
+                })
             }
         }
     }
@@ -109,7 +121,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 /// Smooth weighted round robin written out for one full cycle (the sum of the weights): each
 /// member gains its weight, the richest takes the turn and pays the total. Spreads a 5:1:1 split
 /// as a,a,b,a,c,a,a rather than in runs.
-fn smooth_sequence(weights: &[u32]) -> Vec<u16> {
+fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
     let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
     let mut current = vec![0i64; weights.len()];
     let mut sequence = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
@@ -122,8 +134,7 @@ fn smooth_sequence(weights: &[u32]) -> Vec<u16> {
             }
         }
         current[best] -= total;
-        // Members are fewer than 2^16: a backend's servers are bounded by the config.
-        sequence.push(best as u16);
+        sequence.push(best as u32);
     }
     sequence
 }
@@ -159,7 +170,7 @@ mod tests {
         let schedule = Schedule::build(&servers(&weights));
         assert!(schedule.primary.sequence.len() as u64 <= MAX_SEQUENCE + weights.len() as u64);
         for server in 0..weights.len() {
-            assert!(schedule.primary.sequence.iter().any(|&s| usize::from(s) == server), "server {server} has no turn");
+            assert!(schedule.primary.sequence.iter().any(|&s| s as usize == server), "server {server} has no turn");
         }
     }
 
@@ -197,6 +208,22 @@ mod tests {
         let busy_first = |i: usize| u32::from(i == 0);
         let picks: Vec<_> = (0..4).map(|turn| schedule.pick(Balance::LeastConn, turn, busy_first, &[]).expect("a server")).collect();
         assert_eq!(picks, [1, 2, 1, 2], "the busy server is left out of the turns");
+    }
+
+    /// Other threads change the counts while a choice is made: each is read once, so that
+    /// the least loaded server and its turn come from one reading (reading them again gave no
+    /// tie at all once, and a division by zero).
+    #[test]
+    fn least_connections_reads_each_count_once() {
+        let schedule = Schedule::build(&servers(&[1, 1, 1]));
+        let reads = std::cell::Cell::new(0u32);
+        // Every read finds a different count, as under load.
+        let changing = |_: usize| {
+            reads.set(reads.get() + 1);
+            3 - reads.get() % 3
+        };
+        assert!(schedule.pick(Balance::LeastConn, 5, changing, &[]).is_some());
+        assert_eq!(reads.get(), 3, "one read per server");
     }
 
     #[test]

@@ -58,6 +58,34 @@ impl ServerStats {
     }
 }
 
+/// Everything server choice depends on of one server, packed in one number read without a lock:
+/// health, operator state, weight and how often its address changed. A backend's schedule is
+/// built from these keys, and rebuilt when one differs from the key it was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SelectionKey(u64);
+
+impl SelectionKey {
+    fn new(healthy: bool, admin: Admin, weight: u32, address_changes: u64) -> Self {
+        // At most MAX_WEIGHT (256): nine bits, 3..=11.
+        let weight = u64::from(weight.min(crate::admin::MAX_WEIGHT));
+        Self((address_changes << 12) | (weight << 3) | ((admin as u64) << 1) | u64::from(healthy))
+    }
+
+    fn address_changes(self) -> u64 {
+        self.0 >> 12
+    }
+
+    /// The weight selection uses.
+    pub(crate) fn weight(self) -> u32 {
+        ((self.0 >> 3) & 0x1ff) as u32
+    }
+
+    /// Healthy, `ready` and with a weight above 0 (its address and `disabled` aside).
+    pub(crate) fn takes_connections(self) -> bool {
+        self.0 & 1 == 1 && (self.0 >> 1) & 3 == Admin::Ready as u64 && self.weight() > 0
+    }
+}
+
 /// One server at run time.
 #[derive(Debug)]
 pub struct ServerRuntime {
@@ -123,22 +151,33 @@ impl ServerRuntime {
         }
     }
 
-    /// Everything server choice reads of this server, packed in one number read without a
-    /// lock: health, operator state, weight and the address's change count. A backend rebuilds
-    /// its schedule when any server's key differs from the one it was built with.
-    pub(crate) fn selection_key(&self) -> u64 {
-        let healthy = u64::from(self.healthy.load(Ordering::Relaxed));
-        let admin = self.admin.admin() as u64;
-        // At most MAX_WEIGHT (256): nine bits.
-        let weight = u64::from(self.weight().min(crate::admin::MAX_WEIGHT));
-        (self.address_changes.load(Ordering::Relaxed) << 12) | (weight << 3) | (admin << 1) | healthy
+    /// What server choice reads of this server, without a lock ([`SelectionKey`]).
+    pub(crate) fn selection_key(&self) -> SelectionKey {
+        SelectionKey::new(
+            self.healthy.load(Ordering::Relaxed),
+            self.admin.admin(),
+            self.weight(),
+            self.address_changes.load(Ordering::Acquire),
+        )
+    }
+
+    /// Its key and the address it stands for, read together: the address's change count is
+    /// the same before and after the address is read.
+    pub(crate) fn selection_state(&self) -> (SelectionKey, Option<SocketAddr>) {
+        loop {
+            let key = self.selection_key();
+            let address = self.address();
+            if self.address_changes.load(Ordering::Acquire) == key.address_changes() {
+                return (key, address);
+            }
+        }
     }
 
     /// Sets the address connections go to; the previous one.
     fn set_address(&self, address: Option<SocketAddr>) -> Option<SocketAddr> {
         let previous = self.address.send_replace(address);
         if previous != address {
-            self.address_changes.fetch_add(1, Ordering::Relaxed);
+            self.address_changes.fetch_add(1, Ordering::Release);
         }
         previous
     }

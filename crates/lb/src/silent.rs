@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use std::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::lock::lock;

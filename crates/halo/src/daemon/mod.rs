@@ -230,8 +230,11 @@ async fn serve(mut daemon: Daemon, signals: &mut Signals) -> anyhow::Result<(Dae
             }
             () = sleep_until_some(release_at) => {
                 release_at = None;
-                let released = memory::release();
-                tracing::debug!(mapped = released.mapped, heap = released.heap, "start-up memory given back");
+                // Off the runtime's threads: trimming walks the allocator's arenas.
+                tokio::task::spawn_blocking(|| {
+                    let released = memory::release();
+                    tracing::debug!(code = released.code, heap = released.heap, "start-up memory given back");
+                });
             }
             _ = signals.usr2.recv() => match upgrade::hand_over(&mut daemon).await {
                 upgrade::Outcome::HandedOver(handed) => break Ended::HandedOver(handed),

@@ -12,8 +12,13 @@ use serde::{Deserialize, Serialize};
 
 pub use super::connection_json::ConnectionJson;
 
-/// The version of this protocol: a process speaking another refuses the handover.
-pub const PROTOCOL: u32 = 2;
+/// The version of this protocol: a process speaking another refuses the handover. 3: a bind's
+/// listening sockets are a group, every one of them offered (2 offered one socket per bind; a
+/// binary of protocol 2 taking a group would close the rest and reset their queued connections,
+/// so it must refuse).
+pub const PROTOCOL: u32 = 3;
+/// The protocols this binary takes over from: 2 as well (one socket per bind is a group of one).
+pub const TAKES_OVER_FROM: [u32; 2] = [2, 3];
 /// The longest message: a few thousand servers' health.
 pub const MAX_MESSAGE: usize = 1 << 20;
 

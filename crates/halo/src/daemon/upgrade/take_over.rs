@@ -16,7 +16,7 @@ use halo_config::Config;
 use halo_lb::kernel::InheritedPath;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::message::{Channel, ChannelError, Message, Offer, PROTOCOL};
+use super::message::{Channel, ChannelError, Message, Offer, PROTOCOL, TAKES_OVER_FROM};
 use super::{STEP_WITHIN, adoption};
 use crate::daemon::generation::{Generation, Previous};
 use crate::daemon::instances::{Exit, Instances};
@@ -46,7 +46,7 @@ pub(crate) async fn take_over(
         Ok((other, _)) => return Err(refuse(&channel, anyhow!(ChannelError::Unexpected { got: other.kind(), expected: "offer" }))),
         Err(e) => return Err(refuse(&channel, e)),
     };
-    if offer.protocol != PROTOCOL {
+    if !TAKES_OVER_FROM.contains(&offer.protocol) {
         let e = anyhow!("the running daemon speaks handover protocol {}, this binary {PROTOCOL}", offer.protocol);
         return Err(refuse(&channel, e));
     }
