@@ -137,9 +137,11 @@ struct Gates {
     accepting: watch::Receiver<bool>,
 }
 
-/// The listener registered with the runtime for readiness.
+/// The listener registered with the runtime for readiness; accepting through mio takes the
+/// connection non-blocking with its peer's address in one system call (accept4).
 #[allow(unsafe_code)]
-fn watched(listener: TcpListener) -> std::io::Result<AsyncFd<TcpListener>> {
+fn watched(listener: TcpListener) -> std::io::Result<AsyncFd<mio::net::TcpListener>> {
+    let listener = mio::net::TcpListener::from_std(listener);
     // SAFETY: the AsyncFd owns the listener, whose descriptor stays open and the same until the
     // AsyncFd drops it (nothing here takes it out or closes it).
     unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }.map_err(std::io::Error::from)
@@ -204,10 +206,7 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
         };
         // The client may have gone meanwhile (then the place goes back, and the loop waits).
         let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) else { continue };
-        let accepted = accepted.and_then(|(client, peer)| {
-            client.set_nonblocking(true)?;
-            Ok((tokio::net::TcpStream::from_std(client)?, peer))
-        });
+        let accepted = accepted.and_then(|(client, peer)| Ok((tokio::net::TcpStream::from_std(client.into())?, peer)));
         match accepted {
             // Closed at once: nothing read, no server asked, its place free again.
             Ok((client, peer)) if !frontend.allows(peer.ip()) => {

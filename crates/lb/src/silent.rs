@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use std::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::lock::lock;
@@ -68,7 +67,7 @@ impl Silent {
     /// Returns once a silent connection has been told to close because connections wait in
     /// `listener`'s backlog (the caller, whose places are all taken, then gets the place it
     /// frees); never while the backlog is empty.
-    pub(crate) async fn make_room(&self, listener: &TcpListener) {
+    pub(crate) async fn make_room(&self, listener: &impl AsFd) {
         loop {
             let next = if backlog_waiting(listener) {
                 match self.evict_oldest(Instant::now(), SILENT_EVICTION_AGE) {
@@ -85,7 +84,7 @@ impl Silent {
 }
 
 /// Whether connections wait in `listener`'s backlog (a poll(2) that does not wait).
-fn backlog_waiting(listener: &TcpListener) -> bool {
+fn backlog_waiting(listener: &impl AsFd) -> bool {
     let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
 }
