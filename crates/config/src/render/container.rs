@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn the_pod_mounts_the_directories_of_the_files_the_config_names() {
         let loaded = loaded(
-            "[node]\nscript_user = \"nobody\"\n[[tracker]]\nname = \"s\"\nkind = \"script\"\ncommand = [\"/bin/sh\", \"/usr/local/lib/halo/check.sh\"]\n",
+            "[node]\nscript_user = \"nobody\"\n[balancer]\nforwarding = \"kernel\"\n[[tracker]]\nname = \"s\"\nkind = \"script\"\ncommand = [\"/bin/sh\", \"/usr/local/lib/halo/check.sh\"]\n",
         );
         let (mounts, losses) = mounts(&loaded.config, &loaded.host_files);
         let paths: Vec<String> = mounts.iter().map(|m| format!("{}{}", m.path.display(), if m.file { " (file)" } else { "" })).collect();
@@ -371,10 +371,11 @@ mod tests {
 
     #[test]
     fn without_script_user_the_pod_gets_no_script_capabilities_and_user_forwarding_no_bpf() {
-        let tracked = loaded("[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
+        let tracked =
+            loaded("[balancer]\nforwarding = \"auto\"\n[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
         let pod = static_pod(&tracked.config, &tracked.host_files, IMAGE);
         assert!(pod.text.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"BPF\", \"PERFMON\"]\n"), "{}", pod.text);
-        let user = loaded("[balancer]\nforwarding = \"user\"\n");
+        let user = loaded("[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
         let pod_user = static_pod(&user.config, &user.host_files, IMAGE);
         assert!(pod_user.text.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]\n"), "{}", pod_user.text);
         assert!(pod.text.contains("        path: \"/var/lib/halo\"\n        type: Directory"), "{}", pod.text);
