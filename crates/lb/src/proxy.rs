@@ -236,13 +236,12 @@ async fn pump(
     let finished = |to: &TcpStream| {
         // The end of a socket this side has not shut is a reset when TCP says closed: the reset
         // is passed on as one (its error may have gone to the other direction's write).
-        let other_direction_over = from_shut.load(Ordering::Acquire);
-        if crate::kernel::sockinfo::was_reset(from, other_direction_over) {
+        if crate::kernel::sockinfo::was_reset(from, from_shut.load(Ordering::Acquire)) {
             return Err(io::ErrorKind::ConnectionReset.into());
         }
-        // The second FIN of a connection needs no shutdown: both directions are over, and the
-        // close that ends the relay sends it (one system call less per connection).
-        let passed = if other_direction_over { Ok(()) } else { pass_fin(to) };
+        // Passed here even when the other direction is over: the relay's caller may keep the
+        // sockets open after it (a test, a handover), and the peer must see its FIN now.
+        let passed = pass_fin(to);
         to_shut.store(true, Ordering::Release);
         at_rest.send_modify(|n| *n += 1);
         passed.map(|()| Pumped::Finished)
