@@ -29,19 +29,10 @@ bench_work ""
 
 # Backends: iperf3 on :25201, nginx on :28080 (a tiny page).
 iperf3 -s -p 25201 >/dev/null 2>&1 & track $!
-mkdir -p "$WORK/www"
-echo ok > "$WORK/www/index.html"
-cat > "$WORK/nginx.conf" <<NGINX
-pid $WORK/nginx.pid;
-error_log stderr crit;
-master_process off;
-events { worker_connections 4096; }
 # Connections kept for as long as the clients keep them (an API server does): nginx would close
 # a kept-alive connection after 1000 requests, and no connection would live long enough to show
 # the kernel path (kernel_after).
-http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s; server { listen 127.0.0.1:28080; root $WORK/www; } }
-NGINX
-nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
+nginx_start 28080 "keepalive_requests 100000000; keepalive_timeout 300s;"
 
 {
   halo_log_toml
@@ -49,7 +40,9 @@ nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
   halo_frontend_toml web 127.0.0.1:18080
   halo_backend_toml iperf "" iperf=127.0.0.1:25201
   halo_backend_toml web "" nginx=127.0.0.1:28080
-} > "$WORK/halo.toml"
+} > "$WORK/halo-base.toml"
+# halo (kernel): the kernel path is opt-in (`forwarding = "auto"`); halo-user: the default.
+printf '[balancer]\nforwarding = "auto"\n' | cat - "$WORK/halo-base.toml" > "$WORK/halo.toml"
 
 sed 's/^level = "warn"$/level = "info"\nconnections = true/' "$WORK/halo.toml" > "$WORK/halo-log.toml"
 
@@ -98,7 +91,7 @@ start_proxy() { # name -> PROXY_PID
 # cpu_ticks PID: user + sys clock ticks of a process so far.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-printf '[balancer]\nforwarding = "user"\n' | cat - "$WORK/halo.toml" > "$WORK/halo-user.toml"
+printf '[balancer]\nforwarding = "user"\n' | cat - "$WORK/halo-base.toml" > "$WORK/halo-user.toml"
 
 # cpu_busy: busy clock ticks of the whole machine so far (all but idle and iowait).
 cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }

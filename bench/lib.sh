@@ -234,3 +234,18 @@ outage_ms() {
 
 # median: of numbers on standard input ("inf" sorts last).
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "-") }'; }
+
+# nginx_start PORT [HTTP_DIRECTIVES]: nginx serving a tiny page from $WORK/www on 127.0.0.1:PORT
+# (one process, no access log), tracked; HTTP_DIRECTIVES go into its http block.
+nginx_start() {
+  mkdir -p "$WORK/www"
+  echo ok > "$WORK/www/index.html"
+  cat > "$WORK/nginx.conf" <<NGINX
+pid $WORK/nginx.pid;
+error_log stderr crit;
+master_process off;
+events { worker_connections 4096; }
+http { access_log off; ${2:-} server { listen 127.0.0.1:$1; root $WORK/www; } }
+NGINX
+  nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
+}

@@ -17,16 +17,7 @@ release_build -p halo
 HALO=$PWD/target/release/halo
 bench_work ""
 
-mkdir -p "$WORK/www"
-echo ok > "$WORK/www/index.html"
-cat > "$WORK/nginx.conf" <<NGINX
-pid $WORK/nginx.pid;
-error_log stderr crit;
-master_process off;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:28081; root $WORK/www; } }
-NGINX
-nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
+nginx_start 28081
 
 {
   printf '[balancer]\nforwarding = "user"\n'
