@@ -20,9 +20,8 @@ cd "$(dirname "$0")/.."
 TRIALS="${TRIALS:-5}"
 needs_root lb.sh "installs iperf3, wrk"
 scripts/setup.sh >/dev/null 2>&1
-for tool in iperf3 wrk; do
-  command -v "$tool" >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; apt-get install -y -q iperf3 wrk >/dev/null; }
-done
+install_missing iperf3 iperf3 wrk
+install_missing wrk iperf3 wrk
 release_build -p halo
 HALO=$PWD/target/release/halo
 bench_work ""

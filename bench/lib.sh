@@ -249,3 +249,12 @@ http { access_log off; ${2:-} server { listen 127.0.0.1:$1; root $WORK/www; } }
 NGINX
   nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & track $!
 }
+
+# install_missing COMMAND PACKAGE...: installs the Debian packages unless COMMAND is on the PATH.
+install_missing() {
+  local command=$1; shift
+  command -v "$command" >/dev/null && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "$@" >/dev/null
+}

@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-3}"
 needs_root profile.sh "installs wrk, perf"
 scripts/setup.sh >/dev/null 2>&1
-command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; apt-get install -y -q wrk >/dev/null; }
-command -v perf >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; apt-get install -y -q linux-perf >/dev/null; }
+install_missing wrk wrk
+install_missing perf linux-perf
 release_build -p halo
 HALO=$PWD/target/release/halo
 bench_work ""

@@ -207,34 +207,46 @@ async fn accept_loop(mut target: watch::Receiver<Arc<FrontendRuntime>>, listener
         // The client may have gone meanwhile (then the place goes back, and the loop waits).
         let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) else { continue };
         let accepted = accepted.and_then(|(client, peer)| Ok((tokio::net::TcpStream::from_std(client.into())?, peer)));
-        match accepted {
-            // Closed at once: nothing read, no server asked, its place free again.
-            Ok((client, peer)) if !frontend.allows(peer.ip()) => {
-                frontend.refuse(peer);
-                drop((client, place));
-            }
-            Ok((client, peer)) => {
-                frontend.stats.total.fetch_add(1, Ordering::Relaxed);
-                frontend.stats.current.fetch_add(1, Ordering::Relaxed);
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (frontend, in_flight) = (Arc::clone(&frontend), Arc::clone(&in_flight));
-                tokio::spawn(async move {
-                    Arc::clone(&frontend).serve(client, peer, place).await;
-                    frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-            Err(e) if local_error(&e) => {
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(frontend = %frontend.name, error = %e, "cannot accept: out of resources; backing off");
-                    last_warning = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => tracing::debug!(frontend = %frontend.name, error = %e, "accept failed"),
-        }
+        hand_off(&frontend, accepted, place, &in_flight, &mut last_warning).await;
     }
     target.borrow().listener_stopped();
+}
+
+/// What becomes of one accept: a client its source refuses is closed at once (nothing read, no
+/// server asked, its place free again); another is served on a task of its own; out of
+/// resources, the loop backs off (one warning per 10 s).
+async fn hand_off(
+    frontend: &Arc<FrontendRuntime>,
+    accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+    place: crate::slots::Slot,
+    in_flight: &Arc<AtomicU64>,
+    last_warning: &mut Option<Instant>,
+) {
+    match accepted {
+        Ok((client, peer)) if !frontend.allows(peer.ip()) => {
+            frontend.refuse(peer);
+            drop((client, place));
+        }
+        Ok((client, peer)) => {
+            frontend.stats.total.fetch_add(1, Ordering::Relaxed);
+            frontend.stats.current.fetch_add(1, Ordering::Relaxed);
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let (frontend, in_flight) = (Arc::clone(frontend), Arc::clone(in_flight));
+            tokio::spawn(async move {
+                Arc::clone(&frontend).serve(client, peer, place).await;
+                frontend.stats.current.fetch_sub(1, Ordering::Relaxed);
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        Err(e) if local_error(&e) => {
+            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(frontend = %frontend.name, error = %e, "cannot accept: out of resources; backing off");
+                *last_warning = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(e) => tracing::debug!(frontend = %frontend.name, error = %e, "accept failed"),
+    }
 }
 
 #[cfg(test)]
