@@ -7,6 +7,10 @@
 //! A separate small binary, not a mode of `halo`: it has no runtime, no TLS, no configuration
 //! code, so it costs a fraction of the daemon's memory for as long as the daemon runs.
 //!
+//! Idle, it holds no more memory than it needs: after its start, and after each batch of
+//! orders, the heap's free pages and its code's resident pages go back (the daemon's own
+//! release, `daemon/memory.rs`; the pages come back from the page cache when it acts).
+//!
 //! It blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2: a Ctrl-C or a service stop reaches the whole
 //! process group (and `systemctl kill -s USR2`, an upgrade, the whole unit), and the guard must
 //! outlive the daemon's own shutdown to be of use.
@@ -16,6 +20,9 @@ use std::process::ExitCode;
 
 use halo_hostnet::guard::clean_up::clean_up;
 use halo_hostnet::guard::wire::{Order, Told};
+
+#[path = "../daemon/memory.rs"]
+mod memory;
 
 fn main() -> ExitCode {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -28,7 +35,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mut told = Told::default();
-    let mut input = std::io::stdin().lock();
+    memory::release();
+    let mut input = std::io::BufReader::new(std::io::stdin().lock());
     let mut line = Vec::new();
     // Only the end of the pipe (or a failing read) ends the reading: a line that is not UTF-8 is
     // ignored like any other line that is not an order, never taken for the daemon's end.
@@ -45,6 +53,9 @@ fn main() -> ExitCode {
         match std::str::from_utf8(&line).ok().and_then(|text| Order::parse(text.trim_end())) {
             Some(order) => told.apply(order),
             None => eprintln!("halo-guard: ignoring `{}`", String::from_utf8_lossy(&line).trim_end()),
+        }
+        if input.buffer().is_empty() {
+            memory::release();
         }
     }
     for line in clean_up(&told) {

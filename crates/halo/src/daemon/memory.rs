@@ -1,10 +1,13 @@
 //! Giving back the memory that starting (or reloading) used and running idle does not: the
 //! heap's free pages (`malloc_trim`: loading the kernel data path parses the kernel's BTF, a few
-//! megabytes freed at once but kept by the allocator) and the resident pages of halo's own code
-//! (`MADV_DONTNEED` on its executable mappings: configuration parsing, the command line, the BPF
-//! loader ran once). The code's pages stay in the page cache, so what runs again (a failover's
-//! code path, a reload) maps them back with a minor fault, not a read from disk. Nothing here
-//! changes what a page holds: code is never written, and writable mappings are left alone.
+//! megabytes freed at once but kept by the allocator) and the resident pages of the binary's own
+//! read-only mappings (`MADV_DONTNEED` on its code and constants: configuration parsing, the
+//! command line, the BPF loader ran once). Those pages stay in the page cache, so what runs again
+//! (a failover's code path, a reload) maps them back with a minor fault, not a read from disk.
+//! Nothing here changes what a page holds: only mappings none of whose pages was ever written
+//! (no anonymous page in /proc/self/smaps) are advised out — the relocated read-only data
+//! (RELRO) was written once at load, so it stays — and writable mappings are left alone.
+//! `halo-guard` runs the same release after its start and after the daemon's orders.
 //! (A debugger's breakpoint or a uprobe placed in halo's code before the release would be
 //! dropped with its page: attach them after the start.)
 #![allow(unsafe_code)]
@@ -12,26 +15,27 @@
 /// What [`release`] gave back, for the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
-    /// Bytes of the binary's code mappings advised out.
+    /// Bytes of the binary's read-only mappings advised out.
     pub code: u64,
     /// Whether the allocator returned memory to the kernel.
     pub heap: bool,
 }
 
-/// Trims the heap and advises the binary's code mappings out; blocking (the caller runs it off
-/// the runtime's threads). Errors leave memory as it was and are logged at debug.
+/// Trims the heap and advises the binary's never-written read-only mappings out; blocking (the
+/// caller runs it off the runtime's threads). Errors leave memory as it was and are logged at
+/// debug.
 pub fn release() -> Released {
     // SAFETY: malloc_trim only returns free memory of glibc's own arenas to the kernel; it is
     // safe to call at any time from any thread.
     let heap = unsafe { libc::malloc_trim(0) } == 1;
     let mut code = 0;
-    match code_mappings() {
+    match releasable_mappings() {
         Ok(ranges) => {
             for (start, length) in ranges {
-                // SAFETY: the range is an executable, non-writable private mapping of this
-                // process's own binary (from /proc/self/maps), whose pages are the file's and
-                // never written: MADV_DONTNEED drops them from this process, and a later access
-                // maps the same bytes back from the page cache.
+                // SAFETY: the range is a non-writable private mapping of this process's own
+                // binary with no anonymous page (from /proc/self/smaps): every page is the
+                // file's, never written, so MADV_DONTNEED drops them from this process and a
+                // later access maps the same bytes back from the page cache.
                 let advised = unsafe { libc::madvise(start as *mut libc::c_void, length, libc::MADV_DONTNEED) };
                 if advised == 0 {
                     code += length as u64;
@@ -45,24 +49,46 @@ pub fn release() -> Released {
     Released { code, heap }
 }
 
-/// The (start, length) of every executable, non-writable mapping of the file whose mapping
-/// holds this very function: the binary running, however its path reads (" (deleted)" after a
-/// package upgrade) and whatever device the file system reports.
-fn code_mappings() -> std::io::Result<Vec<(usize, usize)>> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let here = code_mappings as fn() -> std::io::Result<Vec<(usize, usize)>> as usize;
-    let file = maps
-        .lines()
-        .filter_map(Mapping::parse)
-        .find(|m| (m.start..m.start + m.length).contains(&here))
-        .map(|m| m.file)
+/// The (start, length) of every non-writable mapping, none of whose pages was written, of the
+/// file whose mapping holds this very function: the binary running, however its path reads
+/// (" (deleted)" after a package upgrade) and whatever device the file system reports.
+fn releasable_mappings() -> std::io::Result<Vec<(usize, usize)>> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let mappings = with_anonymous_pages(&smaps);
+    let here = releasable_mappings as fn() -> std::io::Result<Vec<(usize, usize)>> as usize;
+    let file = mappings
+        .iter()
+        .find(|(m, _)| (m.start..m.start + m.length).contains(&here))
+        .map(|(m, _)| m.file)
         .ok_or_else(|| std::io::Error::other("no mapping holds halo's code"))?;
-    Ok(maps
-        .lines()
-        .filter_map(Mapping::parse)
-        .filter(|m| m.file == file && m.executable && !m.writable)
-        .map(|m| (m.start, m.length))
+    Ok(mappings
+        .iter()
+        .filter(|(m, anonymous)| m.file == file && !m.writable && *anonymous == Some(0))
+        .map(|(m, _)| (m.start, m.length))
         .collect())
+}
+
+/// The file mappings of /proc/self/smaps, each with its `Anonymous:` kB (`None` when the
+/// kernel did not say, which releases nothing).
+fn with_anonymous_pages(smaps: &str) -> Vec<(Mapping<'_>, Option<u64>)> {
+    let mut mappings: Vec<(Mapping<'_>, Option<u64>)> = Vec::new();
+    // Whether the lines read belong to a file mapping (the last one pushed).
+    let mut in_file = false;
+    for line in smaps.lines() {
+        let first = line.split_ascii_whitespace().next().unwrap_or_default();
+        if !first.ends_with(':') {
+            // A mapping's own line: its fields follow.
+            let mapping = Mapping::parse(line);
+            in_file = mapping.is_some();
+            mappings.extend(mapping.map(|m| (m, None)));
+        } else if first == "Anonymous:"
+            && in_file
+            && let Some((_, anonymous)) = mappings.last_mut()
+        {
+            *anonymous = line.split_ascii_whitespace().nth(1).and_then(|kb| kb.parse().ok());
+        }
+    }
+    mappings
 }
 
 /// One line of /proc/self/maps: `start-end perms offset major:minor inode path`.
@@ -107,15 +133,40 @@ mod tests {
         assert_eq!(Mapping::parse("garbage"), None);
     }
 
-    /// The test binary itself: its code is found and advised out, and running on afterwards
-    /// (this very assertion) shows the pages come back.
+    #[test]
+    fn a_mapping_with_written_pages_is_not_released() {
+        let smaps = "\
+55d8000-55d9000 r--p 00000000 fd:01 42 /usr/bin/halo
+Size:                  4 kB
+Anonymous:             0 kB
+VmFlags: rd mr mw me
+55d9000-55db000 r-xp 00001000 fd:01 42 /usr/bin/halo
+Anonymous:             0 kB
+55db000-55dc000 r--p 00003000 fd:01 42 /usr/bin/halo
+Anonymous:             4 kB
+55dc000-55dd000 rw-p 00000000 00:00 0
+Anonymous:             4 kB
+55dd000-55de000 r--p 00004000 fd:01 42 /usr/bin/halo
+";
+        let found: Vec<(usize, Option<u64>)> = with_anonymous_pages(smaps).iter().map(|(m, a)| (m.start, *a)).collect();
+        // The RELRO page (written at load) has an anonymous page; the anonymous mapping is no
+        // file; the last one says nothing, so it is not taken for unwritten.
+        assert_eq!(found, [(0x55d_8000, Some(0)), (0x55d_9000, Some(0)), (0x55d_b000, Some(4)), (0x55d_d000, None)]);
+    }
+
+    /// The test binary itself: its read-only mappings are found and advised out, none with a
+    /// written page among them, and running on afterwards (this very assertion, its constants
+    /// included) shows the pages come back with the bytes they held.
     #[test]
     fn the_running_binary_is_found_and_released() {
-        let ranges = code_mappings().expect("/proc/self/maps");
-        let here = code_mappings as fn() -> std::io::Result<Vec<(usize, usize)>> as usize;
+        static CONSTANT: &str = "a constant of the binary's read-only data";
+        let ranges = releasable_mappings().expect("/proc/self/smaps");
+        let here = releasable_mappings as fn() -> std::io::Result<Vec<(usize, usize)>> as usize;
         assert!(ranges.iter().any(|&(start, length)| (start..start + length).contains(&here)), "this code is not among {ranges:?}");
         let released = release();
         assert!(released.code > 0, "nothing advised out: {released:?}");
-        assert!(code_mappings().is_ok_and(|again| again == ranges));
+        assert_eq!(CONSTANT.len(), 41);
+        assert!(CONSTANT.starts_with("a constant"));
+        assert!(releasable_mappings().is_ok_and(|again| again == ranges));
     }
 }
