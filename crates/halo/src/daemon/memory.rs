@@ -1,9 +1,10 @@
 //! Giving back the memory that starting (or reloading) used and running idle does not: the
 //! heap's free pages (`malloc_trim`: loading the kernel data path parses the kernel's BTF, a few
-//! megabytes freed at once but kept by the allocator) and the resident pages of the binary's own
-//! read-only mappings (`MADV_DONTNEED` on its code and constants: configuration parsing, the
-//! command line, the BPF loader ran once). Those pages stay in the page cache, so what runs again
-//! (a failover's code path, a reload) maps them back with a minor fault, not a read from disk.
+//! megabytes freed at once but kept by the allocator) and the resident pages of the read-only
+//! mappings of the binary and its libraries (`MADV_DONTNEED` on code and constants: configuration
+//! parsing, the command line, the BPF loader ran once; the C library's and libm's pages mapped in
+//! bulk at load). Those pages stay in the page cache, so what runs again (a failover's code path,
+//! a reload) maps them back with a minor fault, not a read from disk.
 //! Nothing here changes what a page holds: only mappings none of whose pages was ever written
 //! (no anonymous page in /proc/self/smaps) are advised out — the relocated read-only data
 //! (RELRO) was written once at load, so it stays — and writable mappings are left alone.
@@ -15,13 +16,13 @@
 /// What [`release`] gave back, for the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
-    /// Bytes of the binary's read-only mappings advised out.
+    /// Bytes of read-only mappings advised out.
     pub code: u64,
     /// Whether the allocator returned memory to the kernel.
     pub heap: bool,
 }
 
-/// Trims the heap and advises the binary's never-written read-only mappings out; blocking (the
+/// Trims the heap and advises never-written read-only file mappings out; blocking (the
 /// caller runs it off the runtime's threads). Errors leave memory as it was and are logged at
 /// debug.
 pub fn release() -> Released {
@@ -32,8 +33,8 @@ pub fn release() -> Released {
     match releasable_mappings() {
         Ok(ranges) => {
             for (start, length) in ranges {
-                // SAFETY: the range is a non-writable private mapping of this process's own
-                // binary with no anonymous page (from /proc/self/smaps): every page is the
+                // SAFETY: the range is a non-writable private file mapping of this process
+                // with no anonymous page (from /proc/self/smaps): every page is the
                 // file's, never written, so MADV_DONTNEED drops them from this process and a
                 // later access maps the same bytes back from the page cache.
                 let advised = unsafe { libc::madvise(start as *mut libc::c_void, length, libc::MADV_DONTNEED) };
@@ -44,28 +45,18 @@ pub fn release() -> Released {
                 }
             }
         }
-        Err(e) => tracing::debug!(error = %e, "the binary's code mappings not found"),
+        Err(e) => tracing::debug!(error = %e, "the read-only mappings not found"),
     }
     Released { code, heap }
 }
 
-/// The (start, length) of every non-writable mapping, none of whose pages was written, of the
-/// file whose mapping holds this very function: the binary running, however its path reads
-/// (" (deleted)" after a package upgrade) and whatever device the file system reports.
+/// The (start, length) of every non-writable file mapping none of whose pages was written: the
+/// binary's and its libraries' code and constants (a library's pages stay shared with every
+/// other process in the page cache; only this process's mapping of them goes).
 fn releasable_mappings() -> std::io::Result<Vec<(usize, usize)>> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mappings = with_anonymous_pages(&smaps);
-    let here = releasable_mappings as fn() -> std::io::Result<Vec<(usize, usize)>> as usize;
-    let file = mappings
-        .iter()
-        .find(|(m, _)| (m.start..m.start + m.length).contains(&here))
-        .map(|(m, _)| m.file)
-        .ok_or_else(|| std::io::Error::other("no mapping holds halo's code"))?;
-    Ok(mappings
-        .iter()
-        .filter(|(m, anonymous)| m.file == file && !m.writable && *anonymous == Some(0))
-        .map(|(m, _)| (m.start, m.length))
-        .collect())
+    Ok(mappings.iter().filter(|(m, anonymous)| !m.writable && *anonymous == Some(0)).map(|(m, _)| (m.start, m.length)).collect())
 }
 
 /// The file mappings of /proc/self/smaps, each with its `Anonymous:` kB (`None` when the
