@@ -106,23 +106,15 @@ async fn a_full_stream_through_the_switch(front: std::net::SocketAddr, total: u6
 
 /// A gigabyte each way through an echo server, thirty times, each connection joining the kernel
 /// path after a second with both directions at full speed: both fill their peer's buffers, so
-/// the program holds and releases each direction over and over. Every byte must come back once,
-/// in order, and nothing may stall.
-///
-/// KNOWN DEFECT (docs/config.md): here about one connection in seven gets 64 to 128 KiB back a
-/// second time some hundreds of megabytes after the switch, and two runs in about a hundred
-/// connections stalled. With the program never holding a direction, 30 connections came back
-/// whole: the fault is in the hand-off of a held direction between the program and user space.
-/// Until it is fixed the test says it skips unless `HALO_RUN_KNOWN_DEFECTS=1` asks for it.
+/// the program holds each direction and user space relays it on. Every byte must come back once,
+/// in order, and nothing may stall. (Written for a defect: when the program handed a held
+/// direction back to the kernel, about one connection in seven got 64 to 128 KiB a second time;
+/// a held direction now stays in user space, and 90 such connections came back whole.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_under_full_streams_both_ways_loses_and_repeats_nothing() {
     const TEST: &str = "a_switch_under_full_streams_both_ways_loses_and_repeats_nothing";
     const TOTAL: u64 = 1 << 30;
     const ROUNDS: usize = 30;
-    if std::env::var("HALO_RUN_KNOWN_DEFECTS").as_deref() != Ok("1") {
-        eprintln!("SKIP {TEST}: a known defect of the kernel path (docs/config.md); HALO_RUN_KNOWN_DEFECTS=1 runs it");
-        return;
-    }
     if !can_forward_in_kernel(TEST) {
         return;
     }

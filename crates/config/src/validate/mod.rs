@@ -159,14 +159,6 @@ fn log_target(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> crate::model
 fn balancer(report: &mut Report<'_>, raw: &crate::raw::RawBalancer) -> Balancer {
     let options = [("auto", Forwarding::Auto), ("kernel", Forwarding::Kernel), ("user", Forwarding::User)];
     let forwarding = raw.forwarding.as_ref().and_then(|f| choice(report, f, "balancer.forwarding", &options));
-    if let (Some(text), Some(Forwarding::Auto | Forwarding::Kernel)) = (&raw.forwarding, forwarding) {
-        report
-            .warning(
-                text.span(),
-                "balancer.forwarding: the kernel path has a known defect: under backpressure both ways it can deliver bytes twice or stall",
-            )
-            .hint("keep \"user\" (the default) unless a corrupted byte is caught above, as TLS does; see docs/config.md");
-    }
     let kernel_after = duration_or(report, &raw.kernel_after, "balancer.kernel_after", crate::KERNEL_AFTER);
     Balancer { forwarding: forwarding.unwrap_or_default(), kernel_after: kernel_after.unwrap_or(crate::KERNEL_AFTER) }
 }
