@@ -7,9 +7,10 @@
 //! A separate small binary, not a mode of `halo`: it has no runtime, no TLS, no configuration
 //! code, so it costs a fraction of the daemon's memory for as long as the daemon runs.
 //!
-//! Idle, it holds no more memory than it needs: after its start, and after each batch of
-//! orders, the heap's free pages and its code's resident pages go back (the daemon's own
-//! release, `daemon/memory.rs`; the pages come back from the page cache when it acts).
+//! Idle, it holds no more memory than it needs: after its start the heap's free pages and the
+//! resident pages of its code and libraries go back (the daemon's own release,
+//! `daemon/memory.rs`); what it runs later maps back from the page cache. Once only: its
+//! clean-up, which runs when the daemon dies, finds resident whatever its orders touched.
 //!
 //! It blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2: a Ctrl-C or a service stop reaches the whole
 //! process group (and `systemctl kill -s USR2`, an upgrade, the whole unit), and the guard must
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
     }
     let mut told = Told::default();
     memory::release();
-    let mut input = std::io::BufReader::new(std::io::stdin().lock());
+    let mut input = std::io::stdin().lock();
     let mut line = Vec::new();
     // Only the end of the pipe (or a failing read) ends the reading: a line that is not UTF-8 is
     // ignored like any other line that is not an order, never taken for the daemon's end.
@@ -53,9 +54,6 @@ fn main() -> ExitCode {
         match std::str::from_utf8(&line).ok().and_then(|text| Order::parse(text.trim_end())) {
             Some(order) => told.apply(order),
             None => eprintln!("halo-guard: ignoring `{}`", String::from_utf8_lossy(&line).trim_end()),
-        }
-        if input.buffer().is_empty() {
-            memory::release();
         }
     }
     for line in clean_up(&told) {
