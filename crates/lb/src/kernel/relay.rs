@@ -52,7 +52,8 @@ enum Woke {
 enum TakenOver {
     /// Its FIN was passed on.
     Finished,
-    /// The program has it again.
+    /// The program has it again (only a program attached by an older process hands a held
+    /// direction back: this release's keeps it in user space to its end, see bpf/forward.c).
     Back,
 }
 
@@ -245,8 +246,8 @@ async fn partner_caught_up(flow: &Flow, sockets: [&TcpStream; 2], side: Side, co
 /// `side`'s socket is copied until its FIN, passed on once every byte is read (at a FIN the
 /// kernel may leave the last bytes in the socket's queue without showing them to the program:
 /// they are read here too). Each read is written after every byte sent before it (by the
-/// program or by this), and the program is told, so that it takes the direction back when
-/// nothing is left here. A socket in the map is read through the kernel's sockmap receive path,
+/// program or by this), and the program is told how many (a program attached by an older
+/// process takes the direction back when nothing is left here; this release's does not). A socket in the map is read through the kernel's sockmap receive path,
 /// which splice(2) does not see: this reads.
 async fn take_over(flow: &Flow, sockets: [&TcpStream; 2], side: Side) -> io::Result<TakenOver> {
     let (from, to) = (registered(sockets[side as usize])?, registered(sockets[other(side) as usize])?);
@@ -256,8 +257,8 @@ async fn take_over(flow: &Flow, sockets: [&TcpStream; 2], side: Side) -> io::Res
     let copied_before = copied;
     let mut step = Duration::from_millis(1);
     loop {
-        // Back in the kernel's hands: the program took the direction back (user space had
-        // written on all it was left), and no FIN is waiting for this task.
+        // Back in the kernel's hands (an older process's program only): it took the direction
+        // back (user space had written on all it was left), and no FIN is waiting for this task.
         let state = flow.state(side);
         if copied > copied_before && state.held == 0 && copied == state.passed && sockinfo::tcp_info(sockets[side as usize])?.established {
             return Ok(TakenOver::Back);
