@@ -40,7 +40,7 @@ nginx_start 28080 "keepalive_requests 100000000; keepalive_timeout 300s;"
   halo_backend_toml iperf "" iperf=127.0.0.1:25201
   halo_backend_toml web "" nginx=127.0.0.1:28080
 } > "$WORK/halo-base.toml"
-# halo (kernel): the kernel path is opt-in (`forwarding = "auto"`); halo-user: the default.
+# halo (kernel): `forwarding = "auto"` (the default, said); halo-user: `forwarding = "user"`.
 printf '[balancer]\nforwarding = "auto"\n' | cat - "$WORK/halo-base.toml" > "$WORK/halo.toml"
 
 sed 's/^level = "warn"$/level = "info"\nconnections = true/' "$WORK/halo.toml" > "$WORK/halo-log.toml"

@@ -1,4 +1,4 @@
-//! `[balancer]`: `forwarding` defaults to `user`, takes `auto`, `kernel` and `user`, refuses any
+//! `[balancer]`: `forwarding` defaults to `auto`, takes `auto`, `kernel` and `user`, refuses any
 //! other value and any other key at their line:column, without hiding the other sections'
 //! problems; halo.toml renders it back.
 
@@ -30,16 +30,15 @@ fn with(balancer: &str) -> String {
     format!("[balancer]\n{balancer}\n{MINIMAL_LB}")
 }
 
-/// The kernel path is opt-in (a known defect: docs/config.md).
 #[test]
-fn forwarding_is_user_by_default() {
-    assert_eq!(Balancer::default().forwarding, Forwarding::User);
+fn forwarding_is_auto_by_default() {
+    assert_eq!(Balancer::default().forwarding, Forwarding::Auto);
     let config = load_str("t.toml", MINIMAL_LB).expect("loads").config;
-    assert_eq!(config.balancer, Balancer { forwarding: Forwarding::User, kernel_after: halo_config::KERNEL_AFTER });
+    assert_eq!(config.balancer, Balancer { forwarding: Forwarding::Auto, kernel_after: halo_config::KERNEL_AFTER });
     let config = load_str("t.toml", &with("")).expect("an empty [balancer] loads").config;
-    assert_eq!(config.balancer.forwarding, Forwarding::User);
-    let config = load_str("t.toml", &with("forwarding = \"auto\"")).expect("loads").config;
     assert_eq!(config.balancer.forwarding, Forwarding::Auto);
+    let config = load_str("t.toml", &with("forwarding = \"user\"")).expect("loads").config;
+    assert_eq!(config.balancer.forwarding, Forwarding::User);
 }
 
 #[test]
@@ -79,7 +78,7 @@ fn a_bad_balancer_section_does_not_hide_other_problems() {
 fn halo_toml_writes_the_section_only_when_not_the_default_and_loads_it_back() {
     let mut config = load_str("t.toml", MINIMAL_LB).expect("loads").config;
     assert!(!render::halo_toml(&config, &Default::default()).contains("[balancer]"));
-    for mode in [Forwarding::Kernel, Forwarding::Auto] {
+    for mode in [Forwarding::Kernel, Forwarding::User] {
         config.balancer.forwarding = mode;
         let text = render::halo_toml(&config, &Default::default());
         assert!(text.contains("[balancer]\nforwarding = "), "{text}");

@@ -283,8 +283,8 @@ fn rendered_unit_passes_systemd_analyze_and_the_pod_has_what_it_needs() {
     let pod = text(&halo(&["render", "static-pod", "-c", "examples/halo.toml"]).stdout);
     for expected in [
         "hostNetwork: true",
-        // The example forwards in user space (the default): no BPF capability in its pod.
-        "add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]\n",
+        // The example forwards in the kernel where it can (the default): BPF capabilities.
+        "add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"BPF\", \"PERFMON\"]\n",
         "path: /healthz",
         "port: 9470",
         "path: \"/etc/halo\"",

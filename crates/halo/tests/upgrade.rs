@@ -322,7 +322,7 @@ fn an_upgrade_on_loopback_keeps_streams_and_tells_systemd_from_the_main_process(
     // A status socket too: `halo server` sends its command there (over TCP it needs a token).
     let text_now = std::fs::read_to_string(config).expect("config");
     let socket = format!("[status]\nsocket = \"{}\"\n", dir.path().join("status.sock").display());
-    // The streams go over in the kernel data path when this host has it (it is opt-in).
+    // The streams go over in the kernel data path when this host has it (said, though the default).
     let text_now = format!("[balancer]\nforwarding = \"auto\"\n\n{}", text_now.replacen("[status]\n", &socket, 1));
     std::fs::write(config, text_now).expect("config");
     let mut daemon = setup.start(&[("NOTIFY_SOCKET", &notify_path)]);

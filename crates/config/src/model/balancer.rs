@@ -29,19 +29,18 @@ impl Default for Balancer {
 
 /// How the bytes of an established (proxied) connection are forwarded between the client and
 /// the server. Accepting, choosing a server, connecting, the PROXY header and the connection log
-/// are halo's in every mode. The default is `User`: the kernel path corrupted a bulk stream
-/// echoed both ways under backpressure in about one gigabyte run in ten (docs/config.md), and
-/// is opt-in until that is understood.
+/// are halo's in every mode. The default is `Auto` (docs/config.md tells the defect that made it
+/// `User` for a while, and how it was mended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Forwarding {
     /// In the kernel when this host allows it: once established, a flow is forwarded by a BPF
     /// sk_skb program on a SOCKHASH map, without waking halo. When BPF is unavailable here
     /// (capabilities, kernel), halo falls back to user space and logs why, once.
+    #[default]
     Auto,
     /// As `Auto`, but halo refuses to start when BPF is unavailable, rather than fall back.
     Kernel,
     /// Every byte through halo's user-space relay (splice), never BPF.
-    #[default]
     User,
 }
 

@@ -371,11 +371,10 @@ mod tests {
 
     #[test]
     fn without_script_user_the_pod_gets_no_script_capabilities_and_user_forwarding_no_bpf() {
-        let tracked =
-            loaded("[balancer]\nforwarding = \"auto\"\n[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
+        let tracked = loaded("[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
         let pod = static_pod(&tracked.config, &tracked.host_files, IMAGE);
         assert!(pod.text.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\", \"BPF\", \"PERFMON\"]\n"), "{}", pod.text);
-        let user = loaded("[[tracker]]\nname = \"f\"\nkind = \"file\"\npath = \"/var/lib/halo/weight\"\n");
+        let user = loaded("[balancer]\nforwarding = \"user\"\n");
         let pod_user = static_pod(&user.config, &user.host_files, IMAGE);
         assert!(pod_user.text.contains("add: [\"NET_ADMIN\", \"NET_RAW\", \"NET_BIND_SERVICE\"]\n"), "{}", pod_user.text);
         assert!(pod.text.contains("        path: \"/var/lib/halo\"\n        type: Directory"), "{}", pod.text);

@@ -154,7 +154,7 @@ fn log_target(report: &mut Report<'_>, raw: &crate::raw::RawLog) -> crate::model
     LogTarget::Syslog { socket, facility }
 }
 
-/// `[balancer]`: `forwarding` is one of its three words, `user` when absent; `kernel_after` a
+/// `[balancer]`: `forwarding` is one of its three words, `auto` when absent; `kernel_after` a
 /// duration, zero allowed.
 fn balancer(report: &mut Report<'_>, raw: &crate::raw::RawBalancer) -> Balancer {
     let options = [("auto", Forwarding::Auto), ("kernel", Forwarding::Kernel), ("user", Forwarding::User)];
