@@ -17,16 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-/// Whether kernel forwarding can be tested here; says why not (outside CI only).
-fn can_forward_in_kernel(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: must run as root under CI");
-    eprintln!("SKIP {test}: not root (kernel forwarding needs CAP_BPF)");
-    false
-}
-
 /// A balancer in `forwarding` mode in front of `server`, its frontend's address.
 async fn balancer(forwarding: Forwarding, server: SocketAddr) -> (halo_lb::Balancer, SocketAddr, watch::Sender<bool>) {
     balancer_with(forwarding, server, |_| {}).await
@@ -57,7 +47,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// The two modes, the kernel one only where it can run.
 fn modes(test: &str) -> Vec<Forwarding> {
     let mut modes = vec![Forwarding::User];
-    if can_forward_in_kernel(test) {
+    if support::can_forward_in_kernel(test) {
         modes.push(Forwarding::Kernel);
     }
     modes
@@ -503,7 +493,7 @@ async fn the_servers_byte_counters_are_the_bytes_each_way_in_both_modes() {
 /// long one joins it while bytes flow both ways, none lost, duplicated or reordered at the switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_joins_the_kernel_path_after_kernel_after_without_losing_a_byte() {
-    if !can_forward_in_kernel("a_connection_joins_the_kernel_path_after_kernel_after_without_losing_a_byte") {
+    if !support::can_forward_in_kernel("a_connection_joins_the_kernel_path_after_kernel_after_without_losing_a_byte") {
         return;
     }
     let (echo, _task) = support::echo_server().await;

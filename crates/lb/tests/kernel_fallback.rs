@@ -13,20 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-/// Whether kernel forwarding can be tested here; says why not (outside CI only).
-fn can_forward_in_kernel(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: must run as root under CI");
-    eprintln!("SKIP {test}: not root (kernel forwarding needs CAP_BPF)");
-    false
-}
-
 #[test]
 #[allow(unsafe_code)]
 fn a_connection_the_map_has_no_room_for_stays_in_user_space() {
-    if !can_forward_in_kernel("a_connection_the_map_has_no_room_for_stays_in_user_space") {
+    if !support::can_forward_in_kernel("a_connection_the_map_has_no_room_for_stays_in_user_space") {
         return;
     }
     // SAFETY: the one test of this binary, before it starts a thread of its own: nothing reads

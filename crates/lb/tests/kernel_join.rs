@@ -13,16 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-/// Whether kernel forwarding can be tested here; says why not (outside CI only).
-fn can_forward_in_kernel(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: must run as root under CI");
-    eprintln!("SKIP {test}: not root (kernel forwarding needs CAP_BPF)");
-    false
-}
-
 /// Fills `chunk` with the numbered stream from byte `at`: each 8-byte word is its own offset in
 /// the stream (little endian), so a word out of place says where it came from.
 fn numbered(chunk: &mut [u8], at: u64) {
@@ -120,7 +110,7 @@ async fn a_switch_under_full_streams_both_ways_loses_and_repeats_nothing() {
     const TEST: &str = "a_switch_under_full_streams_both_ways_loses_and_repeats_nothing";
     const TOTAL: u64 = 1 << 30;
     const ROUNDS: usize = 30;
-    if !can_forward_in_kernel(TEST) {
+    if !support::can_forward_in_kernel(TEST) {
         return;
     }
     let (echo, _task) = support::echo_server().await;

@@ -285,3 +285,14 @@ pub async fn echo_through(client: &mut TcpStream, sent: &[u8]) -> Result<Vec<u8>
     read.map_err(|_| format!("no echoed FIN within 30 s ({} bytes back)", got.len()))?.map_err(|e| format!("read: {e}"))?;
     Ok(got)
 }
+
+/// Whether kernel forwarding can be tested here (root: CAP_BPF); says why not, and skips, outside
+/// CI only.
+pub fn can_forward_in_kernel(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: must run as root under CI");
+    eprintln!("SKIP {test}: not root (kernel forwarding needs CAP_BPF)");
+    false
+}
